@@ -1,0 +1,62 @@
+"""Request bodies of the API, validated once at the edge."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class LaunchRequest(BaseModel):
+    """Xinference's launch body; unknown keys are engine arguments and pass through."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_name: str = Field(min_length=1)
+    model_type: str | None = None
+    model_engine: str | None = None
+    model_uid: str | None = Field(default=None, min_length=1, max_length=200)
+    model_size_in_billions: int | float | str | None = None
+    model_format: str | None = None
+    quantization: str | None = None
+    replica: int = Field(default=1, ge=1, le=64)
+    n_gpu: int | str | None = "auto"
+    gpu_idx: int | list[int] | None = None
+    worker_ip: str | None = None
+    model_path: str | None = None
+    request_limits: int | None = Field(default=None, ge=1)
+    envs: dict[str, str] | None = None
+
+    @field_validator("model_uid")
+    @classmethod
+    def _uid_is_url_safe(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or value != value.strip()):
+            raise ValueError("model_uid must not contain '/' or surrounding spaces")
+        return value
+
+    @field_validator("n_gpu")
+    @classmethod
+    def _n_gpu(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value != "auto":
+            if not value.isdigit():
+                raise ValueError("n_gpu must be an integer, 'auto' or null")
+            return int(value)
+        return value
+
+
+class RegisterRequest(BaseModel):
+    """Xinference's client sends the family as a JSON string in `model`."""
+
+    model: str | dict[str, Any]
+    persist: bool = True
+    worker_ip: str | None = None
+
+
+class EmbeddingRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1)
+    user: str | None = None

@@ -1,0 +1,151 @@
+"""Xinference's management API: models, registrations, engines, cluster."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+
+from fleet import __version__
+from fleet.api.protocol import LaunchRequest, RegisterRequest
+from fleet.catalogue.schemas import normalize_model_type
+from fleet.errors import BadRequest
+
+router = APIRouter()
+
+
+def _cluster(request: Request) -> Any:
+    return request.app.state.cluster
+
+
+def _model_type(value: str) -> str:
+    try:
+        return normalize_model_type(value)
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from None
+
+
+@router.get("/status")
+async def status(request: Request) -> dict[str, Any]:
+    """A cheap health check: answers without calling any actor."""
+    uptime = round(time.time() - request.app.state.started_at, 1)
+    return {"status": "ok", "version": __version__, "uptime_s": uptime}
+
+
+@router.get("/v1/cluster/auth")
+async def cluster_auth() -> dict[str, bool]:
+    return {"auth": False}
+
+
+@router.get("/v1/address")
+async def supervisor_address(request: Request) -> str:
+    """The supervisor's actor address, which a joining worker needs."""
+    return request.app.state.supervisor_address
+
+
+@router.get("/v1/cluster/info")
+async def cluster_info(request: Request) -> list[dict[str, Any]]:
+    supervisor = _cluster(request).supervisor
+    workers = await supervisor.list_workers()
+    head = {"node_type": "Supervisor", "address": request.app.state.supervisor_address,
+            "ip_address": request.app.state.supervisor_address.rsplit(":", 1)[0],
+            "version": __version__, **(await supervisor.status())}
+    return [head, *workers]
+
+
+@router.get("/v1/workers")
+async def workers(request: Request) -> list[dict[str, Any]]:
+    return await _cluster(request).supervisor.list_workers()
+
+
+@router.post("/v1/models")
+async def launch_model(
+    request: Request, body: LaunchRequest, wait_ready: bool = Query(True)
+) -> dict[str, str]:
+    payload = body.model_dump(exclude_none=True)
+    if payload.get("model_type"):
+        payload["model_type"] = _model_type(payload["model_type"])
+    cluster = _cluster(request)
+    uid = await cluster.supervisor.launch_model(payload, wait_ready)
+    cluster.router.invalidate(uid)
+    return {"model_uid": uid}
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> dict[str, Any]:
+    return {"object": "list", "data": await _cluster(request).supervisor.list_models()}
+
+
+@router.get("/v1/models/{model_uid}")
+async def describe_model(request: Request, model_uid: str) -> dict[str, Any]:
+    return await _cluster(request).supervisor.describe_model(model_uid)
+
+
+@router.delete("/v1/models/{model_uid}")
+async def terminate_model(request: Request, model_uid: str) -> dict[str, Any]:
+    cluster = _cluster(request)
+    await cluster.supervisor.terminate_model(model_uid)
+    cluster.router.invalidate(model_uid)
+    return {}
+
+
+@router.post("/v1/models/{model_uid}/cancel")
+async def cancel_launch(request: Request, model_uid: str) -> dict[str, Any]:
+    return await terminate_model(request, model_uid)
+
+
+@router.get("/v1/models/{model_uid}/progress")
+async def launch_progress(request: Request, model_uid: str) -> dict[str, Any]:
+    return await _cluster(request).supervisor.launch_progress(model_uid)
+
+
+@router.get("/v1/models/{model_uid}/replicas")
+async def replicas(request: Request, model_uid: str) -> list[dict[str, Any]]:
+    return await _cluster(request).supervisor.replica_status(model_uid)
+
+
+@router.post("/v1/model_registrations/{model_type}")
+async def register_model(request: Request, model_type: str, body: RegisterRequest) -> dict:
+    family = body.model
+    if isinstance(family, str):
+        try:
+            family = json.loads(family)
+        except json.JSONDecodeError as exc:
+            raise BadRequest(f"model is not valid JSON: {exc}") from None
+    if not isinstance(family, dict):
+        raise BadRequest("model must be a JSON object describing the model family")
+    await _cluster(request).supervisor.register_model(_model_type(model_type), family, body.persist)
+    return {}
+
+
+@router.get("/v1/model_registrations/{model_type}")
+async def list_registrations(
+    request: Request, model_type: str, detailed: bool = False
+) -> list[dict[str, Any]]:
+    return await _cluster(request).supervisor.list_registrations(_model_type(model_type), detailed)
+
+
+@router.get("/v1/model_registrations/{model_type}/{model_name}")
+async def get_registration(request: Request, model_type: str, model_name: str) -> dict:
+    return await _cluster(request).supervisor.get_registration(_model_type(model_type), model_name)
+
+
+@router.delete("/v1/model_registrations/{model_type}/{model_name}")
+async def unregister_model(request: Request, model_type: str, model_name: str) -> dict:
+    await _cluster(request).supervisor.unregister_model(_model_type(model_type), model_name)
+    return {}
+
+
+@router.get("/v1/engines/{model_name}")
+async def engines(request: Request, model_name: str, detailed: bool = False) -> Any:
+    return await _cluster(request).supervisor.engines_for(model_name, None, detailed)
+
+
+@router.get("/v1/engines/{model_type}/{model_name}")
+async def engines_typed(request: Request, model_type: str, model_name: str,
+                        detailed: bool = False) -> Any:
+    return await _cluster(request).supervisor.engines_for(
+        model_name, _model_type(model_type), detailed
+    )

@@ -1,0 +1,160 @@
+"""The catalogue: built-in families (JSON inside the package) plus custom registrations persisted
+under FLEET_HOME/registrations/<type>/<name>.json."""
+
+from __future__ import annotations
+
+import json
+import logging
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from fleet.catalogue.schemas import (
+    FAMILY_CLASSES,
+    MODEL_TYPES,
+    BaseFamily,
+    ModelSpec,
+    normalize_model_type,
+)
+from fleet.errors import BadRequest, NotFound
+from fleet.settings import registrations_dir
+from fleet.state import read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+_DATA_FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json"}
+
+
+@cache
+def builtin_families(model_type: str) -> dict[str, BaseFamily]:
+    """Parsed once per process: the files are part of the installed package."""
+    cls = FAMILY_CLASSES[model_type]
+    text = resources.files("fleet.catalogue").joinpath("data", _DATA_FILES[model_type]).read_text()
+    families = [cls.model_validate(item) for item in json.loads(text)]
+    return {family.model_name: family for family in families}
+
+
+def format_validation_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:5]:
+        location = ".".join(str(p) for p in item["loc"]) or "body"
+        parts.append(f"{location}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def parse_family(model_type: str, data: dict[str, Any]) -> BaseFamily:
+    try:
+        return FAMILY_CLASSES[model_type].model_validate(data)
+    except ValidationError as exc:
+        raise BadRequest(f"invalid {model_type} model: {format_validation_error(exc)}") from None
+
+
+class Catalogue:
+    """Built-in plus custom families; custom ones are written atomically and reloaded at start."""
+
+    def __init__(self, directory: Path | None = None):
+        self._directory = directory or registrations_dir()
+        self._custom: dict[str, dict[str, BaseFamily]] = {t: {} for t in MODEL_TYPES}
+        self._load_custom()
+
+    def _load_custom(self) -> None:
+        for model_type in MODEL_TYPES:
+            folder = self._directory / model_type
+            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+                try:
+                    family = parse_family(model_type, read_json(path))
+                except (BadRequest, ValueError) as exc:
+                    logger.error("skipping unreadable registration %s: %s", path, exc)
+                    continue
+                self._custom[model_type][family.model_name] = family
+
+    def families(self, model_type: str) -> dict[str, BaseFamily]:
+        model_type = normalize_model_type(model_type)
+        return {**builtin_families(model_type), **self._custom[model_type]}
+
+    def is_builtin(self, model_type: str, model_name: str) -> bool:
+        return model_name in builtin_families(normalize_model_type(model_type))
+
+    def find(self, model_name: str, model_type: str | None = None) -> BaseFamily:
+        types = [normalize_model_type(model_type)] if model_type else list(MODEL_TYPES)
+        for candidate in types:
+            family = self.families(candidate).get(model_name)
+            if family is not None:
+                return family
+        where = f" of type {types[0]}" if model_type else ""
+        raise BadRequest(
+            f"model {model_name!r}{where} is not in the catalogue; "
+            "see `fleet registrations -t TYPE` or register it first",
+            code="model_not_found",
+        )
+
+    def register(self, model_type: str, data: dict[str, Any], persist: bool = True) -> BaseFamily:
+        model_type = normalize_model_type(model_type)
+        family = parse_family(model_type, data)
+        if family.model_name in builtin_families(model_type):
+            raise BadRequest(f"{family.model_name!r} is a built-in model; choose another name")
+        if family.model_name in self._custom[model_type]:
+            raise BadRequest(f"a custom model named {family.model_name!r} is already registered")
+        if persist:
+            path = self._directory / model_type / f"{family.model_name}.json"
+            write_json_atomic(path, family.model_dump(mode="json", exclude_none=True))
+        self._custom[model_type][family.model_name] = family
+        return family
+
+    def unregister(self, model_type: str, model_name: str) -> None:
+        model_type = normalize_model_type(model_type)
+        if model_name in builtin_families(model_type):
+            raise BadRequest(f"{model_name!r} is a built-in model and cannot be unregistered")
+        if self._custom[model_type].pop(model_name, None) is None:
+            raise NotFound(f"no custom {model_type} model named {model_name!r}")
+        (self._directory / model_type / f"{model_name}.json").unlink(missing_ok=True)
+
+    def list_registrations(self, model_type: str, detailed: bool = False) -> list[dict[str, Any]]:
+        model_type = normalize_model_type(model_type)
+        rows = []
+        for name, family in sorted(self.families(model_type).items()):
+            row: dict[str, Any] = {"model_name": name, "is_builtin": self.is_builtin(model_type, name)}
+            if detailed:
+                row.update(family.model_dump(mode="json", exclude_none=True))
+            rows.append(row)
+        return rows
+
+    def describe_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
+        family = self.families(model_type).get(model_name)
+        if family is None:
+            raise NotFound(f"no {normalize_model_type(model_type)} model named {model_name!r}")
+        data = family.model_dump(mode="json", exclude_none=True)
+        data["is_builtin"] = self.is_builtin(model_type, model_name)
+        return data
+
+
+def select_spec(
+    family: BaseFamily,
+    model_format: str | None = None,
+    size: int | float | str | None = None,
+    quantization: str | None = None,
+) -> tuple[ModelSpec, str]:
+    """The first spec that matches what the user asked for, and the quantization to use."""
+    for spec in family.model_specs:
+        if model_format and spec.model_format != model_format.lower():
+            continue
+        if not spec.matches_size(size):
+            continue
+        if quantization and quantization not in spec.quantizations:
+            continue
+        return spec, quantization or spec.quantizations[0]
+    wanted = ", ".join(
+        f"{k}={v}"
+        for k, v in (("format", model_format), ("size", size), ("quantization", quantization))
+        if v
+    )
+    available = "; ".join(
+        f"{s.model_format} {s.size_label}B [{', '.join(s.quantizations)}]" for s in family.model_specs
+    )
+    raise BadRequest(
+        f"{family.model_name} has no variant with {wanted}; available: {available}",
+        code="spec_not_found",
+    )

@@ -1,0 +1,163 @@
+"""Pydantic schemas of model families: the same JSON for the built-in catalogue and for custom
+registrations, so that Xinference's custom-model files register here unchanged."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ModelType = Literal["LLM", "embedding", "rerank"]
+MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank")
+
+
+def normalize_model_type(value: str) -> str:
+    """Accept `llm`, `Embedding`... as the canonical spelling that Xinference's API uses."""
+    for canonical in MODEL_TYPES:
+        if value.lower() == canonical.lower():
+            return canonical
+    raise ValueError(f"unknown model type {value!r}; expected one of {', '.join(MODEL_TYPES)}")
+
+
+class ModelSpec(BaseModel):
+    """One downloadable (or local) variant of a family: a format, a size, its quantizations."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_format: str = "pytorch"
+    model_size_in_billions: int | float | str | None = None
+    quantizations: list[str] = Field(default_factory=lambda: ["none"])
+    model_id: str | None = None
+    model_revision: str | None = None
+    modelscope_model_id: str | None = None
+    # GGUF repositories hold one file per quantization: "qwen2.5-7b-instruct-{quantization}.gguf".
+    model_file_name_template: str | None = None
+    # A local folder (or file for GGUF), as a plain path or a file:// URI.
+    model_uri: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_single_quantization(cls, data: Any) -> Any:
+        # Xinference's custom-model JSON names one "quantization"; the catalogue lists several.
+        if isinstance(data, dict) and "quantization" in data and "quantizations" not in data:
+            data = dict(data)
+            data["quantizations"] = [data.pop("quantization") or "none"]
+        return data
+
+    @field_validator("model_format")
+    @classmethod
+    def _lower_format(cls, value: str) -> str:
+        return value.lower()
+
+    @property
+    def size_label(self) -> str:
+        """Sizes are written `0_5` in Xinference's catalogue; show them as `0.5`."""
+        if self.model_size_in_billions is None:
+            return "-"
+        return str(self.model_size_in_billions).replace("_", ".")
+
+    def matches_size(self, size: int | float | str | None) -> bool:
+        if size is None:
+            return True
+        if self.model_size_in_billions is None:
+            return False
+        try:
+            return float(str(size).replace("_", ".")) == float(self.size_label)
+        except ValueError:
+            return str(size) == str(self.model_size_in_billions)
+
+
+class BaseFamily(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    version: int = 2
+    model_name: str = Field(min_length=1, max_length=200)
+    model_description: str | None = None
+    model_specs: list[ModelSpec] = Field(min_length=1)
+
+    @field_validator("model_name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        # Names become file names and URL segments: refuse separators and leading dots.
+        if "/" in value or "\\" in value or value.startswith(".") or value != value.strip():
+            raise ValueError("model_name must not contain slashes, start with a dot or carry spaces")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_flat_spec(cls, data: Any) -> Any:
+        # Xinference's custom embedding/rerank JSON puts model_id/model_uri at the top level.
+        if isinstance(data, dict) and "model_specs" not in data:
+            flat = {k: data[k] for k in ("model_id", "model_uri", "model_revision") if k in data}
+            if flat:
+                data = dict(data)
+                data["model_specs"] = [{"model_format": "pytorch", **flat}]
+        return data
+
+    @property
+    def model_type(self) -> str:
+        raise NotImplementedError
+
+    @property
+    def abilities(self) -> list[str]:
+        raise NotImplementedError
+
+
+class LLMFamily(BaseFamily):
+    context_length: int = Field(default=2048, gt=0)
+    model_lang: list[str] = Field(default_factory=lambda: ["en"])
+    model_ability: list[str] = Field(default_factory=lambda: ["generate"])
+    # For custom models: the built-in family whose chat formatting to borrow.
+    model_family: str | None = None
+    # None means: use the chat template that ships with the tokenizer.
+    chat_template: str | None = None
+    stop_token_ids: list[int] = Field(default_factory=list)
+    stop: list[str] = Field(default_factory=list)
+    reasoning_start_tag: str | None = None
+    reasoning_end_tag: str | None = None
+
+    @property
+    def model_type(self) -> str:
+        return "LLM"
+
+    @property
+    def abilities(self) -> list[str]:
+        return self.model_ability
+
+
+class EmbeddingFamily(BaseFamily):
+    dimensions: int = Field(gt=0)
+    max_tokens: int = Field(default=512, gt=0)
+    language: list[str] = Field(default_factory=lambda: ["en"])
+
+    @property
+    def model_type(self) -> str:
+        return "embedding"
+
+    @property
+    def abilities(self) -> list[str]:
+        return ["embed"]
+
+
+class RerankFamily(BaseFamily):
+    language: list[str] = Field(default_factory=lambda: ["en"])
+    max_tokens: int = Field(default=512, gt=0)
+    # "normal" is a cross-encoder; "LLM-based" scores with a causal LM's yes/no logits.
+    type: str = "normal"
+
+    @property
+    def model_type(self) -> str:
+        return "rerank"
+
+    @property
+    def abilities(self) -> list[str]:
+        return ["rerank"]
+
+
+Family = LLMFamily | EmbeddingFamily | RerankFamily
+
+FAMILY_CLASSES: dict[str, type[BaseFamily]] = {
+    "LLM": LLMFamily,
+    "embedding": EmbeddingFamily,
+    "rerank": RerankFamily,
+}

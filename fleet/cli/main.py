@@ -1,0 +1,35 @@
+"""Entry point of the `fleet` console script."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from fleet import __version__
+from fleet.cli.model_cmds import MODEL_COMMANDS
+from fleet.cli.server_cmds import local, supervisor, worker
+from fleet.client import FleetClientError
+
+
+class FleetGroup(click.Group):
+    """Server errors become one readable line and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except FleetClientError as exc:
+            raise click.ClickException(exc.message) from None
+
+
+@click.group(cls=FleetGroup)
+@click.version_option(__version__, prog_name="fleet")
+def cli() -> None:
+    """Fleet: serve and manage open models on your own machines."""
+
+
+for command in (local, supervisor, worker, *MODEL_COMMANDS):
+    cli.add_command(command)
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,230 @@
+"""Commands that talk to a running cluster over HTTP, with Xinference's verbs and flags."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from fleet.client import Client
+from fleet.settings import DEFAULT_ENDPOINT
+
+# Piped output is not cut to 80 columns: scripts grep it.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+
+endpoint_option = click.option(
+    "-e", "--endpoint", envvar="FLEET_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
+    help="Fleet's API address.",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console.print(table)
+
+
+def _client(endpoint: str) -> Client:
+    return Client(endpoint)
+
+
+def _size(value: str | None) -> Any:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
+
+def _watch_launch(client: Client, uid: str) -> dict[str, Any]:
+    """A live progress bar until the launch is ready or failed."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                  TextColumn("{task.percentage:>3.0f}%"), TextColumn("{task.fields[stage]}"),
+                  TimeElapsedColumn(), console=err_console, transient=True) as progress:
+        task = progress.add_task(f"launching {uid}", total=1.0, stage="")
+        while True:
+            state = client.launch_progress(uid)
+            progress.update(task, completed=state["progress"], stage=state.get("stage") or "")
+            if state["status"] in ("ready", "failed"):
+                return state
+            time.sleep(0.25)
+
+
+@click.command()
+@endpoint_option
+@click.option("-n", "--model-name", required=True, help="Name in the catalogue.")
+@click.option("-t", "--model-type", default=None, help="LLM, embedding or rerank.")
+@click.option("-en", "--model-engine", default=None, help="Engine; chosen for you if omitted.")
+@click.option("-u", "--model-uid", default=None, help="UID to serve it under [default: name].")
+@click.option("-s", "--size-in-billions", default=None, help="Model size, e.g. 7 or 0_5.")
+@click.option("-f", "--model-format", default=None, help="pytorch, gguf, ...")
+@click.option("-q", "--quantization", default=None)
+@click.option("-r", "--replica", default=1, show_default=True, type=int)
+@click.option("--n-gpu", default="auto", show_default=True, help="GPUs per replica, or 'none'.")
+@click.option("--model-path", default=None, help="Local weights: skips the download.")
+@click.option("--worker-ip", default=None, help="Place it on this worker.")
+@json_option
+def launch(endpoint: str, model_name: str, model_type: str | None, model_engine: str | None,
+           model_uid: str | None, size_in_billions: str | None, model_format: str | None,
+           quantization: str | None, replica: int, n_gpu: str, model_path: str | None,
+           worker_ip: str | None, as_json: bool) -> None:
+    """Launch a model and wait until it serves."""
+    client = _client(endpoint)
+    uid = client.launch_model(
+        model_name, model_type=model_type, wait_ready=False, model_engine=model_engine,
+        model_uid=model_uid, model_size_in_billions=_size(size_in_billions),
+        model_format=model_format, quantization=quantization, replica=replica,
+        n_gpu=None if n_gpu.lower() == "none" else n_gpu, model_path=model_path,
+        worker_ip=worker_ip,
+    )
+    state = _watch_launch(client, uid) if sys.stderr.isatty() or not as_json else None
+    if state is None:
+        while (state := client.launch_progress(uid))["status"] not in ("ready", "failed"):
+            time.sleep(0.25)
+    if state["status"] == "failed":
+        raise click.ClickException(f"launch of {uid} failed: {state['error']}")
+    described = client.describe_model(uid)
+    if as_json:
+        _print_json({"model_uid": uid, **described})
+    else:
+        console.print(f"Model [bold]{uid}[/bold] is ready on engine {described['model_engine']}.")
+
+
+@click.command("list")
+@endpoint_option
+@json_option
+def list_models(endpoint: str, as_json: bool) -> None:
+    """List running models."""
+    models = _client(endpoint).list_models()
+    if as_json:
+        _print_json(list(models.values()))
+        return
+    rows = [[uid, m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
+             m["model_size_in_billions"], m["quantization"], m["replica"], m["status"]]
+            for uid, m in models.items()]
+    _table("Running models", ["UID", "Type", "Name", "Engine", "Format", "Size (B)",
+                              "Quantization", "Replicas", "Status"], rows)
+
+
+@click.command()
+@endpoint_option
+@click.option("-u", "--model-uid", "uid_option", default=None)
+@click.argument("model_uid", required=False)
+def terminate(endpoint: str, uid_option: str | None, model_uid: str | None) -> None:
+    """Terminate a running model and free its memory."""
+    uid = uid_option or model_uid
+    if not uid:
+        raise click.UsageError("give the model uid: fleet terminate -u UID")
+    _client(endpoint).terminate_model(uid)
+    console.print(f"Model {uid} terminated.")
+
+
+@click.command()
+@endpoint_option
+@click.option("-t", "--model-type", default="LLM", show_default=True)
+@click.option("--file", "file_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--persist/--no-persist", default=True, show_default=True)
+def register(endpoint: str, model_type: str, file_path: str, persist: bool) -> None:
+    """Register a custom model from its JSON description."""
+    try:
+        family = json.loads(Path(file_path).read_text())
+    except json.JSONDecodeError as exc:
+        raise click.ClickException(f"{file_path} is not valid JSON: {exc}") from None
+    _client(endpoint).register_model(model_type, family, persist)
+    console.print(f"Registered {family.get('model_name')} ({model_type}).")
+
+
+@click.command()
+@endpoint_option
+@click.option("-t", "--model-type", default="LLM", show_default=True)
+@click.option("-n", "--model-name", required=True)
+def unregister(endpoint: str, model_type: str, model_name: str) -> None:
+    """Remove a custom model registration."""
+    _client(endpoint).unregister_model(model_type, model_name)
+    console.print(f"Unregistered {model_name} ({model_type}).")
+
+
+@click.command()
+@endpoint_option
+@click.option("-t", "--model-type", default="LLM", show_default=True)
+@click.option("--detailed", is_flag=True)
+@json_option
+def registrations(endpoint: str, model_type: str, detailed: bool, as_json: bool) -> None:
+    """List the models that can be launched: built-in and custom."""
+    rows = _client(endpoint).list_model_registrations(model_type, detailed=True)
+    if as_json:
+        _print_json(rows if detailed else [
+            {"model_name": r["model_name"], "is_builtin": r["is_builtin"]} for r in rows])
+        return
+    table_rows = []
+    for r in rows:
+        formats = sorted({s["model_format"] for s in r.get("model_specs", [])})
+        sizes = sorted({str(s.get("model_size_in_billions")).replace("_", ".")
+                        for s in r.get("model_specs", []) if s.get("model_size_in_billions")})
+        table_rows.append([r["model_name"], "built-in" if r["is_builtin"] else "custom",
+                           ", ".join(formats), ", ".join(sizes)])
+    _table(f"{model_type} models", ["Name", "Source", "Formats", "Sizes (B)"], table_rows)
+
+
+@click.command()
+@endpoint_option
+@click.option("-n", "--model-name", "name_option", default=None)
+@click.option("-t", "--model-type", default=None)
+@click.argument("model_name", required=False)
+@json_option
+def engine(endpoint: str, name_option: str | None, model_type: str | None,
+           model_name: str | None, as_json: bool) -> None:
+    """Show which engines can run a model, and why the others cannot."""
+    name = name_option or model_name
+    if not name:
+        raise click.UsageError("give the model name: fleet engine MODEL")
+    result = _client(endpoint).query_engines(name, model_type, detailed=True)
+    if as_json:
+        _print_json(result)
+        return
+    rows = [[e["engine"], "yes" if e["available"] else "no", ", ".join(e["formats"]),
+             ", ".join(e["quantizations"]), e["reason"] or ""] for e in result["engines"]]
+    _table(f"Engines for {name} ({result['model_type']})",
+           ["Engine", "Can run", "Formats", "Quantizations", "Why not"], rows)
+
+
+@click.command()
+@endpoint_option
+@json_option
+def status(endpoint: str, as_json: bool) -> None:
+    """Show the cluster: workers, their resources and replicas."""
+    info = _client(endpoint).cluster_info()
+    if as_json:
+        _print_json(info)
+        return
+    rows = []
+    for node in info:
+        resources = node.get("resources", {})
+        memory = resources.get("memory_total")
+        rows.append([node["node_type"], node["address"], resources.get("cpu_count", ""),
+                     f"{memory / 2**30:.1f} GiB" if memory else "",
+                     len(resources.get("gpus", [])) if resources else "",
+                     ", ".join(node.get("replicas", []))])
+    _table("Cluster", ["Node", "Address", "CPUs", "Memory", "GPUs", "Replicas"], rows)
+
+
+MODEL_COMMANDS = [launch, list_models, terminate, register, unregister, registrations, engine,
+                  status]
+

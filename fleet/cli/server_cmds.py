@@ -1,0 +1,66 @@
+"""`fleet local`, `fleet supervisor`, `fleet worker`: start the pieces of a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+import click
+
+from fleet.errors import FleetError
+from fleet.logging_setup import setup_logging
+from fleet.settings import DEFAULT_ENDPOINT, DEFAULT_PORT
+
+
+def _run(component: str, log_level: str, coroutine_factory) -> None:
+    log_file = setup_logging(component, log_level)
+    click.echo(f"Fleet {component}: logs in {log_file}", err=True)
+    try:
+        asyncio.run(coroutine_factory())
+    except FleetError as exc:
+        raise click.ClickException(exc.message) from None
+    except KeyboardInterrupt:
+        pass
+
+
+_host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
+                     help="Address to listen on (0.0.0.0 for every interface).")
+_port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
+                     help="Port of the HTTP API.")
+_log_level = click.option("--log-level", default="INFO", show_default=True,
+                          type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
+                                            case_sensitive=False))
+
+
+@click.command()
+@_host
+@_port
+@_log_level
+def local(host: str, port: int, log_level: str) -> None:
+    """Start a one-machine cluster: supervisor, worker and API server."""
+    from fleet.server import run_cluster
+
+    _run("local", log_level, lambda: run_cluster(host, port, with_worker=True))
+
+
+@click.command()
+@_host
+@_port
+@_log_level
+def supervisor(host: str, port: int, log_level: str) -> None:
+    """Start the supervisor and the API server; workers join it with `fleet worker -e`."""
+    from fleet.server import run_cluster
+
+    _run("supervisor", log_level, lambda: run_cluster(host, port, with_worker=False))
+
+
+@click.command()
+@click.option("-e", "--endpoint", default=DEFAULT_ENDPOINT, show_default=True,
+              help="The supervisor's API address.")
+@click.option("-H", "--host", default=None,
+              help="Address this worker listens on [default: the one facing the supervisor].")
+@_log_level
+def worker(endpoint: str, host: str | None, log_level: str) -> None:
+    """Start a worker on this machine and join the supervisor at ENDPOINT."""
+    from fleet.server import run_worker
+
+    _run("worker", log_level, lambda: run_worker(endpoint, host))

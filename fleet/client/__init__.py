@@ -1,0 +1,145 @@
+"""`fleet.client.Client`: the Python client (over httpx) that the CLI uses too.
+
+    from fleet.client import Client
+    client = Client("http://127.0.0.1:9997")
+    uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_path="/models/x")
+    client.get_model(uid).create_embedding(["hello"])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from fleet.settings import DEFAULT_ENDPOINT
+
+
+class FleetClientError(RuntimeError):
+    """An error answer from the server: its HTTP status and the server's message."""
+
+    def __init__(self, status_code: int, message: str, code: str | None = None):
+        super().__init__(f"[{status_code}] {message}")
+        self.status_code = status_code
+        self.message = message
+        self.code = code
+
+
+def _raise_for_error(response: httpx.Response) -> None:
+    if response.is_success:
+        return
+    try:
+        error = response.json().get("error", {})
+        message, code = error.get("message") or response.text, error.get("code")
+    except (ValueError, AttributeError):
+        message, code = response.text or response.reason_phrase, None
+    raise FleetClientError(response.status_code, message, code)
+
+
+class ModelHandle:
+    def __init__(self, client: Client, model_uid: str):
+        self._client = client
+        self.model_uid = model_uid
+
+    def describe(self) -> dict[str, Any]:
+        return self._client.describe_model(self.model_uid)
+
+    def create_embedding(self, input: str | list[str], **kwargs: Any) -> dict[str, Any]:
+        return self._client._request(
+            "POST", "/v1/embeddings", json={"model": self.model_uid, "input": input, **kwargs}
+        )
+
+
+class Client:
+    def __init__(self, endpoint: str | None = None, api_key: str | None = None,
+                 timeout: float = 600.0):
+        self.endpoint = (endpoint or os.environ.get("FLEET_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self._http.request(method, path, **kwargs)
+        except httpx.ConnectError as exc:
+            raise FleetClientError(
+                0, f"cannot connect to Fleet at {self.endpoint} ({exc}); is `fleet local` running?"
+            ) from None
+        _raise_for_error(response)
+        return response.json() if response.content else None
+
+    # ---- models ----
+
+    def launch_model(self, model_name: str, model_type: str | None = None,
+                     wait_ready: bool = True, **kwargs: Any) -> str:
+        body = {"model_name": model_name, "model_type": model_type, **kwargs}
+        body = {k: v for k, v in body.items() if v is not None}
+        result = self._request("POST", "/v1/models", json=body,
+                               params={"wait_ready": str(wait_ready).lower()})
+        return result["model_uid"]
+
+    def list_models(self) -> dict[str, dict[str, Any]]:
+        return {m["id"]: m for m in self._request("GET", "/v1/models")["data"]}
+
+    def describe_model(self, model_uid: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/models/{quote(model_uid, safe='')}")
+
+    def launch_progress(self, model_uid: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/models/{quote(model_uid, safe='')}/progress")
+
+    def replicas(self, model_uid: str) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/models/{quote(model_uid, safe='')}/replicas")
+
+    def terminate_model(self, model_uid: str) -> None:
+        self._request("DELETE", f"/v1/models/{quote(model_uid, safe='')}")
+
+    def get_model(self, model_uid: str) -> ModelHandle:
+        self.describe_model(model_uid)  # fail early on an unknown uid
+        return ModelHandle(self, model_uid)
+
+    # ---- catalogue ----
+
+    def register_model(self, model_type: str, model: str | dict[str, Any],
+                       persist: bool = True) -> None:
+        family = json.loads(model) if isinstance(model, str) else model
+        self._request("POST", f"/v1/model_registrations/{model_type}",
+                      json={"model": family, "persist": persist})
+
+    def unregister_model(self, model_type: str, model_name: str) -> None:
+        self._request("DELETE", f"/v1/model_registrations/{model_type}/{quote(model_name)}")
+
+    def list_model_registrations(self, model_type: str,
+                                 detailed: bool = False) -> list[dict[str, Any]]:
+        return self._request("GET", f"/v1/model_registrations/{model_type}",
+                             params={"detailed": str(detailed).lower()})
+
+    def get_model_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/model_registrations/{model_type}/{quote(model_name)}")
+
+    def query_engines(self, model_name: str, model_type: str | None = None,
+                      detailed: bool = True) -> Any:
+        path = f"/v1/engines/{model_type}/{quote(model_name)}" if model_type else \
+            f"/v1/engines/{quote(model_name)}"
+        return self._request("GET", path, params={"detailed": str(detailed).lower()})
+
+    # ---- cluster ----
+
+    def cluster_info(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/cluster/info")
+
+    def list_workers(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/workers")
+
+    def status(self) -> dict[str, Any]:
+        return self._request("GET", "/status")

@@ -1,0 +1,342 @@
+"""SupervisorActor: one per cluster. Knows the workers, the catalogue and the launched models;
+places replicas, drives their launch, and restores launched models after a restart.
+
+It is not on the request path: the API asks it once where a model's replicas are, then calls
+them directly."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import xoscar as xo
+
+from fleet.catalogue.registry import Catalogue
+from fleet.cluster.placement import place_replicas
+from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.engines.registry import choose_engine, engine_matrix, xinference_engine_params
+from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
+from fleet.settings import WORKER_TIMEOUT_S, state_dir
+from fleet.state import read_json, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+_STATUS_TIMEOUT_S = 5.0
+
+
+class SupervisorActor(xo.StatelessActor):
+    def __init__(self) -> None:
+        super().__init__()
+        self._workers: dict[str, WorkerRecord] = {}
+        self._models: dict[str, ModelRecord] = {}
+        self._catalogue: Catalogue | None = None
+        self._state_file = state_dir() / "models.json"
+        self._to_restore: dict[str, dict[str, Any]] = {}
+        self._monitor: asyncio.Task[None] | None = None
+
+    @classmethod
+    def default_uid(cls) -> str:
+        return "fleet-supervisor"
+
+    async def __post_create__(self) -> None:
+        self._catalogue = Catalogue()
+        self._to_restore = read_json(self._state_file, default={}) or {}
+        self._monitor = asyncio.create_task(self._watch_workers())
+
+    async def __pre_destroy__(self) -> None:
+        if self._monitor:
+            self._monitor.cancel()
+
+    @property
+    def catalogue(self) -> Catalogue:
+        assert self._catalogue is not None
+        return self._catalogue
+
+    # ---- workers -------------------------------------------------------------------------
+
+    async def register_worker(self, address: str, resources: dict[str, Any]) -> None:
+        ref = await xo.actor_ref(address=address, uid="fleet-worker")
+        self._workers[address] = WorkerRecord(address=address, ref=ref, resources=resources)
+        logger.info("worker %s joined (%d CPUs)", address, resources.get("cpu_count", 0))
+        if self._to_restore:
+            pending, self._to_restore = self._to_restore, {}
+            asyncio.create_task(self._restore(pending))
+
+    def heartbeat(self, address: str, resources: dict[str, Any]) -> bool:
+        worker = self._workers.get(address)
+        if worker is None:
+            return False
+        worker.resources = resources
+        worker.last_heartbeat = time.monotonic()
+        return True
+
+    async def _watch_workers(self) -> None:
+        while True:
+            await asyncio.sleep(WORKER_TIMEOUT_S / 3)
+            now = time.monotonic()
+            for address, worker in list(self._workers.items()):
+                if now - worker.last_heartbeat > WORKER_TIMEOUT_S:
+                    logger.error("worker %s stopped sending heartbeats; removing it", address)
+                    del self._workers[address]
+                    self._mark_worker_lost(address)
+
+    def _mark_worker_lost(self, address: str) -> None:
+        for model in self._models.values():
+            for replica in model.replicas:
+                if replica.worker_address == address and replica.state != "failed":
+                    replica.state = "failed"
+                    replica.error = f"worker {address} stopped responding"
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        """Each worker's own view (its live replica processes), not only the supervisor's."""
+        rows = []
+        for worker in list(self._workers.values()):
+            try:
+                live = await asyncio.wait_for(worker.ref.describe(), _STATUS_TIMEOUT_S)
+                replicas, resources = live["replicas"], live["resources"]
+            except Exception as exc:
+                logger.warning("worker %s did not answer: %s", worker.address, exc)
+                replicas, resources = [], worker.resources
+            rows.append(
+                {
+                    "node_type": "Worker",
+                    "address": worker.address,
+                    "ip_address": worker.address.rsplit(":", 1)[0],
+                    "registered_at": int(worker.registered_at),
+                    "seconds_since_heartbeat": round(time.monotonic() - worker.last_heartbeat, 1),
+                    "resources": resources,
+                    "replicas": replicas,
+                }
+            )
+        return rows
+
+    # ---- launching -----------------------------------------------------------------------
+
+    def _prepare(self, request: dict[str, Any]) -> ModelRecord:
+        family = self.catalogue.find(request["model_name"], request.get("model_type"))
+        engine, spec, quantization = choose_engine(
+            family,
+            request.get("model_engine"),
+            request.get("model_format"),
+            request.get("model_size_in_billions"),
+            request.get("quantization"),
+        )
+        uid = request.get("model_uid") or family.model_name
+        existing = self._models.get(uid)
+        if existing is not None and existing.state != "failed":
+            raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
+                             code="duplicate_model_uid")
+        workers = place_replicas(
+            list(self._workers.values()), self._models.values(),
+            int(request.get("replica") or 1), request.get("worker_ip"),
+        )
+        replicas = [
+            ReplicaRecord(replica_uid=f"{uid}-{index}", worker_address=w.address)
+            for index, w in enumerate(workers)
+        ]
+        return ModelRecord(
+            uid=uid, family=family, spec=spec, quantization=quantization, engine=engine.name,
+            request=dict(request, model_uid=uid), replicas=replicas,
+        )
+
+    async def launch_model(
+        self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False
+    ) -> str:
+        record = self._prepare(request)
+        stale = self._models.pop(record.uid, None)
+        if stale is not None:  # a failed launch under the same uid: clear it away first
+            await self._stop_replicas(stale)
+        record.restored = restored
+        self._models[record.uid] = record
+        self._persist()
+        record.launch_task = asyncio.create_task(self._launch(record))
+        logger.info("launching %s (%s on %s, %d replica(s))", record.uid,
+                    record.family.model_name, record.engine, len(record.replicas))
+        if wait_ready:
+            await self.wait_ready(record.uid)
+        return record.uid
+
+    async def wait_ready(self, uid: str) -> None:
+        record = self._get(uid)
+        if record.launch_task is not None:
+            await asyncio.shield(record.launch_task)
+        if record.rejection is not None:
+            if self._models.get(uid) is record:
+                del self._models[uid]
+            raise record.rejection
+        if record.state == "failed":
+            raise LaunchFailed(f"launch of {uid} failed: {record.error}")
+
+    def _launch_payload(self, record: ModelRecord) -> dict[str, Any]:
+        request = record.request
+        known = {"model_name", "model_type", "model_engine", "model_uid", "model_format",
+                 "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx",
+                 "worker_ip", "model_path", "envs", "request_limits", "n_worker"}
+        return {
+            "model_uid": record.uid,
+            "model_type": record.family.model_type,
+            "family": record.family.model_dump(mode="json"),
+            "spec": record.spec.model_dump(mode="json"),
+            "quantization": record.quantization,
+            "model_engine": record.engine,
+            "model_path": request.get("model_path"),
+            "n_gpu": request.get("n_gpu", "auto"),
+            "gpu_idx": request.get("gpu_idx"),
+            "envs": request.get("envs") or {},
+            "engine_kwargs": {k: v for k, v in request.items() if k not in known and v is not None},
+        }
+
+    async def _launch_replica(self, record: ModelRecord, replica: ReplicaRecord) -> None:
+        worker = self._workers.get(replica.worker_address)
+        if worker is None:
+            raise Unavailable(f"worker {replica.worker_address} is gone")
+        placed = await worker.ref.launch_replica(replica.replica_uid, self._launch_payload(record))
+        replica.actor_address, replica.actor_uid = placed["address"], placed["actor_uid"]
+        replica.gpus = placed["gpus"]
+        model_ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
+        await model_ref.load()
+        replica.state = "ready"
+
+    async def _launch(self, record: ModelRecord) -> None:
+        results = await asyncio.gather(
+            *(self._launch_replica(record, r) for r in record.replicas), return_exceptions=True
+        )
+        outcomes = zip(record.replicas, results, strict=True)
+        errors = [(r, e) for r, e in outcomes if isinstance(e, BaseException)]
+        for replica, error in errors:
+            replica.state = "failed"
+            replica.error = error.message if isinstance(error, FleetError) else repr(error)
+        if errors:
+            record.error = errors[0][0].error
+            bad_requests = [e for _, e in errors if isinstance(e, BadRequest)]
+            if bad_requests:
+                # The request itself was wrong (say, a path missing on the worker): answer 400
+                # and keep no record of a launch that never really began.
+                record.rejection = bad_requests[0]
+            logger.error("launch of %s failed: %s", record.uid, record.error)
+            # Nothing half-started: every replica's process goes, the failure stays readable.
+            await self._stop_replicas(record)
+            self._persist()
+            return
+        logger.info("model %s is ready", record.uid)
+
+    async def _stop_replicas(self, record: ModelRecord) -> None:
+        for replica in record.replicas:
+            worker = self._workers.get(replica.worker_address)
+            if worker is not None:
+                try:
+                    await worker.ref.terminate_replica(replica.replica_uid)
+                except Exception as exc:
+                    logger.warning("terminating %s: %s", replica.replica_uid, exc)
+
+    async def _restore(self, pending: dict[str, dict[str, Any]]) -> None:
+        for uid, request in pending.items():
+            if uid in self._models:
+                continue
+            try:
+                await self.launch_model(request, wait_ready=False, restored=True)
+                logger.info("restoring model %s from the last run", uid)
+            except FleetError as exc:
+                logger.error("could not restore model %s: %s", uid, exc.message)
+
+    def _persist(self) -> None:
+        # A first launch that failed is forgotten (the user saw the error); a restored one that
+        # failed is kept, so that a missing file on one restart does not silently lose it.
+        keep = {
+            uid: m.request for uid, m in self._models.items() if m.state != "failed" or m.restored
+        }
+        write_json_atomic(self._state_file, keep)
+
+    # ---- models --------------------------------------------------------------------------
+
+    def _get(self, uid: str) -> ModelRecord:
+        record = self._models.get(uid)
+        if record is None:
+            raise NotFound(f"model {uid!r} is not running", code="model_not_found")
+        return record
+
+    async def terminate_model(self, uid: str) -> None:
+        record = self._get(uid)
+        for replica in record.replicas:
+            replica.state = "terminating"
+        if record.launch_task is not None and not record.launch_task.done():
+            record.launch_task.cancel()
+        await self._stop_replicas(record)
+        self._models.pop(uid, None)
+        self._persist()
+        logger.info("model %s terminated", uid)
+
+    def list_models(self) -> list[dict[str, Any]]:
+        return [m.list_entry() for m in self._models.values()]
+
+    def describe_model(self, uid: str) -> dict[str, Any]:
+        return self._get(uid).describe()
+
+    def route(self, uid: str) -> list[tuple[str, str]]:
+        """(address, actor uid) of every ready replica; the API caches this."""
+        record = self._get(uid)
+        ready = [(r.actor_address, r.actor_uid) for r in record.replicas if r.state == "ready"]
+        if ready:
+            return ready  # type: ignore[return-value]
+        if record.state == "failed":
+            raise Unavailable(f"model {uid} failed: {record.error}", code="model_failed")
+        raise Unavailable(f"model {uid} is still {record.state}", code="model_not_ready")
+
+    async def replica_status(self, uid: str) -> list[dict[str, Any]]:
+        """Live status from each replica's process, falling back to what the supervisor knows."""
+        record = self._get(uid)
+        rows = []
+        for replica in record.replicas:
+            row: dict[str, Any] = {
+                "replica_uid": replica.replica_uid, "worker_address": replica.worker_address,
+                "state": replica.state, "error": replica.error, "gpus": replica.gpus,
+                "stage": replica.state, "progress": 1.0 if replica.state == "ready" else 0.0,
+            }
+            if replica.actor_address and replica.state in ("launching", "ready"):
+                try:
+                    ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
+                    live = await asyncio.wait_for(ref.status(), _STATUS_TIMEOUT_S)
+                    row.update({k: v for k, v in live.items() if k != "state" or v != "ready"})
+                except Exception as exc:
+                    row["status_error"] = str(exc)
+            rows.append(row)
+        return rows
+
+    async def launch_progress(self, uid: str) -> dict[str, Any]:
+        record = self._get(uid)
+        replicas = await self.replica_status(uid)
+        progress = sum(r.get("progress", 0.0) for r in replicas) / max(1, len(replicas))
+        stages = sorted({str(r.get("stage")) for r in replicas})
+        return {"progress": round(progress, 4), "status": record.state,
+                "stage": ", ".join(stages), "error": record.error}
+
+    # ---- catalogue -----------------------------------------------------------------------
+
+    def register_model(self, model_type: str, family: dict[str, Any], persist: bool) -> None:
+        self.catalogue.register(model_type, family, persist)
+
+    def unregister_model(self, model_type: str, model_name: str) -> None:
+        if self.catalogue.is_builtin(model_type, model_name):
+            raise BadRequest(f"{model_name!r} is a built-in model and cannot be unregistered")
+        in_use = [m.uid for m in self._models.values() if m.family.model_name == model_name]
+        if in_use:
+            raise BadRequest(f"{model_name} is running as {', '.join(in_use)}; terminate it first")
+        self.catalogue.unregister(model_type, model_name)
+
+    def list_registrations(self, model_type: str, detailed: bool) -> list[dict[str, Any]]:
+        return self.catalogue.list_registrations(model_type, detailed)
+
+    def get_registration(self, model_type: str, model_name: str) -> dict[str, Any]:
+        return self.catalogue.describe_registration(model_type, model_name)
+
+    def engines_for(self, model_name: str, model_type: str | None, detailed: bool) -> Any:
+        family = self.catalogue.find(model_name, model_type)
+        if detailed:
+            return {"model_name": model_name, "model_type": family.model_type,
+                    "engines": engine_matrix(family)}
+        return xinference_engine_params(family)
+
+    def status(self) -> dict[str, Any]:
+        return {"workers": len(self._workers), "models": len(self._models)}

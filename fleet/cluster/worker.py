@@ -1,0 +1,160 @@
+"""WorkerActor: one per machine. Reports resources to the supervisor, and starts and ends the
+sub-process pools that host model replicas.
+
+Launch speed: a fresh Python process needs seconds to import torch and sentence-transformers,
+so the worker keeps one spare sub-process with the engine libraries already imported and hands
+it to the next launch, then warms another in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import xoscar as xo
+
+from fleet.catalogue.schemas import ModelSpec
+from fleet.cluster.download import local_weights
+from fleet.cluster.model_actor import ModelActor
+from fleet.cluster.resources import machine_resources
+from fleet.errors import BadRequest
+from fleet.settings import HEARTBEAT_INTERVAL_S
+
+logger = logging.getLogger(__name__)
+
+_WARMUP_MODULES = ["fleet.engines.warmup"]
+
+
+class WorkerActor(xo.StatelessActor):
+    def __init__(self, supervisor_address: str, main_pool: Any, warm_spare: bool = True):
+        super().__init__()
+        self._supervisor_address = supervisor_address
+        self._main_pool = main_pool
+        self._warm_spare = warm_spare
+        self._spare: asyncio.Task[str] | None = None
+        self._replica_pools: dict[str, str] = {}
+        self._gpu_owner: dict[int, str] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._supervisor: Any = None
+
+    @classmethod
+    def default_uid(cls) -> str:
+        return "fleet-worker"
+
+    async def __post_create__(self) -> None:
+        from fleet.cluster.supervisor import SupervisorActor
+
+        self._supervisor = await xo.actor_ref(
+            address=self._supervisor_address, uid=SupervisorActor.default_uid()
+        )
+        await self._supervisor.register_worker(self.address, machine_resources())
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        if self._warm_spare:
+            self._start_spare()
+
+    async def __pre_destroy__(self) -> None:
+        if self._heartbeat_task:
+            self._heartbeat_task.cancel()
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            try:
+                known = await self._supervisor.heartbeat(self.address, machine_resources())
+                if not known:  # the supervisor restarted: introduce ourselves again
+                    await self._supervisor.register_worker(self.address, machine_resources())
+            except Exception as exc:  # the supervisor may be restarting; keep trying
+                logger.warning("heartbeat to supervisor failed: %s", exc)
+
+    def _start_spare(self) -> None:
+        self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
+
+    async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
+        return await self._main_pool.append_sub_pool(modules=modules)
+
+    async def _take_sub_pool(self) -> str:
+        """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
+        spare, self._spare = self._spare, None
+        if self._warm_spare:
+            self._start_spare()
+        if spare is not None:
+            try:
+                return await spare
+            except Exception as exc:
+                logger.warning("warm spare failed to start (%s); starting a fresh process", exc)
+        return await self._new_sub_pool()
+
+    def _assign_gpus(self, replica_uid: str, n_gpu: Any, gpu_idx: Any) -> list[int]:
+        gpus = [g["index"] for g in machine_resources()["gpus"]]
+        free = [g for g in gpus if g not in self._gpu_owner]
+        if gpu_idx is not None:
+            wanted = [gpu_idx] if isinstance(gpu_idx, int) else list(gpu_idx)
+            taken = [g for g in wanted if g not in free]
+            if taken:
+                raise BadRequest(f"GPU(s) {taken} are not free on worker {self.address}")
+        elif n_gpu in (None, 0, "0") or not gpus:
+            if n_gpu not in (None, 0, "0", "auto"):
+                raise BadRequest(f"worker {self.address} has no GPU, n_gpu={n_gpu} was asked")
+            return []
+        elif n_gpu == "auto":
+            wanted = free[:1]
+        else:
+            count = int(n_gpu)
+            if count > len(free):
+                raise BadRequest(
+                    f"n_gpu={count} but worker {self.address} has {len(free)} free GPU(s)"
+                )
+            wanted = free[:count]
+        for index in wanted:
+            self._gpu_owner[index] = replica_uid
+        return wanted
+
+    async def launch_replica(self, replica_uid: str, launch: dict[str, Any]) -> dict[str, Any]:
+        """Start a process for the replica and create its ModelActor there (not yet loaded)."""
+        # A missing path is the user's mistake: say so before spending a process on it.
+        local_weights(launch.get("model_path"), ModelSpec.model_validate(launch["spec"]))
+        gpus = self._assign_gpus(replica_uid, launch.get("n_gpu"), launch.get("gpu_idx"))
+        launch = dict(launch)
+        if gpus:
+            launch["device"] = "cuda"
+            launch["envs"] = {**(launch.get("envs") or {}),
+                              "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+        try:
+            address = await self._take_sub_pool()
+        except BaseException:
+            self._release_gpus(replica_uid)
+            raise
+        self._replica_pools[replica_uid] = address
+        try:
+            await xo.create_actor(
+                ModelActor, replica_uid, launch,
+                address=address, uid=ModelActor.uid_for(replica_uid),
+            )
+        except BaseException:
+            await self.terminate_replica(replica_uid)
+            raise
+        return {"address": address, "actor_uid": ModelActor.uid_for(replica_uid), "gpus": gpus}
+
+    def _release_gpus(self, replica_uid: str) -> None:
+        for index in [i for i, owner in self._gpu_owner.items() if owner == replica_uid]:
+            del self._gpu_owner[index]
+
+    async def terminate_replica(self, replica_uid: str) -> None:
+        """End the replica's process: its memory goes back to the machine."""
+        self._release_gpus(replica_uid)
+        address = self._replica_pools.pop(replica_uid, None)
+        if address is None:
+            return
+        try:
+            await self._main_pool.remove_sub_pool(address, timeout=5)
+        except Exception as exc:
+            logger.warning("removing process of %s: %s", replica_uid, exc)
+        logger.info("replica %s terminated, process %s ended", replica_uid, address)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "address": self.address,
+            "resources": machine_resources(),
+            "replicas": sorted(self._replica_pools),
+            "gpu_owner": dict(self._gpu_owner),
+        }

@@ -1,0 +1,40 @@
+"""Exceptions that carry their HTTP meaning, raised anywhere below the API and mapped to the
+OpenAI error body in one place (fleet.api.errors). They cross process boundaries (pickled by
+xoscar), so they keep their arguments simple."""
+
+from __future__ import annotations
+
+
+class FleetError(Exception):
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+    def __reduce__(self):
+        return (type(self), (self.message, self.code))
+
+
+class BadRequest(FleetError):
+    status_code = 400
+    error_type = "invalid_request_error"
+
+
+class NotFound(FleetError):
+    status_code = 404
+    error_type = "not_found_error"
+
+
+class LaunchFailed(FleetError):
+    """The engine could not start the model; the message holds the engine's own error."""
+
+    status_code = 503
+    error_type = "launch_error"
+
+
+class Unavailable(FleetError):
+    status_code = 503
+    error_type = "service_unavailable"

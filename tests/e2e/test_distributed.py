@@ -1,0 +1,43 @@
+"""`fleet supervisor` and `fleet worker` as separate processes form a cluster and serve."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from fleet.client import Client
+from tests.conftest import FleetProcess, free_port
+
+
+def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
+    port = free_port()
+    supervisor = FleetProcess(["supervisor", "-p", str(port)], tmp_path / "sup", port).wait_ready()
+    worker = FleetProcess(["worker", "-e", supervisor.endpoint, "-H", "127.0.0.1"],
+                          tmp_path / "worker")
+    try:
+        client = Client(supervisor.endpoint)
+        workers = _wait_for_workers(client, 1)
+        assert workers[0]["address"] != client.cluster_info()[0]["address"]
+        assert workers[0]["resources"]["cpu_count"] >= 1
+        uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding",
+                                  model_path=minilm_path)
+        described = client.describe_model(uid)
+        assert described["replicas"][0]["worker_address"] == workers[0]["address"]
+        vector = client.get_model(uid).create_embedding("across processes")["data"][0]["embedding"]
+        assert len(vector) == 384 and abs(np.linalg.norm(vector) - 1.0) < 1e-5
+        client.terminate_model(uid)
+        assert client.list_models() == {}
+    finally:
+        assert worker.stop() == 0, worker.output()
+        supervisor.stop()
+
+
+def _wait_for_workers(client: Client, count: int, timeout: float = 60.0) -> list[dict]:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        workers = client.list_workers()
+        if len(workers) >= count:
+            return workers
+        time.sleep(0.2)
+    raise TimeoutError("worker did not join")
