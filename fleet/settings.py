@@ -7,9 +7,15 @@ from pathlib import Path
 
 DEFAULT_PORT = 9997
 DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
-HEARTBEAT_INTERVAL_S = 5.0
-# A worker that misses this many seconds of heartbeats is considered gone.
-WORKER_TIMEOUT_S = 30.0
+
+
+def heartbeat_interval_s() -> float:
+    return float(os.environ.get("FLEET_HEARTBEAT_INTERVAL_S", "5"))
+
+
+def worker_timeout_s() -> float:
+    """A worker silent for this long is considered gone and its replicas failed."""
+    return float(os.environ.get("FLEET_WORKER_TIMEOUT_S", "30"))
 
 
 def fleet_home() -> Path:

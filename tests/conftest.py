@@ -48,6 +48,8 @@ class FleetProcess:
         self.process = subprocess.Popen(
             [sys.executable, "-m", "fleet", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT,
+            # Its own process group, so a test can kill it with its model processes at once.
+            start_new_session=True,
         )
 
     def wait_ready(self, timeout: float = 60.0) -> FleetProcess:

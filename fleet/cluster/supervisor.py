@@ -18,7 +18,7 @@ from fleet.cluster.placement import place_replicas
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.engines.registry import choose_engine, engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
-from fleet.settings import WORKER_TIMEOUT_S, state_dir
+from fleet.settings import state_dir, worker_timeout_s
 from fleet.state import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -74,10 +74,11 @@ class SupervisorActor(xo.StatelessActor):
 
     async def _watch_workers(self) -> None:
         while True:
-            await asyncio.sleep(WORKER_TIMEOUT_S / 3)
+            timeout = worker_timeout_s()
+            await asyncio.sleep(timeout / 3)
             now = time.monotonic()
             for address, worker in list(self._workers.items()):
-                if now - worker.last_heartbeat > WORKER_TIMEOUT_S:
+                if now - worker.last_heartbeat > timeout:
                     logger.error("worker %s stopped sending heartbeats; removing it", address)
                     del self._workers[address]
                     self._mark_worker_lost(address)
@@ -88,6 +89,7 @@ class SupervisorActor(xo.StatelessActor):
                 if replica.worker_address == address and replica.state != "failed":
                     replica.state = "failed"
                     replica.error = f"worker {address} stopped responding"
+                    model.error = model.error or replica.error
 
     async def list_workers(self) -> list[dict[str, Any]]:
         """Each worker's own view (its live replica processes), not only the supervisor's."""

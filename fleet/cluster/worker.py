@@ -18,7 +18,7 @@ from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
 from fleet.cluster.resources import machine_resources
 from fleet.errors import BadRequest
-from fleet.settings import HEARTBEAT_INTERVAL_S
+from fleet.settings import heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class WorkerActor(xo.StatelessActor):
 
     async def _heartbeat_loop(self) -> None:
         while True:
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            await asyncio.sleep(heartbeat_interval_s())
             try:
                 known = await self._supervisor.heartbeat(self.address, machine_resources())
                 if not known:  # the supervisor restarted: introduce ourselves again

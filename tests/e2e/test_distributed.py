@@ -41,3 +41,41 @@ def _wait_for_workers(client: Client, count: int, timeout: float = 60.0) -> list
             return workers
         time.sleep(0.2)
     raise TimeoutError("worker did not join")
+
+
+def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
+    import os
+    import signal
+    import time
+
+    import httpx
+
+    port = free_port()
+    supervisor = FleetProcess(["supervisor", "-p", str(port)], tmp_path / "sup", port,
+                              env={"FLEET_WORKER_TIMEOUT_S": "3"}).wait_ready()
+    worker = FleetProcess(["worker", "-e", supervisor.endpoint, "-H", "127.0.0.1"],
+                          tmp_path / "worker", env={"FLEET_HEARTBEAT_INTERVAL_S": "0.5",
+                                                    "FLEET_WARM_SPARE": "0"})
+    try:
+        client = Client(supervisor.endpoint)
+        _wait_for_workers(client, 1)
+        uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding",
+                                  model_path=minilm_path)
+        client.get_model(uid).create_embedding("before")
+        # The machine dies: the worker and its model process vanish without a word.
+        os.killpg(worker.process.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while client.list_workers() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert client.list_workers() == []
+        described = client.describe_model(uid)
+        assert described["status"] == "failed"
+        assert "stopped responding" in described["error"]
+        assert described["replicas"][0]["state"] == "failed"
+        response = httpx.post(f"{supervisor.endpoint}/v1/embeddings",
+                              json={"model": uid, "input": "after"}, timeout=30)
+        assert response.status_code == 503
+        assert "stopped responding" in response.json()["error"]["message"]
+    finally:
+        worker.stop()
+        supervisor.stop()

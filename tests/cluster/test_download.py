@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from fleet.catalogue.registry import builtin_families
+from fleet.cluster import download
+from fleet.errors import BadRequest, LaunchFailed
+
+
+def _family_and_spec():
+    family = builtin_families("embedding")["all-MiniLM-L6-v2"]
+    return family, family.model_specs[0]
+
+
+def test_local_path_and_file_uri_are_used_as_they_are(tmp_path):
+    family, spec = _family_and_spec()
+    never = lambda fraction: pytest.fail("no download expected")  # noqa: E731
+    assert download.resolve_weights(family, spec, "none", str(tmp_path), never) == tmp_path
+    assert download.resolve_weights(family, spec, "none", f"file://{tmp_path}", never) == tmp_path
+    with pytest.raises(BadRequest, match="does not exist"):
+        download.resolve_weights(family, spec, "none", str(tmp_path / "nope"), never)
+    with pytest.raises(BadRequest, match="file://"):
+        download.path_from_uri("s3://bucket/model")
+
+
+def test_unreachable_hub_fails_fast_and_names_model_path(monkeypatch, tmp_path):
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        closed_port = sock.getsockname()[1]
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{closed_port}")
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    family, spec = _family_and_spec()
+    with pytest.raises(LaunchFailed) as caught:
+        download.resolve_weights(family, spec, "none", None, lambda f: None)
+    assert "--model-path" in caught.value.message
+    assert spec.model_id in caught.value.message
+
+
+def test_offline_setting_is_respected(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ConnectionError, match="HF_HUB_OFFLINE"):
+        download.check_hub_reachable()
+
+
+def test_reachable_endpoint_passes_the_probe(monkeypatch):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{server.getsockname()[1]}")
+        download.check_hub_reachable()
+
+
+def test_progress_reports_fractions_of_bytes():
+    seen: list[float] = []
+    bar_class = type("Bar", (download._ProgressTqdm,), {"callback": staticmethod(seen.append)})
+    bar = bar_class(total=200)
+    bar.update(50)
+    bar.update(150)
+    assert seen == [0.25, 1.0]
+
+
+def test_cache_folder_is_under_fleet_home(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    family, spec = _family_and_spec()
+    assert download.cache_folder(family, spec, "none").parent == tmp_path / "cache"
