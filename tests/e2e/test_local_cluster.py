@@ -160,3 +160,23 @@ def test_replicas_are_balanced_and_terminate_frees_every_process(client, minilm_
     client.terminate_model(uid)
     assert all(_wait_gone(r["pid"]) for r in replicas)
     assert uid not in client.list_models()
+
+
+def test_docs_auth_status_and_cluster_info(local_cluster):
+    import httpx
+
+    base = local_cluster.endpoint
+    assert httpx.get(f"{base}/docs").status_code == 200
+    paths = httpx.get(f"{base}/openapi.json").json()["paths"]
+    assert {"/v1/models", "/v1/embeddings", "/v1/model_registrations/{model_type}"} <= set(paths)
+    assert httpx.get(f"{base}/v1/cluster/auth").json() == {"auth": False}
+    nodes = httpx.get(f"{base}/v1/cluster/info").json()
+    assert [n["node_type"] for n in nodes] == ["Supervisor", "Worker"]
+    assert nodes[1]["resources"]["memory_total"] > 0
+    status = _fleet(base, "status")
+    assert status.returncode == 0 and "Worker" in status.stdout
+
+
+def test_logs_are_written_under_fleet_home(local_cluster):
+    log = local_cluster.home / "logs" / "local.log"
+    assert "Fleet API listening" in log.read_text()
