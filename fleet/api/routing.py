@@ -15,7 +15,8 @@ from fleet.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 # Errors that mean "that replica is gone": drop the cached route and ask again.
-_STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError, OSError)
+# (An engine's own OSError must not count: it would be retried and reported as unreachable.)
+_STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError)
 
 
 class ReplicaRouter:
