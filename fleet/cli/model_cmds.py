@@ -41,7 +41,8 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 
 def _client(endpoint: str) -> Client:
-    return Client(endpoint)
+    # A few seconds of patience: `fleet local & fleet launch ...` typed in one go should work.
+    return Client(endpoint, connect_wait_s=5.0)
 
 
 def _size(value: str | None) -> Any:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -55,7 +56,9 @@ class ModelHandle:
 
 class Client:
     def __init__(self, endpoint: str | None = None, api_key: str | None = None,
-                 timeout: float = 600.0):
+                 timeout: float = 600.0, connect_wait_s: float = 0.0):
+        # connect_wait_s: keep retrying a refused connection this long (a server just started).
+        self._connect_wait_s = connect_wait_s
         self.endpoint = (endpoint or os.environ.get("FLEET_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
@@ -70,12 +73,18 @@ class Client:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._http.request(method, path, **kwargs)
-        except httpx.ConnectError as exc:
-            raise FleetClientError(
-                0, f"cannot connect to Fleet at {self.endpoint} ({exc}); is `fleet local` running?"
-            ) from None
+        deadline = time.monotonic() + self._connect_wait_s
+        while True:
+            try:
+                response = self._http.request(method, path, **kwargs)
+                break
+            except httpx.ConnectError as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.2)
+                    continue
+                raise FleetClientError(
+                    0, f"cannot connect to Fleet at {self.endpoint} ({exc}); is `fleet local` running?"
+                ) from None
         _raise_for_error(response)
         return response.json() if response.content else None
 
