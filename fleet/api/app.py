@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from fleet import __version__
-from fleet.api import routes_embeddings, routes_management
+from fleet.api import routes_embeddings, routes_management, routes_rerank
 from fleet.api.errors import install_error_handlers
 from fleet.api.routing import ReplicaRouter
 
@@ -34,4 +34,5 @@ def create_app(supervisor: Any, supervisor_address: str) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_management.router)
     app.include_router(routes_embeddings.router)
+    app.include_router(routes_rerank.router)
     return app

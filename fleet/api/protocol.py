@@ -59,4 +59,31 @@ class EmbeddingRequest(BaseModel):
     input: str | list[str] | list[int] | list[list[int]]
     encoding_format: Literal["float", "base64"] = "float"
     dimensions: int | None = Field(default=None, ge=1)
+    # Longer inputs than the model reads: cut them (True, "END") or refuse them (False, "NONE").
+    truncate: bool | Literal["END", "NONE"] = True
     user: str | None = None
+
+    @property
+    def should_truncate(self) -> bool:
+        return self.truncate in (True, "END")
+
+
+class RerankDocument(BaseModel):
+    text: str
+
+
+class RerankRequest(BaseModel):
+    """Cohere/Jina's rerank body, as Xinference serves it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    query: str = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(min_length=1)
+    top_n: int | None = Field(default=None, ge=1)
+    return_documents: bool | None = False
+    return_len: bool | None = False
+    max_chunks_per_doc: int | None = None
+
+    def texts(self) -> list[str]:
+        return [d if isinstance(d, str) else d.text for d in self.documents]

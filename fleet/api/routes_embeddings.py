@@ -15,15 +15,20 @@ from fleet.errors import BadRequest
 router = APIRouter()
 
 
-def _texts(value: str | list[Any]) -> list[str]:
-    texts = [value] if isinstance(value, str) else value
-    if not texts:
+def _inputs(value: str | list[Any]) -> list[Any]:
+    """A string, a list of strings, one list of token ids, or a list of them."""
+    if isinstance(value, str):
+        inputs: list[Any] = [value]
+    elif value and all(isinstance(v, int) for v in value):
+        inputs = [value]
+    else:
+        inputs = value
+    if not inputs:
         raise BadRequest("input must not be empty", code="empty_input")
-    if not all(isinstance(t, str) for t in texts):
-        raise BadRequest("token-id input is not supported by this model; send strings")
-    if any(not t for t in texts):
-        raise BadRequest("input must not contain empty strings", code="empty_input")
-    return texts
+    if any(len(item) == 0 for item in inputs):
+        raise BadRequest("input must not contain empty strings or empty token lists",
+                         code="empty_input")
+    return inputs
 
 
 def _encode(vector: np.ndarray, encoding_format: str) -> Any:
@@ -35,14 +40,10 @@ def _encode(vector: np.ndarray, encoding_format: str) -> Any:
 
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
-    texts = _texts(body.input)
-    vectors, prompt_tokens = await request.app.state.cluster.router.call(body.model, "embed", texts)
-    if body.dimensions is not None and body.dimensions != vectors.shape[1]:
-        raise BadRequest(
-            f"model {body.model} produces {vectors.shape[1]}-dimensional vectors; "
-            f"dimensions={body.dimensions} is not supported for it",
-            code="unsupported_dimensions",
-        )
+    inputs = _inputs(body.input)
+    vectors, prompt_tokens = await request.app.state.cluster.router.call(
+        body.model, "embed", inputs, body.should_truncate, body.dimensions
+    )
     payload = {
         "object": "list",
         "model": body.model,

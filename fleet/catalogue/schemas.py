@@ -129,6 +129,8 @@ class EmbeddingFamily(BaseFamily):
     dimensions: int = Field(gt=0)
     max_tokens: int = Field(default=512, gt=0)
     language: list[str] = Field(default_factory=lambda: ["en"])
+    # Matryoshka-trained models keep their meaning when cut to these sizes (and renormalized).
+    matryoshka_dimensions: list[int] | None = None
 
     @property
     def model_type(self) -> str:

@@ -13,12 +13,14 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import numpy as np
 import xoscar as xo
 
 from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import ModelSpec
+from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
-from fleet.engines.base import EmbeddingResult
+from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
 
@@ -43,6 +45,10 @@ class ModelActor(xo.StatelessActor):
         self._started_at = time.time()
         self._ready_at: float | None = None
         self._requests_served = 0
+        self._embed_batcher = DynamicBatcher(self._run_embed_batch, self._executor)
+        self._rerank_batcher = DynamicBatcher(
+            self._run_rerank_batch, self._executor, max_batch_items=256
+        )
 
     @classmethod
     def uid_for(cls, replica_uid: str) -> str:
@@ -68,7 +74,7 @@ class ModelActor(xo.StatelessActor):
         )
         self._progress = 0.8
         self._stage = "loading weights"
-        engine_class = self._engine_info.load_class()
+        engine_class = self._engine_info.load_class(self._family.model_type)
         engine = engine_class(
             str(path), self._family, self._launch.get("device", "cpu"),
             **(self._launch.get("engine_kwargs") or {}),
@@ -113,20 +119,85 @@ class ModelActor(xo.StatelessActor):
             "memory_bytes": rss,
             "uptime_s": round(time.time() - (self._ready_at or self._started_at), 3),
             "requests_served": self._requests_served,
+            "batch": self._batch_stats(),
         }
 
-    def _require_ready(self) -> None:
+    def _batch_stats(self) -> dict[str, int]:
+        batcher = self._rerank_batcher if self._family.model_type == "rerank" else self._embed_batcher
+        return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
+                "batches": batcher.batches_run, "queued": batcher.queued}
+
+    def _require_ready(self, ability: str) -> None:
         if self._engine is None:
             raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
+        if ability not in self._family.abilities:
+            raise BadRequest(
+                f"model {self._launch['model_uid']} is a {self._family.model_type} model and "
+                f"does not serve {ability} requests"
+            )
 
-    async def embed(self, texts: list[str]) -> tuple[Any, int]:
-        """Vectors as a float32 numpy array (sent as one buffer) and the prompt token count."""
-        self._require_ready()
-        if not hasattr(self._engine, "embed"):
-            raise BadRequest(f"model {self._launch['model_uid']} does not serve embeddings")
-        loop = asyncio.get_running_loop()
-        result: EmbeddingResult = await loop.run_in_executor(
-            self._executor, self._engine.embed, texts
-        )
+    def _run_embed_batch(self, inputs: list[EmbeddingInput]) -> list[tuple[Any, int]]:
+        """One engine call per kind of input (texts, token ids) in the batch."""
+        rows: list[tuple[Any, int]] = [(None, 0)] * len(inputs)
+        for want_text in (True, False):
+            indices = [i for i, item in enumerate(inputs) if isinstance(item, str) == want_text]
+            if indices:
+                result = self._engine.embed([inputs[i] for i in indices])
+                for row, index in enumerate(indices):
+                    rows[index] = (result.vectors[row], result.token_counts[row])
+        return rows
+
+    def _run_rerank_batch(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+        result = self._engine.score(pairs)
+        return list(zip(result.scores, result.token_counts, strict=True))
+
+    def _check_lengths(self, inputs: list[EmbeddingInput]) -> None:
+        limit = self._engine.max_tokens
+        for index, item in enumerate(inputs):
+            length = self._engine.count_tokens(item) if isinstance(item, str) else len(item)
+            if length > limit:
+                raise BadRequest(
+                    f"input[{index}] has {length} tokens, more than this model's limit of {limit}; "
+                    "shorten it or allow truncation",
+                    code="input_too_long",
+                )
+
+    def _check_dimensions(self, dimensions: int | None, full: int) -> None:
+        if dimensions is None or dimensions == full:
+            return
+        allowed = getattr(self._family, "matryoshka_dimensions", None) or []
+        if dimensions not in allowed:
+            sizes = ", ".join(map(str, sorted({*allowed, full})))
+            raise BadRequest(
+                f"model {self._launch['model_uid']} gives {full}-dimensional vectors; "
+                f"dimensions={dimensions} is not supported (it supports: {sizes})",
+                code="unsupported_dimensions",
+            )
+
+    async def embed(
+        self, inputs: list[EmbeddingInput], truncate: bool = True, dimensions: int | None = None
+    ) -> tuple[Any, int]:
+        """Vectors as one float32 numpy array (sent as a buffer) and the prompt token count."""
+        self._require_ready("embed")
+        self._check_dimensions(dimensions, self._engine.dimensions)
+        if not truncate:
+            await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._check_lengths, inputs
+            )
+        cost = sum(len(i) // 4 + 2 if isinstance(i, str) else len(i) for i in inputs)
+        rows = await self._embed_batcher.submit(inputs, cost)
         self._requests_served += 1
-        return result.vectors, result.prompt_tokens
+        vectors = np.stack([vector for vector, _ in rows])
+        if dimensions is not None and dimensions < vectors.shape[1]:
+            vectors = vectors[:, :dimensions]
+            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(vectors), sum(tokens for _, tokens in rows)
+
+    async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
+        """A relevance score per document, and the tokens read."""
+        self._require_ready("rerank")
+        pairs = [(query, document) for document in documents]
+        cost = sum((len(query) + len(d)) // 4 + 3 for d in documents)
+        rows = await self._rerank_batcher.submit(pairs, cost)
+        self._requests_served += 1
+        return [score for score, _ in rows], sum(tokens for _, tokens in rows)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -17,18 +17,18 @@ class EngineInfo:
     """What an engine can run, declared without importing the engine's library."""
 
     name: str
-    model_types: tuple[str, ...]
     formats: tuple[str, ...]
     abilities: tuple[str, ...]
     # Python modules that must be importable for the engine to work.
     requires: tuple[str, ...]
-    # "module:Class" of the implementation, imported in the model process only.
-    implementation: str
+    # model type -> "module:Class" of the implementation, imported in the model process only.
+    implementations: dict[str, str]
     # Lower is preferred when several engines match.
     priority: int = 100
     quantizations: tuple[str, ...] = ("none",)
     pip_extra: str = ""
-    extra_notes: dict[str, str] = field(default_factory=dict)
+    # Rerank families come as cross-encoders ("normal") or causal LMs ("LLM-based").
+    rerank_kinds: tuple[str, ...] = ()
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
@@ -37,6 +37,9 @@ class EngineInfo:
         """None when this engine can run the family (and spec); otherwise the reason."""
         if family.model_type not in self.model_types:
             return f"runs {'/'.join(self.model_types)} models, not {family.model_type}"
+        kind = getattr(family, "type", None)
+        if family.model_type == "rerank" and kind not in self.rerank_kinds:
+            return f"runs {'/'.join(self.rerank_kinds) or 'no'} rerankers, the model is {kind}"
         if not set(family.abilities) & set(self.abilities):
             return f"supports {', '.join(self.abilities)}, the model needs {', '.join(family.abilities)}"
         specs = [spec] if spec else family.model_specs
@@ -49,24 +52,54 @@ class EngineInfo:
             return f"not installed (missing {needed}): pip install 'fleet-serve[{self.pip_extra}]'"
         return None
 
-    def load_class(self) -> type:
-        module_name, class_name = self.implementation.split(":")
+    @property
+    def model_types(self) -> tuple[str, ...]:
+        return tuple(self.implementations)
+
+    def load_class(self, model_type: str) -> type:
+        module_name, class_name = self.implementations[model_type].split(":")
         return getattr(importlib.import_module(module_name), class_name)
+
+
+EmbeddingInput = str | list[int]
 
 
 @dataclass
 class EmbeddingResult:
     vectors: np.ndarray  # float32, shape (n_inputs, dimensions)
-    prompt_tokens: int
+    token_counts: list[int]  # tokens the model read, per input
 
 
 class EmbeddingEngine(Protocol):
-    """An engine that turns texts into vectors."""
+    """Turns texts (or token ids) into vectors."""
 
     def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
 
     def load(self) -> None: ...
 
-    def embed(self, texts: list[str]) -> EmbeddingResult: ...
+    @property
+    def max_tokens(self) -> int: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def embed(self, inputs: list[EmbeddingInput]) -> EmbeddingResult: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass
+class RerankResult:
+    scores: list[float]  # relevance per (query, document) pair, higher is more relevant
+    token_counts: list[int]
+
+
+class RerankEngine(Protocol):
+    """Scores (query, document) pairs."""
+
+    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
+
+    def load(self) -> None: ...
+
+    def score(self, pairs: list[tuple[str, str]]) -> RerankResult: ...
 
     def close(self) -> None: ...

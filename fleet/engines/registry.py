@@ -12,16 +12,28 @@ from fleet.errors import BadRequest
 ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo(
         name="sentence_transformers",
-        model_types=("embedding",),
+        implementations={
+            "embedding": "fleet.engines.sentence_transformers_embedding:SentenceTransformersEmbedding",
+            "rerank": "fleet.engines.cross_encoder_rerank:CrossEncoderRerank",
+        },
         formats=("pytorch", "safetensors"),
-        abilities=("embed",),
+        abilities=("embed", "rerank"),
         requires=("torch", "sentence_transformers"),
-        implementation="fleet.engines.sentence_transformers_embedding:SentenceTransformersEmbedding",
         priority=10,
         pip_extra="sentence_transformers",
+        rerank_kinds=("normal",),
+    ),
+    EngineInfo(
+        name="transformers",
+        implementations={"rerank": "fleet.engines.llm_rerank:LLMRerank"},
+        formats=("pytorch", "safetensors"),
+        abilities=("rerank",),
+        requires=("torch", "transformers"),
+        priority=20,
+        pip_extra="transformers",
+        rerank_kinds=("LLM-based",),
     ),
 )
-
 
 def engine_by_name(name: str) -> EngineInfo:
     """Engine names are matched case-insensitively and with - or _ alike."""

@@ -1,5 +1,8 @@
 """Embeddings on sentence-transformers: the reference implementation of the models' pooling and
-normalisation, so vectors match what users get in-process."""
+normalisation, so vectors match what users get in-process.
+
+Inputs are tokenized once: the same features give the vectors and the exact token counts, and
+token-id inputs skip the tokenizer."""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from typing import Any
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingResult
+from fleet.engines.base import EmbeddingInput, EmbeddingResult
+from fleet.errors import BadRequest
 
 
 class SentenceTransformersEmbedding:
@@ -31,32 +35,45 @@ class SentenceTransformersEmbedding:
             local_files_only=True,
         )
         # Warm the kernels once so the first user request is not the slow one.
-        self._model.encode(["warm up"], convert_to_numpy=True)
+        self.embed(["warm up"])
 
     @property
     def dimensions(self) -> int:
         return int(self._model.get_sentence_embedding_dimension())
 
-    def count_tokens(self, texts: list[str]) -> int:
-        """Tokens the model actually reads: special tokens included, truncated at its limit."""
-        encoded = self._model.tokenizer(
-            texts,
-            truncation=True,
-            max_length=self._model.max_seq_length,
-            add_special_tokens=True,
-            return_attention_mask=False,
-            return_token_type_ids=False,
-        )
-        return sum(len(ids) for ids in encoded["input_ids"])
+    @property
+    def max_tokens(self) -> int:
+        return int(self._model.max_seq_length)
 
-    def embed(self, texts: list[str]) -> EmbeddingResult:
-        vectors = self._model.encode(
-            texts, batch_size=max(1, len(texts)), convert_to_numpy=True, show_progress_bar=False
-        )
-        return EmbeddingResult(
-            vectors=np.ascontiguousarray(vectors, dtype=np.float32),
-            prompt_tokens=self.count_tokens(texts),
-        )
+    def count_tokens(self, text: str) -> int:
+        """Untruncated length, for a request that asked not to truncate."""
+        return len(self._model.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def _features(self, inputs: list[EmbeddingInput]) -> dict[str, Any]:
+        if all(isinstance(i, str) for i in inputs):
+            preprocess = getattr(self._model, "preprocess", None) or self._model.tokenize
+            features = dict(preprocess(inputs))
+            features.pop("modality", None)
+            return features
+        if any(isinstance(i, str) for i in inputs):
+            raise BadRequest("input mixes strings and token ids; send one kind per request")
+        limit = self.max_tokens
+        ids = [list(i)[:limit] for i in inputs]  # type: ignore[arg-type]
+        vocab = len(self._model.tokenizer)
+        if any(t < 0 or t >= vocab for row in ids for t in row):
+            raise BadRequest(f"token ids must be in [0, {vocab}) for this model")
+        return dict(self._model.tokenizer.pad({"input_ids": ids}, return_tensors="pt"))
+
+    def embed(self, inputs: list[EmbeddingInput]) -> EmbeddingResult:
+        import torch
+
+        features = self._features(inputs)
+        token_counts = features["attention_mask"].sum(dim=1).tolist()
+        features = {k: v.to(self._model.device) for k, v in features.items()}
+        with torch.inference_mode():
+            output = self._model.forward(features)
+        vectors = output["sentence_embedding"].float().cpu().numpy()
+        return EmbeddingResult(vectors=np.ascontiguousarray(vectors), token_counts=token_counts)
 
     def close(self) -> None:
         self._model = None

@@ -1,0 +1,42 @@
+"""POST /v1/rerank in the Cohere/Jina shape that Xinference serves."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from fleet.api.protocol import RerankRequest
+from fleet.errors import BadRequest
+
+router = APIRouter()
+
+
+@router.post("/v1/rerank")
+async def rerank(request: Request, body: RerankRequest) -> dict[str, Any]:
+    if body.max_chunks_per_doc is not None:
+        raise BadRequest("max_chunks_per_doc is not supported; split long documents yourself")
+    documents = body.texts()
+    if any(not d for d in documents):
+        raise BadRequest("documents must not contain empty strings", code="empty_document")
+    scores, tokens = await request.app.state.cluster.router.call(
+        body.model, "rerank", body.query, documents
+    )
+    order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
+    if body.top_n is not None:
+        order = order[: body.top_n]
+    results = [
+        {
+            "index": i,
+            "relevance_score": scores[i],
+            "document": {"text": documents[i]} if body.return_documents else None,
+        }
+        for i in order
+    ]
+    meta_tokens = {"input_tokens": tokens, "output_tokens": 0} if body.return_len else None
+    return {
+        "id": str(uuid.uuid4()),
+        "results": results,
+        "meta": {"api_version": None, "billed_units": None, "tokens": meta_tokens, "warnings": None},
+    }

@@ -1,0 +1,118 @@
+"""Dynamic batching, in one place for every engine that takes batches (embeddings, rerank).
+
+Requests queue while the engine is busy; when it comes free, everything queued (up to a token
+and an item budget) runs as one engine call, and each request gets its own slice back. A lone
+request therefore runs at once, never waiting for company, and under load the batch grows by
+itself to what arrived during the previous call. Budgets count tokens, not only requests, so one
+huge input cannot make a batch that starves the rest."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+logger = logging.getLogger(__name__)
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+@dataclass
+class _Pending(Generic[ItemT]):
+    items: list[ItemT]
+    cost: int
+    future: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
+class DynamicBatcher(Generic[ItemT, ResultT]):
+    """`run_batch(items) -> results` (one result per item) is called in `executor`."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[ItemT]], Sequence[ResultT]],
+        executor: Executor,
+        max_batch_items: int = 64,
+        max_batch_tokens: int = 16384,
+    ):
+        self._run_batch = run_batch
+        self._executor = executor
+        self._max_items = max_batch_items
+        self._max_tokens = max_batch_tokens
+        self._queue: deque[_Pending[ItemT]] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self.last_batch_size = 0
+        self.max_batch_size_seen = 0
+        self.batches_run = 0
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    async def submit(self, items: list[ItemT], cost: int) -> list[ResultT]:
+        """Run `items` (costing `cost` tokens) in some batch; returns their results in order."""
+        pending: _Pending[ItemT] = _Pending(items=items, cost=max(1, cost))
+        self._queue.append(pending)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        try:
+            return await asyncio.shield(pending.future)
+        except asyncio.CancelledError:
+            # A caller that gave up leaves the queue if its batch has not started.
+            if not pending.future.done() and pending in self._queue:
+                self._queue.remove(pending)
+            raise
+
+    def _next_batch(self) -> list[_Pending[ItemT]]:
+        batch = [self._queue.popleft()]  # the head always runs, however big
+        items, cost = len(batch[0].items), batch[0].cost
+        while self._queue:
+            head = self._queue[0]
+            if items + len(head.items) > self._max_items or cost + head.cost > self._max_tokens:
+                break
+            batch.append(self._queue.popleft())
+            items += len(head.items)
+            cost += head.cost
+        return batch
+
+    async def _run_alone(self, count: int) -> None:
+        loop = asyncio.get_running_loop()
+        for _ in range(count):
+            pending = self._queue.popleft()
+            try:
+                results = await loop.run_in_executor(self._executor, self._run_batch, pending.items)
+            except Exception as exc:
+                pending.future.done() or pending.future.set_exception(exc)
+            else:
+                pending.future.done() or pending.future.set_result(list(results))
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._queue:
+            batch = self._next_batch()
+            flat: list[ItemT] = [item for pending in batch for item in pending.items]
+            self.last_batch_size = len(batch)
+            self.max_batch_size_seen = max(self.max_batch_size_seen, len(batch))
+            self.batches_run += 1
+            try:
+                results: Sequence[Any] = await loop.run_in_executor(
+                    self._executor, self._run_batch, flat
+                )
+            except Exception as exc:
+                if len(batch) > 1:
+                    # One bad request must not fail its neighbours: run each on its own.
+                    self._queue.extendleft(reversed(batch))
+                    await self._run_alone(len(batch))
+                else:
+                    batch[0].future.done() or batch[0].future.set_exception(exc)
+                continue
+            offset = 0
+            for pending in batch:
+                count = len(pending.items)
+                if not pending.future.done():
+                    pending.future.set_result(list(results[offset : offset + count]))
+                offset += count

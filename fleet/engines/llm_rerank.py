@@ -1,0 +1,84 @@
+"""Rerank with a causal LM, the way Qwen3-Reranker works: ask the model whether the document
+answers the query, and score by the probability of "yes" against "no" as the next token.
+
+Any chat LM can be used; Qwen3-Reranker checkpoints are trained for exactly this prompt."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.catalogue.schemas import BaseFamily
+from fleet.engines.base import RerankResult
+
+SYSTEM_PROMPT = (
+    "Judge whether the Document meets the requirements based on the Query and the Instruct "
+    'provided. Note that the answer can only be "yes" or "no".'
+)
+DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+
+class LLMRerank:
+    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
+        self._model_path = model_path
+        self._device = device
+        self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 8192))
+        self._instruction = str(kwargs.get("instruction") or DEFAULT_INSTRUCTION)
+        self._trust_remote_code = bool(kwargs.get("trust_remote_code", False))
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._yes_ids: list[int] = []
+        self._no_ids: list[int] = []
+
+    def load(self) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._tokenizer = AutoTokenizer.from_pretrained(
+            self._model_path, trust_remote_code=self._trust_remote_code, padding_side="left"
+        )
+        if self._tokenizer.pad_token is None:
+            self._tokenizer.pad_token = self._tokenizer.eos_token
+        dtype = torch.float32 if self._device == "cpu" else torch.bfloat16
+        self._model = AutoModelForCausalLM.from_pretrained(
+            self._model_path, dtype=dtype, trust_remote_code=self._trust_remote_code
+        ).to(self._device).eval()
+        self._yes_ids = self._single_token_ids(["yes", "Yes", "YES"])
+        self._no_ids = self._single_token_ids(["no", "No", "NO"])
+        if not self._yes_ids or not self._no_ids:
+            raise ValueError("the tokenizer has no single token for 'yes'/'no'")
+        self.score([("warm", "up")])
+
+    def _single_token_ids(self, words: list[str]) -> list[int]:
+        ids = []
+        for word in words:
+            encoded = self._tokenizer.encode(word, add_special_tokens=False)
+            if len(encoded) == 1 and encoded[0] not in ids:
+                ids.append(encoded[0])
+        return ids
+
+    def _prompt(self, query: str, document: str) -> str:
+        user = f"<Instruct>: {self._instruction}\n<Query>: {query}\n<Document>: {document}"
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        if self._tokenizer.chat_template:
+            return self._tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+            )
+        return f"{SYSTEM_PROMPT}\n\n{user}\n\nAnswer:"
+
+    def score(self, pairs: list[tuple[str, str]]) -> RerankResult:
+        import torch
+
+        prompts = [self._prompt(q, d) for q, d in pairs]
+        batch = self._tokenizer(prompts, padding=True, truncation=True, max_length=self._max_tokens,
+                                return_tensors="pt").to(self._device)
+        with torch.inference_mode():
+            # Left padding: the last position is every row's next-token prediction.
+            logits = self._model(**batch).logits[:, -1, :].float()
+        yes = torch.logsumexp(logits[:, self._yes_ids], dim=-1)
+        no = torch.logsumexp(logits[:, self._no_ids], dim=-1)
+        scores = torch.sigmoid(yes - no)  # = softmax over {yes, no}, the yes side
+        counts = batch["attention_mask"].sum(dim=1).tolist()
+        return RerankResult(scores=[float(s) for s in scores], token_counts=counts)
+
+    def close(self) -> None:
+        self._model = None
