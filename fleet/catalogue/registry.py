@@ -17,6 +17,7 @@ from fleet.catalogue.schemas import (
     MODEL_TYPES,
     BaseFamily,
     ModelSpec,
+    RerankFamily,
     normalize_model_type,
 )
 from fleet.errors import BadRequest, NotFound
@@ -90,6 +91,22 @@ class Catalogue:
             "see `fleet registrations -t TYPE` or register it first",
             code="model_not_found",
         )
+
+    def find_for_launch(self, model_name: str, model_type: str | None) -> BaseFamily:
+        """Like `find`, and a chat LM asked for as a rerank model becomes an LLM-based reranker
+        (scored by its yes/no logits), so any causal LM in the catalogue can rerank."""
+        if model_type and normalize_model_type(model_type) == "rerank":
+            llm = self.families("LLM").get(model_name)
+            if llm is not None and model_name not in self.families("rerank"):
+                return RerankFamily(
+                    model_name=llm.model_name,
+                    model_description=f"{llm.model_name} used as an LLM-based reranker",
+                    model_specs=[s for s in llm.model_specs if s.model_format == "pytorch"]
+                    or llm.model_specs,
+                    type="LLM-based",
+                    max_tokens=min(getattr(llm, "context_length", 8192), 8192),
+                )
+        return self.find(model_name, model_type)
 
     def register(self, model_type: str, data: dict[str, Any], persist: bool = True) -> BaseFamily:
         model_type = normalize_model_type(model_type)

@@ -54,6 +54,14 @@ class ModelHandle:
         )
 
 
+    def rerank(self, documents: list[str], query: str, top_n: int | None = None,
+               return_documents: bool = False, return_len: bool = False,
+               **kwargs: Any) -> dict[str, Any]:
+        body = {"model": self.model_uid, "query": query, "documents": documents, "top_n": top_n,
+                "return_documents": return_documents, "return_len": return_len, **kwargs}
+        return self._client._request("POST", "/v1/rerank", json=body)
+
+
 class Client:
     def __init__(self, endpoint: str | None = None, api_key: str | None = None,
                  timeout: float = 600.0, connect_wait_s: float = 0.0):

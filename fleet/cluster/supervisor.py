@@ -117,7 +117,7 @@ class SupervisorActor(xo.StatelessActor):
     # ---- launching -----------------------------------------------------------------------
 
     def _prepare(self, request: dict[str, Any]) -> ModelRecord:
-        family = self.catalogue.find(request["model_name"], request.get("model_type"))
+        family = self.catalogue.find_for_launch(request["model_name"], request.get("model_type"))
         engine, spec, quantization = choose_engine(
             family,
             request.get("model_engine"),

@@ -15,6 +15,8 @@ SYSTEM_PROMPT = (
     'provided. Note that the answer can only be "yes" or "no".'
 )
 DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+FEW_SHOT_QUERY = "What color is the sky on a clear day?"
+FEW_SHOT = (("On a clear day the sky is blue.", "yes"), ("Tomatoes grow well in warm weather.", "no"))
 
 
 class LLMRerank:
@@ -24,6 +26,7 @@ class LLMRerank:
         self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 8192))
         self._instruction = str(kwargs.get("instruction") or DEFAULT_INSTRUCTION)
         self._trust_remote_code = bool(kwargs.get("trust_remote_code", False))
+        self._few_shot = not bool(kwargs.get("zero_shot", getattr(family, "rerank_zero_shot", False)))
         self._model: Any = None
         self._tokenizer: Any = None
         self._yes_ids: list[int] = []
@@ -56,14 +59,27 @@ class LLMRerank:
                 ids.append(encoded[0])
         return ids
 
+    def _turn(self, query: str, document: str) -> dict[str, str]:
+        content = f"<Instruct>: {self._instruction}\n<Query>: {query}\n<Document>: {document}"
+        return {"role": "user", "content": content}
+
     def _prompt(self, query: str, document: str) -> str:
-        user = f"<Instruct>: {self._instruction}\n<Query>: {query}\n<Document>: {document}"
-        messages = [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]
+        messages = [{"role": "system", "content": SYSTEM_PROMPT}]
+        if self._few_shot:
+            # A general chat LM has never seen this task: one worked "yes" and one "no" make its
+            # yes/no logits far more telling (measured on SmolLM2-135M). Trained rerankers
+            # (Qwen3-Reranker) get the zero-shot prompt they were trained on.
+            for document_shown, answer in FEW_SHOT:
+                messages += [self._turn(FEW_SHOT_QUERY, document_shown),
+                             {"role": "assistant", "content": answer}]
+        messages.append(self._turn(query, document))
         if self._tokenizer.chat_template:
             return self._tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
             )
-        return f"{SYSTEM_PROMPT}\n\n{user}\n\nAnswer:"
+        # No chat template: the same turns as plain text.
+        lines = [f"{m['role']}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nassistant:"
 
     def score(self, pairs: list[tuple[str, str]]) -> RerankResult:
         import torch
