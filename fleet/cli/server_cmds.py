@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any
 
 import click
 
@@ -11,11 +13,21 @@ from fleet.logging_setup import setup_logging
 from fleet.settings import DEFAULT_ENDPOINT, DEFAULT_PORT
 
 
+def run_event_loop(coroutine: Coroutine[Any, Any, None]) -> None:
+    """uvloop where installed: the API's per-request overhead is mostly event-loop work."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coroutine)
+        return
+    uvloop.run(coroutine)
+
+
 def _run(component: str, log_level: str, coroutine_factory) -> None:
     log_file = setup_logging(component, log_level)
     click.echo(f"Fleet {component}: logs in {log_file}", err=True)
     try:
-        asyncio.run(coroutine_factory())
+        run_event_loop(coroutine_factory())
     except FleetError as exc:
         raise click.ClickException(exc.message) from None
     except KeyboardInterrupt:

@@ -1,0 +1,81 @@
+"""Rerank under load: Fleet against the same cross-encoder called in-process, in the same run.
+
+No real cross-encoder can be downloaded here, so the model is the tiny random one the tests
+build (a BERT with a tokenizer trained on the spot): its scores mean nothing, but its speed
+makes the platform's own overhead as visible as it can be. Each request reranks 8 documents.
+Prints JSON with requests/s, p50/p99 and the ratios the targets are stated in.
+
+    python bench/rerank_load.py --duration 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent))
+from common import closed_loop, fleet_local, summarize, timed_calls  # noqa: E402
+
+from tests.builders import build_tiny_cross_encoder  # noqa: E402
+
+DOCUMENTS = [f"Document {k} describes topic {k} with a handful of words." for k in range(8)]
+
+
+def query(i: int) -> str:
+    return f"Which document describes topic {i % 8}?"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    args = parser.parse_args()
+    from sentence_transformers import CrossEncoder
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_path = str(build_tiny_cross_encoder(Path(folder)))
+        model = CrossEncoder(model_path, device="cpu", max_length=128)
+
+        def pairs(i: int) -> list[list[str]]:
+            return [[query(i), d] for d in DOCUMENTS]
+
+        single = timed_calls(lambda i: model.predict(pairs(i), batch_size=8), args.duration)
+        batched = timed_calls(
+            lambda i: model.predict([p for k in range(16) for p in pairs(i * 16 + k)],
+                                    batch_size=128), args.duration)
+        in_process = {"one_by_one": summarize(single, sum(single)),
+                      "batch_16_requests_per_s": round(16 * len(batched) / sum(batched), 1)}
+
+        report: dict[str, object] = {"model": "tiny random cross-encoder, 8 documents/request",
+                                     "in_process": in_process}
+        with fleet_local() as endpoint:
+            family = {"model_name": "tiny-reranker", "type": "normal", "max_tokens": 128,
+                      "model_uri": model_path}
+            httpx.post(f"{endpoint}/v1/model_registrations/rerank",
+                       json={"model": family, "persist": False}).raise_for_status()
+            httpx.post(f"{endpoint}/v1/models", timeout=300, json={
+                "model_name": "tiny-reranker", "model_type": "rerank"}).raise_for_status()
+            url = f"{endpoint}/v1/rerank"
+            body = lambda i: {"model": "tiny-reranker", "query": query(i),  # noqa: E731
+                              "documents": DOCUMENTS}
+            fleet = {f"concurrency_{c}": closed_loop(url, body, c, args.duration) for c in (1, 16)}
+    report["fleet"] = fleet
+    report["ratios"] = {
+        "c16_rate_over_in_process_batch16": round(
+            fleet["concurrency_16"]["requests_per_s"] / in_process["batch_16_requests_per_s"], 3),
+        "c1_p50_added_ms": round(
+            fleet["concurrency_1"]["p50_ms"] - statistics.median(single) * 1000, 2),
+    }
+    report["targets"] = {"c16_rate_over_in_process_batch16": ">= 0.90", "c1_p50_added_ms": "<= 3"}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
