@@ -53,6 +53,23 @@ def test_64_concurrent_requests_get_exactly_the_in_process_vectors(http, client,
     assert batch["max_size"] > 1  # they really shared engine calls
 
 
+def test_langchain_and_llamaindex_embeddings(local_cluster, minilm, reference):
+    from langchain_openai import OpenAIEmbeddings
+    from llama_index.embeddings.openai_like import OpenAILikeEmbedding
+
+    base_url = f"{local_cluster.endpoint}/v1"
+    # check_embedding_ctx_length=False: LangChain would otherwise fetch tiktoken's tables.
+    langchain = OpenAIEmbeddings(model=minilm, base_url=base_url, api_key="unused",
+                                 check_embedding_ctx_length=False)
+    np.testing.assert_allclose(langchain.embed_documents(SENTENCES[:3]),
+                               reference.encode(SENTENCES[:3]), atol=1e-5)
+    np.testing.assert_allclose(langchain.embed_query("a question"),
+                               reference.encode("a question"), atol=1e-5)
+    llamaindex = OpenAILikeEmbedding(model_name=minilm, api_base=base_url, api_key="unused")
+    np.testing.assert_allclose(llamaindex.get_text_embedding("a passage"),
+                               reference.encode("a passage"), atol=1e-5)
+
+
 def test_token_ids_give_the_same_vector_as_the_text(http, minilm, reference):
     ids = reference.tokenizer("token ids in")["input_ids"]
     by_ids = http.post("/v1/embeddings", json={"model": minilm, "input": ids}).json()
