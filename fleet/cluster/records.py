@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,13 @@ class ReplicaRecord:
     state: str = "launching"
     error: str | None = None
     gpus: list[int] = field(default_factory=list)
+    # Unique per launch attempt: a terminate that races a launch must not hit a later launch
+    # of the same uid on the worker.
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+
+    @property
+    def worker_key(self) -> str:
+        return f"{self.replica_uid}:{self.instance}"
 
 
 @dataclass

@@ -162,8 +162,14 @@ class SupervisorActor(xo.StatelessActor):
 
     async def wait_ready(self, uid: str) -> None:
         record = self._get(uid)
-        if record.launch_task is not None:
-            await asyncio.shield(record.launch_task)
+        task = record.launch_task
+        if task is not None:
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise  # our own caller went away
+                raise LaunchFailed(f"launch of {uid} was cancelled: the model was terminated") from None
         if record.rejection is not None:
             if self._models.get(uid) is record:
                 del self._models[uid]
@@ -194,7 +200,7 @@ class SupervisorActor(xo.StatelessActor):
         worker = self._workers.get(replica.worker_address)
         if worker is None:
             raise Unavailable(f"worker {replica.worker_address} is gone")
-        placed = await worker.ref.launch_replica(replica.replica_uid, self._launch_payload(record))
+        placed = await worker.ref.launch_replica(replica.worker_key, self._launch_payload(record))
         replica.actor_address, replica.actor_uid = placed["address"], placed["actor_uid"]
         replica.gpus = placed["gpus"]
         model_ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
@@ -229,7 +235,7 @@ class SupervisorActor(xo.StatelessActor):
             worker = self._workers.get(replica.worker_address)
             if worker is not None:
                 try:
-                    await worker.ref.terminate_replica(replica.replica_uid)
+                    await worker.ref.terminate_replica(replica.worker_key)
                 except Exception as exc:
                     logger.warning("terminating %s: %s", replica.replica_uid, exc)
 

@@ -17,7 +17,7 @@ from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
 from fleet.cluster.resources import machine_resources
-from fleet.errors import BadRequest
+from fleet.errors import BadRequest, Unavailable
 from fleet.settings import heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
@@ -33,6 +33,7 @@ class WorkerActor(xo.StatelessActor):
         self._warm_spare = warm_spare
         self._spare: asyncio.Task[str] | None = None
         self._replica_pools: dict[str, str] = {}
+        self._cancelled: set[str] = set()
         self._gpu_owner: dict[int, str] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._supervisor: Any = None
@@ -109,11 +110,11 @@ class WorkerActor(xo.StatelessActor):
             self._gpu_owner[index] = replica_uid
         return wanted
 
-    async def launch_replica(self, replica_uid: str, launch: dict[str, Any]) -> dict[str, Any]:
+    async def launch_replica(self, replica_key: str, launch: dict[str, Any]) -> dict[str, Any]:
         """Start a process for the replica and create its ModelActor there (not yet loaded)."""
         # A missing path is the user's mistake: say so before spending a process on it.
         local_weights(launch.get("model_path"), ModelSpec.model_validate(launch["spec"]))
-        gpus = self._assign_gpus(replica_uid, launch.get("n_gpu"), launch.get("gpu_idx"))
+        gpus = self._assign_gpus(replica_key, launch.get("n_gpu"), launch.get("gpu_idx"))
         launch = dict(launch)
         if gpus:
             launch["device"] = "cuda"
@@ -122,39 +123,47 @@ class WorkerActor(xo.StatelessActor):
         try:
             address = await self._take_sub_pool()
         except BaseException:
-            self._release_gpus(replica_uid)
+            self._release_gpus(replica_key)
             raise
-        self._replica_pools[replica_uid] = address
+        if replica_key in self._cancelled:
+            # Terminated while its process was starting: end it instead of serving it.
+            self._cancelled.discard(replica_key)
+            self._release_gpus(replica_key)
+            await self._main_pool.remove_sub_pool(address, timeout=5)
+            raise Unavailable(f"replica {replica_key} was terminated while launching")
+        self._replica_pools[replica_key] = address
         try:
             await xo.create_actor(
-                ModelActor, replica_uid, launch,
-                address=address, uid=ModelActor.uid_for(replica_uid),
+                ModelActor, replica_key.split(":")[0], launch,
+                address=address, uid=ModelActor.uid_for(replica_key),
             )
         except BaseException:
-            await self.terminate_replica(replica_uid)
+            await self.terminate_replica(replica_key)
             raise
-        return {"address": address, "actor_uid": ModelActor.uid_for(replica_uid), "gpus": gpus}
+        return {"address": address, "actor_uid": ModelActor.uid_for(replica_key), "gpus": gpus}
 
-    def _release_gpus(self, replica_uid: str) -> None:
-        for index in [i for i, owner in self._gpu_owner.items() if owner == replica_uid]:
+    def _release_gpus(self, replica_key: str) -> None:
+        for index in [i for i, owner in self._gpu_owner.items() if owner == replica_key]:
             del self._gpu_owner[index]
 
-    async def terminate_replica(self, replica_uid: str) -> None:
+    async def terminate_replica(self, replica_key: str) -> None:
         """End the replica's process: its memory goes back to the machine."""
-        self._release_gpus(replica_uid)
-        address = self._replica_pools.pop(replica_uid, None)
+        self._release_gpus(replica_key)
+        address = self._replica_pools.pop(replica_key, None)
         if address is None:
+            # Possibly still starting (the launch call was cancelled mid-way): remember it.
+            self._cancelled.add(replica_key)
             return
         try:
             await self._main_pool.remove_sub_pool(address, timeout=5)
         except Exception as exc:
-            logger.warning("removing process of %s: %s", replica_uid, exc)
-        logger.info("replica %s terminated, process %s ended", replica_uid, address)
+            logger.warning("removing process of %s: %s", replica_key, exc)
+        logger.info("replica %s terminated, process %s ended", replica_key, address)
 
     def describe(self) -> dict[str, Any]:
         return {
             "address": self.address,
             "resources": machine_resources(),
-            "replicas": sorted(self._replica_pools),
+            "replicas": sorted(key.split(":")[0] for key in self._replica_pools),
             "gpu_owner": dict(self._gpu_owner),
         }

@@ -180,3 +180,21 @@ def test_docs_auth_status_and_cluster_info(local_cluster):
 def test_logs_are_written_under_fleet_home(local_cluster):
     log = local_cluster.home / "logs" / "local.log"
     assert "Fleet API listening" in log.read_text()
+
+
+def test_terminate_during_launch_leaves_no_process(client, minilm_path):
+    uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid="hasty",
+                              model_path=minilm_path, wait_ready=False)
+    client.terminate_model(uid)
+    assert uid not in client.list_models()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        live = [r for w in client.list_workers() for r in w["replicas"] if r.startswith("hasty")]
+        if not live:
+            break
+        time.sleep(0.2)
+    assert not live
+    # The uid is free again and the cluster still launches.
+    assert client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid="hasty",
+                               model_path=minilm_path) == "hasty"
+    client.terminate_model("hasty")
