@@ -142,6 +142,8 @@ def resolve_weights(
         return local
     cached = cache_folder(family, spec, quantization)
     if (cached / ".fleet-complete").exists():
+        if spec.model_format == "gguf" and spec.model_file_name_template:
+            return cached / spec.model_file_name_template.format(quantization=quantization)
         return cached
     path = download_from_hub(family, spec, quantization, progress)
     (cached / ".fleet-complete").parent.mkdir(parents=True, exist_ok=True)
