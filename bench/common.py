@@ -106,3 +106,17 @@ def timed_calls(call: Callable[[int], Any], duration_s: float) -> list[float]:
         latencies.append(time.perf_counter() - started)
         i += 1
     return latencies
+
+
+def compare(in_process_single: list[float], in_process_batch16_rate: float,
+            fleet: dict[str, dict[str, float]]) -> dict[str, object]:
+    """The ratios the issues' targets are stated in."""
+    return {
+        "ratios": {
+            "c16_rate_over_in_process_batch16": round(
+                fleet["concurrency_16"]["requests_per_s"] / in_process_batch16_rate, 3),
+            "c1_p50_added_ms": round(
+                fleet["concurrency_1"]["p50_ms"] - statistics.median(in_process_single) * 1000, 2),
+        },
+        "targets": {"c16_rate_over_in_process_batch16": ">= 0.90", "c1_p50_added_ms": "<= 3"},
+    }

@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import closed_loop, fleet_local, summarize, timed_calls  # noqa: E402
+from common import closed_loop, compare, fleet_local, summarize, timed_calls  # noqa: E402
 
 
 def texts(i: int) -> str:
@@ -53,13 +52,7 @@ def main() -> None:
         body = lambda i: {"model": "all-MiniLM-L6-v2", "input": texts(i)}  # noqa: E731
         fleet = {f"concurrency_{c}": closed_loop(url, body, c, args.duration) for c in (1, 16)}
     report["fleet"] = fleet
-    report["ratios"] = {
-        "c16_rate_over_in_process_batch16": round(
-            fleet["concurrency_16"]["requests_per_s"] / in_process["batch_16_requests_per_s"], 3),
-        "c1_p50_added_ms": round(
-            fleet["concurrency_1"]["p50_ms"] - statistics.median(single) * 1000, 2),
-    }
-    report["targets"] = {"c16_rate_over_in_process_batch16": ">= 0.90", "c1_p50_added_ms": "<= 3"}
+    report.update(compare(single, in_process["batch_16_requests_per_s"], fleet))
     print(json.dumps(report, indent=2))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -22,7 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-from common import closed_loop, fleet_local, summarize, timed_calls  # noqa: E402
+from common import closed_loop, compare, fleet_local, summarize, timed_calls  # noqa: E402
 
 from tests.builders import build_tiny_cross_encoder  # noqa: E402
 
@@ -67,13 +66,7 @@ def main() -> None:
                               "documents": DOCUMENTS}
             fleet = {f"concurrency_{c}": closed_loop(url, body, c, args.duration) for c in (1, 16)}
     report["fleet"] = fleet
-    report["ratios"] = {
-        "c16_rate_over_in_process_batch16": round(
-            fleet["concurrency_16"]["requests_per_s"] / in_process["batch_16_requests_per_s"], 3),
-        "c1_p50_added_ms": round(
-            fleet["concurrency_1"]["p50_ms"] - statistics.median(single) * 1000, 2),
-    }
-    report["targets"] = {"c16_rate_over_in_process_batch16": ">= 0.90", "c1_p50_added_ms": "<= 3"}
+    report.update(compare(single, in_process["batch_16_requests_per_s"], fleet))
     print(json.dumps(report, indent=2))
 
 
