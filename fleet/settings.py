@@ -44,3 +44,8 @@ def warm_spare_enabled() -> bool:
     seconds-long imports of torch and sentence-transformers. `FLEET_WARM_SPARE=0` turns it off
     to save memory on small machines."""
     return os.environ.get("FLEET_WARM_SPARE", "1").lower() not in ("0", "false", "no", "off")
+
+
+def metrics_enabled() -> bool:
+    """Per-request metrics at /metrics; `FLEET_METRICS=0` turns the counting off (to measure it)."""
+    return os.environ.get("FLEET_METRICS", "1").lower() not in ("0", "false", "no", "off")

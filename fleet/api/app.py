@@ -6,20 +6,52 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
 from fleet.api import routes_embeddings, routes_management, routes_rerank
 from fleet.api.errors import install_error_handlers
+from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.routing import ReplicaRouter
+from fleet.settings import metrics_enabled
 
 
 @dataclass
 class ClusterHandle:
-    """What routes need from the cluster: the supervisor and the cached routing table."""
+    """What routes need from the cluster: the supervisor, the cached routing table, metrics."""
 
     supervisor: Any
     router: ReplicaRouter
+    metrics: FleetMetrics
+
+
+class HttpLatencyMiddleware:
+    """Times every request per route template (not per raw path, which would let clients
+    create series at will). Plain ASGI: a BaseHTTPMiddleware would cost more than it measures."""
+
+    def __init__(self, app: Any, metrics: FleetMetrics):
+        self._app = app
+        self._metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_and_note(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, send_and_note)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", "unmatched")
+            self._metrics.http_latency.labels(path, scope["method"], str(status["code"])).observe(
+                time.perf_counter() - started)
 
 
 def create_app(supervisor: Any, supervisor_address: str) -> FastAPI:
@@ -28,11 +60,20 @@ def create_app(supervisor: Any, supervisor_address: str) -> FastAPI:
         version=__version__,
         description="Serve and manage open models: OpenAI-compatible and Xinference-compatible.",
     )
-    app.state.cluster = ClusterHandle(supervisor=supervisor, router=ReplicaRouter(supervisor))
+    metrics = FleetMetrics(enabled=metrics_enabled())
+    app.state.cluster = ClusterHandle(supervisor=supervisor,
+                                      router=ReplicaRouter(supervisor, metrics), metrics=metrics)
     app.state.supervisor_address = supervisor_address
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.include_router(routes_management.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)
+    if metrics.enabled:
+        app.add_middleware(HttpLatencyMiddleware, metrics=metrics)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics(request: Request) -> Response:
+        return Response(await metrics.render(supervisor), media_type=CONTENT_TYPE)
+
     return app

@@ -42,7 +42,8 @@ def _encode(vector: np.ndarray, encoding_format: str) -> Any:
 async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
     inputs = _inputs(body.input)
     vectors, prompt_tokens = await request.app.state.cluster.router.call(
-        body.model, "embed", inputs, body.should_truncate, body.dimensions
+        body.model, "embeddings", "embed", inputs, body.should_truncate, body.dimensions,
+        tokens=lambda result: (result[1], 0),
     )
     payload = {
         "object": "list",

@@ -88,6 +88,7 @@ async def terminate_model(request: Request, model_uid: str) -> dict[str, Any]:
     cluster = _cluster(request)
     await cluster.supervisor.terminate_model(model_uid)
     cluster.router.invalidate(model_uid)
+    cluster.metrics.forget_model(model_uid)
     return {}
 
 

@@ -21,7 +21,8 @@ async def rerank(request: Request, body: RerankRequest) -> dict[str, Any]:
     if any(not d for d in documents):
         raise BadRequest("documents must not contain empty strings", code="empty_document")
     scores, tokens = await request.app.state.cluster.router.call(
-        body.model, "rerank", body.query, documents
+        body.model, "rerank", "rerank", body.query, documents,
+        tokens=lambda result: (result[1], 0),
     )
     order = sorted(range(len(documents)), key=lambda i: scores[i], reverse=True)
     if body.top_n is not None:

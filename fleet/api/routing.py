@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
-from fleet.errors import Unavailable
+from fleet.api.metrics import FleetMetrics
+from fleet.errors import FleetError, Unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +22,18 @@ logger = logging.getLogger(__name__)
 _STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError)
 
 
+@dataclass(frozen=True)
+class Replica:
+    ref: Any
+    replica_uid: str
+    worker: str
+
+
 class ReplicaRouter:
-    def __init__(self, supervisor: Any):
+    def __init__(self, supervisor: Any, metrics: FleetMetrics):
         self._supervisor = supervisor
-        self._routes: dict[str, tuple[list[Any], itertools.cycle]] = {}
+        self._metrics = metrics
+        self._routes: dict[str, tuple[list[Replica], itertools.cycle]] = {}
 
     def invalidate(self, uid: str | None = None) -> None:
         if uid is None:
@@ -30,25 +41,44 @@ class ReplicaRouter:
         else:
             self._routes.pop(uid, None)
 
-    async def _refs(self, uid: str) -> tuple[list[Any], itertools.cycle]:
+    async def _replicas(self, uid: str) -> tuple[list[Replica], itertools.cycle]:
         cached = self._routes.get(uid)
         if cached is None:
             targets = await self._supervisor.route(uid)
-            refs = [await xo.actor_ref(address=a, uid=u) for a, u in targets]
-            cached = (refs, itertools.cycle(range(len(refs))))
+            replicas = [Replica(await xo.actor_ref(address=a, uid=u), replica_uid, worker)
+                        for a, u, replica_uid, worker in targets]
+            cached = (replicas, itertools.cycle(range(len(replicas))))
             self._routes[uid] = cached
         return cached
 
-    async def call(self, uid: str, method: str, *args: Any, **kwargs: Any) -> Any:
-        """Call `method` on the next replica (round robin); retry once on a stale route."""
+    async def _call_once_more_if_stale(self, uid: str, method: str, args: tuple) -> Any:
         for attempt in (1, 2):
-            refs, turn = await self._refs(uid)
-            ref = refs[next(turn) % len(refs)]
+            replicas, turn = await self._replicas(uid)
+            replica = replicas[next(turn) % len(replicas)]
             try:
-                return await getattr(ref, method)(*args, **kwargs)
+                return await getattr(replica.ref, method)(*args), replica
             except _STALE_ROUTE_ERRORS as exc:
                 logger.warning("replica of %s unreachable (%s); refreshing route", uid, exc)
                 self.invalidate(uid)
                 if attempt == 2:
                     raise Unavailable(f"model {uid} is unreachable: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def call(self, uid: str, endpoint: str, method: str, *args: Any,
+                   tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0)) -> Any:
+        """Call `method` on the next replica (round robin), counted in the model's metrics.
+        `tokens(result)` gives (prompt, generated) token counts for the metrics."""
+        await self._replicas(uid)  # unknown uids fail here, before they make a metric series
+        started = self._metrics.request_started(uid, endpoint)
+        try:
+            result, replica = await self._call_once_more_if_stale(uid, method, args)
+        except FleetError as exc:
+            self._metrics.request_failed(uid, endpoint, exc.error_type)
+            raise
+        except Exception:
+            self._metrics.request_failed(uid, endpoint, "internal_error")
+            raise
+        prompt, generated = tokens(result)
+        self._metrics.request_finished(uid, endpoint, started, replica.replica_uid,
+                                       replica.worker, prompt, generated)
+        return result

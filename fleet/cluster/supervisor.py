@@ -282,10 +282,11 @@ class SupervisorActor(xo.StatelessActor):
     def describe_model(self, uid: str) -> dict[str, Any]:
         return self._get(uid).describe()
 
-    def route(self, uid: str) -> list[tuple[str, str]]:
-        """(address, actor uid) of every ready replica; the API caches this."""
+    def route(self, uid: str) -> list[tuple[str, str, str, str]]:
+        """(address, actor uid, replica uid, worker) of every ready replica; the API caches it."""
         record = self._get(uid)
-        ready = [(r.actor_address, r.actor_uid) for r in record.replicas if r.state == "ready"]
+        ready = [(r.actor_address, r.actor_uid, r.replica_uid, r.worker_address)
+                 for r in record.replicas if r.state == "ready"]
         if ready:
             return ready  # type: ignore[return-value]
         if record.state == "failed":
@@ -311,6 +312,14 @@ class SupervisorActor(xo.StatelessActor):
                     row["status_error"] = str(exc)
             rows.append(row)
         return rows
+
+    async def replica_metrics(self) -> list[dict[str, Any]]:
+        """Every replica's live status, labelled with its model, for /metrics."""
+        results = await asyncio.gather(
+            *(self.replica_status(uid) for uid in list(self._models)), return_exceptions=True
+        )
+        return [{**row, "model": uid} for uid, rows in zip(list(self._models), results, strict=False)
+                if not isinstance(rows, BaseException) for row in rows]
 
     async def launch_progress(self, uid: str) -> dict[str, Any]:
         record = self._get(uid)

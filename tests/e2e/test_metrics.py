@@ -1,0 +1,59 @@
+"""/metrics tells the truth: counts match what was sent, tokens match the responses' usage, and
+a terminated model's series go away."""
+
+from __future__ import annotations
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+
+def _samples(endpoint: str) -> list:
+    text = httpx.get(f"{endpoint}/metrics").text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _value(samples: list, name: str, **labels: str) -> float:
+    return sum(s.value for s in samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_count_requests_tokens_errors_and_forget_terminated_models(local_cluster,
+                                                                            minilm_path):
+    base = local_cluster.endpoint
+    http = httpx.Client(base_url=base, timeout=120)
+    http.post("/v1/models", json={"model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
+                                  "model_uid": "counted", "model_path": minilm_path}
+              ).raise_for_status()
+    bodies = [{"model": "counted", "input": f"request {i}"} for i in range(5)]
+    bodies.append({"model": "counted", "input": ["two", "inputs here"]})
+    usage = 0
+    for body in bodies:
+        response = http.post("/v1/embeddings", json=body)
+        response.raise_for_status()
+        usage += response.json()["usage"]["prompt_tokens"]
+    refused = http.post("/v1/embeddings", json={"model": "counted", "input": "x", "dimensions": 3})
+    assert refused.status_code == 400
+    assert http.post("/v1/embeddings", json={"model": "nobody", "input": "x"}).status_code == 404
+
+    samples = _samples(base)
+    n = len(bodies)
+    model = {"model": "counted", "endpoint": "embeddings"}
+    assert _value(samples, "fleet_model_requests_total", **model) == n + 1
+    assert _value(samples, "fleet_model_responses_total", **model) == n
+    assert _value(samples, "fleet_model_errors_total", kind="invalid_request_error", **model) == 1
+    assert _value(samples, "fleet_model_prompt_tokens_total", model="counted") == usage
+    assert _value(samples, "fleet_model_request_latency_seconds_count", **model) == n
+    assert _value(samples, "fleet_model_in_flight_requests", model="counted") == 0
+    assert _value(samples, "fleet_replica_ready", model="counted", state="ready") == 1
+    assert _value(samples, "fleet_replica_memory_bytes", model="counted") > 50 * 2**20
+    assert _value(samples, "fleet_replica_requests_served", model="counted") == n
+    assert _value(samples, "fleet_worker_memory_bytes", state="total") > 0
+    assert _value(samples, "fleet_worker_cpu_count") >= 1
+    assert _value(samples, "fleet_http_request_duration_seconds_count",
+                  route="/v1/embeddings", status="200") == n
+    # Unknown models make no series (clients cannot blow up the label space).
+    assert not [s for s in samples if s.labels.get("model") == "nobody"]
+
+    http.delete("/v1/models/counted").raise_for_status()
+    after = _samples(base)
+    assert not [s for s in after if s.labels.get("model") == "counted"]
