@@ -90,7 +90,9 @@ def test_engine_failure_is_503_with_the_real_cause_and_leaves_nothing(http, tmp_
     error = _error(http.post("/v1/models", json=body), 503, "sentence_transformers")
     assert error["type"] == "launch_error"
     described = http.get("/v1/models/broken").json()
-    assert described["status"] == "failed" and described["error"]
+    assert described["status"] == "failed" and "sentence_transformers" in described["error"]
+    replicas = http.get("/v1/models/broken/replicas").json()
+    assert replicas[0]["state"] == "failed" and replicas[0]["error"] == described["error"]
     workers = http.get("/v1/workers").json()
     assert all("broken-0" not in w["replicas"] for w in workers)
     assert http.delete("/v1/models/broken").status_code == 200

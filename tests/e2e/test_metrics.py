@@ -54,6 +54,10 @@ def test_metrics_count_requests_tokens_errors_and_forget_terminated_models(local
     # Unknown models make no series (clients cannot blow up the label space).
     assert not [s for s in samples if s.labels.get("model") == "nobody"]
 
+    used_before = _value(samples, "fleet_worker_memory_bytes", state="used")
     http.delete("/v1/models/counted").raise_for_status()
     after = _samples(base)
     assert not [s for s in after if s.labels.get("model") == "counted"]
+    # The model's process is gone, and the worker reports its memory back.
+    freed = used_before - _value(after, "fleet_worker_memory_bytes", state="used")
+    assert freed > 100 * 2**20, f"only {freed / 2**20:.0f} MiB freed"
