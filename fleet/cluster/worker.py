@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from typing import Any
 
 import xoscar as xo
@@ -38,7 +39,8 @@ class WorkerActor(xo.StatelessActor):
         self._warm_spare = warm_spare
         self._spare: asyncio.Task[str] | None = None
         self._replica_pools: dict[str, str] = {}
-        self._cancelled: set[str] = set()
+        # Replica keys terminated before their process existed, with when (pruned after an hour).
+        self._cancelled: dict[str, float] = {}
         self._gpu_owner: dict[int, str] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._supervisor: Any = None
@@ -133,7 +135,7 @@ class WorkerActor(xo.StatelessActor):
             raise
         if replica_key in self._cancelled:
             # Terminated while its process was starting: end it instead of serving it.
-            self._cancelled.discard(replica_key)
+            del self._cancelled[replica_key]
             self._release_gpus(replica_key)
             await self._main_pool.remove_sub_pool(address, timeout=5)
             raise Unavailable(f"replica {replica_key} was terminated while launching")
@@ -158,7 +160,9 @@ class WorkerActor(xo.StatelessActor):
         address = self._replica_pools.pop(replica_key, None)
         if address is None:
             # Possibly still starting (the launch call was cancelled mid-way): remember it.
-            self._cancelled.add(replica_key)
+            now = time.monotonic()
+            self._cancelled = {k: t for k, t in self._cancelled.items() if now - t < 3600}
+            self._cancelled[replica_key] = now
             return
         try:
             await self._main_pool.remove_sub_pool(address, timeout=5)
