@@ -25,7 +25,6 @@ class EngineInfo:
     implementations: dict[str, str]
     # Lower is preferred when several engines match.
     priority: int = 100
-    quantizations: tuple[str, ...] = ("none",)
     pip_extra: str = ""
     # Rerank families come as cross-encoders ("normal") or causal LMs ("LLM-based").
     rerank_kinds: tuple[str, ...] = ()
