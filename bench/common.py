@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -106,6 +107,19 @@ def timed_calls(call: Callable[[int], Any], duration_s: float) -> list[float]:
         latencies.append(time.perf_counter() - started)
         i += 1
     return latencies
+
+
+def measure_fleet(url: str, make_body: Callable[[int], dict[str, Any]],
+                  duration_s: float) -> dict[str, dict[str, float]]:
+    """Closed-loop load at the two concurrencies the targets name."""
+    return {f"concurrency_{c}": closed_loop(url, make_body, c, duration_s) for c in (1, 16)}
+
+
+def print_report(report: dict[str, Any], in_process_single: list[float],
+                 in_process: dict[str, Any], fleet: dict[str, dict[str, float]]) -> None:
+    report["fleet"] = fleet
+    report.update(compare(in_process_single, in_process["batch_16_requests_per_s"], fleet))
+    print(json.dumps(report, indent=2))
 
 
 def compare(in_process_single: list[float], in_process_batch16_rate: float,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import sys
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import closed_loop, compare, fleet_local, summarize, timed_calls  # noqa: E402
+from common import fleet_local, measure_fleet, print_report, summarize, timed_calls  # noqa: E402
 
 
 def texts(i: int) -> str:
@@ -53,10 +52,8 @@ def main() -> None:
             "model_path": model_path}).raise_for_status()
         url = f"{endpoint}/v1/embeddings"
         body = lambda i: {"model": "all-MiniLM-L6-v2", "input": texts(i)}  # noqa: E731
-        fleet = {f"concurrency_{c}": closed_loop(url, body, c, args.duration) for c in (1, 16)}
-    report["fleet"] = fleet
-    report.update(compare(single, in_process["batch_16_requests_per_s"], fleet))
-    print(json.dumps(report, indent=2))
+        fleet = measure_fleet(url, body, args.duration)
+    print_report(report, single, in_process, fleet)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Prints JSON with requests/s, p50/p99 and the ratios the targets are stated in.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-from common import closed_loop, compare, fleet_local, summarize, timed_calls  # noqa: E402
+from common import fleet_local, measure_fleet, print_report, summarize, timed_calls  # noqa: E402
 
 from tests.builders import build_tiny_cross_encoder  # noqa: E402
 
@@ -64,10 +63,8 @@ def main() -> None:
             url = f"{endpoint}/v1/rerank"
             body = lambda i: {"model": "tiny-reranker", "query": query(i),  # noqa: E731
                               "documents": DOCUMENTS}
-            fleet = {f"concurrency_{c}": closed_loop(url, body, c, args.duration) for c in (1, 16)}
-    report["fleet"] = fleet
-    report.update(compare(single, in_process["batch_16_requests_per_s"], fleet))
-    print(json.dumps(report, indent=2))
+            fleet = measure_fleet(url, body, args.duration)
+    print_report(report, single, in_process, fleet)
 
 
 if __name__ == "__main__":

@@ -79,40 +79,45 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             cost += head.cost
         return batch
 
-    async def _run_alone(self, count: int) -> None:
-        loop = asyncio.get_running_loop()
-        for _ in range(count):
-            pending = self._queue.popleft()
+    async def _run(self, items: list[ItemT]) -> Sequence[Any]:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._executor, self._run_batch, items
+        )
+
+    async def _run_each_alone(self, batch: list[_Pending[ItemT]]) -> None:
+        """After a batch failed: one bad request must not fail its neighbours."""
+        for pending in batch:
             try:
-                results = await loop.run_in_executor(self._executor, self._run_batch, pending.items)
+                _settle(pending, result=list(await self._run(pending.items)))
             except Exception as exc:
-                pending.future.done() or pending.future.set_exception(exc)
-            else:
-                pending.future.done() or pending.future.set_result(list(results))
+                _settle(pending, error=exc)
 
     async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
         while self._queue:
             batch = self._next_batch()
-            flat: list[ItemT] = [item for pending in batch for item in pending.items]
             self.last_batch_size = len(batch)
             self.max_batch_size_seen = max(self.max_batch_size_seen, len(batch))
             self.batches_run += 1
             try:
-                results: Sequence[Any] = await loop.run_in_executor(
-                    self._executor, self._run_batch, flat
-                )
+                results = await self._run([item for pending in batch for item in pending.items])
             except Exception as exc:
                 if len(batch) > 1:
-                    # One bad request must not fail its neighbours: run each on its own.
-                    self._queue.extendleft(reversed(batch))
-                    await self._run_alone(len(batch))
+                    await self._run_each_alone(batch)
                 else:
-                    batch[0].future.done() or batch[0].future.set_exception(exc)
+                    _settle(batch[0], error=exc)
                 continue
             offset = 0
             for pending in batch:
                 count = len(pending.items)
-                if not pending.future.done():
-                    pending.future.set_result(list(results[offset : offset + count]))
+                _settle(pending, result=list(results[offset : offset + count]))
                 offset += count
+
+
+def _settle(pending: _Pending[Any], result: Any = None, error: Exception | None = None) -> None:
+    """Answer a request unless its caller has already gone."""
+    if pending.future.done():
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        pending.future.set_result(result)

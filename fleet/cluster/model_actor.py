@@ -45,10 +45,13 @@ class ModelActor(xo.StatelessActor):
         self._started_at = time.time()
         self._ready_at: float | None = None
         self._requests_served = 0
-        self._embed_batcher = DynamicBatcher(self._run_embed_batch, self._executor)
-        self._rerank_batcher = DynamicBatcher(
-            self._run_rerank_batch, self._executor, max_batch_items=256
-        )
+        # One batcher per replica: a replica serves one kind of batched request. Rerank items
+        # are (query, document) pairs, so its batches hold more of them.
+        if self._family.model_type == "rerank":
+            self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
+                                           max_batch_items=256)
+        else:
+            self._batcher = DynamicBatcher(self._run_embed_batch, self._executor)
 
     @classmethod
     def uid_for(cls, replica_uid: str) -> str:
@@ -123,7 +126,7 @@ class ModelActor(xo.StatelessActor):
         }
 
     def _batch_stats(self) -> dict[str, int]:
-        batcher = self._rerank_batcher if self._family.model_type == "rerank" else self._embed_batcher
+        batcher = self._batcher
         return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
                 "batches": batcher.batches_run, "queued": batcher.queued}
 
@@ -185,7 +188,7 @@ class ModelActor(xo.StatelessActor):
                 self._executor, self._check_lengths, inputs
             )
         cost = sum(len(i) // 4 + 2 if isinstance(i, str) else len(i) for i in inputs)
-        rows = await self._embed_batcher.submit(inputs, cost)
+        rows = await self._batcher.submit(inputs, cost)
         self._requests_served += 1
         vectors = np.stack([vector for vector, _ in rows])
         if dimensions is not None and dimensions < vectors.shape[1]:
@@ -198,6 +201,6 @@ class ModelActor(xo.StatelessActor):
         self._require_ready("rerank")
         pairs = [(query, document) for document in documents]
         cost = sum((len(query) + len(d)) // 4 + 3 for d in documents)
-        rows = await self._rerank_batcher.submit(pairs, cost)
+        rows = await self._batcher.submit(pairs, cost)
         self._requests_served += 1
         return [score for score, _ in rows], sum(tokens for _, tokens in rows)

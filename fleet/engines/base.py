@@ -60,6 +60,11 @@ class EngineInfo:
         return getattr(importlib.import_module(module_name), class_name)
 
 
+def wants_remote_code(family: BaseFamily, launch_kwargs: dict[str, Any]) -> bool:
+    """Run a model repository's own Python only when the launch or the catalogue asks for it."""
+    return bool(launch_kwargs.get("trust_remote_code", getattr(family, "trust_remote_code", False)))
+
+
 EmbeddingInput = str | list[int]
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankResult
+from fleet.engines.base import RerankResult, wants_remote_code
 
 
 class CrossEncoderRerank:
@@ -13,9 +13,7 @@ class CrossEncoderRerank:
         self._model_path = model_path
         self._device = device
         self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 512))
-        self._trust_remote_code = bool(
-            kwargs.get("trust_remote_code", getattr(family, "trust_remote_code", False))
-        )
+        self._trust_remote_code = wants_remote_code(family, kwargs)
         self._model: Any = None
 
     def load(self) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankResult
+from fleet.engines.base import RerankResult, wants_remote_code
 
 SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct "
@@ -25,7 +25,7 @@ class LLMRerank:
         self._device = device
         self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 8192))
         self._instruction = str(kwargs.get("instruction") or DEFAULT_INSTRUCTION)
-        self._trust_remote_code = bool(kwargs.get("trust_remote_code", False))
+        self._trust_remote_code = wants_remote_code(family, kwargs)
         self._few_shot = not bool(kwargs.get("zero_shot", getattr(family, "rerank_zero_shot", False)))
         self._model: Any = None
         self._tokenizer: Any = None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingInput, EmbeddingResult
+from fleet.engines.base import EmbeddingInput, EmbeddingResult, wants_remote_code
 from fleet.errors import BadRequest
 
 
@@ -20,9 +20,7 @@ class SentenceTransformersEmbedding:
         self._model_path = model_path
         self._family = family
         self._device = device
-        self._trust_remote_code = bool(
-            kwargs.get("trust_remote_code", getattr(family, "trust_remote_code", False))
-        )
+        self._trust_remote_code = wants_remote_code(family, kwargs)
         self._model: Any = None
 
     def load(self) -> None:
