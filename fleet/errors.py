@@ -38,3 +38,11 @@ class LaunchFailed(FleetError):
 class Unavailable(FleetError):
     status_code = 503
     error_type = "service_unavailable"
+
+
+class TooManyRequests(FleetError):
+    """A model's request queue is full; the client should retry after a short wait."""
+
+    status_code = 429
+    error_type = "rate_limit_error"
+    retry_after_s = 1

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
-from fleet.api import routes_embeddings, routes_management, routes_rerank
+from fleet.api import routes_embeddings, routes_generation, routes_management, routes_rerank
 from fleet.api.errors import install_error_handlers
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.routing import ReplicaRouter
@@ -69,6 +69,7 @@ def create_app(supervisor: Any, supervisor_address: str) -> FastAPI:
     app.include_router(routes_management.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)
+    app.include_router(routes_generation.router)
     if metrics.enabled:
         app.add_middleware(HttpLatencyMiddleware, metrics=metrics)
 

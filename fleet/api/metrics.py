@@ -23,6 +23,7 @@ from prometheus_client import (
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+TOKEN_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -48,6 +49,12 @@ class FleetMetrics:
         self.latency = Histogram("fleet_model_request_latency_seconds",
                                  "Request latency as the API sees it.", model_labels,
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram("fleet_model_time_to_first_token_seconds",
+                              "Time from a streamed request's arrival to its first token.",
+                              ["model"], buckets=LATENCY_BUCKETS, registry=r)
+        self.tpot = Histogram("fleet_model_time_per_output_token_seconds",
+                              "Time per generated token after the first, per streamed request.",
+                              ["model"], buckets=TOKEN_BUCKETS, registry=r)
         self.http_latency = Histogram("fleet_http_request_duration_seconds",
                                       "HTTP latency of the API server per route.",
                                       ["route", "method", "status"], buckets=LATENCY_BUCKETS,
@@ -108,6 +115,16 @@ class FleetMetrics:
         if generated_tokens:
             self.generated_tokens.labels(model).inc(generated_tokens)
             self._remember(model, self.generated_tokens, (model,))
+
+    def first_token(self, model: str, started: float) -> None:
+        if self.enabled:
+            self.ttft.labels(model).observe(time.perf_counter() - started)
+            self._remember(model, self.ttft, (model,))
+
+    def time_per_output_token(self, model: str, seconds: float) -> None:
+        if self.enabled:
+            self.tpot.labels(model).observe(seconds)
+            self._remember(model, self.tpot, (model,))
 
     def request_failed(self, model: str, endpoint: str, kind: str) -> None:
         if not self.enabled:

@@ -6,13 +6,13 @@ from __future__ import annotations
 import itertools
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
 from fleet.api.metrics import FleetMetrics
+from fleet.api.streams import Replica, ReplicaStream
 from fleet.errors import FleetError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -20,13 +20,6 @@ logger = logging.getLogger(__name__)
 # Errors that mean "that replica is gone": drop the cached route and ask again.
 # (An engine's own OSError must not count: it would be retried and reported as unreachable.)
 _STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError)
-
-
-@dataclass(frozen=True)
-class Replica:
-    ref: Any
-    replica_uid: str
-    worker: str
 
 
 class ReplicaRouter:
@@ -63,6 +56,22 @@ class ReplicaRouter:
                 if attempt == 2:
                     raise Unavailable(f"model {uid} is unreachable: {exc}") from None
         raise AssertionError("unreachable")
+
+    async def open_stream(self, uid: str, endpoint: str, kind: str,
+                          body: dict[str, Any]) -> ReplicaStream:
+        """Start a streamed answer on the next replica; the stream reports its own metrics."""
+        await self._replicas(uid)
+        started = self._metrics.request_started(uid, endpoint)
+        try:
+            opened, replica = await self._call_once_more_if_stale(uid, "start_stream", (kind, body))
+        except FleetError as exc:
+            self._metrics.request_failed(uid, endpoint, exc.error_type)
+            raise
+        except Exception:
+            self._metrics.request_failed(uid, endpoint, "internal_error")
+            raise
+        return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
+                             started, self._metrics)
 
     async def call(self, uid: str, endpoint: str, method: str, *args: Any,
                    tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0)) -> Any:

@@ -40,7 +40,7 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
     console.print(table)
 
 
-def _client(endpoint: str) -> Client:
+def client_for(endpoint: str) -> Client:
     # A few seconds of patience: `fleet local & fleet launch ...` typed in one go should work.
     return Client(endpoint, connect_wait_s=5.0)
 
@@ -87,7 +87,7 @@ def launch(endpoint: str, model_name: str, model_type: str | None, model_engine:
            quantization: str | None, replica: int, n_gpu: str, model_path: str | None,
            worker_ip: str | None, as_json: bool) -> None:
     """Launch a model and wait until it serves."""
-    client = _client(endpoint)
+    client = client_for(endpoint)
     uid = client.launch_model(
         model_name, model_type=model_type, wait_ready=False, model_engine=model_engine,
         model_uid=model_uid, model_size_in_billions=_size(size_in_billions),
@@ -113,7 +113,7 @@ def launch(endpoint: str, model_name: str, model_type: str | None, model_engine:
 @json_option
 def list_models(endpoint: str, as_json: bool) -> None:
     """List running models."""
-    models = _client(endpoint).list_models()
+    models = client_for(endpoint).list_models()
     if as_json:
         _print_json(list(models.values()))
         return
@@ -133,7 +133,7 @@ def terminate(endpoint: str, uid_option: str | None, model_uid: str | None) -> N
     uid = uid_option or model_uid
     if not uid:
         raise click.UsageError("give the model uid: fleet terminate -u UID")
-    _client(endpoint).terminate_model(uid)
+    client_for(endpoint).terminate_model(uid)
     console.print(f"Model {uid} terminated.")
 
 
@@ -148,7 +148,7 @@ def register(endpoint: str, model_type: str, file_path: str, persist: bool) -> N
         family = json.loads(Path(file_path).read_text())
     except json.JSONDecodeError as exc:
         raise click.ClickException(f"{file_path} is not valid JSON: {exc}") from None
-    _client(endpoint).register_model(model_type, family, persist)
+    client_for(endpoint).register_model(model_type, family, persist)
     console.print(f"Registered {family.get('model_name')} ({model_type}).")
 
 
@@ -158,7 +158,7 @@ def register(endpoint: str, model_type: str, file_path: str, persist: bool) -> N
 @click.option("-n", "--model-name", required=True)
 def unregister(endpoint: str, model_type: str, model_name: str) -> None:
     """Remove a custom model registration."""
-    _client(endpoint).unregister_model(model_type, model_name)
+    client_for(endpoint).unregister_model(model_type, model_name)
     console.print(f"Unregistered {model_name} ({model_type}).")
 
 
@@ -169,7 +169,7 @@ def unregister(endpoint: str, model_type: str, model_name: str) -> None:
 @json_option
 def registrations(endpoint: str, model_type: str, detailed: bool, as_json: bool) -> None:
     """List the models that can be launched: built-in and custom."""
-    rows = _client(endpoint).list_model_registrations(model_type, detailed=True)
+    rows = client_for(endpoint).list_model_registrations(model_type, detailed=True)
     if as_json:
         _print_json(rows if detailed else [
             {"model_name": r["model_name"], "is_builtin": r["is_builtin"]} for r in rows])
@@ -196,7 +196,7 @@ def engine(endpoint: str, name_option: str | None, model_type: str | None,
     name = name_option or model_name
     if not name:
         raise click.UsageError("give the model name: fleet engine MODEL")
-    result = _client(endpoint).query_engines(name, model_type, detailed=True)
+    result = client_for(endpoint).query_engines(name, model_type, detailed=True)
     if as_json:
         _print_json(result)
         return
@@ -211,7 +211,7 @@ def engine(endpoint: str, name_option: str | None, model_type: str | None,
 @json_option
 def status(endpoint: str, as_json: bool) -> None:
     """Show the cluster: workers, their resources and replicas."""
-    info = _client(endpoint).cluster_info()
+    info = client_for(endpoint).cluster_info()
     if as_json:
         _print_json(info)
         return

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
@@ -53,6 +54,20 @@ class ModelHandle:
             "POST", "/v1/embeddings", json={"model": self.model_uid, "input": input, **kwargs}
         )
 
+    def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+             generate_config: dict[str, Any] | None = None) -> Any:
+        """A chat completion; with `generate_config={"stream": True}` an iterator of chunks.
+        The same arguments as Xinference's client."""
+        body: dict[str, Any] = {"model": self.model_uid, "messages": messages,
+                                **(generate_config or {})}
+        if tools is not None:
+            body["tools"] = tools
+        return self._client._generate("/v1/chat/completions", body)
+
+    def generate(self, prompt: str, generate_config: dict[str, Any] | None = None) -> Any:
+        """A text completion of `prompt`; streamed like `chat`."""
+        body = {"model": self.model_uid, "prompt": prompt, **(generate_config or {})}
+        return self._client._generate("/v1/completions", body)
 
     def rerank(self, documents: list[str], query: str, top_n: int | None = None,
                return_documents: bool = False, return_len: bool = False,
@@ -95,6 +110,29 @@ class Client:
                 ) from None
         _raise_for_error(response)
         return response.json() if response.content else None
+
+    def _generate(self, path: str, body: dict[str, Any]) -> Any:
+        if not body.get("stream"):
+            return self._request("POST", path, json=body)
+        return self._stream(path, body)
+
+    def _stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """Server-sent events as dicts, until `[DONE]`; an error event raises."""
+        with self._http.stream("POST", path, json=body) as response:
+            if not response.is_success:
+                response.read()
+                _raise_for_error(response)
+            for line in response.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                data = line[len("data:"):].strip()
+                if data == "[DONE]":
+                    return
+                event = json.loads(data)
+                if "error" in event:
+                    error = event["error"]
+                    raise FleetClientError(500, error.get("message", str(error)), error.get("code"))
+                yield event
 
     # ---- models ----
 

@@ -20,6 +20,7 @@ from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
+from fleet.cluster.llm_service import LLMService
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
@@ -46,7 +47,9 @@ class ModelActor(xo.StatelessActor):
         self._ready_at: float | None = None
         self._requests_served = 0
         # One batcher per replica: a replica serves one kind of batched request. Rerank items
-        # are (query, document) pairs, so its batches hold more of them.
+        # are (query, document) pairs, so its batches hold more of them. LLMs batch token by
+        # token instead, in their service's scheduler, created once the engine is loaded.
+        self._llm: LLMService | None = None
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
                                            max_batch_items=256)
@@ -58,6 +61,8 @@ class ModelActor(xo.StatelessActor):
         return f"model-{replica_uid}"
 
     async def __pre_destroy__(self) -> None:
+        if self._llm is not None:
+            self._llm.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _set_download_progress(self, fraction: float) -> None:
@@ -98,6 +103,11 @@ class ModelActor(xo.StatelessActor):
             reason = f"{self._engine_info.name} could not load the model: {type(exc).__name__}: {exc}"
             self._fail(reason)
             raise LaunchFailed(reason) from None
+        if self._family.model_type == "LLM":
+            options = {**(self._launch.get("engine_kwargs") or {}),
+                       "request_limits": self._launch.get("request_limits")}
+            self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
+                                   self._executor)
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
 
@@ -126,6 +136,8 @@ class ModelActor(xo.StatelessActor):
         }
 
     def _batch_stats(self) -> dict[str, int]:
+        if self._llm is not None:
+            return self._llm.stats()
         batcher = self._batcher
         return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
                 "batches": batcher.batches_run, "queued": batcher.queued}
@@ -204,3 +216,35 @@ class ModelActor(xo.StatelessActor):
         rows = await self._batcher.submit(pairs, cost)
         self._requests_served += 1
         return [score for score, _ in rows], sum(tokens for _, tokens in rows)
+
+    # ---- chat and completions ----------------------------------------------------------
+    def _require_llm(self, kind: str) -> LLMService:
+        if self._family.model_type != "LLM":
+            endpoint = "chat completions" if kind == "chat" else "completions"
+            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+                             f"model and does not serve {endpoint}")
+        return self._require_ready_llm()
+
+    def _require_ready_llm(self) -> LLMService:
+        if self._llm is None:
+            raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
+        return self._llm
+
+    async def generate(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole chat ("chat") or completion ("completion") answer: choices and usage."""
+        result = await self._require_llm(kind).complete(kind, body)
+        self._requests_served += 1
+        return result
+
+    def start_stream(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Start a streamed answer; poll it with `next_chunks(stream_id)`."""
+        started = self._require_llm(kind).start(kind, body)
+        self._requests_served += 1
+        return started
+
+    async def next_chunks(self, stream_id: str) -> dict[str, Any]:
+        return await self._require_ready_llm().next_chunks(stream_id)
+
+    def cancel_stream(self, stream_id: str) -> None:
+        if self._llm is not None:
+            self._llm.cancel(stream_id)

@@ -193,6 +193,7 @@ class SupervisorActor(xo.StatelessActor):
             "n_gpu": request.get("n_gpu", "auto"),
             "gpu_idx": request.get("gpu_idx"),
             "envs": request.get("envs") or {},
+            "request_limits": request.get("request_limits"),
             "engine_kwargs": {k: v for k, v in request.items() if k not in known and v is not None},
         }
 

@@ -25,9 +25,12 @@ ENGINES: tuple[EngineInfo, ...] = (
     ),
     EngineInfo(
         name="transformers",
-        implementations={"rerank": "fleet.engines.llm_rerank:LLMRerank"},
+        implementations={
+            "LLM": "fleet.engines.transformers_llm:TransformersLLM",
+            "rerank": "fleet.engines.llm_rerank:LLMRerank",
+        },
         formats=("pytorch", "safetensors"),
-        abilities=("rerank",),
+        abilities=("chat", "generate", "rerank"),
         requires=("torch", "transformers"),
         priority=20,
         pip_extra="transformers",

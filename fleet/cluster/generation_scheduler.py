@@ -1,0 +1,258 @@
+"""Continuous batching for token-by-token engines, in one place for every such engine.
+
+One thread owns the engine and loops: take new requests and cancellations, run the prompts of
+those that fit into the running batch (their first token comes out at once), then one decode
+step for the whole batch. Finished sequences leave the batch between steps, so a request that
+arrives while others are generating joins at the next step instead of waiting for the batch to
+drain. Each sequence carries its own sampling settings; its text is decoded and checked for
+stop strings right here, so a stopped sequence costs no further step.
+
+The engine contract: `prefill(list[NewSequence]) -> list[TokenChoice]` (first tokens),
+`decode() -> list[TokenChoice]` (one per running sequence), `release(seq_ids)`, `tokenizer`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from fleet.errors import TooManyRequests
+from fleet.generation.detokenizer import IncrementalDetokenizer
+from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
+from fleet.generation.stops import StopStringMatcher
+
+logger = logging.getLogger(__name__)
+
+Events = list[dict[str, Any]]
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class GenerationRequest:
+    """A prompt to continue `n` times; `deliver` receives event batches on the event loop."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    n: int
+    deliver: Callable[[Events], None]
+
+
+class _Sequence:
+    """One choice of a request: its text so far and when it has to stop."""
+
+    def __init__(self, seq_id: int, index: int, request: GenerationRequest, tokenizer: Any):
+        self.seq_id = seq_id
+        self.index = index
+        self.request = request
+        self.params = request.params
+        self.detokenizer = IncrementalDetokenizer(tokenizer)
+        self.stops = StopStringMatcher(list(self.params.stop))
+        self.tokenizer = tokenizer
+        self.generated = 0
+        self.finish_reason: str | None = None
+
+    def accept(self, choice: TokenChoice) -> dict[str, Any]:
+        """The event for one sampled token; sets finish_reason when the sequence is done."""
+        self.generated += 1
+        event: dict[str, Any] = {"index": self.index, "text": ""}
+        if self.params.logprobs:
+            event["logprobs"] = [self._logprob_entry(choice)]
+        if choice.token_id in self.params.stop_token_ids:
+            event["text"] = self._rest()
+            self.finish_reason = "stop"
+        else:
+            text, stopped = self.stops.feed(self.detokenizer.add(choice.token_id))
+            event["text"] = text
+            if stopped:
+                self.finish_reason = "stop"
+            elif self.generated >= self.params.max_tokens:
+                event["text"] += self._rest()
+                self.finish_reason = "length"
+        if self.finish_reason:
+            event["finish_reason"] = self.finish_reason
+            event["completion_tokens"] = self.generated
+        return event
+
+    def _rest(self) -> str:
+        """What the detokenizer and the stop matcher still hold when the sequence ends."""
+        text, stopped = self.stops.feed(self.detokenizer.flush())
+        return text if stopped else text + self.stops.flush()
+
+    def _logprob_entry(self, choice: TokenChoice) -> dict[str, Any]:
+        def piece(token_id: int) -> str:
+            return self.tokenizer.decode([token_id])
+
+        text = piece(choice.token_id)
+        return {
+            "token": text, "logprob": choice.logprob, "bytes": list(text.encode("utf-8")),
+            "top_logprobs": [{"token": piece(t), "logprob": lp, "bytes": list(piece(t).encode())}
+                             for t, lp in (choice.top_logprobs or [])],
+        }
+
+
+@dataclass
+class SchedulerStats:
+    running: int = 0
+    waiting: int = 0
+    steps: int = 0
+    last_batch_size: int = 0
+    max_batch_size_seen: int = 0
+    finished: int = 0
+
+
+class GenerationScheduler:
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_running: int = 32,
+                 max_requests: int = 256, max_prefill_tokens: int = 8192):
+        self._engine = engine
+        self._loop = loop
+        self._max_running = max_running
+        self._max_requests = max_requests
+        self._max_prefill_tokens = max_prefill_tokens
+        self._inbox: queue.SimpleQueue = queue.SimpleQueue()
+        self._waiting: deque[GenerationRequest] = deque()
+        self._running: dict[int, _Sequence] = {}
+        self._ids = itertools.count()
+        self._open_requests = 0  # submitted and not yet finished (read on the event loop)
+        self._lock = threading.Lock()
+        self.stats = SchedulerStats()
+
+    # ---- called on the event loop -------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            if self._open_requests >= self._max_requests:
+                raise TooManyRequests(
+                    f"this model already has {self._open_requests} requests in progress "
+                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
+            self._open_requests += 1
+        self._inbox.put(("add", request))
+
+    def cancel(self, request_id: str) -> None:
+        self._inbox.put(("cancel", request_id))
+
+    def stop(self) -> None:
+        self._inbox.put(("stop", None))
+
+    # ---- the engine thread ---------------------------------------------------------------
+    def run_forever(self) -> None:
+        while True:
+            if not self._take_commands(block=not self._running and not self._waiting):
+                return
+            events: dict[GenerationRequest, Events] = {}
+            try:
+                self._admit(events)
+                if self._running:
+                    self._record_batch()
+                    self._handle(self._engine.decode(), events)
+            except Exception:
+                self._fail_all(traceback.format_exc(), events)
+            for request, batch in events.items():
+                self._loop.call_soon_threadsafe(request.deliver, batch)
+            self.stats.running, self.stats.waiting = len(self._running), len(self._waiting)
+
+    def _take_commands(self, block: bool) -> bool:
+        """Apply queued commands; False when told to stop."""
+        try:
+            command = self._inbox.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            kind, payload = command
+            if kind == "stop":
+                return False
+            if kind == "add":
+                self._waiting.append(payload)
+            else:
+                self._cancel(payload)
+            try:
+                command = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _cancel(self, request_id: str) -> None:
+        for request in [r for r in self._waiting if r.request_id == request_id]:
+            self._waiting.remove(request)
+            self._request_done()
+        gone = [s.seq_id for s in self._running.values() if s.request.request_id == request_id]
+        if gone:
+            self._engine.release(gone)
+            for seq_id in gone:
+                del self._running[seq_id]
+            self._request_done()
+
+    def _admit(self, events: dict[GenerationRequest, Events]) -> None:
+        joining: list[_Sequence] = []
+        budget = self._max_prefill_tokens
+        while self._waiting:
+            request = self._waiting[0]
+            cost = len(request.prompt_ids) * request.n
+            fits = len(self._running) + len(joining) + request.n <= self._max_running
+            if joining and (not fits or cost > budget):
+                break
+            if not fits and self._running:
+                break
+            self._waiting.popleft()
+            budget -= cost
+            joining += [_Sequence(next(self._ids), i, request, self._engine.tokenizer)
+                        for i in range(request.n)]
+        if not joining:
+            return
+        for sequence in joining:
+            self._running[sequence.seq_id] = sequence
+        params = [self._seeded(s) for s in joining]
+        choices = self._engine.prefill([NewSequence(s.seq_id, s.request.prompt_ids, p)
+                                        for s, p in zip(joining, params, strict=True)])
+        self._handle(choices, events)
+
+    @staticmethod
+    def _seeded(sequence: _Sequence) -> SamplingParams:
+        # The choices of one seeded request must differ from each other, and stay reproducible.
+        params = sequence.params
+        if params.seed is None or sequence.index == 0:
+            return params
+        return replace(params, seed=params.seed + sequence.index)
+
+    def _handle(self, choices: list[TokenChoice], events: dict[GenerationRequest, Events]) -> None:
+        finished = []
+        for choice in choices:
+            sequence = self._running[choice.seq_id]
+            events.setdefault(sequence.request, []).append(sequence.accept(choice))
+            if sequence.finish_reason:
+                finished.append(sequence)
+        if not finished:
+            return
+        self._engine.release([s.seq_id for s in finished])
+        for sequence in finished:
+            del self._running[sequence.seq_id]
+            request = sequence.request
+            if not any(s.request is request for s in self._running.values()):
+                self._request_done()
+                events[request].append({"done": True})
+
+    def _request_done(self) -> None:
+        with self._lock:
+            self._open_requests -= 1
+        self.stats.finished += 1
+
+    def _record_batch(self) -> None:
+        stats = self.stats
+        stats.steps += 1
+        stats.last_batch_size = len(self._running)
+        stats.max_batch_size_seen = max(stats.max_batch_size_seen, len(self._running))
+
+    def _fail_all(self, trace: str, events: dict[GenerationRequest, Events]) -> None:
+        """An engine error fails the requests in the batch, not the replica."""
+        logger.error("generation step failed:\n%s", trace)
+        message = trace.strip().splitlines()[-1]
+        requests = {s.request for s in self._running.values()}
+        self._engine.release(list(self._running))
+        self._running.clear()
+        for request in requests:
+            self._request_done()
+            events.setdefault(request, []).append({"error": f"the engine failed: {message}"})

@@ -1,0 +1,207 @@
+"""Chat and completion requests on one replica: turn an OpenAI body into a prompt and sampling
+settings, hand it to the continuous-batching scheduler, and turn the token events that come back
+into OpenAI choice chunks.
+
+A streamed request is a stream id the API polls (`next_chunks`): each poll returns everything
+produced since the last one, so a slow reader gets tokens in bunches instead of one message per
+token, and a client that goes away is cancelled explicitly (`cancel`), not by garbage collection."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.catalogue.schemas import LLMFamily
+from fleet.cluster.generation_scheduler import Events, GenerationRequest, GenerationScheduler
+from fleet.errors import BadRequest, NotFound, Unavailable
+from fleet.generation.chat_template import render_chat
+from fleet.generation.choice_output import ChatChoice, CompletionChoice
+from fleet.generation.openai_params import sampling_params, stop_token_ids
+
+DEFAULT_REQUEST_LIMIT = 256
+DEFAULT_MAX_RUNNING = 32
+# A stream nobody has polled for this long lost its reader (an API process that died).
+ABANDONED_AFTER_S = 300.0
+
+
+@dataclass(eq=False)
+class _Stream:
+    choices: list[ChatChoice] | list[CompletionChoice]
+    prompt_tokens: int
+    completion_tokens: int = 0
+    chunks: list[dict[str, Any]] = field(default_factory=list)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    done: bool = False
+    error: str | None = None
+    streamed: bool = False
+    polled_at: float = field(default_factory=time.monotonic)
+
+    def deliver(self, events: Events) -> None:
+        for event in events:
+            if "error" in event:
+                self.error, self.done = event["error"], True
+            elif event.get("done"):
+                self.done = True
+            else:
+                choice = self.choices[event["index"]]
+                chunk = choice.feed(event["text"], event.get("logprobs"))
+                if chunk is not None:
+                    self.chunks.append(chunk)
+                if "finish_reason" in event:
+                    self.completion_tokens += event["completion_tokens"]
+                    self.chunks.append(choice.finish(event["finish_reason"]))
+        self.ready.set()
+
+    @property
+    def usage(self) -> dict[str, int]:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "total_tokens": self.prompt_tokens + self.completion_tokens}
+
+
+class LLMService:
+    def __init__(self, engine: Any, family: LLMFamily, model_uid: str, options: dict[str, Any],
+                 executor: Executor):
+        self._engine = engine
+        self._family = family
+        self._model_uid = model_uid
+        tokenizer = engine.tokenizer
+        self._stop_ids = stop_token_ids(tokenizer, engine.eos_token_ids, family.stop,
+                                        family.stop_token_ids)
+        loop = asyncio.get_running_loop()
+        self.scheduler = GenerationScheduler(
+            engine, loop,
+            max_running=int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING),
+            max_requests=int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT),
+        )
+        # The scheduler owns the engine's thread from now on.
+        self._loop_future = loop.run_in_executor(executor, self.scheduler.run_forever)
+        self._streams: dict[str, _Stream] = {}
+
+    def close(self) -> None:
+        self.scheduler.stop()
+
+    # ---- building a request --------------------------------------------------------------
+    def _chat_prompt(self, body: dict[str, Any]) -> tuple[str, bool]:
+        """The rendered prompt, and whether tool calls are to be parsed from the answer."""
+        tools = body.get("tools") or None
+        choice = body.get("tool_choice")
+        if tools and "tools" not in self._family.abilities:
+            raise BadRequest(f"model {self._model_uid} does not support tool calls "
+                             f"(its abilities: {', '.join(self._family.abilities)})",
+                             code="tools_not_supported")
+        if isinstance(choice, dict) or choice == "required":
+            raise BadRequest("tool_choice 'required' or a named function is not supported by the "
+                             "transformers engine (it cannot force a call); use 'auto' or 'none'",
+                             code="unsupported_parameter")
+        if choice == "none":
+            tools = None
+        prompt = render_chat(self._engine.tokenizer, self._family.chat_template, body["messages"],
+                             tools, body.get("chat_template_kwargs"))
+        return prompt, bool(tools)
+
+    def _completion_ids(self, prompt: Any) -> list[int]:
+        tokenizer = self._engine.tokenizer
+        if isinstance(prompt, str):
+            return tokenizer.encode(prompt)
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            return tokenizer.encode(prompt[0])
+        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
+            bad = [t for t in prompt if not 0 <= t < self._engine.vocab_size]
+            if bad:
+                raise BadRequest(f"prompt token ids outside the vocabulary: {bad[:5]}")
+            return list(prompt)
+        raise BadRequest("prompt must be a string or a list of token ids; send several prompts "
+                         "as several requests", code="unsupported_prompt")
+
+    def _prepare(self, kind: str, body: dict[str, Any]) -> tuple[GenerationRequest, _Stream]:
+        n = int(body.get("n") or 1)
+        if kind == "chat":
+            if "chat" not in self._family.abilities:
+                raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
+                                 code="chat_not_supported")
+            prompt, parse_tools = self._chat_prompt(body)
+            ids = self._engine.tokenizer.encode(prompt, add_special_tokens=False)
+            tags = self._reasoning_tags(prompt)
+            choices: Any = [ChatChoice(i, tags, parse_tools) for i in range(n)]
+        else:
+            ids = self._completion_ids(body.get("prompt"))
+            choices = [CompletionChoice(i) for i in range(n)]
+        if not ids:
+            raise BadRequest("the prompt is empty", code="empty_prompt")
+        params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,
+                                 self._engine.vocab_size)
+        stream = _Stream(choices=choices, prompt_tokens=len(ids))
+        request = GenerationRequest(uuid.uuid4().hex, ids, params, n, stream.deliver)
+        return request, stream
+
+    def _reasoning_tags(self, prompt: str) -> tuple[str, str, bool] | None:
+        start, end = self._family.reasoning_start_tag, self._family.reasoning_end_tag
+        if "reasoning" not in self._family.abilities or not start or not end:
+            return None
+        # DeepSeek-R1's template opens the think block itself: the answer starts inside it.
+        return start, end, prompt.rstrip().endswith(start)
+
+    # ---- serving -------------------------------------------------------------------------
+    def _submit(self, kind: str, body: dict[str, Any], streamed: bool) -> tuple[str, _Stream]:
+        self._forget_abandoned()
+        request, stream = self._prepare(kind, body)
+        stream.streamed = streamed
+        self.scheduler.submit(request)
+        self._streams[request.request_id] = stream
+        return request.request_id, stream
+
+    async def complete(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        """A whole answer: {"choices": [...], "usage": {...}}."""
+        stream_id, stream = self._submit(kind, body, streamed=False)
+        try:
+            while not stream.done:
+                stream.ready.clear()
+                await stream.ready.wait()
+        except asyncio.CancelledError:
+            self.cancel(stream_id)
+            raise
+        self._streams.pop(stream_id, None)
+        if stream.error:
+            raise Unavailable(stream.error)
+        return {"choices": [c.result() for c in stream.choices], "usage": stream.usage}
+
+    def start(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        stream_id, stream = self._submit(kind, body, streamed=True)
+        return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
+
+    async def next_chunks(self, stream_id: str) -> dict[str, Any]:
+        """Chunk choices produced since the last poll (waiting for at least one); `usage` is
+        set on the last poll of a stream."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise NotFound(f"no stream {stream_id} (finished, cancelled or never started)")
+        stream.polled_at = time.monotonic()
+        if not stream.chunks and not stream.done:
+            stream.ready.clear()
+            await stream.ready.wait()
+        chunks, stream.chunks = stream.chunks, []
+        if stream.done:
+            self._streams.pop(stream_id, None)
+            if stream.error:
+                raise Unavailable(stream.error)
+            return {"chunks": chunks, "done": True, "usage": stream.usage}
+        return {"chunks": chunks, "done": False}
+
+    def cancel(self, stream_id: str) -> None:
+        if self._streams.pop(stream_id, None) is not None:
+            self.scheduler.cancel(stream_id)
+
+    def _forget_abandoned(self) -> None:
+        now = time.monotonic()
+        for stream_id, stream in list(self._streams.items()):
+            if stream.streamed and now - stream.polled_at > ABANDONED_AFTER_S:
+                self.cancel(stream_id)
+
+    def stats(self) -> dict[str, int]:
+        stats = self.scheduler.stats
+        return {"last_size": stats.last_batch_size, "max_size": stats.max_batch_size_seen,
+                "batches": stats.steps, "queued": stats.waiting, "running": stats.running}

@@ -1,0 +1,94 @@
+"""An OpenAI request's generation settings -> SamplingParams, checked against the model's
+context and vocabulary (the API has already checked types and ranges)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fleet.errors import BadRequest
+from fleet.generation.params import SamplingParams
+
+
+def stop_token_ids(tokenizer: Any, eos_ids: tuple[int, ...], family_stops: list[str],
+                   family_stop_ids: list[int]) -> tuple[int, ...]:
+    """End-of-turn ids: the model's eos, and the family's stop strings that are single tokens
+    of this tokenizer. Catalogue ids are kept only where this tokenizer agrees on what they
+    are, so a custom model that borrows a family's formatting cannot stop on a wrong id."""
+    ids = set(eos_ids)
+    vocab = tokenizer.get_vocab()
+    for text in family_stops:
+        if text in vocab:
+            ids.add(int(vocab[text]))
+    for token_id in family_stop_ids:
+        if tokenizer.convert_ids_to_tokens(int(token_id)) in family_stops:
+            ids.add(int(token_id))
+    return tuple(sorted(ids))
+
+
+def _stop_strings(stop: Any) -> tuple[str, ...]:
+    if stop is None:
+        return ()
+    items = [stop] if isinstance(stop, str) else list(stop)
+    return tuple(s for s in items if s)
+
+
+def max_new_tokens(body: dict[str, Any], prompt_tokens: int, context_length: int) -> int:
+    room = context_length - prompt_tokens
+    if room <= 0:
+        raise BadRequest(
+            f"the prompt has {prompt_tokens} tokens, which fills this model's context of "
+            f"{context_length} tokens; shorten it", code="context_length_exceeded")
+    wanted = body.get("max_completion_tokens") or body.get("max_tokens")
+    if wanted is None:
+        return room
+    if wanted > room:
+        raise BadRequest(
+            f"max_tokens={wanted} plus the prompt's {prompt_tokens} tokens exceeds this model's "
+            f"context of {context_length} tokens; ask for at most {room}",
+            code="context_length_exceeded")
+    return int(wanted)
+
+
+def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
+    bias = {}
+    for key, value in (body.get("logit_bias") or {}).items():
+        try:
+            token_id = int(key)
+        except ValueError:
+            raise BadRequest(f"logit_bias keys must be token ids, got {key!r}") from None
+        if not 0 <= token_id < vocab_size:
+            raise BadRequest(f"logit_bias token id {token_id} is outside the vocabulary "
+                             f"(0..{vocab_size - 1})")
+        bias[token_id] = float(value)
+    return bias
+
+
+def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context_length: int,
+                    stop_ids: tuple[int, ...], vocab_size: int) -> SamplingParams:
+    """`kind` is "chat" or "completion": they spell logprobs differently."""
+    if kind == "chat":
+        want_logprobs = bool(body.get("logprobs"))
+        top = int(body.get("top_logprobs") or 0)
+        if top and not want_logprobs:
+            raise BadRequest("top_logprobs needs logprobs=true")
+    else:
+        count = body.get("logprobs")
+        want_logprobs, top = count is not None, int(count or 0)
+    temperature = body.get("temperature")
+    top_p = body.get("top_p")
+    top_k = body.get("top_k")
+    return SamplingParams(
+        max_tokens=max_new_tokens(body, prompt_tokens, context_length),
+        temperature=1.0 if temperature is None else float(temperature),
+        top_p=1.0 if top_p is None else float(top_p),
+        top_k=0 if top_k is None or top_k < 0 else int(top_k),
+        seed=body.get("seed"),
+        presence_penalty=float(body.get("presence_penalty") or 0.0),
+        frequency_penalty=float(body.get("frequency_penalty") or 0.0),
+        repetition_penalty=float(body.get("repetition_penalty") or 1.0),
+        logit_bias=_logit_bias(body, vocab_size),
+        logprobs=want_logprobs,
+        top_logprobs=top,
+        stop_token_ids=tuple(sorted({*stop_ids, *(body.get("stop_token_ids") or ())})),
+        stop=_stop_strings(body.get("stop")),
+    )

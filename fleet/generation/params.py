@@ -1,0 +1,53 @@
+"""What one generated sequence asks of the sampler and the stopping rules, as plain data: built
+by the replica from an OpenAI request, read by any engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    repetition_penalty: float = 1.0
+    logit_bias: dict[int, float] = field(default_factory=dict)
+    logprobs: bool = False
+    top_logprobs: int = 0
+    # Token ids that end the sequence (the model's end-of-turn and end-of-text tokens).
+    stop_token_ids: tuple[int, ...] = ()
+    # User stop strings, matched on the decoded text and cut from the output.
+    stop: tuple[str, ...] = ()
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0 or self.top_k == 1
+
+    @property
+    def penalized(self) -> bool:
+        return (self.presence_penalty != 0.0 or self.frequency_penalty != 0.0
+                or self.repetition_penalty != 1.0)
+
+
+@dataclass
+class TokenChoice:
+    """One sampled token, with its log-probability and the most likely alternatives when asked."""
+
+    seq_id: int
+    token_id: int
+    logprob: float | None = None
+    top_logprobs: list[tuple[int, float]] | None = None
+
+
+@dataclass
+class NewSequence:
+    """A sequence entering a batch: its prompt and how to sample it."""
+
+    seq_id: int
+    prompt_ids: list[int]
+    params: SamplingParams
