@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from fleet.errors import BadRequest
 
+
 class _GenerationBase(BaseModel):
     """OpenAI's fields, plus the extensions vLLM and Xinference accept with the same meaning
     (top_k, repetition_penalty, stop_token_ids, chat_template_kwargs)."""

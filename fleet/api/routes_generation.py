@@ -14,6 +14,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from fleet.api.disconnect import cancel_on_disconnect
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
 from fleet.errors import FleetError
@@ -97,10 +98,12 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
 
 
 @router.post("/v1/chat/completions")
+@cancel_on_disconnect
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     return await _serve(request, body, "chat")
 
 
 @router.post("/v1/completions")
+@cancel_on_disconnect
 async def create_completion(request: Request, body: CompletionRequest) -> Response:
     return await _serve(request, body, "completion")

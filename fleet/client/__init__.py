@@ -55,13 +55,18 @@ class ModelHandle:
         )
 
     def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+             enable_thinking: bool | None = None,
              generate_config: dict[str, Any] | None = None) -> Any:
         """A chat completion; with `generate_config={"stream": True}` an iterator of chunks.
-        The same arguments as Xinference's client."""
+        The same arguments as Xinference's client; `enable_thinking` reaches the chat template
+        of hybrid reasoning models (Qwen3)."""
         body: dict[str, Any] = {"model": self.model_uid, "messages": messages,
                                 **(generate_config or {})}
         if tools is not None:
             body["tools"] = tools
+        if enable_thinking is not None:
+            body["chat_template_kwargs"] = {**(body.get("chat_template_kwargs") or {}),
+                                            "enable_thinking": enable_thinking}
         return self._client._generate("/v1/chat/completions", body)
 
     def generate(self, prompt: str, generate_config: dict[str, Any] | None = None) -> Any:

@@ -22,9 +22,10 @@ class IncrementalDetokenizer:
     whenever the tokens decode to valid UTF-8 (see the module tests for the invalid-bytes caveat).
     """
 
-    # A valid character spans at most 4 byte tokens; past this many tokens held, the text really
-    # ends in invalid bytes (a model may sample them) and is sent as it decodes, to bound the window.
-    MAX_HELD_TOKENS = 8
+    # A valid character spans at most 4 byte tokens (special tokens may come between them); past
+    # this many tokens held, the text really ends in invalid bytes (a model may sample them) and is
+    # sent as it decodes, so that the decoded window stays bounded.
+    MAX_HELD_TOKENS = 16
 
     def __init__(self, tokenizer: Any):
         self._tokenizer = tokenizer

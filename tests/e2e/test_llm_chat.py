@@ -177,6 +177,19 @@ def test_a_client_that_leaves_cancels_its_sequence(local_cluster, smollm2, token
     assert client.replicas(smollm2)[0]["batch"]["running"] == 0
 
 
+def test_a_whole_answer_whose_client_left_is_cancelled_too(local_cluster, smollm2, tokenizer):
+    client = Client(local_cluster.endpoint)
+    never_end = {str(tokenizer.convert_tokens_to_ids("<|im_end|>")): -100}
+    body = {"model": smollm2, "max_tokens": 2000, "temperature": 0, "logit_bias": never_end,
+            "messages": [{"role": "user", "content": "Write a long story."}]}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{local_cluster.endpoint}/v1/chat/completions", json=body, timeout=2.0)
+    deadline = time.monotonic() + 10
+    while client.replicas(smollm2)[0]["batch"]["running"] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert client.replicas(smollm2)[0]["batch"]["running"] == 0
+
+
 def test_xinference_client_chat_and_generate(local_cluster, smollm2):
     from xinference_client import RESTfulClient
 

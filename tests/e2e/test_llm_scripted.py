@@ -1,0 +1,206 @@
+"""Exact-text checks through a real `fleet local` on tiny Qwen2 models built here: tool calls,
+reasoning blocks and stop strings that span tokens (scripted models, whose greedy output is
+fixed), the request queue bound (429), and the LLM metrics (random tiny model)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from openai import OpenAI
+from prometheus_client.parser import text_string_to_metric_families
+
+from fleet.client import Client
+from tests.llm_builders import CHAT_PROMPT_END, build_scripted_qwen2, build_tiny_qwen2
+
+TOOL_ARGUMENTS = {"city": "Paris"}
+TOOL_SCRIPT = {
+    CHAT_PROMPT_END: ["<tool_call>", "\n" + json.dumps({"name": "get_weather",
+                                                        "arguments": TOOL_ARGUMENTS}) + "\n",
+                      "</tool_call>"],
+    # A completion whose text holds "Paris" split over two tokens: " Par" + "is is".
+    "Answer:": [" Par", "is is", " lovely", " in spring."],
+}
+THINK_SCRIPT = {CHAT_PROMPT_END: ["<think>", "I should greet.", "</think>", "\n\nHello!"]}
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "The weather in a city.",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                   "required": ["city"]}}}
+
+
+def _family(name: str, abilities: list[str], path: Path, **extra: object) -> dict:
+    return {"version": 2, "model_name": name, "model_ability": abilities, "context_length": 512,
+            "stop": ["<|im_end|>", "<|endoftext|>"],
+            "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 0,
+                             "quantizations": ["none"], "model_uri": str(path)}], **extra}
+
+
+def _launch(client: Client, family: dict, path: Path, **kwargs: object) -> str:
+    client.register_model("LLM", family, persist=False)
+    return client.launch_model(family["model_name"], model_type="LLM", model_engine="transformers",
+                               model_path=str(path), **kwargs)
+
+
+@pytest.fixture(scope="module")
+def client(local_cluster) -> Client:
+    return Client(local_cluster.endpoint)
+
+
+@pytest.fixture(scope="module")
+def openai_client(local_cluster) -> OpenAI:
+    return OpenAI(base_url=f"{local_cluster.endpoint}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def tool_model(client, tmp_path_factory) -> str:
+    path = build_scripted_qwen2(tmp_path_factory.mktemp("scripted") / "tools", TOOL_SCRIPT)
+    return _launch(client, _family("scripted-tools", ["chat", "generate", "tools"], path), path)
+
+
+@pytest.fixture(scope="module")
+def thinker(client, tmp_path_factory) -> str:
+    path = build_scripted_qwen2(tmp_path_factory.mktemp("scripted") / "thinker", THINK_SCRIPT)
+    family = _family("scripted-thinker", ["chat", "reasoning"], path,
+                     reasoning_start_tag="<think>", reasoning_end_tag="</think>")
+    return _launch(client, family, path)
+
+
+@pytest.fixture(scope="module")
+def tiny(client, tmp_path_factory) -> str:
+    path = build_tiny_qwen2(tmp_path_factory.mktemp("tiny") / "qwen2")
+    return _launch(client, _family("tiny-qwen2", ["chat", "generate"], path), path,
+                   request_limits=1)
+
+
+def test_tool_calls_whole_and_streamed(openai_client, tool_model):
+    messages = [{"role": "user", "content": "What is the weather in Paris?"}]
+    answer = openai_client.chat.completions.create(model=tool_model, messages=messages,
+                                                   tools=[WEATHER_TOOL], temperature=0)
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    (call,) = choice.message.tool_calls
+    assert call.type == "function" and call.function.name == "get_weather"
+    assert json.loads(call.function.arguments) == TOOL_ARGUMENTS
+    assert call.id.startswith("call_")
+
+    chunks = list(openai_client.chat.completions.create(
+        model=tool_model, messages=messages, tools=[WEATHER_TOOL], temperature=0, stream=True))
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    assert [d.function.name for d in deltas] == ["get_weather"]
+    assert json.loads("".join(d.function.arguments for d in deltas)) == TOOL_ARGUMENTS
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+def test_a_conversation_with_tool_results_goes_through_the_template(openai_client, tool_model):
+    messages = [
+        {"role": "user", "content": "What is the weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": json.dumps(TOOL_ARGUMENTS)}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sunny, 21 C"},
+    ]
+    answer = openai_client.chat.completions.create(model=tool_model, messages=messages,
+                                                   tools=[WEATHER_TOOL], temperature=0)
+    assert answer.choices[0].message.tool_calls[0].function.name == "get_weather"
+    assert answer.usage.prompt_tokens > 30  # the tool result and the tool list were rendered
+
+
+def test_tool_choice_none_leaves_the_text_alone(openai_client, tool_model):
+    answer = openai_client.chat.completions.create(
+        model=tool_model, messages=[{"role": "user", "content": "Hi"}], tools=[WEATHER_TOOL],
+        tool_choice="none", temperature=0)
+    assert answer.choices[0].message.tool_calls is None
+    assert answer.choices[0].message.content.startswith("<tool_call>")
+    assert answer.choices[0].finish_reason == "stop"
+
+
+def test_stop_string_spanning_two_tokens_is_cut(openai_client, tool_model):
+    prompt = "Question: where?\nAnswer:"
+    full = openai_client.completions.create(model=tool_model, prompt=prompt, temperature=0)
+    assert full.choices[0].text == " Paris is lovely in spring."
+    assert full.usage.completion_tokens == 5  # four chunks and the end of turn
+    for stream in (False, True):
+        kwargs = {"model": tool_model, "prompt": prompt, "temperature": 0, "stop": ["Paris"]}
+        if stream:
+            text = "".join(c.choices[0].text for c in openai_client.completions.create(
+                **kwargs, stream=True) if c.choices)
+        else:
+            text = openai_client.completions.create(**kwargs).choices[0].text
+        assert text == " ", stream
+    spanning = openai_client.completions.create(model=tool_model, prompt=prompt, temperature=0,
+                                                stop=["is lov"])
+    assert spanning.choices[0].text == " Paris "
+    assert spanning.choices[0].finish_reason == "stop"
+
+
+def test_reasoning_content_is_separate(openai_client, thinker):
+    messages = [{"role": "user", "content": "Greet me."}]
+    answer = openai_client.chat.completions.create(model=thinker, messages=messages, temperature=0)
+    message = answer.choices[0].message
+    assert message.content == "Hello!"
+    assert message.model_extra["reasoning_content"] == "I should greet."
+    chunks = list(openai_client.chat.completions.create(model=thinker, messages=messages,
+                                                        temperature=0, stream=True))
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert "".join(d.content or "" for d in deltas) == "Hello!"
+    assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) \
+        == "I should greet."
+
+
+def test_a_full_queue_answers_429_with_retry_after(local_cluster, client, tiny):
+    never_end = {str(i): -100 for i in range(3)}  # the special tokens: keep generating
+    body = {"model": tiny, "max_tokens": 480, "temperature": 0, "logit_bias": never_end,
+            "stream": True, "messages": [{"role": "user", "content": "Hello"}]}
+    with httpx.Client(base_url=local_cluster.endpoint, timeout=60) as http:
+        with http.stream("POST", "/v1/chat/completions", json=body) as busy:
+            next(busy.iter_lines())  # the first request holds the only place
+            refused = http.post("/v1/chat/completions", json={**body, "stream": False})
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "1"
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    assert "limit is 1" in refused.json()["error"]["message"]
+    answer = httpx.post(f"{local_cluster.endpoint}/v1/chat/completions", timeout=60,
+                        json={**body, "stream": False, "max_tokens": 4})
+    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
+
+
+def _samples(endpoint: str) -> list:
+    text = httpx.get(f"{endpoint}/metrics").text
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _value(samples: list, name: str, **labels: str) -> float:
+    return sum(s.value for s in samples
+               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+
+
+def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, openai_client, tiny):
+    streamed, whole = 3, 2
+    prompt_tokens = completion_tokens = 0
+    for i in range(streamed):
+        chunks = list(openai_client.chat.completions.create(
+            model=tiny, messages=[{"role": "user", "content": f"Story {i}"}], max_tokens=6 + i,
+            stream=True, stream_options={"include_usage": True}))
+        prompt_tokens += chunks[-1].usage.prompt_tokens
+        completion_tokens += chunks[-1].usage.completion_tokens
+    for i in range(whole):
+        answer = openai_client.chat.completions.create(
+            model=tiny, messages=[{"role": "user", "content": f"Poem {i}"}], max_tokens=5)
+        prompt_tokens += answer.usage.prompt_tokens
+        completion_tokens += answer.usage.completion_tokens
+
+    samples = _samples(local_cluster.endpoint)
+    chat = {"model": tiny, "endpoint": "chat_completions"}
+    # Earlier tests in this module sent requests to other models only, and the 429 test's
+    # requests to this one: count from what the metrics held before, through the difference.
+    assert _value(samples, "fleet_model_time_to_first_token_seconds_count", model=tiny) == streamed
+    assert _value(samples, "fleet_model_time_per_output_token_seconds_count", model=tiny) == streamed
+    responses = _value(samples, "fleet_model_responses_total", **chat)
+    assert _value(samples, "fleet_model_requests_total", **chat) - responses == _value(
+        samples, "fleet_model_errors_total", **chat)
+    assert _value(samples, "fleet_model_generated_tokens_total", model=tiny) >= completion_tokens
+    assert _value(samples, "fleet_model_in_flight_requests", model=tiny) == 0
