@@ -83,6 +83,8 @@ class FleetMetrics:
                                     "engine.", replica, registry=r)
         self.replica_batch = Gauge("fleet_replica_last_batch_size", "Requests in the engine's "
                                    "last batch.", replica, registry=r)
+        self.replica_running = Gauge("fleet_replica_running_sequences", "LLM sequences in the "
+                                     "running batch.", replica, registry=r)
         self.replica_served = Gauge("fleet_replica_requests_served", "Requests the replica has "
                                     "answered since it started.", replica, registry=r)
 
@@ -169,7 +171,7 @@ class FleetMetrics:
 
     def _set_replicas(self, replicas: list[dict[str, Any]]) -> None:
         for gauge in (self.replica_up, self.replica_memory, self.replica_queued,
-                      self.replica_batch, self.replica_served):
+                      self.replica_batch, self.replica_running, self.replica_served):
             gauge.clear()
         for row in replicas:
             labels = (row["model"], row["replica_uid"], row["worker_address"])
@@ -179,3 +181,5 @@ class FleetMetrics:
             batch = row.get("batch") or {}
             self.replica_queued.labels(*labels).set(batch.get("queued", 0))
             self.replica_batch.labels(*labels).set(batch.get("last_size", 0))
+            if "running" in batch:
+                self.replica_running.labels(*labels).set(batch["running"])

@@ -25,10 +25,15 @@ from fleet.settings import heartbeat_interval_s
 logger = logging.getLogger(__name__)
 
 _WARMUP_MODULES = ["fleet.engines.warmup"]
-# OpenMP threads spin while they wait for work; in a replica that shares the machine with the
-# API server, that spinning burns the CPU the requests need (measured with MiniLM on 2 cores:
-# 25-30% less replica CPU per request with PASSIVE). The user's own setting wins.
+# OpenMP threads spin while they wait for work; in an embedding or rerank replica that shares
+# the machine with the API server, that spinning burns the CPU the requests need (measured with
+# MiniLM on 2 cores: 25-30% less replica CPU per request with PASSIVE). An LLM is the opposite:
+# a decode step is hundreds of small parallel ops back to back, and waking sleeping threads for
+# each made SmolLM2 decode 40% slower (50 ms a step instead of 30), so LLM replicas keep
+# OpenMP's default. libgomp reads the policy once, when the process starts, so LLMs get a
+# process of their own rather than the warm spare. The user's own setting wins.
 _REPLICA_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
+_SPARE_MODEL_TYPES = ("embedding", "rerank")
 
 
 class WorkerActor(xo.StatelessActor):
@@ -77,12 +82,17 @@ class WorkerActor(xo.StatelessActor):
     def _start_spare(self) -> None:
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
 
-    async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
-        env = {key: os.environ.get(key, value) for key, value in _REPLICA_ENV_DEFAULTS.items()}
+    async def _new_sub_pool(self, modules: list[str] | None = None,
+                            env_defaults: dict[str, str] | None = None) -> str:
+        defaults = _REPLICA_ENV_DEFAULTS if env_defaults is None else env_defaults
+        env = {key: os.environ.get(key, value) for key, value in defaults.items()}
         return await self._main_pool.append_sub_pool(modules=modules, env=env)
 
-    async def _take_sub_pool(self) -> str:
-        """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
+    async def _take_sub_pool(self, model_type: str) -> str:
+        """The warm spare if there is one (waiting for it if it is still warming), else a new one.
+        LLMs always get a new one, without the spare's OpenMP settings."""
+        if model_type not in _SPARE_MODEL_TYPES:
+            return await self._new_sub_pool(env_defaults={})
         spare, self._spare = self._spare, None
         if self._warm_spare:
             self._start_spare()
@@ -129,7 +139,7 @@ class WorkerActor(xo.StatelessActor):
             launch["envs"] = {**(launch.get("envs") or {}),
                               "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         try:
-            address = await self._take_sub_pool()
+            address = await self._take_sub_pool(launch["model_type"])
         except BaseException:
             self._release_gpus(replica_key)
             raise

@@ -28,9 +28,15 @@ def test_matrix_explains_why_an_engine_cannot_run_a_model():
     assert "embedding" in rows["sentence_transformers"]["reason"]
 
 
+def test_an_llm_in_safetensors_gets_transformers():
+    family = builtin_families("LLM")["qwen2.5-instruct"]
+    engine, spec, _ = choose_engine(family, None, None, "0_5", None)
+    assert engine.name == "transformers" and spec.model_format == "pytorch"
+
+
 def test_no_engine_for_a_model_is_a_clear_400():
     family = builtin_families("LLM")["qwen2.5-instruct"]
     with pytest.raises(BadRequest, match="no installed engine"):
-        choose_engine(family, None, None, None, None)
+        choose_engine(family, None, "gguf", None, None)
     with pytest.raises(BadRequest, match="cannot run"):
         choose_engine(family, "sentence_transformers", None, None, None)
