@@ -144,17 +144,25 @@ class GenerationScheduler:
         while True:
             if not self._take_commands(block=not self._running and not self._waiting):
                 return
-            events: dict[GenerationRequest, Events] = {}
-            try:
-                self._admit(events)
-                if self._running:
-                    self._record_batch()
-                    self._handle(self._engine.decode(), events)
-            except Exception:
-                self._fail_all(traceback.format_exc(), events)
-            for request, batch in events.items():
-                self._loop.call_soon_threadsafe(request.deliver, batch)
+            # Events leave after each engine call: a joining request's first token must not
+            # wait for the batch's next decode step.
+            self._step(self._admit)
+            if self._running:
+                self._step(self._decode)
             self.stats.running, self.stats.waiting = len(self._running), len(self._waiting)
+
+    def _step(self, work: Callable[[dict[GenerationRequest, Events]], None]) -> None:
+        events: dict[GenerationRequest, Events] = {}
+        try:
+            work(events)
+        except Exception:
+            self._fail_all(traceback.format_exc(), events)
+        for request, batch in events.items():
+            self._loop.call_soon_threadsafe(request.deliver, batch)
+
+    def _decode(self, events: dict[GenerationRequest, Events]) -> None:
+        self._record_batch()
+        self._handle(self._engine.decode(), events)
 
     def _take_commands(self, block: bool) -> bool:
         """Apply queued commands; False when told to stop."""

@@ -36,13 +36,28 @@ ENGINES: tuple[EngineInfo, ...] = (
         pip_extra="transformers",
         rerank_kinds=("LLM-based",),
     ),
+    EngineInfo(
+        name="llama.cpp",
+        implementations={"LLM": "fleet.engines.llamacpp_llm:LlamaCppLLM"},
+        formats=("gguf",),
+        abilities=("chat", "generate", "tools", "reasoning"),
+        # xllamacpp: prebuilt CPU and GPU wheels of llama.cpp's server, with its parallel
+        # slots (several sequences decoded together); see fleet/engines/llamacpp_llm.py.
+        requires=("xllamacpp",),
+        priority=5,
+        pip_extra="llama_cpp",
+    ),
 )
 
+def _normalized(name: str) -> str:
+    return name.lower().replace("-", "_").replace(".", "_")
+
+
 def engine_by_name(name: str) -> EngineInfo:
-    """Engine names are matched case-insensitively and with - or _ alike."""
-    wanted = name.lower().replace("-", "_")
+    """Engine names are matched case-insensitively, with -, _ and . alike (llama.cpp, llama_cpp)."""
+    wanted = _normalized(name)
     for engine in ENGINES:
-        if engine.name.lower() == wanted:
+        if _normalized(engine.name) == wanted:
             return engine
     known = ", ".join(e.name for e in ENGINES)
     raise BadRequest(f"unknown engine {name!r}; known engines: {known}", code="engine_not_found")

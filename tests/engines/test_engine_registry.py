@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from fleet.catalogue.registry import builtin_families
+from fleet.catalogue.registry import builtin_families, parse_family
 from fleet.engines.registry import choose_engine, engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest
 
@@ -35,8 +35,11 @@ def test_an_llm_in_safetensors_gets_transformers():
 
 
 def test_no_engine_for_a_model_is_a_clear_400():
+    family = parse_family("LLM", {"model_name": "only-gptq", "model_ability": ["chat"],
+                                  "model_specs": [{"model_format": "gptq", "model_id": "x/y"}]})
+    with pytest.raises(BadRequest, match="no installed engine") as info:
+        choose_engine(family, None, None, None, None)
+    assert "transformers: runs pytorch, safetensors weights, the model has gptq" in str(info.value)
     family = builtin_families("LLM")["qwen2.5-instruct"]
-    with pytest.raises(BadRequest, match="no installed engine"):
-        choose_engine(family, None, "gguf", None, None)
     with pytest.raises(BadRequest, match="cannot run"):
         choose_engine(family, "sentence_transformers", None, None, None)
