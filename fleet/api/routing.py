@@ -3,6 +3,7 @@ cached, so a request costs one actor call to the replica and nothing to the supe
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import Callable
@@ -57,26 +58,9 @@ class ReplicaRouter:
                     raise Unavailable(f"model {uid} is unreachable: {exc}") from None
         raise AssertionError("unreachable")
 
-    async def open_stream(self, uid: str, endpoint: str, kind: str,
-                          body: dict[str, Any]) -> ReplicaStream:
-        """Start a streamed answer on the next replica; the stream reports its own metrics."""
-        await self._replicas(uid)
-        started = self._metrics.request_started(uid, endpoint)
-        try:
-            opened, replica = await self._call_once_more_if_stale(uid, "start_stream", (kind, body))
-        except FleetError as exc:
-            self._metrics.request_failed(uid, endpoint, exc.error_type)
-            raise
-        except Exception:
-            self._metrics.request_failed(uid, endpoint, "internal_error")
-            raise
-        return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
-                             started, self._metrics)
-
-    async def call(self, uid: str, endpoint: str, method: str, *args: Any,
-                   tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0)) -> Any:
-        """Call `method` on the next replica (round robin), counted in the model's metrics.
-        `tokens(result)` gives (prompt, generated) token counts for the metrics."""
+    async def _counted_call(self, uid: str, endpoint: str, method: str,
+                            args: tuple) -> tuple[float, Any, Replica]:
+        """The call, with the request counted as started, and as failed if it raises."""
         await self._replicas(uid)  # unknown uids fail here, before they make a metric series
         started = self._metrics.request_started(uid, endpoint)
         try:
@@ -84,9 +68,27 @@ class ReplicaRouter:
         except FleetError as exc:
             self._metrics.request_failed(uid, endpoint, exc.error_type)
             raise
+        except asyncio.CancelledError:  # the client left (see fleet.api.disconnect)
+            self._metrics.request_failed(uid, endpoint, "client_disconnected")
+            raise
         except Exception:
             self._metrics.request_failed(uid, endpoint, "internal_error")
             raise
+        return started, result, replica
+
+    async def open_stream(self, uid: str, endpoint: str, kind: str,
+                          body: dict[str, Any]) -> ReplicaStream:
+        """Start a streamed answer on the next replica; the stream reports its own metrics."""
+        started, opened, replica = await self._counted_call(uid, endpoint, "start_stream",
+                                                            (kind, body))
+        return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
+                             started, self._metrics)
+
+    async def call(self, uid: str, endpoint: str, method: str, *args: Any,
+                   tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0)) -> Any:
+        """Call `method` on the next replica (round robin), counted in the model's metrics.
+        `tokens(result)` gives (prompt, generated) token counts for the metrics."""
+        started, result, replica = await self._counted_call(uid, endpoint, method, args)
         prompt, generated = tokens(result)
         self._metrics.request_finished(uid, endpoint, started, replica.replica_uid,
                                        replica.worker, prompt, generated)

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 from openai import OpenAI
-from prometheus_client.parser import text_string_to_metric_families
 
 from fleet.client import Client
 from tests.llm_builders import CHAT_PROMPT_END, build_scripted_qwen2, build_tiny_qwen2
+from tests.metrics_text import scrape, value
 
 TOOL_ARGUMENTS = {"city": "Paris"}
 TOOL_SCRIPT = {
@@ -168,16 +168,6 @@ def test_a_full_queue_answers_429_with_retry_after(local_cluster, client, tiny):
     assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
 
 
-def _samples(endpoint: str) -> list:
-    text = httpx.get(f"{endpoint}/metrics").text
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def _value(samples: list, name: str, **labels: str) -> float:
-    return sum(s.value for s in samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
-
-
 def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, openai_client, tiny):
     streamed, whole = 3, 2
     prompt_tokens = completion_tokens = 0
@@ -193,14 +183,14 @@ def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, 
         prompt_tokens += answer.usage.prompt_tokens
         completion_tokens += answer.usage.completion_tokens
 
-    samples = _samples(local_cluster.endpoint)
+    samples = scrape(local_cluster.endpoint)
     chat = {"model": tiny, "endpoint": "chat_completions"}
     # Earlier tests in this module sent requests to other models only, and the 429 test's
     # requests to this one: count from what the metrics held before, through the difference.
-    assert _value(samples, "fleet_model_time_to_first_token_seconds_count", model=tiny) == streamed
-    assert _value(samples, "fleet_model_time_per_output_token_seconds_count", model=tiny) == streamed
-    responses = _value(samples, "fleet_model_responses_total", **chat)
-    assert _value(samples, "fleet_model_requests_total", **chat) - responses == _value(
+    assert value(samples, "fleet_model_time_to_first_token_seconds_count", model=tiny) == streamed
+    assert value(samples, "fleet_model_time_per_output_token_seconds_count", model=tiny) == streamed
+    responses = value(samples, "fleet_model_responses_total", **chat)
+    assert value(samples, "fleet_model_requests_total", **chat) - responses == value(
         samples, "fleet_model_errors_total", **chat)
-    assert _value(samples, "fleet_model_generated_tokens_total", model=tiny) >= completion_tokens
-    assert _value(samples, "fleet_model_in_flight_requests", model=tiny) == 0
+    assert value(samples, "fleet_model_generated_tokens_total", model=tiny) >= completion_tokens
+    assert value(samples, "fleet_model_in_flight_requests", model=tiny) == 0

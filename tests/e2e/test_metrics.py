@@ -4,17 +4,8 @@ a terminated model's series go away."""
 from __future__ import annotations
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-
-def _samples(endpoint: str) -> list:
-    text = httpx.get(f"{endpoint}/metrics").text
-    return [s for family in text_string_to_metric_families(text) for s in family.samples]
-
-
-def _value(samples: list, name: str, **labels: str) -> float:
-    return sum(s.value for s in samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+from tests.metrics_text import scrape, value
 
 
 def test_metrics_count_requests_tokens_errors_and_forget_terminated_models(local_cluster,
@@ -35,29 +26,29 @@ def test_metrics_count_requests_tokens_errors_and_forget_terminated_models(local
     assert refused.status_code == 400
     assert http.post("/v1/embeddings", json={"model": "nobody", "input": "x"}).status_code == 404
 
-    samples = _samples(base)
+    samples = scrape(base)
     n = len(bodies)
     model = {"model": "counted", "endpoint": "embeddings"}
-    assert _value(samples, "fleet_model_requests_total", **model) == n + 1
-    assert _value(samples, "fleet_model_responses_total", **model) == n
-    assert _value(samples, "fleet_model_errors_total", kind="invalid_request_error", **model) == 1
-    assert _value(samples, "fleet_model_prompt_tokens_total", model="counted") == usage
-    assert _value(samples, "fleet_model_request_latency_seconds_count", **model) == n
-    assert _value(samples, "fleet_model_in_flight_requests", model="counted") == 0
-    assert _value(samples, "fleet_replica_ready", model="counted", state="ready") == 1
-    assert _value(samples, "fleet_replica_memory_bytes", model="counted") > 50 * 2**20
-    assert _value(samples, "fleet_replica_requests_served", model="counted") == n
-    assert _value(samples, "fleet_worker_memory_bytes", state="total") > 0
-    assert _value(samples, "fleet_worker_cpu_count") >= 1
-    assert _value(samples, "fleet_http_request_duration_seconds_count",
+    assert value(samples, "fleet_model_requests_total", **model) == n + 1
+    assert value(samples, "fleet_model_responses_total", **model) == n
+    assert value(samples, "fleet_model_errors_total", kind="invalid_request_error", **model) == 1
+    assert value(samples, "fleet_model_prompt_tokens_total", model="counted") == usage
+    assert value(samples, "fleet_model_request_latency_seconds_count", **model) == n
+    assert value(samples, "fleet_model_in_flight_requests", model="counted") == 0
+    assert value(samples, "fleet_replica_ready", model="counted", state="ready") == 1
+    assert value(samples, "fleet_replica_memory_bytes", model="counted") > 50 * 2**20
+    assert value(samples, "fleet_replica_requests_served", model="counted") == n
+    assert value(samples, "fleet_worker_memory_bytes", state="total") > 0
+    assert value(samples, "fleet_worker_cpu_count") >= 1
+    assert value(samples, "fleet_http_request_duration_seconds_count",
                   route="/v1/embeddings", status="200") == n
     # Unknown models make no series (clients cannot blow up the label space).
     assert not [s for s in samples if s.labels.get("model") == "nobody"]
 
-    used_before = _value(samples, "fleet_worker_memory_bytes", state="used")
+    used_before = value(samples, "fleet_worker_memory_bytes", state="used")
     http.delete("/v1/models/counted").raise_for_status()
-    after = _samples(base)
+    after = scrape(base)
     assert not [s for s in after if s.labels.get("model") == "counted"]
     # The model's process is gone, and the worker reports its memory back.
-    freed = used_before - _value(after, "fleet_worker_memory_bytes", state="used")
+    freed = used_before - value(after, "fleet_worker_memory_bytes", state="used")
     assert freed > 100 * 2**20, f"only {freed / 2**20:.0f} MiB freed"
