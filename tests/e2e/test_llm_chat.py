@@ -17,6 +17,7 @@ from openai import BadRequestError, NotFoundError, OpenAI
 
 from fleet.client import Client
 from tests.builders import smollm2_hf_folder
+from tests.metrics_text import scrape, value
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -188,6 +189,10 @@ def test_a_whole_answer_whose_client_left_is_cancelled_too(local_cluster, smollm
     while client.replicas(smollm2)[0]["batch"]["running"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert client.replicas(smollm2)[0]["batch"]["running"] == 0
+    samples = scrape(local_cluster.endpoint)
+    assert value(samples, "fleet_model_in_flight_requests", model=smollm2) == 0
+    assert value(samples, "fleet_model_errors_total", model=smollm2,
+                 kind="client_disconnected") >= 1
 
 
 def test_xinference_client_chat_and_generate(local_cluster, smollm2):
