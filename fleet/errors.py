@@ -23,6 +23,17 @@ class BadRequest(FleetError):
     error_type = "invalid_request_error"
 
 
+class InsufficientMemory(BadRequest):
+    """A launch that fits on no worker (fleet/cluster/placement.py). A 4xx, not a 5xx: the
+    cluster works, and asking again will not help until the request changes (a smaller
+    quantization, a shorter context, fewer sequences) or memory is freed, while clients retry
+    5xx answers on their own (the openai SDK does) and would only repeat the refusal. 507
+    Insufficient Storage is WebDAV's answer about storage, and a 5xx too."""
+
+    def __init__(self, message: str, code: str | None = "insufficient_memory"):
+        super().__init__(message, code)
+
+
 class NotFound(FleetError):
     status_code = 404
     error_type = "not_found_error"

@@ -32,6 +32,8 @@ class LaunchRequest(BaseModel):
     def _uid_is_url_safe(cls, value: str | None) -> str | None:
         if value is not None and ("/" in value or value != value.strip()):
             raise ValueError("model_uid must not contain '/' or surrounding spaces")
+        if value == "estimate":  # GET /v1/models/estimate is the dry run, not a model
+            raise ValueError("model_uid 'estimate' is reserved")
         return value
 
     @field_validator("n_gpu")

@@ -68,7 +68,40 @@ def _watch_launch(client: Client, uid: str) -> dict[str, Any]:
             time.sleep(0.25)
 
 
-@click.command()
+def _option_value(text: str) -> Any:
+    """`4096` -> 4096, `0.5` -> 0.5, `true` -> True, `none` -> None, anything else as text."""
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _extra_kwargs(args: list[str]) -> dict[str, Any]:
+    """Engine arguments given as `--name value` (or `--name=value`) after the known options,
+    as Xinference's CLI takes them: `fleet launch -n NAME --context_length 4096`."""
+    kwargs: dict[str, Any] = {}
+    items = list(args)
+    while items:
+        item = items.pop(0)
+        if not item.startswith("--") or len(item) < 3:
+            raise click.UsageError(f"unexpected argument {item!r}; engine arguments are --name value")
+        name, _, value = item[2:].partition("=")
+        if not value:
+            if not items or items[0].startswith("--"):
+                raise click.UsageError(f"engine argument --{name} needs a value")
+            value = items.pop(0)
+        kwargs[name.replace("-", "_")] = _option_value(value)
+    return kwargs
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @endpoint_option
 @click.option("-n", "--model-name", required=True, help="Name in the catalogue.")
 @click.option("-t", "--model-type", default=None, help="LLM, embedding or rerank.")
@@ -81,20 +114,36 @@ def _watch_launch(client: Client, uid: str) -> dict[str, Any]:
 @click.option("--n-gpu", default="auto", show_default=True, help="GPUs per replica, or 'none'.")
 @click.option("--model-path", default=None, help="Local weights: skips the download.")
 @click.option("--worker-ip", default=None, help="Place it on this worker.")
+@click.option("--dry-run", is_flag=True,
+              help="Show the engine, the memory it needs and where it would go; launch nothing.")
+@click.option("--skip-memory-check", is_flag=True,
+              help="Launch even where the memory estimate says it will not fit.")
 @json_option
-def launch(endpoint: str, model_name: str, model_type: str | None, model_engine: str | None,
-           model_uid: str | None, size_in_billions: str | None, model_format: str | None,
-           quantization: str | None, replica: int, n_gpu: str, model_path: str | None,
-           worker_ip: str | None, as_json: bool) -> None:
-    """Launch a model and wait until it serves."""
+@click.pass_context
+def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str | None,
+           model_engine: str | None, model_uid: str | None, size_in_billions: str | None,
+           model_format: str | None, quantization: str | None, replica: int, n_gpu: str,
+           model_path: str | None, worker_ip: str | None, dry_run: bool, skip_memory_check: bool,
+           as_json: bool) -> None:
+    """Launch a model and wait until it serves. Engine arguments follow as --name value
+    (e.g. --context_length 4096 --max_num_seqs 8)."""
     client = client_for(endpoint)
-    uid = client.launch_model(
-        model_name, model_type=model_type, wait_ready=False, model_engine=model_engine,
-        model_uid=model_uid, model_size_in_billions=_size(size_in_billions),
+    arguments = dict(
+        model_engine=model_engine, model_size_in_billions=_size(size_in_billions),
         model_format=model_format, quantization=quantization, replica=replica,
         n_gpu=None if n_gpu.lower() == "none" else n_gpu, model_path=model_path,
-        worker_ip=worker_ip,
+        worker_ip=worker_ip, **_extra_kwargs(ctx.args),
     )
+    if dry_run:
+        _dry_run(client.estimate_launch(model_name, model_type=model_type, **arguments), as_json)
+        return
+    if skip_memory_check:
+        arguments["skip_memory_check"] = True
+    uid = client.launch_model(model_name, model_type=model_type, wait_ready=False,
+                              model_uid=model_uid, **arguments)
+    described = client.describe_model(uid)
+    if not as_json:
+        console.print(f"engine: {described['model_engine']} ({described.get('model_engine_reason')})")
     state = _watch_launch(client, uid) if sys.stderr.isatty() or not as_json else None
     if state is None:
         while (state := client.launch_progress(uid))["status"] not in ("ready", "failed"):
@@ -106,6 +155,51 @@ def launch(endpoint: str, model_name: str, model_type: str | None, model_engine:
         _print_json({"model_uid": uid, **described})
     else:
         console.print(f"Model [bold]{uid}[/bold] is ready on engine {described['model_engine']}.")
+
+
+def _human(size: int | None) -> str:
+    if size is None:
+        return "unknown"
+    return f"{size / 2**20:.0f} MiB" if size < 2**30 else f"{size / 2**30:.1f} GiB"
+
+
+def _dry_run(plan: dict[str, Any], as_json: bool) -> None:
+    """The estimate as a table (or JSON); exit status 1 when it does not fit."""
+    if as_json:
+        _print_json(plan)
+    else:
+        estimate = plan.get("estimate") or {}
+        inputs = estimate.get("inputs", {})
+        size = str(plan.get("model_size_in_billions") or "-").replace("_", ".")
+        kv = _human(estimate.get("kv_cache"))
+        if estimate.get("kv_cache"):
+            kv += (f" ({inputs.get('context_length')} tokens x {inputs.get('sequences')} "
+                   f"sequence(s), {inputs.get('kv_dtype')})")
+        weights = _human(estimate.get("weights"))
+        if inputs.get("weights_from"):
+            loaded = inputs.get("load_dtype")
+            loaded = "as stored" if loaded in (None, "as stored") else f"as {loaded}"
+            weights += f" (from {inputs['weights_from']}, loaded {loaded})"
+        rows = [["model", f"{plan['model_name']} ({plan['model_type']})"],
+                ["engine", f"{plan['model_engine']} ({plan['engine_reason']})"],
+                ["variant", f"{plan['model_format']} {size}B, {plan['quantization']}"],
+                ["weights", weights], ["KV cache", kv],
+                ["overhead", _human(estimate.get("overhead"))],
+                ["total per replica", estimate.get("summary", "unknown")]]
+        rows += [["note", note] for note in estimate.get("notes", [])]
+        _table(f"Estimate for {plan['model_name']} on {estimate.get('device', '?')}",
+               ["", "value"], rows)
+        _table("Workers", ["Worker", "Device", "Free", "Needs", "Fits"],
+               [[w["address"], w["where"] or w["device"],
+                 _human(w["free"]) if w["free"] is not None else w["problem"],
+                 _human(w["needed"]), "yes" if w["fits"] else "no"] for w in plan["workers"]])
+        if plan["fits"]:
+            where = ", ".join(p["worker"] for p in plan["placements"])
+            console.print(f"Would launch on {where}. Nothing was launched (dry run).")
+        else:
+            console.print(f"Would be refused: {plan['reason']}")
+    if not plan["fits"]:
+        sys.exit(1)
 
 
 @click.command("list")

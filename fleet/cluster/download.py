@@ -38,6 +38,24 @@ def local_weights(model_path: str | None, spec: ModelSpec) -> Path | None:
     return path
 
 
+def gguf_file(path: Path, spec: ModelSpec, quantization: str) -> Path:
+    """A GGUF model is one file; a folder given for it must say which one it holds."""
+    if spec.model_format != "gguf" or not path.is_dir():
+        return path
+    if spec.model_file_name_template:
+        named = path / spec.model_file_name_template.format(quantization=quantization)
+        if named.is_file():
+            return named
+    files = sorted(path.glob("*.gguf"))
+    # A model split over several files loads from its first part.
+    firsts = [f for f in files if "-00001-of-" in f.name]
+    if len(files) == 1 or len(firsts) == 1:
+        return files[0] if len(files) == 1 else firsts[0]
+    found = ", ".join(f.name for f in files) or "none"
+    raise BadRequest(f"{str(path)!r} must hold one GGUF file for quantization {quantization} "
+                     f"(found: {found}); pass the file itself as the model path")
+
+
 def cache_folder(family: BaseFamily, spec: ModelSpec, quantization: str) -> Path:
     parts = [family.model_name, spec.model_format, spec.size_label]
     if spec.model_format == "gguf":
@@ -139,7 +157,7 @@ def resolve_weights(
 ) -> Path:
     local = local_weights(model_path, spec)
     if local is not None:
-        return local
+        return gguf_file(local, spec, quantization)
     cached = cache_folder(family, spec, quantization)
     if (cached / ".fleet-complete").exists():
         if spec.model_format == "gguf" and spec.model_file_name_template:

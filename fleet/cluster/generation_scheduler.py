@@ -20,28 +20,17 @@ import threading
 import traceback
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from typing import Any
 
 from fleet.errors import TooManyRequests
 from fleet.generation.detokenizer import IncrementalDetokenizer
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
+from fleet.generation.scheduling import Events, GenerationRequest, SchedulerStats, choice_params
 from fleet.generation.stops import StopStringMatcher
 
 logger = logging.getLogger(__name__)
 
-Events = list[dict[str, Any]]
-
-
-@dataclass(eq=False)  # compared and hashed by identity
-class GenerationRequest:
-    """A prompt to continue `n` times; `deliver` receives event batches on the event loop."""
-
-    request_id: str
-    prompt_ids: list[int]
-    params: SamplingParams
-    n: int
-    deliver: Callable[[Events], None]
+__all__ = ["Events", "GenerationRequest", "GenerationScheduler", "SchedulerStats"]
 
 
 class _Sequence:
@@ -95,16 +84,6 @@ class _Sequence:
             "top_logprobs": [{"token": piece(t), "logprob": lp, "bytes": list(piece(t).encode())}
                              for t, lp in (choice.top_logprobs or [])],
         }
-
-
-@dataclass
-class SchedulerStats:
-    running: int = 0
-    waiting: int = 0
-    steps: int = 0
-    last_batch_size: int = 0
-    max_batch_size_seen: int = 0
-    finished: int = 0
 
 
 class GenerationScheduler:
@@ -220,11 +199,7 @@ class GenerationScheduler:
 
     @staticmethod
     def _seeded(sequence: _Sequence) -> SamplingParams:
-        # The choices of one seeded request must differ from each other, and stay reproducible.
-        params = sequence.params
-        if params.seed is None or sequence.index == 0:
-            return params
-        return replace(params, seed=params.seed + sequence.index)
+        return choice_params(sequence.params, sequence.index)
 
     def _handle(self, choices: list[TokenChoice], events: dict[GenerationRequest, Events]) -> None:
         finished = []

@@ -1,6 +1,8 @@
 """Chat and completion requests on one replica: turn an OpenAI body into a prompt and sampling
-settings, hand it to the continuous-batching scheduler, and turn the token events that come back
-into OpenAI choice chunks.
+settings, hand it to the scheduler, and turn the token events that come back into OpenAI choice
+chunks. The scheduler is Fleet's continuous-batching loop for step-wise engines, or the engine's
+own when it batches by itself (`make_scheduler`, see fleet.engines.base.LLMEngine); either way the
+prompt is rendered and tokenized here, the same way for every engine.
 
 A streamed request is a stream id the API polls (`next_chunks`): each poll returns everything
 produced since the last one, so a slow reader gets tokens in bunches instead of one message per
@@ -16,11 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.catalogue.schemas import LLMFamily
-from fleet.cluster.generation_scheduler import Events, GenerationRequest, GenerationScheduler
+from fleet.cluster.generation_scheduler import GenerationScheduler
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
-from fleet.generation.openai_params import sampling_params, stop_token_ids
+from fleet.generation.openai_params import sampling_params
+from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
 
 DEFAULT_REQUEST_LIMIT = 256
 DEFAULT_MAX_RUNNING = 32
@@ -68,15 +71,14 @@ class LLMService:
         self._engine = engine
         self._family = family
         self._model_uid = model_uid
-        tokenizer = engine.tokenizer
-        self._stop_ids = stop_token_ids(tokenizer, engine.eos_token_ids, family.stop,
-                                        family.stop_token_ids)
+        self._stop_ids = engine.stop_token_ids(family.stop, family.stop_token_ids)
         loop = asyncio.get_running_loop()
-        self.scheduler = GenerationScheduler(
-            engine, loop,
-            max_running=int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING),
-            max_requests=int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT),
-        )
+        max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
+        max_requests = int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT)
+        make_scheduler = getattr(engine, "make_scheduler", None)
+        self.scheduler: Scheduler = (
+            make_scheduler(loop, max_running, max_requests) if make_scheduler is not None
+            else GenerationScheduler(engine, loop, max_running=max_running, max_requests=max_requests))
         # The scheduler owns the engine's thread from now on.
         self._loop_future = loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}
@@ -94,21 +96,20 @@ class LLMService:
                              f"(its abilities: {', '.join(self._family.abilities)})",
                              code="tools_not_supported")
         if isinstance(choice, dict) or choice == "required":
-            raise BadRequest("tool_choice 'required' or a named function is not supported by the "
-                             "transformers engine (it cannot force a call); use 'auto' or 'none'",
-                             code="unsupported_parameter")
+            raise BadRequest("tool_choice 'required' or a named function is not supported (Fleet "
+                             "cannot force a call); use 'auto' or 'none'", code="unsupported_parameter")
         if choice == "none":
             tools = None
-        prompt = render_chat(self._engine.tokenizer, self._family.chat_template, body["messages"],
-                             tools, body.get("chat_template_kwargs"))
+        template = self._family.chat_template or self._engine.chat_template
+        prompt = render_chat(template, body["messages"], tools, body.get("chat_template_kwargs"),
+                             self._engine.template_tokens)
         return prompt, bool(tools)
 
     def _completion_ids(self, prompt: Any) -> list[int]:
-        tokenizer = self._engine.tokenizer
         if isinstance(prompt, str):
-            return tokenizer.encode(prompt)
+            return self._engine.encode(prompt)
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
-            return tokenizer.encode(prompt[0])
+            return self._engine.encode(prompt[0])
         if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
             bad = [t for t in prompt if not 0 <= t < self._engine.vocab_size]
             if bad:
@@ -124,7 +125,8 @@ class LLMService:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
                                  code="chat_not_supported")
             prompt, parse_tools = self._chat_prompt(body)
-            ids = self._engine.tokenizer.encode(prompt, add_special_tokens=False)
+            # The template writes the special tokens (bos...) itself.
+            ids = self._engine.encode(prompt, add_special_tokens=False)
             tags = self._reasoning_tags(prompt)
             choices: Any = [ChatChoice(i, tags, parse_tools) for i in range(n)]
         else:

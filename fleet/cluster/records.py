@@ -29,6 +29,11 @@ class ReplicaRecord:
     state: str = "launching"
     error: str | None = None
     gpus: list[int] = field(default_factory=list)
+    # Where it runs ("cpu" or "cuda") and the memory it was estimated to need there: promised
+    # to it on its worker while it loads (fleet/cluster/placement.py).
+    device: str = "cpu"
+    memory_bytes: int = 0
+    ready_at: float | None = None  # time.monotonic() when it became ready
     # Unique per launch attempt: a terminate that races a launch must not hit a later launch
     # of the same uid on the worker.
     instance: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
@@ -55,6 +60,9 @@ class ModelRecord:
     restored: bool = False
     # Set when the launch failed because the request was wrong: answered with a 400.
     rejection: Exception | None = None
+    # Why this engine ("requested", "auto: gguf weights"), and one replica's memory estimate.
+    engine_reason: str = ""
+    memory_estimate: dict[str, Any] | None = None
 
     @property
     def state(self) -> str:
@@ -80,6 +88,8 @@ class ModelRecord:
             "model_size_in_billions": self.spec.model_size_in_billions,
             "quantization": self.quantization,
             "model_engine": self.engine,
+            "model_engine_reason": self.engine_reason,
+            "memory_estimate": self.memory_estimate,
             "model_hub": "huggingface",
             "revision": self.spec.model_revision,
             "replica": len(self.replicas),

@@ -14,9 +14,9 @@ from typing import Any
 import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
-from fleet.cluster.placement import place_replicas
+from fleet.cluster.launch_plan import SKIP_MEMORY_CHECK, plan_launch
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
-from fleet.engines.registry import choose_engine, engine_matrix, xinference_engine_params
+from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
 from fleet.settings import state_dir, worker_timeout_s
 from fleet.state import read_json, write_json_atomic
@@ -117,31 +117,36 @@ class SupervisorActor(xo.StatelessActor):
     # ---- launching -----------------------------------------------------------------------
 
     def _prepare(self, request: dict[str, Any]) -> ModelRecord:
-        family = self.catalogue.find_for_launch(request["model_name"], request.get("model_type"))
-        engine, spec, quantization = choose_engine(
-            family,
-            request.get("model_engine"),
-            request.get("model_format"),
-            request.get("model_size_in_billions"),
-            request.get("quantization"),
-        )
-        uid = request.get("model_uid") or family.model_name
+        """Plan the launch (engine, memory, workers) and refuse it at once, with the numbers,
+        when it fits nowhere, before any process starts."""
+        plan = plan_launch(self.catalogue, list(self._workers.values()), self._models.values(),
+                           request)
+        uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed":
             raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
                              code="duplicate_model_uid")
-        workers = place_replicas(
-            list(self._workers.values()), self._models.values(),
-            int(request.get("replica") or 1), request.get("worker_ip"),
-        )
+        if plan.refusal is not None:
+            raise plan.refusal
         replicas = [
-            ReplicaRecord(replica_uid=f"{uid}-{index}", worker_address=w.address)
-            for index, w in enumerate(workers)
+            ReplicaRecord(replica_uid=f"{uid}-{index}", worker_address=p.worker.address,
+                          device=p.device, memory_bytes=p.memory_bytes)
+            for index, p in enumerate(plan.placements)
         ]
+        estimate = plan.estimate(plan.device)
         return ModelRecord(
-            uid=uid, family=family, spec=spec, quantization=quantization, engine=engine.name,
+            uid=uid, family=plan.family, spec=plan.choice.spec,
+            quantization=plan.choice.quantization, engine=plan.choice.engine.name,
             request=dict(request, model_uid=uid), replicas=replicas,
+            engine_reason=plan.choice.reason,
+            memory_estimate=estimate.as_dict() if estimate else None,
         )
+
+    def estimate_launch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The plan of a launch (engine, memory estimate, workers), launching nothing."""
+        plan = plan_launch(self.catalogue, list(self._workers.values()), self._models.values(),
+                           request)
+        return plan.as_dict()
 
     async def launch_model(
         self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False
@@ -154,8 +159,10 @@ class SupervisorActor(xo.StatelessActor):
         self._models[record.uid] = record
         self._persist()
         record.launch_task = asyncio.create_task(self._launch(record))
-        logger.info("launching %s (%s on %s, %d replica(s))", record.uid,
-                    record.family.model_name, record.engine, len(record.replicas))
+        estimate = (record.memory_estimate or {}).get("summary", "not estimated")
+        logger.info("launching %s (%s on %s [%s], %d replica(s), each needs %s)", record.uid,
+                    record.family.model_name, record.engine, record.engine_reason,
+                    len(record.replicas), estimate)
         if wait_ready:
             await self.wait_ready(record.uid)
         return record.uid
@@ -181,7 +188,8 @@ class SupervisorActor(xo.StatelessActor):
         request = record.request
         known = {"model_name", "model_type", "model_engine", "model_uid", "model_format",
                  "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx",
-                 "worker_ip", "model_path", "envs", "request_limits", "n_worker"}
+                 "worker_ip", "model_path", "envs", "request_limits", "n_worker",
+                 SKIP_MEMORY_CHECK}
         return {
             "model_uid": record.uid,
             "model_type": record.family.model_type,
@@ -207,6 +215,7 @@ class SupervisorActor(xo.StatelessActor):
         model_ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
         await model_ref.load()
         replica.state = "ready"
+        replica.ready_at = time.monotonic()
 
     async def _launch(self, record: ModelRecord) -> None:
         results = await asyncio.gather(
@@ -351,10 +360,13 @@ class SupervisorActor(xo.StatelessActor):
 
     def engines_for(self, model_name: str, model_type: str | None, detailed: bool) -> Any:
         family = self.catalogue.find(model_name, model_type)
+        # Whether an engine that needs a GPU could run: not known before a worker has joined.
+        has_gpu = any(w.resources.get("gpus") for w in self._workers.values()) \
+            if self._workers else None
         if detailed:
             return {"model_name": model_name, "model_type": family.model_type,
-                    "engines": engine_matrix(family)}
-        return xinference_engine_params(family)
+                    "engines": engine_matrix(family, has_gpu)}
+        return xinference_engine_params(family, has_gpu)
 
     def status(self) -> dict[str, Any]:
         return {"workers": len(self._workers), "models": len(self._models)}

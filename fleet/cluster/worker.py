@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from typing import Any
 
@@ -25,15 +24,12 @@ from fleet.settings import heartbeat_interval_s
 logger = logging.getLogger(__name__)
 
 _WARMUP_MODULES = ["fleet.engines.warmup"]
-# OpenMP threads spin while they wait for work; in an embedding or rerank replica that shares
-# the machine with the API server, that spinning burns the CPU the requests need (measured with
-# MiniLM on 2 cores: 25-30% less replica CPU per request with PASSIVE). An LLM is the opposite:
-# a decode step is hundreds of small parallel ops back to back, and waking sleeping threads for
-# each made SmolLM2 decode 40% slower (50 ms a step instead of 30), so LLM replicas keep
-# OpenMP's default. libgomp reads the policy once, when the process starts, so LLMs get a
-# process of their own rather than the warm spare. The user's own setting wins.
-_REPLICA_ENV_DEFAULTS = {"OMP_WAIT_POLICY": "PASSIVE"}
-_SPARE_MODEL_TYPES = ("embedding", "rerank")
+# Replica processes keep OpenMP's default wait policy (spin a little, then sleep). PASSIVE
+# (sleep at once) was tried: every small parallel op then pays a thread wake-up, which measured
+# here on 2 cores doubled one MiniLM encode (11.3 ms instead of 5.7), cut embedding throughput at
+# concurrency 16 (255 against 306 req/s) and made SmolLM2 decode 40% slower (50 ms a step
+# instead of 30). ACTIVE (spin always) starves the other processes. Users may still set
+# OMP_WAIT_POLICY themselves; replica processes inherit the worker's environment.
 
 
 class WorkerActor(xo.StatelessActor):
@@ -82,17 +78,11 @@ class WorkerActor(xo.StatelessActor):
     def _start_spare(self) -> None:
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
 
-    async def _new_sub_pool(self, modules: list[str] | None = None,
-                            env_defaults: dict[str, str] | None = None) -> str:
-        defaults = _REPLICA_ENV_DEFAULTS if env_defaults is None else env_defaults
-        env = {key: os.environ.get(key, value) for key, value in defaults.items()}
-        return await self._main_pool.append_sub_pool(modules=modules, env=env)
+    async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
+        return await self._main_pool.append_sub_pool(modules=modules)
 
-    async def _take_sub_pool(self, model_type: str) -> str:
-        """The warm spare if there is one (waiting for it if it is still warming), else a new one.
-        LLMs always get a new one, without the spare's OpenMP settings."""
-        if model_type not in _SPARE_MODEL_TYPES:
-            return await self._new_sub_pool(env_defaults={})
+    async def _take_sub_pool(self) -> str:
+        """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
         spare, self._spare = self._spare, None
         if self._warm_spare:
             self._start_spare()
@@ -104,7 +94,10 @@ class WorkerActor(xo.StatelessActor):
         return await self._new_sub_pool()
 
     def _assign_gpus(self, replica_uid: str, n_gpu: Any, gpu_idx: Any) -> list[int]:
-        gpus = [g["index"] for g in machine_resources()["gpus"]]
+        # The GPUs with the most free memory first: the supervisor placed the replica here
+        # because they had room for it (fleet/cluster/placement.py counts them in this order).
+        info = sorted(machine_resources()["gpus"], key=lambda g: -int(g.get("memory_free", 0)))
+        gpus = [g["index"] for g in info]
         free = [g for g in gpus if g not in self._gpu_owner]
         if gpu_idx is not None:
             wanted = [gpu_idx] if isinstance(gpu_idx, int) else list(gpu_idx)
@@ -139,7 +132,7 @@ class WorkerActor(xo.StatelessActor):
             launch["envs"] = {**(launch.get("envs") or {}),
                               "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
         try:
-            address = await self._take_sub_pool(launch["model_type"])
+            address = await self._take_sub_pool()
         except BaseException:
             self._release_gpus(replica_key)
             raise

@@ -13,6 +13,28 @@ from fleet.catalogue.schemas import BaseFamily, ModelSpec
 
 
 @dataclass(frozen=True)
+class MemoryProfile:
+    """What an engine adds to a model's weights and KV cache: the inputs of the will-it-fit
+    estimate (fleet/cluster/memory_estimate.py)."""
+
+    # The runtime itself: its libraries in the replica's process, work buffers, and on a GPU the
+    # CUDA context. Measured as the resident memory of a replica process before any weights.
+    overhead_mib: int = 512
+    # The dtype the engine loads unquantized weights in, per device; None: as the files store them.
+    cpu_dtype: str | None = None
+    gpu_dtype: str | None = None
+    # The dtype of its KV cache; None: the weights' dtype.
+    kv_dtype: str | None = None
+    # A launch argument that sizes the whole KV cache, shared by the parallel sequences
+    # (llama.cpp's n_ctx), rather than one sequence's context.
+    total_context_kwarg: str | None = None
+    # Full-length sequences the KV cache is counted for when the launch names no max_num_seqs
+    # (n_parallel): the engine's own default where it reserves them up front (llama.cpp's
+    # slots), else 1, the one full-length request any engine must be able to hold.
+    default_sequences: int = 1
+
+
+@dataclass(frozen=True)
 class EngineInfo:
     """What an engine can run, declared without importing the engine's library."""
 
@@ -28,12 +50,17 @@ class EngineInfo:
     pip_extra: str = ""
     # Rerank families come as cross-encoders ("normal") or causal LMs ("LLM-based").
     rerank_kinds: tuple[str, ...] = ()
+    # Engines that only run on a GPU (vLLM): never chosen for a machine without one.
+    needs_gpu: bool = False
+    memory: MemoryProfile = MemoryProfile()
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
-    def why_not(self, family: BaseFamily, spec: ModelSpec | None = None) -> str | None:
-        """None when this engine can run the family (and spec); otherwise the reason."""
+    def why_not(self, family: BaseFamily, spec: ModelSpec | None = None,
+                has_gpu: bool | None = None) -> str | None:
+        """None when this engine can run the family (and spec) on a machine with (has_gpu) or
+        without a GPU (None: not known, not checked); otherwise the reason."""
         if family.model_type not in self.model_types:
             return f"runs {'/'.join(self.model_types)} models, not {family.model_type}"
         kind = getattr(family, "type", None)
@@ -49,6 +76,8 @@ class EngineInfo:
         if missing:
             needed = ", ".join(missing)
             return f"not installed (missing {needed}): pip install 'fleet-serve[{self.pip_extra}]'"
+        if self.needs_gpu and has_gpu is False:
+            return "needs a GPU, the worker has none"
         return None
 
     @property
@@ -107,3 +136,34 @@ class RerankEngine(Protocol):
     def score(self, pairs: list[tuple[str, str]]) -> RerankResult: ...
 
     def close(self) -> None: ...
+
+
+class LLMEngine(Protocol):
+    """Chat and completions. The replica's LLM service renders prompts with the family's (or
+    `chat_template`, the model's own) template and `template_tokens`, tokenizes them with
+    `encode`, and checks requests against `context_length` (per sequence) and `vocab_size`.
+
+    Then one of two ways to generate. Step-wise engines (`prefill`, `decode`, `release` and a
+    Hugging Face `tokenizer`, see fleet.engines.transformers_llm) run in Fleet's own
+    continuous-batching loop (fleet.cluster.generation_scheduler). Engines that batch on their
+    own bring their scheduler instead: `make_scheduler(loop, max_running, max_requests)` returns
+    a fleet.generation.scheduling.Scheduler (see fleet.engines.llamacpp_llm)."""
+
+    context_length: int
+    vocab_size: int
+
+    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
+
+    def load(self) -> None: ...
+
+    @property
+    def chat_template(self) -> str | dict[str, str] | None: ...
+
+    @property
+    def template_tokens(self) -> dict[str, str]: ...
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]: ...
+
+    def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
+        """The ids that end a sequence, beyond those the engine stops on by itself."""
+        ...

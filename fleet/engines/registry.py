@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fleet.catalogue.registry import select_spec
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EngineInfo
+from fleet.catalogue.schemas import BaseFamily, ModelSpec
+from fleet.engines.base import EngineInfo, MemoryProfile
 from fleet.errors import BadRequest
+
+# The automatic choice follows `priority` among the engines that can run the chosen spec:
+# GGUF weights go to llama.cpp (the only GGUF engine); Hugging Face folders (pytorch,
+# safetensors) to a GPU engine when the machine has a GPU (a vLLM declaration with
+# needs_gpu=True and a priority below transformers' 20 slots in here), else to Transformers;
+# embeddings and cross-encoders to sentence-transformers.
+#
+# Memory profiles: overheads measured on this code base as the resident memory of a replica
+# process before weights (xoscar and Fleet ~95 MiB; `import torch, transformers` ~250 MiB,
+# `import sentence_transformers` ~460 MiB, `import xllamacpp` ~30 MiB), rounded up for work
+# buffers. Transformers loads weights as fp32 on CPU and bf16 on GPU (see pick_dtype);
+# sentence-transformers (on Transformers 5) keeps the checkpoint's dtype; llama.cpp maps the
+# GGUF file as it is and reserves an f16 KV cache for all its parallel slots at load.
 
 ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo(
@@ -22,6 +36,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         priority=10,
         pip_extra="sentence_transformers",
         rerank_kinds=("normal",),
+        memory=MemoryProfile(overhead_mib=512),
     ),
     EngineInfo(
         name="transformers",
@@ -35,6 +50,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         priority=20,
         pip_extra="transformers",
         rerank_kinds=("LLM-based",),
+        memory=MemoryProfile(overhead_mib=512, cpu_dtype="float32", gpu_dtype="bfloat16"),
     ),
     EngineInfo(
         name="llama.cpp",
@@ -46,6 +62,9 @@ ENGINES: tuple[EngineInfo, ...] = (
         requires=("xllamacpp",),
         priority=5,
         pip_extra="llama_cpp",
+        # Its cache is reserved at load for all slots: DEFAULT_PARALLEL in llamacpp_llm.py.
+        memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", total_context_kwarg="n_ctx",
+                             default_sequences=4),
     ),
 )
 
@@ -63,11 +82,11 @@ def engine_by_name(name: str) -> EngineInfo:
     raise BadRequest(f"unknown engine {name!r}; known engines: {known}", code="engine_not_found")
 
 
-def engine_matrix(family: BaseFamily) -> list[dict[str, Any]]:
+def engine_matrix(family: BaseFamily, has_gpu: bool | None = None) -> list[dict[str, Any]]:
     """One row per engine: whether it can run the family, and the reason when it cannot."""
     rows = []
     for engine in sorted(ENGINES, key=lambda e: e.priority):
-        reason = engine.why_not(family)
+        reason = engine.why_not(family, has_gpu=has_gpu)
         specs = [s for s in family.model_specs if s.model_format in engine.formats]
         rows.append(
             {
@@ -76,16 +95,19 @@ def engine_matrix(family: BaseFamily) -> list[dict[str, Any]]:
                 "reason": reason,
                 "formats": sorted({s.model_format for s in specs}),
                 "quantizations": sorted({q for s in specs for q in s.quantizations}),
+                "needs_gpu": engine.needs_gpu,
             }
         )
     return rows
 
 
-def xinference_engine_params(family: BaseFamily) -> dict[str, list[dict[str, Any]]]:
-    """Xinference's `/v1/engines/{model_name}` shape: usable engines and their launch params."""
+def xinference_engine_params(family: BaseFamily,
+                             has_gpu: bool | None = None) -> dict[str, list[dict[str, Any]]]:
+    """Xinference's `/v1/engines/{model_name}` shape: usable engines and their launch params.
+    (The shape has no room for the others; `?detailed=true` gives every engine and its reason.)"""
     result: dict[str, list[dict[str, Any]]] = {}
     for engine in sorted(ENGINES, key=lambda e: e.priority):
-        if engine.why_not(family) is not None:
+        if engine.why_not(family, has_gpu=has_gpu) is not None:
             continue
         result[engine.name] = [
             {
@@ -100,6 +122,54 @@ def xinference_engine_params(family: BaseFamily) -> dict[str, list[dict[str, Any
     return result
 
 
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: EngineInfo
+    spec: ModelSpec
+    quantization: str
+    # Why this engine: "requested", or "auto: gguf weights" and what was passed over.
+    reason: str
+
+
+def pick_engine(
+    family: BaseFamily,
+    requested: str | None,
+    model_format: str | None,
+    size: Any,
+    quantization: str | None,
+    has_gpu: bool | None = None,
+) -> EngineChoice:
+    """The engine, spec and quantization for a launch, and why; the best match when none is
+    named. has_gpu: whether the machine(s) it may go to have a GPU (None: unknown)."""
+    if requested:
+        engine = engine_by_name(requested)
+        if model_format is None:
+            # `-en llama.cpp` alone means the family's GGUF variant, not its first one.
+            runnable = [s.model_format for s in family.model_specs if s.model_format in engine.formats]
+            model_format = runnable[0] if runnable else None
+        spec, quant = select_spec(family, model_format, size, quantization)
+        reason = engine.why_not(family, spec, has_gpu)
+        if reason:
+            raise BadRequest(f"engine {engine.name} cannot run {family.model_name}: {reason}")
+        return EngineChoice(engine, spec, quant, "requested")
+    spec, quant = select_spec(family, model_format, size, quantization)
+    reasons = []
+    for engine in sorted(ENGINES, key=lambda e: e.priority):
+        reason = engine.why_not(family, spec, has_gpu)
+        if reason is None:
+            why = f"auto: {spec.model_format} weights"
+            # Say what a better-ranked engine lacked only when it could run the format: that it
+            # cannot run embeddings, say, is no news.
+            passed = [r for r in reasons if "needs a GPU" in r or "not installed" in r]
+            return EngineChoice(engine, spec, quant, "; ".join([why, *passed]))
+        reasons.append(f"{engine.name}: {reason}")
+    raise BadRequest(
+        f"no installed engine can run {family.model_name} ({spec.model_format}); "
+        + "; ".join(reasons),
+        code="no_engine",
+    )
+
+
 def choose_engine(
     family: BaseFamily,
     requested: str | None,
@@ -107,22 +177,6 @@ def choose_engine(
     size: Any,
     quantization: str | None,
 ) -> tuple[EngineInfo, Any, str]:
-    """The engine, spec and quantization for a launch; the best match when none is named."""
-    spec, quant = select_spec(family, model_format, size, quantization)
-    if requested:
-        engine = engine_by_name(requested)
-        reason = engine.why_not(family, spec)
-        if reason:
-            raise BadRequest(f"engine {engine.name} cannot run {family.model_name}: {reason}")
-        return engine, spec, quant
-    reasons = []
-    for engine in sorted(ENGINES, key=lambda e: e.priority):
-        reason = engine.why_not(family, spec)
-        if reason is None:
-            return engine, spec, quant
-        reasons.append(f"{engine.name}: {reason}")
-    raise BadRequest(
-        f"no installed engine can run {family.model_name} ({spec.model_format}); "
-        + "; ".join(reasons),
-        code="no_engine",
-    )
+    """pick_engine as a tuple (engine, spec, quantization)."""
+    choice = pick_engine(family, requested, model_format, size, quantization)
+    return choice.engine, choice.spec, choice.quantization

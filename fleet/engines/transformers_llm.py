@@ -19,6 +19,7 @@ import torch
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.base import wants_remote_code
 from fleet.engines.torch_sampling import SamplerState, sample
+from fleet.generation.openai_params import stop_token_ids
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
 
 logger = logging.getLogger(__name__)
@@ -99,6 +100,22 @@ class TransformersLLM:
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._warm_up()
+
+    # ---- prompt side (see fleet.engines.base.LLMEngine) ---------------------------------
+    @property
+    def chat_template(self) -> str | dict[str, str] | None:
+        return getattr(self.tokenizer, "chat_template", None)
+
+    @property
+    def template_tokens(self) -> dict[str, str]:
+        return {k: str(v) for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
+
+    def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
+        # Fleet's scheduler stops sequences itself: on eos and on the family's end-of-turn tokens.
+        return stop_token_ids(self.tokenizer, self.eos_token_ids, family_stops, family_stop_ids)
 
     @staticmethod
     def _as_list(value: Any) -> list[int]:

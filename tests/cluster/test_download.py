@@ -67,3 +67,20 @@ def test_cache_folder_is_under_fleet_home(monkeypatch, tmp_path):
     monkeypatch.setenv("FLEET_HOME", str(tmp_path))
     family, spec = _family_and_spec()
     assert download.cache_folder(family, spec, "none").parent == tmp_path / "cache"
+
+
+def test_a_folder_given_for_gguf_weights_resolves_to_its_file(tmp_path):
+    family = builtin_families("LLM")["smollm2-instruct"]
+    spec = next(s for s in family.model_specs if s.model_format == "gguf")
+    never = lambda fraction: pytest.fail("no download expected")  # noqa: E731
+    named = tmp_path / spec.model_file_name_template.format(quantization="Q8_0")
+    other = tmp_path / "notes.gguf"
+    named.write_bytes(b"GGUF")
+    other.write_bytes(b"GGUF")
+    # The catalogue's file name for the quantization wins; a file path is taken as it is.
+    assert download.resolve_weights(family, spec, "Q8_0", str(tmp_path), never) == named
+    assert download.resolve_weights(family, spec, "Q4_1", str(other), never) == other
+    with pytest.raises(BadRequest, match="notes.gguf"):  # two files, neither named for Q4_1
+        download.resolve_weights(family, spec, "Q4_1", str(tmp_path), never)
+    named.unlink()
+    assert download.resolve_weights(family, spec, "Q4_1", str(tmp_path), never) == other

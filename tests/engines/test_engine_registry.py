@@ -1,9 +1,18 @@
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+
 import pytest
 
 from fleet.catalogue.registry import builtin_families, parse_family
-from fleet.engines.registry import choose_engine, engine_matrix, xinference_engine_params
+from fleet.engines import registry
+from fleet.engines.registry import (
+    choose_engine,
+    engine_matrix,
+    pick_engine,
+    xinference_engine_params,
+)
 from fleet.errors import BadRequest
 
 
@@ -43,3 +52,49 @@ def test_no_engine_for_a_model_is_a_clear_400():
     family = builtin_families("LLM")["qwen2.5-instruct"]
     with pytest.raises(BadRequest, match="cannot run"):
         choose_engine(family, "sentence_transformers", None, None, None)
+
+
+@pytest.fixture
+def with_gpu_engine(monkeypatch):
+    """A vLLM-like declaration: Hugging Face folders, preferred over Transformers, GPU only."""
+    gpu_engine = dataclasses.replace(registry.engine_by_name("transformers"), name="gpu-engine",
+                                     priority=15, requires=(), needs_gpu=True)
+    monkeypatch.setattr(registry, "ENGINES", (*registry.ENGINES, gpu_engine))
+    return gpu_engine
+
+
+def test_a_gpu_engine_is_chosen_only_where_there_is_a_gpu(with_gpu_engine):
+    family = builtin_families("LLM")["qwen2.5-instruct"]
+    on_gpu = pick_engine(family, None, "pytorch", "0_5", None, has_gpu=True)
+    assert on_gpu.engine.name == "gpu-engine" and on_gpu.reason == "auto: pytorch weights"
+    on_cpu = pick_engine(family, None, "pytorch", "0_5", None, has_gpu=False)
+    assert on_cpu.engine.name == "transformers"
+    assert on_cpu.reason == "auto: pytorch weights; gpu-engine: needs a GPU, the worker has none"
+    with pytest.raises(BadRequest, match="needs a GPU, the worker has none"):
+        pick_engine(family, "gpu-engine", "pytorch", "0_5", None, has_gpu=False)
+    rows = {r["engine"]: r for r in engine_matrix(family, has_gpu=False)}
+    assert rows["gpu-engine"]["reason"] == "needs a GPU, the worker has none"
+    assert rows["gpu-engine"]["needs_gpu"] is True and rows["transformers"]["available"]
+    assert "gpu-engine" not in xinference_engine_params(family, has_gpu=False)
+    assert "gpu-engine" in xinference_engine_params(family, has_gpu=True)
+
+
+def test_gguf_weights_go_to_llama_cpp_and_folders_to_transformers():
+    family = builtin_families("LLM")["smollm2-instruct"]
+    folder = pick_engine(family, None, "pytorch", None, None)
+    assert folder.engine.name == "transformers" and folder.reason == "auto: pytorch weights"
+    if importlib.util.find_spec("xllamacpp") is None:  # the [llama_cpp] extra is not installed
+        with pytest.raises(BadRequest, match="llama.cpp: not installed"):
+            pick_engine(family, None, "gguf", None, None)
+        return
+    gguf = pick_engine(family, None, "gguf", None, None)
+    assert gguf.engine.name == "llama.cpp" and gguf.reason == "auto: gguf weights"
+    assert pick_engine(family, "llama.cpp", "gguf", None, None).reason == "requested"
+
+
+def test_a_named_engine_without_a_format_takes_the_variant_it_runs():
+    family = builtin_families("LLM")["smollm2-instruct"]
+    engine, spec, quantization = choose_engine(family, "llama.cpp", None, "0_135", None)
+    assert engine.name == "llama.cpp" and spec.model_format == "gguf"
+    engine, spec, _ = choose_engine(family, "transformers", None, "0_135", None)
+    assert engine.name == "transformers" and spec.model_format == "pytorch"

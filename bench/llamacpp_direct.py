@@ -1,0 +1,113 @@
+"""The llama.cpp side of bench/llm_load.py: the GGUF file on xllamacpp's server alone, in this
+process, set up as Fleet sets it up (same slots, context per slot and threads), and fed the same
+chat requests by as many concurrent streams as the Fleet run."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+from common import percentile
+
+from fleet.engines.llamacpp_llm import DEFAULT_POLL, usable_cores
+
+LLAMACPP_CONCURRENCIES = (1, 8, 16)
+CONTEXT_PER_SLOT = 8192  # the smollm2-instruct family's context length, as Fleet sizes it
+
+
+def _server(model_path: str, parallel: int) -> Any:
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = model_path
+    params.n_parallel = parallel
+    params.n_ctx = CONTEXT_PER_SLOT * parallel
+    for cpu in (params.cpuparams, params.cpuparams_batch):
+        cpu.n_threads, cpu.poll = usable_cores(), DEFAULT_POLL
+    params.n_gpu_layers = 0
+    params.verbosity = 1
+    return xllamacpp.Server(params)
+
+
+def _end_of_turn_bias(server: Any) -> dict[str, int]:
+    """logit_bias that masks SmolLM2's end tokens, so every answer is exactly as long."""
+    reply = httpx.post(f"{server.listening_address}/tokenize",
+                       json={"content": "<|im_end|><|endoftext|>", "parse_special": True})
+    return {str(t): -100 for t in reply.json()["tokens"]}
+
+
+def _one(server: Any, body: dict[str, Any]) -> tuple[float, int]:
+    started = time.perf_counter()
+    first: list[float] = []
+    tokens = [0]
+
+    def on_chunk(chunk: dict[str, Any]) -> bool:
+        if chunk.get("usage"):
+            tokens[0] = chunk["usage"]["completion_tokens"]
+        if not first and any((c.get("delta") or {}).get("content") for c in chunk.get("choices", [])):
+            first.append(time.perf_counter() - started)
+        return False
+
+    server.handle_chat_completions(body, on_chunk)
+    return (first[0] if first else 0.0), tokens[0]
+
+
+def _closed_loop(server: Any, body_for: Callable[[int], dict[str, Any]], concurrency: int,
+                 duration_s: float) -> dict[str, float]:
+    ttfts: list[float] = []
+    generated = [0]
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    stop_at = 0.0
+
+    def user() -> None:
+        while time.perf_counter() < stop_at:  # read when the threads run, after the warm-up
+            with lock:
+                i = next(counter)
+            first, tokens = _one(server, body_for(i))
+            with lock:
+                ttfts.append(first)
+                generated[0] += tokens
+
+    for i in range(concurrency):  # warm-up: the prompt cache, as Fleet's run gets
+        _one(server, body_for(i))
+    users = [threading.Thread(target=user) for _ in range(concurrency)]
+    started = time.perf_counter()
+    stop_at = started + duration_s
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"requests": len(ttfts), "tokens_per_s": round(generated[0] / elapsed, 1),
+            "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
+            "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1)}
+
+
+def direct_llamacpp(model_path: str, duration_s: float, question: Callable[[int], str],
+                    new_tokens: int, parallel: int) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
+    """Results per concurrency, and the logit_bias that keeps answers going (for the Fleet run)."""
+    server = _server(model_path, parallel)
+    no_end = _end_of_turn_bias(server)
+
+    def body_for(i: int) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": question(i)}], "stream": True,
+                "stream_options": {"include_usage": True}, "max_tokens": new_tokens,
+                "temperature": 0, "logit_bias": no_end}
+
+    try:
+        return {f"batch_{c}": _closed_loop(server, body_for, c, duration_s)
+                for c in LLAMACPP_CONCURRENCIES}, no_end
+    finally:
+        del server  # frees the model before Fleet loads it
+
+
+def launch_llamacpp(endpoint: str, model_path: str, parallel: int) -> None:
+    httpx.post(f"{endpoint}/v1/models", timeout=600, json={
+        "model_name": "smollm2-instruct", "model_type": "LLM", "model_engine": "llama.cpp",
+        "model_format": "gguf", "quantization": "Q4_1", "model_uid": "smollm2",
+        "model_path": model_path, "n_parallel": parallel}).raise_for_status()

@@ -1,0 +1,137 @@
+"""A launch, planned before anything starts: the family, the engine and why it was picked, the
+memory one replica needs, and the workers its replicas go to, or why none can take them.
+The supervisor launches what the plan says; `GET /v1/models/estimate` shows the plan alone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.catalogue.registry import Catalogue
+from fleet.catalogue.schemas import BaseFamily
+from fleet.cluster.memory_estimate import MemoryEstimate, estimate_memory
+from fleet.cluster.placement import (
+    Demand,
+    Placement,
+    Room,
+    place_replicas,
+    worker_room,
+    workers_at,
+)
+from fleet.cluster.records import ModelRecord, WorkerRecord
+from fleet.cluster.weights_info import infer_model_format
+from fleet.engines.registry import EngineChoice, pick_engine
+from fleet.errors import BadRequest, FleetError
+
+logger = logging.getLogger(__name__)
+
+# The escape hatch: a launch argument that places replicas without comparing the estimate to
+# free memory, for users who know better (an engine that offloads, a cache they cap).
+SKIP_MEMORY_CHECK = "skip_memory_check"
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on")
+    return bool(value)
+
+
+@dataclass
+class LaunchPlan:
+    family: BaseFamily
+    choice: EngineChoice
+    request: dict[str, Any]
+    workers: list[WorkerRecord]
+    models: list[ModelRecord]
+    skip_check: bool
+    placements: list[Placement] = field(default_factory=list)
+    refusal: FleetError | None = None
+    _estimates: dict[str, MemoryEstimate | None] = field(default_factory=dict)
+
+    def estimate(self, device: str) -> MemoryEstimate | None:
+        """One replica's need on `device`; None when it could not be estimated (an estimate
+        that fails never blocks a launch: the engine's own error will say what is wrong)."""
+        if device not in self._estimates:
+            try:
+                self._estimates[device] = estimate_memory(
+                    self.family, self.choice.spec, self.choice.quantization, self.choice.engine,
+                    device, self.request)
+            except BadRequest:
+                raise
+            except Exception as exc:
+                logger.warning("memory estimate of %s failed: %r", self.family.model_name, exc)
+                self._estimates[device] = None
+        return self._estimates[device]
+
+    @property
+    def demand(self) -> Demand:
+        """What each replica asks of a worker; no estimate when the check is skipped."""
+        return Demand(model_name=self.family.model_name,
+                      estimate=None if self.skip_check else self.estimate,
+                      n_gpu=self.request.get("n_gpu", "auto"), gpu_idx=self.request.get("gpu_idx"),
+                      needs_gpu=self.choice.engine.needs_gpu)
+
+    @property
+    def device(self) -> str:
+        if self.placements:
+            return self.placements[0].device
+        gpu = any(w.resources.get("gpus") for w in self.workers) and \
+            self.request.get("n_gpu", "auto") not in (None, 0, "0")
+        return "cuda" if gpu else "cpu"
+
+    def rooms(self) -> list[Room]:
+        return [worker_room(w, self.models, self.demand) for w in self.workers]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The dry run's answer: everything a launch would do, nothing launched."""
+        estimate = self.estimate(self.device)
+        spec = self.choice.spec
+        workers = []
+        for room in self.rooms():
+            need = self.estimate(room.device) if not room.problem else None
+            fits = room.problem is None and (self.skip_check or need is None
+                                             or not need.checkable or need.total <= room.free)
+            workers.append({"address": room.address, "device": room.device, "where": room.where,
+                            "free": room.free if not room.problem else None,
+                            "needed": need.total if need else None, "fits": fits,
+                            "problem": room.problem})
+        return {
+            "model_name": self.family.model_name, "model_type": self.family.model_type,
+            "model_engine": self.choice.engine.name, "engine_reason": self.choice.reason,
+            "model_format": spec.model_format, "model_size_in_billions": spec.model_size_in_billions,
+            "quantization": self.choice.quantization,
+            "replica": int(self.request.get("replica") or 1),
+            "estimate": estimate.as_dict() if estimate else None,
+            "fits": self.refusal is None, "reason": self.refusal.message if self.refusal else None,
+            "skip_memory_check": self.skip_check,
+            "placements": [{"worker": p.worker.address, "device": p.device,
+                            "memory_bytes": p.memory_bytes} for p in self.placements],
+            "workers": workers,
+            "launched": False,
+        }
+
+
+def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Iterable[ModelRecord],
+                request: dict[str, Any]) -> LaunchPlan:
+    """Plan `request` (the launch body). Raises BadRequest for a request that is wrong in itself
+    (unknown model, engine, variant); a launch that only lacks room comes back with `refusal`."""
+    family = catalogue.find_for_launch(request["model_name"], request.get("model_type"))
+    model_format = request.get("model_format") or infer_model_format(request.get("model_path"),
+                                                                     family)
+    n_gpu = request.get("n_gpu", "auto")
+    candidates = workers_at(workers, request.get("worker_ip"))
+    has_gpu = (any(w.resources.get("gpus") for w in candidates)
+               and n_gpu not in (None, 0, "0")) if candidates else None
+    choice = pick_engine(family, request.get("model_engine"), model_format,
+                         request.get("model_size_in_billions"), request.get("quantization"),
+                         has_gpu=has_gpu)
+    plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
+                      models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)))
+    try:
+        plan.placements = place_replicas(workers, plan.models, int(request.get("replica") or 1),
+                                         request.get("worker_ip"), plan.demand)
+    except FleetError as exc:
+        plan.refusal = exc
+    return plan

@@ -1,0 +1,251 @@
+"""Generation requests on llama.cpp's server slots (see fleet.engines.llamacpp_llm).
+
+llama.cpp batches its parallel slots itself: every running sequence is decoded in the same batch,
+and sequences join and leave between steps. Fleet only decides which sequence gets a slot: one
+worker thread per slot takes the oldest waiting choice (first come, first served), hands it to
+llama.cpp (a blocking call that streams text pieces to a callback), and turns what comes back into
+the events every Fleet scheduler emits (fleet.generation.scheduling), so the OpenAI output (tool
+calls, reasoning, logprobs) is built by the same code for every engine. No more calls are in flight
+than there are slots, so nothing waits inside llama.cpp, where it could be neither counted nor
+cancelled.
+
+A running choice is cancelled by returning True from its callback: llama.cpp then drops the task
+and frees the slot. That happens at the choice's next text piece."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.errors import TooManyRequests
+from fleet.generation.params import SamplingParams
+from fleet.generation.scheduling import Events, GenerationRequest, SchedulerStats, choice_params
+
+logger = logging.getLogger(__name__)
+
+
+def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
+    """llama.cpp's completion request for one choice. Its defaults are not OpenAI's (top_k 40,
+    min_p 0.05, penalties over the last 64 tokens only), so every setting is spelled out."""
+    body: dict[str, Any] = {
+        "prompt": prompt_ids,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        "n_predict": params.max_tokens,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "top_k": params.top_k,
+        "min_p": 0.0,
+        "typical_p": 1.0,
+        "repeat_penalty": params.repetition_penalty,
+        "presence_penalty": params.presence_penalty,
+        "frequency_penalty": params.frequency_penalty,
+        # Penalties count the whole sequence, as OpenAI's and Transformers' do (llama.cpp: last 64).
+        "repeat_last_n": len(prompt_ids) + params.max_tokens if params.penalized else 0,
+        "stop": list(params.stop),
+        "logit_bias": [[token, bias] for token, bias in params.logit_bias.items()],
+        "cache_prompt": True,
+    }
+    if params.seed is not None:
+        body["seed"] = params.seed
+    # Each sampled token's id comes with its probabilities only: ask for them to find stop ids.
+    probs = params.top_logprobs if params.logprobs else 0
+    if params.logprobs or params.stop_token_ids:
+        probs = max(probs, 1)
+    if probs:
+        body["n_probs"] = probs
+    return body
+
+
+def _entry(item: dict[str, Any]) -> dict[str, Any]:
+    token = item.get("token", "")
+    return {"token": token, "logprob": item.get("logprob"),
+            "bytes": item.get("bytes") or list(token.encode("utf-8"))}
+
+
+class _ChoiceOutput:
+    """llama.cpp's streamed chunks for one choice -> scheduler events."""
+
+    def __init__(self, index: int, params: SamplingParams):
+        self.index = index
+        self._params = params
+        self._stop_ids = set(params.stop_token_ids)
+        self._tokens = 0  # tokens seen through their probabilities (when asked for)
+        self.finished = False
+        self.error: str | None = None
+
+    def feed(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """The event for one chunk; sets `finished` or `error` when the choice is over."""
+        if "choices" not in chunk:
+            error = chunk.get("error") if isinstance(chunk.get("error"), dict) else chunk
+            self.error = str(error.get("message") or error)
+            return None
+        choice = chunk["choices"][0]
+        text = choice.get("text") or ""
+        items = (choice.get("logprobs") or {}).get("content") or []
+        event: dict[str, Any] = {"index": self.index, "text": text}
+        stop_at = next((i for i, item in enumerate(items) if item.get("id") in self._stop_ids), None)
+        if stop_at is not None:
+            # A stop token ends the choice where it stands; its own text is not sent.
+            gone = "".join(item.get("token", "") for item in items[stop_at:])
+            if gone and text.endswith(gone):
+                event["text"] = text[:-len(gone)]
+            items = items[:stop_at + 1]
+        self._tokens += len(items)
+        if self._params.logprobs and items:
+            top = self._params.top_logprobs
+            event["logprobs"] = [{**_entry(item), "top_logprobs": [_entry(t) for t in
+                                                                   (item.get("top_logprobs") or [])[:top]]}
+                                 for item in items]
+        if stop_at is not None:
+            self._finish(event, "stop", self._tokens)
+        elif choice.get("finish_reason"):
+            usage = chunk.get("usage") or {}
+            self._finish(event, choice["finish_reason"], int(usage.get("completion_tokens", self._tokens)))
+        return event
+
+    def _finish(self, event: dict[str, Any], reason: str, tokens: int) -> None:
+        event["finish_reason"] = "length" if reason == "length" else "stop"
+        event["completion_tokens"] = tokens
+        self.finished = True
+
+
+@dataclass(eq=False)
+class _Choice:
+    request: GenerationRequest
+    index: int
+    cancelled: bool = False
+
+
+class LlamaCppScheduler:
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, slots: int, max_requests: int):
+        self._engine = engine
+        self._loop = loop
+        self._slots = slots
+        self._max_requests = max_requests
+        self._lock = threading.Condition()
+        self._waiting: deque[_Choice] = deque()
+        self._running: set[_Choice] = set()
+        self._left: dict[str, int] = {}  # request id -> its choices not finished yet
+        self._stopped = False
+        self.stats = SchedulerStats()
+
+    # ---- called on the event loop -------------------------------------------------------
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            if len(self._left) >= self._max_requests:
+                raise TooManyRequests(
+                    f"this model already has {len(self._left)} requests in progress "
+                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
+            self._left[request.request_id] = request.n
+            self._waiting.extend(_Choice(request, i) for i in range(request.n))
+            self._count()
+            self._lock.notify(request.n)
+
+    def cancel(self, request_id: str) -> None:
+        with self._lock:
+            self._drop(request_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            for request_id in list(self._left):
+                self._drop(request_id)
+            self._lock.notify_all()
+
+    # ---- the slots -----------------------------------------------------------------------
+    def run_forever(self) -> None:
+        """One thread per slot, until `stop`."""
+        workers = [threading.Thread(target=self._work, name=f"llama-slot-{i}", daemon=True)
+                   for i in range(self._slots)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._stopped and not self._waiting:
+                    self._lock.wait()
+                if self._stopped:
+                    return
+                choice = self._waiting.popleft()
+                self._running.add(choice)
+                self.stats.steps += 1
+                self._count()
+            output = self._generate(choice)
+            with self._lock:
+                self._running.discard(choice)
+                self._count()
+                events = self._settle(choice, output)
+            if events:
+                self._deliver(choice.request, events)
+
+    def _generate(self, choice: _Choice) -> _ChoiceOutput:
+        params = choice_params(choice.request.params, choice.index)
+        output = _ChoiceOutput(choice.index, params)
+
+        def on_chunk(chunk: dict[str, Any]) -> bool:
+            """Called by llama.cpp for each streamed chunk; True stops the choice."""
+            if choice.cancelled:
+                return True
+            try:
+                event = output.feed(chunk)
+            except Exception:  # the binding swallows callback errors: keep the reason
+                output.error = traceback.format_exc().strip().splitlines()[-1]
+                return True
+            if event is not None:
+                self._deliver(choice.request, [event])
+            return output.finished or output.error is not None
+
+        try:
+            self._engine.server.handle_completions(completion_body(choice.request.prompt_ids, params),
+                                                   on_chunk)
+        except Exception as exc:
+            output.error = f"{type(exc).__name__}: {exc}"
+        if not output.finished and output.error is None and not choice.cancelled:
+            output.error = "the stream ended before the answer did"
+        return output
+
+    def _settle(self, choice: _Choice, output: _ChoiceOutput) -> Events:
+        """The request's closing events once this choice is over (under the lock)."""
+        request_id = choice.request.request_id
+        if choice.cancelled or request_id not in self._left:
+            return []
+        if output.error is not None:
+            logger.error("llama.cpp failed request %s: %s", request_id, output.error)
+            self._drop(request_id)
+            return [{"error": f"the engine failed: {output.error}"}]
+        self._left[request_id] -= 1
+        if self._left[request_id]:
+            return []
+        del self._left[request_id]
+        self.stats.finished += 1
+        return [{"done": True}]
+
+    def _drop(self, request_id: str) -> None:
+        """Forget a request: its waiting choices leave the line, its running ones stop at their
+        next piece (under the lock)."""
+        if self._left.pop(request_id, None) is None:
+            return
+        self._waiting = deque(c for c in self._waiting if c.request.request_id != request_id)
+        for choice in self._running:
+            if choice.request.request_id == request_id:
+                choice.cancelled = True
+        self.stats.finished += 1
+        self._count()
+
+    def _count(self) -> None:
+        stats = self.stats
+        stats.running, stats.waiting = len(self._running), len(self._waiting)
+        stats.last_batch_size = stats.running
+        stats.max_batch_size_seen = max(stats.max_batch_size_seen, stats.running)
+
+    def _deliver(self, request: GenerationRequest, events: Events) -> None:
+        self._loop.call_soon_threadsafe(request.deliver, events)

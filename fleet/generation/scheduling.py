@@ -1,0 +1,63 @@
+"""What a replica hands to a generation scheduler, and what it expects back, as plain data shared by
+every scheduler: Fleet's own continuous-batching loop for step-wise engines
+(fleet.cluster.generation_scheduler) and the schedulers that engines bring themselves (llama.cpp's
+server batches its parallel slots on its own).
+
+A scheduler streams events per request, on the event loop, through `request.deliver`:
+`{"index", "text", "logprobs"?, "finish_reason"?, "completion_tokens"?}` per choice and text delta
+(the finishing event of a choice carries `finish_reason` and the choice's `completion_tokens`),
+then `{"done": True}` once every choice has finished, or `{"error": message}`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+from fleet.generation.params import SamplingParams
+
+Events = list[dict[str, Any]]
+
+
+@dataclass(eq=False)  # compared and hashed by identity
+class GenerationRequest:
+    """A prompt to continue `n` times; `deliver` receives event batches on the event loop."""
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    n: int
+    deliver: Callable[[Events], None]
+
+
+@dataclass
+class SchedulerStats:
+    running: int = 0
+    waiting: int = 0
+    steps: int = 0
+    last_batch_size: int = 0
+    max_batch_size_seen: int = 0
+    finished: int = 0
+
+
+def choice_params(params: SamplingParams, index: int) -> SamplingParams:
+    """The settings of choice `index` of a request: the choices of one seeded request must differ
+    from each other, and stay reproducible."""
+    if params.seed is None or index == 0:
+        return params
+    return replace(params, seed=params.seed + index)
+
+
+class Scheduler(Protocol):
+    """Runs a replica's generation requests. `submit` raises TooManyRequests when the replica's
+    request limit is reached; `run_forever` occupies the thread it is given until `stop`."""
+
+    stats: SchedulerStats
+
+    def submit(self, request: GenerationRequest) -> None: ...
+
+    def cancel(self, request_id: str) -> None: ...
+
+    def stop(self) -> None: ...
+
+    def run_forever(self) -> None: ...
