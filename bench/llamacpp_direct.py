@@ -1,5 +1,5 @@
 """The llama.cpp side of bench/llm_load.py: the GGUF file on xllamacpp's server alone, in this
-process, set up as Fleet sets it up (same slots, context per slot and threads), and fed the same
+process, set up as Fleet sets it up (same slots, shared cache and threads), and fed the same
 chat requests by as many concurrent streams as the Fleet run."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from common import percentile
 from fleet.engines.llamacpp_llm import DEFAULT_POLL, usable_cores
 
 LLAMACPP_CONCURRENCIES = (1, 8, 16)
-CONTEXT_PER_SLOT = 8192  # the smollm2-instruct family's context length, as Fleet sizes it
+CONTEXT = 8192  # the smollm2-instruct family's context length: Fleet's shared cache for it
 
 
 def _server(model_path: str, parallel: int) -> Any:
@@ -25,7 +25,8 @@ def _server(model_path: str, parallel: int) -> Any:
     params = xllamacpp.CommonParams()
     params.model.path = model_path
     params.n_parallel = parallel
-    params.n_ctx = CONTEXT_PER_SLOT * parallel
+    params.kv_unified = True  # one cache for all slots, as Fleet sets it up
+    params.n_ctx = CONTEXT
     for cpu in (params.cpuparams, params.cpuparams_batch):
         cpu.n_threads, cpu.poll = usable_cores(), DEFAULT_POLL
     params.n_gpu_layers = 0

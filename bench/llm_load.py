@@ -13,7 +13,7 @@ Every request asks for exactly 64 new tokens (end-of-turn tokens are masked with
 to first token (p50/p99) per concurrency, and Fleet / direct.
 
     python bench/llm_load.py --duration 30
-    python bench/llm_load.py --engine llama.cpp --duration 30 --parallel 4
+    python bench/llm_load.py --engine llama.cpp --duration 30 --parallel 16
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per measurement")
     parser.add_argument("--engine", choices=("transformers", "llama.cpp"), default="transformers")
-    parser.add_argument("--parallel", type=int, default=4, help="llama.cpp slots, Fleet and direct alike")
+    parser.add_argument("--parallel", type=int, default=16, help="llama.cpp slots, Fleet and direct alike")
     args = parser.parse_args()
     report: dict[str, object] = {"model": "SmolLM2-135M-Instruct", "engine": args.engine,
                                  "new_tokens": NEW_TOKENS}

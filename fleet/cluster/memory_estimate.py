@@ -9,12 +9,11 @@
 - KV cache: 2 (K and V) x layers x KV heads x head size x bytes per element x tokens, with the
   shape from config.json or the GGUF metadata. tokens = context x sequences: the context is the
   launch's `context_length` (or `n_ctx`), else the family's context capped by the model's own
-  limit; sequences are the launch's `max_num_seqs` (or `n_parallel`), else the engine's
-  default: llama.cpp reserves the cache of its 4 slots at load; for the others 1, since one
+  limit; sequences are the launch's `max_num_seqs` (or `n_parallel`), else 1, since one
   full-length sequence is what an engine must hold to serve the model at all (vLLM refuses to
   start otherwise) and Transformers grows its cache with the batch rather than reserving it, so
-  a launch that expects many long requests at once says so with max_num_seqs. llama.cpp's
-  `n_ctx` is the whole cache its slots share, so it is taken as the token count as it is.
+  a launch that expects many long requests at once says so with max_num_seqs. llama.cpp keeps
+  one cache of `context` tokens that all its slots share, so its tokens are the context alone.
   Without a config (a hub model not downloaded yet) the KV part is unknown: the estimate is
   then a lower bound, still enough to refuse what cannot fit.
 - Overhead: a constant per engine (fleet/engines/registry.py), plus for embedding and rerank
@@ -205,16 +204,13 @@ def _kv_tokens(family: BaseFamily, engine: EngineInfo, shape: ModelShape | None,
                options: dict[str, Any]) -> tuple[int, int, int]:
     """(context per sequence, sequences, tokens the cache holds)."""
     sequences = _int_option(options, "n_parallel", "max_num_seqs") or engine.memory.default_sequences
-    total_kwarg = engine.memory.total_context_kwarg
-    if total_kwarg:
-        total = _int_option(options, total_kwarg)
-        if total:  # llama.cpp: n_ctx is the whole cache, shared by the parallel slots
-            return max(1, total // sequences), sequences, total
     context = _int_option(options, "context_length", "n_ctx")
     if context is None:
         context = int(getattr(family, "context_length", 2048))
         if shape is not None and shape.max_context:
             context = min(context, int(shape.max_context))
+    if engine.memory.shared_cache:  # llama.cpp: one pool of `context` tokens for every slot
+        return context, sequences, context
     return context, sequences, context * sequences
 
 

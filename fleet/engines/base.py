@@ -25,12 +25,12 @@ class MemoryProfile:
     gpu_dtype: str | None = None
     # The dtype of its KV cache; None: the weights' dtype.
     kv_dtype: str | None = None
-    # A launch argument that sizes the whole KV cache, shared by the parallel sequences
-    # (llama.cpp's n_ctx), rather than one sequence's context.
-    total_context_kwarg: str | None = None
+    # One KV cache pool shared by the parallel sequences (llama.cpp's unified cache): it holds
+    # the context length in tokens however many sequences run, instead of one context each.
+    shared_cache: bool = False
     # Full-length sequences the KV cache is counted for when the launch names no max_num_seqs
-    # (n_parallel): the engine's own default where it reserves them up front (llama.cpp's
-    # slots), else 1, the one full-length request any engine must be able to hold.
+    # (n_parallel) and the cache is not shared: 1, the one full-length request any engine must
+    # be able to hold.
     default_sequences: int = 1
 
 

@@ -62,9 +62,8 @@ ENGINES: tuple[EngineInfo, ...] = (
         requires=("xllamacpp",),
         priority=5,
         pip_extra="llama_cpp",
-        # Its cache is reserved at load for all slots: DEFAULT_PARALLEL in llamacpp_llm.py.
-        memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", total_context_kwarg="n_ctx",
-                             default_sequences=4),
+        # One cache shared by all slots, reserved at load (see llamacpp_llm.py).
+        memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", shared_cache=True),
     ),
 )
 

@@ -140,15 +140,17 @@ def test_smollm2_gguf_metadata_and_weights(tmp_path):
     assert shape.gguf_file_type == "Q4_1"
     estimate = estimate_memory(family, spec, "Q4_K_M", LLAMA_CPP, "cpu", {"model_path": str(path)})
     assert estimate.weights == path.stat().st_size  # llama.cpp maps the file as it is
-    # f16 cache, the family's 4096 tokens (under the file's 8192), for llama.cpp's 4 slots.
-    assert estimate.kv_cache == 2 * 30 * 3 * 64 * 2 * 4096 * 4
-    assert estimate.inputs["sequences"] == 4
+    # f16 cache of the family's 4096 tokens (under the file's 8192), one pool for all slots.
+    assert estimate.kv_cache == 2 * 30 * 3 * 64 * 2 * 4096
     assert estimate.overhead == 128 * MIB
-    # n_ctx is llama.cpp's whole cache, shared by its parallel slots.
+    # More slots share the same cache: n_ctx alone sizes it.
     shared = estimate_memory(family, spec, "Q4_K_M", LLAMA_CPP, "cpu",
                              {"model_path": str(path), "n_ctx": 2048, "n_parallel": 4})
     assert shared.kv_cache == 2 * 30 * 3 * 64 * 2 * 2048
-    assert shared.inputs["context_length"] == 512 and shared.inputs["sequences"] == 4
+    assert shared.inputs["context_length"] == 2048 and shared.inputs["sequences"] == 4
+    transformers = estimate_memory(family, family.model_specs[0], "none", engine_by_name("transformers"),
+                                   "cpu", {"max_num_seqs": 4, "context_length": 1024})
+    assert transformers.inputs["sequences"] == 4 and transformers.inputs["context_length"] == 1024
 
 
 def test_our_gguf_reader_agrees_with_the_gguf_package():

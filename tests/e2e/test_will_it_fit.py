@@ -94,7 +94,8 @@ def test_a_launch_too_big_for_any_worker_is_refused_at_once(http):
 
 def test_a_huge_cache_on_a_small_model_is_refused_and_the_cluster_goes_on(http, smollm2_gguf,
                                                                          minilm_path):
-    body = {"model_name": "smollm2-instruct", "model_path": smollm2_gguf, "max_num_seqs": 100000}
+    # 10M tokens of f16 cache at 23 KiB a token: about 220 GiB.
+    body = {"model_name": "smollm2-instruct", "model_path": smollm2_gguf, "context_length": 10_000_000}
     response = http.post("/v1/models", json=body)
     assert response.status_code == 400, response.text
     assert "KV cache" in response.json()["error"]["message"]
