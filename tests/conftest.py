@@ -92,6 +92,22 @@ def start_local(home: Path, env: dict[str, str] | None = None) -> FleetProcess:
 
 
 @pytest.fixture(scope="module")
+def client(local_cluster: FleetProcess):
+    """Fleet's own client for the module's cluster."""
+    from fleet.client import Client
+
+    return Client(local_cluster.endpoint)
+
+
+@pytest.fixture(scope="module")
+def openai_client(local_cluster: FleetProcess):
+    """The openai SDK pointed at the module's cluster; no retries, so a refusal shows at once."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{local_cluster.endpoint}/v1", api_key="unused", max_retries=0)
+
+
+@pytest.fixture(scope="module")
 def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetProcess]:
     """One `fleet local` shared by a module's tests (starting one per test costs seconds)."""
     server = start_local(tmp_path_factory.mktemp("fleet-home"))

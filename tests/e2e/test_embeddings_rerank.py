@@ -18,11 +18,6 @@ SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in {'many ' * (i % 
 
 
 @pytest.fixture(scope="module")
-def client(local_cluster) -> Client:
-    return Client(local_cluster.endpoint)
-
-
-@pytest.fixture(scope="module")
 def http(local_cluster) -> httpx.Client:
     return httpx.Client(base_url=local_cluster.endpoint, timeout=120)
 

@@ -6,18 +6,16 @@ the same catalogue family on both engines, and a corrupt file that fails with ll
 
 from __future__ import annotations
 
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from openai import OpenAI
 
-from fleet.client import Client, FleetClientError
+from fleet.client import FleetClientError
 from tests.builders import _smollm2_gguf, smollm2_hf_folder
+from tests.concurrency import run_while_watching
 
 GERMANY = [{"role": "user", "content": "What is the capital of Germany?"}]
 IM_END = 2  # SmolLM2's end-of-turn token
@@ -26,16 +24,6 @@ IM_END = 2  # SmolLM2's end-of-turn token
 @pytest.fixture(scope="module")
 def gguf_path() -> str:
     return str(_smollm2_gguf())
-
-
-@pytest.fixture(scope="module")
-def client(local_cluster) -> Client:
-    return Client(local_cluster.endpoint)
-
-
-@pytest.fixture(scope="module")
-def openai_client(local_cluster) -> OpenAI:
-    return OpenAI(base_url=f"{local_cluster.endpoint}/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -129,28 +117,14 @@ def test_max_tokens_ends_with_length_and_logprobs(openai_client, smol):
 
 
 def test_concurrent_streams_run_in_parallel_slots(client, openai_client, smol):
-    seen: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen.append(client.replicas(smol)[0]["batch"].get("running", 0))
-            time.sleep(0.05)
-
     def one(i: int) -> tuple[str, str | None]:
         text, reason, _ = _streamed_text(openai_client.chat.completions.create(
             model=smol, stream=True, temperature=0, max_tokens=12,
             messages=[{"role": "user", "content": f"Count from {i} to {i + 10}."}]))
         return text, reason
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(max_workers=6) as pool:
-            results = list(pool.map(one, range(6)))
-    finally:
-        done.set()
-        watcher.join()
+    results, seen = run_while_watching(
+        one, 6, lambda: client.replicas(smol)[0]["batch"].get("running", 0))
     for i, (text, reason) in enumerate(results):
         assert reason in ("stop", "length") and text.strip(), (i, text)
     assert max(seen) > 1

@@ -7,16 +7,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from openai import BadRequestError, NotFoundError, OpenAI
+from openai import BadRequestError, NotFoundError
 
 from fleet.client import Client
 from tests.builders import smollm2_hf_folder
+from tests.concurrency import run_while_watching
 from tests.metrics_text import scrape, value
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
@@ -32,11 +31,6 @@ def smollm2(local_cluster, smollm2_path: str) -> str:
     return Client(local_cluster.endpoint).launch_model(
         "smollm2-instruct", model_type="LLM", model_engine="transformers", model_uid="smollm2",
         model_path=smollm2_path)
-
-
-@pytest.fixture(scope="module")
-def openai_client(local_cluster) -> OpenAI:
-    return OpenAI(base_url=f"{local_cluster.endpoint}/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -123,16 +117,7 @@ def test_chat_n_and_logprobs(openai_client, smollm2):
         assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
 
 
-def test_eight_concurrent_streams_share_the_batch(local_cluster, openai_client, smollm2):
-    client = Client(local_cluster.endpoint)
-    seen_running: list[int] = []
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.is_set():
-            seen_running.append(client.replicas(smollm2)[0]["batch"].get("running", 0))
-            time.sleep(0.05)
-
+def test_eight_concurrent_streams_share_the_batch(client, openai_client, smollm2):
     def one(i: int) -> tuple[str, str | None]:
         chunks = openai_client.chat.completions.create(
             model=smollm2, stream=True, temperature=0, max_tokens=24,
@@ -143,14 +128,8 @@ def test_eight_concurrent_streams_share_the_batch(local_cluster, openai_client, 
             reason = chunk.choices[0].finish_reason or reason
         return text, reason
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            results = list(pool.map(one, range(8)))
-    finally:
-        done.set()
-        watcher.join()
+    results, seen_running = run_while_watching(
+        one, 8, lambda: client.replicas(smollm2)[0]["batch"].get("running", 0))
     for i, (text, reason) in enumerate(results):
         assert reason in ("stop", "length") and text.strip(), (i, text)
     # Alone, the same request gives the same greedy text: batching changes nothing.

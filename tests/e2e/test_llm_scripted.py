@@ -5,12 +5,11 @@ fixed), the request queue bound (429), and the LLM metrics (random tiny model)."
 from __future__ import annotations
 
 import json
-import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from openai import OpenAI
 
 from fleet.client import Client
 from tests.llm_builders import CHAT_PROMPT_END, build_scripted_qwen2, build_tiny_qwen2
@@ -42,16 +41,6 @@ def _launch(client: Client, family: dict, path: Path, **kwargs: object) -> str:
     client.register_model("LLM", family, persist=False)
     return client.launch_model(family["model_name"], model_type="LLM", model_engine="transformers",
                                model_path=str(path), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def client(local_cluster) -> Client:
-    return Client(local_cluster.endpoint)
-
-
-@pytest.fixture(scope="module")
-def openai_client(local_cluster) -> OpenAI:
-    return OpenAI(base_url=f"{local_cluster.endpoint}/v1", api_key="unused", max_retries=0)
 
 
 @pytest.fixture(scope="module")
@@ -152,28 +141,27 @@ def test_reasoning_content_is_separate(openai_client, thinker):
         == "I should greet."
 
 
-def test_a_full_queue_answers_429_with_retry_after(local_cluster, client, tiny):
+def test_a_full_queue_answers_429_with_retry_after(local_cluster, tiny):
     never_end = {str(i): -100 for i in range(3)}  # the special tokens: keep generating
     body = {"model": tiny, "max_tokens": 480, "temperature": 0, "logit_bias": never_end,
-            "stream": True, "messages": [{"role": "user", "content": "Hello"}]}
-    with httpx.Client(base_url=local_cluster.endpoint, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as busy:
-            next(busy.iter_lines())  # the first request holds the only place
-            refused = http.post("/v1/chat/completions", json={**body, "stream": False})
-    assert refused.status_code == 429
-    assert refused.headers["Retry-After"] == "1"
-    assert refused.json()["error"]["type"] == "rate_limit_error"
-    assert "limit is 1" in refused.json()["error"]["message"]
-    # The busy client has left; its place frees once the server has noticed, which may take a
-    # moment under load: retry as the Retry-After header says, the way a client should.
-    deadline = time.monotonic() + 10
-    while True:
-        answer = httpx.post(f"{local_cluster.endpoint}/v1/chat/completions", timeout=60,
-                            json={**body, "stream": False, "max_tokens": 4})
-        if answer.status_code != 429 or time.monotonic() > deadline:
-            break
-        time.sleep(float(answer.headers["Retry-After"]) / 10)
-    assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] == 4
+            "messages": [{"role": "user", "content": "Hello"}]}
+    url = f"{local_cluster.endpoint}/v1/chat/completions"
+    # Six at once on a model that takes one at a time (request_limits=1): the first holds the
+    # place for its 480 tokens while the others arrive.
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        answers = list(pool.map(lambda _: httpx.post(url, json=body, timeout=120), range(6)))
+    served = [a for a in answers if a.status_code == 200]
+    refused = [a for a in answers if a.status_code == 429]
+    assert served and refused and len(served) + len(refused) == 6, [a.text for a in answers]
+    for answer in served:
+        assert answer.json()["usage"]["completion_tokens"] == 480
+    for answer in refused:
+        assert answer.headers["Retry-After"] == "1"
+        error = answer.json()["error"]
+        assert error["type"] == "rate_limit_error" and "limit is 1" in error["message"]
+    # All have finished: the place is free again.
+    again = httpx.post(url, json={**body, "max_tokens": 4}, timeout=60)
+    assert again.status_code == 200 and again.json()["usage"]["completion_tokens"] == 4
 
 
 def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, openai_client, tiny):

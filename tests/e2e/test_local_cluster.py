@@ -25,11 +25,6 @@ def reference_model(minilm_path: str):
 
 
 @pytest.fixture(scope="module")
-def client(local_cluster) -> Client:
-    return Client(local_cluster.endpoint)
-
-
-@pytest.fixture(scope="module")
 def minilm(client: Client, minilm_path: str) -> str:
     uid = client.launch_model(
         "all-MiniLM-L6-v2", model_type="embedding", model_uid="minilm", model_path=minilm_path
