@@ -212,7 +212,8 @@ def list_models(endpoint: str, as_json: bool) -> None:
         _print_json(list(models.values()))
         return
     rows = [[uid, m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
-             str(m["model_size_in_billions"]).replace("_", "."), m["quantization"], m["replica"], m["status"]]
+             str(m["model_size_in_billions"] or "-").replace("_", "."), m["quantization"],
+             m["replica"], m["status"]]
             for uid, m in models.items()]
     _table("Running models", ["UID", "Type", "Name", "Engine", "Format", "Size (B)",
                               "Quantization", "Replicas", "Status"], rows)
