@@ -17,7 +17,14 @@ from fleet.catalogue.registry import Catalogue
 from fleet.cluster.launch_plan import SKIP_MEMORY_CHECK, plan_launch
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.engines.registry import engine_matrix, xinference_engine_params
-from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
+from fleet.errors import (
+    BadRequest,
+    FleetError,
+    InsufficientMemory,
+    LaunchFailed,
+    NotFound,
+    Unavailable,
+)
 from fleet.settings import state_dir, worker_timeout_s
 from fleet.state import read_json, write_json_atomic
 
@@ -254,10 +261,22 @@ class SupervisorActor(xo.StatelessActor):
             if uid in self._models:
                 continue
             try:
-                await self.launch_model(request, wait_ready=False, restored=True)
+                await self._restore_one(uid, request)
                 logger.info("restoring model %s from the last run", uid)
             except FleetError as exc:
                 logger.error("could not restore model %s: %s", uid, exc.message)
+
+    async def _restore_one(self, uid: str, request: dict[str, Any]) -> None:
+        try:
+            await self.launch_model(request, wait_ready=False, restored=True)
+        except InsufficientMemory as exc:
+            # It ran here before: an estimate must not make it vanish from the state file.
+            # Launched anyway, it serves, or fails visibly and stays listed to be dealt with.
+            logger.warning("restoring %s although %s", uid, exc.message)
+            await self.launch_model({**request, SKIP_MEMORY_CHECK: True}, wait_ready=False,
+                                    restored=True)
+            self._models[uid].request.pop(SKIP_MEMORY_CHECK, None)  # not for the next restart
+            self._persist()
 
     def _persist(self) -> None:
         # A first launch that failed is forgotten (the user saw the error); a restored one that

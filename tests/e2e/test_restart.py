@@ -61,6 +61,33 @@ def test_registration_and_launched_model_survive_a_restart(fleet_home, minilm_pa
         third.stop()
 
 
+def test_a_restored_model_that_no_longer_fits_is_tried_and_kept(fleet_home):
+    huge = {"model_name": "huge-llm", "model_ability": ["chat"], "context_length": 4096,
+            "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 500,
+                             "model_id": "example/huge-llm"}]}
+    first = start_local(fleet_home)
+    try:
+        Client(first.endpoint).register_model("LLM", huge, persist=True)
+    finally:
+        assert first.stop() == 0, first.output()
+    # As a previous run would have left it: launched when it fitted (or with the check skipped).
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    state.write_text(json.dumps({"huge": {"model_name": "huge-llm", "model_type": "LLM",
+                                          "model_uid": "huge"}}))
+    second = start_local(fleet_home)
+    try:
+        client = Client(second.endpoint)
+        assert _wait_ready(client, "huge", timeout=60) == "failed"
+        # Tried (its weights cannot be downloaded here), not dropped for its estimate.
+        error = client.describe_model("huge")["error"]
+        assert error.startswith("cannot download example/huge-llm"), error
+        kept = json.loads(state.read_text())
+        assert kept == {"huge": {"model_name": "huge-llm", "model_type": "LLM", "model_uid": "huge"}}
+    finally:
+        second.stop()
+
+
 def _wait_ready(client: Client, uid: str, timeout: float = 120.0) -> str:
     import time
 
