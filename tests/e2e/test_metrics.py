@@ -3,6 +3,8 @@ a terminated model's series go away."""
 
 from __future__ import annotations
 
+import time
+
 import httpx
 
 from tests.metrics_text import scrape, value
@@ -45,10 +47,25 @@ def test_metrics_count_requests_tokens_errors_and_forget_terminated_models(local
     # Unknown models make no series (clients cannot blow up the label space).
     assert not [s for s in samples if s.labels.get("model") == "nobody"]
 
-    used_before = value(samples, "fleet_worker_memory_bytes", state="used")
+    # The launch handed the model the worker's warm spare process, and a new spare is still
+    # importing its libraries: wait until the machine's memory stops moving before comparing.
+    used_before = _settled_used_memory(base)
     http.delete("/v1/models/counted").raise_for_status()
     after = scrape(base)
     assert not [s for s in after if s.labels.get("model") == "counted"]
     # The model's process is gone, and the worker reports its memory back.
     freed = used_before - value(after, "fleet_worker_memory_bytes", state="used")
     assert freed > 100 * 2**20, f"only {freed / 2**20:.0f} MiB freed"
+
+
+def _settled_used_memory(base: str, timeout_s: float = 30.0) -> float:
+    """The worker's used memory once two readings a second apart differ by less than 16 MiB."""
+    deadline = time.monotonic() + timeout_s
+    last = value(scrape(base), "fleet_worker_memory_bytes", state="used")
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = value(scrape(base), "fleet_worker_memory_bytes", state="used")
+        if abs(now - last) < 16 * 2**20:
+            return now
+        last = now
+    return last
