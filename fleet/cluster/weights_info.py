@@ -210,12 +210,24 @@ def _read(handle: BinaryIO, fmt: str) -> Any:
     return struct.unpack(fmt, data)[0]
 
 
+# No GGUF metadata string comes near this (chat templates are tens of KB); a corrupt length
+# must not make the supervisor allocate gigabytes.
+_MAX_STRING = 16 << 20
+
+
+def _read_string(handle: BinaryIO) -> str:
+    length = _read(handle, "<Q")
+    if length > _MAX_STRING:
+        raise ValueError(f"GGUF string of {length} bytes: the file is corrupt")
+    return handle.read(length).decode("utf-8", errors="replace")
+
+
 def _read_value(handle: BinaryIO, kind: int, keep: bool) -> Any:
     """One metadata value; arrays are skipped (None) unless `keep`, strings are always read."""
     if kind in _SCALARS:
         return _read(handle, _SCALARS[kind])
     if kind == _STRING:
-        return handle.read(_read(handle, "<Q")).decode("utf-8", errors="replace")
+        return _read_string(handle)
     if kind != _ARRAY:
         raise ValueError(f"unknown GGUF value type {kind}")
     item_kind, count = _read(handle, "<I"), _read(handle, "<Q")
@@ -241,7 +253,7 @@ def read_gguf_metadata(path: Path, wanted: tuple[str, ...] = ()) -> dict[str, An
         _tensors, count = _read(handle, "<Q"), _read(handle, "<Q")
         metadata: dict[str, Any] = {}
         for _ in range(count):
-            key = handle.read(_read(handle, "<Q")).decode("utf-8", errors="replace")
+            key = _read_string(handle)
             kind = _read(handle, "<I")
             value = _read_value(handle, kind, key.endswith(wanted) if wanted else False)
             if value is not None:

@@ -195,3 +195,11 @@ def test_the_format_is_inferred_from_the_path(tiny_llm, tmp_path):
     assert infer_model_format(str(gguf_folder), family) == "gguf"
     assert infer_model_format(str(tmp_path / "missing"), family) is None
     assert infer_model_format(None, family) is None
+
+
+def test_a_corrupt_gguf_length_is_refused_without_allocating_it(tmp_path):
+    corrupt = tmp_path / "corrupt.gguf"
+    # Magic, version 3, no tensors, one metadata key whose length claims an exabyte.
+    corrupt.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 2**60) + b"general.name")
+    with pytest.raises(ValueError, match="corrupt"):
+        read_gguf_metadata(corrupt)
