@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import statistics
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -93,6 +95,35 @@ async def _one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[
     return first or 0.0, tokens
 
 
+_FIRST_CONTENT = re.compile(rb'"content":"[^"]')
+_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
+
+
+async def _one_stream_lean(url: str, body: dict) -> tuple[float, int]:
+    """The same measurement as `_one_stream` for a fraction of the client's CPU: a raw HTTP/1.1
+    exchange, and the event stream searched as bytes (first content, then the usage) instead of
+    one JSON parse per token. On 2 cores the client's CPU is the engine's loss: httpx and a
+    json.loads per event cost ~0.4 ms a token, 4% of a 100 tok/s stream."""
+    parts = urlsplit(url)
+    payload = json.dumps(body).encode()
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                 "Connection: close\r\n\r\n".encode() + payload)
+    first, head, tail = None, b"", b""
+    while chunk := await reader.read(65536):
+        head = head or chunk
+        if first is None and _FIRST_CONTENT.search(tail + chunk):
+            first = time.perf_counter() - started
+        tail = (tail + chunk)[-4096:]  # the usage event comes last
+    writer.close()
+    counts = _COMPLETION_TOKENS.findall(tail)
+    if not head.startswith(b"HTTP/1.1 200") or not counts:
+        raise RuntimeError(f"the stream failed: {head[:300]!r} ... {tail[-300:]!r}")
+    return first or 0.0, int(counts[-1])
+
+
 async def _closed_loop(url: str, body_for, concurrency: int, duration_s: float) -> dict[str, float]:
     ttfts: list[float] = []
     tokens = 0
@@ -104,7 +135,7 @@ async def _closed_loop(url: str, body_for, concurrency: int, duration_s: float) 
         async def user() -> None:
             nonlocal tokens
             while time.perf_counter() < stop_at:
-                first, generated = await _one_stream(client, url, body_for(next(counter)))
+                first, generated = await _one_stream_lean(url, body_for(next(counter)))
                 ttfts.append(first)
                 tokens += generated
 
