@@ -49,8 +49,10 @@ def gguf_file(path: Path, spec: ModelSpec, quantization: str) -> Path:
     files = sorted(path.glob("*.gguf"))
     # A model split over several files loads from its first part.
     firsts = [f for f in files if "-00001-of-" in f.name]
-    if len(files) == 1 or len(firsts) == 1:
-        return files[0] if len(files) == 1 else firsts[0]
+    if len(files) == 1:
+        return files[0]
+    if len(firsts) == 1:
+        return firsts[0]
     found = ", ".join(f.name for f in files) or "none"
     raise BadRequest(f"{str(path)!r} must hold one GGUF file for quantization {quantization} "
                      f"(found: {found}); pass the file itself as the model path")

@@ -17,6 +17,7 @@ from fleet.cluster.placement import (
     Placement,
     Room,
     place_replicas,
+    wants_gpu,
     worker_room,
     workers_at,
 )
@@ -78,7 +79,7 @@ class LaunchPlan:
         if self.placements:
             return self.placements[0].device
         gpu = any(w.resources.get("gpus") for w in self.workers) and \
-            self.request.get("n_gpu", "auto") not in (None, 0, "0")
+            wants_gpu(self.request.get("n_gpu", "auto"), self.request.get("gpu_idx"))
         return "cuda" if gpu else "cpu"
 
     def rooms(self) -> list[Room]:
@@ -123,7 +124,7 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     n_gpu = request.get("n_gpu", "auto")
     candidates = workers_at(workers, request.get("worker_ip"))
     has_gpu = (any(w.resources.get("gpus") for w in candidates)
-               and n_gpu not in (None, 0, "0")) if candidates else None
+               and wants_gpu(n_gpu, request.get("gpu_idx"))) if candidates else None
     choice = pick_engine(family, request.get("model_engine"), model_format,
                          request.get("model_size_in_billions"), request.get("quantization"),
                          has_gpu=has_gpu)

@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
-from fleet.cluster.download import cache_folder, path_from_uri
-from fleet.cluster.weights_info import ModelShape, inspect_weights
+from fleet.cluster.download import cache_folder
+from fleet.cluster.weights_info import ModelShape, inspect_weights, visible_path
 from fleet.engines.base import EngineInfo
 from fleet.errors import BadRequest
 
@@ -191,11 +191,7 @@ def local_model_path(model_path: str | None, family: BaseFamily, spec: ModelSpec
     complete download in the cache. None when none of them is here."""
     source = model_path or spec.model_uri
     if source:
-        try:
-            path = path_from_uri(source)
-        except BadRequest:
-            return None
-        return path if path.exists() else None
+        return visible_path(source)
     cached = cache_folder(family, spec, quantization)
     return cached if (cached / ".fleet-complete").exists() else None
 

@@ -60,7 +60,8 @@ def _promised(replica: ReplicaRecord, worker: WorkerRecord) -> bool:
     return replica.state == "ready" and (replica.ready_at or 0) > worker.last_heartbeat
 
 
-def _wants_gpu(n_gpu: Any, gpu_idx: Any) -> bool:
+def wants_gpu(n_gpu: Any, gpu_idx: Any = None) -> bool:
+    """Whether a launch takes a GPU where there is one (n_gpu "auto" does)."""
     return gpu_idx is not None or n_gpu not in (None, 0, "0")
 
 
@@ -72,7 +73,7 @@ def worker_room(worker: WorkerRecord, models: Iterable[ModelRecord], demand: Dem
             if r.worker_address == worker.address and r.state in ("launching", "ready")]
     mine = [p for p in pending if p.worker.address == worker.address]
     gpus = worker.resources.get("gpus") or []
-    if gpus and _wants_gpu(demand.n_gpu, demand.gpu_idx):
+    if gpus and wants_gpu(demand.n_gpu, demand.gpu_idx):
         return _gpu_room(worker, gpus, here, mine, demand)
     if demand.needs_gpu:
         return Room(worker.address, "cuda", 0, "", "has no GPU")

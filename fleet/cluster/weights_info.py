@@ -61,10 +61,11 @@ def infer_model_format(model_path: str | None, family: BaseFamily) -> str | None
     GGUF files. None when the path says nothing (or is not visible from here)."""
     if not model_path:
         return None
-    path = _local_path(model_path)
-    if path is None:
+    try:
+        path = path_from_uri(model_path)
+    except BadRequest:
         return None
-    if path.suffix.lower() == ".gguf":
+    if path.suffix.lower() == ".gguf":  # said by its name, even where the file is not visible
         return "gguf"
     if not path.is_dir():
         return None
@@ -74,11 +75,13 @@ def infer_model_format(model_path: str | None, family: BaseFamily) -> str | None
     return folder_formats[0] if folder_formats else None
 
 
-def _local_path(source: str) -> Path | None:
+def visible_path(source: str) -> Path | None:
+    """`source` (a path or file:// URI) when it exists on this machine, else None."""
     try:
-        return path_from_uri(source)
+        path = path_from_uri(source)
     except BadRequest:
         return None
+    return path if path.exists() else None
 
 
 def inspect_weights(path: Path, spec: ModelSpec, quantization: str) -> ModelShape | None:

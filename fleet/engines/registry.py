@@ -21,7 +21,7 @@ from fleet.errors import BadRequest
 # `import sentence_transformers` ~460 MiB, `import xllamacpp` ~30 MiB), rounded up for work
 # buffers. Transformers loads weights as fp32 on CPU and bf16 on GPU (see pick_dtype);
 # sentence-transformers (on Transformers 5) keeps the checkpoint's dtype; llama.cpp maps the
-# GGUF file as it is and reserves an f16 KV cache for all its parallel slots at load.
+# GGUF file as it is and reserves one f16 KV cache at load, shared by its parallel slots.
 
 ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo(
@@ -66,6 +66,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", shared_cache=True),
     ),
 )
+
 
 def _normalized(name: str) -> str:
     return name.lower().replace("-", "_").replace(".", "_")
@@ -168,14 +169,3 @@ def pick_engine(
         code="no_engine",
     )
 
-
-def choose_engine(
-    family: BaseFamily,
-    requested: str | None,
-    model_format: str | None,
-    size: Any,
-    quantization: str | None,
-) -> tuple[EngineInfo, Any, str]:
-    """pick_engine as a tuple (engine, spec, quantization)."""
-    choice = pick_engine(family, requested, model_format, size, quantization)
-    return choice.engine, choice.spec, choice.quantization

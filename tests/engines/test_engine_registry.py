@@ -8,12 +8,17 @@ import pytest
 from fleet.catalogue.registry import builtin_families, parse_family
 from fleet.engines import registry
 from fleet.engines.registry import (
-    choose_engine,
     engine_matrix,
     pick_engine,
     xinference_engine_params,
 )
 from fleet.errors import BadRequest
+
+
+def choose_engine(*args):
+    """(engine, spec, quantization) of pick_engine's choice."""
+    choice = pick_engine(*args)
+    return choice.engine, choice.spec, choice.quantization
 
 
 def test_embedding_model_gets_sentence_transformers():
