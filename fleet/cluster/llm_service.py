@@ -148,9 +148,11 @@ class LLMService:
         return start, end, prompt.rstrip().endswith(start)
 
     # ---- serving -------------------------------------------------------------------------
-    def _submit(self, kind: str, body: dict[str, Any], streamed: bool) -> tuple[str, _Stream]:
+    async def _submit(self, kind: str, body: dict[str, Any], streamed: bool) -> tuple[str, _Stream]:
         self._forget_abandoned()
-        request, stream = self._prepare(kind, body)
+        # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
+        # HTTP call) must not hold back the tokens of the streams already running.
+        request, stream = await asyncio.to_thread(self._prepare, kind, body)
         stream.streamed = streamed
         self.scheduler.submit(request)
         self._streams[request.request_id] = stream
@@ -158,7 +160,7 @@ class LLMService:
 
     async def complete(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A whole answer: {"choices": [...], "usage": {...}}."""
-        stream_id, stream = self._submit(kind, body, streamed=False)
+        stream_id, stream = await self._submit(kind, body, streamed=False)
         try:
             while not stream.done:
                 stream.ready.clear()
@@ -171,8 +173,8 @@ class LLMService:
             raise Unavailable(stream.error)
         return {"choices": [c.result() for c in stream.choices], "usage": stream.usage}
 
-    def start(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        stream_id, stream = self._submit(kind, body, streamed=True)
+    async def start(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+        stream_id, stream = await self._submit(kind, body, streamed=True)
         return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
 
     async def next_chunks(self, stream_id: str) -> dict[str, Any]:

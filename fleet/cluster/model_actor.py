@@ -236,9 +236,9 @@ class ModelActor(xo.StatelessActor):
         self._requests_served += 1
         return result
 
-    def start_stream(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def start_stream(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """Start a streamed answer; poll it with `next_chunks(stream_id)`."""
-        started = self._require_llm(kind).start(kind, body)
+        started = await self._require_llm(kind).start(kind, body)
         self._requests_served += 1
         return started
 
