@@ -24,7 +24,7 @@ from typing import Any
 
 from fleet.errors import TooManyRequests
 from fleet.generation.detokenizer import IncrementalDetokenizer
-from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
+from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import Events, GenerationRequest, SchedulerStats, choice_params
 from fleet.generation.stops import StopStringMatcher
 
@@ -192,14 +192,10 @@ class GenerationScheduler:
             return
         for sequence in joining:
             self._running[sequence.seq_id] = sequence
-        params = [self._seeded(s) for s in joining]
-        choices = self._engine.prefill([NewSequence(s.seq_id, s.request.prompt_ids, p)
-                                        for s, p in zip(joining, params, strict=True)])
+        choices = self._engine.prefill([
+            NewSequence(s.seq_id, s.request.prompt_ids, choice_params(s.params, s.index))
+            for s in joining])
         self._handle(choices, events)
-
-    @staticmethod
-    def _seeded(sequence: _Sequence) -> SamplingParams:
-        return choice_params(sequence.params, sequence.index)
 
     def _handle(self, choices: list[TokenChoice], events: dict[GenerationRequest, Events]) -> None:
         finished = []
