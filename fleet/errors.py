@@ -57,3 +57,8 @@ class TooManyRequests(FleetError):
     status_code = 429
     error_type = "rate_limit_error"
     retry_after_s = 1
+
+
+class PayloadTooLarge(FleetError):
+    status_code = 413
+    error_type = "invalid_request_error"

@@ -27,6 +27,18 @@ from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
 
 logger = logging.getLogger(__name__)
 
+# Requests that the API may send in groups (ModelActor.call_many).
+_GROUPABLE = frozenset({"embed", "rerank"})
+
+
+def _portable(error: BaseException) -> FleetError:
+    """An error that crosses back to the API whatever it was (any engine exception may not
+    pickle); Fleet's own errors keep their HTTP meaning."""
+    if isinstance(error, FleetError):
+        return error
+    logger.error("request failed: %s: %s", type(error).__name__, error)
+    return FleetError(f"{type(error).__name__}: {error}")
+
 
 class ModelActor(xo.StatelessActor):
     def __init__(self, replica_uid: str, launch: dict[str, Any]):
@@ -216,6 +228,17 @@ class ModelActor(xo.StatelessActor):
         rows = await self._batcher.submit(pairs, cost)
         self._requests_served += 1
         return [score for score, _ in rows], sum(tokens for _, tokens in rows)
+
+    async def call_many(self, method: str,
+                        calls: list[tuple]) -> list[tuple[FleetError | None, Any]]:
+        """Several requests of one kind in one actor message (the API groups those that arrive
+        together, see fleet.api.routing): each gets its own answer or its own error."""
+        if method not in _GROUPABLE:
+            raise BadRequest(f"{method} calls cannot be grouped")
+        outcomes = await asyncio.gather(*(getattr(self, method)(*args) for args in calls),
+                                        return_exceptions=True)
+        return [(_portable(o), None) if isinstance(o, BaseException) else (None, o)
+                for o in outcomes]
 
     # ---- chat and completions ----------------------------------------------------------
     def _require_llm(self, kind: str) -> LLMService:

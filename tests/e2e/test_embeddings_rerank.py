@@ -48,6 +48,23 @@ def test_64_concurrent_requests_get_exactly_the_in_process_vectors(http, client,
     assert batch["max_size"] > 1  # they really shared engine calls
 
 
+def test_bad_requests_among_concurrent_good_ones_fail_alone(http, minilm, reference):
+    """Requests that arrive together share an actor message and an engine batch; one that
+    fails in either must not take its neighbours down with it."""
+    bodies = [{"model": minilm, "input": text} for text in SENTENCES[:12]]
+    bodies[3] = {"model": minilm, "input": [5, 99999999]}  # fails inside the engine's batch
+    bodies[7] = {"model": minilm, "input": "x", "dimensions": 7}  # fails before batching
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        responses = list(pool.map(lambda b: http.post("/v1/embeddings", json=b), bodies))
+    assert [r.status_code for r in responses] == [400 if i in (3, 7) else 200 for i in range(12)]
+    assert "token ids must be in" in responses[3].json()["error"]["message"]
+    assert "dimensions=7" in responses[7].json()["error"]["message"]
+    good = [i for i in range(12) if i not in (3, 7)]
+    got = np.array([responses[i].json()["data"][0]["embedding"] for i in good], dtype=np.float32)
+    expected = reference.encode([SENTENCES[i] for i in good], convert_to_numpy=True)
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+
 def test_langchain_and_llamaindex_embeddings(local_cluster, minilm, reference):
     from langchain_openai import OpenAIEmbeddings
     from llama_index.embeddings.openai_like import OpenAILikeEmbedding
