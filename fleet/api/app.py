@@ -14,6 +14,7 @@ from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.protocol import EmbeddingRequest, RerankRequest
+from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.routing import ReplicaRouter
 from fleet.settings import metrics_enabled
 
@@ -84,5 +85,11 @@ def create_app(supervisor: Any, supervisor_address: str) -> Any:
         FastRoute("/v1/embeddings", EmbeddingRequest,
                   lambda body: routes_embeddings.embeddings(cluster, body)),
         FastRoute("/v1/rerank", RerankRequest, lambda body: routes_rerank.rerank(cluster, body)),
+        FastRoute("/v1/chat/completions", ChatCompletionRequest,
+                  lambda body: routes_generation.generation(cluster, body, "chat"),
+                  watch_disconnect=True),
+        FastRoute("/v1/completions", CompletionRequest,
+                  lambda body: routes_generation.generation(cluster, body, "completion"),
+                  watch_disconnect=True),
     ])
     return HttpLatencyMiddleware(front, metrics) if metrics.enabled else front

@@ -1,5 +1,6 @@
-"""A lean front for the API's busiest routes, the small JSON requests that retrieval pipelines
-send in bursts (embeddings, rerank).
+"""A lean front for the API's busiest routes: the small JSON requests that retrieval pipelines
+send in bursts (embeddings, rerank), and chat and completions, whose streams send an event per
+token.
 
 Why: on a small machine the engine and the API share the cores, so the API's CPU per request is
 taken from the engine. FastAPI's per-request machinery (its middleware stack, matching the path
@@ -7,14 +8,17 @@ against every route, dependency solving, a second JSON parse into dicts before v
 about 0.3 ms of CPU per request, measured with py-spy under load: with MiniLM, whose batched
 engine time is about 2 ms a request on two cores, that alone was a tenth of the throughput.
 This front answers the POST routes it is given itself: raw body -> pydantic's own JSON validation
-(the same request models) -> the route's handler -> bytes, with the same error bodies as the rest
-of the API. Every other request goes on to FastAPI, where these routes are declared as well, so
-/docs describes them."""
+(the same request models) -> the route's handler -> bytes or a stream of events, with the same
+error bodies as the rest of the API. Streams go straight to the server, one `send` per event
+(Starlette's StreamingResponse adds a task group and four middleware layers to every token).
+Every other request goes on to FastAPI, where these routes are declared as well, so /docs
+describes them."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,12 +37,28 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
 @dataclass(frozen=True)
+class EventStream:
+    """A streamed answer: server-sent events to write as they come."""
+
+    events: AsyncIterator[bytes]
+    headers: tuple[tuple[str, str], ...] = (("content-type", "text/event-stream"),
+                                            ("cache-control", "no-cache"),
+                                            ("x-accel-buffering", "no"))
+
+
+@dataclass(frozen=True)
 class FastRoute:
-    """`handler(validated_body) -> JSON bytes`; `path` also names the route in the metrics."""
+    """`handler(validated_body) -> JSON bytes or an EventStream`; `path` also names the route
+    in the metrics. With `watch_disconnect` the answer is cancelled when the client leaves
+    (generation: the replica then stops generating for it)."""
 
     path: str
     body_model: type[BaseModel]
-    handler: Callable[[Any], Awaitable[bytes]]
+    handler: Callable[[Any], Awaitable[bytes | EventStream]]
+    watch_disconnect: bool = False
+
+
+_Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 class FastJsonRoutes:
@@ -56,26 +76,41 @@ class FastJsonRoutes:
             await self._app(scope, receive, send)
             return
         scope["route"] = route  # what the latency middleware labels the request with
-        status, body, headers = await self._answer(route, receive)
-        await send({"type": "http.response.start", "status": status,
-                    "headers": _JSON_HEADERS + headers})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _answer(self, route: FastRoute,
-                      receive: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
         try:
-            raw = await self._read_body(receive)
-            return 200, await route.handler(route.body_model.model_validate_json(raw)), []
-        except ValidationError as exc:
-            return 400, _error(validation_message(exc.errors()), "invalid_request_error"), []
-        except FleetError as exc:
-            headers = [(k.lower().encode(), v.encode())
-                       for k, v in (retry_headers(exc) or {}).items()]
-            return exc.status_code, _error(exc.message, exc.error_type, exc.code), headers
+            body = route.body_model.model_validate_json(await self._read_body(receive))
         except Exception as exc:
-            logger.exception("unhandled error on %s", route.path)
-            return 500, _error(f"internal error: {type(exc).__name__}: {exc}",
-                               "internal_error"), []
+            await _send_reply(send, _failure(route, exc))
+            return
+        if not route.watch_disconnect:
+            await self._reply(route, body, send)
+            return
+        work = asyncio.ensure_future(self._reply(route, body, send))
+        watch = asyncio.ensure_future(_client_gone(receive))
+        try:
+            await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watch.cancel()
+            if not work.done():  # the client left, or the server is stopping
+                work.cancel()
+                await asyncio.gather(work, return_exceptions=True)
+
+    async def _reply(self, route: FastRoute, body: BaseModel, send: Any) -> None:
+        try:
+            answer = await route.handler(body)
+        except Exception as exc:
+            await _send_reply(send, _failure(route, exc))
+            return
+        if isinstance(answer, bytes):
+            await _send_reply(send, (200, answer, []))
+            return
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(k.encode(), v.encode()) for k, v in answer.headers]})
+        try:
+            async for event in answer.events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        finally:
+            await answer.events.aclose()  # runs the stream's clean-up however this ends
+        await send({"type": "http.response.body", "body": b""})
 
     async def _read_body(self, receive: Any) -> bytes:
         chunks: list[bytes] = []
@@ -92,6 +127,29 @@ class FastJsonRoutes:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _client_gone(receive: Any) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _send_reply(send: Any, reply: _Reply) -> None:
+    status, body, headers = reply
+    await send({"type": "http.response.start", "status": status,
+                "headers": _JSON_HEADERS + headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _failure(route: FastRoute, exc: Exception) -> _Reply:
+    """The error reply for what a request raised, in the shape fleet.api.errors gives."""
+    if isinstance(exc, ValidationError):
+        return 400, _error(validation_message(exc.errors()), "invalid_request_error"), []
+    if isinstance(exc, FleetError):
+        headers = [(k.lower().encode(), v.encode()) for k, v in (retry_headers(exc) or {}).items()]
+        return exc.status_code, _error(exc.message, exc.error_type, exc.code), headers
+    logger.error("unhandled error on %s", route.path, exc_info=exc)
+    return 500, _error(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), []
 
 
 def _error(message: str, error_type: str, code: str | None = None) -> bytes:

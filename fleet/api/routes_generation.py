@@ -8,16 +8,20 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
 from fleet.api.disconnect import cancel_on_disconnect
+from fleet.api.fast_routes import EventStream
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
 from fleet.errors import FleetError
+
+if TYPE_CHECKING:
+    from fleet.api.app import ClusterHandle
 
 router = APIRouter()
 
@@ -46,20 +50,27 @@ class _Envelope:
                 "system_fingerprint": None, **fields}
 
 
-async def _serve(request: Request, body: ChatCompletionRequest | CompletionRequest,
-                 kind: str) -> Response:
-    router_ = request.app.state.cluster.router
+async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | CompletionRequest,
+                     kind: str) -> bytes | EventStream:
+    """The answer to one chat ("chat") or completion ("completion") request: the whole JSON,
+    or the stream (served by fleet.api.fast_routes)."""
     endpoint = "chat_completions" if kind == "chat" else "completions"
     envelope = _Envelope(kind, body.model)
     if not body.stream:
-        result = await router_.call(body.model, endpoint, "generate", kind, body.engine_body(),
-                                    tokens=_usage_tokens)
+        result = await cluster.router.call(body.model, endpoint, "generate", kind,
+                                           body.engine_body(), tokens=_usage_tokens)
         payload = envelope.wrap(envelope.whole, choices=result["choices"], usage=result["usage"])
-        return Response(orjson.dumps(payload), media_type="application/json")
-    stream = await router_.open_stream(body.model, endpoint, kind, body.engine_body())
-    return StreamingResponse(_events(stream, envelope, body.n, body.include_usage),
-                             media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return orjson.dumps(payload)
+    stream = await cluster.router.open_stream(body.model, endpoint, kind, body.engine_body())
+    return EventStream(_events(stream, envelope, body.n, body.include_usage))
+
+
+async def _serve(request: Request, body: ChatCompletionRequest | CompletionRequest,
+                 kind: str) -> Response:
+    answer = await generation(request.app.state.cluster, body, kind)
+    if isinstance(answer, bytes):
+        return Response(answer, media_type="application/json")
+    return StreamingResponse(answer.events, headers=dict(answer.headers))
 
 
 async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
@@ -97,6 +108,8 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
         stream.abandon()  # a no-op after a normal end; cancels generation if the client left
 
 
+# Requests are answered by fleet.api.fast_routes before they reach FastAPI; these routes describe
+# the endpoints in /docs and serve the same answers if that front is not there.
 @router.post("/v1/chat/completions")
 @cancel_on_disconnect
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:

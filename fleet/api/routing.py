@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-from collections.abc import Callable
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import xoscar as xo
@@ -21,6 +22,7 @@ from xoscar.errors import ActorNotExist, ServerClosed
 
 from fleet.api.metrics import FleetMetrics
 from fleet.api.streams import Replica, ReplicaStream
+from fleet.api.token_channels import StreamInbox, TokenChannels
 from fleet.errors import FleetError, Unavailable
 
 logger = logging.getLogger(__name__)
@@ -34,6 +36,7 @@ class ReplicaRouter:
     def __init__(self, supervisor: Any, metrics: FleetMetrics):
         self._supervisor = supervisor
         self._metrics = metrics
+        self._channels = TokenChannels()
         self._routes: dict[str, tuple[list[Replica], itertools.cycle]] = {}
         self._open_groups: dict[tuple[str, str], list[tuple[tuple, asyncio.Future]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -54,12 +57,15 @@ class ReplicaRouter:
             self._routes[uid] = cached
         return cached
 
-    async def _call_once_more_if_stale(self, uid: str, method: str, args: tuple) -> Any:
+    async def _call_once_more_if_stale(
+            self, uid: str, call: Callable[[Replica], Awaitable[Any]]) -> tuple[Any, Replica]:
+        """`call(replica)` on the next replica (round robin), and once more on a fresh route if
+        that replica is gone."""
         for attempt in (1, 2):
             replicas, turn = await self._replicas(uid)
             replica = replicas[next(turn) % len(replicas)]
             try:
-                return await getattr(replica.ref, method)(*args), replica
+                return await call(replica), replica
             except _STALE_ROUTE_ERRORS as exc:
                 logger.warning("replica of %s unreachable (%s); refreshing route", uid, exc)
                 self.invalidate(uid)
@@ -88,11 +94,12 @@ class ReplicaRouter:
                              group: list[tuple[tuple, asyncio.Future]]) -> None:
         try:
             if len(group) == 1:
-                result, replica = await self._call_once_more_if_stale(uid, method, group[0][0])
+                result, replica = await self._call_once_more_if_stale(
+                    uid, lambda r: getattr(r.ref, method)(*group[0][0]))
                 outcomes: list[tuple[Exception | None, Any]] = [(None, result)]
             else:
                 outcomes, replica = await self._call_once_more_if_stale(
-                    uid, "call_many", (method, [args for args, _ in group]))
+                    uid, lambda r: r.ref.call_many(method, [args for args, _ in group]))
         except BaseException as exc:  # the whole group failed: every caller hears why
             for _, future in group:
                 if not future.done():
@@ -106,16 +113,14 @@ class ReplicaRouter:
             else:
                 future.set_result((result, replica))
 
-    async def _counted_call(self, uid: str, endpoint: str, method: str, args: tuple,
-                            grouped: bool = False) -> tuple[float, Any, Replica]:
+    async def _counted_call(self, uid: str, endpoint: str,
+                            call: Callable[[], Awaitable[tuple[Any, Replica]]]
+                            ) -> tuple[float, Any, Replica]:
         """The call, with the request counted as started, and as failed if it raises."""
         await self._replicas(uid)  # unknown uids fail here, before they make a metric series
         started = self._metrics.request_started(uid, endpoint)
         try:
-            if grouped:
-                result, replica = await self._grouped_call(uid, method, args)
-            else:
-                result, replica = await self._call_once_more_if_stale(uid, method, args)
+            result, replica = await call()
         except FleetError as exc:
             self._metrics.request_failed(uid, endpoint, exc.error_type)
             raise
@@ -129,11 +134,25 @@ class ReplicaRouter:
 
     async def open_stream(self, uid: str, endpoint: str, kind: str,
                           body: dict[str, Any]) -> ReplicaStream:
-        """Start a streamed answer on the next replica; the stream reports its own metrics."""
-        started, opened, replica = await self._counted_call(uid, endpoint, "start_stream",
-                                                            (kind, body))
+        """Start a streamed answer on the next replica, its tokens pushed over the replica's
+        token channel (or polled when there is none); the stream reports its own metrics."""
+
+        async def start(replica: Replica) -> tuple[dict[str, Any], StreamInbox | None]:
+            channel = await self._channels.for_replica(replica.replica_uid, replica.ref)
+            if channel is None:
+                return await replica.ref.start_stream(kind, body), None
+            stream_id = uuid.uuid4().hex
+            inbox = channel.watch(stream_id)
+            try:
+                return await replica.ref.start_stream(kind, body, (channel.token, stream_id)), inbox
+            except BaseException:
+                inbox.close()
+                raise
+
+        started, (opened, inbox), replica = await self._counted_call(
+            uid, endpoint, lambda: self._call_once_more_if_stale(uid, start))
         return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
-                             started, self._metrics)
+                             started, self._metrics, inbox)
 
     async def call(self, uid: str, endpoint: str, method: str, *args: Any,
                    tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0),
@@ -142,7 +161,12 @@ class ReplicaRouter:
         `tokens(result)` gives (prompt, generated) token counts for the metrics; `grouped`
         lets the call share its actor message with others (see the top; the replica must accept
         `method` in `call_many`)."""
-        started, result, replica = await self._counted_call(uid, endpoint, method, args, grouped)
+        if grouped:
+            call = lambda: self._grouped_call(uid, method, args)  # noqa: E731
+        else:
+            call = lambda: self._call_once_more_if_stale(  # noqa: E731
+                uid, lambda r: getattr(r.ref, method)(*args))
+        started, result, replica = await self._counted_call(uid, endpoint, call)
         prompt, generated = tokens(result)
         self._metrics.request_finished(uid, endpoint, started, replica.replica_uid,
                                        replica.worker, prompt, generated)

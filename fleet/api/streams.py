@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.api.metrics import FleetMetrics
+from fleet.api.token_channels import StreamInbox
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +24,8 @@ class Replica:
 
 class ReplicaStream:
     def __init__(self, model: str, endpoint: str, replica: Replica, stream_id: str,
-                 prompt_tokens: int, started: float, metrics: FleetMetrics):
+                 prompt_tokens: int, started: float, metrics: FleetMetrics,
+                 inbox: StreamInbox | None = None):
         self.model = model
         self.endpoint = endpoint
         self.replica = replica
@@ -31,12 +33,16 @@ class ReplicaStream:
         self.prompt_tokens = prompt_tokens
         self._started = started
         self._metrics = metrics
+        self._inbox = inbox  # where the replica pushes the chunks; None: they are polled
         self._first_token_at: float | None = None
         self._closed = False
 
     async def next(self) -> dict[str, Any]:
         """{"chunks": [...], "done": bool, "usage": {...} when done}."""
-        polled = await self.replica.ref.next_chunks(self.stream_id)
+        if self._inbox is not None:
+            polled = await self._inbox.next()
+        else:
+            polled = await self.replica.ref.next_chunks(self.stream_id)
         if polled["chunks"] and self._first_token_at is None:
             self._first_token_at = time.perf_counter()
             self._metrics.first_token(self.model, self._started)
@@ -58,6 +64,8 @@ class ReplicaStream:
     def abandon(self) -> asyncio.Task | None:
         """The client left: stop generating for it. Runs as its own task, because the caller
         is usually being cancelled and could not await anything itself."""
+        if self._inbox is not None:
+            self._inbox.close()
         if self._closed:
             return None
         self.failed("client_disconnected")

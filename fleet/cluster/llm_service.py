@@ -4,21 +4,25 @@ chunks. The scheduler is Fleet's continuous-batching loop for step-wise engines,
 own when it batches by itself (`make_scheduler`, see fleet.engines.base.LLMEngine); either way the
 prompt is rendered and tokenized here, the same way for every engine.
 
-A streamed request is a stream id the API polls (`next_chunks`): each poll returns everything
-produced since the last one, so a slow reader gets tokens in bunches instead of one message per
-token, and a client that goes away is cancelled explicitly (`cancel`), not by garbage collection."""
+A streamed request has a stream id. Its chunks are pushed to the API over the API's token channel
+(fleet.cluster.token_push) as they are made, or, when the API has no channel to this replica,
+polled (`next_chunks`): each poll returns everything produced since the last one, so a slow
+reader gets tokens in bunches. A client that goes away is cancelled explicitly (`cancel`), and a
+closed channel cancels the streams it carried, not garbage collection."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.catalogue.schemas import LLMFamily
 from fleet.cluster.generation_scheduler import GenerationScheduler
+from fleet.cluster.token_push import TokenPushServer
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
@@ -42,6 +46,8 @@ class _Stream:
     error: str | None = None
     streamed: bool = False
     polled_at: float = field(default_factory=time.monotonic)
+    channel: str | None = None  # the API's token channel the chunks are pushed to, if any
+    on_update: Callable[[], None] | None = None
 
     def deliver(self, events: Events) -> None:
         for event in events:
@@ -58,6 +64,8 @@ class _Stream:
                     self.completion_tokens += event["completion_tokens"]
                     self.chunks.append(choice.finish(event["finish_reason"]))
         self.ready.set()
+        if self.on_update is not None:
+            self.on_update()
 
     @property
     def usage(self) -> dict[str, int]:
@@ -82,8 +90,10 @@ class LLMService:
         # The scheduler owns the engine's thread from now on.
         self._loop_future = loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}
+        self.push = TokenPushServer(self._channel_lost)
 
     def close(self) -> None:
+        self.push.close()
         self.scheduler.stop()
 
     # ---- building a request --------------------------------------------------------------
@@ -148,12 +158,21 @@ class LLMService:
         return start, end, prompt.rstrip().endswith(start)
 
     # ---- serving -------------------------------------------------------------------------
-    async def _submit(self, kind: str, body: dict[str, Any], streamed: bool) -> tuple[str, _Stream]:
+    async def _submit(self, kind: str, body: dict[str, Any], streamed: bool,
+                      push: tuple[str, str] | None = None) -> tuple[str, _Stream]:
         self._forget_abandoned()
         # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
         # HTTP call) must not hold back the tokens of the streams already running.
         request, stream = await asyncio.to_thread(self._prepare, kind, body)
         stream.streamed = streamed
+        if push is not None:
+            channel, request.request_id = push
+            if request.request_id in self._streams:
+                raise BadRequest(f"stream {request.request_id} already exists")
+            if not self.push.has_channel(channel):
+                raise Unavailable("the API's token channel to this replica is closed")
+            stream.channel = channel
+            stream.on_update = lambda: self._push_update(request.request_id, stream)
         self.scheduler.submit(request)
         self._streams[request.request_id] = stream
         return request.request_id, stream
@@ -173,9 +192,31 @@ class LLMService:
             raise Unavailable(stream.error)
         return {"choices": [c.result() for c in stream.choices], "usage": stream.usage}
 
-    async def start(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        stream_id, stream = await self._submit(kind, body, streamed=True)
+    async def start(self, kind: str, body: dict[str, Any],
+                    push: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Start a streamed answer. With `push` = (channel, stream id chosen by the API), its
+        chunks go to that token channel; without, the API polls `next_chunks`."""
+        stream_id, stream = await self._submit(kind, body, streamed=True, push=push)
         return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
+
+    def _push_update(self, stream_id: str, stream: _Stream) -> None:
+        if not stream.chunks and not stream.done:
+            return  # e.g. text held back while it may still become a stop string
+        chunks, stream.chunks = stream.chunks, []
+        frame: dict[str, Any] = {"stream": stream_id, "chunks": chunks, "done": stream.done}
+        if stream.done:
+            self._streams.pop(stream_id, None)
+            if stream.error:
+                frame["error"] = stream.error
+            else:
+                frame["usage"] = stream.usage
+        if not self.push.push(stream.channel or "", frame):
+            self.cancel(stream_id)  # its reader is gone
+
+    def _channel_lost(self, channel: str) -> None:
+        for stream_id, stream in list(self._streams.items()):
+            if stream.channel == channel:
+                self.cancel(stream_id)
 
     async def next_chunks(self, stream_id: str) -> dict[str, Any]:
         """Chunk choices produced since the last poll (waiting for at least one); `usage` is
@@ -202,7 +243,7 @@ class LLMService:
     def _forget_abandoned(self) -> None:
         now = time.monotonic()
         for stream_id, stream in list(self._streams.items()):
-            if stream.streamed and now - stream.polled_at > ABANDONED_AFTER_S:
+            if stream.streamed and stream.channel is None and now - stream.polled_at > ABANDONED_AFTER_S:
                 self.cancel(stream_id)
 
     def stats(self) -> dict[str, int]:

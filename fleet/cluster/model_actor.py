@@ -120,6 +120,7 @@ class ModelActor(xo.StatelessActor):
                        "request_limits": self._launch.get("request_limits")}
             self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
                                    self._executor)
+            await self._llm.push.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
 
@@ -259,9 +260,15 @@ class ModelActor(xo.StatelessActor):
         self._requests_served += 1
         return result
 
-    async def start_stream(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """Start a streamed answer; poll it with `next_chunks(stream_id)`."""
-        started = await self._require_llm(kind).start(kind, body)
+    def token_push_address(self) -> str | None:
+        """Where the API connects to have streamed tokens pushed (fleet.cluster.token_push)."""
+        return self._llm.push.address if self._llm is not None else None
+
+    async def start_stream(self, kind: str, body: dict[str, Any],
+                           push: tuple[str, str] | None = None) -> dict[str, Any]:
+        """Start a streamed answer: pushed to the API's token channel `push` = (channel, stream
+        id), or polled with `next_chunks(stream_id)`."""
+        started = await self._require_llm(kind).start(kind, body, push)
         self._requests_served += 1
         return started
 

@@ -1,0 +1,171 @@
+"""The API's end of the token channels (fleet.cluster.token_push): one connection per replica,
+shared by every stream read from it, each stream's frames kept in its own inbox until the route
+that writes it to the client asks for them.
+
+If a replica's channel cannot be opened (an older replica, a port the network does not let
+through), streams from it are polled over actor calls instead, as they always could be; the
+channel is tried again a minute later."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fleet.cluster.token_push import encode_frame, read_frame
+from fleet.errors import Unavailable
+
+logger = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 5.0
+RETRY_AFTER_S = 60.0
+
+
+class StreamInbox:
+    """Frames of one stream, merged for the reader: `{"chunks", "done", "usage"}`."""
+
+    def __init__(self, on_close: Callable[[], None] = lambda: None) -> None:
+        self._on_close = on_close
+        self._chunks: list[dict[str, Any]] = []
+        self._done = False
+        self._usage: dict[str, int] | None = None
+        self._error: str | None = None
+        self._arrived = asyncio.Event()
+
+    def add(self, frame: dict[str, Any]) -> None:
+        self._chunks.extend(frame["chunks"])
+        if frame["done"]:
+            self._done = True
+            self._usage = frame.get("usage")
+            self._error = frame.get("error")
+        self._arrived.set()
+
+    def close(self) -> None:
+        """Its reader has gone: frames still on their way are dropped."""
+        self._on_close()
+
+    def fail(self, reason: str) -> None:
+        self._done, self._error = True, reason
+        self._arrived.set()
+
+    async def next(self) -> dict[str, Any]:
+        """Everything that arrived since the last call (waiting for something)."""
+        if not self._chunks and not self._done:
+            self._arrived.clear()
+            await self._arrived.wait()
+        chunks, self._chunks = self._chunks, []
+        if self._done and self._error is not None:
+            raise Unavailable(self._error)
+        if self._done:
+            return {"chunks": chunks, "done": True, "usage": self._usage}
+        return {"chunks": chunks, "done": False}
+
+
+class TokenChannel:
+    """One open connection to a replica's token push server."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, token: str):
+        self.token = token
+        self._writer = writer
+        self._inboxes: dict[str, StreamInbox] = {}
+        self.closed = False
+        self._reading = asyncio.create_task(self._read_frames(reader))
+
+    @classmethod
+    async def open(cls, address: str) -> TokenChannel:
+        host, port = address.rsplit(":", 1)
+        token = secrets.token_hex(16)
+        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)),
+                                                CONNECT_TIMEOUT_S)
+        try:
+            writer.write(encode_frame({"channel": token}))
+            reply = await asyncio.wait_for(read_frame(reader), CONNECT_TIMEOUT_S)
+            if not reply.get("ready"):
+                raise ConnectionError(f"unexpected greeting {reply!r}")
+        except BaseException:
+            writer.close()
+            raise
+        return cls(reader, writer, token)
+
+    def watch(self, stream_id: str) -> StreamInbox:
+        """An inbox for a stream about to start (registered first: its first frame may come
+        before the answer to the call that starts it)."""
+        if self.closed:
+            raise Unavailable("the token channel to this replica closed")
+        inbox = self._inboxes[stream_id] = StreamInbox(lambda: self._inboxes.pop(stream_id, None))
+        return inbox
+
+    def close(self) -> None:
+        self._reading.cancel()
+        self._writer.close()
+
+    async def _read_frames(self, reader: asyncio.StreamReader) -> None:
+        reason = "the replica closed its token channel"
+        try:
+            while True:
+                frame = await read_frame(reader)
+                inbox = self._inboxes.get(frame["stream"])
+                if inbox is None:
+                    continue  # a stream its reader has given up on
+                inbox.add(frame)
+                if frame["done"]:
+                    del self._inboxes[frame["stream"]]
+        except asyncio.CancelledError:
+            reason = "the API closed the token channel"
+        except (asyncio.IncompleteReadError, ConnectionError, OSError, ValueError) as exc:
+            reason = f"the token channel to the replica broke: {type(exc).__name__}: {exc}"
+        finally:
+            self.closed = True
+            self._writer.close()
+            for inbox in self._inboxes.values():
+                inbox.fail(reason)
+            self._inboxes.clear()
+
+
+class TokenChannels:
+    """The API's channels, one per replica, opened on first use."""
+
+    def __init__(self) -> None:
+        self._open: dict[str, TokenChannel] = {}
+        self._opening: dict[str, asyncio.Task[TokenChannel | None]] = {}
+        self._failed_at: dict[str, float] = {}
+
+    async def for_replica(self, replica_uid: str, ref: Any) -> TokenChannel | None:
+        """The replica's channel, or None: then its streams are polled."""
+        channel = self._open.get(replica_uid)
+        if channel is not None and not channel.closed:
+            return channel
+        if time.monotonic() - self._failed_at.get(replica_uid, -RETRY_AFTER_S) < RETRY_AFTER_S:
+            return None
+        task = self._opening.get(replica_uid)
+        if task is None:  # one connection attempt at a time per replica
+            task = self._opening[replica_uid] = asyncio.create_task(self._connect(replica_uid, ref))
+            task.add_done_callback(lambda _: self._opening.pop(replica_uid, None))
+        return await asyncio.shield(task)
+
+    async def _connect(self, replica_uid: str, ref: Any) -> TokenChannel | None:
+        try:
+            address = await ref.token_push_address()
+            if not address:
+                raise ConnectionError("the replica has no token channel")
+            channel = await TokenChannel.open(address)
+        except Exception as exc:
+            logger.warning("no token channel to replica %s (%s); its streams are polled",
+                           replica_uid, exc)
+            self._failed_at[replica_uid] = time.monotonic()
+            return None
+        # Channels of replicas that have ended are dropped here, as new ones open.
+        self._open = {uid: c for uid, c in self._open.items() if not c.closed}
+        self._open[replica_uid] = channel
+        return channel
+
+    def close(self, replica_uid: str | None = None) -> None:
+        """Close one replica's channel (it was terminated), or all of them."""
+        uids = [replica_uid] if replica_uid is not None else list(self._open)
+        for uid in uids:
+            channel = self._open.pop(uid, None)
+            if channel is not None:
+                channel.close()
