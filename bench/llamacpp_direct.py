@@ -89,22 +89,28 @@ def _closed_loop(server: Any, body_for: Callable[[int], dict[str, Any]], concurr
             "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1)}
 
 
-def direct_llamacpp(model_path: str, duration_s: float, question: Callable[[int], str],
-                    new_tokens: int, parallel: int) -> tuple[dict[str, dict[str, float]], dict[str, int]]:
-    """Results per concurrency, and the logit_bias that keeps answers going (for the Fleet run)."""
-    server = _server(model_path, parallel)
-    no_end = _end_of_turn_bias(server)
+class DirectLlamaCpp:
+    """The file on xllamacpp alone, kept loaded beside Fleet's replica so that the two can be
+    measured in alternating windows (an idle llama.cpp server sleeps: it takes no CPU from the
+    Fleet windows)."""
 
-    def body_for(i: int) -> dict[str, Any]:
-        return {"messages": [{"role": "user", "content": question(i)}], "stream": True,
-                "stream_options": {"include_usage": True}, "max_tokens": new_tokens,
-                "temperature": 0, "logit_bias": no_end}
+    def __init__(self, model_path: str, question: Callable[[int], str], new_tokens: int,
+                 parallel: int):
+        self._server = _server(model_path, parallel)
+        self.no_end = _end_of_turn_bias(self._server)
+        self._question = question
+        self._new_tokens = new_tokens
 
-    try:
-        return {f"batch_{c}": _closed_loop(server, body_for, c, duration_s)
-                for c in LLAMACPP_CONCURRENCIES}, no_end
-    finally:
-        del server  # frees the model before Fleet loads it
+    def body_for(self, i: int) -> dict[str, Any]:
+        return {"messages": [{"role": "user", "content": self._question(i)}], "stream": True,
+                "stream_options": {"include_usage": True}, "max_tokens": self._new_tokens,
+                "temperature": 0, "logit_bias": self.no_end}
+
+    def measure(self, concurrency: int, duration_s: float) -> dict[str, float]:
+        return _closed_loop(self._server, self.body_for, concurrency, duration_s)
+
+    def close(self) -> None:
+        del self._server
 
 
 def launch_llamacpp(endpoint: str, model_path: str, parallel: int) -> None:
