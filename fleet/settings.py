@@ -49,3 +49,10 @@ def warm_spare_enabled() -> bool:
 def metrics_enabled() -> bool:
     """Per-request metrics at /metrics; `FLEET_METRICS=0` turns the counting off (to measure it)."""
     return os.environ.get("FLEET_METRICS", "1").lower() not in ("0", "false", "no", "off")
+
+
+def token_channels_enabled() -> bool:
+    """Streamed tokens come to the API over a socket per replica (fleet.cluster.token_push).
+    `FLEET_TOKEN_CHANNELS=0` has the API poll them over actor calls instead: for networks that
+    let the actor port through but not others."""
+    return os.environ.get("FLEET_TOKEN_CHANNELS", "1").lower() not in ("0", "false", "no", "off")

@@ -24,6 +24,7 @@ from fleet.api.metrics import FleetMetrics
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.api.token_channels import StreamInbox, TokenChannels
 from fleet.errors import FleetError, Unavailable
+from fleet.settings import token_channels_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class ReplicaRouter:
     def __init__(self, supervisor: Any, metrics: FleetMetrics):
         self._supervisor = supervisor
         self._metrics = metrics
-        self._channels = TokenChannels()
+        self._channels = TokenChannels(token_channels_enabled())
         self._routes: dict[str, tuple[list[Replica], itertools.cycle]] = {}
         self._open_groups: dict[tuple[str, str], list[tuple[tuple, asyncio.Future]]] = {}
         self._sending: set[asyncio.Task[None]] = set()

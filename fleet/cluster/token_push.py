@@ -42,6 +42,29 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     return orjson.loads(await reader.readexactly(size))
 
 
+class FrameSplitter:
+    """Bytes as they arrive -> the whole frames among them."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        self._buffer += data
+        frames = []
+        start = 0
+        while len(self._buffer) - start >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._buffer, start)
+            if size > MAX_FRAME_BYTES:
+                raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME_BYTES}")
+            end = start + _HEADER.size + size
+            if end > len(self._buffer):
+                break
+            frames.append(orjson.loads(self._buffer[start + _HEADER.size:end]))
+            start = end
+        del self._buffer[:start]
+        return frames
+
+
 class TokenPushServer:
     """In the replica's process: accepts the API's connections and writes frames to them.
     `on_channel_lost(token)` is called when a connection closes."""

@@ -117,7 +117,7 @@ def test_chat_n_and_logprobs(openai_client, smollm2):
         assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
 
 
-def test_eight_concurrent_streams_share_the_batch(client, openai_client, smollm2):
+def test_eight_concurrent_streams_share_the_batch(local_cluster, client, openai_client, smollm2):
     def one(i: int) -> tuple[str, str | None]:
         chunks = openai_client.chat.completions.create(
             model=smollm2, stream=True, temperature=0, max_tokens=24,
@@ -139,6 +139,8 @@ def test_eight_concurrent_streams_share_the_batch(client, openai_client, smollm2
     assert alone.choices[0].message.content == results[3][0]
     assert max(seen_running) > 1
     assert client.replicas(smollm2)[0]["batch"]["max_size"] > 1
+    # The tokens came over the replica's token channel, not by polling.
+    assert "its streams are polled" not in local_cluster.output()
 
 
 def test_a_client_that_leaves_cancels_its_sequence(local_cluster, smollm2, tokenizer):

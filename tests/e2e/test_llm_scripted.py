@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from fleet.client import Client
+from tests.conftest import start_local
 from tests.llm_builders import CHAT_PROMPT_END, build_scripted_qwen2, build_tiny_qwen2
 from tests.metrics_text import scrape, value
 
@@ -190,3 +191,24 @@ def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, 
         samples, "fleet_model_errors_total", **chat)
     assert value(samples, "fleet_model_generated_tokens_total", model=tiny) >= completion_tokens
     assert value(samples, "fleet_model_in_flight_requests", model=tiny) == 0
+
+
+def test_streams_are_polled_when_token_channels_are_off(tmp_path):
+    """FLEET_TOKEN_CHANNELS=0 (or a replica the API cannot reach on another port): streamed
+    tokens come over actor calls instead, and the answer is the same."""
+    cluster = start_local(tmp_path / "home", {"FLEET_TOKEN_CHANNELS": "0"})
+    try:
+        client = Client(cluster.endpoint)
+        path = build_scripted_qwen2(tmp_path / "tools", TOOL_SCRIPT)
+        uid = _launch(client, _family("scripted-tools", ["chat", "generate", "tools"], path), path)
+        body = {"model": uid, "prompt": "Answer:", "max_tokens": 4, "temperature": 0}
+        whole = httpx.post(f"{cluster.endpoint}/v1/completions", json=body, timeout=60).json()
+        with httpx.stream("POST", f"{cluster.endpoint}/v1/completions", timeout=60,
+                          json={**body, "stream": True}) as response:
+            events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        streamed = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+        assert streamed == whole["choices"][0]["text"] == " Paris is lovely in spring."
+        assert "its streams are polled" not in cluster.output()  # off by choice, not by failure
+    finally:
+        cluster.stop()
