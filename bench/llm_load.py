@@ -22,21 +22,19 @@ to first token (p50/p99) per concurrency, and Fleet / direct.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import re
 import statistics
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-from common import fleet_local, percentile  # noqa: E402
+import sse_load  # noqa: E402
+from common import fleet_local  # noqa: E402
 from llamacpp_direct import LLAMACPP_CONCURRENCIES, DirectLlamaCpp, launch_llamacpp  # noqa: E402
 
 from tests.builders import _smollm2_gguf, smollm2_hf_folder  # noqa: E402
@@ -82,72 +80,9 @@ def direct(model_path: str, duration_s: float) -> dict[str, dict[str, float]]:
     return results
 
 
-async def _one_stream(client: httpx.AsyncClient, url: str, body: dict) -> tuple[float, int]:
-    started = time.perf_counter()
-    first, tokens = None, 0
-    async with client.stream("POST", url, json=body) as response:
-        response.raise_for_status()
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if event.get("usage"):
-                tokens = event["usage"]["completion_tokens"]
-            if first is None and any(c["delta"].get("content") for c in event["choices"]):
-                first = time.perf_counter() - started
-    return first or 0.0, tokens
-
-
-_FIRST_CONTENT = re.compile(rb'"content":"[^"]')
-_COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
-
-
-async def _one_stream_lean(url: str, body: dict) -> tuple[float, int]:
-    """The same measurement as `_one_stream` for a fraction of the client's CPU: a raw HTTP/1.1
-    exchange, and the event stream searched as bytes (first content, then the usage) instead of
-    one JSON parse per token. On 2 cores the client's CPU is the engine's loss: httpx and a
-    json.loads per event cost ~0.4 ms a token, 4% of a 100 tok/s stream."""
-    parts = urlsplit(url)
-    payload = json.dumps(body).encode()
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
-    writer.write(f"POST {parts.path} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
-                 "Connection: close\r\n\r\n".encode() + payload)
-    first, head, tail = None, b"", b""
-    while chunk := await reader.read(65536):
-        head = head or chunk
-        if first is None and _FIRST_CONTENT.search(tail + chunk):
-            first = time.perf_counter() - started
-        tail = (tail + chunk)[-4096:]  # the usage event comes last
-    writer.close()
-    counts = _COMPLETION_TOKENS.findall(tail)
-    if not head.startswith(b"HTTP/1.1 200") or not counts:
-        raise RuntimeError(f"the stream failed: {head[:300]!r} ... {tail[-300:]!r}")
-    return first or 0.0, int(counts[-1])
-
-
-async def _closed_loop(url: str, body_for, concurrency: int, duration_s: float) -> dict[str, float]:
-    ttfts: list[float] = []
-    tokens = 0
-    async with httpx.AsyncClient(timeout=600) as client:
-        await asyncio.gather(*(_one_stream(client, url, body_for(i)) for i in range(concurrency)))
-        counter = iter(range(10**9))
-        stop_at = time.perf_counter() + duration_s
-
-        async def user() -> None:
-            nonlocal tokens
-            while time.perf_counter() < stop_at:
-                first, generated = await _one_stream_lean(url, body_for(next(counter)))
-                ttfts.append(first)
-                tokens += generated
-
-        started = time.perf_counter()
-        await asyncio.gather(*(user() for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    return {"requests": len(ttfts), "tokens_per_s": round(tokens / elapsed, 1),
-            "ttft_p50_ms": round(statistics.median(ttfts) * 1000, 1),
-            "ttft_p99_ms": round(percentile(ttfts, 0.99) * 1000, 1)}
+def _closed_loop(url: str, body_for, concurrency: int, duration_s: float) -> dict[str, float]:
+    sse_load.closed_loop(url, body_for, concurrency, 0)  # warm-up: one stream per connection
+    return sse_load.closed_loop(url, body_for, concurrency, duration_s)
 
 
 def _fleet_transformers(endpoint: str, model_path: str) -> dict:
@@ -172,7 +107,7 @@ def fleet_transformers(model_path: str, duration_s: float) -> dict[str, dict[str
     with fleet_local() as endpoint:
         body_for = _fleet_body(_fleet_transformers(endpoint, model_path))
         url = f"{endpoint}/v1/chat/completions"
-        return {f"concurrency_{c}": asyncio.run(_closed_loop(url, body_for, c, duration_s))
+        return {f"concurrency_{c}": _closed_loop(url, body_for, c, duration_s)
                 for c in CONCURRENCIES}
 
 
@@ -192,12 +127,12 @@ def llamacpp_interleaved(model_path: str, duration_s: float, rounds: int,
             launch_llamacpp(endpoint, model_path, parallel)
             url = f"{endpoint}/v1/chat/completions"
             body_for = _fleet_body(direct.no_end)
-            asyncio.run(_closed_loop(url, body_for, 1, 1))  # warm-up: Fleet's path, the cache
+            _closed_loop(url, body_for, 1, 1)  # warm-up: Fleet's path, the cache
             for c in LLAMACPP_CONCURRENCIES:
                 theirs, ours = [], []
                 for _ in range(rounds):
                     theirs.append(direct.measure(c, window_s))
-                    ours.append(asyncio.run(_closed_loop(url, body_for, c, window_s)))
+                    ours.append(_closed_loop(url, body_for, c, window_s))
                 ratios = [o["tokens_per_s"] / t["tokens_per_s"] for o, t in zip(ours, theirs, strict=True)]
                 results["direct"][f"batch_{c}"] = _medians(theirs)
                 results["fleet"][f"concurrency_{c}"] = _medians(ours)
