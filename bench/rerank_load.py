@@ -5,12 +5,13 @@ build (a BERT with a tokenizer trained on the spot): its scores mean nothing, bu
 makes the platform's own overhead as visible as it can be. Each request reranks 8 documents.
 Prints JSON with requests/s, p50/p99 and the ratios the targets are stated in.
 
-    python bench/rerank_load.py --duration 10
+    python bench/rerank_load.py --duration 20 --rounds 5
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 from pathlib import Path
@@ -20,7 +21,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-from common import fleet_local, measure_fleet, print_report, summarize, timed_calls  # noqa: E402
+from common import fleet_local, interleaved  # noqa: E402
 
 from tests.builders import build_tiny_cross_encoder  # noqa: E402
 
@@ -33,7 +34,9 @@ def query(i: int) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=20.0,
+                        help="seconds per measurement, over all rounds")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating windows of each side")
     args = parser.parse_args()
     from sentence_transformers import CrossEncoder
 
@@ -44,15 +47,6 @@ def main() -> None:
         def pairs(i: int) -> list[list[str]]:
             return [[query(i), d] for d in DOCUMENTS]
 
-        single = timed_calls(lambda i: model.predict(pairs(i), batch_size=8), args.duration)
-        batched = timed_calls(
-            lambda i: model.predict([p for k in range(16) for p in pairs(i * 16 + k)],
-                                    batch_size=128), args.duration)
-        in_process = {"one_by_one": summarize(single, sum(single)),
-                      "batch_16_requests_per_s": round(16 * len(batched) / sum(batched), 1)}
-
-        report: dict[str, object] = {"model": "tiny random cross-encoder, 8 documents/request",
-                                     "in_process": in_process}
         with fleet_local() as endpoint:
             family = {"model_name": "tiny-reranker", "type": "normal", "max_tokens": 128,
                       "model_uri": model_path}
@@ -60,11 +54,15 @@ def main() -> None:
                        json={"model": family, "persist": False}).raise_for_status()
             httpx.post(f"{endpoint}/v1/models", timeout=300, json={
                 "model_name": "tiny-reranker", "model_type": "rerank"}).raise_for_status()
-            url = f"{endpoint}/v1/rerank"
-            body = lambda i: {"model": "tiny-reranker", "query": query(i),  # noqa: E731
-                              "documents": DOCUMENTS}
-            fleet = measure_fleet(url, body, args.duration)
-    print_report(report, single, in_process, fleet)
+            report = interleaved(
+                lambda i: model.predict(pairs(i), batch_size=8),
+                lambda i: model.predict([p for k in range(16) for p in pairs(i * 16 + k)],
+                                        batch_size=128),
+                f"{endpoint}/v1/rerank",
+                lambda i: {"model": "tiny-reranker", "query": query(i), "documents": DOCUMENTS},
+                args.duration, args.rounds)
+    print(json.dumps({"model": "tiny random cross-encoder, 8 documents/request", **report},
+                     indent=2))
 
 
 if __name__ == "__main__":

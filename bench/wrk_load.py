@@ -47,7 +47,8 @@ def available() -> bool:
     return shutil.which("wrk") is not None
 
 
-def closed_loop(url: str, bodies: list[dict], concurrency: int, duration_s: float) -> dict[str, float]:
+def closed_loop(url: str, bodies: list[dict], concurrency: int, duration_s: float,
+                warm_up: bool = True) -> dict[str, float]:
     """`concurrency` connections, each sending its next request when the last one is answered."""
     parts = urlsplit(url)
     with tempfile.TemporaryDirectory() as folder:
@@ -57,9 +58,9 @@ def closed_loop(url: str, bodies: list[dict], concurrency: int, duration_s: floa
         script = Path(folder, "load.lua")
         script.write_text(_SCRIPT % {"bodies": lines, "path": parts.path, "out": out})
         base = f"{parts.scheme}://{parts.netloc}"
-        # Warm-up: connections open, caches warm.
-        subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), base],
-                       check=True, capture_output=True)
+        if warm_up:  # connections open, caches warm
+            subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), base],
+                           check=True, capture_output=True)
         subprocess.run(["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(duration_s))}s",
                         "--timeout", "60s", "-s", str(script), base],
                        check=True, capture_output=True)
