@@ -101,7 +101,11 @@ class ReplicaRouter:
             else:
                 outcomes, replica = await self._call_once_more_if_stale(
                     uid, lambda r: r.ref.call_many(method, [args for args, _ in group]))
-        except BaseException as exc:  # the whole group failed: every caller hears why
+        except asyncio.CancelledError:  # the API is stopping
+            for _, future in group:
+                future.cancel()
+            raise
+        except Exception as exc:  # the whole group failed: every caller hears why
             for _, future in group:
                 if not future.done():
                     future.set_exception(exc)
