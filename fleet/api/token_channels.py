@@ -21,6 +21,7 @@ from fleet.errors import Unavailable
 logger = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
+FIRST_STREAM_WAIT_S = 0.25
 RETRY_AFTER_S = 60.0
 
 
@@ -167,7 +168,11 @@ class TokenChannels:
         if task is None:  # one connection attempt at a time per replica
             task = self._opening[replica_uid] = asyncio.create_task(self._connect(replica_uid, ref))
             task.add_done_callback(lambda _: self._opening.pop(replica_uid, None))
-        return await asyncio.shield(task)
+        # A connection on a working network takes a millisecond; one that hangs (a firewall
+        # dropping packets) must not hold the stream up: it is polled, and the connection goes
+        # on trying for the streams after it.
+        done, _ = await asyncio.wait({task}, timeout=FIRST_STREAM_WAIT_S)
+        return task.result() if done else None
 
     async def _connect(self, replica_uid: str, ref: Any) -> TokenChannel | None:
         try:
@@ -184,11 +189,3 @@ class TokenChannels:
         self._open = {uid: c for uid, c in self._open.items() if not c.closed}
         self._open[replica_uid] = channel
         return channel
-
-    def close(self, replica_uid: str | None = None) -> None:
-        """Close one replica's channel (it was terminated), or all of them."""
-        uids = [replica_uid] if replica_uid is not None else list(self._open)
-        for uid in uids:
-            channel = self._open.pop(uid, None)
-            if channel is not None:
-                channel.close()

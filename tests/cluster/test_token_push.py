@@ -93,3 +93,33 @@ def test_a_replica_without_a_channel_is_polled_and_asked_again_later():
         assert NoChannelReplica.asked == 1  # not asked again at once
 
     asyncio.run(scenario())
+
+
+def test_a_slow_channel_does_not_hold_up_the_first_stream():
+    """The first stream is polled while the connection is still being made; the streams after
+    it get the channel once it is open."""
+    async def scenario() -> None:
+        async def slow_greeting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readexactly(4)
+            await asyncio.sleep(0.6)
+            writer.write(encode_frame({"ready": True}))
+            await reader.read()
+
+        server = await asyncio.start_server(slow_greeting, "127.0.0.1", 0)
+        address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+        class SlowReplica:
+            async def token_push_address(self) -> str:
+                return address
+
+        channels = TokenChannels()
+        started = asyncio.get_running_loop().time()
+        assert await channels.for_replica("r-0", SlowReplica()) is None
+        assert asyncio.get_running_loop().time() - started < 0.5
+        await asyncio.sleep(0.6)
+        channel = await channels.for_replica("r-0", SlowReplica())
+        assert channel is not None and not channel.closed
+        channel.close()
+        server.close()
+
+    asyncio.run(scenario())
