@@ -249,4 +249,5 @@ class LLMService:
     def stats(self) -> dict[str, int]:
         stats = self.scheduler.stats
         return {"last_size": stats.last_batch_size, "max_size": stats.max_batch_size_seen,
-                "batches": stats.steps, "queued": stats.waiting, "running": stats.running}
+                "batches": stats.steps, "queued": stats.waiting, "running": stats.running,
+                "token_channels": self.push.channels}

@@ -90,6 +90,11 @@ class TokenPushServer:
             writer.close()
         self._writers.clear()
 
+    @property
+    def channels(self) -> int:
+        """API processes connected now."""
+        return len(self._writers)
+
     def has_channel(self, token: str) -> bool:
         return token in self._writers
 

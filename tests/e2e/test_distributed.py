@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
+import httpx
 import numpy as np
 
 from fleet.client import Client
 from tests.conftest import FleetProcess, free_port
+from tests.llm_builders import build_scripted_qwen2
 
 
 def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
@@ -26,9 +30,30 @@ def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
         assert len(vector) == 384 and abs(np.linalg.norm(vector) - 1.0) < 1e-5
         client.terminate_model(uid)
         assert client.list_models() == {}
+        # A streamed answer from a replica in the worker's process tree reaches the API in the
+        # supervisor's over the replica's token channel.
+        _check_a_stream(client, supervisor, tmp_path)
     finally:
         assert worker.stop() == 0, worker.output()
         supervisor.stop()
+
+
+def _check_a_stream(client: Client, supervisor: FleetProcess, tmp_path) -> None:
+    path = build_scripted_qwen2(tmp_path / "scripted", {"Answer:": [" Par", "is is", " lovely"]})
+    family = {"version": 2, "model_name": "scripted", "model_ability": ["generate"],
+              "context_length": 512, "model_specs": [{
+                  "model_format": "pytorch", "model_size_in_billions": 0,
+                  "quantizations": ["none"], "model_uri": str(path)}]}
+    client.register_model("LLM", family, persist=False)
+    uid = client.launch_model("scripted", model_type="LLM", model_engine="transformers",
+                              model_path=str(path))
+    with httpx.stream("POST", f"{supervisor.endpoint}/v1/completions", timeout=60, json={
+            "model": uid, "prompt": "Answer:", "max_tokens": 3, "temperature": 0,
+            "stream": True}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == " Paris is lovely"
+    assert client.replicas(uid)[0]["batch"]["token_channels"] == 1  # pushed, not polled
+    client.terminate_model(uid)
 
 
 def _wait_for_workers(client: Client, count: int, timeout: float = 60.0) -> list[dict]:

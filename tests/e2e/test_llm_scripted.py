@@ -210,5 +210,6 @@ def test_streams_are_polled_when_token_channels_are_off(tmp_path):
         streamed = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
         assert streamed == whole["choices"][0]["text"] == " Paris is lovely in spring."
         assert "its streams are polled" not in cluster.output()  # off by choice, not by failure
+        assert client.replicas(uid)[0]["batch"]["token_channels"] == 0
     finally:
         cluster.stop()
