@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +40,7 @@ _JSON_HEADERS = [(b"content-type", b"application/json")]
 class EventStream:
     """A streamed answer: server-sent events to write as they come."""
 
-    events: AsyncIterator[bytes]
+    events: AsyncGenerator[bytes, None]
     headers: tuple[tuple[str, str], ...] = (("content-type", "text/event-stream"),
                                             ("cache-control", "no-cache"),
                                             ("x-accel-buffering", "no"))
@@ -93,6 +93,8 @@ class FastJsonRoutes:
             if not work.done():  # the client left, or the server is stopping
                 work.cancel()
                 await asyncio.gather(work, return_exceptions=True)
+        if not work.cancelled():
+            work.result()  # a failure mid-stream reaches the server, which logs it
 
     async def _reply(self, route: FastRoute, body: BaseModel, send: Any) -> None:
         try:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -74,7 +74,7 @@ async def _serve(request: Request, body: ChatCompletionRequest | CompletionReque
 
 
 async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
-                  include_usage: bool) -> AsyncIterator[bytes]:
+                  include_usage: bool) -> AsyncGenerator[bytes, None]:
     usage_field = {"usage": None} if include_usage else {}
     try:
         if envelope.kind == "chat":

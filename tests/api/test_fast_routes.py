@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, Field
 
-from fleet.api.fast_routes import FastJsonRoutes, FastRoute
+from fleet.api.fast_routes import EventStream, FastJsonRoutes, FastRoute
 from fleet.errors import TooManyRequests
 
 
@@ -89,3 +89,49 @@ def test_a_body_over_the_cap_is_413_and_a_bug_is_500():
 def test_other_paths_and_methods_go_to_the_application_behind():
     assert request("/v1/other", b"{}")[2] == b"behind"
     assert request("/v1/echo", b"", method="GET")[2] == b"behind"
+
+
+def test_a_stream_is_written_event_by_event_and_stopped_when_the_client_leaves():
+    cleaned: list[str] = []
+
+    async def events(leave: bool):
+        try:
+            yield b"data: 1\n\n"
+            yield b"data: 2\n\n"
+            if leave:
+                await asyncio.sleep(30)  # a long generation the client will not wait for
+            yield b"data: [DONE]\n\n"
+        finally:
+            cleaned.append("leave" if leave else "end")
+
+    async def stream(body: EchoRequest) -> EventStream:
+        return EventStream(events(body.model == "leave"))
+
+    async def scenario(model: str) -> list[dict]:
+        app = FastJsonRoutes(behind, [FastRoute("/v1/s", EchoRequest, stream,
+                                                watch_disconnect=True)])
+        sent: list[dict] = []
+        body = {"type": "http.request", "body": orjson.dumps({"model": model}),
+                "more_body": False}
+        replies = iter([body])
+
+        async def receive() -> dict:
+            try:
+                return next(replies)
+            except StopIteration:
+                await asyncio.sleep(0.2 if model == "leave" else 30)
+                return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message)
+
+        await asyncio.wait_for(app({"type": "http", "method": "POST", "path": "/v1/s"},
+                                   receive, send), 5)
+        return sent
+
+    sent = asyncio.run(scenario("end"))
+    assert sent[0]["status"] == 200 and (b"content-type", b"text/event-stream") in sent[0]["headers"]
+    assert [m["body"] for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n", b"data: [DONE]\n\n", b""]
+    sent = asyncio.run(scenario("leave"))
+    assert [m["body"] for m in sent[1:]] == [b"data: 1\n\n", b"data: 2\n\n"]  # then nothing
+    assert cleaned == ["end", "leave"]  # the stream's clean-up ran both times
