@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from fleet.errors import FleetError
@@ -24,18 +25,21 @@ def error_body(message: str, error_type: str, code: str | None = None) -> dict[s
     }
 
 
-def error_response(status: int, message: str, error_type: str, code: str | None = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
-    return JSONResponse(error_body(message, error_type, code), status_code=status,
-                        headers=headers)
+def error_reply(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | None]:
+    """What a request raised -> (status, OpenAI error body, headers): one mapping for the
+    FastAPI routes and for fleet.api.fast_routes."""
+    if isinstance(exc, FleetError):
+        retry_after = getattr(exc, "retry_after_s", None)
+        headers = {"Retry-After": str(retry_after)} if retry_after else None
+        return exc.status_code, error_body(exc.message, exc.error_type, exc.code), headers
+    if isinstance(exc, (RequestValidationError, ValidationError)):
+        # OpenAI answers 400, not FastAPI's 422, for a malformed body.
+        return 400, error_body(_validation_message(exc.errors()), "invalid_request_error"), None
+    logger.error("unhandled error", exc_info=exc)
+    return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), None
 
 
-def retry_headers(exc: FleetError) -> dict[str, str] | None:
-    retry_after = getattr(exc, "retry_after_s", None)
-    return {"Retry-After": str(retry_after)} if retry_after else None
-
-
-def validation_message(errors: Sequence[Any]) -> str:
+def _validation_message(errors: Sequence[Any]) -> str:
     """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields."""
     parts = []
     for item in list(errors)[:5]:
@@ -46,21 +50,14 @@ def validation_message(errors: Sequence[Any]) -> str:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FleetError)
-    async def _fleet_error(_: Request, exc: FleetError) -> JSONResponse:
-        return error_response(exc.status_code, exc.message, exc.error_type, exc.code,
-                              retry_headers(exc))
-
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        # OpenAI answers 400, not FastAPI's 422, for a malformed body.
-        return error_response(400, validation_message(exc.errors()), "invalid_request_error")
+    @app.exception_handler(Exception)
+    async def _raised(_: Request, exc: Exception) -> JSONResponse:
+        status, body, headers = error_reply(exc)
+        return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return error_response(exc.status_code, str(exc.detail), kind)
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error")
-        return error_response(500, f"internal error: {type(exc).__name__}: {exc}", "internal_error")

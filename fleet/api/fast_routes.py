@@ -17,18 +17,15 @@ describes them."""
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from fleet.api.errors import error_body, retry_headers, validation_message
-from fleet.errors import BadRequest, FleetError, PayloadTooLarge
-
-logger = logging.getLogger(__name__)
+from fleet.api.errors import error_reply
+from fleet.errors import BadRequest, PayloadTooLarge
 
 # Far above any embeddings or rerank batch a client sends; a cap so a runaway body cannot
 # fill the API's memory.
@@ -79,7 +76,7 @@ class FastJsonRoutes:
         try:
             body = route.body_model.model_validate_json(await self._read_body(receive))
         except Exception as exc:
-            await _send_reply(send, _failure(route, exc))
+            await _send_reply(send, _failure(exc))
             return
         if not route.watch_disconnect:
             await self._reply(route, body, send)
@@ -100,7 +97,7 @@ class FastJsonRoutes:
         try:
             answer = await route.handler(body)
         except Exception as exc:
-            await _send_reply(send, _failure(route, exc))
+            await _send_reply(send, _failure(exc))
             return
         if isinstance(answer, bytes):
             await _send_reply(send, (200, answer, []))
@@ -143,16 +140,7 @@ async def _send_reply(send: Any, reply: _Reply) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
-def _failure(route: FastRoute, exc: Exception) -> _Reply:
-    """The error reply for what a request raised, in the shape fleet.api.errors gives."""
-    if isinstance(exc, ValidationError):
-        return 400, _error(validation_message(exc.errors()), "invalid_request_error"), []
-    if isinstance(exc, FleetError):
-        headers = [(k.lower().encode(), v.encode()) for k, v in (retry_headers(exc) or {}).items()]
-        return exc.status_code, _error(exc.message, exc.error_type, exc.code), headers
-    logger.error("unhandled error on %s", route.path, exc_info=exc)
-    return 500, _error(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), []
-
-
-def _error(message: str, error_type: str, code: str | None = None) -> bytes:
-    return orjson.dumps(error_body(message, error_type, code))
+def _failure(exc: Exception) -> _Reply:
+    status, body, headers = error_reply(exc)
+    return status, orjson.dumps(body), [(k.lower().encode(), v.encode())
+                                        for k, v in (headers or {}).items()]
