@@ -63,6 +63,6 @@ async def embeddings(cluster: ClusterHandle, body: EmbeddingRequest) -> bytes:
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
     # Requests are answered by fleet.api.fast_routes before they reach FastAPI; this route
-    # describes the endpoint in /docs and serves the same answer if that front is not there.
+    # describes the endpoint in /docs.
     return Response(await embeddings(request.app.state.cluster, body),
                     media_type="application/json")

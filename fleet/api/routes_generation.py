@@ -14,7 +14,6 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
-from fleet.api.disconnect import cancel_on_disconnect
 from fleet.api.fast_routes import EventStream
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
@@ -108,15 +107,13 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
         stream.abandon()  # a no-op after a normal end; cancels generation if the client left
 
 
-# Requests are answered by fleet.api.fast_routes before they reach FastAPI; these routes describe
-# the endpoints in /docs and serve the same answers if that front is not there.
+# Requests are answered by fleet.api.fast_routes (which also cancels an answer whose client left)
+# before they reach FastAPI; these routes describe the endpoints in /docs.
 @router.post("/v1/chat/completions")
-@cancel_on_disconnect
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     return await _serve(request, body, "chat")
 
 
 @router.post("/v1/completions")
-@cancel_on_disconnect
 async def create_completion(request: Request, body: CompletionRequest) -> Response:
     return await _serve(request, body, "completion")

@@ -50,5 +50,5 @@ async def rerank(cluster: ClusterHandle, body: RerankRequest) -> bytes:
 @router.post("/v1/rerank")
 async def create_rerank(request: Request, body: RerankRequest) -> Response:
     # Requests are answered by fleet.api.fast_routes before they reach FastAPI; this route
-    # describes the endpoint in /docs and serves the same answer if that front is not there.
+    # describes the endpoint in /docs.
     return Response(await rerank(request.app.state.cluster, body), media_type="application/json")

@@ -129,7 +129,7 @@ class ReplicaRouter:
         except FleetError as exc:
             self._metrics.request_failed(uid, endpoint, exc.error_type)
             raise
-        except asyncio.CancelledError:  # the client left (see fleet.api.disconnect)
+        except asyncio.CancelledError:  # the client left (see fleet.api.fast_routes)
             self._metrics.request_failed(uid, endpoint, "client_disconnected")
             raise
         except Exception:
