@@ -202,14 +202,7 @@ class LLMService:
     def _push_update(self, stream_id: str, stream: _Stream) -> None:
         if not stream.chunks and not stream.done:
             return  # e.g. text held back while it may still become a stop string
-        chunks, stream.chunks = stream.chunks, []
-        frame: dict[str, Any] = {"stream": stream_id, "chunks": chunks, "done": stream.done}
-        if stream.done:
-            self._streams.pop(stream_id, None)
-            if stream.error:
-                frame["error"] = stream.error
-            else:
-                frame["usage"] = stream.usage
+        frame = {"stream": stream_id, **self._take(stream_id, stream)}
         if not self.push.push(stream.channel or "", frame):
             self.cancel(stream_id)  # its reader is gone
 
@@ -228,13 +221,21 @@ class LLMService:
         if not stream.chunks and not stream.done:
             stream.ready.clear()
             await stream.ready.wait()
+        taken = self._take(stream_id, stream)
+        if "error" in taken:
+            raise Unavailable(taken["error"])
+        return taken
+
+    def _take(self, stream_id: str, stream: _Stream) -> dict[str, Any]:
+        """The stream's chunks made since the last take: {"chunks", "done"}, and "usage" or
+        "error" once it is done (then it is forgotten)."""
         chunks, stream.chunks = stream.chunks, []
-        if stream.done:
-            self._streams.pop(stream_id, None)
-            if stream.error:
-                raise Unavailable(stream.error)
-            return {"chunks": chunks, "done": True, "usage": stream.usage}
-        return {"chunks": chunks, "done": False}
+        if not stream.done:
+            return {"chunks": chunks, "done": False}
+        self._streams.pop(stream_id, None)
+        if stream.error:
+            return {"chunks": chunks, "done": True, "error": stream.error}
+        return {"chunks": chunks, "done": True, "usage": stream.usage}
 
     def cancel(self, stream_id: str) -> None:
         if self._streams.pop(stream_id, None) is not None:
