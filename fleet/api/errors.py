@@ -51,6 +51,7 @@ def _validation_message(errors: Sequence[Any]) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FleetError)
     @app.exception_handler(RequestValidationError)
+    @app.exception_handler(ValidationError)  # a body a route validates itself
     @app.exception_handler(Exception)
     async def _raised(_: Request, exc: Exception) -> JSONResponse:
         status, body, headers = error_reply(exc)

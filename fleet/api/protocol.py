@@ -39,6 +39,8 @@ class LaunchRequest(BaseModel):
     @field_validator("n_gpu")
     @classmethod
     def _n_gpu(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None  # how a query string (GET /v1/models/estimate) spells null
         if isinstance(value, str) and value != "auto":
             if not value.isdigit():
                 raise ValueError("n_gpu must be an integer, 'auto' or null")

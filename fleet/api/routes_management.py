@@ -60,15 +60,19 @@ async def workers(request: Request) -> list[dict[str, Any]]:
     return await _cluster(request).supervisor.list_workers()
 
 
+def _launch_payload(body: LaunchRequest) -> dict[str, Any]:
+    payload = body.model_dump(exclude_none=True)
+    if payload.get("model_type"):
+        payload["model_type"] = _model_type(payload["model_type"])
+    return payload
+
+
 @router.post("/v1/models")
 async def launch_model(
     request: Request, body: LaunchRequest, wait_ready: bool = Query(True)
 ) -> dict[str, str]:
-    payload = body.model_dump(exclude_none=True)
-    if payload.get("model_type"):
-        payload["model_type"] = _model_type(payload["model_type"])
     cluster = _cluster(request)
-    uid = await cluster.supervisor.launch_model(payload, wait_ready)
+    uid = await cluster.supervisor.launch_model(_launch_payload(body), wait_ready)
     cluster.router.invalidate(uid)
     return {"model_uid": uid}
 
@@ -79,37 +83,17 @@ async def list_models(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/models/estimate")
-async def estimate_launch(
-    request: Request,
-    model_name: str = Query(min_length=1),
-    model_type: str | None = None,
-    model_engine: str | None = None,
-    model_format: str | None = None,
-    model_size_in_billions: str | None = None,
-    quantization: str | None = None,
-    model_path: str | None = None,
-    context_length: int | None = Query(None, ge=1),
-    max_num_seqs: int | None = Query(None, ge=1),
-    n_ctx: int | None = Query(None, ge=1),
-    n_parallel: int | None = Query(None, ge=1),
-    replica: int = Query(1, ge=1, le=64),
-    n_gpu: str | None = "auto",
-    worker_ip: str | None = None,
-    torch_dtype: str | None = None,
-) -> dict[str, Any]:
+async def estimate_launch(request: Request, model_name: str = Query(min_length=1)) -> dict[str, Any]:
     """A dry run of a launch: the engine it would get and why, the memory one replica needs,
-    and the worker(s) it would go to or why none has room. Launches nothing. (Declared before
-    `/v1/models/{model_uid}`, which would otherwise take "estimate" for a model uid.)"""
-    payload = {k: v for k, v in locals().items() if k != "request" and v is not None}
-    if model_type:
-        payload["model_type"] = _model_type(model_type)
-    if model_size_in_billions is not None and model_size_in_billions.isdigit():
-        payload["model_size_in_billions"] = int(model_size_in_billions)
-    if isinstance(n_gpu, str) and n_gpu.isdigit():
-        payload["n_gpu"] = int(n_gpu)
-    elif isinstance(n_gpu, str) and n_gpu.lower() == "none":
-        payload["n_gpu"] = None
-    return await _cluster(request).supervisor.estimate_launch(payload)
+    and the worker(s) it would go to or why none has room. Launches nothing. The query takes
+    the launch's arguments and is read as a launch body, so the two cannot disagree.
+    (Declared before `/v1/models/{model_uid}`, which would otherwise take "estimate" for a
+    model uid.)"""
+    query = request.query_params
+    arguments = {key: query.getlist(key) if len(query.getlist(key)) > 1 else value
+                 for key, value in query.items()}
+    body = LaunchRequest.model_validate(arguments)
+    return await _cluster(request).supervisor.estimate_launch(_launch_payload(body))
 
 
 @router.get("/v1/models/{model_uid}")

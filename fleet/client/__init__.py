@@ -19,13 +19,6 @@ import httpx
 
 from fleet.settings import DEFAULT_ENDPOINT
 
-# What `GET /v1/models/estimate` reads: the launch arguments that decide engine and memory.
-_ESTIMATE_PARAMS = {
-    "model_name", "model_type", "model_engine", "model_format", "model_size_in_billions",
-    "quantization", "model_path", "context_length", "max_num_seqs", "n_ctx", "n_parallel",
-    "replica", "n_gpu", "worker_ip", "torch_dtype",
-}
-
 
 class FleetClientError(RuntimeError):
     """An error answer from the server: its HTTP status and the server's message."""
@@ -160,11 +153,11 @@ class Client:
                         **kwargs: Any) -> dict[str, Any]:
         """A dry run of `launch_model` with the same arguments: the engine it would get, the
         memory one replica needs (weights, KV cache, overhead) and the worker it would go to,
-        or why none has room. Launches nothing. Arguments the estimate does not read (envs,
-        model_uid...) are left out."""
+        or why none has room. Launches nothing. Arguments that cannot travel in a query and do
+        not change the estimate (envs) are left out."""
         params = {"model_name": model_name, "model_type": model_type, **kwargs}
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()
-                  if v is not None and k in _ESTIMATE_PARAMS}
+                  if v is not None and not isinstance(v, dict)}
         return self._request("GET", "/v1/models/estimate", params=params)
 
     def list_models(self) -> dict[str, dict[str, Any]]:
