@@ -90,6 +90,12 @@ def pick_template(template: str | dict[str, str] | None, tools: list[dict[str, A
 
 @lru_cache(maxsize=32)
 def _compile(source: str) -> Any:
+    return _environment().from_string(source)
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Any:
+    """One sandboxed Jinja environment with Hugging Face's template helpers, built once."""
     import jinja2
     import jinja2.ext
     from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -140,7 +146,7 @@ def _compile(source: str) -> Any:
     env.filters["tojson"] = tojson
     env.globals.update(raise_exception=raise_exception, namespace=Namespace,
                        strftime_now=lambda fmt: datetime.now().strftime(fmt))
-    return env.from_string(source)
+    return env
 
 
 def render_chat(template: str | dict[str, str] | None, messages: list[dict[str, Any]],
