@@ -141,8 +141,8 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
         arguments["skip_memory_check"] = True
     uid = client.launch_model(model_name, model_type=model_type, wait_ready=False,
                               model_uid=model_uid, **arguments)
-    described = client.describe_model(uid)
     if not as_json:
+        described = client.describe_model(uid)
         console.print(f"engine: {described['model_engine']} ({described.get('model_engine_reason')})")
     state = _watch_launch(client, uid) if sys.stderr.isatty() or not as_json else None
     if state is None:

@@ -99,6 +99,18 @@ class Harness:
         await asyncio.wait_for(self.runner, 10)
 
 
+def run_with_harness(scenario: Any, **options: Any) -> None:
+    """`scenario(harness)` on a fresh event loop, the scheduler stopped however it ends."""
+    async def main() -> None:
+        harness = Harness(**options)  # made on the running loop
+        try:
+            await scenario(harness)
+        finally:
+            await harness.close()
+
+    asyncio.run(main())
+
+
 def test_request_body_spells_out_openai_defaults():
     body = completion_body([1, 2, 3], SamplingParams(max_tokens=5, temperature=0.0))
     assert body["prompt"] == [1, 2, 3] and body["n_predict"] == 5 and body["stream"] is True
@@ -132,76 +144,60 @@ def test_chunks_become_events_with_stop_ids_and_logprobs():
 
 
 def test_slots_limit_and_first_come_first_served():
-    async def scenario() -> None:
-        harness = Harness(slots=1, max_requests=2)
-        try:
-            harness.submit("held", [0])
-            await harness.until(lambda: harness.scheduler.stats.running == 1)
-            harness.submit("next", [5])
-            with pytest.raises(TooManyRequests):
-                harness.submit("third", [5])
-            await asyncio.sleep(0.05)
-            assert (harness.scheduler.stats.running, harness.scheduler.stats.waiting) == (1, 1)
-            harness.engine.server.release.set()
-            held = await harness.wait("held")
-            assert "".join(e.get("text", "") for e in held) == " Hello world!"
-            assert held[-2]["finish_reason"] == "stop" and held[-2]["completion_tokens"] == 3
-            assert held[-1] == {"done": True}
-            assert (await harness.wait("next"))[-1] == {"done": True}
-            assert [b["prompt"] for b in harness.engine.server.bodies] == [[0], [5]]
-            harness.submit("third", [5])  # room again
-            assert (await harness.wait("third"))[-1] == {"done": True}
-        finally:
-            await harness.close()
+    async def scenario(harness: Harness) -> None:
+        harness.submit("held", [0])
+        await harness.until(lambda: harness.scheduler.stats.running == 1)
+        harness.submit("next", [5])
+        with pytest.raises(TooManyRequests):
+            harness.submit("third", [5])
+        await asyncio.sleep(0.05)
+        assert (harness.scheduler.stats.running, harness.scheduler.stats.waiting) == (1, 1)
+        harness.engine.server.release.set()
+        held = await harness.wait("held")
+        assert "".join(e.get("text", "") for e in held) == " Hello world!"
+        assert held[-2]["finish_reason"] == "stop" and held[-2]["completion_tokens"] == 3
+        assert held[-1] == {"done": True}
+        assert (await harness.wait("next"))[-1] == {"done": True}
+        assert [b["prompt"] for b in harness.engine.server.bodies] == [[0], [5]]
+        harness.submit("third", [5])  # room again
+        assert (await harness.wait("third"))[-1] == {"done": True}
 
-    asyncio.run(scenario())
+    run_with_harness(scenario, slots=1, max_requests=2)
 
 
 def test_cancel_frees_a_running_slot_and_drops_a_waiting_choice():
-    async def scenario() -> None:
-        harness = Harness(slots=1)
-        try:
-            harness.submit("running", [0])
-            harness.submit("waiting", [5])
-            await harness.until(lambda: harness.scheduler.stats.running == 1)
-            harness.scheduler.cancel("waiting")
-            harness.scheduler.cancel("running")
-            harness.engine.server.release.set()  # its next piece finds it cancelled
-            await harness.until(lambda: harness.scheduler.stats.running == 0)
-            assert harness.engine.server.stopped_early == 1
-            assert len(harness.engine.server.bodies) == 1  # the waiting one never started
-            assert not any("done" in e for e in harness.events["running"])
-            assert harness.events["waiting"] == []
-        finally:
-            await harness.close()
+    async def scenario(harness: Harness) -> None:
+        harness.submit("running", [0])
+        harness.submit("waiting", [5])
+        await harness.until(lambda: harness.scheduler.stats.running == 1)
+        harness.scheduler.cancel("waiting")
+        harness.scheduler.cancel("running")
+        harness.engine.server.release.set()  # its next piece finds it cancelled
+        await harness.until(lambda: harness.scheduler.stats.running == 0)
+        assert harness.engine.server.stopped_early == 1
+        assert len(harness.engine.server.bodies) == 1  # the waiting one never started
+        assert not any("done" in e for e in harness.events["running"])
+        assert harness.events["waiting"] == []
 
-    asyncio.run(scenario())
+    run_with_harness(scenario, slots=1)
 
 
 def test_n_choices_have_their_own_seeds_and_finish_together():
-    async def scenario() -> None:
-        harness = Harness(slots=2)
-        try:
-            harness.submit("pair", [5], n=2, seed=7)
-            events = await harness.wait("pair")
-            assert sorted(e["index"] for e in events if "finish_reason" in e) == [0, 1]
-            assert events[-1] == {"done": True}
-            assert sorted(b["seed"] for b in harness.engine.server.bodies) == [7, 8]
-        finally:
-            await harness.close()
+    async def scenario(harness: Harness) -> None:
+        harness.submit("pair", [5], n=2, seed=7)
+        events = await harness.wait("pair")
+        assert sorted(e["index"] for e in events if "finish_reason" in e) == [0, 1]
+        assert events[-1] == {"done": True}
+        assert sorted(b["seed"] for b in harness.engine.server.bodies) == [7, 8]
 
-    asyncio.run(scenario())
+    run_with_harness(scenario, slots=2)
 
 
 def test_an_engine_error_fails_the_request_and_the_slot_serves_on():
-    async def scenario() -> None:
-        harness = Harness(slots=1)
-        try:
-            harness.submit("bad", [666])
-            assert (await harness.wait("bad"))[-1] == {"error": "the engine failed: out of cheese"}
-            harness.submit("good", [5])
-            assert (await harness.wait("good"))[-1] == {"done": True}
-        finally:
-            await harness.close()
+    async def scenario(harness: Harness) -> None:
+        harness.submit("bad", [666])
+        assert (await harness.wait("bad"))[-1] == {"error": "the engine failed: out of cheese"}
+        harness.submit("good", [5])
+        assert (await harness.wait("good"))[-1] == {"done": True}
 
-    asyncio.run(scenario())
+    run_with_harness(scenario, slots=1)
