@@ -61,6 +61,11 @@ class EngineInfo:
                 has_gpu: bool | None = None) -> str | None:
         """None when this engine can run the family (and spec) on a machine with (has_gpu) or
         without a GPU (None: not known, not checked); otherwise the reason."""
+        return self.cannot_run(family, spec) or self.unavailable(has_gpu)
+
+    def cannot_run(self, family: BaseFamily, spec: ModelSpec | None = None) -> str | None:
+        """Why the engine does not run this kind of model (type, reranker kind, abilities,
+        weight format), or None."""
         if family.model_type not in self.model_types:
             return f"runs {'/'.join(self.model_types)} models, not {family.model_type}"
         kind = getattr(family, "type", None)
@@ -72,6 +77,10 @@ class EngineInfo:
         if not any(s.model_format in self.formats for s in specs):
             formats = ", ".join(sorted({s.model_format for s in specs}))
             return f"runs {', '.join(self.formats)} weights, the model has {formats}"
+        return None
+
+    def unavailable(self, has_gpu: bool | None = None) -> str | None:
+        """Why the engine cannot run here (its library is missing, it needs a GPU), or None."""
         missing = self.missing_modules()
         if missing:
             needed = ", ".join(missing)

@@ -154,15 +154,18 @@ def pick_engine(
         return EngineChoice(engine, spec, quant, "requested")
     spec, quant = select_spec(family, model_format, size, quantization)
     reasons = []
+    passed_over = []  # better-ranked engines that run the model but not here
     for engine in sorted(ENGINES, key=lambda e: e.priority):
-        reason = engine.why_not(family, spec, has_gpu)
-        if reason is None:
+        unfit = engine.cannot_run(family, spec)
+        missing = None if unfit else engine.unavailable(has_gpu)
+        if unfit is None and missing is None:
+            # What a better-ranked engine lacked is said only when it could run the model:
+            # that it cannot run embeddings, say, is no news.
             why = f"auto: {spec.model_format} weights"
-            # Say what a better-ranked engine lacked only when it could run the format: that it
-            # cannot run embeddings, say, is no news.
-            passed = [r for r in reasons if "needs a GPU" in r or "not installed" in r]
-            return EngineChoice(engine, spec, quant, "; ".join([why, *passed]))
-        reasons.append(f"{engine.name}: {reason}")
+            return EngineChoice(engine, spec, quant, "; ".join([why, *passed_over]))
+        reasons.append(f"{engine.name}: {unfit or missing}")
+        if missing:
+            passed_over.append(reasons[-1])
     raise BadRequest(
         f"no installed engine can run {family.model_name} ({spec.model_format}); "
         + "; ".join(reasons),
