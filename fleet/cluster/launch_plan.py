@@ -47,6 +47,7 @@ class LaunchPlan:
     workers: list[WorkerRecord]
     models: list[ModelRecord]
     skip_check: bool
+    has_gpu: bool | None = None  # whether the workers it may go to have a GPU it wants
     placements: list[Placement] = field(default_factory=list)
     refusal: FleetError | None = None
     _estimates: dict[str, MemoryEstimate | None] = field(default_factory=dict)
@@ -78,9 +79,7 @@ class LaunchPlan:
     def device(self) -> str:
         if self.placements:
             return self.placements[0].device
-        gpu = any(w.resources.get("gpus") for w in self.workers) and \
-            wants_gpu(self.request.get("n_gpu", "auto"), self.request.get("gpu_idx"))
-        return "cuda" if gpu else "cpu"
+        return "cuda" if self.has_gpu else "cpu"
 
     def rooms(self) -> list[Room]:
         return [worker_room(w, self.models, self.demand) for w in self.workers]
@@ -92,8 +91,7 @@ class LaunchPlan:
         workers = []
         for room in self.rooms():
             need = self.estimate(room.device) if not room.problem else None
-            fits = room.problem is None and (self.skip_check or need is None
-                                             or not need.checkable or need.total <= room.free)
+            fits = room.fits(None if self.skip_check else need)
             workers.append({"address": room.address, "device": room.device, "where": room.where,
                             "free": room.free if not room.problem else None,
                             "needed": need.total if need else None, "fits": fits,
@@ -129,7 +127,8 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
                          request.get("model_size_in_billions"), request.get("quantization"),
                          has_gpu=has_gpu)
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
-                      models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)))
+                      models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
+                      has_gpu=has_gpu)
     try:
         plan.placements = place_replicas(workers, plan.models, int(request.get("replica") or 1),
                                          request.get("worker_ip"), plan.demand)

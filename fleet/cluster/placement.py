@@ -41,6 +41,11 @@ class Room:
     where: str  # "RAM", "GPU 0", "GPUs 0,1"
     problem: str | None = None  # why it cannot take the replica whatever its size
 
+    def fits(self, need: MemoryEstimate | None) -> bool:
+        """Whether a replica needing `need` (None: not checked) can go here."""
+        return self.problem is None and (need is None or not need.checkable
+                                         or need.total <= self.free)
+
     def describe(self) -> str:
         if self.problem:
             return f"worker {self.address} {self.problem}"
@@ -149,7 +154,7 @@ def place_replicas(
             room = worker_room(worker, models, demand, chosen)
             rooms.append(room)
             need = demand.estimate(room.device) if demand.estimate and not room.problem else None
-            if room.problem is None and (need is None or not need.checkable or need.total <= room.free):
+            if room.fits(need):
                 fitting.append((worker, room, need))
         if not fitting:
             raise InsufficientMemory(_refusal(demand, rooms, replica_count, len(chosen)))
