@@ -81,6 +81,16 @@ class LaunchPlan:
             return self.placements[0].device
         return "cuda" if self.has_gpu else "cpu"
 
+    def place(self, all_workers: list[WorkerRecord]) -> None:
+        """Choose the replicas' workers, or note why none has room (`refusal`)."""
+        try:
+            self.placements = place_replicas(all_workers, self.models,
+                                             int(self.request.get("replica") or 1),
+                                             self.request.get("worker_ip"), self.demand)
+            self.refusal = None
+        except FleetError as exc:
+            self.refusal = exc
+
     def rooms(self) -> list[Room]:
         return [worker_room(w, self.models, self.demand) for w in self.workers]
 
@@ -129,9 +139,5 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
                       has_gpu=has_gpu)
-    try:
-        plan.placements = place_replicas(workers, plan.models, int(request.get("replica") or 1),
-                                         request.get("worker_ip"), plan.demand)
-    except FleetError as exc:
-        plan.refusal = exc
+    plan.place(workers)
     return plan

@@ -123,16 +123,22 @@ class SupervisorActor(xo.StatelessActor):
 
     # ---- launching -----------------------------------------------------------------------
 
-    def _prepare(self, request: dict[str, Any]) -> ModelRecord:
+    def _prepare(self, request: dict[str, Any], restored: bool) -> ModelRecord:
         """Plan the launch (engine, memory, workers) and refuse it at once, with the numbers,
         when it fits nowhere, before any process starts."""
-        plan = plan_launch(self.catalogue, list(self._workers.values()), self._models.values(),
-                           request)
+        workers = list(self._workers.values())
+        plan = plan_launch(self.catalogue, workers, self._models.values(), request)
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed":
             raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
                              code="duplicate_model_uid")
+        if isinstance(plan.refusal, InsufficientMemory) and restored:
+            # It ran here before: an estimate must not make it vanish from the state file.
+            # Launched anyway, it serves, or fails visibly and stays listed to be dealt with.
+            logger.warning("restoring %s although %s", uid, plan.refusal.message)
+            plan.skip_check = True
+            plan.place(workers)
         if plan.refusal is not None:
             raise plan.refusal
         replicas = [
@@ -158,7 +164,7 @@ class SupervisorActor(xo.StatelessActor):
     async def launch_model(
         self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False
     ) -> str:
-        record = self._prepare(request)
+        record = self._prepare(request, restored)
         stale = self._models.pop(record.uid, None)
         if stale is not None:  # a failed launch under the same uid: clear it away first
             await self._stop_replicas(stale)
@@ -261,22 +267,10 @@ class SupervisorActor(xo.StatelessActor):
             if uid in self._models:
                 continue
             try:
-                await self._restore_one(uid, request)
+                await self.launch_model(request, wait_ready=False, restored=True)
                 logger.info("restoring model %s from the last run", uid)
             except FleetError as exc:
                 logger.error("could not restore model %s: %s", uid, exc.message)
-
-    async def _restore_one(self, uid: str, request: dict[str, Any]) -> None:
-        try:
-            await self.launch_model(request, wait_ready=False, restored=True)
-        except InsufficientMemory as exc:
-            # It ran here before: an estimate must not make it vanish from the state file.
-            # Launched anyway, it serves, or fails visibly and stays listed to be dealt with.
-            logger.warning("restoring %s although %s", uid, exc.message)
-            await self.launch_model({**request, SKIP_MEMORY_CHECK: True}, wait_ready=False,
-                                    restored=True)
-            self._models[uid].request.pop(SKIP_MEMORY_CHECK, None)  # not for the next restart
-            self._persist()
 
     def _persist(self) -> None:
         # A first launch that failed is forgotten (the user saw the error); a restored one that
