@@ -150,6 +150,16 @@ def download_from_hub(
     return target
 
 
+def cached_weights(family: BaseFamily, spec: ModelSpec, quantization: str) -> Path | None:
+    """A complete earlier download of these weights in the cache, or None."""
+    cached = cache_folder(family, spec, quantization)
+    if not (cached / ".fleet-complete").exists():
+        return None
+    if spec.model_format == "gguf" and spec.model_file_name_template:
+        return cached / spec.model_file_name_template.format(quantization=quantization)
+    return cached
+
+
 def resolve_weights(
     family: BaseFamily,
     spec: ModelSpec,
@@ -160,12 +170,11 @@ def resolve_weights(
     local = local_weights(model_path, spec)
     if local is not None:
         return gguf_file(local, spec, quantization)
-    cached = cache_folder(family, spec, quantization)
-    if (cached / ".fleet-complete").exists():
-        if spec.model_format == "gguf" and spec.model_file_name_template:
-            return cached / spec.model_file_name_template.format(quantization=quantization)
+    cached = cached_weights(family, spec, quantization)
+    if cached is not None:
         return cached
     path = download_from_hub(family, spec, quantization, progress)
-    (cached / ".fleet-complete").parent.mkdir(parents=True, exist_ok=True)
-    (cached / ".fleet-complete").touch()
+    complete = cache_folder(family, spec, quantization) / ".fleet-complete"
+    complete.parent.mkdir(parents=True, exist_ok=True)
+    complete.touch()
     return path

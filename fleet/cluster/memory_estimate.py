@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
-from fleet.cluster.download import cache_folder
-from fleet.cluster.weights_info import ModelShape, inspect_weights, visible_path
+from fleet.cluster.download import cached_weights, local_weights
+from fleet.cluster.weights_info import ModelShape, inspect_weights
 from fleet.engines.base import EngineInfo
 from fleet.errors import BadRequest
 
@@ -189,11 +189,12 @@ def local_model_path(model_path: str | None, family: BaseFamily, spec: ModelSpec
                      quantization: str) -> Path | None:
     """The weights as this machine sees them: the launch's path, the spec's model_uri, or a
     complete download in the cache. None when none of them is here."""
-    source = model_path or spec.model_uri
-    if source:
-        return visible_path(source)
-    cached = cache_folder(family, spec, quantization)
-    return cached if (cached / ".fleet-complete").exists() else None
+    if model_path or spec.model_uri:
+        try:
+            return local_weights(model_path, spec)
+        except BadRequest:  # not on this machine (or not a local path): nothing to read
+            return None
+    return cached_weights(family, spec, quantization)
 
 
 def _kv_tokens(family: BaseFamily, engine: EngineInfo, shape: ModelShape | None,

@@ -75,15 +75,6 @@ def infer_model_format(model_path: str | None, family: BaseFamily) -> str | None
     return folder_formats[0] if folder_formats else None
 
 
-def visible_path(source: str) -> Path | None:
-    """`source` (a path or file:// URI) when it exists on this machine, else None."""
-    try:
-        path = path_from_uri(source)
-    except BadRequest:
-        return None
-    return path if path.exists() else None
-
-
 def inspect_weights(path: Path, spec: ModelSpec, quantization: str) -> ModelShape | None:
     """The shape of the model at `path` (a folder, or a GGUF file); None when no weight files
     are found there."""
