@@ -25,7 +25,13 @@ from typing import Any
 from fleet.errors import TooManyRequests
 from fleet.generation.detokenizer import IncrementalDetokenizer
 from fleet.generation.params import NewSequence, TokenChoice
-from fleet.generation.scheduling import Events, GenerationRequest, SchedulerStats, choice_params
+from fleet.generation.scheduling import (
+    Events,
+    GenerationRequest,
+    SchedulerStats,
+    choice_params,
+    logprob_entry,
+)
 from fleet.generation.stops import StopStringMatcher
 
 logger = logging.getLogger(__name__)
@@ -78,12 +84,9 @@ class _Sequence:
         def piece(token_id: int) -> str:
             return self.tokenizer.decode([token_id])
 
-        text = piece(choice.token_id)
-        return {
-            "token": text, "logprob": choice.logprob, "bytes": list(text.encode("utf-8")),
-            "top_logprobs": [{"token": piece(t), "logprob": lp, "bytes": list(piece(t).encode())}
-                             for t, lp in (choice.top_logprobs or [])],
-        }
+        return {**logprob_entry(piece(choice.token_id), choice.logprob),
+                "top_logprobs": [logprob_entry(piece(t), lp)
+                                 for t, lp in (choice.top_logprobs or [])]}
 
 
 class GenerationScheduler:
@@ -222,8 +225,7 @@ class GenerationScheduler:
     def _record_batch(self) -> None:
         stats = self.stats
         stats.steps += 1
-        stats.last_batch_size = len(self._running)
-        stats.max_batch_size_seen = max(stats.max_batch_size_seen, len(self._running))
+        stats.saw_batch(len(self._running))
 
     def _fail_all(self, trace: str, events: dict[GenerationRequest, Events]) -> None:
         """An engine error fails the requests in the batch, not the replica."""

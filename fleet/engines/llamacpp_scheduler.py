@@ -24,7 +24,13 @@ from typing import Any
 
 from fleet.errors import TooManyRequests
 from fleet.generation.params import SamplingParams
-from fleet.generation.scheduling import Events, GenerationRequest, SchedulerStats, choice_params
+from fleet.generation.scheduling import (
+    Events,
+    GenerationRequest,
+    SchedulerStats,
+    choice_params,
+    logprob_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +69,7 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
 
 
 def _entry(item: dict[str, Any]) -> dict[str, Any]:
-    token = item.get("token", "")
-    return {"token": token, "logprob": item.get("logprob"),
-            "bytes": item.get("bytes") or list(token.encode("utf-8"))}
+    return logprob_entry(item.get("token", ""), item.get("logprob"), item.get("bytes"))
 
 
 class _ChoiceOutput:
@@ -244,8 +248,7 @@ class LlamaCppScheduler:
     def _count(self) -> None:
         stats = self.stats
         stats.running, stats.waiting = len(self._running), len(self._waiting)
-        stats.last_batch_size = stats.running
-        stats.max_batch_size_seen = max(stats.max_batch_size_seen, stats.running)
+        stats.saw_batch(stats.running)
 
     def _deliver(self, request: GenerationRequest, events: Events) -> None:
         self._loop.call_soon_threadsafe(request.deliver, events)

@@ -39,6 +39,17 @@ class SchedulerStats:
     max_batch_size_seen: int = 0
     finished: int = 0
 
+    def saw_batch(self, size: int) -> None:
+        self.last_batch_size = size
+        self.max_batch_size_seen = max(self.max_batch_size_seen, size)
+
+
+def logprob_entry(token: str, logprob: float | None, token_bytes: list[int] | None = None
+                  ) -> dict[str, Any]:
+    """One token of OpenAI's logprobs content: its text, log probability and UTF-8 bytes."""
+    return {"token": token, "logprob": logprob,
+            "bytes": token_bytes or list(token.encode("utf-8"))}
+
 
 def choice_params(params: SamplingParams, index: int) -> SamplingParams:
     """The settings of choice `index` of a request: the choices of one seeded request must differ
