@@ -131,6 +131,10 @@ class TokenPushServer:
                 pass
         except (ConnectionError, OSError):
             pass
+        except asyncio.CancelledError:
+            # The replica is stopping. This is the connection's own task, ending here: letting
+            # the cancellation out only makes asyncio's stream callback log it as an error.
+            pass
         finally:
             if self._writers.get(token) is writer:
                 del self._writers[token]
