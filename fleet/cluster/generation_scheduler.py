@@ -12,7 +12,6 @@ The engine contract: `prefill(list[NewSequence]) -> list[TokenChoice]` (first to
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import logging
 import queue
@@ -90,10 +89,9 @@ class _Sequence:
 
 
 class GenerationScheduler:
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_running: int = 32,
-                 max_requests: int = 256, max_prefill_tokens: int = 8192):
+    def __init__(self, engine: Any, max_running: int = 32, max_requests: int = 256,
+                 max_prefill_tokens: int = 8192):
         self._engine = engine
-        self._loop = loop
         self._max_running = max_running
         self._max_requests = max_requests
         self._max_prefill_tokens = max_prefill_tokens
@@ -140,7 +138,7 @@ class GenerationScheduler:
         except Exception:
             self._fail_all(traceback.format_exc(), events)
         for request, batch in events.items():
-            self._loop.call_soon_threadsafe(request.deliver, batch)
+            request.deliver(batch)
 
     def _decode(self, events: dict[GenerationRequest, Events]) -> None:
         self._record_batch()

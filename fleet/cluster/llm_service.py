@@ -5,17 +5,18 @@ own when it batches by itself (`make_scheduler`, see fleet.engines.base.LLMEngin
 prompt is rendered and tokenized here, the same way for every engine.
 
 A streamed request has a stream id. Its chunks are pushed to the API over the API's token channel
-(fleet.cluster.token_push) as they are made, or, when the API has no channel to this replica,
-polled (`next_chunks`): each poll returns everything produced since the last one, so a slow
-reader gets tokens in bunches. A client that goes away is cancelled explicitly (`cancel`), and a
-closed channel cancels the streams it carried, not garbage collection."""
+(fleet.cluster.token_push) as they are made, by the engine's thread that made them, or, when the
+API has no channel to this replica, polled (`next_chunks`): each poll returns everything produced
+since the last one, so a slow reader gets tokens in bunches. A client that goes away is cancelled
+explicitly (`cancel`), and a closed channel cancels the streams it carried, not garbage
+collection."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,9 +48,10 @@ class _Stream:
     streamed: bool = False
     polled_at: float = field(default_factory=time.monotonic)
     channel: str | None = None  # the API's token channel the chunks are pushed to, if any
-    on_update: Callable[[], None] | None = None
+    # A pushed stream is fed in the engine's threads (one per choice on llama.cpp).
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def deliver(self, events: Events) -> None:
+    def record(self, events: Events) -> None:
         for event in events:
             if "error" in event:
                 self.error, self.done = event["error"], True
@@ -63,9 +65,16 @@ class _Stream:
                 if "finish_reason" in event:
                     self.completion_tokens += event["completion_tokens"]
                     self.chunks.append(choice.finish(event["finish_reason"]))
-        self.ready.set()
-        if self.on_update is not None:
-            self.on_update()
+
+    def take(self) -> dict[str, Any]:
+        """The chunks made since the last take: {"chunks", "done"}, and "usage" or "error" once
+        it is done."""
+        chunks, self.chunks = self.chunks, []
+        if not self.done:
+            return {"chunks": chunks, "done": False}
+        if self.error:
+            return {"chunks": chunks, "done": True, "error": self.error}
+        return {"chunks": chunks, "done": True, "usage": self.usage}
 
     @property
     def usage(self) -> dict[str, int]:
@@ -80,15 +89,15 @@ class LLMService:
         self._family = family
         self._model_uid = model_uid
         self._stop_ids = engine.stop_token_ids(family.stop, family.stop_token_ids)
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
         max_requests = int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT)
         make_scheduler = getattr(engine, "make_scheduler", None)
         self.scheduler: Scheduler = (
-            make_scheduler(loop, max_running, max_requests) if make_scheduler is not None
-            else GenerationScheduler(engine, loop, max_running=max_running, max_requests=max_requests))
+            make_scheduler(max_running, max_requests) if make_scheduler is not None
+            else GenerationScheduler(engine, max_running=max_running, max_requests=max_requests))
         # The scheduler owns the engine's thread from now on.
-        self._loop_future = loop.run_in_executor(executor, self.scheduler.run_forever)
+        self._loop_future = self._loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}
         self.push = TokenPushServer(self._channel_lost)
 
@@ -128,7 +137,8 @@ class LLMService:
         raise BadRequest("prompt must be a string or a list of token ids; send several prompts "
                          "as several requests", code="unsupported_prompt")
 
-    def _prepare(self, kind: str, body: dict[str, Any]) -> tuple[GenerationRequest, _Stream]:
+    def _prepare(self, stream_id: str, kind: str, body: dict[str, Any]
+                 ) -> tuple[GenerationRequest, _Stream]:
         n = int(body.get("n") or 1)
         if kind == "chat":
             if "chat" not in self._family.abilities:
@@ -147,7 +157,8 @@ class LLMService:
         params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,
                                  self._engine.vocab_size)
         stream = _Stream(choices=choices, prompt_tokens=len(ids))
-        request = GenerationRequest(uuid.uuid4().hex, ids, params, n, stream.deliver)
+        request = GenerationRequest(stream_id, ids, params, n,
+                                    lambda events: self._deliver(stream_id, stream, events))
         return request, stream
 
     def _reasoning_tags(self, prompt: str) -> tuple[str, str, bool] | None:
@@ -161,21 +172,18 @@ class LLMService:
     async def _submit(self, kind: str, body: dict[str, Any], streamed: bool,
                       push: tuple[str, str] | None = None) -> tuple[str, _Stream]:
         self._forget_abandoned()
+        channel, stream_id = push if push is not None else (None, uuid.uuid4().hex)
+        if stream_id in self._streams:
+            raise BadRequest(f"stream {stream_id} already exists")
+        if channel is not None and not self.push.has_channel(channel):
+            raise Unavailable("the API's token channel to this replica is closed")
         # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
         # HTTP call) must not hold back the tokens of the streams already running.
-        request, stream = await asyncio.to_thread(self._prepare, kind, body)
-        stream.streamed = streamed
-        if push is not None:
-            channel, request.request_id = push
-            if request.request_id in self._streams:
-                raise BadRequest(f"stream {request.request_id} already exists")
-            if not self.push.has_channel(channel):
-                raise Unavailable("the API's token channel to this replica is closed")
-            stream.channel = channel
-            stream.on_update = lambda: self._push_update(request.request_id, stream)
+        request, stream = await asyncio.to_thread(self._prepare, stream_id, kind, body)
+        stream.streamed, stream.channel = streamed, channel
         self.scheduler.submit(request)
-        self._streams[request.request_id] = stream
-        return request.request_id, stream
+        self._streams[stream_id] = stream
+        return stream_id, stream
 
     async def complete(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
         """A whole answer: {"choices": [...], "usage": {...}}."""
@@ -199,12 +207,28 @@ class LLMService:
         stream_id, stream = await self._submit(kind, body, streamed=True, push=push)
         return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
 
-    def _push_update(self, stream_id: str, stream: _Stream) -> None:
-        if not stream.chunks and not stream.done:
-            return  # e.g. text held back while it may still become a stop string
-        frame = {"stream": stream_id, **self._take(stream_id, stream)}
-        if not self.push.push(stream.channel or "", frame):
-            self.cancel(stream_id)  # its reader is gone
+    def _deliver(self, stream_id: str, stream: _Stream, events: Events) -> None:
+        """In the scheduler's thread. A pushed stream's chunks are made and sent right here:
+        waking the event loop for each token cost the replica as much CPU as the API spends
+        forwarding it. Other requests are read on the event loop, so their events go there."""
+        if stream.channel is None:
+            self._loop.call_soon_threadsafe(self._arrived, stream, events)
+            return
+        with stream.lock:  # one frame at a time, in the order the chunks were made
+            stream.record(events)
+            if not stream.chunks and not stream.done:
+                return  # e.g. text held back while it may still become a stop string
+            frame = {"stream": stream_id, **stream.take()}
+            sent = self.push.send(stream.channel, frame)
+        if not sent:
+            self._loop.call_soon_threadsafe(self.cancel, stream_id)  # its reader is gone
+        elif frame["done"]:
+            self._loop.call_soon_threadsafe(self._streams.pop, stream_id, None)
+
+    @staticmethod
+    def _arrived(stream: _Stream, events: Events) -> None:
+        stream.record(events)
+        stream.ready.set()
 
     def _channel_lost(self, channel: str) -> None:
         for stream_id, stream in list(self._streams.items()):
@@ -221,21 +245,12 @@ class LLMService:
         if not stream.chunks and not stream.done:
             stream.ready.clear()
             await stream.ready.wait()
-        taken = self._take(stream_id, stream)
+        taken = stream.take()
+        if taken["done"]:
+            self._streams.pop(stream_id, None)
         if "error" in taken:
             raise Unavailable(taken["error"])
         return taken
-
-    def _take(self, stream_id: str, stream: _Stream) -> dict[str, Any]:
-        """The stream's chunks made since the last take: {"chunks", "done"}, and "usage" or
-        "error" once it is done (then it is forgotten)."""
-        chunks, stream.chunks = stream.chunks, []
-        if not stream.done:
-            return {"chunks": chunks, "done": False}
-        self._streams.pop(stream_id, None)
-        if stream.error:
-            return {"chunks": chunks, "done": True, "error": stream.error}
-        return {"chunks": chunks, "done": True, "usage": stream.usage}
 
     def cancel(self, stream_id: str) -> None:
         if self._streams.pop(stream_id, None) is not None:

@@ -155,7 +155,7 @@ class LLMEngine(Protocol):
     Then one of two ways to generate. Step-wise engines (`prefill`, `decode`, `release` and a
     Hugging Face `tokenizer`, see fleet.engines.transformers_llm) run in Fleet's own
     continuous-batching loop (fleet.cluster.generation_scheduler). Engines that batch on their
-    own bring their scheduler instead: `make_scheduler(loop, max_running, max_requests)` returns
+    own bring their scheduler instead: `make_scheduler(max_running, max_requests)` returns
     a fleet.generation.scheduling.Scheduler (see fleet.engines.llamacpp_llm)."""
 
     context_length: int

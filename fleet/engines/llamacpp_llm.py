@@ -22,7 +22,6 @@ Launch options (engine kwargs):
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import re
@@ -230,9 +229,8 @@ class LlamaCppLLM:
         return ()
 
     # ---- generation --------------------------------------------------------------------
-    def make_scheduler(self, loop: asyncio.AbstractEventLoop, max_running: int,
-                       max_requests: int) -> Any:
+    def make_scheduler(self, max_running: int, max_requests: int) -> Any:
         from fleet.engines.llamacpp_scheduler import LlamaCppScheduler
 
-        return LlamaCppScheduler(self, loop, slots=min(max_running, self.n_parallel),
+        return LlamaCppScheduler(self, slots=min(max_running, self.n_parallel),
                                  max_requests=max_requests)

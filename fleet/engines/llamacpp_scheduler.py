@@ -14,7 +14,6 @@ and frees the slot. That happens at the choice's next text piece."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import traceback
@@ -127,9 +126,8 @@ class _Choice:
 
 
 class LlamaCppScheduler:
-    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, slots: int, max_requests: int):
+    def __init__(self, engine: Any, slots: int, max_requests: int):
         self._engine = engine
-        self._loop = loop
         self._slots = slots
         self._max_requests = max_requests
         self._lock = threading.Condition()
@@ -189,7 +187,7 @@ class LlamaCppScheduler:
                 self._count()
                 events = self._settle(choice, output)
             if events:
-                self._deliver(choice.request, events)
+                choice.request.deliver(events)
 
     def _generate(self, choice: _Choice) -> _ChoiceOutput:
         params = choice_params(choice.request.params, choice.index)
@@ -205,7 +203,7 @@ class LlamaCppScheduler:
                 output.error = traceback.format_exc().strip().splitlines()[-1]
                 return True
             if event is not None:
-                self._deliver(choice.request, [event])
+                choice.request.deliver([event])
             return output.finished or output.error is not None
 
         try:
@@ -249,6 +247,3 @@ class LlamaCppScheduler:
         stats = self.stats
         stats.running, stats.waiting = len(self._running), len(self._waiting)
         stats.saw_batch(stats.running)
-
-    def _deliver(self, request: GenerationRequest, events: Events) -> None:
-        self._loop.call_soon_threadsafe(request.deliver, events)

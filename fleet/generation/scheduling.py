@@ -21,7 +21,8 @@ Events = list[dict[str, Any]]
 
 @dataclass(eq=False)  # compared and hashed by identity
 class GenerationRequest:
-    """A prompt to continue `n` times; `deliver` receives event batches on the event loop."""
+    """A prompt to continue `n` times. `deliver` receives its event batches in the scheduler's
+    thread, as they are made: it must be quick and thread-safe (see LLMService._deliver)."""
 
     request_id: str
     prompt_ids: list[int]

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import random
+from typing import Any
 
 import pytest
 
-from fleet.api.token_channels import TokenChannel, TokenChannels
+from fleet.api.token_channels import StreamInbox, TokenChannel, TokenChannels
 from fleet.cluster.token_push import FrameSplitter, TokenPushServer, encode_frame
 from fleet.errors import Unavailable
 
@@ -33,23 +34,56 @@ def test_an_oversized_frame_is_refused():
         FrameSplitter().feed(b"\xff\xff\xff\xff")
 
 
-def test_streams_get_their_own_frames_and_a_lost_channel_is_noticed_at_both_ends():
+async def _read_until_done(inbox: StreamInbox) -> dict[str, Any]:
+    chunks: list[Any] = []
+    while True:
+        got = await asyncio.wait_for(inbox.next(), 5)
+        chunks += got["chunks"]
+        if got["done"]:
+            return {**got, "chunks": chunks}
+
+
+def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
+    """Engine threads send their streams' frames at the same time; every stream gets its own
+    frames, whole and in the order they were sent, and nothing else."""
+    async def scenario() -> None:
+        server = TokenPushServer(lambda token: None)
+        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        assert server.has_channel(channel.token)
+        names = [f"s{i}" for i in range(6)]
+        inboxes = {name: channel.watch(name) for name in names}
+
+        def send_stream(name: str) -> None:
+            for i in range(300):
+                assert server.send(channel.token, {"stream": name, "chunks": [f"{name}-{i}"],
+                                                   "done": False})
+            assert server.send(channel.token, {"stream": name, "chunks": [], "done": True,
+                                               "usage": {"completion_tokens": 300}})
+
+        sending = [asyncio.to_thread(send_stream, name) for name in names]
+        got = await asyncio.gather(*(_read_until_done(inboxes[n]) for n in names), *sending)
+        for name, result in zip(names, got[:len(names)], strict=True):
+            assert result == {"chunks": [f"{name}-{i}" for i in range(300)], "done": True,
+                              "usage": {"completion_tokens": 300}}
+        assert not server.send("unknown-channel", {"stream": "a", "chunks": [], "done": True})
+        channel.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_lost_channel_is_noticed_at_both_ends():
     async def scenario() -> None:
         lost: list[str] = []
         server = TokenPushServer(lost.append)
-        address = await server.start("127.0.0.1")
-        channel = await TokenChannel.open(address)
-        assert server.has_channel(channel.token)
+        channel = await TokenChannel.open(await server.start("127.0.0.1"))
         first, second = channel.watch("a"), channel.watch("b")
-        # Frames pushed in one turn leave together; each reaches its own stream.
-        assert server.push(channel.token, {"stream": "a", "chunks": [1], "done": False})
-        assert server.push(channel.token, {"stream": "b", "chunks": [2], "done": False})
-        assert server.push(channel.token, {"stream": "a", "chunks": [3], "done": True,
-                                           "usage": {"completion_tokens": 2}})
-        assert await first.next() == {"chunks": [1, 3], "done": True,
-                                      "usage": {"completion_tokens": 2}}
-        assert await second.next() == {"chunks": [2], "done": False}
-        assert not server.push("unknown-channel", {"stream": "a", "chunks": [], "done": True})
+        assert server.send(channel.token, {"stream": "a", "chunks": [1], "done": True,
+                                           "usage": {"completion_tokens": 1}})
+        assert server.send(channel.token, {"stream": "b", "chunks": [2], "done": False})
+        assert await _read_until_done(first) == {"chunks": [1], "done": True,
+                                                 "usage": {"completion_tokens": 1}}
+        assert await asyncio.wait_for(second.next(), 5) == {"chunks": [2], "done": False}
         # The replica goes away: the stream still open fails with the reason.
         server.close()
         with pytest.raises(Unavailable, match="closed its token channel"):

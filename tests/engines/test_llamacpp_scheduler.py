@@ -61,12 +61,12 @@ class Engine:
 
 
 class Harness:
-    """A scheduler running on its own thread, its events gathered per request on the loop."""
+    """A scheduler running on its own threads, its events gathered per request on the loop."""
 
     def __init__(self, slots: int = 2, max_requests: int = 8):
         self.loop = asyncio.get_running_loop()
         self.engine = Engine()
-        self.scheduler = LlamaCppScheduler(self.engine, self.loop, slots=slots, max_requests=max_requests)
+        self.scheduler = LlamaCppScheduler(self.engine, slots=slots, max_requests=max_requests)
         self.events: dict[str, list[dict[str, Any]]] = {}
         self.finished: dict[str, asyncio.Event] = {}
         self.runner = self.loop.run_in_executor(None, self.scheduler.run_forever)
@@ -74,10 +74,13 @@ class Harness:
     def submit(self, request_id: str, prompt: list[int], n: int = 1, **settings: Any) -> None:
         self.events[request_id], self.finished[request_id] = [], asyncio.Event()
 
-        def deliver(events: list[dict[str, Any]]) -> None:
+        def on_loop(events: list[dict[str, Any]]) -> None:
             self.events[request_id].extend(events)
             if any("done" in e or "error" in e for e in events):
                 self.finished[request_id].set()
+
+        def deliver(events: list[dict[str, Any]]) -> None:  # in a slot's thread
+            self.loop.call_soon_threadsafe(on_loop, events)
 
         params = SamplingParams(max_tokens=16, **settings)
         self.scheduler.submit(GenerationRequest(request_id, prompt, params, n, deliver))
