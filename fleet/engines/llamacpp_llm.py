@@ -31,9 +31,11 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
+from fleet.gguf_metadata import trained_context
 
 logger = logging.getLogger(__name__)
 
@@ -135,29 +137,35 @@ class LlamaCppLLM:
     def load(self) -> None:
         if not os.path.isfile(self._model_path):
             raise FileNotFoundError(f"{self._model_path} is not a GGUF file")
+        if not self._sized_by_launch:
+            self.context_length = self._capped_by_training(self.context_length)
         self._start(self.context_length)
         try:
-            self._configure(self.context_length)
+            self._configure()
         except BaseException:
             self.close()  # a failed launch leaves no server behind
             raise
 
-    def _configure(self, context: int) -> None:
-        meta = self._get("/v1/models")["data"][0]["meta"]
-        trained = int(meta.get("n_ctx_train") or 0)
-        if not self._sized_by_launch and trained and context > trained:
-            # The family allows more than this model was trained for: the cache was sized for
-            # context no request may use. Size it again, once, before anything is served.
-            logger.info("%s was trained for %d tokens of context, not %d: restarting with %d",
+    def _capped_by_training(self, context: int) -> int:
+        """The family may allow more context than this file's model was trained for: a cache
+        that size would hold context no request may use. Read from the file's header before
+        llama.cpp starts, so that it starts once."""
+        try:
+            trained = trained_context(Path(self._model_path))
+        except (OSError, ValueError):
+            return context  # llama.cpp will say what is wrong with the file
+        if trained and context > trained:
+            logger.info("%s was trained for %d tokens of context, not the family's %d: using %d",
                         self._model_path, trained, context, trained)
-            self.close()
-            context = trained
-            self._start(context)
-        self.context_length = context
+            return trained
+        return context
+
+    def _configure(self) -> None:
+        meta = self._get("/v1/models")["data"][0]["meta"]
         self.vocab_size = int(meta["n_vocab"])
         self._props = self._get("/props")
         logger.info("llama.cpp serves %s: %d slots sharing %d tokens, %d threads, %d GPU layers",
-                    self._model_path, self.n_parallel, context, self._n_threads,
+                    self._model_path, self.n_parallel, self.context_length, self._n_threads,
                     self._n_gpu_layers)
 
     def _start(self, context: int) -> None:

@@ -11,14 +11,10 @@ import pytest
 
 from fleet.catalogue.registry import parse_family
 from fleet.cluster.memory_estimate import MIB, estimate_memory, human
-from fleet.cluster.weights_info import (
-    infer_model_format,
-    inspect_weights,
-    read_gguf_metadata,
-    safetensors_params,
-)
+from fleet.cluster.weights_info import infer_model_format, inspect_weights, safetensors_params
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest
+from fleet.gguf_metadata import read_gguf_metadata, trained_context
 
 TRANSFORMERS = engine_by_name("transformers")
 LLAMA_CPP = engine_by_name("llama.cpp")
@@ -163,6 +159,7 @@ def test_our_gguf_reader_agrees_with_the_gguf_package():
                 "general.file_type"):
         assert ours[key] == reader.fields[key].contents(), key
     assert "tokenizer.ggml.tokens" not in ours  # big arrays are skipped, not read
+    assert trained_context(path) == ours["llama.context_length"] == 8192
 
 
 def test_without_local_files_the_size_and_quantization_decide(tmp_path):

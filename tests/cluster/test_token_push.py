@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from fleet.api.token_channels import StreamInbox, TokenChannel, TokenChannels
+from fleet.cluster import token_push
 from fleet.cluster.token_push import FrameSplitter, TokenPushServer, encode_frame
 from fleet.errors import Unavailable
 
@@ -107,6 +108,40 @@ def test_the_replica_hears_when_the_api_closes_its_channel():
             await asyncio.sleep(0.01)
         assert lost == [channel.token]
         assert not server.has_channel(channel.token)
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyPatch):
+    """A send does not block an engine thread forever: an API that reads nothing for
+    SEND_TIMEOUT_S is taken as gone, and its channel's loss is reported like a close."""
+    monkeypatch.setattr(token_push, "SEND_TIMEOUT_S", 0.3)
+
+    async def scenario() -> None:
+        lost: list[str] = []
+        server = TokenPushServer(lost.append)
+        host, port = (await server.start("127.0.0.1")).split(":")
+        reader, writer = await asyncio.open_connection(host, int(port))  # never reads again
+        writer.write(encode_frame({"channel": "stuck-api"}))
+        assert await token_push.read_frame(reader) == {"ready": True}
+        big = {"stream": "a", "chunks": ["x" * (1 << 20)], "done": False}
+
+        def send_until_refused() -> int:
+            for sent in range(200):
+                if not server.send("stuck-api", big):
+                    return sent
+            raise AssertionError("200 MiB sent to an API that reads nothing")
+
+        sent = await asyncio.to_thread(send_until_refused)
+        assert sent > 0
+        for _ in range(100):
+            if lost:
+                break
+            await asyncio.sleep(0.01)
+        assert lost == ["stuck-api"]
+        assert not server.has_channel("stuck-api")
+        writer.close()
         server.close()
 
     asyncio.run(scenario())
