@@ -1,12 +1,14 @@
 """The API's routing table: model uid -> replica actor refs, asked of the supervisor once and
 cached, so a request costs one actor call to the replica and nothing to the supervisor.
 
-Small requests that come in bursts (embeddings, rerank) share their actor calls: those that reach
+Small requests that come in bursts (embeddings, rerank) share their calls: those that reach
 the API in the same turn of its event loop, for the same model, leave as one message
 (`ModelActor.call_many`), and their answers come back as one. Each actor message costs CPU in
 both processes (serialising, a socket write and read, an actor dispatch); under load that was a
 tenth of the API's CPU per request, taken from the engine on a small machine. A lone request
-waits for nothing: its group closes at the end of the turn it arrived in."""
+waits for nothing: its group closes at the end of the turn it arrived in. Groups travel on the
+replica's token channel where there is one (see fleet.cluster.token_push for why), else as
+actor calls."""
 
 from __future__ import annotations
 
@@ -93,14 +95,18 @@ class ReplicaRouter:
 
     async def _deliver_group(self, uid: str, method: str,
                              group: list[tuple[tuple, asyncio.Future]]) -> None:
+        calls = [args for args, _ in group]
+
+        async def send(replica: Replica) -> list[tuple[Exception | None, Any]]:
+            channel = await self._channels.for_replica(replica.replica_uid, replica.ref)
+            if channel is not None:
+                return await channel.call_many(method, calls)
+            if len(calls) == 1:
+                return [(None, await getattr(replica.ref, method)(*calls[0]))]
+            return await replica.ref.call_many(method, calls)
+
         try:
-            if len(group) == 1:
-                result, replica = await self._call_once_more_if_stale(
-                    uid, lambda r: getattr(r.ref, method)(*group[0][0]))
-                outcomes: list[tuple[Exception | None, Any]] = [(None, result)]
-            else:
-                outcomes, replica = await self._call_once_more_if_stale(
-                    uid, lambda r: r.ref.call_many(method, [args for args, _ in group]))
+            outcomes, replica = await self._call_once_more_if_stale(uid, send)
         except asyncio.CancelledError:  # the API is stopping
             for _, future in group:
                 future.cancel()

@@ -1,14 +1,17 @@
 """The API's end of the token channels (fleet.cluster.token_push): one connection per replica,
 shared by every stream read from it, each stream's frames kept in its own inbox until the route
-that writes it to the client asks for them.
+that writes it to the client asks for them; and the grouped embeddings and rerank calls to that
+replica (`TokenChannel.call_many`).
 
 If a replica's channel cannot be opened (an older replica, a port the network does not let
 through), streams from it are polled over actor calls instead, as they always could be; the
-channel is tried again a minute later. `FLEET_TOKEN_CHANNELS=0` polls every stream."""
+channel is tried again a minute later. `FLEET_TOKEN_CHANNELS=0` polls every stream (and sends
+grouped calls as actor calls)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import time
@@ -74,6 +77,8 @@ class TokenChannel(asyncio.Protocol):
         self.token = token
         self._frames = FrameSplitter()
         self._inboxes: dict[str, StreamInbox] = {}
+        self._calls: dict[int, asyncio.Future[list[tuple[Any, Any]]]] = {}
+        self._call_ids = itertools.count()
         self._transport: asyncio.Transport | None = None
         self._greeted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.closed = False
@@ -110,6 +115,11 @@ class TokenChannel(asyncio.Protocol):
                 else:
                     self._greeted.set_exception(ConnectionError(f"unexpected greeting {frame!r}"))
                 continue
+            if "reply" in frame:
+                call = self._calls.pop(frame["reply"], None)
+                if call is not None and not call.done():
+                    call.set_result(frame["outcomes"])
+                continue
             inbox = self._inboxes.get(frame["stream"])
             if inbox is None:
                 continue  # a stream its reader has given up on
@@ -130,6 +140,19 @@ class TokenChannel(asyncio.Protocol):
         inbox = self._inboxes[stream_id] = StreamInbox(lambda: self._inboxes.pop(stream_id, None))
         return inbox
 
+    async def call_many(self, method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
+        """`ModelActor.call_many(method, calls)` over this channel: (error, result) per call.
+        Raises ConnectionError if the channel closes first (the caller may try another route)."""
+        if self.closed or self._transport is None:
+            raise ConnectionError("the token channel to this replica closed")
+        call_id = next(self._call_ids)
+        answer = self._calls[call_id] = asyncio.get_running_loop().create_future()
+        try:
+            self._transport.write(encode_frame({"call": call_id, "method": method, "calls": calls}))
+            return await answer
+        finally:
+            self._calls.pop(call_id, None)
+
     def close(self) -> None:
         self._end("the API closed the token channel")
 
@@ -144,6 +167,10 @@ class TokenChannel(asyncio.Protocol):
         for inbox in self._inboxes.values():
             inbox.fail(reason)
         self._inboxes.clear()
+        for call in self._calls.values():
+            if not call.done():
+                call.set_exception(ConnectionError(reason))
+        self._calls.clear()
 
 
 class TokenChannels:

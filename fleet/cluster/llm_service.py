@@ -84,7 +84,7 @@ class _Stream:
 
 class LLMService:
     def __init__(self, engine: Any, family: LLMFamily, model_uid: str, options: dict[str, Any],
-                 executor: Executor):
+                 executor: Executor, push: TokenPushServer):
         self._engine = engine
         self._family = family
         self._model_uid = model_uid
@@ -99,10 +99,9 @@ class LLMService:
         # The scheduler owns the engine's thread from now on.
         self._loop_future = self._loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}
-        self.push = TokenPushServer(self._channel_lost)
+        self.push = push
 
     def close(self) -> None:
-        self.push.close()
         self.scheduler.stop()
 
     # ---- building a request --------------------------------------------------------------
@@ -230,7 +229,8 @@ class LLMService:
         stream.record(events)
         stream.ready.set()
 
-    def _channel_lost(self, channel: str) -> None:
+    def channel_lost(self, channel: str) -> None:
+        """The API behind `channel` has gone: nobody reads its streams any more."""
         for stream_id, stream in list(self._streams.items()):
             if stream.channel == channel:
                 self.cancel(stream_id)

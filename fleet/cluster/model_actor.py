@@ -21,6 +21,7 @@ from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
 from fleet.cluster.llm_service import LLMService
+from fleet.cluster.token_push import TokenPushServer
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
@@ -62,6 +63,8 @@ class ModelActor(xo.StatelessActor):
         # are (query, document) pairs, so its batches hold more of them. LLMs batch token by
         # token instead, in their service's scheduler, created once the engine is loaded.
         self._llm: LLMService | None = None
+        # The API's channel: streamed tokens and grouped calls (fleet.cluster.token_push).
+        self._push = TokenPushServer(self._channel_lost, self.call_many)
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
                                            max_batch_items=256)
@@ -73,6 +76,7 @@ class ModelActor(xo.StatelessActor):
         return f"model-{replica_uid}"
 
     async def __pre_destroy__(self) -> None:
+        self._push.close()
         if self._llm is not None:
             self._llm.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -119,10 +123,14 @@ class ModelActor(xo.StatelessActor):
             options = {**(self._launch.get("engine_kwargs") or {}),
                        "request_limits": self._launch.get("request_limits")}
             self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
-                                   self._executor)
-            await self._llm.push.start(self.address.rsplit(":", 1)[0])
+                                   self._executor, self._push)
+        await self._push.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
+
+    def _channel_lost(self, channel: str) -> None:
+        if self._llm is not None:
+            self._llm.channel_lost(channel)
 
     def _fail(self, reason: str) -> None:
         self._state, self._stage, self._error = "failed", "failed", reason
@@ -153,7 +161,8 @@ class ModelActor(xo.StatelessActor):
             return self._llm.stats()
         batcher = self._batcher
         return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
-                "batches": batcher.batches_run, "queued": batcher.queued}
+                "batches": batcher.batches_run, "queued": batcher.queued,
+                "token_channels": self._push.channels}
 
     def _require_ready(self, ability: str) -> None:
         if self._engine is None:
@@ -261,8 +270,9 @@ class ModelActor(xo.StatelessActor):
         return result
 
     def token_push_address(self) -> str | None:
-        """Where the API connects to have streamed tokens pushed (fleet.cluster.token_push)."""
-        return self._llm.push.address if self._llm is not None else None
+        """Where the API connects for streamed tokens and grouped calls
+        (fleet.cluster.token_push); None until the replica is ready."""
+        return self._push.address or None
 
     async def start_stream(self, kind: str, body: dict[str, Any],
                            push: tuple[str, str] | None = None) -> dict[str, Any]:

@@ -8,12 +8,13 @@ import asyncio
 import random
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fleet.api.token_channels import StreamInbox, TokenChannel, TokenChannels
 from fleet.cluster import token_push
 from fleet.cluster.token_push import FrameSplitter, TokenPushServer, encode_frame
-from fleet.errors import Unavailable
+from fleet.errors import BadRequest, Unavailable
 
 
 def test_frames_are_cut_right_whatever_the_pieces():
@@ -35,6 +36,10 @@ def test_an_oversized_frame_is_refused():
         FrameSplitter().feed(b"\xff\xff\xff\xff")
 
 
+async def _no_calls(method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
+    raise AssertionError("no call expected")
+
+
 async def _read_until_done(inbox: StreamInbox) -> dict[str, Any]:
     chunks: list[Any] = []
     while True:
@@ -48,7 +53,7 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
     """Engine threads send their streams' frames at the same time; every stream gets its own
     frames, whole and in the order they were sent, and nothing else."""
     async def scenario() -> None:
-        server = TokenPushServer(lambda token: None)
+        server = TokenPushServer(lambda token: None, _no_calls)
         channel = await TokenChannel.open(await server.start("127.0.0.1"))
         assert server.has_channel(channel.token)
         names = [f"s{i}" for i in range(6)]
@@ -76,7 +81,7 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
 def test_a_lost_channel_is_noticed_at_both_ends():
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append)
+        server = TokenPushServer(lost.append, _no_calls)
         channel = await TokenChannel.open(await server.start("127.0.0.1"))
         first, second = channel.watch("a"), channel.watch("b")
         assert server.send(channel.token, {"stream": "a", "chunks": [1], "done": True,
@@ -99,7 +104,7 @@ def test_a_lost_channel_is_noticed_at_both_ends():
 def test_the_replica_hears_when_the_api_closes_its_channel():
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append)
+        server = TokenPushServer(lost.append, _no_calls)
         channel = await TokenChannel.open(await server.start("127.0.0.1"))
         channel.close()
         for _ in range(100):
@@ -120,7 +125,7 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
 
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append)
+        server = TokenPushServer(lost.append, _no_calls)
         host, port = (await server.start("127.0.0.1")).split(":")
         reader, writer = await asyncio.open_connection(host, int(port))  # never reads again
         writer.write(encode_frame({"channel": "stuck-api"}))
@@ -142,6 +147,61 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
         assert lost == ["stuck-api"]
         assert not server.has_channel("stuck-api")
         writer.close()
+        server.close()
+
+    asyncio.run(scenario())
+
+
+def test_grouped_calls_are_answered_each_with_its_own_outcome():
+    """Calls go out as JSON and come back pickled: float32 arrays arrive as they were, an error
+    stays the error it was, and answers find their callers whatever order they come in."""
+    async def serve_calls(method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
+        if method == "boom":
+            raise RuntimeError("the whole group failed")
+        await asyncio.sleep(0.05 if calls[0][0] == "slow" else 0)
+        return [(BadRequest("empty input", code="empty_input"), None) if not text
+                else (None, (np.full((1, 3), len(text), dtype=np.float32), len(text)))
+                for text, in calls]
+
+    async def scenario() -> None:
+        server = TokenPushServer(lambda token: None, serve_calls)
+        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        slow, fast = await asyncio.gather(channel.call_many("embed", [("slow",), ("",)]),
+                                          channel.call_many("embed", [("ab",)]))
+        assert fast[0][0] is None and fast[0][1][1] == 2
+        assert fast[0][1][0].dtype == np.float32 and fast[0][1][0].tolist() == [[2.0, 2.0, 2.0]]
+        assert slow[0][1][1] == 4
+        error = slow[1][0]
+        assert isinstance(error, BadRequest) and error.code == "empty_input" and slow[1][1] is None
+        failed = await channel.call_many("boom", [("a",), ("b",)])
+        assert [str(e) for e, _ in failed] == ["RuntimeError: the whole group failed"] * 2
+        # A call still waiting when the replica goes away fails with a ConnectionError, which
+        # the router takes as "try a fresh route".
+        waiting = asyncio.create_task(channel.call_many("embed", [("slow",)]))
+        await asyncio.sleep(0.01)
+        server.close()
+        with pytest.raises(ConnectionError, match="closed its token channel"):
+            await asyncio.wait_for(waiting, 5)
+        with pytest.raises(ConnectionError):
+            await channel.call_many("embed", [("a",)])
+
+    asyncio.run(scenario())
+
+
+def test_the_replica_closes_a_connection_that_sends_what_is_not_a_call():
+    async def scenario() -> None:
+        lost: list[str] = []
+        server = TokenPushServer(lost.append, _no_calls)
+        host, port = (await server.start("127.0.0.1")).split(":")
+        for garbage in (encode_frame({"stream": "x"}),  # JSON, but not a call
+                        token_push.encode_pickled_frame({"call": 1, "calls": []})):  # never unpickled
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(encode_frame({"channel": "odd-api"}))
+            assert await token_push.read_frame(reader) == {"ready": True}
+            writer.write(garbage)
+            assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the replica
+            writer.close()
+        assert lost == ["odd-api", "odd-api"]
         server.close()
 
     asyncio.run(scenario())
