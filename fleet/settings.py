@@ -51,8 +51,9 @@ def metrics_enabled() -> bool:
     return os.environ.get("FLEET_METRICS", "1").lower() not in ("0", "false", "no", "off")
 
 
-def token_channels_enabled() -> bool:
-    """Streamed tokens come to the API over a socket per replica (fleet.cluster.token_push).
-    `FLEET_TOKEN_CHANNELS=0` has the API poll them over actor calls instead: for networks that
-    let the actor port through but not others."""
-    return os.environ.get("FLEET_TOKEN_CHANNELS", "1").lower() not in ("0", "false", "no", "off")
+def replica_channels_enabled() -> bool:
+    """Streamed tokens and grouped embeddings/rerank calls travel on a socket per replica
+    (fleet.cluster.replica_channel). `FLEET_REPLICA_CHANNELS=0` has the API poll streams and send
+    the calls over actor calls instead: for networks that let the actor port through but not
+    others."""
+    return os.environ.get("FLEET_REPLICA_CHANNELS", "1").lower() not in ("0", "false", "no", "off")

@@ -7,7 +7,7 @@ the API in the same turn of its event loop, for the same model, leave as one mes
 both processes (serialising, a socket write and read, an actor dispatch); under load that was a
 tenth of the API's CPU per request, taken from the engine on a small machine. A lone request
 waits for nothing: its group closes at the end of the turn it arrived in. Groups travel on the
-replica's token channel where there is one (see fleet.cluster.token_push for why), else as
+replica's channel where there is one (see fleet.cluster.replica_channel for why), else as
 actor calls."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
 from fleet.api.metrics import FleetMetrics
+from fleet.api.replica_channels import ReplicaChannels, StreamInbox
 from fleet.api.streams import Replica, ReplicaStream
-from fleet.api.token_channels import StreamInbox, TokenChannels
 from fleet.errors import FleetError, Unavailable
-from fleet.settings import token_channels_enabled
+from fleet.settings import replica_channels_enabled
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class ReplicaRouter:
     def __init__(self, supervisor: Any, metrics: FleetMetrics):
         self._supervisor = supervisor
         self._metrics = metrics
-        self._channels = TokenChannels(token_channels_enabled())
+        self._channels = ReplicaChannels(replica_channels_enabled())
         self._routes: dict[str, tuple[list[Replica], itertools.cycle]] = {}
         self._open_groups: dict[tuple[str, str], list[tuple[tuple, asyncio.Future]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
@@ -146,7 +146,7 @@ class ReplicaRouter:
     async def open_stream(self, uid: str, endpoint: str, kind: str,
                           body: dict[str, Any]) -> ReplicaStream:
         """Start a streamed answer on the next replica, its tokens pushed over the replica's
-        token channel (or polled when there is none); the stream reports its own metrics."""
+        replica channel (or polled when there is none); the stream reports its own metrics."""
 
         async def start(replica: Replica) -> tuple[dict[str, Any], StreamInbox | None]:
             channel = await self._channels.for_replica(replica.replica_uid, replica.ref)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.api.metrics import FleetMetrics
-from fleet.api.token_channels import StreamInbox
+from fleet.api.replica_channels import StreamInbox
 
 logger = logging.getLogger(__name__)
 

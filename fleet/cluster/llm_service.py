@@ -4,8 +4,8 @@ chunks. The scheduler is Fleet's continuous-batching loop for step-wise engines,
 own when it batches by itself (`make_scheduler`, see fleet.engines.base.LLMEngine); either way the
 prompt is rendered and tokenized here, the same way for every engine.
 
-A streamed request has a stream id. Its chunks are pushed to the API over the API's token channel
-(fleet.cluster.token_push) as they are made, by the engine's thread that made them, or, when the
+A streamed request has a stream id. Its chunks are pushed to the API over the API's replica channel
+(fleet.cluster.replica_channel) as they are made, by the engine's thread that made them, or, when the
 API has no channel to this replica, polled (`next_chunks`): each poll returns everything produced
 since the last one, so a slow reader gets tokens in bunches. A client that goes away is cancelled
 explicitly (`cancel`), and a closed channel cancels the streams it carried, not garbage
@@ -23,7 +23,7 @@ from typing import Any
 
 from fleet.catalogue.schemas import LLMFamily
 from fleet.cluster.generation_scheduler import GenerationScheduler
-from fleet.cluster.token_push import TokenPushServer
+from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
@@ -47,7 +47,7 @@ class _Stream:
     error: str | None = None
     streamed: bool = False
     polled_at: float = field(default_factory=time.monotonic)
-    channel: str | None = None  # the API's token channel the chunks are pushed to, if any
+    channel: str | None = None  # the API's replica channel the chunks are pushed to, if any
     # A pushed stream is fed in the engine's threads (one per choice on llama.cpp).
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -84,7 +84,7 @@ class _Stream:
 
 class LLMService:
     def __init__(self, engine: Any, family: LLMFamily, model_uid: str, options: dict[str, Any],
-                 executor: Executor, push: TokenPushServer):
+                 executor: Executor, push: ReplicaChannelServer):
         self._engine = engine
         self._family = family
         self._model_uid = model_uid
@@ -175,7 +175,7 @@ class LLMService:
         if stream_id in self._streams:
             raise BadRequest(f"stream {stream_id} already exists")
         if channel is not None and not self.push.has_channel(channel):
-            raise Unavailable("the API's token channel to this replica is closed")
+            raise Unavailable("the API's channel to this replica is closed")
         # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
         # HTTP call) must not hold back the tokens of the streams already running.
         request, stream = await asyncio.to_thread(self._prepare, stream_id, kind, body)
@@ -202,7 +202,7 @@ class LLMService:
     async def start(self, kind: str, body: dict[str, Any],
                     push: tuple[str, str] | None = None) -> dict[str, Any]:
         """Start a streamed answer. With `push` = (channel, stream id chosen by the API), its
-        chunks go to that token channel; without, the API polls `next_chunks`."""
+        chunks go to that replica channel; without, the API polls `next_chunks`."""
         stream_id, stream = await self._submit(kind, body, streamed=True, push=push)
         return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
 
@@ -266,4 +266,4 @@ class LLMService:
         stats = self.scheduler.stats
         return {"last_size": stats.last_batch_size, "max_size": stats.max_batch_size_seen,
                 "batches": stats.steps, "queued": stats.waiting, "running": stats.running,
-                "token_channels": self.push.channels}
+                "api_channels": self.push.channels}

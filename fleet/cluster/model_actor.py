@@ -21,7 +21,7 @@ from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
 from fleet.cluster.llm_service import LLMService
-from fleet.cluster.token_push import TokenPushServer
+from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
@@ -63,8 +63,8 @@ class ModelActor(xo.StatelessActor):
         # are (query, document) pairs, so its batches hold more of them. LLMs batch token by
         # token instead, in their service's scheduler, created once the engine is loaded.
         self._llm: LLMService | None = None
-        # The API's channel: streamed tokens and grouped calls (fleet.cluster.token_push).
-        self._push = TokenPushServer(self._channel_lost, self.call_many)
+        # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
+        self._push = ReplicaChannelServer(self._channel_lost, self.call_many)
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
                                            max_batch_items=256)
@@ -162,7 +162,7 @@ class ModelActor(xo.StatelessActor):
         batcher = self._batcher
         return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
                 "batches": batcher.batches_run, "queued": batcher.queued,
-                "token_channels": self._push.channels}
+                "api_channels": self._push.channels}
 
     def _require_ready(self, ability: str) -> None:
         if self._engine is None:
@@ -269,14 +269,14 @@ class ModelActor(xo.StatelessActor):
         self._requests_served += 1
         return result
 
-    def token_push_address(self) -> str | None:
+    def channel_address(self) -> str | None:
         """Where the API connects for streamed tokens and grouped calls
-        (fleet.cluster.token_push); None until the replica is ready."""
+        (fleet.cluster.replica_channel); None until the replica is ready."""
         return self._push.address or None
 
     async def start_stream(self, kind: str, body: dict[str, Any],
                            push: tuple[str, str] | None = None) -> dict[str, Any]:
-        """Start a streamed answer: pushed to the API's token channel `push` = (channel, stream
+        """Start a streamed answer: pushed to the API's replica channel `push` = (channel, stream
         id), or polled with `next_chunks(stream_id)`."""
         started = await self._require_llm(kind).start(kind, body, push)
         self._requests_served += 1

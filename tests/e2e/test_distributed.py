@@ -31,7 +31,7 @@ def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
         client.terminate_model(uid)
         assert client.list_models() == {}
         # A streamed answer from a replica in the worker's process tree reaches the API in the
-        # supervisor's over the replica's token channel.
+        # supervisor's over the replica's channel.
         _check_a_stream(client, supervisor, tmp_path)
     finally:
         assert worker.stop() == 0, worker.output()
@@ -52,7 +52,7 @@ def _check_a_stream(client: Client, supervisor: FleetProcess, tmp_path) -> None:
             "stream": True}) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     assert "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]) == " Paris is lovely"
-    assert client.replicas(uid)[0]["batch"]["token_channels"] == 1  # pushed, not polled
+    assert client.replicas(uid)[0]["batch"]["api_channels"] == 1  # pushed, not polled
     client.terminate_model(uid)
 
 

@@ -139,7 +139,7 @@ def test_eight_concurrent_streams_share_the_batch(local_cluster, client, openai_
     assert alone.choices[0].message.content == results[3][0]
     assert max(seen_running) > 1
     assert client.replicas(smollm2)[0]["batch"]["max_size"] > 1
-    # The tokens came over the replica's token channel, not by polling.
+    # The tokens came over the replica's channel, not by polling.
     assert "its streams are polled" not in local_cluster.output()
 
 

@@ -193,10 +193,10 @@ def test_metrics_count_streams_first_tokens_and_generated_tokens(local_cluster, 
     assert value(samples, "fleet_model_in_flight_requests", model=tiny) == 0
 
 
-def test_streams_are_polled_when_token_channels_are_off(tmp_path):
-    """FLEET_TOKEN_CHANNELS=0 (or a replica the API cannot reach on another port): streamed
+def test_streams_are_polled_when_replica_channels_are_off(tmp_path):
+    """FLEET_REPLICA_CHANNELS=0 (or a replica the API cannot reach on another port): streamed
     tokens come over actor calls instead, and the answer is the same."""
-    cluster = start_local(tmp_path / "home", {"FLEET_TOKEN_CHANNELS": "0"})
+    cluster = start_local(tmp_path / "home", {"FLEET_REPLICA_CHANNELS": "0"})
     try:
         client = Client(cluster.endpoint)
         path = build_scripted_qwen2(tmp_path / "tools", TOOL_SCRIPT)
@@ -210,6 +210,6 @@ def test_streams_are_polled_when_token_channels_are_off(tmp_path):
         streamed = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
         assert streamed == whole["choices"][0]["text"] == " Paris is lovely in spring."
         assert "its streams are polled" not in cluster.output()  # off by choice, not by failure
-        assert client.replicas(uid)[0]["batch"]["token_channels"] == 0
+        assert client.replicas(uid)[0]["batch"]["api_channels"] == 0
     finally:
         cluster.stop()

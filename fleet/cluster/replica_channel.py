@@ -1,7 +1,9 @@
-"""Streamed tokens pushed from a replica to the API over a plain socket, one per API process;
-and the API's grouped embeddings and rerank calls, answered on the same socket.
+"""A replica's channel to each API process: a plain socket beside xoscar's, for the two kinds of
+traffic whose per-message cost the engine feels. Streamed tokens are pushed on it as they are
+made, and the API's grouped embeddings and rerank calls are answered on it. Everything else
+(launching, status, starting and cancelling streams) stays on actor calls.
 
-Why not actor calls: a stream read through xoscar costs a round trip per poll (the API asks,
+Why not actor calls for tokens: a stream read through xoscar costs a round trip per poll (the API asks,
 the replica answers), and each message is pickled, framed, checked against the cluster's auth
 key and dispatched to an actor, in both processes. With llama.cpp on two cores (a token every
 ~8 ms, both cores busy decoding) that was most of the API's 0.4 ms of CPU per token, taken from
@@ -133,7 +135,7 @@ class _Connection:
 ServeCalls = Callable[[str, list[tuple]], Awaitable[list[tuple[Any, Any]]]]
 
 
-class TokenPushServer:
+class ReplicaChannelServer:
     """In the replica's process: accepts the API's connections, sends frames on them, and
     answers the grouped calls they bring with `serve_calls(method, calls) -> outcomes`.
     `on_channel_lost(token)` is called on the event loop when a connection closes."""
@@ -195,7 +197,7 @@ class TokenPushServer:
             hello = await asyncio.wait_for(read_frame(reader), HELLO_TIMEOUT_S)
             token = str(hello["channel"])
         except Exception as exc:  # not an API speaking this protocol
-            logger.warning("token push: refused a connection: %s", exc)
+            logger.warning("replica channel: refused a connection: %s", exc)
             writer.close()
             return
         transport_socket = writer.get_extra_info("socket")
@@ -213,7 +215,7 @@ class TokenPushServer:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         except ValueError as exc:  # a frame too big, or not JSON: not our API
-            logger.warning("token push: closing a connection that sent %s", exc)
+            logger.warning("replica channel: closing a connection that sent %s", exc)
         except asyncio.CancelledError:
             # The replica is stopping. This is the connection's own task, ending here: letting
             # the cancellation out only makes asyncio's stream callback log it as an error.
@@ -232,7 +234,7 @@ class TokenPushServer:
             outcomes = await self._serve_calls(str(frame["method"]), calls)
             reply = encode_pickled_frame({"reply": frame["call"], "outcomes": outcomes})
         except Exception as exc:  # a malformed call: every request in it hears why
-            logger.warning("token push: a call failed as a whole: %r", exc)
+            logger.warning("replica channel: a call failed as a whole: %r", exc)
             error = FleetError(f"{type(exc).__name__}: {exc}")
             reply = encode_pickled_frame({"reply": frame.get("call"),
                                           "outcomes": [(error, None)] * len(frame["calls"])})

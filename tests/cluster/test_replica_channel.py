@@ -1,4 +1,4 @@
-"""Token channels: frames cut right however the bytes arrive, each stream's frames reach its own
+"""Replica channels: frames cut right however the bytes arrive, each stream's frames reach its own
 inbox over a real socket, and either end going away is noticed by the other (streams fail with a
 reason in the API; the replica cancels the streams of a channel that closed)."""
 
@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from fleet.api.token_channels import StreamInbox, TokenChannel, TokenChannels
-from fleet.cluster import token_push
-from fleet.cluster.token_push import FrameSplitter, TokenPushServer, encode_frame
+from fleet.api.replica_channels import ReplicaChannel, ReplicaChannels, StreamInbox
+from fleet.cluster import replica_channel
+from fleet.cluster.replica_channel import FrameSplitter, ReplicaChannelServer, encode_frame
 from fleet.errors import BadRequest, Unavailable
 
 
@@ -53,8 +53,8 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
     """Engine threads send their streams' frames at the same time; every stream gets its own
     frames, whole and in the order they were sent, and nothing else."""
     async def scenario() -> None:
-        server = TokenPushServer(lambda token: None, _no_calls)
-        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lambda token: None, _no_calls)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
         assert server.has_channel(channel.token)
         names = [f"s{i}" for i in range(6)]
         inboxes = {name: channel.watch(name) for name in names}
@@ -81,8 +81,8 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
 def test_a_lost_channel_is_noticed_at_both_ends():
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append, _no_calls)
-        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lost.append, _no_calls)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
         first, second = channel.watch("a"), channel.watch("b")
         assert server.send(channel.token, {"stream": "a", "chunks": [1], "done": True,
                                            "usage": {"completion_tokens": 1}})
@@ -92,7 +92,7 @@ def test_a_lost_channel_is_noticed_at_both_ends():
         assert await asyncio.wait_for(second.next(), 5) == {"chunks": [2], "done": False}
         # The replica goes away: the stream still open fails with the reason.
         server.close()
-        with pytest.raises(Unavailable, match="closed its token channel"):
+        with pytest.raises(Unavailable, match="closed its channel"):
             await asyncio.wait_for(second.next(), 5)
         assert channel.closed
         with pytest.raises(Unavailable):
@@ -104,8 +104,8 @@ def test_a_lost_channel_is_noticed_at_both_ends():
 def test_the_replica_hears_when_the_api_closes_its_channel():
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append, _no_calls)
-        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lost.append, _no_calls)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
         channel.close()
         for _ in range(100):
             if lost:
@@ -121,15 +121,15 @@ def test_the_replica_hears_when_the_api_closes_its_channel():
 def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyPatch):
     """A send does not block an engine thread forever: an API that reads nothing for
     SEND_TIMEOUT_S is taken as gone, and its channel's loss is reported like a close."""
-    monkeypatch.setattr(token_push, "SEND_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(replica_channel, "SEND_TIMEOUT_S", 0.3)
 
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append, _no_calls)
+        server = ReplicaChannelServer(lost.append, _no_calls)
         host, port = (await server.start("127.0.0.1")).split(":")
         reader, writer = await asyncio.open_connection(host, int(port))  # never reads again
         writer.write(encode_frame({"channel": "stuck-api"}))
-        assert await token_push.read_frame(reader) == {"ready": True}
+        assert await replica_channel.read_frame(reader) == {"ready": True}
         big = {"stream": "a", "chunks": ["x" * (1 << 20)], "done": False}
 
         def send_until_refused() -> int:
@@ -164,8 +164,8 @@ def test_grouped_calls_are_answered_each_with_its_own_outcome():
                 for text, in calls]
 
     async def scenario() -> None:
-        server = TokenPushServer(lambda token: None, serve_calls)
-        channel = await TokenChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lambda token: None, serve_calls)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
         slow, fast = await asyncio.gather(channel.call_many("embed", [("slow",), ("",)]),
                                           channel.call_many("embed", [("ab",)]))
         assert fast[0][0] is None and fast[0][1][1] == 2
@@ -180,7 +180,7 @@ def test_grouped_calls_are_answered_each_with_its_own_outcome():
         waiting = asyncio.create_task(channel.call_many("embed", [("slow",)]))
         await asyncio.sleep(0.01)
         server.close()
-        with pytest.raises(ConnectionError, match="closed its token channel"):
+        with pytest.raises(ConnectionError, match="closed its channel"):
             await asyncio.wait_for(waiting, 5)
         with pytest.raises(ConnectionError):
             await channel.call_many("embed", [("a",)])
@@ -191,13 +191,13 @@ def test_grouped_calls_are_answered_each_with_its_own_outcome():
 def test_the_replica_closes_a_connection_that_sends_what_is_not_a_call():
     async def scenario() -> None:
         lost: list[str] = []
-        server = TokenPushServer(lost.append, _no_calls)
+        server = ReplicaChannelServer(lost.append, _no_calls)
         host, port = (await server.start("127.0.0.1")).split(":")
         for garbage in (encode_frame({"stream": "x"}),  # JSON, but not a call
-                        token_push.encode_pickled_frame({"call": 1, "calls": []})):  # never unpickled
+                        replica_channel.encode_pickled_frame({"call": 1, "calls": []})):  # never unpickled
             reader, writer = await asyncio.open_connection(host, int(port))
             writer.write(encode_frame({"channel": "odd-api"}))
-            assert await token_push.read_frame(reader) == {"ready": True}
+            assert await replica_channel.read_frame(reader) == {"ready": True}
             writer.write(garbage)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the replica
             writer.close()
@@ -211,12 +211,12 @@ def test_a_replica_without_a_channel_is_polled_and_asked_again_later():
     class NoChannelReplica:
         asked = 0
 
-        async def token_push_address(self) -> str | None:
+        async def channel_address(self) -> str | None:
             NoChannelReplica.asked += 1
             return None
 
     async def scenario() -> None:
-        channels = TokenChannels()
+        channels = ReplicaChannels()
         assert await channels.for_replica("r-0", NoChannelReplica()) is None
         assert await channels.for_replica("r-0", NoChannelReplica()) is None
         assert NoChannelReplica.asked == 1  # not asked again at once
@@ -238,10 +238,10 @@ def test_a_slow_channel_does_not_hold_up_the_first_stream():
         address = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
 
         class SlowReplica:
-            async def token_push_address(self) -> str:
+            async def channel_address(self) -> str:
                 return address
 
-        channels = TokenChannels()
+        channels = ReplicaChannels()
         started = asyncio.get_running_loop().time()
         assert await channels.for_replica("r-0", SlowReplica()) is None
         assert asyncio.get_running_loop().time() - started < 0.5

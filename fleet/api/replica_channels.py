@@ -1,11 +1,11 @@
-"""The API's end of the token channels (fleet.cluster.token_push): one connection per replica,
+"""The API's end of the replica channels (fleet.cluster.replica_channel): one connection per replica,
 shared by every stream read from it, each stream's frames kept in its own inbox until the route
 that writes it to the client asks for them; and the grouped embeddings and rerank calls to that
-replica (`TokenChannel.call_many`).
+replica (`ReplicaChannel.call_many`).
 
 If a replica's channel cannot be opened (an older replica, a port the network does not let
 through), streams from it are polled over actor calls instead, as they always could be; the
-channel is tried again a minute later. `FLEET_TOKEN_CHANNELS=0` polls every stream (and sends
+channel is tried again a minute later. `FLEET_REPLICA_CHANNELS=0` polls every stream (and sends
 grouped calls as actor calls)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fleet.cluster.token_push import FrameSplitter, encode_frame
+from fleet.cluster.replica_channel import FrameSplitter, encode_frame
 from fleet.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -68,8 +68,8 @@ class StreamInbox:
         return {"chunks": chunks, "done": False}
 
 
-class TokenChannel(asyncio.Protocol):
-    """One open connection to a replica's token push server. A protocol rather than a stream
+class ReplicaChannel(asyncio.Protocol):
+    """One open connection to a replica's channel server. A protocol rather than a stream
     reader: frames are cut and handed to their inboxes in the callback that receives the bytes,
     without a coroutine and two waits per frame (a fifth of the API's CPU per token)."""
 
@@ -84,7 +84,7 @@ class TokenChannel(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, address: str) -> TokenChannel:
+    async def open(cls, address: str) -> ReplicaChannel:
         host, port = address.rsplit(":", 1)
         loop = asyncio.get_running_loop()
         channel = cls(secrets.token_hex(16))
@@ -106,7 +106,7 @@ class TokenChannel(asyncio.Protocol):
         try:
             frames = self._frames.feed(data)
         except ValueError as exc:
-            self._end(f"the token channel to the replica broke: {exc}")
+            self._end(f"the channel to the replica broke: {exc}")
             return
         for frame in frames:
             if not self._greeted.done():
@@ -129,14 +129,14 @@ class TokenChannel(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc else ""
-        self._end(f"the replica closed its token channel{reason}")
+        self._end(f"the replica closed its channel{reason}")
 
     # ---- streams ---------------------------------------------------------------------------
     def watch(self, stream_id: str) -> StreamInbox:
         """An inbox for a stream about to start (registered first: its first frame may come
         before the answer to the call that starts it)."""
         if self.closed:
-            raise Unavailable("the token channel to this replica closed")
+            raise Unavailable("the channel to this replica closed")
         inbox = self._inboxes[stream_id] = StreamInbox(lambda: self._inboxes.pop(stream_id, None))
         return inbox
 
@@ -144,7 +144,7 @@ class TokenChannel(asyncio.Protocol):
         """`ModelActor.call_many(method, calls)` over this channel: (error, result) per call.
         Raises ConnectionError if the channel closes first (the caller may try another route)."""
         if self.closed or self._transport is None:
-            raise ConnectionError("the token channel to this replica closed")
+            raise ConnectionError("the channel to this replica closed")
         call_id = next(self._call_ids)
         answer = self._calls[call_id] = asyncio.get_running_loop().create_future()
         try:
@@ -154,7 +154,7 @@ class TokenChannel(asyncio.Protocol):
             self._calls.pop(call_id, None)
 
     def close(self) -> None:
-        self._end("the API closed the token channel")
+        self._end("the API closed the replica channel")
 
     def _end(self, reason: str) -> None:
         if self.closed:
@@ -173,16 +173,16 @@ class TokenChannel(asyncio.Protocol):
         self._calls.clear()
 
 
-class TokenChannels:
+class ReplicaChannels:
     """The API's channels, one per replica, opened on first use (unless turned off)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self._enabled = enabled
-        self._open: dict[str, TokenChannel] = {}
-        self._opening: dict[str, asyncio.Task[TokenChannel | None]] = {}
+        self._open: dict[str, ReplicaChannel] = {}
+        self._opening: dict[str, asyncio.Task[ReplicaChannel | None]] = {}
         self._failed_at: dict[str, float] = {}
 
-    async def for_replica(self, replica_uid: str, ref: Any) -> TokenChannel | None:
+    async def for_replica(self, replica_uid: str, ref: Any) -> ReplicaChannel | None:
         """The replica's channel, or None: then its streams are polled."""
         if not self._enabled:
             return None
@@ -201,14 +201,14 @@ class TokenChannels:
         done, _ = await asyncio.wait({task}, timeout=FIRST_STREAM_WAIT_S)
         return task.result() if done else None
 
-    async def _connect(self, replica_uid: str, ref: Any) -> TokenChannel | None:
+    async def _connect(self, replica_uid: str, ref: Any) -> ReplicaChannel | None:
         try:
-            address = await ref.token_push_address()
+            address = await ref.channel_address()
             if not address:
-                raise ConnectionError("the replica has no token channel")
-            channel = await TokenChannel.open(address)
+                raise ConnectionError("the replica has no replica channel")
+            channel = await ReplicaChannel.open(address)
         except Exception as exc:
-            logger.warning("no token channel to replica %s (%s); its streams are polled",
+            logger.warning("no replica channel to replica %s (%s); its streams are polled",
                            replica_uid, exc)
             self._failed_at[replica_uid] = time.monotonic()
             return None
