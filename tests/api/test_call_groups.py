@@ -1,6 +1,7 @@
 """Requests that reach the API together share one actor message to the replica, each still gets
 its own answer or its own error, and a lone request goes on its own. Real xoscar actors: the
-replica here is a small actor with ModelActor's `call_many`, so the messages are real."""
+replica here is a small actor with ModelActor's `call_many`, so the messages are real. Without a
+replica channel (CountingReplica has none) groups are actor messages; with one, they travel on it."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import xoscar as xo
 from fleet.api.metrics import FleetMetrics
 from fleet.api.routing import ReplicaRouter
 from fleet.cluster.model_actor import ModelActor
+from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest
 
 
@@ -48,6 +50,25 @@ class _Dispatch:
 
     def __init__(self, embed: Any) -> None:
         self.embed = embed
+
+
+class ChannelReplica(CountingReplica):
+    """CountingReplica with a replica channel, answering groups with the same call_many."""
+
+    async def __post_create__(self) -> None:
+        self._channel = ReplicaChannelServer(lambda token: None, self._on_channel)
+        await self._channel.start("127.0.0.1")
+
+    async def __pre_destroy__(self) -> None:
+        self._channel.close()
+
+    def channel_address(self) -> str:
+        self.messages.append("channel_address")
+        return self._channel.address
+
+    async def _on_channel(self, method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
+        self.messages.append(f"channel:{len(calls)}")
+        return await ModelActor.call_many(_Dispatch(self._double), method, calls)
 
 
 class OneReplicaSupervisor:
@@ -101,6 +122,27 @@ def test_a_lone_request_is_sent_as_itself_and_later_turns_make_new_groups(pool_a
     results, messages = loop.run_until_complete(scenario())
     assert results == [14, 2, 4]
     assert messages == ["embed", "call_many:2"]
+
+
+def test_groups_travel_on_the_replica_channel_where_there_is_one(pool_address):
+    loop, address = pool_address
+
+    async def scenario() -> tuple[list[Any], list[Any], list[str]]:
+        replica = await xo.create_actor(ChannelReplica, address=address, uid="replica")
+        router = ReplicaRouter(OneReplicaSupervisor(address), FleetMetrics())
+        values = [1, 2, -3, 4, 13, 5]
+        first = await asyncio.gather(
+            *(router.call("m", "embeddings", "embed", v, grouped=True) for v in values),
+            return_exceptions=True)
+        lone = [await router.call("m", "embeddings", "embed", 7, grouped=True)]
+        return first, lone, await replica.seen()
+
+    first, lone, messages = loop.run_until_complete(scenario())
+    # One actor call to learn the address; then every group, a lone request too, on the channel.
+    assert messages == ["channel_address", "channel:6", "channel:1"]
+    assert [first[i] for i in (0, 1, 3, 5)] == [2, 4, 8, 10] and lone == [14]
+    assert isinstance(first[2], BadRequest) and first[2].code == "negative"
+    assert first[4].status_code == 500 and "KeyError" in first[4].message
 
 
 def test_only_batched_kinds_of_request_may_be_grouped():

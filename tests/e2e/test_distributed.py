@@ -28,6 +28,8 @@ def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
         assert described["replicas"][0]["worker_address"] == workers[0]["address"]
         vector = client.get_model(uid).create_embedding("across processes")["data"][0]["embedding"]
         assert len(vector) == 384 and abs(np.linalg.norm(vector) - 1.0) < 1e-5
+        # The request travelled on the replica's channel, across the two process trees.
+        assert client.replicas(uid)[0]["batch"]["api_channels"] == 1
         client.terminate_model(uid)
         assert client.list_models() == {}
         # A streamed answer from a replica in the worker's process tree reaches the API in the

@@ -46,6 +46,7 @@ def test_64_concurrent_requests_get_exactly_the_in_process_vectors(http, client,
     np.testing.assert_allclose(got, expected, atol=1e-5)
     batch = client.replicas(minilm)[0]["batch"]
     assert batch["max_size"] > 1  # they really shared engine calls
+    assert batch["api_channels"] == 1  # and travelled on the replica's channel
 
 
 def test_bad_requests_among_concurrent_good_ones_fail_alone(http, minilm, reference):
