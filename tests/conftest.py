@@ -37,16 +37,18 @@ class FleetProcess:
     """A `fleet` command running as a real subprocess, stopped with SIGINT like a user would."""
 
     def __init__(self, args: list[str], home: Path, port: int | None = None,
-                 env: dict[str, str] | None = None):
+                 env: dict[str, str] | None = None, host: str = "127.0.0.1",
+                 wrapper: tuple[str, ...] = ()):
+        """`wrapper` runs the command through another (`ip netns exec NAME`, which execs it)."""
         self.port = port
-        self.endpoint = f"http://127.0.0.1:{port}" if port else ""
+        self.endpoint = f"http://{host}:{port}" if port else ""
         self.home = home
         self.log_path = home / f"stdout-{args[0]}-{time.monotonic_ns()}.log"
         home.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "wb")
         full_env = {**os.environ, "FLEET_HOME": str(home), **(env or {})}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "fleet", *args], env=full_env,
+            [*wrapper, sys.executable, "-m", "fleet", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT,
             # Its own process group, so a test can kill it with its model processes at once.
             start_new_session=True,

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import numpy as np
+import pytest
 
 from fleet.client import Client
 from tests.conftest import FleetProcess, free_port
@@ -105,4 +111,61 @@ def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
         assert "stopped responding" in response.json()["error"]["message"]
     finally:
         worker.stop()
+        supervisor.stop()
+
+
+@pytest.fixture
+def second_host() -> Iterator[tuple[str, str, tuple[str, ...]]]:
+    """Another host on a real (virtual) network: a network namespace joined to this one by a
+    veth pair. Yields (this host's address, the other's, the command prefix that runs there)."""
+    if os.geteuid() != 0 or shutil.which("ip") is None:
+        pytest.skip("network namespaces need root and iproute2")
+    tag = f"{os.getpid() % 100000}"
+    namespace, here, there = f"fleet-{tag}", f"fva{tag}", f"fvb{tag}"
+    subnet = f"10.231.{os.getpid() % 250}"
+
+    def ip(*args: str) -> None:
+        subprocess.run(["ip", *args], check=True, capture_output=True)
+
+    ip("netns", "add", namespace)
+    try:
+        ip("link", "add", here, "type", "veth", "peer", "name", there)
+        ip("link", "set", there, "netns", namespace)
+        ip("addr", "add", f"{subnet}.1/24", "dev", here)
+        ip("link", "set", here, "up")
+        ip("netns", "exec", namespace, "ip", "addr", "add", f"{subnet}.2/24", "dev", there)
+        ip("netns", "exec", namespace, "ip", "link", "set", there, "up")
+        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
+        yield f"{subnet}.1", f"{subnet}.2", ("ip", "netns", "exec", namespace)
+    finally:
+        subprocess.run(["ip", "link", "del", here], capture_output=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+
+
+def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, minilm_path,
+                                                                  second_host):
+    """The supervisor and a worker on two hosts: grouped embeddings and streamed tokens cross the
+    network on the replica's channel, which listens on the worker's address."""
+    supervisor_host, worker_host, run_there = second_host
+    port = free_port()
+    supervisor = FleetProcess(["supervisor", "-H", supervisor_host, "-p", str(port)],
+                              tmp_path / "sup", port, host=supervisor_host).wait_ready()
+    worker = FleetProcess(["worker", "-e", supervisor.endpoint], tmp_path / "worker",
+                          env={"FLEET_WARM_SPARE": "0"}, wrapper=run_there)
+    try:
+        client = Client(supervisor.endpoint)
+        workers = _wait_for_workers(client, 1)
+        assert workers[0]["address"].startswith(f"{worker_host}:")  # it faces the supervisor
+        uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding",
+                                  model_path=minilm_path)
+        texts = [f"across the network {i}" for i in range(8)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            vectors = list(pool.map(
+                lambda t: client.get_model(uid).create_embedding(t)["data"][0]["embedding"], texts))
+        assert all(len(v) == 384 and abs(np.linalg.norm(v) - 1.0) < 1e-5 for v in vectors)
+        assert client.replicas(uid)[0]["batch"]["api_channels"] == 1
+        client.terminate_model(uid)
+        _check_a_stream(client, supervisor, tmp_path)
+    finally:
+        assert worker.stop() == 0, worker.output()
         supervisor.stop()
