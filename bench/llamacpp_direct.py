@@ -106,6 +106,10 @@ class DirectLlamaCpp:
                 "stream_options": {"include_usage": True}, "max_tokens": self._new_tokens,
                 "temperature": 0, "logit_bias": self.no_end}
 
+    def one(self, i: int) -> tuple[float, int]:
+        """Stream the i-th request: (time to first token, tokens generated)."""
+        return _one(self._server, self.body_for(i))
+
     def measure(self, concurrency: int, duration_s: float) -> dict[str, float]:
         return _closed_loop(self._server, self.body_for, concurrency, duration_s)
 

@@ -3,8 +3,8 @@ traffic whose per-message cost the engine feels. Streamed tokens are pushed on i
 made, and the API's grouped embeddings and rerank calls are answered on it. Everything else
 (launching, status, starting and cancelling streams) stays on actor calls.
 
-Why not actor calls for tokens: a stream read through xoscar costs a round trip per poll (the API asks,
-the replica answers), and each message is pickled, framed, checked against the cluster's auth
+Why not actor calls for tokens: a stream read through xoscar costs a round trip per poll (the
+API asks, the replica answers), and each message is pickled, framed, checked against the cluster's auth
 key and dispatched to an actor, in both processes. With llama.cpp on two cores (a token every
 ~8 ms, both cores busy decoding) that was most of the API's 0.4 ms of CPU per token, taken from
 the engine. Here a token is one `write` in the replica and one `read` in the API.
@@ -88,9 +88,11 @@ class FrameSplitter:
             end = start + _HEADER.size + size
             if end > len(self._buffer):
                 break
-            body = memoryview(self._buffer)[start + _HEADER.size:end]
-            frames.append(pickle.loads(body) if pickled else orjson.loads(body))
-            body.release()
+            with memoryview(self._buffer) as view, view[start + _HEADER.size:end] as body:
+                try:
+                    frames.append(pickle.loads(body) if pickled else orjson.loads(body))
+                except Exception as exc:  # the channel cannot go on: its framing is lost
+                    raise ValueError(f"a frame that cannot be read: {exc!r}") from exc
             start = end
         del self._buffer[:start]
         return frames

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import struct
 from typing import Any
 
 import numpy as np
@@ -31,9 +32,17 @@ def test_frames_are_cut_right_whatever_the_pieces():
         assert got == frames
 
 
-def test_an_oversized_frame_is_refused():
+def test_an_oversized_or_unreadable_frame_is_refused():
     with pytest.raises(ValueError, match="larger than"):
-        FrameSplitter().feed(b"\xff\xff\xff\xff")
+        FrameSplitter().feed(b"\x7f\xff\xff\xff")
+    with pytest.raises(ValueError, match="cannot be read"):
+        FrameSplitter().feed(struct.pack(">I", 3 | replica_channel.PICKLED) + b"xyz")
+    with pytest.raises(ValueError, match="cannot be read"):
+        FrameSplitter().feed(struct.pack(">I", 3) + b"{x}")
+    # Pickled and JSON frames side by side, as the replica sends them.
+    wire = encode_frame({"a": 1}) + replica_channel.encode_pickled_frame({"b": np.ones(2)})
+    first, second = FrameSplitter().feed(wire)
+    assert first == {"a": 1} and second["b"].tolist() == [1.0, 1.0]
 
 
 async def _no_calls(method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:

@@ -1,0 +1,141 @@
+"""Which Python binding of llama.cpp Fleet's engine should use: the measurement behind the choice
+in fleet/engines/llamacpp_llm.py.
+
+The SmolLM2 GGUF file (tests/builders.py) is run on each binding alone, in this process, the same
+way:
+- the same chat prompts;
+- exactly 64 new tokens each (end-of-turn tokens masked), greedy, streamed;
+- the same threads and context.
+
+The bindings compared:
+- `xllamacpp`: llama.cpp's server in-process, with its parallel slots, set up as
+  bench/llamacpp_direct.py sets it up for bench/llm_load.py;
+- `llama-cpp-python`: `Llama.create_chat_completion`. A `Llama` holds one sequence at a time, so
+  concurrent streams take turns behind a lock, as a server built on it must make them.
+
+Concurrency 1 and 8, measured in alternating windows (this machine's speed drifts within a
+minute). Prints JSON: tokens/s and time to first token per binding and concurrency.
+`llama-cpp-python` is not one of Fleet's dependencies, and it builds from source (about 7
+minutes on 2 cores):
+
+    pip install llama-cpp-python
+    python bench/llamacpp_bindings.py --duration 20 --rounds 4"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT.parent))
+from common import percentile  # noqa: E402
+from llamacpp_direct import DirectLlamaCpp  # noqa: E402
+from llm_load import NEW_TOKENS, question  # noqa: E402
+
+from fleet.engines.llamacpp_llm import usable_cores  # noqa: E402
+from tests.builders import _smollm2_gguf  # noqa: E402
+
+CONTEXT = 8192
+CONCURRENCIES = (1, 8)
+
+
+class LlamaCppPython:
+    """The file on llama-cpp-python: one `Llama`, one sequence at a time."""
+
+    def __init__(self, model_path: str):
+        from llama_cpp import Llama
+
+        self._llama = Llama(model_path, n_ctx=CONTEXT, n_threads=usable_cores(),
+                            n_threads_batch=usable_cores(), n_gpu_layers=0, verbose=False)
+        ends = self._llama.tokenize(b"<|im_end|><|endoftext|>", add_bos=False, special=True)
+        self._no_end = {token: -100.0 for token in ends}
+        self._lock = threading.Lock()
+
+    def one(self, i: int) -> tuple[float, int]:
+        with self._lock:
+            started = time.perf_counter()
+            first, finish = 0.0, None
+            for chunk in self._llama.create_chat_completion(
+                    [{"role": "user", "content": question(i)}], max_tokens=NEW_TOKENS,
+                    temperature=0, logit_bias=self._no_end, stream=True):
+                choice = chunk["choices"][0]
+                if not first and choice["delta"].get("content"):
+                    first = time.perf_counter() - started
+                finish = choice.get("finish_reason") or finish
+            # End tokens are masked: every answer runs to max_tokens (the stream has no usage).
+            assert finish == "length", finish
+            return first, NEW_TOKENS
+
+
+def _closed_loop(one: Callable[[int], tuple[float, int]], concurrency: int,
+                 duration_s: float) -> dict[str, float]:
+    ttfts: list[float] = []
+    generated = [0]
+    counter = iter(range(10**9))
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + duration_s
+
+    def user() -> None:
+        while time.perf_counter() < stop_at:
+            with lock:
+                i = next(counter)
+            first, tokens = one(i)
+            with lock:
+                ttfts.append(first)
+                generated[0] += tokens
+
+    started = time.perf_counter()
+    users = [threading.Thread(target=user) for _ in range(concurrency)]
+    for thread in users:
+        thread.start()
+    for thread in users:
+        thread.join()
+    elapsed = time.perf_counter() - started
+    return {"tokens_per_s": generated[0] / elapsed,
+            "ttft_p50_ms": statistics.median(ttfts) * 1000,
+            "ttft_p99_ms": percentile(ttfts, 0.99) * 1000}
+
+
+def compare(duration_s: float, rounds: int) -> dict[str, Any]:
+    path = str(_smollm2_gguf())
+    bindings: dict[str, Any] = {
+        "xllamacpp": DirectLlamaCpp(path, question, NEW_TOKENS, parallel=16),
+        "llama-cpp-python": LlamaCppPython(path),
+    }
+    for binding in bindings.values():  # warm-up: load, first prompts
+        binding.one(0)
+    report: dict[str, Any] = {"model": "SmolLM2-135M-Instruct Q4_1", "new_tokens": NEW_TOKENS,
+                              "threads": usable_cores(), "rounds": rounds}
+    for c in CONCURRENCIES:
+        windows: dict[str, list[dict[str, float]]] = {name: [] for name in bindings}
+        for _ in range(rounds):
+            for name, binding in bindings.items():
+                windows[name].append(_closed_loop(binding.one, c, duration_s / rounds))
+        for name, measured in windows.items():
+            report.setdefault(name, {})[f"concurrency_{c}"] = {
+                key: round(statistics.median(w[key] for w in measured), 1)
+                for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
+        report[f"c{c}_llama_cpp_python_over_xllamacpp"] = round(statistics.median(
+            p["tokens_per_s"] / x["tokens_per_s"]
+            for p, x in zip(windows["llama-cpp-python"], windows["xllamacpp"], strict=True)), 3)
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds per binding and concurrency")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating windows of each binding")
+    args = parser.parse_args()
+    print(json.dumps(compare(args.duration, args.rounds), indent=2))
+
+
+if __name__ == "__main__":
+    main()
