@@ -13,8 +13,10 @@ The bindings compared:
 - `llama-cpp-python`: `Llama.create_chat_completion`. A `Llama` holds one sequence at a time, so
   concurrent streams take turns behind a lock, as a server built on it must make them.
 
-Concurrency 1 and 8, measured in alternating windows (this machine's speed drifts within a
-minute). Prints JSON: tokens/s and time to first token per binding and concurrency.
+Each binding runs in a process of its own (the two carry their own builds of ggml, which crash
+when loaded into one process). Both stay loaded, and concurrency 1 and 8 are measured in
+alternating windows (this machine's speed drifts within a minute). Prints JSON: tokens/s and
+time to first token per binding and concurrency.
 `llama-cpp-python` is not one of Fleet's dependencies, and it builds from source (about 7
 minutes on 2 cores):
 
@@ -26,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -104,28 +107,62 @@ def _closed_loop(one: Callable[[int], tuple[float, int]], concurrency: int,
             "ttft_p99_ms": percentile(ttfts, 0.99) * 1000}
 
 
-def compare(duration_s: float, rounds: int) -> dict[str, Any]:
+def serve(name: str) -> None:
+    """A binding's process: load it, then answer "CONCURRENCY SECONDS" lines with JSON lines."""
     path = str(_smollm2_gguf())
-    bindings: dict[str, Any] = {
-        "xllamacpp": DirectLlamaCpp(path, question, NEW_TOKENS, parallel=16),
-        "llama-cpp-python": LlamaCppPython(path),
-    }
-    for binding in bindings.values():  # warm-up: load, first prompts
-        binding.one(0)
+    binding: Any = (DirectLlamaCpp(path, question, NEW_TOKENS, parallel=16) if name == "xllamacpp"
+                    else LlamaCppPython(path))
+    binding.one(0)  # warm-up
+    print(json.dumps({"ready": name}), flush=True)
+    for line in sys.stdin:
+        concurrency, seconds = line.split()
+        print(json.dumps(_closed_loop(binding.one, int(concurrency), float(seconds))), flush=True)
+
+
+class _Binding:
+    def __init__(self, name: str):
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", name], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        if "ready" not in self._answer():
+            raise RuntimeError(f"{name} did not load")
+
+    def _answer(self) -> dict[str, Any]:
+        line = self.process.stdout.readline()  # type: ignore[union-attr]
+        if not line:
+            raise RuntimeError(f"the binding's process ended (exit {self.process.wait()})")
+        return json.loads(line)
+
+    def measure(self, concurrency: int, seconds: float) -> dict[str, float]:
+        self.process.stdin.write(f"{concurrency} {seconds}\n")  # type: ignore[union-attr]
+        self.process.stdin.flush()  # type: ignore[union-attr]
+        return self._answer()
+
+    def close(self) -> None:
+        self.process.stdin.close()  # type: ignore[union-attr]
+        self.process.wait(30)
+
+
+def compare(duration_s: float, rounds: int) -> dict[str, Any]:
+    bindings = {name: _Binding(name) for name in ("xllamacpp", "llama-cpp-python")}
     report: dict[str, Any] = {"model": "SmolLM2-135M-Instruct Q4_1", "new_tokens": NEW_TOKENS,
                               "threads": usable_cores(), "rounds": rounds}
-    for c in CONCURRENCIES:
-        windows: dict[str, list[dict[str, float]]] = {name: [] for name in bindings}
-        for _ in range(rounds):
-            for name, binding in bindings.items():
-                windows[name].append(_closed_loop(binding.one, c, duration_s / rounds))
-        for name, measured in windows.items():
-            report.setdefault(name, {})[f"concurrency_{c}"] = {
-                key: round(statistics.median(w[key] for w in measured), 1)
-                for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
-        report[f"c{c}_llama_cpp_python_over_xllamacpp"] = round(statistics.median(
-            p["tokens_per_s"] / x["tokens_per_s"]
-            for p, x in zip(windows["llama-cpp-python"], windows["xllamacpp"], strict=True)), 3)
+    try:
+        for c in CONCURRENCIES:
+            windows: dict[str, list[dict[str, float]]] = {name: [] for name in bindings}
+            for _ in range(rounds):
+                for name, binding in bindings.items():
+                    windows[name].append(binding.measure(c, duration_s / rounds))
+            for name, measured in windows.items():
+                report.setdefault(name, {})[f"concurrency_{c}"] = {
+                    key: round(statistics.median(w[key] for w in measured), 1)
+                    for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
+            report[f"c{c}_llama_cpp_python_over_xllamacpp"] = round(statistics.median(
+                p["tokens_per_s"] / x["tokens_per_s"]
+                for p, x in zip(windows["llama-cpp-python"], windows["xllamacpp"], strict=True)), 3)
+    finally:
+        for binding in bindings.values():
+            binding.close()
     return report
 
 
@@ -133,8 +170,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per binding and concurrency")
     parser.add_argument("--rounds", type=int, default=4, help="alternating windows of each binding")
+    parser.add_argument("--serve", choices=("xllamacpp", "llama-cpp-python"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    print(json.dumps(compare(args.duration, args.rounds), indent=2))
+    if args.serve:
+        serve(args.serve)
+    else:
+        print(json.dumps(compare(args.duration, args.rounds), indent=2))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,9 @@ that writes it to the client asks for them; and the grouped embeddings and reran
 replica (`ReplicaChannel.call_many`).
 
 If a replica's channel cannot be opened (an older replica, a port the network does not let
-through), streams from it are polled over actor calls instead, as they always could be; the
-channel is tried again a minute later. `FLEET_REPLICA_CHANNELS=0` polls every stream (and sends
-grouped calls as actor calls)."""
+through), streams from it are polled over actor calls instead, as they always could be, and its
+grouped calls are actor calls; the channel is tried again a minute later.
+`FLEET_REPLICA_CHANNELS=0` does the same for every replica."""
 
 from __future__ import annotations
 
@@ -183,7 +183,8 @@ class ReplicaChannels:
         self._failed_at: dict[str, float] = {}
 
     async def for_replica(self, replica_uid: str, ref: Any) -> ReplicaChannel | None:
-        """The replica's channel, or None: then its streams are polled."""
+        """The replica's channel, or None: then its streams are polled and its grouped calls
+        are actor calls."""
         if not self._enabled:
             return None
         channel = self._open.get(replica_uid)
