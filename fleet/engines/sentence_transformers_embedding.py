@@ -37,7 +37,11 @@ class SentenceTransformersEmbedding:
 
     @property
     def dimensions(self) -> int:
-        return int(self._model.get_sentence_embedding_dimension())
+        # sentence-transformers 5.x renamed the method (the old name warns at every call).
+        dimension = getattr(self._model, "get_embedding_dimension", None)
+        if dimension is None:
+            dimension = self._model.get_sentence_embedding_dimension
+        return int(dimension())
 
     @property
     def max_tokens(self) -> int:
