@@ -11,6 +11,14 @@ fleet.engines.llamacpp_scheduler hands the requests to the slots. Completions ar
 into the binding; only tokenization and the model's metadata, which the binding does not expose,
 go through the server's local HTTP listener.
 
+Why xllamacpp and not llama-cpp-python (bench/llamacpp_bindings.py, SmolLM2 Q4_1 on 2 cores,
+alternating windows, each binding in its own process): one stream runs at the same speed on both
+(llama-cpp-python 0.95 of xllamacpp: 89.6 against 94.0 tok/s), but a `Llama` holds one sequence,
+so 8 streams take turns there: 93 tok/s and 4.6 s to the first token, against 181 tok/s and
+0.2 s on xllamacpp's slots. xllamacpp also installs as a prebuilt wheel, where llama-cpp-python
+builds from source (about 7 minutes here; its native build crashed at the first decode on this
+CPU, and the portable AVX2 build measured above had to be asked for).
+
 Launch options (engine kwargs):
 - `n_parallel` (or `max_num_seqs`), default 16: slots, sequences decoded together;
 - `context_length` (or `n_ctx`): the tokens of KV cache, one pool that all slots share (llama.cpp's
