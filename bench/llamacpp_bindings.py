@@ -44,7 +44,7 @@ from common import percentile  # noqa: E402
 from llamacpp_direct import DirectLlamaCpp  # noqa: E402
 from llm_load import NEW_TOKENS, question  # noqa: E402
 
-from fleet.engines.llamacpp_llm import usable_cores  # noqa: E402
+from fleet.engines.llamacpp_server import usable_cores  # noqa: E402
 from tests.builders import _smollm2_gguf  # noqa: E402
 
 CONTEXT = 8192

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from common import percentile
 
-from fleet.engines.llamacpp_llm import DEFAULT_POLL, usable_cores
+from fleet.engines.llamacpp_server import DEFAULT_POLL, usable_cores
 
 LLAMACPP_CONCURRENCIES = (1, 8, 16)
 CONTEXT = 8192  # the smollm2-instruct family's context length: Fleet's shared cache for it

@@ -14,7 +14,8 @@ from fleet.errors import BadRequest
 # GGUF weights go to llama.cpp (the only GGUF engine); Hugging Face folders (pytorch,
 # safetensors) to a GPU engine when the machine has a GPU (a vLLM declaration with
 # needs_gpu=True and a priority below transformers' 20 slots in here), else to Transformers;
-# embeddings and cross-encoders to sentence-transformers.
+# embeddings and cross-encoders in such folders to sentence-transformers (GGUF embeddings to
+# llama.cpp, like every GGUF file).
 #
 # Memory profiles: overheads measured on this code base as the resident memory of a replica
 # process before weights (xoscar and Fleet ~95 MiB; `import torch, transformers` ~250 MiB,
@@ -54,9 +55,10 @@ ENGINES: tuple[EngineInfo, ...] = (
     ),
     EngineInfo(
         name="llama.cpp",
-        implementations={"LLM": "fleet.engines.llamacpp_llm:LlamaCppLLM"},
+        implementations={"LLM": "fleet.engines.llamacpp_llm:LlamaCppLLM",
+                         "embedding": "fleet.engines.llamacpp_embedding:LlamaCppEmbedding"},
         formats=("gguf",),
-        abilities=("chat", "generate", "tools", "reasoning"),
+        abilities=("chat", "generate", "tools", "reasoning", "embed"),
         # xllamacpp: prebuilt CPU and GPU wheels of llama.cpp's server, with its parallel
         # slots (several sequences decoded together); see fleet/engines/llamacpp_llm.py.
         requires=("xllamacpp",),

@@ -166,7 +166,11 @@ def test_engine_matrix_has_a_reason_for_every_no(http, local_cluster):
     assert folder["llama.cpp"]["reason"] == "runs gguf weights, the model has pytorch"
     embedding = _matrix(http, "all-MiniLM-L6-v2")
     assert embedding["sentence_transformers"]["available"] is True
-    assert embedding["llama.cpp"]["reason"] == "runs LLM models, not embedding"
+    assert embedding["llama.cpp"]["reason"] == "runs gguf weights, the model has pytorch"
+    # A family with GGUF files too: llama.cpp embeds those.
+    both = _matrix(http, "bge-small-en-v1.5")
+    assert both["sentence_transformers"]["available"] is True
+    assert both["llama.cpp"]["available"] is LLAMA_CPP_INSTALLED
     assert embedding["transformers"]["reason"] == "runs LLM/rerank models, not embedding"
     # Xinference's shape lists the engines that can run it, with their launch parameters.
     assert list(http.get("/v1/engines/huge-llm").json()) == ["transformers"]

@@ -1,0 +1,161 @@
+"""llama.cpp's server (xllamacpp) in this process, started the way every Fleet engine on llama.cpp
+needs it: the threads this process may use, how busily they wait, the GPU layers, and llama.cpp's
+own words when a load fails. Used by fleet.engines.llamacpp_llm (chat and completions) and
+fleet.engines.llamacpp_embedding.
+
+The server also listens on a random local port, where Fleet reaches what the binding does not
+expose (the tokenizer, the model's metadata). A random key keeps every other local process out;
+completions and embeddings are direct calls into the binding and need none."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+ALL_LAYERS = 999  # llama.cpp's way to say "every layer on the GPU"
+# How hard llama.cpp's threads spin waiting for work (0-100; llama.cpp's default is 50). Measured
+# here on 2 shared cores, SmolLM2 Q4_1 decode: 50 and 0 both ~110 tok/s on idle cores, but with
+# other processes busy 50 fell to 9-30 tok/s while 0 kept ~110. A worker runs several replicas.
+DEFAULT_POLL = 0
+# llama.cpp's log level threshold: 1 prints errors only. Its info lines (a few dozen per load)
+# would drown the worker's log.
+LOG_ERRORS_ONLY = 1
+# "0.00.003.073 E gguf_init_from_reader: invalid magic ..." (time, level, message)
+_LOG_ERROR = re.compile(r"^\s*[\d.]+\s+E\s+(?:\w{3}\s+)?(.*\S)\s*$")
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity, which containers narrow), counting
+    physical cores only when fewer: llama.cpp's decode does not gain from hyperthreads."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        usable = os.cpu_count() or 1
+    import psutil
+
+    physical = psutil.cpu_count(logical=False) or usable
+    return max(1, min(usable, physical))
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[Callable[[], str]]:
+    """What the process writes to stderr (fd 2) meanwhile, readable inside the block.
+
+    llama.cpp reports why a model failed to load only in its log, written from C++ to fd 2; the
+    binding's exception just says "Failed to init server". What was captured is written back to
+    stderr at the end, so the logs lose nothing."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    # Append mode: writers always add at the end, whatever position reading leaves.
+    with tempfile.TemporaryFile(mode="a+b") as sink:
+        os.dup2(sink.fileno(), 2)
+
+        def read() -> str:
+            sink.seek(0)
+            return sink.read().decode("utf-8", errors="replace")
+
+        try:
+            yield read
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured = read()
+            if captured:
+                sys.stderr.write(captured)
+                sys.stderr.flush()
+
+
+def _load_error(read: Callable[[], str], exc: Exception, wait_s: float = 1.0) -> str:
+    """llama.cpp's own words for a failed load: its first error lines, on one line."""
+    deadline = time.monotonic() + wait_s
+    while True:  # llama.cpp logs from a thread of its own: give it a moment to write
+        errors = [m.group(1) for m in map(_LOG_ERROR.match, read().splitlines()) if m]
+        if errors or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    distinct = list(dict.fromkeys(errors))[:2]
+    text = "; ".join(distinct) if distinct else str(exc)
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def engine_options(kwargs: dict[str, Any], device: str | None) -> dict[str, int]:
+    """The launch options every llama.cpp engine takes: `n_threads` (default: usable_cores()),
+    `poll` (default DEFAULT_POLL) and `n_gpu_layers` (default: all of them on a CUDA launch)."""
+    gpu_layers = kwargs.get("n_gpu_layers")
+    on_gpu = (device or "").startswith("cuda")
+    return {"threads": int(kwargs.get("n_threads") or 0) or usable_cores(),
+            "poll": int(kwargs.get("poll", DEFAULT_POLL)),
+            "gpu_layers": int(gpu_layers) if gpu_layers is not None else (ALL_LAYERS if on_gpu else 0)}
+
+
+class LlamaServer:
+    """A started server and the HTTP client for its local listener."""
+
+    def __init__(self, server: Any, http: Any):
+        self.server = server
+        self._http = http
+
+    @classmethod
+    def start(cls, model_path: str, *, n_parallel: int, context: int, threads: int, poll: int,
+              gpu_layers: int, embedding: bool = False, pooling: int = -1,
+              batch: int | None = None) -> LlamaServer:
+        """`context` tokens of KV cache shared by `n_parallel` slots. `embedding`: pooled,
+        L2-normalised vectors instead of text, pooled the file's way or by `pooling` (llama.cpp's
+        enum); then `batch` must hold the longest input (a whole input is read in one pass)."""
+        import httpx
+        import xllamacpp
+
+        params = xllamacpp.CommonParams()
+        params.model.path = model_path
+        params.n_parallel = n_parallel
+        # One cache for all slots: a request may use all of it, and memory does not grow with
+        # the slots. When concurrent requests fill it, llama.cpp fails the one that no longer fits.
+        params.kv_unified = True
+        params.n_ctx = context
+        if embedding:
+            params.embedding = True
+            params.pooling_type = pooling
+            params.embd_normalize = 2  # Euclidean
+            params.n_batch = params.n_ubatch = batch or context
+        for cpu in (params.cpuparams, params.cpuparams_batch):
+            cpu.n_threads, cpu.poll = threads, poll
+        params.n_gpu_layers = gpu_layers
+        params.verbosity = LOG_ERRORS_ONLY
+        key = secrets.token_urlsafe(24)
+        params.api_keys = [key]
+        with _captured_stderr() as captured:
+            try:
+                server = xllamacpp.Server(params)
+            except Exception as exc:  # the binding says "Failed to init server" and no more
+                raise RuntimeError(_load_error(captured, exc)) from None
+        http = httpx.Client(base_url=server.listening_address, timeout=60.0,
+                            headers={"Authorization": f"Bearer {key}"})
+        return cls(server, http)
+
+    def get(self, path: str) -> Any:
+        reply = self._http.get(path)
+        reply.raise_for_status()
+        return reply.json()
+
+    def tokenize(self, text: str, add_special: bool = True) -> list[int]:
+        """llama.cpp's own tokenization: special tokens written in the text are read as such,
+        and bos/eos are added only when asked and the model wants them."""
+        reply = self._http.post("/tokenize", json={"content": text, "add_special": add_special,
+                                                   "parse_special": True})
+        reply.raise_for_status()
+        return [int(t) for t in reply.json()["tokens"]]
+
+    def close(self) -> None:
+        self._http.close()
+        # Dropping the server stops llama.cpp's loop and frees the model and its cache.
+        self.server = None
