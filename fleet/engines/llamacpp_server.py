@@ -9,7 +9,6 @@ completions and embeddings are direct calls into the binding and need none."""
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import secrets
@@ -19,8 +18,6 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
-
-logger = logging.getLogger(__name__)
 
 ALL_LAYERS = 999  # llama.cpp's way to say "every layer on the GPU"
 # How hard llama.cpp's threads spin waiting for work (0-100; llama.cpp's default is 50). Measured
