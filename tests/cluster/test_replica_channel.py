@@ -1,6 +1,7 @@
 """Replica channels: frames cut right however the bytes arrive, each stream's frames reach its own
-inbox over a real socket, and either end going away is noticed by the other (streams fail with a
-reason in the API; the replica cancels the streams of a channel that closed)."""
+inbox over a real socket (sent from many threads at once), grouped calls come back each with its
+own outcome, and either end going away is noticed by the other (streams and waiting calls fail
+with a reason in the API; the replica cancels the streams of a channel that closed)."""
 
 from __future__ import annotations
 
