@@ -85,6 +85,11 @@ def pool_address():
     pool = loop.run_until_complete(xo.create_actor_pool("127.0.0.1", n_process=0))
     yield loop, pool.external_address
     loop.run_until_complete(pool.stop())
+    # As asyncio.run ends: tasks still open (a replica channel's connections) end before the loop.
+    leftover = asyncio.all_tasks(loop)
+    for task in leftover:
+        task.cancel()
+    loop.run_until_complete(asyncio.gather(*leftover, return_exceptions=True))
     loop.close()
 
 
