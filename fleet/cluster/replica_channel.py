@@ -146,6 +146,7 @@ class ReplicaChannelServer:
         self._on_channel_lost = on_channel_lost
         self._serve_calls = serve_calls
         self._answering: set[asyncio.Task[None]] = set()
+        self._reading: set[asyncio.Task[Any]] = set()  # one per connection (its _accept)
         self._connections: dict[str, _Connection] = {}
         self._readers: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.AbstractServer | None = None
@@ -163,7 +164,8 @@ class ReplicaChannelServer:
     def close(self) -> None:
         if self._server is not None:
             self._server.close()
-        for task in self._answering:
+        # Ended here rather than left pending: a replica that stops may close its loop next.
+        for task in (*self._answering, *self._reading):
             task.cancel()
         for connection in self._connections.values():
             connection.close()
@@ -202,6 +204,10 @@ class ReplicaChannelServer:
             logger.warning("replica channel: refused a connection: %s", exc)
             writer.close()
             return
+        reading = asyncio.current_task()
+        if reading is not None:
+            self._reading.add(reading)
+            reading.add_done_callback(self._reading.discard)
         transport_socket = writer.get_extra_info("socket")
         connection = _Connection(socket.socket(fileno=os.dup(transport_socket.fileno())))
         self._connections[token], self._readers[token] = connection, writer
