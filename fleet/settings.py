@@ -39,16 +39,21 @@ def registrations_dir() -> Path:
     return fleet_home() / "registrations"
 
 
+def _switched_on(name: str) -> bool:
+    """A switch that is on unless its variable says 0, false, no or off."""
+    return os.environ.get(name, "1").lower() not in ("0", "false", "no", "off")
+
+
 def warm_spare_enabled() -> bool:
     """A worker keeps one spare process with engine libraries imported, so launches skip the
     seconds-long imports of torch and sentence-transformers. `FLEET_WARM_SPARE=0` turns it off
     to save memory on small machines."""
-    return os.environ.get("FLEET_WARM_SPARE", "1").lower() not in ("0", "false", "no", "off")
+    return _switched_on("FLEET_WARM_SPARE")
 
 
 def metrics_enabled() -> bool:
     """Per-request metrics at /metrics; `FLEET_METRICS=0` turns the counting off (to measure it)."""
-    return os.environ.get("FLEET_METRICS", "1").lower() not in ("0", "false", "no", "off")
+    return _switched_on("FLEET_METRICS")
 
 
 def replica_channels_enabled() -> bool:
@@ -56,4 +61,4 @@ def replica_channels_enabled() -> bool:
     (fleet.cluster.replica_channel). `FLEET_REPLICA_CHANNELS=0` has the API poll streams and send
     the calls over actor calls instead: for networks that let the actor port through but not
     others."""
-    return os.environ.get("FLEET_REPLICA_CHANNELS", "1").lower() not in ("0", "false", "no", "off")
+    return _switched_on("FLEET_REPLICA_CHANNELS")
