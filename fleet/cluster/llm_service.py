@@ -84,7 +84,7 @@ class _Stream:
 
 class LLMService:
     def __init__(self, engine: Any, family: LLMFamily, model_uid: str, options: dict[str, Any],
-                 executor: Executor, push: ReplicaChannelServer):
+                 executor: Executor, channel_server: ReplicaChannelServer):
         self._engine = engine
         self._family = family
         self._model_uid = model_uid
@@ -99,7 +99,7 @@ class LLMService:
         # The scheduler owns the engine's thread from now on.
         self._loop_future = self._loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}
-        self.push = push
+        self._channel_server = channel_server
 
     def close(self) -> None:
         self.scheduler.stop()
@@ -174,7 +174,7 @@ class LLMService:
         channel, stream_id = push if push is not None else (None, uuid.uuid4().hex)
         if stream_id in self._streams:
             raise BadRequest(f"stream {stream_id} already exists")
-        if channel is not None and not self.push.has_channel(channel):
+        if channel is not None and not self._channel_server.has_channel(channel):
             raise Unavailable("the API's channel to this replica is closed")
         # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
         # HTTP call) must not hold back the tokens of the streams already running.
@@ -218,7 +218,7 @@ class LLMService:
             if not stream.chunks and not stream.done:
                 return  # e.g. text held back while it may still become a stop string
             frame = {"stream": stream_id, **stream.take()}
-            sent = self.push.send(stream.channel, frame)
+            sent = self._channel_server.send(stream.channel, frame)
         if not sent:
             self._loop.call_soon_threadsafe(self.cancel, stream_id)  # its reader is gone
         elif frame["done"]:
@@ -265,5 +265,4 @@ class LLMService:
     def stats(self) -> dict[str, int]:
         stats = self.scheduler.stats
         return {"last_size": stats.last_batch_size, "max_size": stats.max_batch_size_seen,
-                "batches": stats.steps, "queued": stats.waiting, "running": stats.running,
-                "api_channels": self.push.channels}
+                "batches": stats.steps, "queued": stats.waiting, "running": stats.running}

@@ -64,7 +64,7 @@ class ModelActor(xo.StatelessActor):
         # token instead, in their service's scheduler, created once the engine is loaded.
         self._llm: LLMService | None = None
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
-        self._push = ReplicaChannelServer(self._channel_lost, self.call_many)
+        self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
                                            max_batch_items=256)
@@ -76,7 +76,7 @@ class ModelActor(xo.StatelessActor):
         return f"model-{replica_uid}"
 
     async def __pre_destroy__(self) -> None:
-        self._push.close()
+        self._channel_server.close()
         if self._llm is not None:
             self._llm.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
@@ -123,8 +123,8 @@ class ModelActor(xo.StatelessActor):
             options = {**(self._launch.get("engine_kwargs") or {}),
                        "request_limits": self._launch.get("request_limits")}
             self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
-                                   self._executor, self._push)
-        await self._push.start(self.address.rsplit(":", 1)[0])
+                                   self._executor, self._channel_server)
+        await self._channel_server.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
 
@@ -158,11 +158,12 @@ class ModelActor(xo.StatelessActor):
 
     def _batch_stats(self) -> dict[str, int]:
         if self._llm is not None:
-            return self._llm.stats()
-        batcher = self._batcher
-        return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
-                "batches": batcher.batches_run, "queued": batcher.queued,
-                "api_channels": self._push.channels}
+            stats = self._llm.stats()
+        else:
+            batcher = self._batcher
+            stats = {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
+                     "batches": batcher.batches_run, "queued": batcher.queued}
+        return {**stats, "api_channels": self._channel_server.channels}
 
     def _require_ready(self, ability: str) -> None:
         if self._engine is None:
@@ -272,7 +273,7 @@ class ModelActor(xo.StatelessActor):
     def channel_address(self) -> str | None:
         """Where the API connects for streamed tokens and grouped calls
         (fleet.cluster.replica_channel); None until the replica is ready."""
-        return self._push.address or None
+        return self._channel_server.address or None
 
     async def start_stream(self, kind: str, body: dict[str, Any],
                            push: tuple[str, str] | None = None) -> dict[str, Any]:
