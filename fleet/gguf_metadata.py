@@ -76,8 +76,7 @@ def read_gguf_metadata(path: Path, wanted: tuple[str, ...] = ()) -> dict[str, An
     return metadata
 
 
-def trained_context(path: Path) -> int | None:
-    """The context length the model in a GGUF file was trained for, if its metadata says."""
-    meta = read_gguf_metadata(path)
+def trained_context(meta: dict[str, Any]) -> int | None:
+    """The context length the model was trained for, if its GGUF metadata says."""
     value = meta.get(f"{meta.get('general.architecture', '')}.context_length")
     return int(value) if value else None

@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.base import EmbeddingInput, EmbeddingResult
-from fleet.engines.llamacpp_server import LlamaServer, engine_options
+from fleet.engines.llamacpp_server import (
+    LlamaServer,
+    capped_by_training,
+    engine_options,
+    file_metadata,
+)
 from fleet.errors import BadRequest
-from fleet.gguf_metadata import read_gguf_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,13 @@ class LlamaCppEmbedding:
     def load(self) -> None:
         if not os.path.isfile(self._model_path):
             raise FileNotFoundError(f"{self._model_path} is not a GGUF file")
-        self._read_header()
+        meta = file_metadata(self._model_path)
+        if not self._sized_by_launch:
+            self._max_tokens = capped_by_training(self._model_path, meta, self._max_tokens)
+        # BERT closes each input with [SEP] (add_sep), decoder embedders with their end token
+        # (add_eos): kept when an input is truncated.
+        self._closes_input = bool(meta.get("tokenizer.ggml.add_eos_token")
+                                  or meta.get("tokenizer.ggml.add_sep_token"))
         self._llama = LlamaServer.start(
             self._model_path, n_parallel=self._parallel, context=self._max_tokens * self._parallel,
             embedding=True, pooling=self._pooling,
@@ -74,20 +83,6 @@ class LlamaCppEmbedding:
             raise
         logger.info("llama.cpp embeds with %s: %d dimensions, up to %d tokens per input, %d at a time",
                     self._model_path, self._dimensions, self._max_tokens, self._parallel)
-
-    def _read_header(self) -> None:
-        """The trained context (a cap on the family's) and whether the tokenizer closes each
-        input with a special token (kept when an input is truncated)."""
-        try:
-            meta = read_gguf_metadata(Path(self._model_path))
-        except (OSError, ValueError):
-            return  # llama.cpp will say what is wrong with the file
-        trained = meta.get(f"{meta.get('general.architecture', '')}.context_length")
-        if trained and not self._sized_by_launch and self._max_tokens > int(trained):
-            self._max_tokens = int(trained)
-        # BERT closes with [SEP] (add_sep), decoder embedders with their end token (add_eos).
-        self._closes_input = bool(meta.get("tokenizer.ggml.add_eos_token")
-                                  or meta.get("tokenizer.ggml.add_sep_token"))
 
     @property
     def dimensions(self) -> int:

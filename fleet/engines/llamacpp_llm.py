@@ -32,12 +32,15 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.llamacpp_server import LlamaServer, engine_options
-from fleet.gguf_metadata import trained_context
+from fleet.engines.llamacpp_server import (
+    LlamaServer,
+    capped_by_training,
+    engine_options,
+    file_metadata,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -71,27 +74,15 @@ class LlamaCppLLM:
         if not os.path.isfile(self._model_path):
             raise FileNotFoundError(f"{self._model_path} is not a GGUF file")
         if not self._sized_by_launch:
-            self.context_length = self._capped_by_training(self.context_length)
+            self.context_length = capped_by_training(self._model_path,
+                                                     file_metadata(self._model_path),
+                                                     self.context_length)
         self._start(self.context_length)
         try:
             self._configure()
         except BaseException:
             self.close()  # a failed launch leaves no server behind
             raise
-
-    def _capped_by_training(self, context: int) -> int:
-        """The family may allow more context than this file's model was trained for: a cache
-        that size would hold context no request may use. Read from the file's header before
-        llama.cpp starts, so that it starts once."""
-        try:
-            trained = trained_context(Path(self._model_path))
-        except (OSError, ValueError):
-            return context  # llama.cpp will say what is wrong with the file
-        if trained and context > trained:
-            logger.info("%s was trained for %d tokens of context, not the family's %d: using %d",
-                        self._model_path, trained, context, trained)
-            return trained
-        return context
 
     def _configure(self) -> None:
         meta = self._get("/v1/models")["data"][0]["meta"]

@@ -9,6 +9,7 @@ completions and embeddings are direct calls into the binding and need none."""
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -17,7 +18,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+from fleet.gguf_metadata import read_gguf_metadata, trained_context
+
+logger = logging.getLogger(__name__)
 
 ALL_LAYERS = 999  # llama.cpp's way to say "every layer on the GPU"
 # How hard llama.cpp's threads spin waiting for work (0-100; llama.cpp's default is 50). Measured
@@ -93,6 +99,27 @@ def engine_options(kwargs: dict[str, Any], device: str | None) -> dict[str, int]
     return {"threads": int(kwargs.get("n_threads") or 0) or usable_cores(),
             "poll": int(kwargs.get("poll", DEFAULT_POLL)),
             "gpu_layers": int(gpu_layers) if gpu_layers is not None else (ALL_LAYERS if on_gpu else 0)}
+
+
+def file_metadata(model_path: str) -> dict[str, Any]:
+    """The GGUF file's metadata, read before llama.cpp starts; empty when it cannot be read
+    (llama.cpp will then say what is wrong with the file)."""
+    try:
+        return read_gguf_metadata(Path(model_path))
+    except (OSError, ValueError):
+        return {}
+
+
+def capped_by_training(model_path: str, meta: dict[str, Any], context: int) -> int:
+    """`context`, or less when the model was trained for less: a family may allow more than a
+    file holds, and a cache that size would hold context no request may use. Known from the
+    header, so llama.cpp starts once, with the right size."""
+    trained = trained_context(meta)
+    if trained and context > trained:
+        logger.info("%s was trained for %d tokens of context, not the family's %d: using %d",
+                    model_path, trained, context, trained)
+        return trained
+    return context
 
 
 class LlamaServer:

@@ -159,7 +159,7 @@ def test_our_gguf_reader_agrees_with_the_gguf_package():
                 "general.file_type"):
         assert ours[key] == reader.fields[key].contents(), key
     assert "tokenizer.ggml.tokens" not in ours  # big arrays are skipped, not read
-    assert trained_context(path) == ours["llama.context_length"] == 8192
+    assert trained_context(ours) == ours["llama.context_length"] == 8192
 
 
 def test_without_local_files_the_size_and_quantization_decide(tmp_path):
