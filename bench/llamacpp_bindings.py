@@ -26,13 +26,12 @@ minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,8 +39,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
-from common import percentile  # noqa: E402
-from llamacpp_direct import DirectLlamaCpp  # noqa: E402
+from llamacpp_direct import DirectLlamaCpp, closed_loop  # noqa: E402
 from llm_load import NEW_TOKENS, question  # noqa: E402
 
 from fleet.engines.llamacpp_server import usable_cores  # noqa: E402
@@ -84,35 +82,6 @@ class LlamaCppPython:
         return first, generated
 
 
-def _closed_loop(one: Callable[[int], tuple[float, int]], concurrency: int,
-                 duration_s: float) -> dict[str, float]:
-    ttfts: list[float] = []
-    generated = [0]
-    counter = iter(range(10**9))
-    lock = threading.Lock()
-    stop_at = time.perf_counter() + duration_s
-
-    def user() -> None:
-        while time.perf_counter() < stop_at:
-            with lock:
-                i = next(counter)
-            first, tokens = one(i)
-            with lock:
-                ttfts.append(first)
-                generated[0] += tokens
-
-    started = time.perf_counter()
-    users = [threading.Thread(target=user) for _ in range(concurrency)]
-    for thread in users:
-        thread.start()
-    for thread in users:
-        thread.join()
-    elapsed = time.perf_counter() - started
-    return {"tokens_per_s": generated[0] / elapsed,
-            "ttft_p50_ms": statistics.median(ttfts) * 1000,
-            "ttft_p99_ms": percentile(ttfts, 0.99) * 1000}
-
-
 def serve(name: str) -> None:
     """A binding's process: load it, then answer "CONCURRENCY SECONDS" lines with JSON lines."""
     path = str(_smollm2_gguf())
@@ -122,7 +91,8 @@ def serve(name: str) -> None:
     print(json.dumps({"ready": name}), flush=True)
     for line in sys.stdin:
         concurrency, seconds = line.split()
-        print(json.dumps(_closed_loop(binding.one, int(concurrency), float(seconds))), flush=True)
+        measured = closed_loop(binding.one, int(concurrency), float(seconds), warm_up=False)
+        print(json.dumps(measured), flush=True)
 
 
 class _Binding:
@@ -180,6 +150,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         serve(args.serve)
+    elif importlib.util.find_spec("llama_cpp") is None:
+        sys.exit("llama-cpp-python is not installed: pip install llama-cpp-python (a source build)")
     else:
         print(json.dumps(compare(args.duration, args.rounds), indent=2))
 

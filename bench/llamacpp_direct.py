@@ -57,8 +57,10 @@ def _one(server: Any, body: dict[str, Any]) -> tuple[float, int]:
     return (first[0] if first else 0.0), tokens[0]
 
 
-def _closed_loop(server: Any, body_for: Callable[[int], dict[str, Any]], concurrency: int,
-                 duration_s: float) -> dict[str, float]:
+def closed_loop(one: Callable[[int], tuple[float, int]], concurrency: int, duration_s: float,
+                warm_up: bool = True) -> dict[str, float]:
+    """`concurrency` threads each calling `one(i) -> (time to first token, tokens)` again and
+    again for `duration_s`: tokens/s and TTFT p50/p99."""
     ttfts: list[float] = []
     generated = [0]
     counter = iter(range(10**9))
@@ -69,13 +71,13 @@ def _closed_loop(server: Any, body_for: Callable[[int], dict[str, Any]], concurr
         while time.perf_counter() < stop_at:  # read when the threads run, after the warm-up
             with lock:
                 i = next(counter)
-            first, tokens = _one(server, body_for(i))
+            first, tokens = one(i)
             with lock:
                 ttfts.append(first)
                 generated[0] += tokens
 
-    for i in range(concurrency):  # warm-up: the prompt cache, as Fleet's run gets
-        _one(server, body_for(i))
+    for i in range(concurrency if warm_up else 0):  # the prompt cache, as Fleet's run gets
+        one(i)
     users = [threading.Thread(target=user) for _ in range(concurrency)]
     started = time.perf_counter()
     stop_at = started + duration_s
@@ -111,7 +113,7 @@ class DirectLlamaCpp:
         return _one(self._server, self.body_for(i))
 
     def measure(self, concurrency: int, duration_s: float) -> dict[str, float]:
-        return _closed_loop(self._server, self.body_for, concurrency, duration_s)
+        return closed_loop(self.one, concurrency, duration_s)
 
     def close(self) -> None:
         del self._server
