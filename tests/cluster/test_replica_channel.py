@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import random
 import struct
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -48,6 +49,22 @@ def test_an_oversized_or_unreadable_frame_is_refused():
 
 async def _no_calls(method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
     raise AssertionError("no call expected")
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    for _ in range(100):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+
+
+async def _greeted_connection(host: str, port: str, token: str
+                              ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw connection that has said hello as the API does, and heard the replica's ready."""
+    reader, writer = await asyncio.open_connection(host, int(port))
+    writer.write(encode_frame({"channel": token}))
+    assert await replica_channel.read_frame(reader) == {"ready": True}
+    return reader, writer
 
 
 async def _read_until_done(inbox: StreamInbox) -> dict[str, Any]:
@@ -117,10 +134,7 @@ def test_the_replica_hears_when_the_api_closes_its_channel():
         server = ReplicaChannelServer(lost.append, _no_calls)
         channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
         channel.close()
-        for _ in range(100):
-            if lost:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: bool(lost))
         assert lost == [channel.token]
         assert not server.has_channel(channel.token)
         server.close()
@@ -137,9 +151,7 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
         lost: list[str] = []
         server = ReplicaChannelServer(lost.append, _no_calls)
         host, port = (await server.start("127.0.0.1")).split(":")
-        reader, writer = await asyncio.open_connection(host, int(port))  # never reads again
-        writer.write(encode_frame({"channel": "stuck-api"}))
-        assert await replica_channel.read_frame(reader) == {"ready": True}
+        reader, writer = await _greeted_connection(host, port, "stuck-api")  # never reads again
         big = {"stream": "a", "chunks": ["x" * (1 << 20)], "done": False}
 
         def send_until_refused() -> int:
@@ -150,10 +162,7 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
 
         sent = await asyncio.to_thread(send_until_refused)
         assert sent > 0
-        for _ in range(100):
-            if lost:
-                break
-            await asyncio.sleep(0.01)
+        await _until(lambda: bool(lost))
         assert lost == ["stuck-api"]
         assert not server.has_channel("stuck-api")
         writer.close()
@@ -205,9 +214,7 @@ def test_the_replica_closes_a_connection_that_sends_what_is_not_a_call():
         host, port = (await server.start("127.0.0.1")).split(":")
         for garbage in (encode_frame({"stream": "x"}),  # JSON, but not a call
                         replica_channel.encode_pickled_frame({"call": 1, "calls": []})):  # never unpickled
-            reader, writer = await asyncio.open_connection(host, int(port))
-            writer.write(encode_frame({"channel": "odd-api"}))
-            assert await replica_channel.read_frame(reader) == {"ready": True}
+            reader, writer = await _greeted_connection(host, port, "odd-api")
             writer.write(garbage)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the replica
             writer.close()
