@@ -39,6 +39,14 @@ class NotFound(FleetError):
     error_type = "not_found_error"
 
 
+class Conflict(FleetError):
+    """The request is well formed but clashes with the cluster's current state (a cached model
+    that a running replica reads): it succeeds once that state changes, unlike a 400."""
+
+    status_code = 409
+    error_type = "conflict_error"
+
+
 class LaunchFailed(FleetError):
     """The engine could not start the model; the message holds the engine's own error."""
 

@@ -9,7 +9,13 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
-from fleet.api import routes_embeddings, routes_generation, routes_management, routes_rerank
+from fleet.api import (
+    routes_cache,
+    routes_embeddings,
+    routes_generation,
+    routes_management,
+    routes_rerank,
+)
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
@@ -75,6 +81,7 @@ def create_app(supervisor: Any, supervisor_address: str) -> Any:
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
+    app.include_router(routes_cache.router)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

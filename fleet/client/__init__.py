@@ -214,3 +214,36 @@ class Client:
 
     def status(self) -> dict[str, Any]:
         return self._request("GET", "/status")
+
+    # ---- weights cache (Xinference's method names; per worker in a cluster) ----
+
+    def list_cached_models(self, model_name: str | None = None,
+                           worker_ip: str | None = None) -> list[dict[str, Any]]:
+        """Every worker's cached models (fields in fleet.api.routes_cache), or those of one
+        model name, or of the worker(s) at `worker_ip`."""
+        return self.cache_listing(model_name, worker_ip)["list"]
+
+    def cache_listing(self, model_name: str | None = None,
+                      worker_ip: str | None = None) -> dict[str, Any]:
+        """The whole answer: `{"list": [...], "unreachable_workers": [...]}`."""
+        params = {k: v for k, v in {"model_name": model_name, "worker_ip": worker_ip}.items() if v}
+        return self._request("GET", "/v1/cache/models", params=params)
+
+    def list_deletable_models(self, model_version: str,
+                              worker_ip: str | None = None) -> dict[str, Any]:
+        """What removing `model_version` would delete: `{"paths": [...], "in_use_by": [...]}`."""
+        params = {k: v for k, v in {"model_version": model_version, "worker_ip": worker_ip}.items()
+                  if v}
+        return self._request("GET", "/v1/cache/models/files", params=params)
+
+    def remove_cached_model(self, model_version: str, worker_ip: str | None = None,
+                            force: bool = False) -> dict[str, Any]:
+        """Delete a cached model; refused (409) while a running model uses it unless `force`."""
+        params: dict[str, Any] = {"model_version": model_version, "force": str(force).lower()}
+        if worker_ip:
+            params["worker_ip"] = worker_ip
+        return self._request("DELETE", "/v1/cache/models", params=params)
+
+    def confirm_and_remove_model(self, model_version: str, worker_ip: str | None = None) -> bool:
+        """Xinference's name for `remove_cached_model` (unforced): True once removed."""
+        return bool(self.remove_cached_model(model_version, worker_ip)["result"])

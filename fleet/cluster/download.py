@@ -18,6 +18,8 @@ from fleet.settings import cache_dir
 ProgressCallback = Callable[[float], None]
 
 _HUB_PROBE_TIMEOUT_S = 3.0
+# Written into a cache folder once its download finished: a folder without it is partial.
+COMPLETE_MARKER = ".fleet-complete"
 
 
 def path_from_uri(uri: str) -> Path:
@@ -153,7 +155,7 @@ def download_from_hub(
 def cached_weights(family: BaseFamily, spec: ModelSpec, quantization: str) -> Path | None:
     """A complete earlier download of these weights in the cache, or None."""
     cached = cache_folder(family, spec, quantization)
-    if not (cached / ".fleet-complete").exists():
+    if not (cached / COMPLETE_MARKER).exists():
         return None
     if spec.model_format == "gguf" and spec.model_file_name_template:
         return cached / spec.model_file_name_template.format(quantization=quantization)
@@ -174,7 +176,7 @@ def resolve_weights(
     if cached is not None:
         return cached
     path = download_from_hub(family, spec, quantization, progress)
-    complete = cache_folder(family, spec, quantization) / ".fleet-complete"
+    complete = cache_folder(family, spec, quantization) / COMPLETE_MARKER
     complete.parent.mkdir(parents=True, exist_ok=True)
     complete.touch()
     return path

@@ -14,6 +14,7 @@ from typing import Any
 import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
+from fleet.cluster import cache_admin
 from fleet.cluster.launch_plan import SKIP_MEMORY_CHECK, plan_launch
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.engines.registry import engine_matrix, xinference_engine_params
@@ -383,3 +384,19 @@ class SupervisorActor(xo.StatelessActor):
 
     def status(self) -> dict[str, Any]:
         return {"workers": len(self._workers), "models": len(self._models)}
+
+    # ---- weights caches (fleet.cluster.cache_admin asks each worker) -----------------------
+
+    async def list_cached_models(self, model_name: str | None = None,
+                                 worker_ip: str | None = None) -> dict[str, Any]:
+        return await cache_admin.list_cached(list(self._workers.values()), self.catalogue,
+                                             model_name, worker_ip)
+
+    async def list_deletable_models(self, model_version: str,
+                                    worker_ip: str | None = None) -> dict[str, Any]:
+        return await cache_admin.deletable(list(self._workers.values()), model_version, worker_ip)
+
+    async def remove_cached_model(self, model_version: str, worker_ip: str | None = None,
+                                  force: bool = False) -> dict[str, Any]:
+        return await cache_admin.remove(list(self._workers.values()), model_version, worker_ip,
+                                        force)

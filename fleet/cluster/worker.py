@@ -15,6 +15,7 @@ from typing import Any
 import xoscar as xo
 
 from fleet.catalogue.schemas import ModelSpec
+from fleet.cluster.cache_inventory import WorkerCache
 from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
 from fleet.cluster.resources import machine_resources
@@ -45,6 +46,8 @@ class WorkerActor(xo.StatelessActor):
         self._gpu_owner: dict[int, str] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._supervisor: Any = None
+        # The weights cache, and which replicas read from it (fleet.cluster.cache_inventory).
+        self._cache = WorkerCache()
 
     @classmethod
     def default_uid(cls) -> str:
@@ -143,6 +146,7 @@ class WorkerActor(xo.StatelessActor):
             await self._main_pool.remove_sub_pool(address, timeout=5)
             raise Unavailable(f"replica {replica_key} was terminated while launching")
         self._replica_pools[replica_key] = address
+        self._cache.track(replica_key, launch)
         try:
             await xo.create_actor(
                 ModelActor, replica_key.split(":")[0], launch,
@@ -160,6 +164,7 @@ class WorkerActor(xo.StatelessActor):
     async def terminate_replica(self, replica_key: str) -> None:
         """End the replica's process: its memory goes back to the machine."""
         self._release_gpus(replica_key)
+        self._cache.untrack(replica_key)
         address = self._replica_pools.pop(replica_key, None)
         if address is None:
             # Possibly still starting (the launch call was cancelled mid-way): remember it.
@@ -180,3 +185,15 @@ class WorkerActor(xo.StatelessActor):
             "replicas": sorted(key.split(":")[0] for key in self._replica_pools),
             "gpu_owner": dict(self._gpu_owner),
         }
+
+    # ---- weights cache (fleet.cluster.cache_inventory) ----
+
+    async def cached_models(self, known: dict[str, dict[str, Any]],
+                            model_name: str | None = None) -> list[dict[str, Any]]:
+        return await self._cache.list(self.address, known, model_name)
+
+    def cache_probe(self, model_version: str) -> dict[str, Any]:
+        return self._cache.probe(model_version)
+
+    async def remove_cache(self, model_version: str, force: bool = False) -> dict[str, Any]:
+        return await self._cache.remove(model_version, force)
