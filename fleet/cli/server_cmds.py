@@ -37,7 +37,7 @@ def _run(component: str, log_level: str, coroutine_factory) -> None:
 _host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0 for every interface).")
 _port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
-                     help="Port of the HTTP API.")
+                     envvar="FLEET_PORT", help="Port of the HTTP API (or FLEET_PORT).")
 _log_level = click.option("--log-level", default="INFO", show_default=True,
                           type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                             case_sensitive=False))

@@ -10,6 +10,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
+from fleet.install_hint import pip_install_extra
 
 
 @dataclass(frozen=True)
@@ -84,7 +85,7 @@ class EngineInfo:
         missing = self.missing_modules()
         if missing:
             needed = ", ".join(missing)
-            return f"not installed (missing {needed}): pip install 'fleet-serve[{self.pip_extra}]'"
+            return f"not installed (missing {needed}): {pip_install_extra(self.pip_extra)}"
         if self.needs_gpu and has_gpu is False:
             return "needs a GPU, the worker has none"
         return None

@@ -7,6 +7,7 @@ from typing import Any
 
 from fleet.catalogue.registry import select_spec
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
+from fleet.catalogue.xinference_format import xinference_format_name
 from fleet.engines.base import EngineInfo, MemoryProfile
 from fleet.errors import BadRequest
 
@@ -35,7 +36,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         abilities=("embed", "rerank"),
         requires=("torch", "sentence_transformers"),
         priority=10,
-        pip_extra="sentence_transformers",
+        pip_extra="sentence-transformers",
         rerank_kinds=("normal",),
         memory=MemoryProfile(overhead_mib=512),
     ),
@@ -63,7 +64,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         # slots (several sequences decoded together); see fleet/engines/llamacpp_llm.py.
         requires=("xllamacpp",),
         priority=5,
-        pip_extra="llama_cpp",
+        pip_extra="llama-cpp",
         # One cache shared by all slots, reserved at load (see llamacpp_llm.py).
         memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", shared_cache=True),
     ),
@@ -105,7 +106,8 @@ def engine_matrix(family: BaseFamily, has_gpu: bool | None = None) -> list[dict[
 
 def xinference_engine_params(family: BaseFamily,
                              has_gpu: bool | None = None) -> dict[str, list[dict[str, Any]]]:
-    """Xinference's `/v1/engines/{model_name}` shape: usable engines and their launch params.
+    """Xinference's `/v1/engines/{model_name}` shape: usable engines and their launch params,
+    formats by Xinference's names (`ggufv2`), which its clients filter on and launches accept.
     (The shape has no room for the others; `?detailed=true` gives every engine and its reason.)"""
     result: dict[str, list[dict[str, Any]]] = {}
     for engine in sorted(ENGINES, key=lambda e: e.priority):
@@ -114,7 +116,7 @@ def xinference_engine_params(family: BaseFamily,
         result[engine.name] = [
             {
                 "model_name": family.model_name,
-                "model_format": spec.model_format,
+                "model_format": xinference_format_name(spec.model_format),
                 "model_size_in_billions": spec.model_size_in_billions,
                 "quantizations": spec.quantizations,
             }
