@@ -6,8 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from rich.table import Table
 
-from fleet.cli.model_cmds import _print_json, _table, client_for, endpoint_option, json_option
+from fleet.cli.model_cmds import _print_json, client_for, console, endpoint_option, json_option
 
 
 def human_bytes(size: int | None) -> str:
@@ -33,6 +34,19 @@ def _row(entry: dict[str, Any]) -> list[Any]:
             entry.get("path")]
 
 
+def _print_table(entries: list[dict[str, Any]]) -> None:
+    table = Table(title="Cached models")
+    # The version is what remove-cache takes, so it is never wrapped; a long path folds.
+    table.add_column("model_version", no_wrap=True)
+    for column in ("name", "format", "size", "quantization", "on disk", "files", "in use by",
+                   "worker"):
+        table.add_column(column)
+    table.add_column("path", overflow="fold")
+    for entry in entries:
+        table.add_row(*("-" if v is None else str(v) for v in _row(entry)))
+    console.print(table)
+
+
 @click.command("cached")
 @endpoint_option
 @click.option("-n", "--model_name", "--model-name", "model_name", default=None,
@@ -53,9 +67,7 @@ def cached(endpoint: str, model_name: str | None, worker_ip: str | None, as_json
     elif not entries:
         click.echo("There are no cache files.")
     else:
-        _table("Cached models", ["model_version", "name", "format", "size (B)", "quantization",
-                                 "on disk", "files", "in use by", "worker", "path"],
-               [_row(e) for e in entries])
+        _print_table(entries)
 
 
 @click.command("remove-cache")

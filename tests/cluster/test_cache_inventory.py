@@ -17,39 +17,19 @@ from fleet.cluster import cache_admin, download
 from fleet.cluster.cache_inventory import WorkerCache, check_model_version, scan
 from fleet.cluster.records import WorkerRecord
 from fleet.errors import BadRequest, Conflict, NotFound
-
-MINILM = "all-MiniLM-L6-v2"
-
-
-def _minilm() -> tuple[Any, Any]:
-    family = builtin_families("embedding")[MINILM]
-    return family, family.model_specs[0]
+from tests.cache_builders import MINILM, fake_download, minilm_family, model_file_count, tree_bytes
 
 
-def fake_download(minilm_path: str) -> Path:
-    """MiniLM's files where download.py puts them, as huggingface_hub leaves a local_dir
-    download (its `.cache` metadata) and Fleet marks it complete. FLEET_HOME must be set."""
-    family, spec = _minilm()
-    target = download.cache_folder(family, spec, "none")
-    shutil.copytree(minilm_path, target)
-    meta = target / ".cache" / "huggingface" / "download"
-    meta.mkdir(parents=True)
-    (meta / "model.safetensors.metadata").write_text("abc123\n")
-    (target / download.COMPLETE_MARKER).touch()
+def fake_download_here(home: Path, minilm_path: str) -> Path:
+    """The fake download, found by download.py itself where it looks (FLEET_HOME is `home`)."""
+    target = fake_download(home, minilm_path)
+    family, spec = minilm_family()
     assert download.cached_weights(family, spec, "none") == target
     return target
 
 
-def tree_bytes(path: Path) -> int:
-    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
-
-
-def model_files(minilm_path: str) -> int:
-    return sum(1 for p in Path(minilm_path).rglob("*") if p.is_file())
-
-
 def launch_payload(uid: str, model_path: str | None = None) -> dict[str, Any]:
-    family, spec = _minilm()
+    family, spec = minilm_family()
     return {"model_uid": uid, "model_type": "embedding", "family": family.model_dump(mode="json"),
             "spec": spec.model_dump(mode="json"), "quantization": "none", "model_path": model_path}
 
@@ -74,7 +54,7 @@ def test_plain_folder_names_are_accepted():
 
 
 def test_listing_sizes_files_and_catalogue_fields(home, minilm_path):
-    target = fake_download(minilm_path)
+    target = fake_download_here(home, minilm_path)
     partial = target.parent / "qwen2.5-instruct-pytorch-7"
     partial.mkdir()
     (partial / "model-00001-of-00004.safetensors.incomplete").write_bytes(b"x" * 100)
@@ -91,7 +71,7 @@ def test_listing_sizes_files_and_catalogue_fields(home, minilm_path):
     assert entry["path"] == str(target) and entry["real_path"] is None
     assert entry["size_bytes"] == tree_bytes(target) > 90_000_000
     # Bookkeeping (the marker, huggingface_hub's metadata) is sized but not a model file.
-    assert entry["file_count"] == model_files(minilm_path)
+    assert entry["file_count"] == model_file_count(minilm_path)
     assert entry["complete"] is True and entry["known"] is True
     assert "sentence_transformers" in entry["model_engine"]
     incomplete = entries["qwen2.5-instruct-pytorch-7"]
@@ -121,7 +101,7 @@ def test_gguf_folders_are_known_per_quantization(home):
 
 
 def test_an_entry_in_use_is_refused_until_its_replica_ends(home, minilm_path):
-    target = fake_download(minilm_path)
+    target = fake_download_here(home, minilm_path)
     cache = WorkerCache()
     cache.track("embed-0:abc", launch_payload("embed"))
     assert cache.probe(target.name) == {"path": str(target), "in_use_by": ["embed"]}
@@ -140,7 +120,7 @@ def test_an_entry_in_use_is_refused_until_its_replica_ends(home, minilm_path):
 
 
 def test_force_removes_an_entry_in_use(home, minilm_path):
-    target = fake_download(minilm_path)
+    target = fake_download_here(home, minilm_path)
     cache = WorkerCache()
     cache.track("embed-0:abc", launch_payload("embed"))
     assert asyncio.run(cache.remove(target.name, force=True))["in_use_by"] == ["embed"]
@@ -148,7 +128,7 @@ def test_force_removes_an_entry_in_use(home, minilm_path):
 
 
 def test_a_model_path_counts_as_a_user_only_inside_the_entry(home, minilm_path):
-    target = fake_download(minilm_path)
+    target = fake_download_here(home, minilm_path)
     cache = WorkerCache()
     cache.track("outside-0:a", launch_payload("outside", model_path=minilm_path))
     assert cache.users(target) == []
@@ -186,7 +166,7 @@ class _WorkerRef:
 
 
 def test_the_supervisor_lists_and_removes_per_worker(home, tmp_path, minilm_path):
-    target = fake_download(minilm_path)
+    target = fake_download_here(home, minilm_path)
     other_root = tmp_path / "other-cache"
     shutil.copytree(target, other_root / target.name)
     caches = [WorkerCache(), WorkerCache(other_root)]
