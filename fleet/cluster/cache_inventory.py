@@ -61,8 +61,9 @@ def entry_path(model_version: str, root: Path | None = None) -> Path:
 
 
 def _folder_stats(path: Path) -> tuple[int, int]:
-    """(bytes, model files) of the regular files below `path`, links not followed: the bytes
-    that removing it frees. Bookkeeping is sized but not counted as a model file. Blocking."""
+    """(bytes, model files) of the regular files below `path`, links inside not followed: the
+    bytes that removing it frees (for an entry that is itself a link, its target's, which
+    removal keeps). Bookkeeping is sized but not counted as a model file. Blocking."""
     size = files = 0
     for folder, _, names in os.walk(path):
         relative = Path(folder).relative_to(path)
@@ -81,7 +82,6 @@ def _describe(path: Path, known: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """One entry in Xinference's cached-model shape plus Fleet's fields. Blocking."""
     meta = known.get(path.name) or {}
     size, files = _folder_stats(path)
-    real = path.resolve()
     return {
         # Xinference's fields (`xinference cached` prints every key of the first entry)
         "model_name": meta.get("model_name", path.name),
@@ -92,7 +92,8 @@ def _describe(path: Path, known: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "quantization": meta.get("quantization"),
         "model_version": path.name,
         "path": str(path),
-        "real_path": str(real) if real != path else None,
+        # Only a linked entry has one (a symlinked FLEET_HOME does not make every entry one).
+        "real_path": str(path.resolve()) if path.is_symlink() else None,
         "size_bytes": size,
         # Fleet's fields
         "file_count": files,
