@@ -15,6 +15,7 @@ from fleet.api import (
     routes_generation,
     routes_management,
     routes_rerank,
+    routes_xinference,
 )
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
@@ -77,6 +78,7 @@ def create_app(supervisor: Any, supervisor_address: str) -> Any:
     app.state.supervisor_address = supervisor_address
     app.state.started_at = time.time()
     install_error_handlers(app)
+    app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)

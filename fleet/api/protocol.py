@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fleet.catalogue.xinference_format import canonical_format
+
 
 class LaunchRequest(BaseModel):
     """Xinference's launch body; unknown keys are engine arguments and pass through."""
@@ -32,9 +34,18 @@ class LaunchRequest(BaseModel):
     def _uid_is_url_safe(cls, value: str | None) -> str | None:
         if value is not None and ("/" in value or value != value.strip()):
             raise ValueError("model_uid must not contain '/' or surrounding spaces")
-        if value == "estimate":  # GET /v1/models/estimate is the dry run, not a model
-            raise ValueError("model_uid 'estimate' is reserved")
+        # GET /v1/models/estimate is the dry run and /v1/models/instances Xinference's launch
+        # status, not models.
+        if value in ("estimate", "instances"):
+            raise ValueError(f"model_uid {value!r} is reserved")
         return value
+
+    @field_validator("model_format")
+    @classmethod
+    def _canonical_format(cls, value: str | None) -> str | None:
+        # Xinference's `ggufv2` is Fleet's `gguf`: resolved here, once, for launches and
+        # their dry runs alike.
+        return canonical_format(value) if value else value
 
     @field_validator("n_gpu")
     @classmethod

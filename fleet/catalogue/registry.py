@@ -16,10 +16,12 @@ from fleet.catalogue.schemas import (
     FAMILY_CLASSES,
     MODEL_TYPES,
     BaseFamily,
+    LLMFamily,
     ModelSpec,
     RerankFamily,
     normalize_model_type,
 )
+from fleet.catalogue.xinference_format import canonical_format
 from fleet.errors import BadRequest, NotFound
 from fleet.settings import registrations_dir
 from fleet.state import read_json, write_json_atomic
@@ -52,6 +54,41 @@ def parse_family(model_type: str, data: dict[str, Any]) -> BaseFamily:
         return FAMILY_CLASSES[model_type].model_validate(data)
     except ValidationError as exc:
         raise BadRequest(f"invalid {model_type} model: {format_validation_error(exc)}") from None
+
+
+def _is_jinja(text: str) -> bool:
+    return "{{" in text or "{%" in text
+
+
+def borrow_chat_format(family: LLMFamily) -> LLMFamily:
+    """A custom LLM's chat formatting taken from a built-in family, the way Xinference reads a
+    registration: a `chat_template` that is a built-in family's name (not a Jinja template)
+    means that family's template; no template on a chat model means its `model_family`'s.
+    Stop strings, stop ids and reasoning tags the file leaves empty come from that family too.
+    A built-in family whose template is null (the tokenizer's own) lends null, which means the
+    same for the custom model."""
+    named = family.chat_template if family.chat_template and not _is_jinja(
+        family.chat_template) else None
+    source_name = named
+    if family.chat_template is None and "chat" in family.model_ability:
+        source_name = family.model_family
+    if not source_name:
+        return family
+    source = builtin_families("LLM").get(source_name)
+    if not isinstance(source, LLMFamily):
+        if named:
+            raise BadRequest(f"chat_template {named!r} is neither a Jinja template nor the name "
+                             "of a built-in LLM family")
+        # Xinference's own family names are not all in Fleet's catalogue: the weights' own
+        # chat template (tokenizer or GGUF) is then used, as for any model without one.
+        logger.info("model_family %r of %s is not a built-in family here; its weights' own chat "
+                    "template will be used", source_name, family.model_name)
+        return family
+    updates: dict[str, Any] = {"chat_template": source.chat_template}
+    for key in ("stop", "stop_token_ids", "reasoning_start_tag", "reasoning_end_tag"):
+        if not getattr(family, key):
+            updates[key] = getattr(source, key)
+    return family.model_copy(update=updates)
 
 
 class Catalogue:
@@ -112,6 +149,8 @@ class Catalogue:
     def register(self, model_type: str, data: dict[str, Any], persist: bool = True) -> BaseFamily:
         model_type = normalize_model_type(model_type)
         family = parse_family(model_type, data)
+        if isinstance(family, LLMFamily):
+            family = borrow_chat_format(family)
         if family.model_name in builtin_families(model_type):
             raise BadRequest(f"{family.model_name!r} is a built-in model; choose another name")
         if family.model_name in self._custom[model_type]:
@@ -156,8 +195,9 @@ def select_spec(
     quantization: str | None = None,
 ) -> tuple[ModelSpec, str]:
     """The first spec that matches what the user asked for, and the quantization to use."""
+    wanted_format = canonical_format(model_format) if model_format else None
     for spec in family.model_specs:
-        if model_format and spec.model_format != model_format.lower():
+        if wanted_format and spec.model_format != wanted_format:
             continue
         if not spec.matches_size(size):
             continue

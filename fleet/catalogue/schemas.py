@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
+
 ModelType = Literal["LLM", "embedding", "rerank"]
 MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank")
 
@@ -32,22 +34,26 @@ class ModelSpec(BaseModel):
     modelscope_model_id: str | None = None
     # GGUF repositories hold one file per quantization: "qwen2.5-7b-instruct-{quantization}.gguf".
     model_file_name_template: str | None = None
+    # A model split over several files (Xinference's names): the template of one part's file
+    # name, and the parts of each quantization.
+    model_file_name_split_template: str | None = None
+    quantization_parts: dict[str, list[str]] | None = None
     # A local folder (or file for GGUF), as a plain path or a file:// URI.
     model_uri: str | None = None
 
     @model_validator(mode="before")
     @classmethod
-    def _accept_single_quantization(cls, data: Any) -> Any:
-        # Xinference's custom-model JSON names one "quantization"; the catalogue lists several.
-        if isinstance(data, dict) and "quantization" in data and "quantizations" not in data:
-            data = dict(data)
-            data["quantizations"] = [data.pop("quantization") or "none"]
+    def _accept_xinference_spec(cls, data: Any) -> Any:
+        # A spec in Xinference's registration shape (one "quantization", a "model_hub").
+        if isinstance(data, dict) and "model_src" not in data:
+            specs = convert_specs([data])
+            return specs[0] if len(specs) == 1 else data
         return data
 
     @field_validator("model_format")
     @classmethod
-    def _lower_format(cls, value: str) -> str:
-        return value.lower()
+    def _canonical_format(cls, value: str) -> str:
+        return canonical_format(value)
 
     @property
     def size_label(self) -> str:
@@ -85,14 +91,15 @@ class BaseFamily(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _accept_flat_spec(cls, data: Any) -> Any:
-        # Xinference's custom embedding/rerank JSON puts model_id/model_uri at the top level.
+    def _accept_xinference_family(cls, data: Any) -> Any:
+        # Xinference's version 1 custom embedding/rerank JSON puts model_id/model_uri at the
+        # top level; version 2 files come in Xinference's spec shapes (xinference_format.py).
         if isinstance(data, dict) and "model_specs" not in data:
             flat = {k: data[k] for k in ("model_id", "model_uri", "model_revision") if k in data}
             if flat:
                 data = dict(data)
                 data["model_specs"] = [{"model_format": "pytorch", **flat}]
-        return data
+        return convert_family(data)
 
     @property
     def model_type(self) -> str:
@@ -146,6 +153,14 @@ class RerankFamily(BaseFamily):
     max_tokens: int = Field(default=512, gt=0)
     # "normal" is a cross-encoder; "LLM-based" scores with a causal LM's yes/no logits.
     type: str = "normal"
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _known_type(cls, value: Any) -> Any:
+        # Xinference's files say "unknown" (or null) and leave the guess to load time, from
+        # the tokenizer's class, with "normal" as its fallback: Fleet takes that fallback now.
+        # A causal-LM reranker must say "LLM-based".
+        return "normal" if value in (None, "unknown") else value
 
     @property
     def model_type(self) -> str:
