@@ -46,12 +46,10 @@ def client_for(endpoint: str) -> Client:
 
 
 def _size(value: str | None) -> Any:
+    """`7` -> 7; `0_5` and `1.5` stay text (Python's int() would read `0_5` as 5)."""
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        return value
+    return int(value) if value.isdigit() else value
 
 
 def _watch_launch(client: Client, uid: str) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
@@ -83,35 +84,51 @@ def check_hub_reachable() -> None:
         raise ConnectionError(f"cannot connect to {parsed.hostname}:{port} ({exc})") from None
 
 
-class _ProgressTqdm:
-    """A tqdm stand-in that reports bytes downloaded to a callback; huggingface_hub accepts any
-    tqdm-like class."""
+def _expected_bytes(repo_id: str, revision: str | None, filename: str | None) -> int | None:
+    """The size of what a download will write: one file, or the whole repository."""
+    from huggingface_hub import HfApi
 
-    callback: ProgressCallback | None = None
+    try:
+        entries = HfApi().list_repo_tree(repo_id, revision=revision, recursive=True)
+        sizes = {e.path: getattr(e, "size", 0) or 0 for e in entries}
+    except Exception:  # progress is a nicety: the download itself reports real failures
+        return None
+    total = sizes.get(filename, 0) if filename else sum(sizes.values())
+    return total or None
 
-    def __init__(self, *args, total: float | None = None, initial: float = 0, **kwargs):
-        self.total = total or 0
-        self.n = initial or 0
 
-    def update(self, n: float = 1) -> None:
-        self.n += n
-        if self.callback and self.total:
-            self.callback(min(1.0, self.n / self.total))
+class _FolderWatcher:
+    """Reports a download's progress as the bytes under its target folder against the size the
+    hub announced. Watching the disk works the same with every huggingface_hub release (their
+    progress-bar hooks change from one to the next) and counts a resumed download's bytes."""
 
-    def __enter__(self):
+    def __init__(self, folder: Path, total: int | None, progress: ProgressCallback):
+        self._folder, self._total, self._progress = folder, total, progress
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fleet-download-progress", daemon=True)
+
+    def __enter__(self) -> _FolderWatcher:
+        if self._total:
+            self._thread.start()
         return self
 
-    def __exit__(self, *exc) -> None:
-        return None
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
 
-    def close(self) -> None:
-        return None
+    def _on_disk(self) -> int:
+        done = 0
+        for path in self._folder.rglob("*"):
+            try:
+                done += path.stat().st_size if path.is_file() else 0
+            except OSError:  # a part renamed while we looked
+                pass
+        return done
 
-    def set_description(self, *args, **kwargs) -> None:
-        return None
-
-    def refresh(self) -> None:
-        return None
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self._progress(min(0.99, self._on_disk() / self._total))
 
 
 def download_from_hub(
@@ -130,23 +147,20 @@ def download_from_hub(
             "--model-path /path/to/weights (model_path in the API)."
         ) from None
     from huggingface_hub import hf_hub_download, snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
 
+    disable_progress_bars()  # the replica's log is no terminal; progress goes to the launch
     target = cache_folder(family, spec, quantization)
-    progress_class = type("FleetProgress", (_ProgressTqdm,), {"callback": staticmethod(progress)})
+    filename = None
+    if spec.model_format == "gguf" and spec.model_file_name_template:
+        filename = spec.model_file_name_template.format(quantization=quantization)
     try:
-        if spec.model_format == "gguf" and spec.model_file_name_template:
-            filename = spec.model_file_name_template.format(quantization=quantization)
-            return Path(
-                hf_hub_download(
-                    spec.model_id, filename, revision=spec.model_revision, local_dir=target
-                )
-            )
-        snapshot_download(
-            spec.model_id,
-            revision=spec.model_revision,
-            local_dir=target,
-            tqdm_class=progress_class,
-        )
+        total = _expected_bytes(spec.model_id, spec.model_revision, filename)
+        with _FolderWatcher(target, total, progress):
+            if filename:
+                return Path(hf_hub_download(spec.model_id, filename, revision=spec.model_revision,
+                                            local_dir=target))
+            snapshot_download(spec.model_id, revision=spec.model_revision, local_dir=target)
     except Exception as exc:  # the hub library raises many types; the user needs the message
         raise LaunchFailed(f"download of {spec.model_id} failed: {exc}") from None
     return target

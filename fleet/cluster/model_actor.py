@@ -83,6 +83,7 @@ class ModelActor(xo.StatelessActor):
 
     def _set_download_progress(self, fraction: float) -> None:
         # Downloading is the first 80% of a launch's progress, loading the rest.
+        self._stage = "downloading weights"
         self._progress = 0.8 * fraction
 
     def _load_blocking(self) -> None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
@@ -54,13 +55,23 @@ def test_reachable_endpoint_passes_the_probe(monkeypatch):
         download.check_hub_reachable()
 
 
-def test_progress_reports_fractions_of_bytes():
+def test_progress_is_the_bytes_on_disk_against_the_announced_size(tmp_path):
     seen: list[float] = []
-    bar_class = type("Bar", (download._ProgressTqdm,), {"callback": staticmethod(seen.append)})
-    bar = bar_class(total=200)
-    bar.update(50)
-    bar.update(150)
-    assert seen == [0.25, 1.0]
+    with download._FolderWatcher(tmp_path, 400, seen.append):
+        (tmp_path / ".cache").mkdir()
+        (tmp_path / ".cache" / "model.safetensors.incomplete").write_bytes(b"x" * 100)
+        deadline = time.monotonic() + 5
+        while not seen or seen[-1] < 0.25:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+        (tmp_path / "config.json").write_bytes(b"x" * 400)
+        while seen[-1] < 0.99:
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.05)
+    assert seen[0] == 0.25 and seen[-1] == 0.99  # 1.0 is the launch's word, once loaded
+    count = len(seen)
+    time.sleep(0.4)
+    assert len(seen) == count  # the watcher stopped with the download
 
 
 def test_cache_folder_is_under_fleet_home(monkeypatch, tmp_path):
