@@ -15,6 +15,7 @@ import httpx
 import xoscar as xo
 
 from fleet.errors import BadRequest
+from fleet.server_config import ServerConfig
 from fleet.settings import warm_spare_enabled
 
 logger = logging.getLogger(__name__)
@@ -68,31 +69,31 @@ async def _start_worker(pool: Any, supervisor_address: str) -> Any:
     )
 
 
-async def _serve_api(supervisor: Any, supervisor_address: str, host: str, port: int) -> None:
+async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerConfig) -> None:
     import uvicorn
 
     from fleet.api.app import create_app
 
-    app = create_app(supervisor, supervisor_address)
-    config = uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False,
-                            loop="none", lifespan="off")
-    server = uvicorn.Server(config)
-    logger.info("Fleet API listening on http://%s:%d (docs at /docs)", host, port)
+    app = create_app(supervisor, supervisor_address, config)
+    uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
+                                    access_log=False, loop="none", lifespan="off")
+    server = uvicorn.Server(uvicorn_config)
+    logger.info("Fleet API listening on http://%s:%d (docs at /docs)", config.host, config.port)
     await server.serve()
 
 
-async def run_cluster(host: str, port: int, with_worker: bool) -> None:
+async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     """`fleet local` (with_worker) or `fleet supervisor`: runs until SIGINT/SIGTERM."""
-    _check_port_free(host, port)
+    _check_port_free(config.host, config.port)
     started = time.monotonic()
-    pool = await _create_pool(host)
+    pool = await _create_pool(config.host)
     try:
         supervisor = await _start_supervisor(pool)
         if with_worker:
             await _start_worker(pool, pool.external_address)
         logger.info("cluster started in %.2f s (actors at %s)",
                     time.monotonic() - started, pool.external_address)
-        await _serve_api(supervisor, pool.external_address, host, port)
+        await _serve_api(supervisor, pool.external_address, config)
     finally:
         logger.info("stopping: ending every model process")
         await pool.stop()
@@ -131,7 +132,7 @@ async def _wait_for_signal() -> None:
     await stop.wait()
 
 
-async def run_worker(endpoint: str, host: str | None) -> None:
+async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> None:
     supervisor_address = _supervisor_actor_address(endpoint)
     host = host or _local_ip_towards(supervisor_address)
     pool = await _create_pool(host)

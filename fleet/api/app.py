@@ -23,6 +23,7 @@ from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.protocol import EmbeddingRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.routing import ReplicaRouter
+from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
 
 
@@ -64,7 +65,8 @@ class HttpLatencyMiddleware:
                 time.perf_counter() - started)
 
 
-def create_app(supervisor: Any, supervisor_address: str) -> Any:
+def create_app(supervisor: Any, supervisor_address: str,
+               config: ServerConfig | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
     by the latency middleware when metrics are on."""
     app = FastAPI(
@@ -76,6 +78,7 @@ def create_app(supervisor: Any, supervisor_address: str) -> Any:
     app.state.cluster = ClusterHandle(supervisor=supervisor,
                                       router=ReplicaRouter(supervisor, metrics), metrics=metrics)
     app.state.supervisor_address = supervisor_address
+    app.state.config = config or ServerConfig()
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}

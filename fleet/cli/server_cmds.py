@@ -7,9 +7,12 @@ from collections.abc import Coroutine
 from typing import Any
 
 import click
+from pydantic import ValidationError
 
+from fleet.catalogue.registry import format_validation_error
 from fleet.errors import FleetError
 from fleet.logging_setup import setup_logging
+from fleet.server_config import ServerConfig
 from fleet.settings import DEFAULT_ENDPOINT, DEFAULT_PORT
 
 
@@ -38,6 +41,14 @@ _host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0 for every interface).")
 _port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
                      envvar="FLEET_PORT", help="Port of the HTTP API (or FLEET_PORT).")
+def server_config(options: dict[str, Any]) -> ServerConfig:
+    """The command's options as one typed object; a value it refuses is a usage error."""
+    try:
+        return ServerConfig(**options)
+    except ValidationError as exc:
+        raise click.UsageError(format_validation_error(exc)) from None
+
+
 _log_level = click.option("--log-level", default="INFO", show_default=True,
                           type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"],
                                             case_sensitive=False))
@@ -47,22 +58,24 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_host
 @_port
 @_log_level
-def local(host: str, port: int, log_level: str) -> None:
+def local(log_level: str, **options: Any) -> None:
     """Start a one-machine cluster: supervisor, worker and API server."""
     from fleet.server import run_cluster
 
-    _run("local", log_level, lambda: run_cluster(host, port, with_worker=True))
+    config = server_config(options)
+    _run("local", log_level, lambda: run_cluster(config, with_worker=True))
 
 
 @click.command()
 @_host
 @_port
 @_log_level
-def supervisor(host: str, port: int, log_level: str) -> None:
+def supervisor(log_level: str, **options: Any) -> None:
     """Start the supervisor and the API server; workers join it with `fleet worker -e`."""
     from fleet.server import run_cluster
 
-    _run("supervisor", log_level, lambda: run_cluster(host, port, with_worker=False))
+    config = server_config(options)
+    _run("supervisor", log_level, lambda: run_cluster(config, with_worker=False))
 
 
 @click.command()
@@ -71,8 +84,11 @@ def supervisor(host: str, port: int, log_level: str) -> None:
 @click.option("-H", "--host", default=None,
               help="Address this worker listens on [default: the one facing the supervisor].")
 @_log_level
-def worker(endpoint: str, host: str | None, log_level: str) -> None:
+def worker(endpoint: str, log_level: str, **options: Any) -> None:
     """Start a worker on this machine and join the supervisor at ENDPOINT."""
     from fleet.server import run_worker
 
-    _run("worker", log_level, lambda: run_worker(endpoint, host))
+    # The worker finds its own address (the one facing the supervisor) when not given one.
+    host = options.pop("host")
+    config = server_config({**options, "host": host or "127.0.0.1"})
+    _run("worker", log_level, lambda: run_worker(endpoint, host, config))
