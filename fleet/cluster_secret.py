@@ -1,0 +1,76 @@
+"""The cluster secret: one random value shared by every process of a cluster.
+
+It closes the cluster's private doors: xoscar's actor ports (which unpickle what reaches them)
+use it as their authentication key, a worker proves it knows it before it learns the
+supervisor's actor address, and the replica channel's peers prove it to each other. It never
+travels itself: peers send an HMAC of a purpose, a time or a challenge, keyed by it.
+
+`fleet local` and `fleet supervisor` generate it at first start and keep it in
+FLEET_HOME/cluster-secret (mode 0600); a worker on another machine is given it with
+`--cluster-secret` or FLEET_CLUSTER_SECRET."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from pathlib import Path
+
+from fleet.errors import BadRequest
+from fleet.settings import fleet_home
+
+SECRET_FILE = "cluster-secret"
+MIN_LENGTH = 16
+# A proof made from a clock is good for this long either way (clocks of two hosts differ).
+PROOF_WINDOW_S = 300
+
+
+def secret_path() -> Path:
+    return fleet_home() / SECRET_FILE
+
+
+def validate(secret: str) -> str:
+    secret = secret.strip()
+    if len(secret) < MIN_LENGTH:
+        raise BadRequest(f"the cluster secret must be at least {MIN_LENGTH} characters long")
+    return secret
+
+
+def load_or_create(given: str | None = None) -> str:
+    """The secret given, else the one kept in FLEET_HOME, else a new one written there."""
+    if given:
+        return validate(given)
+    path = secret_path()
+    if path.is_file():
+        return validate(path.read_text(encoding="utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(32)
+    # Created with 0600 from the start, and only if nobody wrote one meanwhile.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return validate(path.read_text(encoding="utf-8"))
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(secret)
+    return secret
+
+
+def sign(secret: str, message: str) -> str:
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def timed_proof(secret: str, purpose: str, now: float | None = None) -> str:
+    """`<unix time>:<hmac>`: proves knowledge of the secret for one purpose, for a while."""
+    stamp = int(now if now is not None else time.time())
+    return f"{stamp}:{sign(secret, f'{purpose}:{stamp}')}"
+
+
+def check_timed_proof(secret: str, purpose: str, proof: str, now: float | None = None) -> bool:
+    stamp_text, _, mac = proof.partition(":")
+    if not stamp_text.isdigit() or len(mac) != 64:
+        return False
+    if abs(int(now if now is not None else time.time()) - int(stamp_text)) > PROOF_WINDOW_S:
+        return False
+    return hmac.compare_digest(mac, sign(secret, f"{purpose}:{stamp_text}"))
