@@ -4,9 +4,23 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.catalogue.xinference_format import canonical_format
+
+# Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
+# a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
+# always send, pass.
+_UNSUPPORTED_LAUNCH_OPTIONS = {
+    "peft_model_config": "LoRA adapters (peft_model_config, xinference launch --lora-modules)",
+    "replica_config": "per-replica placement (replica_config); place replicas with worker_ip "
+                      "and gpu_idx",
+    "quantization_config": "quantizing weights at load (quantization_config); launch a "
+                           "quantized variant (-f gguf -q ...) instead",
+    "enable_virtual_env": "a virtual environment per model (enable_virtual_env)",
+    "virtual_env_packages": "a virtual environment per model (virtual_env_packages)",
+    "virtual_env_find_links": "a virtual environment per model (virtual_env_find_links)",
+}
 
 
 class LaunchRequest(BaseModel):
@@ -46,6 +60,17 @@ class LaunchRequest(BaseModel):
         # Xinference's `ggufv2` is Fleet's `gguf`: resolved here, once, for launches and
         # their dry runs alike.
         return canonical_format(value) if value else value
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> LaunchRequest:
+        extra = self.model_extra or {}
+        for key, what in _UNSUPPORTED_LAUNCH_OPTIONS.items():
+            if extra.get(key):
+                raise ValueError(f"Fleet does not support {what}")
+        if extra.get("n_worker") not in (None, 1, "1"):
+            raise ValueError("n_worker: a replica runs on one worker in Fleet; "
+                             "use replica to run more copies")
+        return self
 
     @field_validator("n_gpu")
     @classmethod

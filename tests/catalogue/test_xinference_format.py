@@ -61,6 +61,21 @@ def test_instances_and_estimate_are_reserved_uids():
             LaunchRequest(model_name="x", model_uid=uid)
 
 
+def test_xinference_launch_options_without_a_counterpart_are_refused_not_dropped():
+    # What Xinference's clients always send passes.
+    LaunchRequest(model_name="x", n_worker=1, peft_model_config=None, replica_config=None,
+                  enable_virtual_env=None, virtual_env_packages=None, trust_remote_code=True)
+    for option, fragment in (
+            ({"peft_model_config": {"lora_list": [{"lora_name": "a", "local_path": "/a"}]}},
+             "LoRA adapters"),
+            ({"replica_config": [{"devices": [{"worker_ip": "w:1"}]}]}, "per-replica placement"),
+            ({"quantization_config": {"load_in_4bit": True}}, "quantizing weights at load"),
+            ({"enable_virtual_env": True}, "virtual environment"),
+            ({"n_worker": 2}, "one worker")):
+        with pytest.raises(ValueError, match=fragment):
+            LaunchRequest(model_name="x", **option)
+
+
 def test_xinference_shaped_engine_answer_says_ggufv2():
     params = xinference_engine_params(builtin_families("LLM")["smollm2-instruct"])
     assert {p["model_format"] for p in params["llama.cpp"]} == {"ggufv2"}
@@ -171,7 +186,7 @@ def test_registration_borrows_the_model_familys_chat_formatting_and_persists_it(
     smol = builtin_families("LLM")["smollm2-instruct"]
     family = catalogue.find("my-smol", "LLM")
     assert (family.stop, family.stop_token_ids) == (smol.stop, smol.stop_token_ids)
-    assert family.chat_template is None  # smollm2's own: the one its weights carry
+    assert family.chat_template == smol.chat_template  # null: the one its weights carry
     saved = json.loads((tmp_path / "LLM" / "my-smol.json").read_text())
     assert saved["stop_token_ids"] == smol.stop_token_ids
     assert saved["model_specs"][0]["model_format"] == "gguf"
@@ -184,9 +199,9 @@ def test_a_chat_template_naming_a_built_in_family_means_its_formatting(tmp_path)
     data = {**llm_registration("named", GGUF_DIR), "chat_template": "qwen2.5-instruct",
             "stop": ["<|custom|>"]}
     family = catalogue.register("LLM", data, persist=False)
-    # Fleet's built-in families use their weights' own template (null): the name is not kept
-    # as if it were one (it would be rendered as the prompt).
-    assert qwen.chat_template is None and family.chat_template is None
+    # The family's template (or its null: the weights' own), never the name as if it were one
+    # (it would be rendered as the prompt).
+    assert family.chat_template == qwen.chat_template != "qwen2.5-instruct"
     assert family.stop == ["<|custom|>"]  # the file's own stops win over the family's
     assert family.stop_token_ids == qwen.stop_token_ids
 
@@ -202,7 +217,7 @@ def test_a_jinja_template_is_kept_and_an_unknown_name_is_refused(tmp_path):
 
 
 def test_an_unknown_model_family_leaves_the_weights_own_template(tmp_path):
-    data = {**llm_registration("elsewhere", GGUF_DIR), "model_family": "internlm3-instruct"}
+    data = {**llm_registration("elsewhere", GGUF_DIR), "model_family": "not-a-family-here"}
     family = Catalogue(tmp_path).register("LLM", data, persist=False)
     assert family.chat_template is None and family.stop == []
-    assert family.model_family == "internlm3-instruct"
+    assert family.model_family == "not-a-family-here"

@@ -156,6 +156,16 @@ def test_a_failed_launch_says_why(xinference, http, tmp_path):
     _ok(xinference("terminate", "--model-uid", "xcli-broken"))
 
 
+def test_options_fleet_lacks_are_refused_with_the_reason(xinference, http):
+    gguf = str(_smollm2_gguf())
+    for option, reason in ((["--lora-modules", "adapter", gguf], "LoRA adapters"),
+                           (["--n-worker", "2"], "a replica runs on one worker")):
+        refused = xinference("launch", "-n", "smollm2-instruct", "-en", "llama.cpp",
+                             "--model-path", gguf, *option)
+        assert refused.returncode != 0 and reason in refused.stderr
+    assert http.get("/v1/models").json()["data"] == []
+
+
 def test_engine_filters_on_ggufv2(xinference):
     gguf = _rows(_ok(xinference("engine", "-n", "smollm2-instruct", "-f", "ggufv2", "-q", "Q4_1")),
                  "smollm2-instruct")
