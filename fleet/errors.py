@@ -34,6 +34,20 @@ class InsufficientMemory(BadRequest):
         super().__init__(message, code)
 
 
+class Unauthorized(FleetError):
+    """No API key, or one the cluster does not know (fleet.api.auth)."""
+
+    status_code = 401
+    error_type = "authentication_error"
+
+
+class Forbidden(FleetError):
+    """A known API key without the permission, or the model, that the request needs."""
+
+    status_code = 403
+    error_type = "permission_error"
+
+
 class NotFound(FleetError):
     status_code = 404
     error_type = "not_found_error"

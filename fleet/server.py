@@ -84,6 +84,10 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
 
 async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     """`fleet local` (with_worker) or `fleet supervisor`: runs until SIGINT/SIGTERM."""
+    from fleet.api.auth import check_exposure, key_store
+
+    check_exposure(config)
+    key_store(config)  # a bad auth config file stops the start here, before any pool
     _check_port_free(config.host, config.port)
     started = time.monotonic()
     pool = await _create_pool(config.host)

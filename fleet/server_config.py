@@ -8,10 +8,14 @@ starts, never by a request."""
 from __future__ import annotations
 
 import ipaddress
+import re
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fleet.settings import DEFAULT_PORT
+
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 
 
 def is_loopback(host: str) -> bool:
@@ -31,7 +35,24 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    # API keys (fleet.api.auth): the admin keys' SHA-256 in hex, never the keys themselves
+    # (the command line hashes them); the users and keys of an auth config file.
+    api_key_hashes: tuple[str, ...] = ()
+    auth_config: Path | None = None
+    insecure_no_auth: bool = False  # serve beyond loopback without keys, knowingly
+    metrics_public: bool = False  # /metrics without a key
+
+    @field_validator("api_key_hashes")
+    @classmethod
+    def _hashes_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not all(_SHA256_HEX.match(digest) for digest in value):
+            raise ValueError("api_key_hashes holds SHA-256 hex digests, not keys")
+        return value
 
     @property
     def on_loopback(self) -> bool:
         return is_loopback(self.host)
+
+    @property
+    def auth_enabled(self) -> bool:
+        return bool(self.api_key_hashes) or self.auth_config is not None

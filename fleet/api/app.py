@@ -17,6 +17,7 @@ from fleet.api import (
     routes_rerank,
     routes_xinference,
 )
+from fleet.api.auth import key_store, with_auth
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
@@ -78,7 +79,8 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.cluster = ClusterHandle(supervisor=supervisor,
                                       router=ReplicaRouter(supervisor, metrics), metrics=metrics)
     app.state.supervisor_address = supervisor_address
-    app.state.config = config or ServerConfig()
+    app.state.config = config = config or ServerConfig()
+    app.state.auth = store = key_store(config)  # None: no keys, every route open
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
@@ -104,4 +106,5 @@ def create_app(supervisor: Any, supervisor_address: str,
                   lambda body: routes_generation.generation(cluster, body, "completion"),
                   watch_disconnect=True),
     ])
-    return HttpLatencyMiddleware(front, metrics) if metrics.enabled else front
+    served = with_auth(front, app, store, config)
+    return HttpLatencyMiddleware(served, metrics) if metrics.enabled else served

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
+from fleet.api.auth import check_model
 from fleet.api.errors import error_reply
 from fleet.errors import BadRequest, PayloadTooLarge
 
@@ -75,6 +76,7 @@ class FastJsonRoutes:
         scope["route"] = route  # what the latency middleware labels the request with
         try:
             body = route.body_model.model_validate_json(await self._read_body(receive))
+            check_model(scope, body.model)  # a key limited to some models (fleet.api.auth)
         except Exception as exc:
             await _send_reply(send, _failure(exc))
             return

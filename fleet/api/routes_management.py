@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 
 from fleet import __version__
+from fleet.api.auth import check_model, visible_models
 from fleet.api.protocol import LaunchRequest, RegisterRequest
 from fleet.catalogue.schemas import normalize_model_type
 from fleet.errors import BadRequest
@@ -35,8 +36,9 @@ async def status(request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/cluster/auth")
-async def cluster_auth() -> dict[str, bool]:
-    return {"auth": False}
+async def cluster_auth(request: Request) -> dict[str, bool]:
+    """Whether API keys are on: Xinference's client asks first, then sends its key."""
+    return {"auth": request.app.state.auth is not None}
 
 
 @router.get("/v1/address")
@@ -71,6 +73,7 @@ def _launch_payload(body: LaunchRequest) -> dict[str, Any]:
 async def launch_model(
     request: Request, body: LaunchRequest, wait_ready: bool = Query(True)
 ) -> dict[str, str]:
+    check_model(request.scope, body.model_uid or body.model_name)  # a key limited to models
     cluster = _cluster(request)
     uid = await cluster.supervisor.launch_model(_launch_payload(body), wait_ready)
     cluster.router.invalidate(uid)
@@ -79,7 +82,8 @@ async def launch_model(
 
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
-    return {"object": "list", "data": await _cluster(request).supervisor.list_models()}
+    models = await _cluster(request).supervisor.list_models()
+    return {"object": "list", "data": visible_models(request.scope, models, "id")}
 
 
 @router.get("/v1/models/estimate")

@@ -11,6 +11,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from fleet.api.auth import visible_models
 from fleet.errors import NotFound
 
 router = APIRouter()
@@ -74,4 +75,5 @@ async def model_instances(
                 models.append(await supervisor.describe_model(uid))
             except NotFound:  # terminated between the two calls
                 continue
+    models = visible_models(request.scope, models, "model_uid")  # a key limited to models
     return [_instance(m) for m in sorted(models, key=lambda m: m["model_uid"])]

@@ -20,10 +20,27 @@ from fleet.settings import DEFAULT_ENDPOINT
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True)
 
-endpoint_option = click.option(
+_endpoint = click.option(
     "-e", "--endpoint", envvar="FLEET_ENDPOINT", default=DEFAULT_ENDPOINT, show_default=True,
     help="Fleet's API address.",
 )
+_API_KEY_META = "fleet.api_key"
+
+
+def _remember_api_key(ctx: click.Context, param: click.Parameter, value: str | None) -> None:
+    if value:
+        ctx.meta[_API_KEY_META] = value
+
+
+# Kept in the click context for client_for, so that no command's signature has to carry it.
+_api_key = click.option("-ak", "--api-key", envvar="FLEET_API_KEY", expose_value=False,
+                        callback=_remember_api_key, metavar="KEY",
+                        help="API key, when the cluster has keys on (or FLEET_API_KEY).")
+
+
+def endpoint_option(command: Any) -> Any:
+    """Where the cluster is and the key to it: every command that talks to a cluster."""
+    return _endpoint(_api_key(command))
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
 
 
@@ -42,7 +59,9 @@ def _table(title: str, columns: list[str], rows: list[list[Any]]) -> None:
 
 def client_for(endpoint: str) -> Client:
     # A few seconds of patience: `fleet local & fleet launch ...` typed in one go should work.
-    return Client(endpoint, connect_wait_s=5.0)
+    context = click.get_current_context(silent=True)
+    api_key = context.meta.get(_API_KEY_META) if context is not None else None
+    return Client(endpoint, api_key=api_key, connect_wait_s=5.0)
 
 
 def _size(value: str | None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
 import click
@@ -41,6 +42,40 @@ _host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0 for every interface).")
 _port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
                      envvar="FLEET_PORT", help="Port of the HTTP API (or FLEET_PORT).")
+
+
+def _hash_api_keys(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple:
+    """Keys become their SHA-256 as they are read: the plain key goes no further."""
+    from fleet.api.auth_keys import check_key_text, hash_key
+
+    try:
+        return tuple(hash_key(check_key_text(key)) for key in keys)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _api_options(command: Any) -> Any:
+    """API keys and who may reach the API: for the commands that serve it."""
+    options = [
+        click.option("--api-key", "api_key_hashes", multiple=True, envvar="FLEET_API_KEY",
+                     callback=_hash_api_keys, metavar="KEY",
+                     help="An admin API key (repeatable; or FLEET_API_KEY, keys separated by "
+                          "spaces). With keys, every route but /status needs one."),
+        click.option("--auth-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     envvar="FLEET_AUTH_CONFIG",
+                     help="JSON file of users, their permissions, API keys and models "
+                          "(Xinference's user_config shape; see the README)."),
+        click.option("--insecure-no-auth", is_flag=True,
+                     help="Serve on a non-loopback address without API keys (anyone who "
+                          "reaches the port controls the cluster)."),
+        click.option("--metrics-public", is_flag=True,
+                     help="Serve /metrics without a key when keys are on."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def server_config(options: dict[str, Any]) -> ServerConfig:
     """The command's options as one typed object; a value it refuses is a usage error."""
     try:
@@ -57,6 +92,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @click.command()
 @_host
 @_port
+@_api_options
 @_log_level
 def local(log_level: str, **options: Any) -> None:
     """Start a one-machine cluster: supervisor, worker and API server."""
@@ -69,6 +105,7 @@ def local(log_level: str, **options: Any) -> None:
 @click.command()
 @_host
 @_port
+@_api_options
 @_log_level
 def supervisor(log_level: str, **options: Any) -> None:
     """Start the supervisor and the API server; workers join it with `fleet worker -e`."""

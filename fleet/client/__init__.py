@@ -1,7 +1,7 @@
 """`fleet.client.Client`: the Python client (over httpx) that the CLI uses too.
 
     from fleet.client import Client
-    client = Client("http://127.0.0.1:9997")
+    client = Client("http://127.0.0.1:9997")  # api_key="..." (or FLEET_API_KEY) when keys are on
     uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_path="/models/x")
     client.get_model(uid).create_embedding(["hello"])
 """
@@ -88,6 +88,7 @@ class Client:
         # connect_wait_s: keep retrying a refused connection this long (a server just started).
         self._connect_wait_s = connect_wait_s
         self.endpoint = (endpoint or os.environ.get("FLEET_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
+        api_key = api_key or os.environ.get("FLEET_API_KEY")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = httpx.Client(base_url=self.endpoint, headers=headers, timeout=timeout)
 
