@@ -148,7 +148,9 @@ def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, mini
     network on the replica's channel, which listens on the worker's address."""
     supervisor_host, worker_host, run_there = second_host
     port = free_port()
-    supervisor = FleetProcess(["supervisor", "-H", supervisor_host, "-p", str(port)],
+    # A private virtual network: no keys needed, but a non-loopback address must say so.
+    supervisor = FleetProcess(["supervisor", "-H", supervisor_host, "-p", str(port),
+                               "--insecure-no-auth"],
                               tmp_path / "sup", port, host=supervisor_host).wait_ready()
     worker = FleetProcess(["worker", "-e", supervisor.endpoint], tmp_path / "worker",
                           env={"FLEET_WARM_SPARE": "0"}, wrapper=run_there)
