@@ -60,7 +60,7 @@ def _api_options(command: Any) -> Any:
         click.option("--api-key", "api_key_hashes", multiple=True, envvar="FLEET_API_KEY",
                      callback=_hash_api_keys, metavar="KEY",
                      help="An admin API key (repeatable; or FLEET_API_KEY, keys separated by "
-                          "spaces). With keys, every route but /status needs one."),
+                          "spaces). With keys, every route but /status and /v1/cluster/auth needs one."),
         click.option("--auth-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      envvar="FLEET_AUTH_CONFIG",
                      help="JSON file of users, their permissions, API keys and models "
