@@ -24,6 +24,7 @@ for line in io.lines("%(bodies)s") do bodies[#bodies + 1] = line end
 local turn = 0
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
+%(headers)s
 
 request = function()
   turn = turn %% #bodies + 1
@@ -48,15 +49,19 @@ def available() -> bool:
 
 
 def closed_loop(url: str, bodies: list[dict], concurrency: int, duration_s: float,
-                warm_up: bool = True) -> dict[str, float]:
-    """`concurrency` connections, each sending its next request when the last one is answered."""
+                warm_up: bool = True, headers: dict[str, str] | None = None) -> dict[str, float]:
+    """`concurrency` connections, each sending its next request when the last one is answered;
+    `headers` go with every request (an API key, say)."""
     parts = urlsplit(url)
     with tempfile.TemporaryDirectory() as folder:
         lines = Path(folder, "bodies.jsonl")
         lines.write_text("".join(json.dumps(b) + "\n" for b in bodies))
         out = Path(folder, "result.json")
         script = Path(folder, "load.lua")
-        script.write_text(_SCRIPT % {"bodies": lines, "path": parts.path, "out": out})
+        extra = "\n".join(f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}"
+                          for k, v in (headers or {}).items())
+        script.write_text(_SCRIPT % {"bodies": lines, "path": parts.path, "out": out,
+                                     "headers": extra})
         base = f"{parts.scheme}://{parts.netloc}"
         if warm_up:  # connections open, caches warm
             subprocess.run(["wrk", "-t1", f"-c{concurrency}", "-d1s", "-s", str(script), base],
