@@ -23,6 +23,10 @@ from fleet.settings import fleet_home
 
 SECRET_FILE = "cluster-secret"
 MIN_LENGTH = 16
+# What this process and the pools it starts read the secret from (they inherit the environment).
+ENV_SECRET = "FLEET_CLUSTER_SECRET"
+# xoscar signs and checks every frame with this variable's value (xoscar.serialization._security).
+ENV_XOSCAR_KEY = "XOSCAR_AUTH_KEY"
 # A proof made from a clock is good for this long either way (clocks of two hosts differ).
 PROOF_WINDOW_S = 300
 
@@ -55,6 +59,38 @@ def load_or_create(given: str | None = None) -> str:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(secret)
     return secret
+
+
+def for_worker(given: str | None = None) -> str:
+    """A worker's secret: the one given, else the one in this machine's FLEET_HOME (a worker
+    beside its supervisor shares it). A worker never makes one up: it could not join."""
+    if given:
+        return validate(given)
+    path = secret_path()
+    if path.is_file():
+        return validate(path.read_text(encoding="utf-8"))
+    raise BadRequest(
+        "this worker has no cluster secret: give it the supervisor's with --cluster-secret or "
+        f"{ENV_SECRET} (the supervisor keeps it in its FLEET_HOME, in the file {SECRET_FILE})")
+
+
+def xoscar_key(secret: str) -> str:
+    """xoscar's authentication key: derived, so that a key read from a pool's environment is
+    not also the secret that proves a worker or opens a replica channel elsewhere."""
+    return sign(secret, "xoscar-auth-key")
+
+
+def install(secret: str) -> None:
+    """Make this process, and every pool and replica process it starts (they inherit the
+    environment), use the secret: xoscar refuses frames not signed with its key, before it
+    unpickles anything; replica channels read it from here (`from_environment`)."""
+    os.environ[ENV_SECRET] = secret
+    os.environ[ENV_XOSCAR_KEY] = xoscar_key(secret)
+
+
+def from_environment() -> str | None:
+    """The secret `install` gave this process (or its parent), if any."""
+    return os.environ.get(ENV_SECRET) or None
 
 
 def sign(secret: str, message: str) -> str:

@@ -11,9 +11,9 @@ import socket
 import time
 from typing import Any
 
-import httpx
 import xoscar as xo
 
+from fleet import cluster_secret
 from fleet.errors import BadRequest
 from fleet.server_config import ServerConfig
 from fleet.settings import warm_spare_enabled
@@ -89,6 +89,11 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     check_exposure(config)
     key_store(config)  # a bad auth config file stops the start here, before any pool
     _check_port_free(config.host, config.port)
+    # Before any pool: every pool of the cluster, and every replica process, signs and checks
+    # its frames with the secret's key (fleet.cluster_secret.install).
+    secret = cluster_secret.load_or_create(config.cluster_secret)
+    cluster_secret.install(secret)
+    config = config.model_copy(update={"cluster_secret": secret})
     started = time.monotonic()
     pool = await _create_pool(config.host)
     try:
@@ -101,20 +106,6 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     finally:
         logger.info("stopping: ending every model process")
         await pool.stop()
-
-
-def _supervisor_actor_address(endpoint: str, wait_s: float = 60.0) -> str:
-    """Ask the supervisor's API where its actors listen, waiting while it starts."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            response = httpx.get(f"{endpoint.rstrip('/')}/v1/address", timeout=5)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            if time.monotonic() > deadline:
-                raise BadRequest(f"cannot reach the supervisor at {endpoint}: {exc}") from None
-            time.sleep(1)
 
 
 def _local_ip_towards(address: str) -> str:
@@ -137,7 +128,12 @@ async def _wait_for_signal() -> None:
 
 
 async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> None:
-    supervisor_address = _supervisor_actor_address(endpoint)
+    from fleet.worker_join import check_admitted, supervisor_actor_address
+
+    secret = cluster_secret.for_worker(config.cluster_secret)
+    cluster_secret.install(secret)
+    supervisor_address = supervisor_actor_address(endpoint, secret)
+    await check_admitted(supervisor_address)
     host = host or _local_ip_towards(supervisor_address)
     pool = await _create_pool(host)
     try:

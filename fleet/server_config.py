@@ -35,6 +35,9 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    # The cluster secret (fleet.cluster_secret): as given on the command line, else None until
+    # the server resolves it at start (FLEET_HOME's, or a new one). Kept out of repr and logs.
+    cluster_secret: str | None = Field(default=None, repr=False)
     # API keys (fleet.api.auth): the admin keys' SHA-256 in hex, never the keys themselves
     # (the command line hashes them); the users and keys of an auth config file.
     api_key_hashes: tuple[str, ...] = ()

@@ -6,7 +6,9 @@ replica (`ReplicaChannel.call_many`).
 If a replica's channel cannot be opened (an older replica, a port the network does not let
 through), streams from it are polled over actor calls instead, as they always could be, and its
 grouped calls are actor calls; the channel is tried again a minute later.
-`FLEET_REPLICA_CHANNELS=0` does the same for every replica."""
+`FLEET_REPLICA_CHANNELS=0` does the same for every replica, as does an API process without the
+cluster secret: a channel opens only once each end has proved it knows the secret
+(fleet.cluster.channel_auth)."""
 
 from __future__ import annotations
 
@@ -18,7 +20,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from fleet.cluster.replica_channel import FrameSplitter, encode_frame
+from fleet import cluster_secret
+from fleet.cluster import channel_auth
+from fleet.cluster.channel_codec import FrameSplitter, encode_frame
 from fleet.errors import Unavailable
 
 logger = logging.getLogger(__name__)
@@ -73,8 +77,10 @@ class ReplicaChannel(asyncio.Protocol):
     reader: frames are cut and handed to their inboxes in the callback that receives the bytes,
     without a coroutine and two waits per frame (a fifth of the API's CPU per token)."""
 
-    def __init__(self, token: str) -> None:
+    def __init__(self, token: str, secret: str) -> None:
         self.token = token
+        self._secret = secret
+        self._nonces: tuple[str, str] | None = None  # (the replica's, ours) once challenged
         self._frames = FrameSplitter()
         self._inboxes: dict[str, StreamInbox] = {}
         self._calls: dict[int, asyncio.Future[list[tuple[Any, Any]]]] = {}
@@ -84,10 +90,10 @@ class ReplicaChannel(asyncio.Protocol):
         self.closed = False
 
     @classmethod
-    async def open(cls, address: str) -> ReplicaChannel:
+    async def open(cls, address: str, secret: str) -> ReplicaChannel:
         host, port = address.rsplit(":", 1)
         loop = asyncio.get_running_loop()
-        channel = cls(secrets.token_hex(16))
+        channel = cls(secrets.token_hex(16), secret)
         await asyncio.wait_for(loop.create_connection(lambda: channel, host, int(port)),
                                CONNECT_TIMEOUT_S)
         try:
@@ -99,8 +105,7 @@ class ReplicaChannel(asyncio.Protocol):
 
     # ---- asyncio.Protocol ------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
-        transport.write(encode_frame({"channel": self.token}))  # type: ignore[attr-defined]
+        self._transport = transport  # type: ignore[assignment]  # the replica speaks first
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -109,11 +114,10 @@ class ReplicaChannel(asyncio.Protocol):
             self._end(f"the channel to the replica broke: {exc}")
             return
         for frame in frames:
+            if self.closed:  # e.g. a failed handshake: nothing after it is read
+                return
             if not self._greeted.done():
-                if frame.get("ready"):
-                    self._greeted.set_result(None)
-                else:
-                    self._greeted.set_exception(ConnectionError(f"unexpected greeting {frame!r}"))
+                self._handshake(frame if isinstance(frame, dict) else {})
                 continue
             if "reply" in frame:
                 call = self._calls.pop(frame["reply"], None)
@@ -127,8 +131,26 @@ class ReplicaChannel(asyncio.Protocol):
             if frame["done"]:
                 del self._inboxes[frame["stream"]]
 
+    def _handshake(self, frame: dict[str, Any]) -> None:
+        """The replica's challenge (answered with our proof and our own challenge), then its
+        proof; anything else ends the connection before any answer is read."""
+        assert self._transport is not None
+        if self._nonces is None and isinstance(frame.get("challenge"), str):
+            self._nonces = (frame["challenge"], channel_auth.new_nonce())
+            proof = channel_auth.proof(self._secret, "api", *self._nonces, self.token)
+            self._transport.write(encode_frame({"channel": self.token, "nonce": self._nonces[1],
+                                                "proof": proof}))
+        elif (self._nonces is not None and frame.get("ready") is True
+              and channel_auth.check(self._secret, "replica", *self._nonces, self.token,
+                                     frame.get("proof"))):
+            self._greeted.set_result(None)
+        else:
+            self._end("the replica failed the cluster-secret handshake")
+
     def connection_lost(self, exc: Exception | None) -> None:
         reason = f": {exc}" if exc else ""
+        if not self._greeted.done():  # a replica closes on an API that fails its check
+            reason += " during the handshake (do both ends have the same cluster secret?)"
         self._end(f"the replica closed its channel{reason}")
 
     # ---- streams ---------------------------------------------------------------------------
@@ -176,8 +198,11 @@ class ReplicaChannel(asyncio.Protocol):
 class ReplicaChannels:
     """The API's channels, one per replica, opened on first use (unless turned off)."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self._enabled = enabled
+    def __init__(self, enabled: bool = True, secret: str | None = None) -> None:
+        self._secret = secret or cluster_secret.from_environment()
+        if enabled and not self._secret:
+            logger.warning("no cluster secret in this process: replica channels are off")
+        self._enabled = enabled and bool(self._secret)
         self._open: dict[str, ReplicaChannel] = {}
         self._opening: dict[str, asyncio.Task[ReplicaChannel | None]] = {}
         self._failed_at: dict[str, float] = {}
@@ -207,7 +232,8 @@ class ReplicaChannels:
             address = await ref.channel_address()
             if not address:
                 raise ConnectionError("the replica has no replica channel")
-            channel = await ReplicaChannel.open(address)
+            assert self._secret is not None
+            channel = await ReplicaChannel.open(address, self._secret)
         except Exception as exc:
             logger.warning("no replica channel to replica %s (%s); its streams are polled",
                            replica_uid, exc)

@@ -42,6 +42,11 @@ _host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0 for every interface).")
 _port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
                      envvar="FLEET_PORT", help="Port of the HTTP API (or FLEET_PORT).")
+_cluster_secret = click.option(
+    "--cluster-secret", envvar="FLEET_CLUSTER_SECRET", metavar="SECRET",
+    help="The secret every process of the cluster shares (or FLEET_CLUSTER_SECRET); default: "
+         "the one in FLEET_HOME/cluster-secret, made at the supervisor's first start. A worker "
+         "on another machine needs the supervisor's.")
 
 
 def _hash_api_keys(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple:
@@ -93,6 +98,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_host
 @_port
 @_api_options
+@_cluster_secret
 @_log_level
 def local(log_level: str, **options: Any) -> None:
     """Start a one-machine cluster: supervisor, worker and API server."""
@@ -106,6 +112,7 @@ def local(log_level: str, **options: Any) -> None:
 @_host
 @_port
 @_api_options
+@_cluster_secret
 @_log_level
 def supervisor(log_level: str, **options: Any) -> None:
     """Start the supervisor and the API server; workers join it with `fleet worker -e`."""
@@ -120,6 +127,7 @@ def supervisor(log_level: str, **options: Any) -> None:
               help="The supervisor's API address.")
 @click.option("-H", "--host", default=None,
               help="Address this worker listens on [default: the one facing the supervisor].")
+@_cluster_secret
 @_log_level
 def worker(endpoint: str, log_level: str, **options: Any) -> None:
     """Start a worker on this machine and join the supervisor at ENDPOINT."""

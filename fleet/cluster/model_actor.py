@@ -164,7 +164,9 @@ class ModelActor(xo.StatelessActor):
             batcher = self._batcher
             stats = {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
                      "batches": batcher.batches_run, "queued": batcher.queued}
-        return {**stats, "api_channels": self._channel_server.channels}
+        # Backlog: bytes queued for API readers slower than the replica (fleet.cluster.channel_sender).
+        return {**stats, "api_channels": self._channel_server.channels,
+                "api_channel_backlog_bytes": self._channel_server.backlog_bytes}
 
     def _require_ready(self, ability: str) -> None:
         if self._engine is None:

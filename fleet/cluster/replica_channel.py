@@ -9,129 +9,45 @@ key and dispatched to an actor, in both processes. With llama.cpp on two cores (
 ~8 ms, both cores busy decoding) that was most of the API's 0.4 ms of CPU per token, taken from
 the engine. Here a token is one `write` in the replica and one `read` in the API.
 
-Protocol: frames of a 4-byte big-endian length and an orjson body. The API connects, sends
-`{"channel": token}` (a random secret) and waits for `{"ready": true}`; from then on the replica
-sends `{"stream": id, "chunks": [...], "done": bool, "usage" or "error" at the end}` frames for
-the streams started with that token (`LLMService.start`), each from the engine thread that made
-it. A closed connection cancels its streams: nobody is left to read them. Streams are still
-started and cancelled by actor calls; only tokens travel here.
+Protocol (frames and their bodies: fleet.cluster.channel_codec). The API connects; the two ends
+prove to each other that they know the cluster secret (fleet.cluster.channel_auth) and agree on
+a token, a random name for the channel. From then on the replica sends `{"stream": id,
+"chunks": [...], "done": bool, "usage" or "error" at the end}` frames for the streams started
+with that token (`LLMService.start`), each from the engine thread that made it. A closed
+connection cancels its streams: nobody is left to read them. Streams are still started and
+cancelled by actor calls; only tokens travel here.
 
 Grouped calls (fleet.api.routing): the API sends `{"call": id, "method": "embed" or "rerank",
 "calls": [[args...], ...]}` and the replica answers `{"reply": id, "outcomes": [(error, result),
 ...]}` (ModelActor.call_many). Under a burst of embeddings the engine waits, between two batches,
 for the answers to reach the API and the next requests to come back; through xoscar the two
-messages took 1.4 of those 4.2 ms (MiniLM, batches of 16 in 30 ms). Calls from the API are JSON
-(the replica never unpickles what a connection sends it); answers are pickled, as xoscar would
-have sent them, because they hold float32 arrays: the flag `PICKLED` in a frame's length says so,
-and the API accepts it only from the replica it connected to."""
+messages took 1.4 of those 4.2 ms (MiniLM, batches of 16 in 30 ms). Calls from the API are JSON;
+answers are msgpack, with float32 arrays as raw bytes: no pickle crosses the channel either way.
+
+Sends never block the thread that makes them (fleet.cluster.channel_sender): an API that stops
+reading fills its own bounded queue and is then dropped, and nobody else waits for it."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import os
-import pickle
 import socket
-import struct
-import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
-
+from fleet import cluster_secret
+from fleet.cluster import channel_auth
+from fleet.cluster.channel_codec import encode_frame, encode_packed_frame, read_frame
+from fleet.cluster.channel_sender import ChannelSender
 from fleet.errors import FleetError
 
 logger = logging.getLogger(__name__)
 
-_HEADER = struct.Struct(">I")
-MAX_FRAME_BYTES = 64 * 1024 * 1024
-PICKLED = 1 << 31  # in a frame's length: the body is a pickle, not JSON
 HELLO_TIMEOUT_S = 10.0
-# An API that reads nothing for this long is taken as gone (its streams are cancelled).
-SEND_TIMEOUT_S = 10.0
-
-
-def encode_frame(payload: dict[str, Any]) -> bytes:
-    body = orjson.dumps(payload)
-    return _HEADER.pack(len(body)) + body
-
-
-def encode_pickled_frame(payload: dict[str, Any]) -> bytes:
-    body = pickle.dumps(payload, protocol=pickle.HIGHEST_PROTOCOL)
-    return _HEADER.pack(len(body) | PICKLED) + body
-
-
-async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
-    """A JSON frame; a pickled one is refused like an oversized one."""
-    (size,) = _HEADER.unpack(await reader.readexactly(_HEADER.size))
-    if size > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME_BYTES}")
-    return orjson.loads(await reader.readexactly(size))
-
-
-class FrameSplitter:
-    """Bytes as they arrive -> the whole frames among them (the API's side: it takes pickled
-    frames, from the replica it connected to)."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        frames = []
-        start = 0
-        while len(self._buffer) - start >= _HEADER.size:
-            (size,) = _HEADER.unpack_from(self._buffer, start)
-            pickled, size = bool(size & PICKLED), size & ~PICKLED
-            if size > MAX_FRAME_BYTES:
-                raise ValueError(f"frame of {size} bytes is larger than {MAX_FRAME_BYTES}")
-            end = start + _HEADER.size + size
-            if end > len(self._buffer):
-                break
-            with memoryview(self._buffer) as view, view[start + _HEADER.size:end] as body:
-                try:
-                    frames.append(pickle.loads(body) if pickled else orjson.loads(body))
-                except Exception as exc:  # the channel cannot go on: its framing is lost
-                    raise ValueError(f"a frame that cannot be read: {exc!r}") from exc
-            start = end
-        del self._buffer[:start]
-        return frames
-
-
-class _Connection:
-    """One API's connection, written from any thread: the token is sent by the engine's thread
-    that made it, without waking the replica's event loop (a third of the replica's CPU per
-    token went to that hand-off). The event loop only reads it, to notice the API leaving.
-
-    The writes go to a duplicate of the socket's descriptor, in blocking mode with a time limit:
-    asyncio's transport for it is never written to, so the two cannot interleave bytes."""
-
-    def __init__(self, sock: socket.socket):
-        self._sock = sock
-        self._sock.settimeout(SEND_TIMEOUT_S)
-        self._lock = threading.Lock()
-        self.open = True
-
-    def send(self, data: bytes) -> bool:
-        """False if the connection is (or just became) unusable."""
-        with self._lock:
-            if not self.open:
-                return False
-            try:
-                self._sock.sendall(data)
-                return True
-            except OSError:  # the API left, or has read nothing for SEND_TIMEOUT_S
-                self._close()
-                return False
-
-    def close(self) -> None:
-        with self._lock:
-            self._close()
-
-    def _close(self) -> None:
-        if self.open:
-            self.open = False
-            self._sock.close()
+# A hello is a token, a nonce and a proof: anything larger is not an API speaking this protocol,
+# and nothing larger is read from a peer that has not proved itself yet.
+HELLO_MAX_BYTES = 4096
 
 
 ServeCalls = Callable[[str, list[tuple]], Awaitable[list[tuple[Any, Any]]]]
@@ -140,21 +56,31 @@ ServeCalls = Callable[[str, list[tuple]], Awaitable[list[tuple[Any, Any]]]]
 class ReplicaChannelServer:
     """In the replica's process: accepts the API's connections, sends frames on them, and
     answers the grouped calls they bring with `serve_calls(method, calls) -> outcomes`.
-    `on_channel_lost(token)` is called on the event loop when a connection closes."""
+    `on_channel_lost(token)` is called on the event loop when a connection closes.
 
-    def __init__(self, on_channel_lost: Callable[[str], None], serve_calls: ServeCalls):
+    `secret`: the cluster secret, by default the one this process inherited
+    (fleet.cluster_secret.install); without one the server does not listen at all, and the API
+    uses xoscar for this replica."""
+
+    def __init__(self, on_channel_lost: Callable[[str], None], serve_calls: ServeCalls,
+                 secret: str | None = None):
         self._on_channel_lost = on_channel_lost
         self._serve_calls = serve_calls
+        self._secret = secret or cluster_secret.from_environment()
         self._answering: set[asyncio.Task[None]] = set()
         self._reading: set[asyncio.Task[Any]] = set()  # one per connection (its _accept)
-        self._connections: dict[str, _Connection] = {}
+        self._connections: dict[str, ChannelSender] = {}
         self._readers: dict[str, asyncio.StreamWriter] = {}
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.address = ""
 
     async def start(self, host: str) -> str:
-        """Listen on `host` (the replica's pool host, which the API already reaches)."""
+        """Listen on `host` (the replica's pool host, which the API already reaches); "" when
+        there is no cluster secret to check peers with."""
+        if not self._secret:
+            logger.warning("replica channel: no cluster secret in this process; not listening")
+            return ""
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(self._accept, host, 0)
         port = self._server.sockets[0].getsockname()[1]
@@ -179,39 +105,71 @@ class ReplicaChannelServer:
         """API processes connected now."""
         return len(self._connections)
 
+    @property
+    def backlog_bytes(self) -> int:
+        """Bytes waiting for slow API readers, over every connection."""
+        return sum(connection.backlog_bytes for connection in list(self._connections.values()))
+
     def has_channel(self, token: str) -> bool:
         return token in self._connections
 
     def send(self, token: str, frame: dict[str, Any]) -> bool:
-        """Send a frame on the channel now, from any thread; False if the channel is gone (its
-        loss is then reported on the event loop)."""
+        """Send a frame on the channel now, from any thread, without waiting; False if the
+        channel is gone (its loss is then reported on the event loop)."""
         connection = self._connections.get(token)
-        if connection is None:
-            return False
-        if connection.send(encode_frame(frame)):
-            return True
-        writer = self._readers.get(token)
-        if writer is not None and self._loop is not None:
-            # Closing the transport ends the reading task below, which reports the loss.
-            self._loop.call_soon_threadsafe(writer.close)
-        return False
+        return connection is not None and connection.send(encode_frame(frame))
+
+    async def _handshake(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> tuple[str, str, str] | None:
+        """(replica nonce, API nonce, token) once the API has proved it knows the secret; None
+        (and a warning) if it has not."""
+        assert self._secret is not None
+        peer = writer.get_extra_info("peername")
+        nonce = channel_auth.new_nonce()
+        writer.write(encode_frame({"challenge": nonce}))
+        try:
+            hello = await asyncio.wait_for(read_frame(reader, HELLO_MAX_BYTES), HELLO_TIMEOUT_S)
+            token, api_nonce = str(hello["channel"]), str(hello["nonce"])
+            proof = hello["proof"]
+        except Exception as exc:  # not an API speaking this protocol
+            logger.warning("replica channel: refused a connection from %s: %s", peer, exc)
+            return None
+        if not channel_auth.check(self._secret, "api", nonce, api_nonce, token, proof):
+            logger.warning("replica channel: refused a connection from %s: it does not know "
+                           "the cluster secret", peer)
+            return None
+        if token in self._connections:
+            logger.warning("replica channel: refused a second connection for one token")
+            return None
+        return nonce, api_nonce, token
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            hello = await asyncio.wait_for(read_frame(reader), HELLO_TIMEOUT_S)
-            token = str(hello["channel"])
-        except Exception as exc:  # not an API speaking this protocol
-            logger.warning("replica channel: refused a connection: %s", exc)
-            writer.close()
-            return
         reading = asyncio.current_task()
         if reading is not None:
             self._reading.add(reading)
             reading.add_done_callback(self._reading.discard)
+        try:
+            agreed = await self._handshake(reader, writer)
+        except asyncio.CancelledError:  # the replica is stopping
+            agreed = None
+        if agreed is None:
+            writer.close()
+            return
+        await self._serve_connection(agreed, reader, writer)
+
+    async def _serve_connection(self, agreed: tuple[str, str, str],
+                                reader: asyncio.StreamReader,
+                                writer: asyncio.StreamWriter) -> None:
+        assert self._loop is not None and self._secret is not None
+        token = agreed[2]
+        # The API answered the challenge, so the challenge has left asyncio's write buffer:
+        # from here on only the sender writes.
         transport_socket = writer.get_extra_info("socket")
-        connection = _Connection(socket.socket(fileno=os.dup(transport_socket.fileno())))
+        connection = ChannelSender(socket.socket(fileno=os.dup(transport_socket.fileno())),
+                                   self._loop, writer.close)
         self._connections[token], self._readers[token] = connection, writer
-        connection.send(encode_frame({"ready": True}))
+        proof = channel_auth.proof(self._secret, "replica", *agreed)
+        connection.send(encode_frame({"ready": True, "proof": proof}))
         try:
             while True:  # until the API leaves (EOF)
                 frame = await read_frame(reader)
@@ -236,16 +194,15 @@ class ReplicaChannelServer:
                 self._on_channel_lost(token)
             writer.close()
 
-    async def _answer(self, connection: _Connection, frame: dict[str, Any]) -> None:
+    async def _answer(self, connection: ChannelSender, frame: dict[str, Any]) -> None:
         try:
             calls = [tuple(args) for args in frame["calls"]]
             outcomes = await self._serve_calls(str(frame["method"]), calls)
-            reply = encode_pickled_frame({"reply": frame["call"], "outcomes": outcomes})
+            reply = encode_packed_frame({"reply": frame["call"], "outcomes": outcomes})
         except Exception as exc:  # a malformed call: every request in it hears why
             logger.warning("replica channel: a call failed as a whole: %r", exc)
             error = FleetError(f"{type(exc).__name__}: {exc}")
-            reply = encode_pickled_frame({"reply": frame.get("call"),
-                                          "outcomes": [(error, None)] * len(frame["calls"])})
-        # On the event loop, a send that blocks is one to an API that reads nothing, and it ends
-        # after SEND_TIMEOUT_S with the channel; the socket's buffer takes a normal answer whole.
+            reply = encode_packed_frame({"reply": frame.get("call"),
+                                         "outcomes": [(error, None)] * len(frame["calls"])})
+        # Never waits: a slow API's answers queue up to a bound, then its connection is dropped.
         connection.send(reply)

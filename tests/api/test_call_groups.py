@@ -80,7 +80,10 @@ class OneReplicaSupervisor:
 
 
 @pytest.fixture
-def pool_address():
+def pool_address(monkeypatch: pytest.MonkeyPatch):
+    # The replica's channel server and the router's channels find the cluster secret here, as
+    # a cluster's processes do (fleet.cluster_secret.install).
+    monkeypatch.setenv("FLEET_CLUSTER_SECRET", "a-test-cluster-secret-0123456789")
     loop = asyncio.new_event_loop()
     pool = loop.run_until_complete(xo.create_actor_pool("127.0.0.1", n_process=0))
     yield loop, pool.external_address

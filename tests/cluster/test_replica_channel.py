@@ -1,13 +1,16 @@
 """Replica channels: frames cut right however the bytes arrive, each stream's frames reach its own
 inbox over a real socket (sent from many threads at once), grouped calls come back each with its
 own outcome, and either end going away is noticed by the other (streams and waiting calls fail
-with a reason in the API; the replica cancels the streams of a channel that closed)."""
+with a reason in the API; the replica cancels the streams of a channel that closed). Who may
+connect, what answers carry and slow readers: tests/cluster/test_channel_security.py."""
 
 from __future__ import annotations
 
 import asyncio
+import pickle
 import random
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -15,9 +18,12 @@ import numpy as np
 import pytest
 
 from fleet.api.replica_channels import ReplicaChannel, ReplicaChannels, StreamInbox
-from fleet.cluster import replica_channel
-from fleet.cluster.replica_channel import FrameSplitter, ReplicaChannelServer, encode_frame
+from fleet.cluster import channel_auth, channel_codec, channel_sender
+from fleet.cluster.channel_codec import FrameSplitter, encode_frame, encode_packed_frame
+from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest, Unavailable
+
+SECRET = "a-test-cluster-secret-0123456789"
 
 
 def test_frames_are_cut_right_whatever_the_pieces():
@@ -38,11 +44,11 @@ def test_an_oversized_or_unreadable_frame_is_refused():
     with pytest.raises(ValueError, match="larger than"):
         FrameSplitter().feed(b"\x7f\xff\xff\xff")
     with pytest.raises(ValueError, match="cannot be read"):
-        FrameSplitter().feed(struct.pack(">I", 3 | replica_channel.PICKLED) + b"xyz")
+        FrameSplitter().feed(struct.pack(">I", 3 | channel_codec.PACKED) + b"\xc1yz")
     with pytest.raises(ValueError, match="cannot be read"):
         FrameSplitter().feed(struct.pack(">I", 3) + b"{x}")
-    # Pickled and JSON frames side by side, as the replica sends them.
-    wire = encode_frame({"a": 1}) + replica_channel.encode_pickled_frame({"b": np.ones(2)})
+    # Packed and JSON frames side by side, as the replica sends them.
+    wire = encode_frame({"a": 1}) + encode_packed_frame({"b": np.ones(2)})
     first, second = FrameSplitter().feed(wire)
     assert first == {"a": 1} and second["b"].tolist() == [1.0, 1.0]
 
@@ -60,10 +66,15 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 async def _greeted_connection(host: str, port: str, token: str
                               ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """A raw connection that has said hello as the API does, and heard the replica's ready."""
+    """A raw connection that has passed the handshake as the API does, and heard the replica's
+    ready (with a proof of its own)."""
     reader, writer = await asyncio.open_connection(host, int(port))
-    writer.write(encode_frame({"channel": token}))
-    assert await replica_channel.read_frame(reader) == {"ready": True}
+    nonces = ((await channel_codec.read_frame(reader))["challenge"], "api-nonce")
+    writer.write(encode_frame({"channel": token, "nonce": nonces[1],
+                               "proof": channel_auth.proof(SECRET, "api", *nonces, token)}))
+    ready = await channel_codec.read_frame(reader)
+    assert ready["ready"] is True
+    assert channel_auth.check(SECRET, "replica", *nonces, token, ready["proof"])
     return reader, writer
 
 
@@ -80,8 +91,8 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
     """Engine threads send their streams' frames at the same time; every stream gets its own
     frames, whole and in the order they were sent, and nothing else."""
     async def scenario() -> None:
-        server = ReplicaChannelServer(lambda token: None, _no_calls)
-        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lambda token: None, _no_calls, SECRET)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"), SECRET)
         assert server.has_channel(channel.token)
         names = [f"s{i}" for i in range(6)]
         inboxes = {name: channel.watch(name) for name in names}
@@ -108,8 +119,8 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
 def test_a_lost_channel_is_noticed_at_both_ends():
     async def scenario() -> None:
         lost: list[str] = []
-        server = ReplicaChannelServer(lost.append, _no_calls)
-        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"), SECRET)
         first, second = channel.watch("a"), channel.watch("b")
         assert server.send(channel.token, {"stream": "a", "chunks": [1], "done": True,
                                            "usage": {"completion_tokens": 1}})
@@ -131,8 +142,8 @@ def test_a_lost_channel_is_noticed_at_both_ends():
 def test_the_replica_hears_when_the_api_closes_its_channel():
     async def scenario() -> None:
         lost: list[str] = []
-        server = ReplicaChannelServer(lost.append, _no_calls)
-        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"), SECRET)
         channel.close()
         await _until(lambda: bool(lost))
         assert lost == [channel.token]
@@ -143,25 +154,31 @@ def test_the_replica_hears_when_the_api_closes_its_channel():
 
 
 def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyPatch):
-    """A send does not block an engine thread forever: an API that reads nothing for
-    SEND_TIMEOUT_S is taken as gone, and its channel's loss is reported like a close."""
-    monkeypatch.setattr(replica_channel, "SEND_TIMEOUT_S", 0.3)
+    """A send never blocks an engine thread: frames for an API that reads nothing queue up, and
+    once it has taken nothing for STALL_TIMEOUT_S it is taken as gone, and its channel's loss is
+    reported like a close."""
+    monkeypatch.setattr(channel_sender, "STALL_TIMEOUT_S", 0.3)
 
     async def scenario() -> None:
         lost: list[str] = []
-        server = ReplicaChannelServer(lost.append, _no_calls)
+        server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
         host, port = (await server.start("127.0.0.1")).split(":")
         reader, writer = await _greeted_connection(host, port, "stuck-api")  # never reads again
-        big = {"stream": "a", "chunks": ["x" * (1 << 20)], "done": False}
+        small = {"stream": "a", "chunks": ["x" * 1000], "done": False}
 
-        def send_until_refused() -> int:
-            for sent in range(200):
-                if not server.send("stuck-api", big):
-                    return sent
-            raise AssertionError("200 MiB sent to an API that reads nothing")
+        def send_until_refused() -> tuple[int, float]:
+            slowest = 0.0
+            for sent in range(100_000):
+                started = time.perf_counter()
+                accepted = server.send("stuck-api", small)
+                slowest = max(slowest, time.perf_counter() - started)
+                if not accepted:
+                    return sent, slowest
+                time.sleep(0.0001)
+            raise AssertionError("100 MB sent to an API that reads nothing")
 
-        sent = await asyncio.to_thread(send_until_refused)
-        assert sent > 0
+        sent, slowest = await asyncio.to_thread(send_until_refused)
+        assert sent > 0 and slowest < 0.05  # queued, never waited for
         await _until(lambda: bool(lost))
         assert lost == ["stuck-api"]
         assert not server.has_channel("stuck-api")
@@ -172,7 +189,7 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
 
 
 def test_grouped_calls_are_answered_each_with_its_own_outcome():
-    """Calls go out as JSON and come back pickled: float32 arrays arrive as they were, an error
+    """Calls go out as JSON and come back as msgpack: float32 arrays arrive as they were, an error
     stays the error it was, and answers find their callers whatever order they come in."""
     async def serve_calls(method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:
         if method == "boom":
@@ -183,8 +200,8 @@ def test_grouped_calls_are_answered_each_with_its_own_outcome():
                 for text, in calls]
 
     async def scenario() -> None:
-        server = ReplicaChannelServer(lambda token: None, serve_calls)
-        channel = await ReplicaChannel.open(await server.start("127.0.0.1"))
+        server = ReplicaChannelServer(lambda token: None, serve_calls, SECRET)
+        channel = await ReplicaChannel.open(await server.start("127.0.0.1"), SECRET)
         slow, fast = await asyncio.gather(channel.call_many("embed", [("slow",), ("",)]),
                                           channel.call_many("embed", [("ab",)]))
         assert fast[0][0] is None and fast[0][1][1] == 2
@@ -210,10 +227,11 @@ def test_grouped_calls_are_answered_each_with_its_own_outcome():
 def test_the_replica_closes_a_connection_that_sends_what_is_not_a_call():
     async def scenario() -> None:
         lost: list[str] = []
-        server = ReplicaChannelServer(lost.append, _no_calls)
+        server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
         host, port = (await server.start("127.0.0.1")).split(":")
         for garbage in (encode_frame({"stream": "x"}),  # JSON, but not a call
-                        replica_channel.encode_pickled_frame({"call": 1, "calls": []})):  # never unpickled
+                        # A pickle, flagged as a packed body: the replica reads only JSON.
+                        _flagged(pickle.dumps({"call": 1, "calls": []}))):
             reader, writer = await _greeted_connection(host, port, "odd-api")
             writer.write(garbage)
             assert await asyncio.wait_for(reader.read(), 5) == b""  # closed by the replica
@@ -222,6 +240,10 @@ def test_the_replica_closes_a_connection_that_sends_what_is_not_a_call():
         server.close()
 
     asyncio.run(scenario())
+
+
+def _flagged(body: bytes) -> bytes:
+    return struct.pack(">I", len(body) | channel_codec.PACKED) + body
 
 
 def test_a_replica_without_a_channel_is_polled_and_asked_again_later():
@@ -233,7 +255,7 @@ def test_a_replica_without_a_channel_is_polled_and_asked_again_later():
             return None
 
     async def scenario() -> None:
-        channels = ReplicaChannels()
+        channels = ReplicaChannels(secret=SECRET)
         assert await channels.for_replica("r-0", NoChannelReplica()) is None
         assert await channels.for_replica("r-0", NoChannelReplica()) is None
         assert NoChannelReplica.asked == 1  # not asked again at once
@@ -246,9 +268,12 @@ def test_a_slow_channel_does_not_hold_up_the_first_stream():
     it get the channel once it is open."""
     async def scenario() -> None:
         async def slow_greeting(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readexactly(4)
+            writer.write(encode_frame({"challenge": "replica-nonce"}))
+            hello = await channel_codec.read_frame(reader)
             await asyncio.sleep(0.6)
-            writer.write(encode_frame({"ready": True}))
+            nonces = ("replica-nonce", hello["nonce"])
+            proof = channel_auth.proof(SECRET, "replica", *nonces, hello["channel"])
+            writer.write(encode_frame({"ready": True, "proof": proof}))
             await reader.read()
 
         server = await asyncio.start_server(slow_greeting, "127.0.0.1", 0)
@@ -258,7 +283,7 @@ def test_a_slow_channel_does_not_hold_up_the_first_stream():
             async def channel_address(self) -> str:
                 return address
 
-        channels = ReplicaChannels()
+        channels = ReplicaChannels(secret=SECRET)
         started = asyncio.get_running_loop().time()
         assert await channels.for_replica("r-0", SlowReplica()) is None
         assert asyncio.get_running_loop().time() - started < 0.5

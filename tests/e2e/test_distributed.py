@@ -22,7 +22,7 @@ def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
     port = free_port()
     supervisor = FleetProcess(["supervisor", "-p", str(port)], tmp_path / "sup", port).wait_ready()
     worker = FleetProcess(["worker", "-e", supervisor.endpoint, "-H", "127.0.0.1"],
-                          tmp_path / "worker")
+                          tmp_path / "worker", env=_joining(supervisor))
     try:
         client = Client(supervisor.endpoint)
         workers = _wait_for_workers(client, 1)
@@ -44,6 +44,12 @@ def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
     finally:
         assert worker.stop() == 0, worker.output()
         supervisor.stop()
+
+
+def _joining(supervisor: FleetProcess) -> dict[str, str]:
+    """A worker's environment: the supervisor's cluster secret, as an operator hands it over
+    (the worker has its own FLEET_HOME, as on another machine)."""
+    return {"FLEET_CLUSTER_SECRET": (supervisor.home / "cluster-secret").read_text()}
 
 
 def _check_a_stream(client: Client, supervisor: FleetProcess, tmp_path) -> None:
@@ -87,7 +93,8 @@ def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
     supervisor = FleetProcess(["supervisor", "-p", str(port)], tmp_path / "sup", port,
                               env={"FLEET_WORKER_TIMEOUT_S": "3"}).wait_ready()
     worker = FleetProcess(["worker", "-e", supervisor.endpoint, "-H", "127.0.0.1"],
-                          tmp_path / "worker", env={"FLEET_HEARTBEAT_INTERVAL_S": "0.5",
+                          tmp_path / "worker", env={**_joining(supervisor),
+                                                    "FLEET_HEARTBEAT_INTERVAL_S": "0.5",
                                                     "FLEET_WARM_SPARE": "0"})
     try:
         client = Client(supervisor.endpoint)
@@ -153,7 +160,8 @@ def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, mini
                                "--insecure-no-auth"],
                               tmp_path / "sup", port, host=supervisor_host).wait_ready()
     worker = FleetProcess(["worker", "-e", supervisor.endpoint], tmp_path / "worker",
-                          env={"FLEET_WARM_SPARE": "0"}, wrapper=run_there)
+                          env={**_joining(supervisor), "FLEET_WARM_SPARE": "0"},
+                          wrapper=run_there)
     try:
         client = Client(supervisor.endpoint)
         workers = _wait_for_workers(client, 1)
