@@ -52,11 +52,13 @@ async def _create_pool(host: str) -> Any:
     return await xo.create_actor_pool(_actor_pool_address(host), n_process=0)
 
 
-async def _start_supervisor(pool: Any) -> Any:
+async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
     from fleet.cluster.supervisor import SupervisorActor
 
+    # The config carries the operator's launch policy (fleet.cluster.launch_policy).
     return await xo.create_actor(
-        SupervisorActor, address=pool.external_address, uid=SupervisorActor.default_uid()
+        SupervisorActor, config, address=pool.external_address,
+        uid=SupervisorActor.default_uid()
     )
 
 
@@ -97,7 +99,7 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     started = time.monotonic()
     pool = await _create_pool(config.host)
     try:
-        supervisor = await _start_supervisor(pool)
+        supervisor = await _start_supervisor(pool, config)
         if with_worker:
             await _start_worker(pool, pool.external_address)
         logger.info("cluster started in %.2f s (actors at %s)",

@@ -44,6 +44,13 @@ class ServerConfig(BaseModel):
     auth_config: Path | None = None
     insecure_no_auth: bool = False  # serve beyond loopback without keys, knowingly
     metrics_public: bool = False  # /metrics without a key
+    # What launches may do on a cluster reachable from the network (fleet.cluster.launch_policy):
+    # read weights only under FLEET_HOME/cache and these folders, and neither run a model's own
+    # Python nor set a replica's environment variables, unless allowed here.
+    model_roots: tuple[Path, ...] = ()
+    allow_remote_code: bool = False
+    allow_launch_envs: bool = False
+    allow_any_model_path: bool = False
 
     @field_validator("api_key_hashes")
     @classmethod

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet.catalogue.safe_names import check_file_templates, check_quantizations, check_size
 from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
+from fleet.paths import safe_segment
 
 ModelType = Literal["LLM", "embedding", "rerank"]
 MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank")
@@ -53,7 +55,24 @@ class ModelSpec(BaseModel):
     @field_validator("model_format")
     @classmethod
     def _canonical_format(cls, value: str) -> str:
-        return canonical_format(value)
+        # The format, size and quantizations name the cache folder: plain names only.
+        return safe_segment(canonical_format(value), "model_format")
+
+    @field_validator("model_size_in_billions")
+    @classmethod
+    def _safe_size(cls, value: int | float | str | None) -> int | float | str | None:
+        return check_size(value)
+
+    @field_validator("quantizations")
+    @classmethod
+    def _safe_quantizations(cls, value: list[str]) -> list[str]:
+        return check_quantizations(value)
+
+    @model_validator(mode="after")
+    def _safe_file_names(self) -> ModelSpec:
+        check_file_templates(self.model_file_name_template, self.model_file_name_split_template,
+                             self.quantizations, self.quantization_parts)
+        return self
 
     @property
     def size_label(self) -> str:
@@ -85,8 +104,10 @@ class BaseFamily(BaseModel):
     @classmethod
     def _safe_name(cls, value: str) -> str:
         # Names become file names and URL segments: refuse separators and leading dots.
-        if "/" in value or "\\" in value or value.startswith(".") or value != value.strip():
-            raise ValueError("model_name must not contain slashes, start with a dot or carry spaces")
+        if ("/" in value or "\\" in value or value.startswith(".") or value != value.strip()
+                or not value.isprintable()):
+            raise ValueError("model_name must not contain slashes or control characters, start "
+                             "with a dot or carry spaces")
         return value
 
     @model_validator(mode="before")

@@ -316,6 +316,21 @@ def engine(endpoint: str, name_option: str | None, model_type: str | None,
              ", ".join(e["quantizations"]), e["reason"] or ""] for e in result["engines"]]
     _table(f"Engines for {name} ({result['model_type']})",
            ["Engine", "Can run", "Formats", "Quantizations", "Why not"], rows)
+    options = [[e["engine"], o["name"], _option_type(o), o["help"]]
+               for e in result["engines"] if e["available"] for o in e.get("launch_options", [])]
+    if options:
+        _table("Launch options (fleet launch ... --name value)",
+               ["Engine", "Option", "Type", "Meaning"], options)
+
+
+def _option_type(option: dict[str, Any]) -> str:
+    """`integer 1-256`, `integer >= 1`, `boolean`, `mean | cls | last`."""
+    low, high = option.get("minimum"), option.get("maximum")
+    if low is None and high is None:
+        return option["type"]
+    if high is None:
+        return f"{option['type']} >= {low}"
+    return f"{option['type']} {low}-{high}"
 
 
 @click.command()

@@ -81,6 +81,27 @@ def _api_options(command: Any) -> Any:
     return command
 
 
+def _launch_policy_options(command: Any) -> Any:
+    """What launches may do when the API is reachable from the network: the operator's choice
+    (fleet.cluster.launch_policy). On loopback every launch keeps today's freedom."""
+    options = [
+        click.option("--model-root", "model_roots", multiple=True, envvar="FLEET_MODEL_ROOTS",
+                     type=click.Path(file_okay=False, resolve_path=True, path_type=Path),
+                     metavar="DIR",
+                     help="A folder launches may load weights from (repeatable; or "
+                          "FLEET_MODEL_ROOTS, separated by ':'), besides FLEET_HOME/cache."),
+        click.option("--allow-remote-code", is_flag=True,
+                     help="Let launches set trust_remote_code (run a model folder's Python)."),
+        click.option("--allow-launch-envs", is_flag=True,
+                     help="Let launches set envs (environment variables of the replica)."),
+        click.option("--allow-any-model-path", is_flag=True,
+                     help="Let launches load weights from any path the workers can read."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 def server_config(options: dict[str, Any]) -> ServerConfig:
     """The command's options as one typed object; a value it refuses is a usage error."""
     try:
@@ -98,6 +119,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_host
 @_port
 @_api_options
+@_launch_policy_options
 @_cluster_secret
 @_log_level
 def local(log_level: str, **options: Any) -> None:
@@ -112,6 +134,7 @@ def local(log_level: str, **options: Any) -> None:
 @_host
 @_port
 @_api_options
+@_launch_policy_options
 @_cluster_secret
 @_log_level
 def supervisor(log_level: str, **options: Any) -> None:

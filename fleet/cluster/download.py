@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.errors import BadRequest, LaunchFailed
+from fleet.paths import inside
 from fleet.settings import cache_dir
 
 ProgressCallback = Callable[[float], None]
@@ -46,7 +47,7 @@ def gguf_file(path: Path, spec: ModelSpec, quantization: str) -> Path:
     if spec.model_format != "gguf" or not path.is_dir():
         return path
     if spec.model_file_name_template:
-        named = path / spec.model_file_name_template.format(quantization=quantization)
+        named = inside(path, spec.model_file_name_template.format(quantization=quantization))
         if named.is_file():
             return named
     files = sorted(path.glob("*.gguf"))
@@ -65,7 +66,9 @@ def cache_folder(family: BaseFamily, spec: ModelSpec, quantization: str) -> Path
     parts = [family.model_name, spec.model_format, spec.size_label]
     if spec.model_format == "gguf":
         parts.append(quantization)
-    return cache_dir() / "-".join(p for p in parts if p and p != "-")
+    # The parts were checked when the spec was read (fleet.catalogue.safe_names); the folder
+    # is still checked to stay under the cache root.
+    return inside(cache_dir(), "-".join(p for p in parts if p and p != "-"))
 
 
 def _hub_endpoint() -> str:
@@ -172,7 +175,7 @@ def cached_weights(family: BaseFamily, spec: ModelSpec, quantization: str) -> Pa
     if not (cached / COMPLETE_MARKER).exists():
         return None
     if spec.model_format == "gguf" and spec.model_file_name_template:
-        return cached / spec.model_file_name_template.format(quantization=quantization)
+        return inside(cached, spec.model_file_name_template.format(quantization=quantization))
     return cached
 
 

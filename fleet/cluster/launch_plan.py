@@ -11,6 +11,7 @@ from typing import Any
 
 from fleet.catalogue.registry import Catalogue
 from fleet.catalogue.schemas import BaseFamily
+from fleet.cluster.launch_policy import LaunchPolicy, truthy
 from fleet.cluster.memory_estimate import MemoryEstimate, estimate_memory
 from fleet.cluster.placement import (
     Demand,
@@ -23,6 +24,8 @@ from fleet.cluster.placement import (
 )
 from fleet.cluster.records import ModelRecord, WorkerRecord
 from fleet.cluster.weights_info import infer_model_format
+from fleet.engines.base import EngineInfo
+from fleet.engines.launch_options import validate_options
 from fleet.engines.registry import EngineChoice, pick_engine
 from fleet.errors import BadRequest, FleetError
 
@@ -32,11 +35,31 @@ logger = logging.getLogger(__name__)
 # free memory, for users who know better (an engine that offloads, a cache they cap).
 SKIP_MEMORY_CHECK = "skip_memory_check"
 
+# The launch's own fields; every other key of a launch body is an engine option. The last ones
+# are Xinference's, which its clients always send (n_worker=1, the others null or false);
+# fleet.api.protocol refuses them set to anything else.
+LAUNCH_FIELDS = frozenset({
+    "model_name", "model_type", "model_engine", "model_uid", "model_format",
+    "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx", "worker_ip",
+    "model_path", "envs", "request_limits", SKIP_MEMORY_CHECK,
+    "n_worker", "peft_model_config", "replica_config", "quantization_config",
+    "enable_virtual_env", "virtual_env_packages", "virtual_env_find_links",
+})
 
-def truthy(value: Any) -> bool:
-    if isinstance(value, str):
-        return value.strip().lower() in ("1", "true", "yes", "on")
-    return bool(value)
+
+def engine_options(request: dict[str, Any]) -> dict[str, Any]:
+    """The engine options of a launch body (its keys beyond LAUNCH_FIELDS that are set)."""
+    return {k: v for k, v in request.items() if k not in LAUNCH_FIELDS and v is not None}
+
+
+def checked_request(request: dict[str, Any], engine: EngineInfo,
+                    model_type: str) -> dict[str, Any]:
+    """The launch body with its engine options validated against the engine's typed options
+    (fleet.engines.launch_options) and coerced to their types: BadRequest naming an unknown,
+    misspelt or invalid one, before anything starts."""
+    options = validate_options(engine.options_model(model_type), engine_options(request),
+                               f"engine {engine.name} ({model_type} models)")
+    return {**{k: v for k, v in request.items() if k in LAUNCH_FIELDS}, **options}
 
 
 @dataclass
@@ -123,9 +146,13 @@ class LaunchPlan:
 
 
 def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Iterable[ModelRecord],
-                request: dict[str, Any]) -> LaunchPlan:
+                request: dict[str, Any], policy: LaunchPolicy | None = None) -> LaunchPlan:
     """Plan `request` (the launch body). Raises BadRequest for a request that is wrong in itself
-    (unknown model, engine, variant); a launch that only lacks room comes back with `refusal`."""
+    (unknown model, engine, variant, option), Forbidden for one that `policy` does not allow;
+    a launch that only lacks room comes back with `refusal`. Blocking: it may read the
+    weights' headers (run it in a thread)."""
+    policy = policy or LaunchPolicy()
+    policy.check_request(request)  # before the first look at the disk
     family = catalogue.find_for_launch(request["model_name"], request.get("model_type"))
     model_format = request.get("model_format") or infer_model_format(request.get("model_path"),
                                                                      family)
@@ -136,6 +163,11 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     choice = pick_engine(family, request.get("model_engine"), model_format,
                          request.get("model_size_in_billions"), request.get("quantization"),
                          has_gpu=has_gpu)
+    options_model = choice.engine.options_model(family.model_type)
+    policy.check_plan(request, family, choice.spec,
+                      builtin=catalogue.is_builtin(family.model_type, family.model_name),
+                      reads_remote_code="trust_remote_code" in options_model.model_fields)
+    request = checked_request(request, choice.engine, family.model_type)
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
                       has_gpu=has_gpu)

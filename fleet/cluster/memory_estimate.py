@@ -255,8 +255,7 @@ def _kv_cache(family: BaseFamily, engine: EngineInfo, shape: ModelShape | None,
     if shape is None or not shape.kv_elements_per_token:
         notes.append("KV cache unknown: no config.json or GGUF metadata to read layers and heads")
         return None
-    kv_dtype = options.get("cache_type_k") or engine.memory.kv_dtype or load_dtype \
-        or shape.stored_dtype or _DEFAULT_STORED
+    kv_dtype = engine.memory.kv_dtype or load_dtype or shape.stored_dtype or _DEFAULT_STORED
     per_element = dtype_bytes(str(kv_dtype))
     inputs.update(layers=shape.layers, kv_heads=shape.kv_heads, head_dim=shape.head_dim,
                   kv_dtype=str(kv_dtype), kv_bytes_per_token=int(shape.kv_elements_per_token

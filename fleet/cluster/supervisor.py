@@ -13,9 +13,10 @@ from typing import Any
 
 import xoscar as xo
 
-from fleet.catalogue.registry import Catalogue
+from fleet.catalogue.registry import Catalogue, select_spec
 from fleet.cluster import cache_admin
-from fleet.cluster.launch_plan import SKIP_MEMORY_CHECK, plan_launch
+from fleet.cluster.launch_plan import engine_options, plan_launch
+from fleet.cluster.launch_policy import LaunchPolicy
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import (
@@ -26,6 +27,7 @@ from fleet.errors import (
     NotFound,
     Unavailable,
 )
+from fleet.server_config import ServerConfig
 from fleet.settings import state_dir, worker_timeout_s
 from fleet.state import read_json, write_json_atomic
 
@@ -35,8 +37,13 @@ _STATUS_TIMEOUT_S = 5.0
 
 
 class SupervisorActor(xo.StatelessActor):
-    def __init__(self) -> None:
+    def __init__(self, config: ServerConfig | None = None) -> None:
         super().__init__()
+        # What launches may do (fleet.cluster.launch_policy): the operator's choice at start.
+        self._policy = LaunchPolicy.from_config(config)
+        # Launches are planned one at a time (in a thread, off the event loop), so that two
+        # of them never count the same free memory.
+        self._launch_lock = asyncio.Lock()
         self._workers: dict[str, WorkerRecord] = {}
         self._models: dict[str, ModelRecord] = {}
         self._catalogue: Catalogue | None = None
@@ -124,11 +131,17 @@ class SupervisorActor(xo.StatelessActor):
 
     # ---- launching -----------------------------------------------------------------------
 
-    def _prepare(self, request: dict[str, Any], restored: bool) -> ModelRecord:
-        """Plan the launch (engine, memory, workers) and refuse it at once, with the numbers,
-        when it fits nowhere, before any process starts."""
+    async def _plan(self, request: dict[str, Any]) -> Any:
+        """plan_launch in a thread: it reads weights' headers and lists folders, which must not
+        stall the event loop that the API (in `fleet local`) and the actors share."""
+        return await asyncio.to_thread(plan_launch, self.catalogue, list(self._workers.values()),
+                                       list(self._models.values()), request, self._policy)
+
+    async def _prepare(self, request: dict[str, Any], restored: bool) -> ModelRecord:
+        """Plan the launch (engine, options, memory, workers) and refuse it at once, with the
+        numbers, when it fits nowhere or is not allowed, before any process starts."""
         workers = list(self._workers.values())
-        plan = plan_launch(self.catalogue, workers, self._models.values(), request)
+        plan = await self._plan(request)
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed":
@@ -151,26 +164,27 @@ class SupervisorActor(xo.StatelessActor):
         return ModelRecord(
             uid=uid, family=plan.family, spec=plan.choice.spec,
             quantization=plan.choice.quantization, engine=plan.choice.engine.name,
-            request=dict(request, model_uid=uid), replicas=replicas,
+            request=dict(plan.request, model_uid=uid), replicas=replicas,
             engine_reason=plan.choice.reason,
             memory_estimate=estimate.as_dict() if estimate else None,
         )
 
-    def estimate_launch(self, request: dict[str, Any]) -> dict[str, Any]:
-        """The plan of a launch (engine, memory estimate, workers), launching nothing."""
-        plan = plan_launch(self.catalogue, list(self._workers.values()), self._models.values(),
-                           request)
-        return plan.as_dict()
+    async def estimate_launch(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The plan of a launch (engine, memory estimate, workers), launching nothing; refused
+        like the launch itself, so it says nothing about paths a launch may not read."""
+        plan = await self._plan(request)
+        return await asyncio.to_thread(plan.as_dict)
 
     async def launch_model(
         self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False
     ) -> str:
-        record = self._prepare(request, restored)
-        stale = self._models.pop(record.uid, None)
-        if stale is not None:  # a failed launch under the same uid: clear it away first
-            await self._stop_replicas(stale)
-        record.restored = restored
-        self._models[record.uid] = record
+        async with self._launch_lock:
+            record = await self._prepare(request, restored)
+            stale = self._models.pop(record.uid, None)
+            if stale is not None:  # a failed launch under the same uid: clear it away first
+                await self._stop_replicas(stale)
+            record.restored = restored
+            self._models[record.uid] = record
         self._persist()
         record.launch_task = asyncio.create_task(self._launch(record))
         estimate = (record.memory_estimate or {}).get("summary", "not estimated")
@@ -200,10 +214,6 @@ class SupervisorActor(xo.StatelessActor):
 
     def _launch_payload(self, record: ModelRecord) -> dict[str, Any]:
         request = record.request
-        known = {"model_name", "model_type", "model_engine", "model_uid", "model_format",
-                 "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx",
-                 "worker_ip", "model_path", "envs", "request_limits", "n_worker",
-                 SKIP_MEMORY_CHECK}
         return {
             "model_uid": record.uid,
             "model_type": record.family.model_type,
@@ -216,7 +226,8 @@ class SupervisorActor(xo.StatelessActor):
             "gpu_idx": request.get("gpu_idx"),
             "envs": request.get("envs") or {},
             "request_limits": request.get("request_limits"),
-            "engine_kwargs": {k: v for k, v in request.items() if k not in known and v is not None},
+            # Validated against the engine's typed options when the launch was planned.
+            "engine_kwargs": engine_options(request),
         }
 
     async def _launch_replica(self, record: ModelRecord, replica: ReplicaRecord) -> None:
@@ -272,6 +283,26 @@ class SupervisorActor(xo.StatelessActor):
                 logger.info("restoring model %s from the last run", uid)
             except FleetError as exc:
                 logger.error("could not restore model %s: %s", uid, exc.message)
+                self._keep_unrestored(uid, request, exc.message)
+
+    def _keep_unrestored(self, uid: str, request: dict[str, Any], reason: str) -> None:
+        """A model of the last run that this start refuses (its launch options are no longer
+        allowed, say) stays listed as failed with the reason, and in the state file, instead of
+        vanishing; terminating it forgets it."""
+        if uid in self._models:  # launched again meanwhile (by a user): that one stands
+            return
+        try:
+            family = self.catalogue.find_for_launch(request["model_name"], request.get("model_type"))
+            spec, quantization = select_spec(family, request.get("model_format"),
+                                             request.get("model_size_in_billions"),
+                                             request.get("quantization"))
+        except (FleetError, KeyError):
+            return  # the model itself is gone from the catalogue: nothing to show
+        self._models[uid] = ModelRecord(
+            uid=uid, family=family, spec=spec, quantization=quantization,
+            engine=str(request.get("model_engine") or ""), request=dict(request), replicas=[],
+            error=f"not restored: {reason}", restored=True)
+        self._persist()
 
     def _persist(self) -> None:
         # A first launch that failed is forgotten (the user saw the error); a restored one that

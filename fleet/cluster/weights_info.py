@@ -6,6 +6,7 @@ GGUF metadata comes from fleet.gguf_metadata."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -20,6 +21,9 @@ from fleet.gguf_metadata import read_gguf_metadata
 
 # Folders of other runtimes' exports that sentence-transformers and Transformers never load.
 _IGNORED_FOLDERS = {"onnx", "openvino", "coreml", "tflite"}
+_WEIGHT_SUFFIXES = (("safetensors", (".safetensors",)), ("bin", (".bin", ".pt", ".pth")))
+# Names looked at when searching a folder for weights (a model folder has a few dozen).
+_MAX_ENTRIES = 5000
 _SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$", re.IGNORECASE)
 
 # llama.cpp's `general.file_type` values (LlamaFileType in gguf-py), for display.
@@ -104,19 +108,39 @@ def _file_key(path: Path) -> tuple[str, int, int]:
 
 
 def _weight_files(folder: Path) -> tuple[str, list[Path]]:
-    """safetensors if any (repositories often ship .bin copies too: only one set is loaded)."""
-    for source, patterns in (("safetensors", ("*.safetensors",)),
-                             ("bin", ("*.bin", "*.pt", "*.pth"))):
-        top = sorted(p for pattern in patterns for p in folder.glob(pattern))
-        if top:
-            return source, top
-        nested = sorted(
-            p for pattern in patterns for p in folder.rglob(pattern)
-            if not _IGNORED_FOLDERS & set(p.relative_to(folder).parts[:-1])
-        )
-        if nested:
-            return source, nested
+    """safetensors if any (repositories often ship .bin copies too: only one set is loaded),
+    in the folder itself, else in its subfolders (sentence-transformers' older layout), never
+    deeper, and looking at no more than _MAX_ENTRIES names: a path that is no model folder
+    (`/`, a home folder) is answered in milliseconds instead of walking the disk."""
+    budget = [_MAX_ENTRIES]
+    top = _listing(folder, budget)
+    nested: list[Path] | None = None
+    for source, suffixes in _WEIGHT_SUFFIXES:
+        found = sorted(p for p in top if p.suffix in suffixes and p.is_file())
+        if found:
+            return source, found
+        if nested is None:
+            subfolders = [p for p in top if p.name not in _IGNORED_FOLDERS and p.is_dir()]
+            nested = [f for sub in subfolders for f in _listing(sub, budget)]
+        found = sorted(p for p in nested if p.suffix in suffixes and p.is_file())
+        if found:
+            return source, found
     return "", []
+
+
+def _listing(folder: Path, budget: list[int]) -> list[Path]:
+    """The names in `folder`, drawing on the shared `budget` of names left to look at."""
+    names: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+                names.append(Path(entry.path))
+    except OSError:  # unreadable: nothing to count there
+        pass
+    return names
 
 
 def safetensors_params(path: Path) -> dict[str, int]:

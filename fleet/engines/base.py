@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
+from fleet.engines.launch_options import LaunchOptions
 from fleet.install_hint import pip_install_extra
 
 
@@ -54,6 +55,12 @@ class EngineInfo:
     # Engines that only run on a GPU (vLLM): never chosen for a machine without one.
     needs_gpu: bool = False
     memory: MemoryProfile = MemoryProfile()
+    # model type -> the launch options that implementation reads (fleet.engines.launch_options).
+    launch_options: dict[str, type[LaunchOptions]] = field(default_factory=dict)
+
+    def options_model(self, model_type: str) -> type[LaunchOptions]:
+        """The typed launch options for `model_type` (none at all when it declares none)."""
+        return self.launch_options.get(model_type, LaunchOptions)
 
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]

@@ -9,6 +9,15 @@ from fleet.catalogue.registry import select_spec
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.catalogue.xinference_format import xinference_format_name
 from fleet.engines.base import EngineInfo, MemoryProfile
+from fleet.engines.launch_options import (
+    CrossEncoderRerankOptions,
+    LlamaCppEmbeddingOptions,
+    LlamaCppLLMOptions,
+    SentenceTransformersEmbeddingOptions,
+    TransformersLLMOptions,
+    TransformersRerankOptions,
+    describe_options,
+)
 from fleet.errors import BadRequest
 
 # The automatic choice follows `priority` among the engines that can run the chosen spec:
@@ -39,6 +48,8 @@ ENGINES: tuple[EngineInfo, ...] = (
         pip_extra="sentence-transformers",
         rerank_kinds=("normal",),
         memory=MemoryProfile(overhead_mib=512),
+        launch_options={"embedding": SentenceTransformersEmbeddingOptions,
+                        "rerank": CrossEncoderRerankOptions},
     ),
     EngineInfo(
         name="transformers",
@@ -53,6 +64,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         pip_extra="transformers",
         rerank_kinds=("LLM-based",),
         memory=MemoryProfile(overhead_mib=512, cpu_dtype="float32", gpu_dtype="bfloat16"),
+        launch_options={"LLM": TransformersLLMOptions, "rerank": TransformersRerankOptions},
     ),
     EngineInfo(
         name="llama.cpp",
@@ -67,6 +79,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         pip_extra="llama-cpp",
         # One cache shared by all slots, reserved at load (see llamacpp_llm.py).
         memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", shared_cache=True),
+        launch_options={"LLM": LlamaCppLLMOptions, "embedding": LlamaCppEmbeddingOptions},
     ),
 )
 
@@ -99,6 +112,8 @@ def engine_matrix(family: BaseFamily, has_gpu: bool | None = None) -> list[dict[
                 "formats": sorted({s.model_format for s in specs}),
                 "quantizations": sorted({q for s in specs for q in s.quantizations}),
                 "needs_gpu": engine.needs_gpu,
+                # What `fleet launch ... --name value` (extra keys of the launch body) may set.
+                "launch_options": describe_options(engine.options_model(family.model_type)),
             }
         )
     return rows

@@ -66,7 +66,9 @@ class TransformersLLM:
         self._trust_remote_code = wants_remote_code(family, kwargs)
         self.model: Any = None
         self.tokenizer: Any = None
-        self.context_length = int(getattr(family, "context_length", 2048))
+        # The launch's context_length, else the family's; capped by the model's at load.
+        self.context_length = int(kwargs.get("context_length")
+                                  or getattr(family, "context_length", 2048))
         self.eos_token_ids: tuple[int, ...] = ()
         self.vocab_size = 0
         self._rows: list[_Row] = []

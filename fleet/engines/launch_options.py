@@ -1,0 +1,182 @@
+"""The launch options each engine reads, typed: one pydantic model per engine implementation
+(engine and model type), named by the engine's declaration in fleet.engines.registry.
+
+A launch body's keys beyond the launch's own fields (name, format, replica, model_path...) are
+engine options. They are validated here, once, against the chosen engine's model before
+anything starts: a misspelt or unknown option is a 400 that names it and lists the engine's
+options, instead of reaching the engine and being ignored; a wrong type or range is a 400 too.
+The engines receive the validated options (`model_dump`), so they read known names with known
+types.
+
+Some options have two names, both accepted because users bring them from elsewhere:
+`context_length` / `n_ctx` (Xinference / llama.cpp), `max_num_seqs` / `n_parallel` (vLLM /
+llama.cpp), `dtype` / `torch_dtype` (Transformers 5 / 4)."""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from fleet.errors import BadRequest
+
+
+class LaunchOptions(BaseModel):
+    """What every engine shares: no option passes unless an engine declares it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RemoteCodeOptions(LaunchOptions):
+    """Engines that load Hugging Face folders, which may carry their own Python."""
+
+    trust_remote_code: bool | None = Field(
+        default=None,
+        description="Run the Python code the model's folder ships (its own modeling files). "
+                    "Default: the catalogue's setting. Refused on a cluster reachable from "
+                    "the network unless the supervisor runs with --allow-remote-code.")
+
+
+class LLMOptions(LaunchOptions):
+    """Every chat/completion engine: the replica's scheduler reads this."""
+
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=4096,
+        description="Sequences generated together (continuous batching); default 32, and "
+                    "for llama.cpp also its slots (n_parallel).")
+
+
+_DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float": "float32",
+           "float16": "float16", "fp16": "float16", "half": "float16",
+           "bfloat16": "bfloat16", "bf16": "bfloat16"}
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+def _dtype(value: Any) -> Any:
+    """`torch.float16`, `fp16`, `half`... as the one name torch and the estimate know."""
+    if isinstance(value, str):
+        key = value.strip().lower().removeprefix("torch.")
+        if key in _DTYPES:
+            return _DTYPES[key]
+    return value
+
+
+class TransformersLLMOptions(LLMOptions, RemoteCodeOptions):
+    context_length: int | None = Field(
+        default=None, ge=1,
+        description="Longest prompt plus answer, in tokens; default: the family's, capped by "
+                    "the model's max_position_embeddings.")
+    dtype: DType | None = Field(
+        default=None, description="Weights' dtype: auto (float32 on CPU, bfloat16 or float16 "
+                                  "on a GPU), float32, float16 or bfloat16.")
+    torch_dtype: DType | None = Field(default=None, description="Another name for dtype.")
+
+    _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
+
+
+class TransformersRerankOptions(RemoteCodeOptions):
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1 << 20,
+        description="Longest query plus document, in tokens; default: the family's (8192).")
+    instruction: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="The task the model is told to judge relevance for.")
+    zero_shot: bool | None = Field(
+        default=None, description="Leave out the two worked examples the prompt starts with.")
+
+
+class SentenceTransformersEmbeddingOptions(RemoteCodeOptions):
+    pass
+
+
+class CrossEncoderRerankOptions(RemoteCodeOptions):
+    max_tokens: int | None = Field(
+        default=None, ge=1, le=1 << 20,
+        description="Longest query plus document, in tokens; default: the family's.")
+
+
+class LlamaCppOptions(LaunchOptions):
+    """What every engine on llama.cpp reads (fleet.engines.llamacpp_server.engine_options)."""
+
+    n_threads: int | None = Field(
+        default=None, ge=0, le=1024,
+        description="CPU threads; default (or 0): the cores this process may use.")
+    n_gpu_layers: int | None = Field(
+        default=None, ge=0, le=100_000,
+        description="Layers on the GPU; default: all on a CUDA launch, else 0.")
+    poll: int | None = Field(
+        default=None, ge=0, le=100,
+        description="How busily idle threads wait for work (0-100); default 0.")
+    context_length: int | None = Field(
+        default=None, ge=1,
+        description="Tokens of KV cache (per input for embeddings); default: the family's, "
+                    "capped by the file's trained context.")
+    n_ctx: int | None = Field(default=None, ge=1, description="Another name for context_length.")
+
+
+class LlamaCppLLMOptions(LLMOptions, LlamaCppOptions):
+    n_parallel: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Slots: sequences decoded together, sharing one KV cache; default 16.")
+    # llama.cpp allocates per-slot state at start: a runaway number takes the process down.
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=256,
+        description="Sequences generated together; without n_parallel, also the slots.")
+
+
+class LlamaCppEmbeddingOptions(LlamaCppOptions):
+    n_parallel: int | None = Field(
+        default=None, ge=1, le=256, description="Inputs embedded together; default 8.")
+    pooling: Literal["mean", "cls", "last"] | None = Field(
+        default=None, description="How token vectors become one: mean, cls or last; default: "
+                                  "the file's own.")
+
+    @field_validator("pooling", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+
+def describe_options(model: type[LaunchOptions]) -> list[dict[str, Any]]:
+    """Each option's name, type, bounds and help, for `fleet engine` and GET /v1/engines."""
+    rows = []
+    properties = model.model_json_schema().get("properties", {})
+    for name, field in sorted(model.model_fields.items()):
+        schema = properties[name]
+        kinds = [" | ".join(map(str, s["enum"])) if "enum" in s else s.get("type", "")
+                 for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
+        bounds = {k: v for s in schema.get("anyOf", [schema]) for k, v in s.items()
+                  if k in ("minimum", "maximum", "minLength", "maxLength")}
+        rows.append({"name": name, "type": " | ".join(k for k in kinds if k), **bounds,
+                     "help": field.description or ""})
+    return rows
+
+
+def _refusal(exc: ValidationError, model: type[LaunchOptions], where: str) -> BadRequest:
+    known = sorted(model.model_fields)
+    listed = ", ".join(known) or "none"
+    problems = []
+    for item in exc.errors()[:5]:
+        name = ".".join(str(p) for p in item["loc"])
+        if item["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            problems.append(f"unknown launch option {name!r}{hint}")
+        else:
+            problems.append(f"launch option {name}: {item['msg']}")
+    unknown = any(item["type"] == "extra_forbidden" for item in exc.errors())
+    return BadRequest(f"{'; '.join(problems)}; {where} takes: {listed}",
+                      code="unknown_launch_option" if unknown else "invalid_launch_option")
+
+
+def validate_options(model: type[LaunchOptions], options: dict[str, Any],
+                     where: str) -> dict[str, Any]:
+    """The options as `model` reads them (coerced: a query string's "4096" is 4096), without
+    those left unset; BadRequest naming each unknown or invalid one. `where`: the engine and
+    model type, for the message."""
+    try:
+        typed = model.model_validate(options)
+    except ValidationError as exc:
+        raise _refusal(exc, model, where) from None
+    return typed.model_dump(exclude_none=True)
