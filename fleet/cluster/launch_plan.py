@@ -25,7 +25,7 @@ from fleet.cluster.placement import (
 from fleet.cluster.records import ModelRecord, WorkerRecord
 from fleet.cluster.weights_info import infer_model_format
 from fleet.engines.base import EngineInfo
-from fleet.engines.launch_options import validate_options
+from fleet.engines.launch_options import RemoteCodeOptions, validate_options
 from fleet.engines.registry import EngineChoice, pick_engine
 from fleet.errors import BadRequest, FleetError
 
@@ -166,7 +166,7 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     options_model = choice.engine.options_model(family.model_type)
     policy.check_plan(request, family, choice.spec,
                       builtin=catalogue.is_builtin(family.model_type, family.model_name),
-                      reads_remote_code="trust_remote_code" in options_model.model_fields)
+                      reads_remote_code=issubclass(options_model, RemoteCodeOptions))
     request = checked_request(request, choice.engine, family.model_type)
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),

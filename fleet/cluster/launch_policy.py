@@ -70,8 +70,6 @@ class LaunchPolicy:
         each one that this cluster does not allow."""
         if not self.from_network:
             return
-        if truthy(request.get("trust_remote_code")) and not self.allow_remote_code:
-            raise self._refuse("trust_remote_code", _RUN_CODE, "--allow-remote-code")
         if request.get("envs") and not self.allow_launch_envs:
             raise self._refuse("envs", "set the environment variables of a model's process",
                                "--allow-launch-envs")
@@ -102,7 +100,11 @@ class LaunchPolicy:
         if not request.get("model_path") and spec.model_uri:
             self.check_path(spec.model_uri, f"the model_uri of {family.model_name}")
         asked = request.get("trust_remote_code")
-        if (reads_remote_code and not builtin and not self.allow_remote_code and asked is None
+        if not reads_remote_code or self.allow_remote_code:
+            return  # an engine that runs no repository code (llama.cpp) grants nothing by it
+        if truthy(asked):
+            raise self._refuse("trust_remote_code", _RUN_CODE, "--allow-remote-code")
+        if (not builtin and asked is None
                 and truthy(getattr(family, "trust_remote_code", False))):
             raise self._refuse(f"trust_remote_code (asked by the registration of "
                                f"{family.model_name})", _RUN_CODE, "--allow-remote-code")

@@ -89,6 +89,9 @@ class LLMService:
         self._family = family
         self._model_uid = model_uid
         self._stop_ids = engine.stop_token_ids(family.stop, family.stop_token_ids)
+        # Chat-template variables the launch set for every chat; a request's own win.
+        self._template_defaults = ({} if options.get("enable_thinking") is None
+                                   else {"enable_thinking": bool(options["enable_thinking"])})
         self._loop = asyncio.get_running_loop()
         max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
         max_requests = int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT)
@@ -119,7 +122,8 @@ class LLMService:
         if choice == "none":
             tools = None
         template = self._family.chat_template or self._engine.chat_template
-        prompt = render_chat(template, body["messages"], tools, body.get("chat_template_kwargs"),
+        template_kwargs = {**self._template_defaults, **(body.get("chat_template_kwargs") or {})}
+        prompt = render_chat(template, body["messages"], tools, template_kwargs or None,
                              self._engine.template_tokens)
         return prompt, bool(tools)
 

@@ -39,12 +39,17 @@ class RemoteCodeOptions(LaunchOptions):
 
 
 class LLMOptions(LaunchOptions):
-    """Every chat/completion engine: the replica's scheduler reads this."""
+    """Every chat/completion engine: the replica's scheduler and chat formatting read this."""
 
     max_num_seqs: int | None = Field(
         default=None, ge=1, le=4096,
         description="Sequences generated together (continuous batching); default 32, and "
                     "for llama.cpp also its slots (n_parallel).")
+    enable_thinking: bool | None = Field(
+        default=None,
+        description="Whether reasoning models think, for chats that do not say "
+                    "(chat_template_kwargs.enable_thinking of a request wins). Xinference's "
+                    "launch option; its CLI sends false with every launch.")
 
 
 _DTYPES = {"auto": "auto", "float32": "float32", "fp32": "float32", "float": "float32",
@@ -116,6 +121,10 @@ class LlamaCppOptions(LaunchOptions):
 
 
 class LlamaCppLLMOptions(LLMOptions, LlamaCppOptions):
+    trust_remote_code: bool | None = Field(
+        default=None, json_schema_extra={"unused": True},
+        description="Accepted and unused: a GGUF file carries no code to run. Xinference's CLI "
+                    "sends it with every launch, so it is no error here.")
     n_parallel: int | None = Field(
         default=None, ge=1, le=256,
         description="Slots: sequences decoded together, sharing one KV cache; default 16.")

@@ -58,13 +58,34 @@ def test_on_loopback_every_launch_keeps_its_freedom(tmp_path):
 # ---- the refusals and their messages ------------------------------------------------------------
 
 
+def _minilm() -> tuple:
+    family = builtin_families("embedding")["all-MiniLM-L6-v2"]
+    return family, family.model_specs[0]
+
+
 @pytest.mark.parametrize("value", [True, "true", "1", "yes"])
 def test_remote_code_is_refused_and_the_flag_named(home, value):
-    error = _refused(EXPOSED, {"trust_remote_code": value})
+    family, spec = _minilm()
+    with pytest.raises(Forbidden) as caught:
+        EXPOSED.check_plan({"trust_remote_code": value}, family, spec, builtin=True,
+                           reads_remote_code=True)
+    error = caught.value
     assert "trust_remote_code" in error.message and "--allow-remote-code" in error.message
     assert "0.0.0.0" in error.message and error.code == "launch_not_allowed"
-    EXPOSED.check_request({"trust_remote_code": False})
-    EXPOSED.check_request({"trust_remote_code": "false"})
+    assert error.status_code == 403
+    for refused_nothing in (False, "false"):
+        EXPOSED.check_plan({"trust_remote_code": refused_nothing}, family, spec, builtin=True,
+                           reads_remote_code=True)
+
+
+def test_remote_code_grants_nothing_on_an_engine_that_runs_no_repository_code(home):
+    """Xinference's CLI sends trust_remote_code=true with every launch: a GGUF launch from it
+    on llama.cpp is no request to run code, and is not refused for it."""
+    family = builtin_families("LLM")["smollm2-instruct"]
+    spec = next(s for s in family.model_specs if s.model_format == "gguf")
+    EXPOSED.check_request({"trust_remote_code": True})
+    EXPOSED.check_plan({"trust_remote_code": True}, family, spec, builtin=True,
+                       reads_remote_code=False)
 
 
 def test_envs_are_refused_and_the_flag_named(home):
@@ -114,12 +135,16 @@ def test_dot_dot_and_links_are_resolved_before_the_check(home, tmp_path):
 
 
 def test_each_flag_allows_its_own_option_only(home):
+    family, spec = _minilm()
     remote = LaunchPolicy(from_network=True, allow_remote_code=True)
-    remote.check_request({"trust_remote_code": True})
+    remote.check_plan({"trust_remote_code": True}, family, spec, builtin=True,
+                      reads_remote_code=True)
     _refused(remote, {"envs": {"A": "1"}})
     envs = LaunchPolicy(from_network=True, allow_launch_envs=True)
     envs.check_request({"envs": {"A": "1"}})
-    _refused(envs, {"trust_remote_code": True})
+    with pytest.raises(Forbidden):
+        envs.check_plan({"trust_remote_code": True}, family, spec, builtin=True,
+                        reads_remote_code=True)
     _refused(envs, {"model_path": "/"})
     LaunchPolicy(from_network=True, allow_any_model_path=True).check_request({"model_path": "/"})
 
