@@ -25,12 +25,11 @@ import orjson
 from pydantic import BaseModel
 
 from fleet.api.auth import check_model
+from fleet.api.body_parsing import parse_body
 from fleet.api.errors import error_reply
-from fleet.errors import BadRequest, PayloadTooLarge
+from fleet.errors import BadRequest
+from fleet.limits import limits, too_large
 
-# Far above any embeddings or rerank batch a client sends; a cap so a runaway body cannot
-# fill the API's memory.
-MAX_BODY_BYTES = 64 * 1024 * 1024
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
 
@@ -60,22 +59,27 @@ _Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
 
 class FastJsonRoutes:
-    """ASGI: serves the POST routes it holds, hands everything else to `app`."""
+    """ASGI: serves the POST routes it holds, hands everything else to `app`. Bodies are capped
+    (fleet.limits: `max_body_bytes` here, `max_management_body_bytes` for the rest, 413 past
+    them), so that a runaway body cannot fill the API's memory."""
 
-    def __init__(self, app: Any, routes: list[FastRoute], max_body_bytes: int = MAX_BODY_BYTES):
+    def __init__(self, app: Any, routes: list[FastRoute], max_body_bytes: int | None = None,
+                 max_other_body_bytes: int | None = None):
         self._app = app
         self._routes = {route.path: route for route in routes}
-        self._max_body_bytes = max_body_bytes
+        self._max_body_bytes = max_body_bytes or limits().max_body_bytes
+        self._max_other_body_bytes = max_other_body_bytes or limits().max_management_body_bytes
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         route = (self._routes.get(scope["path"])
                  if scope["type"] == "http" and scope["method"] == "POST" else None)
         if route is None:
-            await self._app(scope, receive, send)
+            await self._other(scope, receive, send)
             return
         scope["route"] = route  # what the latency middleware labels the request with
         try:
-            body = route.body_model.model_validate_json(await self._read_body(receive))
+            # Large bodies are parsed off the event loop (fleet.api.body_parsing).
+            body = await parse_body(route.body_model, await self._read_body(receive))
             check_model(scope, body.model)  # a key limited to some models (fleet.api.auth)
         except Exception as exc:
             await _send_reply(send, _failure(exc))
@@ -113,7 +117,35 @@ class FastJsonRoutes:
             await answer.events.aclose()  # runs the stream's clean-up however this ends
         await send({"type": "http.response.body", "body": b""})
 
-    async def _read_body(self, receive: Any) -> bytes:
+    async def _other(self, scope: dict, receive: Any, send: Any) -> None:
+        """Every other request goes to `app`, its body (if any) read first up to the cap of
+        management bodies: FastAPI would read any size, and turn a failure while reading into
+        its own 400."""
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
+            await self._app(scope, receive, send)
+            return
+        try:
+            body = await self._read_body(receive, self._max_other_body_bytes,
+                                         "max_management_body_bytes", _declared_length(scope))
+        except Exception as exc:
+            await _send_reply(send, _failure(exc))
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # a disconnect, when the client leaves
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self._app(scope, replay, send)
+
+    async def _read_body(self, receive: Any, cap: int | None = None,
+                         limit_name: str = "max_body_bytes", declared: int = 0) -> bytes:
+        cap = cap or self._max_body_bytes
+        if declared > cap:  # refused before a byte of it is read
+            raise too_large(limit_name, declared, cap)
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -122,12 +154,18 @@ class FastJsonRoutes:
                 raise BadRequest("client disconnected before its request body arrived")
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self._max_body_bytes:
-                raise PayloadTooLarge(f"request body is larger than {self._max_body_bytes} bytes",
-                                      code="payload_too_large")
+            if size > cap:
+                raise too_large(limit_name, size, cap)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _declared_length(scope: dict) -> int:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            return int(value) if value.isdigit() else 0
+    return 0
 
 
 async def _client_gone(receive: Any) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.catalogue.xinference_format import canonical_format
+from fleet.limits import check_count, exceeded, limits, schema_max_items
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
 # a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
@@ -21,6 +22,13 @@ _UNSUPPORTED_LAUNCH_OPTIONS = {
     "virtual_env_packages": "a virtual environment per model (virtual_env_packages)",
     "virtual_env_find_links": "a virtual environment per model (virtual_env_find_links)",
 }
+
+
+# Token ids and counts travel to the replicas as 32-bit integers at most (engines read them so,
+# and an integer past 64 bits cannot be sent at all): 2**31 - 1 is far above any vocabulary.
+# Strict: `true` is not token 1.
+INT32_MAX = 2**31 - 1
+TokenId = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 
 
 class LaunchRequest(BaseModel):
@@ -96,12 +104,25 @@ class EmbeddingRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     model: str = Field(min_length=1)
-    input: str | list[str] | list[int] | list[list[int]]
+    input: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
+        json_schema_extra=schema_max_items("max_items"))
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=INT32_MAX)
     # Longer inputs than the model reads: cut them (True, "END") or refuse them (False, "NONE").
     truncate: bool | Literal["END", "NONE"] = True
     user: str | None = None
+
+    @field_validator("input", mode="before")
+    @classmethod
+    def _few_inputs(cls, value: Any) -> Any:
+        # Before the items are validated: a list of a million is refused for its length.
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            if len(value) > limits().max_request_tokens:
+                raise exceeded("max_request_tokens", f"input has {len(value)} token ids",
+                               "too_many_tokens")
+        elif isinstance(value, list):
+            check_count("max_items", len(value), "input")
+        return value
 
     @property
     def should_truncate(self) -> bool:
@@ -119,11 +140,19 @@ class RerankRequest(BaseModel):
 
     model: str = Field(min_length=1)
     query: str = Field(min_length=1)
-    documents: list[str | RerankDocument] = Field(min_length=1)
+    documents: list[str | RerankDocument] = Field(
+        min_length=1, json_schema_extra=schema_max_items("max_items"))
     top_n: int | None = Field(default=None, ge=1)
     return_documents: bool | None = False
     return_len: bool | None = False
     max_chunks_per_doc: int | None = None
+
+    @field_validator("documents", mode="before")
+    @classmethod
+    def _few_documents(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            check_count("max_items", len(value), "documents")
+        return value
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]

@@ -8,41 +8,79 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from fleet.api.protocol import INT32_MAX, TokenId
 from fleet.errors import BadRequest
+from fleet.limits import check_count, exceeded, limits, schema_max, schema_max_items
+
+# What the engines accept: torch seeds its generators with 64-bit integers (2**64 overflowed in
+# prefill), llama.cpp reads top_k as a 32-bit int.
+SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
+# A repetition penalty divides (or multiplies) a seen token's logit: at 0 llama.cpp refuses to
+# sample at all, and 5e-324 reached it as 0 (it reads a 32-bit float); below 0.01 the penalty
+# would multiply logits by more than 100, which no sampler setting means.
+REPETITION_PENALTY_MIN, REPETITION_PENALTY_MAX = 0.01, 10.0
 
 
 class _GenerationBase(BaseModel):
     """OpenAI's fields, plus the extensions vLLM and Xinference accept with the same meaning
     (top_k, repetition_penalty, stop_token_ids, chat_template_kwargs)."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # NaN and infinities are refused (JSON has neither; Python's parser reads them): no
+    # sampler means anything by them.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
     model: str = Field(min_length=1)
     stream: bool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=-1)
-    seed: int | None = None
-    stop: str | list[str] | None = None
-    stop_token_ids: list[int] | None = None
-    n: int = Field(default=1, ge=1, le=16)
+    top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
+    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    stop: str | list[str] | None = Field(default=None,
+                                         json_schema_extra=schema_max_items("max_stop"))
+    stop_token_ids: list[TokenId] | None = Field(default=None,
+                                             json_schema_extra=schema_max_items("max_stop"))
+    n: int = Field(default=1, ge=1, json_schema_extra=schema_max("max_n"))
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
-    repetition_penalty: float | None = Field(default=None, gt=0.0, le=10.0)
+    repetition_penalty: float | None = Field(default=None, ge=REPETITION_PENALTY_MIN,
+                                             le=REPETITION_PENALTY_MAX)
     logit_bias: dict[str, float] | None = None
     user: str | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
 
-    @field_validator("stop")
+    # Counts are checked before the items are validated ("before" validators), so that a list
+    # of a million entries is refused for its length, not validated entry by entry first.
+    @field_validator("stop", "stop_token_ids", mode="before")
     @classmethod
-    def _few_stops(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 16:
-            raise ValueError("at most 16 stop strings")
+    def _few_stops(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, list):
+            check_count("max_stop", len(value), str(info.field_name))
+        return value
+
+    @field_validator("n")
+    @classmethod
+    def _few_choices(cls, value: int) -> int:
+        if value > limits().max_n:
+            raise exceeded("max_n", f"n={value} choices", "too_many_choices")
+        return value
+
+    @field_validator("logit_bias", mode="before")
+    @classmethod
+    def _few_biases(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            check_count("max_logit_bias", len(value), "logit_bias")
         return value
 
     @field_validator("logit_bias")
@@ -63,15 +101,30 @@ class _GenerationBase(BaseModel):
 
 
 class ChatCompletionRequest(_GenerationBase):
-    messages: list[dict[str, Any]]
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    messages: list[dict[str, Any]] = Field(json_schema_extra=schema_max_items("max_messages"))
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None,
+                                               json_schema_extra=schema_max_items("max_tools"))
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
+
+    @field_validator("messages", mode="before")
+    @classmethod
+    def _few_messages(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            check_count("max_messages", len(value), "messages")
+        return value
+
+    @field_validator("tools", mode="before")
+    @classmethod
+    def _few_tools(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            check_count("max_tools", len(value), "tools")
+        return value
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
@@ -91,11 +144,22 @@ class ChatCompletionRequest(_GenerationBase):
 
 
 class CompletionRequest(_GenerationBase):
-    prompt: str | list[str] | list[int] | list[list[int]]
+    prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     logprobs: int | None = Field(default=None, ge=0, le=5)
     echo: bool | None = None
     suffix: str | None = None
-    best_of: int | None = Field(default=None, ge=1)
+    best_of: int | None = Field(default=None, ge=1, le=INT32_MAX)
+
+    @field_validator("prompt", mode="before")
+    @classmethod
+    def _prompt_size(cls, value: Any) -> Any:
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            if len(value) > limits().max_request_tokens:
+                raise exceeded("max_request_tokens", f"prompt has {len(value)} token ids",
+                               "too_many_tokens")
+        elif isinstance(value, list):
+            check_count("max_items", len(value), "prompt")
+        return value
 
     @model_validator(mode="after")
     def _supported(self) -> CompletionRequest:

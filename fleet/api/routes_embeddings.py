@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from fleet.api.protocol import EmbeddingRequest
 from fleet.errors import BadRequest
+from fleet.limits import check_request_tokens, estimated_tokens
 
 if TYPE_CHECKING:
     from fleet.api.app import ClusterHandle
@@ -31,6 +32,9 @@ def _inputs(value: str | list[Any]) -> list[Any]:
     if any(len(item) == 0 for item in inputs):
         raise BadRequest("input must not contain empty strings or empty token lists",
                          code="empty_input")
+    tokens = sum(estimated_tokens(item) for item in inputs)
+    check_request_tokens(tokens, f"input holds about {tokens} tokens (token ids, and "
+                                 "characters / 4 for text)")
     return inputs
 
 

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from fleet.api.protocol import RerankRequest
 from fleet.errors import BadRequest
+from fleet.limits import check_request_tokens, estimated_tokens
 
 if TYPE_CHECKING:
     from fleet.api.app import ClusterHandle
@@ -24,6 +25,10 @@ async def rerank(cluster: ClusterHandle, body: RerankRequest) -> bytes:
     documents = body.texts()
     if any(not d for d in documents):
         raise BadRequest("documents must not contain empty strings", code="empty_document")
+    # Each document is read with the query: the query counts once per document.
+    tokens = sum(estimated_tokens(d) for d in documents) + estimated_tokens(body.query) * len(documents)
+    check_request_tokens(tokens, f"the query and documents hold about {tokens} tokens "
+                                 "(characters / 4, the query counted once per document)")
     scores, tokens = await cluster.router.call(
         body.model, "rerank", "rerank", body.query, documents,
         tokens=lambda result: (result[1], 0), grouped=True,

@@ -7,6 +7,7 @@ from typing import Any
 
 from fleet.errors import BadRequest
 from fleet.generation.params import SamplingParams
+from fleet.limits import exceeded, limits
 
 
 def stop_token_ids(tokenizer: Any, eos_ids: tuple[int, ...], family_stops: list[str],
@@ -49,6 +50,19 @@ def max_new_tokens(body: dict[str, Any], prompt_tokens: int, context_length: int
     return int(wanted)
 
 
+def check_queued_tokens(n: int, prompt_tokens: int, max_tokens: int, context_length: int) -> None:
+    """A request queues n x (prompt + max_tokens) tokens of work and, on engines that give each
+    sequence its own cache, of memory: refused past the server's max_request_tokens, though one
+    sequence as long as the context is always allowed."""
+    queued = n * (prompt_tokens + max_tokens)
+    allowed = max(limits().max_request_tokens, context_length)
+    if queued > allowed:
+        raise exceeded("max_request_tokens",
+                       f"n={n} x (a prompt of {prompt_tokens} tokens + max_tokens {max_tokens}) "
+                       f"= {queued} tokens", "too_many_tokens", value=allowed,
+                       advice="ask for fewer choices (n) or fewer tokens (max_tokens)")
+
+
 def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
     bias = {}
     for key, value in (body.get("logit_bias") or {}).items():
@@ -77,8 +91,10 @@ def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context
     temperature = body.get("temperature")
     top_p = body.get("top_p")
     top_k = body.get("top_k")
+    max_tokens = max_new_tokens(body, prompt_tokens, context_length)
+    check_queued_tokens(int(body.get("n") or 1), prompt_tokens, max_tokens, context_length)
     return SamplingParams(
-        max_tokens=max_new_tokens(body, prompt_tokens, context_length),
+        max_tokens=max_tokens,
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p),
         top_k=0 if top_k is None or top_k < 0 else int(top_k),

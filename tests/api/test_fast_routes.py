@@ -28,18 +28,23 @@ async def echo(body: EchoRequest) -> bytes:
 
 
 async def behind(scope: dict, receive: Any, send: Any) -> None:
+    body = b""
+    if scope["method"] == "PUT":  # echoes the body it reads
+        body = (await receive())["body"]
     await send({"type": "http.response.start", "status": 299, "headers": []})
-    await send({"type": "http.response.body", "body": b"behind"})
+    await send({"type": "http.response.body", "body": b"behind" + body})
 
 
 def request(path: str, body: bytes, method: str = "POST", chunk: int = 0,
-            limit: int = 1024) -> tuple[int, dict[bytes, bytes], bytes, dict]:
-    app = FastJsonRoutes(behind, [FastRoute("/v1/echo", EchoRequest, echo)], max_body_bytes=limit)
+            limit: int = 1024, headers: list | None = None
+            ) -> tuple[int, dict[bytes, bytes], bytes, dict]:
+    app = FastJsonRoutes(behind, [FastRoute("/v1/echo", EchoRequest, echo)], max_body_bytes=limit,
+                         max_other_body_bytes=limit // 2)
     parts = [body[i:i + chunk] for i in range(0, len(body), chunk)] if chunk else [body]
     messages = [{"type": "http.request", "body": p, "more_body": i < len(parts) - 1}
                 for i, p in enumerate(parts)]
     sent: list[dict] = []
-    scope = {"type": "http", "method": method, "path": path}
+    scope = {"type": "http", "method": method, "path": path, "headers": headers or []}
 
     async def receive() -> dict:
         return messages.pop(0)
@@ -81,7 +86,7 @@ def test_fleet_errors_keep_their_status_and_headers():
 
 def test_a_body_over_the_cap_is_413_and_a_bug_is_500():
     status, _, body, _ = request("/v1/echo", b'{"model": "' + b"x" * 2000 + b'"}', chunk=100)
-    assert status == 413 and "larger than 1024 bytes" in _error(body)["message"]
+    assert status == 413 and "limit of 1024 (FLEET_MAX_BODY_BYTES" in _error(body)["message"]
     status, _, body, _ = request("/v1/echo", b'{"model": "bug"}')
     assert status == 500 and "ZeroDivisionError" in _error(body)["message"]
 
@@ -89,6 +94,17 @@ def test_a_body_over_the_cap_is_413_and_a_bug_is_500():
 def test_other_paths_and_methods_go_to_the_application_behind():
     assert request("/v1/other", b"{}")[2] == b"behind"
     assert request("/v1/echo", b"", method="GET")[2] == b"behind"
+    assert request("/v1/other", b"x" * 500, method="PUT", chunk=64)[2] == b"behind" + b"x" * 500
+
+
+def test_other_bodies_have_their_own_smaller_cap():
+    status, _, body, _ = request("/v1/other", b"x" * 600, method="PUT", chunk=100)
+    error = _error(body)
+    assert status == 413 and error["code"] == "payload_too_large"
+    assert "limit of 512 (FLEET_MAX_MANAGEMENT_BODY_BYTES" in error["message"]
+    # A declared length over the cap is refused before any of the body is read.
+    status, _, body, _ = request("/v1/other", b"", headers=[(b"content-length", b"99999")])
+    assert status == 413 and "99999 bytes" in _error(body)["message"]
 
 
 def test_a_stream_is_written_event_by_event_and_stopped_when_the_client_leaves():

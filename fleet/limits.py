@@ -1,0 +1,141 @@
+"""What one request may ask of a Fleet server, in one typed place: items per request, tokens a
+request may queue, body sizes. Each limit has a default that no ordinary client reaches and an
+environment variable that changes it, read once per process (the API process for what the API
+checks, each replica's process for what the replica checks: a worker's replicas inherit its
+environment). A request past a limit gets a 4xx whose message names the limit, its value and the
+variable (see `exceeded`), so that a refused client learns at once what to change, and an
+operator how to allow it.
+
+Why these defaults:
+- items (embeddings `input`, rerank `documents`): 2048, OpenAI's own cap on embedding inputs.
+- tokens a request may queue: 300,000, OpenAI's cap on one embeddings request; for chat and
+  completions, `n` x (prompt + max_tokens), where one full context is always allowed.
+- `n` 16 and stop strings 16 (what Fleet accepted before they were configurable), tools 128
+  (OpenAI's), messages 2048, logit_bias 1024 entries.
+- bodies: 64 MiB for inference (a chat may carry base64 images), 1 MiB for everything else
+  (a registration, the largest management body, is a few KiB).
+- JSON values per body: 500,000; a body's parse costs CPU and memory per value, not per byte
+  (7.6 MiB of one-character strings took 580 MiB), and the largest legitimate bodies under the
+  limits above (300,000 token ids) hold fewer."""
+
+from __future__ import annotations
+
+import functools
+import os
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.errors import BadRequest, FleetError, PayloadTooLarge
+
+MIB = 1024 * 1024
+
+
+class RequestLimits(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_items: int = Field(default=2048, ge=1)
+    max_messages: int = Field(default=2048, ge=1)
+    max_n: int = Field(default=16, ge=1)
+    max_stop: int = Field(default=16, ge=1)
+    max_tools: int = Field(default=128, ge=1)
+    max_logit_bias: int = Field(default=1024, ge=1)
+    max_request_tokens: int = Field(default=300_000, ge=1)
+    max_body_bytes: int = Field(default=64 * MIB, ge=1024)
+    max_management_body_bytes: int = Field(default=1 * MIB, ge=1024)
+    max_json_values: int = Field(default=500_000, ge=1000)
+    # The address space of the process that parses large bodies (fleet.api.body_parsing): a
+    # body that needs more is refused there, and nothing else is touched.
+    parser_memory_bytes: int = Field(default=2048 * MIB, ge=256 * MIB)
+
+
+# The environment variable of each limit.
+ENV_VARS: dict[str, str] = {
+    "max_items": "FLEET_MAX_ITEMS",
+    "max_messages": "FLEET_MAX_MESSAGES",
+    "max_n": "FLEET_MAX_N",
+    "max_stop": "FLEET_MAX_STOP",
+    "max_tools": "FLEET_MAX_TOOLS",
+    "max_logit_bias": "FLEET_MAX_LOGIT_BIAS",
+    "max_request_tokens": "FLEET_MAX_REQUEST_TOKENS",
+    "max_body_bytes": "FLEET_MAX_BODY_BYTES",
+    "max_management_body_bytes": "FLEET_MAX_MANAGEMENT_BODY_BYTES",
+    "max_json_values": "FLEET_MAX_JSON_VALUES",
+    "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
+}
+
+
+def read_limits(environ: dict[str, str] | os._Environ[str] = os.environ) -> RequestLimits:
+    """The limits the environment sets (the defaults for what it leaves out); a value that is
+    not a whole number in range stops the server at start with the variable's name."""
+    given = {}
+    for field, var in ENV_VARS.items():
+        raw = environ.get(var, "").strip()
+        if not raw:
+            continue
+        try:
+            given[field] = int(raw.replace("_", ""))
+        except ValueError:
+            raise ValueError(f"{var}={raw!r} is not a whole number") from None
+    try:
+        return RequestLimits(**given)
+    except ValueError as exc:
+        raise ValueError(f"invalid request limit in the environment: {exc}") from None
+
+
+@functools.cache
+def limits() -> RequestLimits:
+    """This process's limits, read once: every check is an attribute read."""
+    return read_limits()
+
+
+def exceeded(field: str, what: str, code: str = "limit_exceeded",
+             error: type[FleetError] = BadRequest, value: int | None = None,
+             advice: str = "") -> FleetError:
+    """The refusal of a request past `field`'s limit (`value` when the caller was given its
+    own): `what` says what the request holds ("input has 3000 items"); the message adds the
+    limit and how to change it, then `advice` for the client."""
+    value = getattr(limits(), field) if value is None else value
+    return error(f"{what}, more than this server's limit of {value} "
+                 f"({ENV_VARS[field]} on the server changes it)"
+                 + (f"; {advice}" if advice else ""), code=code)
+
+
+def check_count(field: str, count: int, what: str, code: str = "too_many_items") -> None:
+    """Refuse `count` of something past `field`'s limit; an O(1) comparison."""
+    if count > getattr(limits(), field):
+        raise exceeded(field, f"{what} has {count} items", code)
+
+
+def too_large(field: str, size: int, cap: int | None = None) -> FleetError:
+    """The 413 for a body of `size` bytes (or more: the rest was not read) past `field`."""
+    return exceeded(field, f"the request body has {size} bytes or more", "payload_too_large",
+                    PayloadTooLarge, cap)
+
+
+def schema_max(field: str) -> object:
+    """`json_schema_extra` that documents `field`'s limit as a maximum (read when the OpenAPI
+    document is built, so it shows the server's own values)."""
+    def update(schema: dict) -> None:
+        schema["maximum"] = getattr(limits(), field)
+    return update
+
+
+def schema_max_items(field: str) -> object:
+    """`json_schema_extra` that documents `field`'s limit as maxItems (see schema_max)."""
+    def update(schema: dict) -> None:
+        schema["maxItems"] = getattr(limits(), field)
+    return update
+
+
+def estimated_tokens(item: str | list[int]) -> int:
+    """Tokens in an input without tokenizing it: exact for token ids, about a quarter of the
+    characters for text (English runs at about four characters a token with the tokenizers of
+    the catalogue's models). O(1): it is computed per item on the hot path."""
+    return len(item) // 4 + 2 if isinstance(item, str) else len(item)
+
+
+def check_request_tokens(tokens: int, what: str) -> None:
+    """Refuse a request that would queue more than max_request_tokens; `what` says how the
+    count was made ("input holds about 400000 tokens (characters / 4)")."""
+    if tokens > limits().max_request_tokens:
+        raise exceeded("max_request_tokens", what, "too_many_tokens")
