@@ -4,7 +4,13 @@ Requests queue while the engine is busy; when it comes free, everything queued (
 and an item budget) runs as one engine call, and each request gets its own slice back. A lone
 request therefore runs at once, never waiting for company, and under load the batch grows by
 itself to what arrived during the previous call. Budgets count tokens, not only requests, so one
-huge input cannot make a batch that starves the rest."""
+huge input cannot make a batch that starves the rest.
+
+A request bigger than one batch's budget runs as several engine calls, one chunk at a time, each
+chunk queued behind whatever arrived while the previous one ran: one big request neither takes
+the engine's memory for one giant call nor holds the requests behind it for its whole length.
+The queue is bounded (`max_open_requests`, the model's `request_limits`): past it a request is
+refused at once with a 429 rather than queued for longer than its client will wait."""
 
 from __future__ import annotations
 
@@ -15,6 +21,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
+
+from fleet.errors import TooManyRequests
 
 logger = logging.getLogger(__name__)
 
@@ -45,11 +53,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_batch_items: int = 64,
         max_batch_tokens: int = 16384,
         gather_share: float = GATHER_SHARE,
+        max_open_requests: int = 256,
     ):
         self._run_batch = run_batch
         self._executor = executor
         self._max_items = max_batch_items
         self._max_tokens = max_batch_tokens
+        self._max_open = max_open_requests
+        self._open = 0  # requests submitted and not answered yet
         self._gather_share = gather_share
         self._last_run_s = 0.0
         self._queue: deque[_Pending[ItemT]] = deque()
@@ -65,8 +76,51 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     def queued(self) -> int:
         return len(self._queue)
 
-    async def submit(self, items: list[ItemT], cost: int) -> list[ResultT]:
-        """Run `items` (costing `cost` tokens) in some batch; returns their results in order."""
+    @property
+    def in_progress(self) -> int:
+        """Requests submitted and not answered yet (a replica being removed waits for them)."""
+        return self._open
+
+    async def submit(self, items: list[ItemT], cost: int | Sequence[int]) -> list[ResultT]:
+        """Run `items` in some batch (or, when they exceed a batch's budget, in several);
+        returns their results in order. `cost`: the tokens of each item, or of them all (then
+        taken as evenly spread). Raises TooManyRequests when the queue is full."""
+        if self._open >= self._max_open:
+            raise TooManyRequests(
+                f"this model already has {self._open} requests in progress (its limit is "
+                f"{self._max_open}, the launch option request_limits); retry shortly",
+                code="model_busy")
+        costs = _per_item(cost, len(items))
+        self._open += 1
+        try:
+            chunks = self._chunks(items, costs)
+            if len(chunks) == 1:
+                return await self._submit_one(items, chunks[0][1])
+            results: list[ResultT] = []
+            for chunk, chunk_cost in chunks:
+                results.extend(await self._submit_one(chunk, chunk_cost))
+            return results
+        finally:
+            self._open -= 1
+
+    def _chunks(self, items: list[ItemT], costs: list[int]) -> list[tuple[list[ItemT], int]]:
+        """`items` cut into runs that each fit a batch's budget (an item over the token budget
+        alone makes a run of its own), with the cost of each run."""
+        total = sum(costs)
+        if len(items) <= self._max_items and total <= self._max_tokens:
+            return [(items, total)]
+        chunks: list[tuple[list[ItemT], int]] = []
+        start, running = 0, 0
+        for index, item_cost in enumerate(costs):
+            if index > start and (index - start >= self._max_items
+                                  or running + item_cost > self._max_tokens):
+                chunks.append((items[start:index], running))
+                start, running = index, 0
+            running += item_cost
+        chunks.append((items[start:], running))
+        return chunks
+
+    async def _submit_one(self, items: list[ItemT], cost: int) -> list[ResultT]:
         pending: _Pending[ItemT] = _Pending(items=items, cost=max(1, cost))
         self._queue.append(pending)
         self._arrivals_since_finish += 1
@@ -154,6 +208,13 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
             self._finished_at = asyncio.get_running_loop().time()
             self._last_run_s = self._finished_at - started
             self._arrivals_since_finish = 0
+
+
+def _per_item(cost: int | Sequence[int], count: int) -> list[int]:
+    if isinstance(cost, int):
+        share, extra = divmod(cost, max(1, count))
+        return [share + (1 if i < extra else 0) for i in range(count)]
+    return list(cost)
 
 
 def _settle(pending: _Pending[Any], result: Any = None, error: Exception | None = None) -> None:
