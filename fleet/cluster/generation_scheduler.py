@@ -88,6 +88,11 @@ class _Sequence:
                                  for t, lp in (choice.top_logprobs or [])]}
 
 
+def _new_sequence(sequence: _Sequence) -> NewSequence:
+    return NewSequence(sequence.seq_id, sequence.request.prompt_ids,
+                       choice_params(sequence.params, sequence.index))
+
+
 class GenerationScheduler:
     def __init__(self, engine: Any, max_running: int = 32, max_requests: int = 256,
                  max_prefill_tokens: int = 8192):
@@ -191,12 +196,35 @@ class GenerationScheduler:
                         for i in range(request.n)]
         if not joining:
             return
-        for sequence in joining:
-            self._running[sequence.seq_id] = sequence
-        choices = self._engine.prefill([
-            NewSequence(s.seq_id, s.request.prompt_ids, choice_params(s.params, s.index))
-            for s in joining])
+        try:
+            choices = self._engine.prefill([_new_sequence(s) for s in joining])
+        except Exception:
+            choices = self._prefill_each_request(joining, events)
+        joined = {s.seq_id: s for s in joining}
+        for choice in choices:  # one per sequence that did join
+            self._running[choice.seq_id] = joined[choice.seq_id]
         self._handle(choices, events)
+
+    def _prefill_each_request(self, joining: list[_Sequence],
+                              events: dict[GenerationRequest, Events]) -> list[TokenChoice]:
+        """After a prefill of several requests failed: each request alone, so that one bad
+        sequence (a setting the engine cannot take) fails its own request, not the batch."""
+        logger.warning("prefill of %d sequences failed; running each request alone",
+                       len(joining))
+        choices: list[TokenChoice] = []
+        requests = list(dict.fromkeys(s.request for s in joining))
+        for request in requests:
+            sequences = [s for s in joining if s.request is request]
+            try:
+                choices += self._engine.prefill([_new_sequence(s) for s in sequences])
+            except Exception:
+                trace = traceback.format_exc()
+                logger.error("prefill of request %s failed:\n%s", request.request_id, trace)
+                self._engine.release([s.seq_id for s in sequences])  # whatever it kept
+                self._request_done()
+                message = trace.strip().splitlines()[-1]
+                events.setdefault(request, []).append({"error": f"the engine failed: {message}"})
+        return choices
 
     def _handle(self, choices: list[TokenChoice], events: dict[GenerationRequest, Events]) -> None:
         finished = []

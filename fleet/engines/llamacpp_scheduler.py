@@ -33,6 +33,8 @@ from fleet.generation.scheduling import (
 
 logger = logging.getLogger(__name__)
 
+LLAMA_RANDOM_SEED = 0xFFFFFFFF
+
 
 def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
     """llama.cpp's completion request for one choice. Its defaults are not OpenAI's (top_k 40,
@@ -57,7 +59,9 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
         "cache_prompt": True,
     }
     if params.seed is not None:
-        body["seed"] = params.seed
+        # llama.cpp's seed is a 32-bit unsigned int whose top value means "random": fold the
+        # API's 64-bit seeds into the rest (seeds below it pass unchanged).
+        body["seed"] = params.seed % LLAMA_RANDOM_SEED
     # Each sampled token's id comes with its probabilities only: ask for them to find stop ids.
     probs = params.top_logprobs if params.logprobs else 0
     if params.logprobs or params.stop_token_ids:

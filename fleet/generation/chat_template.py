@@ -40,6 +40,19 @@ def _text_of(content: Any, where: str) -> str | None:
     raise BadRequest(f"{where}: content must be a string or a list of parts")
 
 
+def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
+    """A message's tool_calls as templates read them; anything but OpenAI's list of
+    {"id", "type", "function": {"name", "arguments"}} objects is the client's error."""
+    if not isinstance(calls, list):
+        raise BadRequest(f"{where}.tool_calls must be a list of tool calls",
+                         code="invalid_tool_calls")
+    for index, call in enumerate(calls):
+        if not isinstance(call, dict) or not isinstance(call.get("function") or {}, dict):
+            raise BadRequest(f"{where}.tool_calls[{index}] must be an object with a 'function' "
+                             "object ({'name': ..., 'arguments': ...})", code="invalid_tool_calls")
+    return [_tool_call_for_template(call) for call in calls]
+
+
 def _tool_call_for_template(call: dict[str, Any]) -> dict[str, Any]:
     """Templates write arguments with `tojson`: hand them a dict, not OpenAI's JSON string."""
     function = dict(call.get("function") or {})
@@ -67,7 +80,7 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         item["role"] = "system" if role == "developer" else role
         item["content"] = _text_of(message.get("content"), where) or ""
         if message.get("tool_calls"):
-            item["tool_calls"] = [_tool_call_for_template(c) for c in message["tool_calls"]]
+            item["tool_calls"] = _tool_calls(message["tool_calls"], where)
         normalized.append(item)
     return normalized
 
