@@ -18,9 +18,11 @@ from fleet.api import (
     routes_xinference,
 )
 from fleet.api.auth import key_store, with_auth
+from fleet.api.auth_permissions import OPEN, permission_of
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
+from fleet.api.openapi import install_openapi
 from fleet.api.protocol import EmbeddingRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.routing import ReplicaRouter
@@ -89,6 +91,10 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
     app.include_router(routes_cache.router)
+
+    # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.
+    install_openapi(app, (lambda method, path: permission_of(method, path) != OPEN)
+                    if store is not None else None)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

@@ -3,7 +3,9 @@ a `detail` copy of the message, which is where Xinference's client looks for it.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import compile_path
 
 from fleet.errors import FleetError
 
@@ -58,7 +61,29 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(body, status_code=status, headers=headers)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code,
+                            headers=headers or None)
+
+
+def _allowed_methods(request: Request) -> str:
+    """The methods of the path's route template: of every route with the first template that
+    matches the path, in the order the app tries them. Starlette names only those of the first
+    route, and a template often has one route per method (GET and DELETE
+    /v1/models/{model_uid})."""
+    from fleet.api.auth_permissions import app_routes  # the routes, flattened
+
+    path = request.scope["path"]
+    routes = app_routes(request.app)
+    first = next((t for t, _ in routes if _template_regex(t).match(path)), None)
+    return ", ".join(sorted({m for t, methods in routes if t == first for m in methods}))
+
+
+@functools.lru_cache(maxsize=256)
+def _template_regex(template: str) -> re.Pattern[str]:
+    return compile_path(template)[0]
 

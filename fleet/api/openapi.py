@@ -1,0 +1,149 @@
+"""The API's OpenAPI document, made to say what the server really answers.
+
+FastAPI's own document lists 200 and 422 for every route: Fleet answers a malformed request with
+400 (OpenAI's status), never 422, and answers 401, 403, 404, 409, 413, 429 and 503 where they
+apply, each with one error shape. This module rewrites the generated document once, when it is
+first asked for:
+- every operation lists its error statuses (ROUTE_ERRORS, plus 400 where it takes input, 413
+  where it takes a body, 401 and 403 where API keys guard it), each with ErrorResponse;
+- the main endpoints' 200 answers have their schemas (fleet.api.protocol_responses), and the
+  streamed ones also declare `text/event-stream`;
+- 429 declares `Retry-After` and 401 `WWW-Authenticate`, which those answers carry.
+A test holds every route of the application to an entry in ROUTE_ERRORS, so a new route cannot
+go undocumented."""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from fleet.api import protocol_responses as answers
+
+_REF = "#/components/schemas/{model}"
+_INFERENCE = (404, 429, 503)  # unknown model; its queue is full; not ready, or its engine failed
+_MODEL = (404,)  # no model with that uid
+
+# The statuses each route answers beyond 400 (when it takes input), 413 (when it takes a body)
+# and 401/403 (when keys are on): the errors its code raises.
+ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
+    ("GET", "/status"): (),
+    ("GET", "/v1/cluster/auth"): (),
+    ("GET", "/v1/address"): (),
+    ("GET", "/v1/cluster/info"): (),
+    ("GET", "/v1/workers"): (),
+    ("GET", "/v1/models"): (),
+    # 403: a launch option the operator did not allow (fleet.cluster.launch_policy); 503: the
+    # engine could not load the model, or its worker is gone.
+    ("POST", "/v1/models"): (403, 503),
+    ("GET", "/v1/models/estimate"): (403,),
+    ("GET", "/v1/models/instances"): (),
+    ("GET", "/v1/models/{model_uid}"): _MODEL,
+    ("DELETE", "/v1/models/{model_uid}"): _MODEL,
+    ("POST", "/v1/models/{model_uid}/cancel"): _MODEL,
+    ("GET", "/v1/models/{model_uid}/progress"): _MODEL,
+    ("GET", "/v1/models/{model_uid}/replicas"): _MODEL,
+    ("POST", "/v1/model_registrations/{model_type}"): (),
+    ("GET", "/v1/model_registrations/{model_type}"): (),
+    ("GET", "/v1/model_registrations/{model_type}/{model_name}"): (404,),
+    ("DELETE", "/v1/model_registrations/{model_type}/{model_name}"): (404,),
+    ("GET", "/v1/engines/{model_name}"): (),
+    ("GET", "/v1/engines/{model_type}/{model_name}"): (),
+    ("POST", "/v1/embeddings"): _INFERENCE,
+    ("POST", "/v1/rerank"): _INFERENCE,
+    ("POST", "/v1/chat/completions"): _INFERENCE,
+    ("POST", "/v1/completions"): _INFERENCE,
+    ("GET", "/v1/cache/models"): (),
+    ("GET", "/v1/cache/models/files"): (),
+    ("DELETE", "/v1/cache/models"): (404, 409),  # 409: a running model reads it
+}
+
+# The 200 answers that have a schema of their own; True: also streamed as server-sent events.
+_ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {
+    ("POST", "/v1/chat/completions"): (answers.ChatCompletion, True),
+    ("POST", "/v1/completions"): (answers.Completion, True),
+    ("POST", "/v1/embeddings"): (answers.EmbeddingResponse, False),
+    ("POST", "/v1/rerank"): (answers.RerankResponse, False),
+    ("GET", "/v1/models"): (answers.ModelList, False),
+}
+
+_HEADERS: dict[int, dict[str, Any]] = {
+    429: {"Retry-After": {"description": "Seconds to wait before trying again.",
+                          "required": True, "schema": {"type": "integer"}}},
+    401: {"WWW-Authenticate": {"description": "Bearer: send 'Authorization: Bearer <key>'.",
+                               "required": True, "schema": {"type": "string"}}},
+}
+
+_STREAM = {"schema": {"type": "string", "description": (
+    "Server-sent events: one `data: <chunk JSON>` per event, an error as "
+    "`data: {\"error\": {...}}`, and `data: [DONE]` at the end.")}}
+
+_BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def install_openapi(app: FastAPI, guarded: Any = None) -> None:
+    """Serve the honest document at /openapi.json (and /docs). `guarded(method, path)` says
+    whether API keys guard a route (None: no keys, no 401/403)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = honest_document(app, guarded)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
+    document = get_openapi(title=app.title, version=app.version, description=app.description,
+                           routes=app.routes)
+    schemas = document.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    models = [answers.ErrorResponse, *(model for model, _ in _ANSWERS.values())]
+    _, definitions = models_json_schema([(m, "serialization") for m in models],
+                                        ref_template=_REF)
+    schemas.update(definitions.get("$defs", {}))
+    for path, operations in document.get("paths", {}).items():
+        for method, operation in operations.items():
+            key = (method.upper(), path)
+            _document_errors(operation, key, guarded is not None and guarded(*key))
+            if key in _ANSWERS:
+                _document_answer(operation, *_ANSWERS[key])
+    return document
+
+
+def statuses(operation: dict[str, Any], key: tuple[str, str], guarded: bool) -> list[int]:
+    """The error statuses an operation answers."""
+    found = set(ROUTE_ERRORS.get(key, ()))
+    if operation.get("parameters") or "requestBody" in operation:
+        found.add(400)
+    if key[0] in _BODY_METHODS:
+        found.add(413)  # fleet.api.fast_routes caps every body
+    if guarded:
+        found |= {401, 403}
+    return sorted(found)
+
+
+def _document_errors(operation: dict[str, Any], key: tuple[str, str], guarded: bool) -> None:
+    responses = operation.setdefault("responses", {})
+    responses.pop("422", None)
+    for status in statuses(operation, key, guarded):
+        response: dict[str, Any] = {
+            "description": HTTPStatus(status).phrase,
+            "content": {"application/json": {"schema": {"$ref": _REF.format(
+                model="ErrorResponse")}}}}
+        if status in _HEADERS:
+            response["headers"] = _HEADERS[status]
+        responses[str(status)] = response
+
+
+def _document_answer(operation: dict[str, Any], model: type[BaseModel], streamed: bool) -> None:
+    content: dict[str, Any] = {
+        "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
+    if streamed:
+        content["text/event-stream"] = _STREAM
+    operation["responses"]["200"] = {"description": "Successful Response", "content": content}
