@@ -155,9 +155,11 @@ def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, mini
     network on the replica's channel, which listens on the worker's address."""
     supervisor_host, worker_host, run_there = second_host
     port = free_port()
-    # A private virtual network: no keys needed, but a non-loopback address must say so.
+    # A private virtual network: no keys needed, but a non-loopback address must say so, and
+    # name the folders launches may read (MiniLM's, and this test's scripted model).
     supervisor = FleetProcess(["supervisor", "-H", supervisor_host, "-p", str(port),
-                               "--insecure-no-auth"],
+                               "--insecure-no-auth", "--model-root", minilm_path,
+                               "--model-root", str(tmp_path)],
                               tmp_path / "sup", port, host=supervisor_host).wait_ready()
     worker = FleetProcess(["worker", "-e", supervisor.endpoint], tmp_path / "worker",
                           env={**_joining(supervisor), "FLEET_WARM_SPARE": "0"},
