@@ -47,9 +47,20 @@ LAUNCH_FIELDS = frozenset({
 })
 
 
+# Options Xinference's CLI sends with every launch, whatever the model: at this value they ask
+# for nothing, so an engine that does not take them (embeddings and enable_thinking) lets them
+# pass unread rather than refuse every launch from that CLI.
+_ASKS_NOTHING = {"enable_thinking": False}
+
+
 def engine_options(request: dict[str, Any]) -> dict[str, Any]:
     """The engine options of a launch body (its keys beyond LAUNCH_FIELDS that are set)."""
     return {k: v for k, v in request.items() if k not in LAUNCH_FIELDS and v is not None}
+
+
+def _without_empty_defaults(options: dict[str, Any], declared: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in options.items()
+            if k in declared or k not in _ASKS_NOTHING or v != _ASKS_NOTHING[k]}
 
 
 def checked_request(request: dict[str, Any], engine: EngineInfo,
@@ -57,7 +68,9 @@ def checked_request(request: dict[str, Any], engine: EngineInfo,
     """The launch body with its engine options validated against the engine's typed options
     (fleet.engines.launch_options) and coerced to their types: BadRequest naming an unknown,
     misspelt or invalid one, before anything starts."""
-    options = validate_options(engine.options_model(model_type), engine_options(request),
+    model = engine.options_model(model_type)
+    options = validate_options(model, _without_empty_defaults(engine_options(request),
+                                                              model.model_fields),
                                f"engine {engine.name} ({model_type} models)")
     return {**{k: v for k, v in request.items() if k in LAUNCH_FIELDS}, **options}
 

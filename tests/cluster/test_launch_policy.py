@@ -314,3 +314,15 @@ def test_the_estimate_of_the_root_folder_answers_quickly():
     started = time.monotonic()
     weights_info._weight_files(Path("/"))
     assert time.monotonic() - started < 1.0
+
+
+def test_xinference_cli_defaults_pass_where_they_ask_for_nothing():
+    """Xinference's CLI sends enable_thinking=false with every launch: an embedding engine lets
+    that pass unread; set to true it is an option the engine does not take."""
+    engine = engine_by_name("sentence_transformers")
+    body = {"model_name": "all-MiniLM-L6-v2", "enable_thinking": False, "trust_remote_code": True}
+    assert "enable_thinking" not in checked_request(body, engine, "embedding")
+    with pytest.raises(BadRequest, match="unknown launch option 'enable_thinking'"):
+        checked_request({**body, "enable_thinking": True}, engine, "embedding")
+    llama = engine_by_name("llama.cpp")
+    assert checked_request(body, llama, "LLM")["enable_thinking"] is False  # the LLM reads it
