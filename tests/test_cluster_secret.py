@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 import stat
 
 import pytest
@@ -31,3 +32,26 @@ def test_timed_proofs_hold_for_their_purpose_secret_and_window():
     assert not cluster_secret.check_timed_proof(secret, "address", proof, now=1000 + 301)
     for forged in ("", "1000", "abc:def", "1000:" + "0" * 64):
         assert not cluster_secret.check_timed_proof(secret, "address", forged, now=1000)
+
+
+def test_a_worker_uses_the_secret_given_or_its_homes_and_never_makes_one(monkeypatch, tmp_path):
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path))
+    with pytest.raises(BadRequest, match="--cluster-secret or FLEET_CLUSTER_SECRET"):
+        cluster_secret.for_worker()
+    assert not cluster_secret.secret_path().exists()
+    assert cluster_secret.for_worker("given-secret-0123456789") == "given-secret-0123456789"
+    made = cluster_secret.load_or_create()  # a supervisor beside it, sharing FLEET_HOME
+    assert cluster_secret.for_worker() == made
+
+
+def test_install_gives_xoscar_a_derived_key_and_children_the_secret(monkeypatch):
+    # Set through monkeypatch first, so that what install() writes is undone after the test.
+    monkeypatch.setenv(cluster_secret.ENV_SECRET, "")
+    monkeypatch.setenv(cluster_secret.ENV_XOSCAR_KEY, "")
+    assert cluster_secret.from_environment() is None
+    secret = "s" * 32
+    cluster_secret.install(secret)
+    assert cluster_secret.from_environment() == secret
+    key = os.environ[cluster_secret.ENV_XOSCAR_KEY]
+    assert key == cluster_secret.xoscar_key(secret) and secret not in key
+    assert cluster_secret.xoscar_key("t" * 32) != key
