@@ -215,3 +215,30 @@ def test_rerank_registration_file(xclient, tmp_path_factory):
     np.testing.assert_allclose([scores[i] for i in range(4)], expected, atol=1e-5)
     xclient.terminate_model(uid)
     xclient.unregister_model("rerank", "xinf-rerank-file")
+
+
+def test_enable_thinking_at_launch_is_the_chats_default(http, gguf):
+    """Xinference's launch option `enable_thinking` (its CLI sends false with every launch) is
+    what the chat template sees unless a request's chat_template_kwargs say otherwise."""
+    template = ("{% if enable_thinking is defined and not enable_thinking %}/no_think {% endif %}"
+                + CHATML)
+    entry = {**llm_catalogue_entry("xinf-think"), "chat_template": template}
+    assert http.post("/v1/model_registrations/LLM",
+                     json={"model": json.dumps(entry), "persist": False}).status_code == 200
+    reply = http.post("/v1/models", json={
+        "model_name": "xinf-think", "model_type": "LLM", "model_engine": "llama.cpp",
+        "model_format": "gguf", "quantization": "Q4_1", "model_path": str(gguf),
+        "model_uid": "xinf-think", "enable_thinking": False})
+    assert reply.status_code == 200, reply.text
+
+    def prompt_tokens(**extra) -> int:
+        answer = http.post("/v1/chat/completions", json={
+            "model": "xinf-think", "messages": GERMANY, "max_tokens": 1, **extra})
+        assert answer.status_code == 200, answer.text
+        return answer.json()["usage"]["prompt_tokens"]
+
+    by_launch = prompt_tokens()
+    by_request = prompt_tokens(chat_template_kwargs={"enable_thinking": True})
+    assert by_launch > by_request  # "/no_think " is in the prompt unless the request says
+    assert http.delete("/v1/models/xinf-think").status_code == 200
+    assert http.delete("/v1/model_registrations/LLM/xinf-think").status_code == 200
