@@ -69,8 +69,12 @@ class LaunchFailed(FleetError):
 
 
 class Unavailable(FleetError):
+    """The model cannot answer now (no replica ready: it is launching, restarting, waiting for
+    a worker): a 503 with Retry-After, since asking again soon may well work."""
+
     status_code = 503
     error_type = "service_unavailable"
+    retry_after_s = 2
 
 
 class TooManyRequests(FleetError):

@@ -49,7 +49,10 @@ def _actor_pool_address(host: str) -> str:
 
 async def _create_pool(host: str) -> Any:
     _keep_torch_out_of_this_process()
-    return await xo.create_actor_pool(_actor_pool_address(host), n_process=0)
+    # auto_recover off: xoscar would restart a dead replica process at its old address and
+    # create its ModelActor again, unloaded, and the replica would answer 503 for ever. The
+    # worker's watch (fleet.cluster.replica_watch) reports it and the supervisor relaunches it.
+    return await xo.create_actor_pool(_actor_pool_address(host), n_process=0, auto_recover=False)
 
 
 async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
@@ -107,7 +110,21 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
         await _serve_api(supervisor, pool.external_address, config)
     finally:
         logger.info("stopping: ending every model process")
+        await _close_route_events(pool)
         await pool.stop()
+
+
+async def _close_route_events(pool: Any) -> None:
+    """The API's long poll for route changes (fleet.cluster.route_events) answers now, rather
+    than hang on a pool that stops under it."""
+    from fleet.cluster.supervisor import SupervisorActor
+
+    try:
+        supervisor = await xo.actor_ref(address=pool.external_address,
+                                        uid=SupervisorActor.default_uid())
+        await supervisor.close_route_events()
+    except Exception as exc:  # it never started: nothing listens
+        logger.debug("closing route events: %r", exc)
 
 
 def _local_ip_towards(address: str) -> str:

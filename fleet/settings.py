@@ -62,3 +62,77 @@ def replica_channels_enabled() -> bool:
     the calls over actor calls instead: for networks that let the actor port through but not
     others."""
     return _switched_on("FLEET_REPLICA_CHANNELS")
+
+
+# ---- supervision and timeouts (fleet.cluster.replica_watch, fleet.cluster.replica_supervision)
+# Each is an environment variable so that tests and operators can shorten or lengthen it.
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name, str(default)))
+
+
+def process_watch_interval_s() -> float:
+    """How often a worker looks at its replicas' processes: an exit is seen within this."""
+    return _seconds("FLEET_PROCESS_WATCH_INTERVAL_S", 0.5)
+
+
+def health_probe_interval_s() -> float:
+    """How often a worker asks each of its replicas whether it still answers."""
+    return _seconds("FLEET_HEALTH_PROBE_INTERVAL_S", 1.0)
+
+
+def health_probe_timeout_s() -> float:
+    """A replica that has not answered a probe within this is hung (SIGSTOP, a deadlock, a
+    driver stuck in the kernel): its process is killed and it is launched again. Long enough
+    for a replica whose engine keeps both cores busy to answer (it answers from its event loop,
+    not its engine thread)."""
+    return _seconds("FLEET_HEALTH_PROBE_TIMEOUT_S", 3.0)
+
+
+def restart_backoff_s() -> float:
+    """The wait before a failed replica's second restart; it doubles with each further one
+    (the first restart is at once)."""
+    return _seconds("FLEET_RESTART_BACKOFF_S", 1.0)
+
+
+def restart_backoff_max_s() -> float:
+    return _seconds("FLEET_RESTART_BACKOFF_MAX_S", 60.0)
+
+
+def restart_limit() -> int:
+    """Failures in a row after which a replica stays `failed` instead of restarting again."""
+    return int(os.environ.get("FLEET_RESTART_LIMIT", "5"))
+
+
+def restart_reset_s() -> float:
+    """A replica that served this long since its last start counts its failures from zero."""
+    return _seconds("FLEET_RESTART_RESET_S", 120.0)
+
+
+def control_call_timeout_s() -> float:
+    """Control calls between processes (launch a process, status, terminate, register)."""
+    return _seconds("FLEET_CONTROL_CALL_TIMEOUT_S", 30.0)
+
+
+def load_timeout_s() -> float:
+    """Loading a model, downloads included."""
+    return _seconds("FLEET_LOAD_TIMEOUT_S", 3600.0)
+
+
+def request_timeout_s() -> float:
+    """One request's call from the API to a replica (a whole answer, or one wait between two
+    pieces of a stream). A backstop: a hung replica is found by the health probes sooner."""
+    return _seconds("FLEET_REQUEST_TIMEOUT_S", 600.0)
+
+
+def drain_timeout_s() -> float:
+    """How long a replica being removed may take to finish the requests it has."""
+    return _seconds("FLEET_DRAIN_TIMEOUT_S", 30.0)
+
+
+def restore_grace_s() -> float:
+    """After a supervisor starts, how long models of the last run wait for their workers to
+    come back and report the replicas they still run, before missing replicas are launched
+    anew."""
+    return _seconds("FLEET_RESTORE_GRACE_S", 8.0)

@@ -87,6 +87,12 @@ class FleetMetrics:
                                      "running batch.", replica, registry=r)
         self.replica_served = Gauge("fleet_replica_requests_served", "Requests the replica has "
                                     "answered since it started.", replica, registry=r)
+        # Known to the supervisor (fleet.cluster.replica_supervision); counted up to its figure
+        # at each scrape.
+        self.replica_restarts = Counter("fleet_replica_restarts", "Times the replica was "
+                                        "launched again after its process exited or hung.",
+                                        ["model", "replica"], registry=r)
+        self._restarts_seen: dict[tuple[str, str], int] = {}
 
     def _remember(self, model: str, metric: Any, labels: tuple[str, ...]) -> None:
         self._series[model].add((metric, labels))
@@ -137,6 +143,9 @@ class FleetMetrics:
 
     def forget_model(self, model: str) -> None:
         """A terminated model's series go, so dashboards do not show it as still there."""
+        for labels in [k for k in self._restarts_seen if k[0] == model]:
+            del self._restarts_seen[labels]
+            self.replica_restarts.remove(*labels)
         for metric, labels in self._series.pop(model, set()):
             try:
                 metric.remove(*labels)
@@ -183,3 +192,9 @@ class FleetMetrics:
             self.replica_batch.labels(*labels).set(batch.get("last_size", 0))
             if "running" in batch:
                 self.replica_running.labels(*labels).set(batch["running"])
+            self._count_restarts(row["model"], row["replica_uid"], int(row.get("restarts") or 0))
+
+    def _count_restarts(self, model: str, replica: str, restarts: int) -> None:
+        seen = self._restarts_seen.get((model, replica), 0)
+        self.replica_restarts.labels(model, replica).inc(max(0, restarts - seen))
+        self._restarts_seen[(model, replica)] = max(seen, restarts)

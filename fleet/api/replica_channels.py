@@ -42,6 +42,7 @@ class StreamInbox:
         self._usage: dict[str, int] | None = None
         self._error: str | None = None
         self._arrived = asyncio.Event()
+        self.lost = False
 
     def add(self, frame: dict[str, Any]) -> None:
         self._chunks.extend(frame["chunks"])
@@ -56,7 +57,9 @@ class StreamInbox:
         self._on_close()
 
     def fail(self, reason: str) -> None:
+        """The channel broke (the replica's process died, say): not an error of the answer."""
         self._done, self._error = True, reason
+        self.lost = True
         self._arrived.set()
 
     async def next(self) -> dict[str, Any]:

@@ -8,13 +8,23 @@ both processes (serialising, a socket write and read, an actor dispatch); under 
 tenth of the API's CPU per request, taken from the engine on a small machine. A lone request
 waits for nothing: its group closes at the end of the turn it arrived in. Groups travel on the
 replica's channel where there is one (see fleet.cluster.replica_channel for why), else as
-actor calls."""
+actor calls.
+
+Faults: the cached routes follow the supervisor's route events (a long poll, see
+fleet.cluster.route_events), so a replica that stops being ready (its process died, it is
+draining) leaves them as soon as the supervisor knows, and a new one joins them; nothing is
+asked per request. Before that, a request whose replica turns out to be gone (its connection
+broke, the process is not there) is sent once more to another ready replica: every call made
+here is safe to repeat (embeddings, rerank, a whole answer, the start of a stream, none of
+which has sent anything to the client yet), and the gone replica is avoided for a while.
+With no replica left, the answer is a 503 with Retry-After and the reason."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -25,14 +35,19 @@ from xoscar.errors import ActorNotExist, ServerClosed
 from fleet.api.metrics import FleetMetrics
 from fleet.api.replica_channels import ReplicaChannels, StreamInbox
 from fleet.api.streams import Replica, ReplicaStream
+from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
-from fleet.settings import replica_channels_enabled
+from fleet.settings import replica_channels_enabled, request_timeout_s
 
 logger = logging.getLogger(__name__)
 
 # Errors that mean "that replica is gone": drop the cached route and ask again.
 # (An engine's own OSError must not count: it would be retried and reported as unreachable.)
 _STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError)
+# A replica found gone is avoided this long, or until the supervisor's next word on the model:
+# longer than the supervisor takes to notice (fleet.cluster.replica_watch).
+SUSPECT_FOR_S = 10.0
+_WATCH_TIMEOUT_S = 30.0
 
 
 class ReplicaRouter:
@@ -43,6 +58,9 @@ class ReplicaRouter:
         self._routes: dict[str, tuple[list[Replica], itertools.cycle]] = {}
         self._open_groups: dict[tuple[str, str], list[tuple[tuple, asyncio.Future]]] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        # Replica processes found gone (key -> until when they are avoided), and why.
+        self._suspects: dict[str, tuple[float, str]] = {}
+        self._following: asyncio.Task[None] | None = None
 
     def invalidate(self, uid: str | None = None) -> None:
         if uid is None:
@@ -53,27 +71,104 @@ class ReplicaRouter:
     async def _replicas(self, uid: str) -> tuple[list[Replica], itertools.cycle]:
         cached = self._routes.get(uid)
         if cached is None:
+            if self._following is None or self._following.done():
+                self._following = asyncio.create_task(self._follow_routes())
             targets = await self._supervisor.route(uid)
-            replicas = [Replica(await xo.actor_ref(address=a, uid=u), replica_uid, worker)
-                        for a, u, replica_uid, worker in targets]
+            replicas = [replica for target in targets
+                        if (replica := await self._connect(*target)) is not None]
+            if not replicas:
+                raise self._unreachable(uid, [f"{t[0]}/{t[1]}" for t in targets])
             cached = (replicas, itertools.cycle(range(len(replicas))))
             self._routes[uid] = cached
         return cached
 
+    async def _connect(self, address: str, actor_uid: str, replica_uid: str,
+                       worker: str) -> Replica | None:
+        """A reference to the replica (xoscar checks that it is there), or None if its process
+        is gone and the supervisor has not heard yet."""
+        key = f"{address}/{actor_uid}"
+        try:
+            return Replica(await xo.actor_ref(address=address, uid=actor_uid), replica_uid,
+                           worker, key)
+        except _STALE_ROUTE_ERRORS as exc:
+            self._suspects[key] = (time.monotonic() + SUSPECT_FOR_S,
+                                   f"replica {replica_uid} is unreachable: {exc}")
+            return None
+
+    def _unreachable(self, uid: str, keys: list[str]) -> Unavailable:
+        """The 503 of a model whose replicas are all gone, with what was seen of each."""
+        why = "; ".join(sorted({self._suspects[k][1] for k in keys if k in self._suspects}))
+        return Unavailable(f"model {uid} has no reachable replica ({why}); it is being restarted",
+                           code="model_restarting")
+
+    async def _follow_routes(self) -> None:
+        """Drop the cached routes the supervisor says changed (see the top), for as long as
+        the API runs; if the supervisor cannot be asked, drop them all and ask again."""
+        epoch, version = "", 0
+        while True:
+            try:
+                now_epoch, version, changed = await within(
+                    self._supervisor.watch_routes(epoch, version, _WATCH_TIMEOUT_S),
+                    _WATCH_TIMEOUT_S + 10, "the supervisor")
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                logger.debug("route events: %r; asking again", exc)
+                self.invalidate()
+                epoch, version = "", 0
+                await asyncio.sleep(1.0)
+                continue
+            if changed is None or now_epoch != epoch:
+                self.invalidate()
+            if not now_epoch:  # the supervisor is stopping
+                return
+            for uid in changed or ():
+                self.invalidate(uid)
+            epoch = now_epoch
+
+    def _suspect(self, replica: Replica, reason: str) -> None:
+        self._suspects[replica.key] = (time.monotonic() + SUSPECT_FOR_S, reason)
+
+    def _usable(self, replica: Replica) -> bool:
+        if not self._suspects:
+            return True
+        until = self._suspects.get(replica.key)
+        if until is None:
+            return True
+        if until[0] < time.monotonic():
+            del self._suspects[replica.key]
+            return True
+        return False
+
+    async def _next_replica(self, uid: str) -> Replica:
+        """The next usable replica (round robin); the route is asked again when the cached one
+        has none, and a 503 says why when that has none either."""
+        for fresh in (False, True):
+            if fresh:
+                self.invalidate(uid)
+            replicas, turn = await self._replicas(uid)
+            for _ in range(len(replicas)):
+                replica = replicas[next(turn) % len(replicas)]
+                if self._usable(replica):
+                    return replica
+        raise self._unreachable(uid, [r.key for r in replicas])
+
     async def _call_once_more_if_stale(
             self, uid: str, call: Callable[[Replica], Awaitable[Any]]) -> tuple[Any, Replica]:
-        """`call(replica)` on the next replica (round robin), and once more on a fresh route if
-        that replica is gone."""
+        """`call(replica)` on the next replica, and once more on another if that one is gone
+        (see the top)."""
         for attempt in (1, 2):
-            replicas, turn = await self._replicas(uid)
-            replica = replicas[next(turn) % len(replicas)]
+            replica = await self._next_replica(uid)
             try:
-                return await call(replica), replica
+                return await within(call(replica), request_timeout_s(),
+                                    f"replica {replica.replica_uid}"), replica
             except _STALE_ROUTE_ERRORS as exc:
-                logger.warning("replica of %s unreachable (%s); refreshing route", uid, exc)
-                self.invalidate(uid)
+                reason = f"replica {replica.replica_uid} is unreachable: {exc}"
+                logger.warning("%s; %s", reason,
+                               "trying another" if attempt == 1 else "giving up")
+                self._suspect(replica, reason)
                 if attempt == 2:
-                    raise Unavailable(f"model {uid} is unreachable: {exc}") from None
+                    raise Unavailable(f"model {uid}: {reason}", code="model_restarting") from None
         raise AssertionError("unreachable")
 
     async def _grouped_call(self, uid: str, method: str, args: tuple) -> tuple[Any, Replica]:
@@ -98,7 +193,7 @@ class ReplicaRouter:
         calls = [args for args, _ in group]
 
         async def send(replica: Replica) -> list[tuple[Exception | None, Any]]:
-            channel = await self._channels.for_replica(replica.replica_uid, replica.ref)
+            channel = await self._channels.for_replica(replica.key, replica.ref)
             if channel is not None:
                 return await channel.call_many(method, calls)
             if len(calls) == 1:
@@ -149,7 +244,7 @@ class ReplicaRouter:
         replica channel (or polled when there is none); the stream reports its own metrics."""
 
         async def start(replica: Replica) -> tuple[dict[str, Any], StreamInbox | None]:
-            channel = await self._channels.for_replica(replica.replica_uid, replica.ref)
+            channel = await self._channels.for_replica(replica.key, replica.ref)
             if channel is None:
                 return await replica.ref.start_stream(kind, body), None
             stream_id = uuid.uuid4().hex

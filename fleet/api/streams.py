@@ -9,8 +9,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from xoscar.errors import ServerClosed
+
 from fleet.api.metrics import FleetMetrics
 from fleet.api.replica_channels import StreamInbox
+from fleet.cluster.deadlines import within
+from fleet.errors import Unavailable
+from fleet.settings import request_timeout_s
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +25,9 @@ class Replica:
     ref: Any
     replica_uid: str
     worker: str
+    # This process of the replica ("address/actor uid"): a restarted replica keeps its uid, not
+    # its address, and must not inherit what the API noted about the process before it.
+    key: str = ""
 
 
 class ReplicaStream:
@@ -38,11 +46,22 @@ class ReplicaStream:
         self._closed = False
 
     async def next(self) -> dict[str, Any]:
-        """{"chunks": [...], "done": bool, "usage": {...} when done}."""
-        if self._inbox is not None:
-            polled = await self._inbox.next()
-        else:
-            polled = await self.replica.ref.next_chunks(self.stream_id)
+        """{"chunks": [...], "done": bool, "usage": {...} when done}. Unavailable, saying what
+        happened, if the replica stops in the middle (its process died, it hung)."""
+        try:
+            if self._inbox is not None:
+                async with asyncio.timeout(request_timeout_s()):
+                    polled = await self._inbox.next()
+            else:
+                polled = await within(self.replica.ref.next_chunks(self.stream_id),
+                                      request_timeout_s(), f"replica {self.replica.replica_uid}")
+        except (Unavailable, TimeoutError, ConnectionError, ServerClosed) as exc:
+            if isinstance(exc, Unavailable) and self._inbox is not None and not self._inbox.lost:
+                raise  # the replica's own error for this answer
+            reason = exc.message if isinstance(exc, Unavailable) else (str(exc) or "no answer")
+            raise Unavailable(f"replica {self.replica.replica_uid} stopped in the middle of this "
+                              f"stream ({reason}); the answer is incomplete",
+                              code="replica_lost") from None
         if polled["chunks"] and self._first_token_at is None:
             self._first_token_at = time.perf_counter()
             self._metrics.first_token(self.model, self._started)

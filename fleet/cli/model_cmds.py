@@ -230,10 +230,10 @@ def list_models(endpoint: str, as_json: bool) -> None:
         return
     rows = [[uid, m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
              str(m["model_size_in_billions"] or "-").replace("_", "."), m["quantization"],
-             m["replica"], m["status"]]
+             f"{m.get('ready_replicas', m['replica'])}/{m['replica']}", m["status"]]
             for uid, m in models.items()]
     _table("Running models", ["UID", "Type", "Name", "Engine", "Format", "Size (B)",
-                              "Quantization", "Replicas", "Status"], rows)
+                              "Quantization", "Ready", "Status"], rows)
 
 
 @click.command()

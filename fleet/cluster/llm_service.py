@@ -266,6 +266,11 @@ class LLMService:
             if stream.streamed and stream.channel is None and now - stream.polled_at > ABANDONED_AFTER_S:
                 self.cancel(stream_id)
 
+    @property
+    def in_progress(self) -> int:
+        """Answers (whole or streamed) not finished yet."""
+        return len(self._streams)
+
     def stats(self) -> dict[str, int]:
         stats = self.scheduler.stats
         return {"last_size": stats.last_batch_size, "max_size": stats.max_batch_size_seen,

@@ -157,6 +157,17 @@ class ModelActor(xo.StatelessActor):
             "batch": self._batch_stats(),
         }
 
+    def health(self) -> dict[str, Any]:
+        """The worker's liveness probe (fleet.cluster.replica_watch): answered from the event
+        loop, so a replica whose engine is busy answers, and a hung process does not."""
+        return {"state": self._state, "pid": os.getpid()}
+
+    def in_progress(self) -> int:
+        """Requests being answered now: a replica being removed finishes them first (drain)."""
+        if self._llm is not None:
+            return self._llm.in_progress
+        return self._batcher.in_progress
+
     def _batch_stats(self) -> dict[str, int]:
         if self._llm is not None:
             stats = self._llm.stats()

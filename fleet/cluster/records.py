@@ -20,6 +20,13 @@ class WorkerRecord:
     registered_at: float = field(default_factory=time.time)
 
 
+# A replica's states: launching -> ready; ready -> restarting (its process exited or hung) ->
+# launching again, or waiting (for a worker with room) first, or failed (too many failures in a
+# row); ready -> draining (being removed: finishes its requests) -> gone; terminating (the model).
+SERVING_STATES = frozenset({"ready"})
+MAX_FAILURES_KEPT = 10
+
+
 @dataclass
 class ReplicaRecord:
     replica_uid: str
@@ -28,6 +35,15 @@ class ReplicaRecord:
     actor_uid: str | None = None
     state: str = "launching"
     error: str | None = None
+    # Xinference's replica_id: the replica's number within its model (uid-<index>).
+    index: int = 0
+    pid: int | None = None
+    restarts: int = 0  # launched again after a failure, in all
+    failures_in_a_row: int = 0  # since it last served for a while (fleet.settings.restart_reset_s)
+    failures: list[str] = field(default_factory=list)  # the latest reasons, oldest first
+    # What the worker reported while this attempt was still loading (it says more than the
+    # broken connection the load call sees).
+    down_reason: str | None = None
     gpus: list[int] = field(default_factory=list)
     # Where it runs ("cpu" or "cuda") and the memory it was estimated to need there: promised
     # to it on its worker while it loads (fleet/cluster/placement.py).
@@ -42,6 +58,30 @@ class ReplicaRecord:
     def worker_key(self) -> str:
         return f"{self.replica_uid}:{self.instance}"
 
+    def new_attempt(self, worker_address: str, device: str, memory_bytes: int) -> None:
+        """The same replica launched again, as a new process (maybe on another worker)."""
+        self.worker_address, self.device, self.memory_bytes = worker_address, device, memory_bytes
+        self.instance = uuid.uuid4().hex[:8]
+        self.state, self.actor_address, self.actor_uid = "launching", None, None
+        self.pid, self.gpus, self.ready_at, self.down_reason = None, [], None, None
+
+    def note_failure(self, reason: str) -> None:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        self.failures = [*self.failures, f"{stamp} {reason}"][-MAX_FAILURES_KEPT:]
+        self.error = reason
+
+    def status(self) -> dict[str, Any]:
+        """What describe, `fleet list` and /replicas show of it (Xinference's replica fields
+        first)."""
+        return {
+            "replica_id": self.index, "replica_model_uid": self.replica_uid,
+            "replica_uid": self.replica_uid, "worker_address": self.worker_address,
+            "state": self.state, "error": self.error, "gpus": self.gpus, "pid": self.pid,
+            "restarts": self.restarts,
+            "last_failure": self.failures[-1] if self.failures else None,
+            "failures": list(self.failures),
+        }
+
 
 @dataclass
 class ModelRecord:
@@ -55,6 +95,8 @@ class ModelRecord:
     replicas: list[ReplicaRecord]
     created_at: float = field(default_factory=time.time)
     launch_task: asyncio.Task[None] | None = None
+    # Restarts and scale-ups under way: terminate cancels them.
+    tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     error: str | None = None
     # Relaunched from the state file after a restart, rather than asked for in this run.
     restored: bool = False
@@ -66,14 +108,37 @@ class ModelRecord:
 
     @property
     def state(self) -> str:
+        """`ready` whenever some replica can answer, and only then."""
         states = {r.state for r in self.replicas}
-        if self.error or "failed" in states:
-            return "failed"
-        if states == {"ready"}:
-            return "ready"
         if "terminating" in states:
             return "terminating"
-        return "launching"
+        if self.launch_task is not None and not self.launch_task.done() and not self.error:
+            return "launching"
+        if states & SERVING_STATES:
+            return "ready"
+        if self.error or not states or states <= {"failed"}:
+            return "failed"
+        if "waiting" in states and not states & {"launching", "restarting"}:
+            return "waiting"
+        return "restarting"
+
+    @property
+    def ready_replicas(self) -> list[ReplicaRecord]:
+        return [r for r in self.replicas if r.state in SERVING_STATES]
+
+    def why_not_ready(self) -> str | None:
+        """The reasons a model that is not ready gives (its own error, else its replicas')."""
+        if self.state == "ready":
+            return None
+        if self.error:
+            return self.error
+        reasons = [f"replica {r.replica_uid} {r.state}: {r.error}" for r in self.replicas
+                   if r.error]
+        return "; ".join(reasons) or None
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def describe(self) -> dict[str, Any]:
         """Xinference's describe_model fields, plus state and replicas."""
@@ -93,21 +158,13 @@ class ModelRecord:
             "model_hub": "huggingface",
             "revision": self.spec.model_revision,
             "replica": len(self.replicas),
+            "ready_replicas": len(self.ready_replicas),
             "status": self.state,
-            "error": self.error,
+            "error": self.why_not_ready(),
             "created": int(self.created_at),
             "address": self.replicas[0].worker_address if self.replicas else None,
             "accelerators": sorted({str(g) for r in self.replicas for g in r.gpus}),
-            "replicas": [
-                {
-                    "replica_uid": r.replica_uid,
-                    "worker_address": r.worker_address,
-                    "state": r.state,
-                    "error": r.error,
-                    "gpus": r.gpus,
-                }
-                for r in self.replicas
-            ],
+            "replicas": [r.status() for r in self.replicas],
         }
         for key in ("model_lang", "language", "context_length", "dimensions", "max_tokens"):
             if hasattr(family, key):

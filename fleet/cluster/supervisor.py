@@ -15,9 +15,13 @@ import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue, select_spec
 from fleet.cluster import cache_admin
-from fleet.cluster.launch_plan import engine_options, plan_launch
+from fleet.cluster.cluster_state import ClusterState
+from fleet.cluster.deadlines import within
+from fleet.cluster.launch_plan import plan_launch
 from fleet.cluster.launch_policy import LaunchPolicy
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.cluster.replica_launcher import ReplicaLauncher
+from fleet.cluster.replica_supervision import ReplicaSupervision
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import (
     BadRequest,
@@ -28,7 +32,7 @@ from fleet.errors import (
     Unavailable,
 )
 from fleet.server_config import ServerConfig
-from fleet.settings import state_dir, worker_timeout_s
+from fleet.settings import control_call_timeout_s, drain_timeout_s, state_dir, worker_timeout_s
 from fleet.state import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -41,11 +45,16 @@ class SupervisorActor(xo.StatelessActor):
         super().__init__()
         # What launches may do (fleet.cluster.launch_policy): the operator's choice at start.
         self._policy = LaunchPolicy.from_config(config)
+        # Workers, models, route events and per-model locks (fleet.cluster.cluster_state).
+        self._cluster = ClusterState()
         # Launches are planned one at a time (in a thread, off the event loop), so that two
         # of them never count the same free memory.
-        self._launch_lock = asyncio.Lock()
-        self._workers: dict[str, WorkerRecord] = {}
-        self._models: dict[str, ModelRecord] = {}
+        self._launch_lock = self._cluster.locks.planning
+        self._workers: dict[str, WorkerRecord] = self._cluster.workers
+        self._models: dict[str, ModelRecord] = self._cluster.models
+        self._launcher = ReplicaLauncher(self._workers)
+        self._supervision = ReplicaSupervision(self._cluster, self._launcher,
+                                               self._place_elsewhere)
         self._catalogue: Catalogue | None = None
         self._state_file = state_dir() / "models.json"
         self._to_restore: dict[str, dict[str, Any]] = {}
@@ -72,12 +81,14 @@ class SupervisorActor(xo.StatelessActor):
     # ---- workers -------------------------------------------------------------------------
 
     async def register_worker(self, address: str, resources: dict[str, Any]) -> None:
-        ref = await xo.actor_ref(address=address, uid="fleet-worker")
+        ref = await within(xo.actor_ref(address=address, uid="fleet-worker"),
+                           control_call_timeout_s(), f"worker {address}")
         self._workers[address] = WorkerRecord(address=address, ref=ref, resources=resources)
         logger.info("worker %s joined (%d CPUs)", address, resources.get("cpu_count", 0))
         if self._to_restore:
             pending, self._to_restore = self._to_restore, {}
             asyncio.create_task(self._restore(pending))
+        self._supervision.retry_waiting()
 
     def heartbeat(self, address: str, resources: dict[str, Any]) -> bool:
         worker = self._workers.get(address)
@@ -99,19 +110,36 @@ class SupervisorActor(xo.StatelessActor):
                     self._mark_worker_lost(address)
 
     def _mark_worker_lost(self, address: str) -> None:
-        for model in self._models.values():
+        """Its serving replicas are launched again elsewhere (fleet.cluster.replica_supervision),
+        or wait for a worker with room."""
+        for model in list(self._models.values()):
             for replica in model.replicas:
-                if replica.worker_address == address and replica.state != "failed":
-                    replica.state = "failed"
-                    replica.error = f"worker {address} stopped responding"
-                    model.error = model.error or replica.error
+                if replica.worker_address == address and replica.state == "ready":
+                    self._supervision.failed(model, replica, f"worker {address} stopped responding")
+
+    def replica_down(self, worker_address: str, worker_key: str, reason: str) -> bool:
+        """A worker's report that a replica's process exited or hung (the worker has ended
+        it): the replica is restarted."""
+        restarting = self._supervision.replica_down(worker_key, reason)
+        logger.info("worker %s: replica %s is down: %s%s", worker_address, worker_key, reason,
+                    "" if restarting else " (not serving: nothing to restart)")
+        return restarting
+
+    async def watch_routes(self, epoch: str, version: int,
+                           timeout: float = 30.0) -> tuple[str, int, list[str] | None]:
+        """Long poll for the API (fleet.api.routing): the uids whose routes changed."""
+        return await self._cluster.routes.wait(epoch, version, timeout)
+
+    def close_route_events(self) -> None:
+        self._cluster.routes.close()
 
     async def list_workers(self) -> list[dict[str, Any]]:
         """Each worker's own view (its live replica processes), not only the supervisor's."""
         rows = []
         for worker in list(self._workers.values()):
             try:
-                live = await asyncio.wait_for(worker.ref.describe(), _STATUS_TIMEOUT_S)
+                live = await within(worker.ref.describe(), _STATUS_TIMEOUT_S,
+                                    f"worker {worker.address}")
                 replicas, resources = live["replicas"], live["resources"]
             except Exception as exc:
                 logger.warning("worker %s did not answer: %s", worker.address, exc)
@@ -157,7 +185,7 @@ class SupervisorActor(xo.StatelessActor):
             raise plan.refusal
         replicas = [
             ReplicaRecord(replica_uid=f"{uid}-{index}", worker_address=p.worker.address,
-                          device=p.device, memory_bytes=p.memory_bytes)
+                          device=p.device, memory_bytes=p.memory_bytes, index=index)
             for index, p in enumerate(plan.placements)
         ]
         estimate = plan.estimate(plan.device)
@@ -212,45 +240,17 @@ class SupervisorActor(xo.StatelessActor):
         if record.state == "failed":
             raise LaunchFailed(f"launch of {uid} failed: {record.error}")
 
-    def _launch_payload(self, record: ModelRecord) -> dict[str, Any]:
-        request = record.request
-        return {
-            "model_uid": record.uid,
-            "model_type": record.family.model_type,
-            "family": record.family.model_dump(mode="json"),
-            "spec": record.spec.model_dump(mode="json"),
-            "quantization": record.quantization,
-            "model_engine": record.engine,
-            "model_path": request.get("model_path"),
-            "n_gpu": request.get("n_gpu", "auto"),
-            "gpu_idx": request.get("gpu_idx"),
-            "envs": request.get("envs") or {},
-            "request_limits": request.get("request_limits"),
-            # Validated against the engine's typed options when the launch was planned.
-            "engine_kwargs": engine_options(request),
-        }
-
-    async def _launch_replica(self, record: ModelRecord, replica: ReplicaRecord) -> None:
-        worker = self._workers.get(replica.worker_address)
-        if worker is None:
-            raise Unavailable(f"worker {replica.worker_address} is gone")
-        placed = await worker.ref.launch_replica(replica.worker_key, self._launch_payload(record))
-        replica.actor_address, replica.actor_uid = placed["address"], placed["actor_uid"]
-        replica.gpus = placed["gpus"]
-        model_ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
-        await model_ref.load()
-        replica.state = "ready"
-        replica.ready_at = time.monotonic()
-
     async def _launch(self, record: ModelRecord) -> None:
         results = await asyncio.gather(
-            *(self._launch_replica(record, r) for r in record.replicas), return_exceptions=True
+            *(self._launcher.start(record, r) for r in record.replicas), return_exceptions=True
         )
         outcomes = zip(record.replicas, results, strict=True)
         errors = [(r, e) for r, e in outcomes if isinstance(e, BaseException)]
         for replica, error in errors:
             replica.state = "failed"
-            replica.error = error.message if isinstance(error, FleetError) else repr(error)
+            # The worker's report (the process died, or hung) says more than a broken call.
+            replica.error = replica.down_reason or (
+                error.message if isinstance(error, FleetError) else repr(error))
         if errors:
             record.error = errors[0][0].error
             bad_requests = [e for _, e in errors if isinstance(e, BadRequest)]
@@ -263,16 +263,24 @@ class SupervisorActor(xo.StatelessActor):
             await self._stop_replicas(record)
             self._persist()
             return
+        self._cluster.routes.touch(record.uid)
         logger.info("model %s is ready", record.uid)
 
-    async def _stop_replicas(self, record: ModelRecord) -> None:
-        for replica in record.replicas:
-            worker = self._workers.get(replica.worker_address)
-            if worker is not None:
-                try:
-                    await worker.ref.terminate_replica(replica.worker_key)
-                except Exception as exc:
-                    logger.warning("terminating %s: %s", replica.replica_uid, exc)
+    async def _stop_replicas(self, record: ModelRecord, drain_s: float = 0.0) -> None:
+        """End every replica's process (at once, each after its requests when `drain_s`)."""
+        await asyncio.gather(*(self._launcher.stop(r, drain_s) for r in record.replicas))
+
+    async def _place_elsewhere(self, record: ModelRecord, replica: ReplicaRecord,
+                               avoid: str | None) -> Any:
+        """A worker other than `avoid` with room for one more replica of `record` (called
+        under the planning lock); raises the refusal, with the numbers, when none has."""
+        workers = [w for w in self._workers.values() if w.address != avoid]
+        plan = await asyncio.to_thread(plan_launch, self.catalogue, workers,
+                                       list(self._models.values()),
+                                       dict(record.request, replica=1), self._policy)
+        if plan.refusal is not None:
+            raise plan.refusal
+        return plan.placements[0]
 
     async def _restore(self, pending: dict[str, dict[str, Any]]) -> None:
         for uid, request in pending.items():
@@ -321,14 +329,21 @@ class SupervisorActor(xo.StatelessActor):
         return record
 
     async def terminate_model(self, uid: str) -> None:
-        record = self._get(uid)
-        for replica in record.replicas:
-            replica.state = "terminating"
-        if record.launch_task is not None and not record.launch_task.done():
-            record.launch_task.cancel()
-        await self._stop_replicas(record)
-        self._models.pop(uid, None)
-        self._persist()
+        """Stop routing to the model, let its replicas finish the requests they have (up to
+        `drain_timeout_s`), then end their processes."""
+        async with self._cluster.locks.hold(uid):
+            record = self._get(uid)
+            serving = {id(r) for r in record.ready_replicas}
+            for replica in record.replicas:
+                replica.state = "terminating"
+            self._cluster.routes.touch(uid)
+            for task in [record.launch_task, *record.tasks]:
+                if task is not None and not task.done():
+                    task.cancel()
+            await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s() if id(r) in serving
+                                                       else 0.0) for r in record.replicas))
+            self._models.pop(uid, None)
+            self._persist()
         logger.info("model %s terminated", uid)
 
     def list_models(self) -> list[dict[str, Any]]:
@@ -341,32 +356,36 @@ class SupervisorActor(xo.StatelessActor):
         """(address, actor uid, replica uid, worker) of every ready replica; the API caches it."""
         record = self._get(uid)
         ready = [(r.actor_address, r.actor_uid, r.replica_uid, r.worker_address)
-                 for r in record.replicas if r.state == "ready"]
+                 for r in record.ready_replicas]
         if ready:
             return ready  # type: ignore[return-value]
-        if record.state == "failed":
-            raise Unavailable(f"model {uid} failed: {record.error}", code="model_failed")
-        raise Unavailable(f"model {uid} is still {record.state}", code="model_not_ready")
+        state, why = record.state, record.why_not_ready()
+        if state == "failed":
+            raise Unavailable(f"model {uid} failed: {why}", code="model_failed")
+        because = f": {why}" if why else ""
+        raise Unavailable(f"model {uid} has no ready replica, it is {state}{because}",
+                          code=f"model_{state}" if state != "launching" else "model_not_ready")
 
     async def replica_status(self, uid: str) -> list[dict[str, Any]]:
         """Live status from each replica's process, falling back to what the supervisor knows."""
         record = self._get(uid)
-        rows = []
-        for replica in record.replicas:
-            row: dict[str, Any] = {
-                "replica_uid": replica.replica_uid, "worker_address": replica.worker_address,
-                "state": replica.state, "error": replica.error, "gpus": replica.gpus,
-                "stage": replica.state, "progress": 1.0 if replica.state == "ready" else 0.0,
-            }
-            if replica.actor_address and replica.state in ("launching", "ready"):
-                try:
-                    ref = await xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid)
-                    live = await asyncio.wait_for(ref.status(), _STATUS_TIMEOUT_S)
-                    row.update({k: v for k, v in live.items() if k != "state" or v != "ready"})
-                except Exception as exc:
-                    row["status_error"] = str(exc)
-            rows.append(row)
-        return rows
+        return list(await asyncio.gather(*(self._live_status(r) for r in record.replicas)))
+
+    async def _live_status(self, replica: ReplicaRecord) -> dict[str, Any]:
+        row: dict[str, Any] = {**replica.status(), "stage": replica.state,
+                               "progress": 1.0 if replica.state == "ready" else 0.0}
+        if replica.actor_address and replica.state in ("launching", "ready", "draining"):
+            try:
+                ref = await within(xo.actor_ref(address=replica.actor_address,
+                                                uid=replica.actor_uid),
+                                   _STATUS_TIMEOUT_S, f"replica {replica.replica_uid}")
+                live = await within(ref.status(), _STATUS_TIMEOUT_S,
+                                    f"replica {replica.replica_uid}")
+                # The supervisor's state stands (a replica restarting is not "ready").
+                row.update({k: v for k, v in live.items() if k not in ("state", "error")})
+            except Exception as exc:
+                row["status_error"] = str(exc)
+        return row
 
     async def replica_metrics(self) -> list[dict[str, Any]]:
         """Every replica's live status, labelled with its model, for /metrics."""
@@ -382,7 +401,7 @@ class SupervisorActor(xo.StatelessActor):
         progress = sum(r.get("progress", 0.0) for r in replicas) / max(1, len(replicas))
         stages = sorted({str(r.get("stage")) for r in replicas})
         return {"progress": round(progress, 4), "status": record.state,
-                "stage": ", ".join(stages), "error": record.error}
+                "stage": ", ".join(stages), "error": record.why_not_ready()}
 
     # ---- catalogue -----------------------------------------------------------------------
 

@@ -16,11 +16,13 @@ import xoscar as xo
 
 from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.cache_inventory import WorkerCache
+from fleet.cluster.deadlines import within
 from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
+from fleet.cluster.replica_watch import ReplicaWatch
 from fleet.cluster.resources import machine_resources
 from fleet.errors import BadRequest, Unavailable
-from fleet.settings import heartbeat_interval_s
+from fleet.settings import control_call_timeout_s, heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ class WorkerActor(xo.StatelessActor):
         self._supervisor: Any = None
         # The weights cache, and which replicas read from it (fleet.cluster.cache_inventory).
         self._cache = WorkerCache()
+        # Replica processes that exit or hang are noticed here (fleet.cluster.replica_watch);
+        # reports the supervisor has not heard yet (it may be restarting) wait in _unreported.
+        self._watch = ReplicaWatch(main_pool, self._replica_down)
+        self._unreported: dict[str, str] = {}
 
     @classmethod
     def default_uid(cls) -> str:
@@ -61,20 +67,27 @@ class WorkerActor(xo.StatelessActor):
         )
         await self._supervisor.register_worker(self.address, machine_resources())
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        self._watch.start()
         if self._warm_spare:
             self._start_spare()
 
     async def __pre_destroy__(self) -> None:
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
+        self._watch.stop()
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(heartbeat_interval_s())
             try:
-                known = await self._supervisor.heartbeat(self.address, machine_resources())
+                known = await within(self._supervisor.heartbeat(self.address, machine_resources()),
+                                     control_call_timeout_s(), "the supervisor")
                 if not known:  # the supervisor restarted: introduce ourselves again
-                    await self._supervisor.register_worker(self.address, machine_resources())
+                    await within(self._supervisor.register_worker(self.address,
+                                                                  machine_resources()),
+                                 control_call_timeout_s(), "the supervisor")
+                if self._unreported:
+                    await self._report_down()
             except Exception as exc:  # the supervisor may be restarting; keep trying
                 logger.warning("heartbeat to supervisor failed: %s", exc)
 
@@ -147,15 +160,17 @@ class WorkerActor(xo.StatelessActor):
             raise Unavailable(f"replica {replica_key} was terminated while launching")
         self._replica_pools[replica_key] = address
         self._cache.track(replica_key, launch)
+        actor_uid = ModelActor.uid_for(replica_key)
         try:
-            await xo.create_actor(
-                ModelActor, replica_key.split(":")[0], launch,
-                address=address, uid=ModelActor.uid_for(replica_key),
-            )
+            await within(xo.create_actor(ModelActor, replica_key.split(":")[0], launch,
+                                         address=address, uid=actor_uid),
+                         control_call_timeout_s(), "the new replica process")
         except BaseException:
             await self.terminate_replica(replica_key)
             raise
-        return {"address": address, "actor_uid": ModelActor.uid_for(replica_key), "gpus": gpus}
+        self._watch.watch(replica_key, address, actor_uid)
+        return {"address": address, "actor_uid": actor_uid, "gpus": gpus,
+                "pid": self._watch.pid(address)}
 
     def _release_gpus(self, replica_key: str) -> None:
         for index in [i for i, owner in self._gpu_owner.items() if owner == replica_key]:
@@ -163,6 +178,7 @@ class WorkerActor(xo.StatelessActor):
 
     async def terminate_replica(self, replica_key: str) -> None:
         """End the replica's process: its memory goes back to the machine."""
+        self._watch.forget(replica_key)
         self._release_gpus(replica_key)
         self._cache.untrack(replica_key)
         address = self._replica_pools.pop(replica_key, None)
@@ -172,11 +188,41 @@ class WorkerActor(xo.StatelessActor):
             self._cancelled = {k: t for k, t in self._cancelled.items() if now - t < 3600}
             self._cancelled[replica_key] = now
             return
+        await self._end_process(replica_key, address)
+        logger.info("replica %s terminated, process %s ended", replica_key, address)
+
+    async def _end_process(self, replica_key: str, address: str, force: bool = False) -> None:
         try:
-            await self._main_pool.remove_sub_pool(address, timeout=5)
+            # A stop message first (the process cleans up), killed if it does not end in 5 s.
+            await within(self._main_pool.remove_sub_pool(address, timeout=5, force=force),
+                         control_call_timeout_s(), "ending the replica's process")
         except Exception as exc:
             logger.warning("removing process of %s: %s", replica_key, exc)
-        logger.info("replica %s terminated, process %s ended", replica_key, address)
+
+    async def _replica_down(self, replica_key: str, reason: str) -> None:
+        """A replica's process exited or hung (fleet.cluster.replica_watch): end what is left
+        of it (a hung process is killed), free its GPUs, and tell the supervisor, which launches
+        it again."""
+        address = self._replica_pools.pop(replica_key, None)
+        self._release_gpus(replica_key)
+        self._cache.untrack(replica_key)
+        if address is not None:
+            await self._end_process(replica_key, address, force=True)
+        self._unreported[replica_key] = reason
+        await self._report_down()
+
+    async def _report_down(self) -> None:
+        """Tell the supervisor of the replicas that went down; those it does not hear of now
+        (it is restarting, say) are told with a later heartbeat."""
+        for replica_key, reason in list(self._unreported.items()):
+            try:
+                await within(self._supervisor.replica_down(self.address, replica_key, reason),
+                             control_call_timeout_s(), "the supervisor")
+            except Exception as exc:
+                logger.warning("could not tell the supervisor that %s is down (%s); will retry",
+                               replica_key, exc)
+                return
+            self._unreported.pop(replica_key, None)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -109,9 +109,11 @@ def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
             time.sleep(0.3)
         assert client.list_workers() == []
         described = client.describe_model(uid)
-        assert described["status"] == "failed"
+        # Its replica would be launched on another worker; there is none: it waits for one.
+        assert described["status"] == "waiting"
         assert "stopped responding" in described["error"]
-        assert described["replicas"][0]["state"] == "failed"
+        assert "waiting for capacity" in described["error"]
+        assert described["replicas"][0]["state"] == "waiting"
         response = httpx.post(f"{supervisor.endpoint}/v1/embeddings",
                               json={"model": uid, "input": "after"}, timeout=30)
         assert response.status_code == 503

@@ -1,0 +1,147 @@
+"""In each worker: notices a replica whose process has exited, or that no longer answers.
+
+Two checks, each cheap:
+- every `process_watch_interval_s` (0.5 s) the exit status of each replica's process is read
+  (a non-blocking `waitpid` through xoscar's process handle): an exit (the OOM killer, a
+  segfault, kill -9) is seen within half a second;
+- every `health_probe_interval_s` (1 s) each replica is asked `health()`, with
+  `health_probe_timeout_s` (3 s) to answer. The replica answers from its event loop, not from
+  its engine's thread, so a busy engine still answers; a stopped or deadlocked process does not.
+
+What to do about it is the worker's business (`on_down(key, reason)`): it ends the process and
+tells the supervisor, which launches the replica again.
+
+Why here and not xoscar's auto-recover: xoscar restarts a dead sub-pool at the same address and
+creates its actors again, but nothing loads the model, so the replica answered 503 forever while
+everyone believed it ready. Fleet's pools run with auto-recover off, and this watch reports."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import xoscar as xo
+from xoscar.errors import ActorNotExist
+
+from fleet.cluster.deadlines import DeadlineExceeded, within
+from fleet.settings import (
+    health_probe_interval_s,
+    health_probe_timeout_s,
+    process_watch_interval_s,
+)
+
+logger = logging.getLogger(__name__)
+
+OnDown = Callable[[str, str], Awaitable[None]]
+
+
+@dataclass
+class _Watched:
+    address: str
+    actor_uid: str
+    ref: Any = None
+    probing: bool = False
+
+
+def exit_reason(pid: int | None, returncode: int) -> str:
+    """`process 1234 was killed by signal 9 (SIGKILL)` or `process 1234 exited with code 1`."""
+    who = f"process {pid}" if pid else "its process"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        hint = " (the OOM killer, or someone, killed it)" if -returncode == signal.SIGKILL else ""
+        return f"{who} was killed by signal {-returncode} ({name}){hint}"
+    return f"{who} exited with code {returncode}"
+
+
+class ReplicaWatch:
+    def __init__(self, pool: Any, on_down: OnDown):
+        self._pool = pool
+        self._on_down = on_down
+        self._watched: dict[str, _Watched] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run())
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    def watch(self, key: str, address: str, actor_uid: str) -> None:
+        self._watched[key] = _Watched(address, actor_uid)
+
+    def forget(self, key: str) -> None:
+        self._watched.pop(key, None)
+
+    def _pool_stopping(self) -> bool:
+        # xoscar sets this before it ends the sub-pools: those exits are the pool's own doing.
+        stopped = getattr(self._pool, "_stopped", None)
+        return stopped is not None and stopped.is_set()
+
+    def pid(self, address: str) -> int | None:
+        process = self._pool.sub_processes.get(address)
+        return getattr(process, "pid", None)
+
+    async def _run(self) -> None:
+        next_probe = time.monotonic()
+        while True:
+            await asyncio.sleep(process_watch_interval_s())
+            if self._pool_stopping():
+                return
+            try:
+                self._check_exits()
+                if time.monotonic() >= next_probe:
+                    next_probe = time.monotonic() + health_probe_interval_s()
+                    for key, watched in list(self._watched.items()):
+                        if not watched.probing:
+                            watched.probing = True
+                            asyncio.create_task(self._probe(key, watched))
+            except Exception:  # the watch must outlive any one bad check
+                logger.exception("replica watch failed a round")
+
+    def _check_exits(self) -> None:
+        for key, watched in list(self._watched.items()):
+            process = self._pool.sub_processes.get(watched.address)
+            if process is None:
+                continue
+            returncode = process.returncode
+            if returncode is not None:
+                self._report(key, exit_reason(getattr(process, "pid", None), returncode))
+
+    async def _probe(self, key: str, watched: _Watched) -> None:
+        try:
+            if watched.ref is None:
+                watched.ref = await within(
+                    xo.actor_ref(address=watched.address, uid=watched.actor_uid),
+                    health_probe_timeout_s(), "the replica")
+            await within(watched.ref.health(), health_probe_timeout_s(), "the replica")
+        except DeadlineExceeded:
+            process = self._pool.sub_processes.get(watched.address)
+            if process is not None and process.returncode is None:
+                self._report(key, f"process {getattr(process, 'pid', '?')} did not answer a "
+                                  f"health check within {health_probe_timeout_s():g} s (hung)")
+        except ActorNotExist:
+            pass  # still being created
+        except Exception as exc:  # its process is going: the exit check says how
+            logger.debug("health probe of %s: %r", key, exc)
+        finally:
+            watched.probing = False
+
+    def _report(self, key: str, reason: str) -> None:
+        if self._watched.pop(key, None) is None or self._pool_stopping():
+            return  # reported already, or the worker is stopping
+        logger.error("replica %s is down: %s", key.split(":")[0], reason)
+        task = asyncio.create_task(self._on_down(key, reason))
+        _REPORTING.add(task)
+        task.add_done_callback(_REPORTING.discard)
+
+
+_REPORTING: set[asyncio.Task] = set()
