@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -31,6 +32,9 @@ INT32_MAX = 2**31 - 1
 TokenId = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 
 
+RESERVED_ENVS = frozenset({"XOSCAR_AUTH_KEY", "FLEET_CLUSTER_SECRET"})
+
+
 class LaunchRequest(BaseModel):
     """Xinference's launch body; unknown keys are engine arguments and pass through."""
 
@@ -50,6 +54,17 @@ class LaunchRequest(BaseModel):
     model_path: str | None = None
     request_limits: int | None = Field(default=None, ge=1)
     envs: dict[str, str] | None = None
+
+    @field_validator("envs")
+    @classmethod
+    def _envs_are_plain_and_not_fleets_own(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"envs: {name!r} is not an environment variable name")
+            # The replica's key to the cluster's actor pools: replaced, it cuts the replica off.
+            if name in RESERVED_ENVS:
+                raise ValueError(f"envs: {name} is set by Fleet and cannot be given")
+        return value
 
     @field_validator("model_uid")
     @classmethod
