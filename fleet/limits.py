@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import os
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from fleet.errors import BadRequest, FleetError, PayloadTooLarge
 
@@ -78,8 +78,10 @@ def read_limits(environ: dict[str, str] | os._Environ[str] = os.environ) -> Requ
             raise ValueError(f"{var}={raw!r} is not a whole number") from None
     try:
         return RequestLimits(**given)
-    except ValueError as exc:
-        raise ValueError(f"invalid request limit in the environment: {exc}") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{ENV_VARS[str(e['loc'][0])]}={given[str(e['loc'][0])]}: {e['msg']}"
+                             for e in exc.errors())
+        raise ValueError(f"invalid request limit: {problems}") from None
 
 
 @functools.cache

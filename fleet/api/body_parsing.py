@@ -50,38 +50,44 @@ async def parse_body(model: type[ModelT], body: bytes) -> ModelT:
 class _Helper:
     """One helper process, started at the first large body."""
 
-    def __init__(self) -> None:
+    def __init__(self, memory_bytes: int | None = None) -> None:
         self._pool: ProcessPoolExecutor | None = None
+        self._memory_bytes = memory_bytes  # None: the server's parser_memory_bytes
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            current = limits()
+            memory = self._memory_bytes or limits().parser_memory_bytes
             # spawn: the API process runs threads (xoscar, uvicorn), which fork would copy
             # half-way through whatever they were doing.
             self._pool = ProcessPoolExecutor(
                 max_workers=1, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_helper, initargs=(current.parser_memory_bytes,))
+                initializer=_start_helper, initargs=(memory,))
         return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     async def parse(self, model: type[ModelT], body: bytes) -> ModelT:
         pool = self._executor()
         try:
             return await asyncio.wrap_future(
                 pool.submit(_parse_in_helper, model, body, limits().max_json_values))
-        except BrokenProcessPool:
-            # Most likely this body outgrew the helper's memory; a new helper serves the next.
+        except (BrokenProcessPool, MemoryError) as exc:
+            # This body outgrew the helper's memory (it died, or could not allocate): a new
+            # helper serves the next body.
             if self._pool is pool:
                 self._pool = None
                 pool.shutdown(wait=False, cancel_futures=True)
-            logger.warning("the body parser's process ended while parsing a %d-byte body",
-                           len(body))
-            raise exceeded("parser_memory_bytes",
-                           f"parsing this {len(body)}-byte body needed more memory than its "
-                           "parser may use", "payload_too_large", PayloadTooLarge) from None
-        except MemoryError:
-            raise exceeded("parser_memory_bytes",
-                           f"parsing this {len(body)}-byte body needed more memory than its "
-                           "parser may use", "payload_too_large", PayloadTooLarge) from None
+            logger.warning("parsing a %d-byte body ran out of the parser's memory (%s)",
+                           len(body), type(exc).__name__)
+            raise self._out_of_memory(len(body)) from None
+
+    def _out_of_memory(self, size: int) -> Exception:
+        return exceeded("parser_memory_bytes", f"parsing this {size}-byte body needed more "
+                        "memory than its parser may use", "payload_too_large", PayloadTooLarge,
+                        self._memory_bytes)
 
 
 _HELPER = _Helper()
@@ -90,7 +96,10 @@ _HELPER = _Helper()
 # ---- in the helper process ---------------------------------------------------------------
 def _start_helper(memory_bytes: int) -> None:
     import resource
+    import signal
 
+    # Ctrl-C on the server reaches its whole process group; the server ends the helper itself.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     resource.setrlimit(resource.RLIMIT_AS, (memory_bytes, memory_bytes))
     try:
         os.nice(10)  # the engines' cores come first
@@ -99,7 +108,14 @@ def _start_helper(memory_bytes: int) -> None:
 
 
 def _parse_in_helper(model: type[ModelT], body: bytes, max_values: int) -> ModelT:
-    parsed = model.model_validate_json(body)
+    try:
+        parsed = model.model_validate_json(body)
+    except (Exception, KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:
+        # pydantic-core panics (pyo3's PanicException, which cannot be pickled back) when an
+        # allocation fails under the helper's memory cap.
+        raise MemoryError(f"{type(exc).__name__}: {exc}") from None
     if _count_values(parsed, max_values) > max_values:
         raise exceeded("max_json_values", f"the request body holds more than {max_values} "
                        "JSON values", "too_many_values", PayloadTooLarge)

@@ -1,0 +1,92 @@
+"""Large request bodies are parsed in a helper process: the API's event loop keeps turning while
+a hostile body is parsed (in a thread it would not: pydantic holds the GIL), a body with too many
+values or that needs too much memory is refused with a 413 that names its limit, errors come back
+as they are raised, and a helper that died is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import orjson
+import pytest
+from pydantic import ValidationError
+
+from fleet.api.body_parsing import INLINE_MAX_BYTES, _Helper, parse_body
+from fleet.api.protocol import EmbeddingRequest
+from fleet.errors import BadRequest, PayloadTooLarge
+
+
+def _many_values(count: int) -> bytes:
+    """An embeddings body with one token-id input of `count` values (`1,` each)."""
+    return b'{"model": "m", "input": [[' + b",".join([b"1"] * count) + b"]]}"
+
+
+async def _parse_while_ticking(helper: _Helper, body: bytes) -> tuple[object, float, float]:
+    """(what parsing returned or raised, how long it took, the longest the loop stood still)."""
+    gaps: list[float] = []
+    stop = asyncio.Event()
+
+    async def tick() -> None:
+        last = time.perf_counter()
+        while not stop.is_set():
+            await asyncio.sleep(0.005)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    ticker = asyncio.create_task(tick())
+    started = time.perf_counter()
+    try:
+        outcome: object = await helper.parse(EmbeddingRequest, body)
+    except Exception as exc:
+        outcome = exc
+    took = time.perf_counter() - started
+    stop.set()
+    await ticker
+    return outcome, took, max(gaps)
+
+
+def test_small_bodies_parse_inline_and_large_ones_in_the_helper():
+    async def scenario() -> None:
+        small = await parse_body(EmbeddingRequest, b'{"model": "m", "input": ["a", "b"]}')
+        assert small.input == ["a", "b"]
+        text = "x" * (INLINE_MAX_BYTES + 10)
+        large = await parse_body(EmbeddingRequest, orjson.dumps({"model": "m", "input": [text]}))
+        assert large.input == [text]
+        with pytest.raises(ValidationError):  # errors come back as raised
+            await parse_body(EmbeddingRequest, orjson.dumps({"model": 5, "input": [text]}))
+        with pytest.raises(BadRequest) as refused:
+            await parse_body(EmbeddingRequest, orjson.dumps({"model": "m", "input": ["a"] * 30_000}))
+        assert "FLEET_MAX_ITEMS" in refused.value.message
+
+    asyncio.run(scenario())
+
+
+def test_the_loop_turns_while_a_hostile_body_is_parsed_and_it_is_refused():
+    helper = _Helper()
+    try:
+        body = _many_values(6_000_000)  # 12 MiB of values: seconds of pydantic
+        outcome, took, stood_still = asyncio.run(_parse_while_ticking(helper, body))
+    finally:
+        helper.close()
+    assert isinstance(outcome, PayloadTooLarge), outcome
+    assert outcome.code == "too_many_values" and "FLEET_MAX_JSON_VALUES" in outcome.message
+    # Inline, the loop would have stood still for the whole parse (over a second); here it
+    # only copies the body to the helper.
+    assert took > 0.5 and stood_still < min(0.25, took / 4), (took, stood_still)
+
+
+def test_a_body_that_outgrows_the_helper_memory_is_413_and_a_new_helper_serves_the_next():
+    helper = _Helper(memory_bytes=200 * 1024 * 1024)
+    try:
+        hostile = orjson.dumps({"model": "m", "input": ["ab"] * 3_000_000})  # ~18 MiB of tiny items
+        outcome, _, _ = asyncio.run(_parse_while_ticking(helper, hostile))
+        assert isinstance(outcome, PayloadTooLarge), outcome
+        assert "FLEET_PARSER_MEMORY_BYTES" in outcome.message
+        text = "y" * (INLINE_MAX_BYTES * 2)
+        good, _, _ = asyncio.run(_parse_while_ticking(
+            helper, orjson.dumps({"model": "m", "input": [text]})))
+        assert isinstance(good, EmbeddingRequest) and good.input == [text]
+    finally:
+        helper.close()

@@ -1,0 +1,105 @@
+"""The OpenAPI document says what the server answers: no 422 (it answers 400), every route's
+error statuses with one error schema, the main answers' schemas, streams as text/event-stream,
+401/403 only where keys guard a route, and a 405 that carries Allow. Built in-process (no
+cluster is needed to describe the routes); tests/e2e/test_openapi_fuzz.py holds a running
+server to the document."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from fleet.api.app import create_app
+from fleet.api.auth_keys import hash_key
+from fleet.api.auth_permissions import app_routes
+from fleet.api.openapi import ROUTE_ERRORS
+from fleet.server_config import ServerConfig
+
+ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def _fastapi(app: Any) -> Any:
+    while not hasattr(app, "openapi"):
+        app = app._app
+    return app
+
+
+def _document(config: ServerConfig | None = None) -> dict[str, Any]:
+    return _fastapi(create_app(None, "127.0.0.1:1", config)).openapi()
+
+
+def _operations(document: dict[str, Any]):
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            yield method.upper(), path, operation
+
+
+def test_every_route_has_its_statuses_declared_in_the_table():
+    app = _fastapi(create_app(None, "127.0.0.1:1"))
+    documented = {(m, p) for m, p, _ in _operations(app.openapi())}
+    routes = {(method, path) for path, methods in app_routes(app) for method in methods
+              if (method, path) in documented}
+    assert routes == documented  # the document describes the app's routes
+    assert documented == set(ROUTE_ERRORS), "a route without an entry in ROUTE_ERRORS"
+
+
+def test_no_422_and_every_error_has_the_error_schema():
+    document = _document()
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    for method, path, operation in _operations(document):
+        responses = operation["responses"]
+        assert "422" not in responses, (method, path)
+        for status, response in responses.items():
+            if status != "200":
+                assert response["content"]["application/json"]["schema"] == ERROR_REF
+        takes_input = "requestBody" in operation or operation.get("parameters")
+        assert ("400" in responses) == bool(takes_input), (method, path)
+        assert ("413" in responses) == (method in ("POST", "DELETE")), (method, path)
+        assert "401" not in responses  # no keys: nothing answers 401
+
+
+def test_the_main_answers_have_schemas_and_streams_are_event_streams():
+    document = _document()
+    schemas = document["components"]["schemas"]
+    assert set(schemas["ErrorResponse"]["required"]) == {"error", "detail"}
+    paths = document["paths"]
+    chat = paths["/v1/chat/completions"]["post"]["responses"]
+    assert chat["200"]["content"]["application/json"]["schema"]["$ref"].endswith("ChatCompletion")
+    assert "text/event-stream" in chat["200"]["content"]
+    assert "text/event-stream" in paths["/v1/completions"]["post"]["responses"]["200"]["content"]
+    assert "text/event-stream" not in paths["/v1/embeddings"]["post"]["responses"]["200"]["content"]
+    for path, model in [("/v1/embeddings", "EmbeddingResponse"), ("/v1/rerank", "RerankResponse")]:
+        answer = paths[path]["post"]["responses"]["200"]["content"]["application/json"]
+        assert answer["schema"]["$ref"].endswith(model)
+    listed = paths["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert listed["schema"]["$ref"].endswith("ModelList")
+    busy = chat["429"]
+    assert busy["headers"]["Retry-After"]["required"] is True
+    # The server's own limits are documented where they are schema constraints.
+    request = schemas["ChatCompletionRequest"]["properties"]
+    assert request["n"]["maximum"] == 16 and request["messages"]["maxItems"] == 2048
+
+
+def test_with_keys_the_guarded_routes_document_401_and_403():
+    document = _document(ServerConfig(api_key_hashes=(hash_key("k" * 32),)))
+    for method, path, operation in _operations(document):
+        guarded = path not in ("/status", "/v1/cluster/auth")
+        assert ("401" in operation["responses"]) == guarded, (method, path)
+        assert ("403" in operation["responses"]) == guarded, (method, path)
+        if guarded:
+            assert "WWW-Authenticate" in operation["responses"]["401"]["headers"]
+
+
+@pytest.mark.parametrize(("method", "path", "allowed"), [
+    ("PUT", "/v1/models/some-uid", "DELETE, GET"),
+    ("OPTIONS", "/v1/cache/models", "DELETE, GET"),
+    ("PATCH", "/v1/models", "GET, POST"),
+    ("GET", "/v1/embeddings", "POST"),  # answered by the lean front for POST only
+    ("PUT", "/v1/models/estimate", "GET"),  # its own route, before /v1/models/{model_uid}
+])
+def test_405_names_every_method_of_the_path(method, path, allowed):
+    response = TestClient(create_app(None, "127.0.0.1:1")).request(method, path)
+    assert response.status_code == 405 and response.headers["allow"] == allowed
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
