@@ -20,11 +20,12 @@ from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
-from fleet.cluster.llm_service import LLMService
+from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT, LLMService
 from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
+from fleet.limits import estimated_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -65,11 +66,14 @@ class ModelActor(xo.StatelessActor):
         self._llm: LLMService | None = None
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
         self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
+        # Its queue holds `request_limits` requests, like an LLM's (429 past that).
+        queue = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
-                                           max_batch_items=256)
+                                           max_batch_items=256, max_open_requests=queue)
         else:
-            self._batcher = DynamicBatcher(self._run_embed_batch, self._executor)
+            self._batcher = DynamicBatcher(self._run_embed_batch, self._executor,
+                                           max_open_requests=queue)
 
     @classmethod
     def uid_for(cls, replica_uid: str) -> str:
@@ -236,8 +240,7 @@ class ModelActor(xo.StatelessActor):
             await asyncio.get_running_loop().run_in_executor(
                 self._executor, self._check_lengths, inputs
             )
-        cost = sum(len(i) // 4 + 2 if isinstance(i, str) else len(i) for i in inputs)
-        rows = await self._batcher.submit(inputs, cost)
+        rows = await self._batcher.submit(inputs, [estimated_tokens(i) for i in inputs])
         self._requests_served += 1
         vectors = np.stack([vector for vector, _ in rows])
         if dimensions is not None and dimensions < vectors.shape[1]:
@@ -249,8 +252,9 @@ class ModelActor(xo.StatelessActor):
         """A relevance score per document, and the tokens read."""
         self._require_ready("rerank")
         pairs = [(query, document) for document in documents]
-        cost = sum((len(query) + len(d)) // 4 + 3 for d in documents)
-        rows = await self._batcher.submit(pairs, cost)
+        query_tokens = estimated_tokens(query)
+        rows = await self._batcher.submit(pairs, [query_tokens + estimated_tokens(d)
+                                                  for d in documents])
         self._requests_served += 1
         return [score for score, _ in rows], sum(tokens for _, tokens in rows)
 
