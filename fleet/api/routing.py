@@ -37,7 +37,7 @@ from fleet.api.replica_channels import ReplicaChannels, StreamInbox
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
-from fleet.settings import replica_channels_enabled, request_timeout_s
+from fleet.settings import control_call_timeout_s, replica_channels_enabled, request_timeout_s
 
 logger = logging.getLogger(__name__)
 
@@ -88,9 +88,10 @@ class ReplicaRouter:
         is gone and the supervisor has not heard yet."""
         key = f"{address}/{actor_uid}"
         try:
-            return Replica(await xo.actor_ref(address=address, uid=actor_uid), replica_uid,
-                           worker, key)
-        except _STALE_ROUTE_ERRORS as exc:
+            ref = await within(xo.actor_ref(address=address, uid=actor_uid),
+                               control_call_timeout_s(), f"replica {replica_uid}")
+            return Replica(ref, replica_uid, worker, key)
+        except (*_STALE_ROUTE_ERRORS, Unavailable) as exc:  # gone, or hung
             self._suspects[key] = (time.monotonic() + SUSPECT_FOR_S,
                                    f"replica {replica_uid} is unreachable: {exc}")
             return None

@@ -91,7 +91,8 @@ class ReplicaStream:
 
         async def cancel() -> None:
             try:
-                await self.replica.ref.cancel_stream(self.stream_id)
+                await within(self.replica.ref.cancel_stream(self.stream_id),
+                             request_timeout_s(), f"replica {self.replica.replica_uid}")
             except Exception as exc:  # the replica may be gone already; nothing left to stop
                 logger.debug("cancel of stream %s failed: %s", self.stream_id, exc)
 

@@ -15,11 +15,13 @@ from typing import Any
 from fleet.catalogue.registry import Catalogue
 from fleet.catalogue.schemas import MODEL_TYPES, BaseFamily, ModelSpec
 from fleet.cluster.cache_inventory import check_model_version
+from fleet.cluster.deadlines import within
 from fleet.cluster.download import cache_folder
 from fleet.cluster.placement import workers_at
 from fleet.cluster.records import WorkerRecord
 from fleet.engines.registry import ENGINES
 from fleet.errors import BadRequest, Conflict, FleetError, NotFound
+from fleet.settings import control_call_timeout_s
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +78,7 @@ async def list_cached(workers: list[WorkerRecord], catalogue: Catalogue, model_n
     targets = _targets(workers, worker_ip)
     known = known_versions(catalogue)
     results = await asyncio.gather(
-        *(asyncio.wait_for(w.ref.cached_models(known, model_name), _LIST_TIMEOUT_S)
+        *(within(w.ref.cached_models(known, model_name), _LIST_TIMEOUT_S, f"worker {w.address}")
           for w in targets), return_exceptions=True)
     entries: list[dict[str, Any]] = []
     unreachable = []
@@ -97,7 +99,9 @@ async def _holders(workers: list[WorkerRecord], model_version: str,
     """The workers (of those asked) that hold the entry, with its path and users there."""
     check_model_version(model_version)  # refuse a hostile value before any worker sees it
     targets = _targets(workers, worker_ip)
-    probes = await asyncio.gather(*(w.ref.cache_probe(model_version) for w in targets))
+    probes = await asyncio.gather(*(within(w.ref.cache_probe(model_version),
+                                           control_call_timeout_s(), f"worker {w.address}")
+                                    for w in targets))
     return [(w, p) for w, p in zip(targets, probes, strict=True) if p["path"]]
 
 
@@ -127,6 +131,7 @@ async def remove(workers: list[WorkerRecord], model_version: str, worker_ip: str
     removed = []
     for worker, _ in holders:
         # Each worker checks again: a launch may have started since the probe.
-        done = await worker.ref.remove_cache(model_version, force)
+        done = await within(worker.ref.remove_cache(model_version, force),
+                            control_call_timeout_s(), f"worker {worker.address}")
         removed.append({**done, "actor_ip_address": worker.address})
     return {"result": True, "model_version": model_version, "removed": removed}

@@ -126,7 +126,7 @@ def _candidates(workers: list[WorkerRecord], worker_ip: str | None) -> list[Work
     if worker_ip:
         if not candidates:
             known = ", ".join(w.address for w in workers) or "none"
-            raise BadRequest(f"no worker at {worker_ip}; workers: {known}")
+            raise BadRequest(f"no worker at {worker_ip}; workers: {known}", code="no_such_worker")
     if not candidates:
         raise Unavailable("no worker has joined the cluster yet", code="no_worker")
     return candidates

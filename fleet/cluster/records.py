@@ -100,6 +100,9 @@ class ModelRecord:
     error: str | None = None
     # Relaunched from the state file after a restart, rather than asked for in this run.
     restored: bool = False
+    # A model of the last run that cannot be restored yet (no worker has joined): why. It has
+    # no replicas and is tried again when a worker joins (fleet.cluster.restore).
+    waiting: str | None = None
     # Set when the launch failed because the request was wrong: answered with a 400.
     rejection: Exception | None = None
     # Why this engine ("requested", "auto: gguf weights"), and one replica's memory estimate.
@@ -110,6 +113,8 @@ class ModelRecord:
     def state(self) -> str:
         """`ready` whenever some replica can answer, and only then."""
         states = {r.state for r in self.replicas}
+        if self.waiting is not None and not states:
+            return "waiting"
         if "terminating" in states:
             return "terminating"
         if self.launch_task is not None and not self.launch_task.done() and not self.error:
@@ -130,6 +135,8 @@ class ModelRecord:
         """The reasons a model that is not ready gives (its own error, else its replicas')."""
         if self.state == "ready":
             return None
+        if self.waiting is not None and not self.replicas:
+            return self.waiting
         if self.error:
             return self.error
         reasons = [f"replica {r.replica_uid} {r.state}: {r.error}" for r in self.replicas

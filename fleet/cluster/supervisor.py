@@ -13,15 +13,17 @@ from typing import Any
 
 import xoscar as xo
 
-from fleet.catalogue.registry import Catalogue, select_spec
+from fleet.catalogue.registry import Catalogue
 from fleet.cluster import cache_admin
 from fleet.cluster.cluster_state import ClusterState
 from fleet.cluster.deadlines import within
 from fleet.cluster.launch_plan import plan_launch
 from fleet.cluster.launch_policy import LaunchPolicy
+from fleet.cluster.model_store import ModelStore
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.replica_launcher import ReplicaLauncher
 from fleet.cluster.replica_supervision import ReplicaSupervision
+from fleet.cluster.restore import Restorer
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import (
     BadRequest,
@@ -33,7 +35,6 @@ from fleet.errors import (
 )
 from fleet.server_config import ServerConfig
 from fleet.settings import control_call_timeout_s, drain_timeout_s, state_dir, worker_timeout_s
-from fleet.state import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,9 @@ class SupervisorActor(xo.StatelessActor):
         self._supervision = ReplicaSupervision(self._cluster, self._launcher,
                                                self._place_elsewhere)
         self._catalogue: Catalogue | None = None
-        self._state_file = state_dir() / "models.json"
-        self._to_restore: dict[str, dict[str, Any]] = {}
+        self._store = ModelStore(state_dir() / "models.json")
+        # The models of the last run, and every write of the state file (fleet.cluster.restore).
+        self._restorer: Restorer | None = None
         self._monitor: asyncio.Task[None] | None = None
 
     @classmethod
@@ -66,7 +68,7 @@ class SupervisorActor(xo.StatelessActor):
 
     async def __post_create__(self) -> None:
         self._catalogue = Catalogue()
-        self._to_restore = read_json(self._state_file, default={}) or {}
+        self._restorer = Restorer(self._cluster, self._store, lambda: self.catalogue)
         self._monitor = asyncio.create_task(self._watch_workers())
 
     async def __pre_destroy__(self) -> None:
@@ -78,6 +80,11 @@ class SupervisorActor(xo.StatelessActor):
         assert self._catalogue is not None
         return self._catalogue
 
+    @property
+    def restorer(self) -> Restorer:
+        assert self._restorer is not None
+        return self._restorer
+
     # ---- workers -------------------------------------------------------------------------
 
     async def register_worker(self, address: str, resources: dict[str, Any]) -> None:
@@ -85,9 +92,8 @@ class SupervisorActor(xo.StatelessActor):
                            control_call_timeout_s(), f"worker {address}")
         self._workers[address] = WorkerRecord(address=address, ref=ref, resources=resources)
         logger.info("worker %s joined (%d CPUs)", address, resources.get("cpu_count", 0))
-        if self._to_restore:
-            pending, self._to_restore = self._to_restore, {}
-            asyncio.create_task(self._restore(pending))
+        if self.restorer.pending:  # models of the last run: this worker may be what they need
+            asyncio.create_task(self.restorer.run(self.launch_model))
         self._supervision.retry_waiting()
 
     def heartbeat(self, address: str, resources: dict[str, Any]) -> bool:
@@ -172,7 +178,7 @@ class SupervisorActor(xo.StatelessActor):
         plan = await self._plan(request)
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
-        if existing is not None and existing.state != "failed":
+        if existing is not None and existing.state != "failed" and existing.waiting is None:
             raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
                              code="duplicate_model_uid")
         if isinstance(plan.refusal, InsufficientMemory) and restored:
@@ -208,13 +214,15 @@ class SupervisorActor(xo.StatelessActor):
     ) -> str:
         async with self._launch_lock:
             record = await self._prepare(request, restored)
-            stale = self._models.pop(record.uid, None)
-            if stale is not None:  # a failed launch under the same uid: clear it away first
-                await self._stop_replicas(stale)
-            record.restored = restored
-            self._models[record.uid] = record
-        self._persist()
-        record.launch_task = asyncio.create_task(self._launch(record))
+            async with self._cluster.locks.hold(record.uid):
+                record.restored = restored
+                # Written before anything is visible: a write that fails changes nothing.
+                self.restorer.save({record.uid: record.request})
+                stale = self._models.pop(record.uid, None)
+                if stale is not None:  # a failed launch under the same uid: clear it away first
+                    await self._stop_replicas(stale)
+                self._models[record.uid] = record
+                record.launch_task = asyncio.create_task(self._launch(record))
         estimate = (record.memory_estimate or {}).get("summary", "not estimated")
         logger.info("launching %s (%s on %s [%s], %d replica(s), each needs %s)", record.uid,
                     record.family.model_name, record.engine, record.engine_reason,
@@ -261,7 +269,7 @@ class SupervisorActor(xo.StatelessActor):
             logger.error("launch of %s failed: %s", record.uid, record.error)
             # Nothing half-started: every replica's process goes, the failure stays readable.
             await self._stop_replicas(record)
-            self._persist()
+            self.restorer.save_quietly()
             return
         self._cluster.routes.touch(record.uid)
         logger.info("model %s is ready", record.uid)
@@ -282,44 +290,6 @@ class SupervisorActor(xo.StatelessActor):
             raise plan.refusal
         return plan.placements[0]
 
-    async def _restore(self, pending: dict[str, dict[str, Any]]) -> None:
-        for uid, request in pending.items():
-            if uid in self._models:
-                continue
-            try:
-                await self.launch_model(request, wait_ready=False, restored=True)
-                logger.info("restoring model %s from the last run", uid)
-            except FleetError as exc:
-                logger.error("could not restore model %s: %s", uid, exc.message)
-                self._keep_unrestored(uid, request, exc.message)
-
-    def _keep_unrestored(self, uid: str, request: dict[str, Any], reason: str) -> None:
-        """A model of the last run that this start refuses (its launch options are no longer
-        allowed, say) stays listed as failed with the reason, and in the state file, instead of
-        vanishing; terminating it forgets it."""
-        if uid in self._models:  # launched again meanwhile (by a user): that one stands
-            return
-        try:
-            family = self.catalogue.find_for_launch(request["model_name"], request.get("model_type"))
-            spec, quantization = select_spec(family, request.get("model_format"),
-                                             request.get("model_size_in_billions"),
-                                             request.get("quantization"))
-        except (FleetError, KeyError):
-            return  # the model itself is gone from the catalogue: nothing to show
-        self._models[uid] = ModelRecord(
-            uid=uid, family=family, spec=spec, quantization=quantization,
-            engine=str(request.get("model_engine") or ""), request=dict(request), replicas=[],
-            error=f"not restored: {reason}", restored=True)
-        self._persist()
-
-    def _persist(self) -> None:
-        # A first launch that failed is forgotten (the user saw the error); a restored one that
-        # failed is kept, so that a missing file on one restart does not silently lose it.
-        keep = {
-            uid: m.request for uid, m in self._models.items() if m.state != "failed" or m.restored
-        }
-        write_json_atomic(self._state_file, keep)
-
     # ---- models --------------------------------------------------------------------------
 
     def _get(self, uid: str) -> ModelRecord:
@@ -333,6 +303,8 @@ class SupervisorActor(xo.StatelessActor):
         `drain_timeout_s`), then end their processes."""
         async with self._cluster.locks.hold(uid):
             record = self._get(uid)
+            # Its removal is written first: a write that fails leaves it running, and says so.
+            self.restorer.save({uid: None})
             serving = {id(r) for r in record.ready_replicas}
             for replica in record.replicas:
                 replica.state = "terminating"
@@ -343,7 +315,6 @@ class SupervisorActor(xo.StatelessActor):
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s() if id(r) in serving
                                                        else 0.0) for r in record.replicas))
             self._models.pop(uid, None)
-            self._persist()
         logger.info("model %s terminated", uid)
 
     def list_models(self) -> list[dict[str, Any]]:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
 from fleet.client import Client
+from tests.concurrency import ClosedLoop, wait_for
 from tests.conftest import FleetProcess, start_local
 
 # A hung replica is found within a second or two here (the defaults: 1 s probes, 3 s to answer).
@@ -27,59 +26,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetProcess]:
     server.stop()
 
 
-@dataclass
-class ClosedLoop:
-    """`clients` threads, each sending the next request as soon as the last one answered."""
-
-    endpoint: str
-    uid: str
-    clients: int = 4
-    outcomes: list[tuple[float, int, str]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _threads: list[threading.Thread] = field(default_factory=list)
-
-    def _client(self, index: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                try:
-                    response = http.post(f"{self.endpoint}/v1/embeddings",
-                                         json={"model": self.uid, "input": f"load {index}"})
-                    self.outcomes.append((time.monotonic(), response.status_code, response.text))
-                except httpx.HTTPError as exc:
-                    self.outcomes.append((time.monotonic(), 0, repr(exc)))
-
-    def __enter__(self) -> ClosedLoop:
-        self._threads = [threading.Thread(target=self._client, args=(i,))
-                         for i in range(self.clients)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    @property
-    def failed(self) -> list[tuple[float, int, str]]:
-        return [o for o in self.outcomes if o[1] != 200]
-
-    def served_after(self, moment: float) -> int:
-        return sum(1 for at, status, _ in self.outcomes if status == 200 and at > moment)
-
-
 def _replicas(client: Client, uid: str) -> list[dict]:
     return client.describe_model(uid)["replicas"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, step: float = 0.1) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step)
-    raise TimeoutError("condition not met in time")
 
 
 def _back_ready(client: Client, uid: str, index: int, old_pid: int) -> dict | None:

@@ -1,0 +1,113 @@
+"""The state file and the restore of the last run's models: a corrupt file is moved aside, a
+write that fails changes nothing and says so, and each model is restored on its own (waiting,
+failed or kept as it is), never dropped from the file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fleet.catalogue.registry import Catalogue
+from fleet.cluster.cluster_state import ClusterState
+from fleet.cluster.model_store import ModelStore, StateNotSaved
+from fleet.cluster.restore import Restorer
+from fleet.errors import BadRequest, Unavailable
+
+MINILM = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": "good"}
+
+
+@pytest.fixture
+def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
+    path = tmp_path / "home" / "state" / "models.json"
+    path.parent.mkdir(parents=True)
+    return path
+
+
+@pytest.mark.parametrize("content", [b'{"half": ', b"[1, 2]", b"\xff\xfe\x00garbage"])
+def test_a_corrupt_state_file_is_moved_aside_with_a_clear_log_line(state_file, content, caplog):
+    state_file.write_bytes(content)
+    with caplog.at_level(logging.ERROR):
+        assert ModelStore(state_file).load() == {}
+    aside = list(state_file.parent.glob("models.json.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == content
+    assert not state_file.exists()
+    assert f"moved it to {aside[0]}" in caplog.text and "is corrupt" in caplog.text
+
+
+def test_a_write_that_fails_raises_and_leaves_the_old_file(state_file, tmp_path):
+    store = ModelStore(state_file)
+    store.write({"a": MINILM})
+    blocked = ModelStore(tmp_path / "a-file" / "models.json")
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(StateNotSaved, match="could not save the cluster's state") as caught:
+        blocked.write({"a": MINILM})
+    assert caught.value.status_code == 500 and caught.value.code == "state_not_saved"
+    assert json.loads(state_file.read_text()) == {"a": MINILM}
+
+
+def _restorer(state_file: Path, entries: dict[str, Any]) -> tuple[Restorer, ClusterState]:
+    state_file.write_text(json.dumps(entries))
+    cluster = ClusterState()
+    catalogue = Catalogue()
+    return Restorer(cluster, ModelStore(state_file), lambda: catalogue), cluster
+
+
+def test_each_model_is_restored_on_its_own_and_none_is_dropped(state_file, caplog):
+    entries = {
+        "broken": 42,  # malformed: not a launch request
+        "nameless": {"model_type": "embedding"},
+        "ghost": {"model_name": "no-such-model", "model_type": "embedding"},
+        "crashes": {**MINILM, "model_uid": "crashes"},
+        "early": {**MINILM, "model_uid": "early"},
+        "good": MINILM,
+    }
+    restorer, cluster = _restorer(state_file, entries)
+    launched: list[str] = []
+
+    async def launch(request: dict[str, Any], **_: Any) -> str:
+        uid = request["model_uid"]
+        if uid == "crashes":
+            raise RuntimeError("an engine's own surprise")
+        if uid == "early":
+            raise Unavailable("no worker has joined the cluster yet", code="no_worker")
+        if request["model_name"] == "no-such-model":
+            raise BadRequest("no model named no-such-model")
+        launched.append(uid)
+        restorer.save({uid: request})  # what the supervisor's launch does
+        return uid
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(restorer.run(launch))
+    assert launched == ["good"]  # the failures before it did not stop it
+    assert cluster.models["crashes"].state == "failed"
+    assert "RuntimeError: an engine's own surprise" in cluster.models["crashes"].error
+    assert cluster.models["early"].state == "waiting"
+    assert "no worker has joined" in cluster.models["early"].describe()["error"]
+    assert "early" in restorer.pending  # tried again when a worker joins
+    assert "ghost" not in cluster.models and "broken" not in cluster.models
+    assert "entry 'broken' cannot be restored" in caplog.text
+    # The last write (the launch of "good") kept every other entry as it was.
+    assert json.loads(state_file.read_text()) == entries
+
+
+def test_a_waiting_model_is_restored_when_asked_again(state_file):
+    restorer, cluster = _restorer(state_file, {"early": {**MINILM, "model_uid": "early"}})
+    workers: list[str] = []
+
+    async def launch(request: dict[str, Any], **_: Any) -> str:
+        if not workers:
+            raise BadRequest("no worker at 10.0.0.9", code="no_such_worker")
+        restorer.save({request["model_uid"]: request})
+        return request["model_uid"]
+
+    asyncio.run(restorer.run(launch))
+    assert cluster.models["early"].state == "waiting" and restorer.pending
+    workers.append("10.0.0.9")
+    asyncio.run(restorer.run(launch))
+    assert not restorer.pending

@@ -1,0 +1,117 @@
+"""The state file misbehaves, the cluster does not: a corrupt file is moved aside and the cluster
+starts; malformed or unknown entries are kept while the good ones come back; a write that fails
+(a read-only state folder) changes nothing and says so."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from fleet.client import Client
+from tests.concurrency import wait_for
+from tests.conftest import FleetProcess, start_local
+
+
+def _minilm(uid: str, path: str) -> dict:
+    return {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": uid,
+            "model_path": path}
+
+
+def _log(server: FleetProcess) -> str:
+    return (server.home / "logs" / "local.log").read_text(errors="replace")
+
+
+def test_a_corrupt_state_file_is_moved_aside_and_the_cluster_starts(fleet_home, minilm_path):
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"minilm": {"model_name": "all-Mini')  # cut short by a crash
+    server = start_local(fleet_home)
+    try:
+        client = Client(server.endpoint)
+        assert client.list_models() == {}
+        aside = list(state.parent.glob("models.json.corrupt-*"))
+        assert len(aside) == 1 and aside[0].read_text().startswith('{"minilm"')
+        assert f"the state file {state} is corrupt" in _log(server)
+        # The cluster works, and keeps its state again.
+        client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid="fresh",
+                            model_path=minilm_path)
+        assert list(json.loads(state.read_text())) == ["fresh"]
+    finally:
+        server.stop()
+
+
+def test_malformed_and_unknown_entries_are_kept_and_the_rest_restored(fleet_home, minilm_path):
+    entries = {"broken": [1, 2], "ghost": {"model_name": "no-such-model"},
+               "good": _minilm("good", minilm_path)}
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps(entries))
+    server = start_local(fleet_home)
+    try:
+        client = Client(server.endpoint)
+        wait_for(lambda: client.list_models().get("good", {}).get("status") == "ready", 120)
+        assert client.get_model("good").create_embedding("back")["data"]
+        assert set(client.list_models()) == {"good"}
+        assert json.loads(state.read_text()) == entries  # nothing dropped
+        log = _log(server)
+        assert "entry 'broken' cannot be restored" in log
+        assert "model ghost of the last run cannot be shown" in log
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mounted_state(fleet_home: Path) -> Iterator[Path]:
+    """FLEET_HOME/state on a filesystem of its own, which a test can make read-only (root
+    ignores file modes, not a read-only mount)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a read-only mount needs root")
+    folder = fleet_home / "state"
+    folder.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def _remount(folder: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(folder)], check=True)
+
+
+def test_a_state_write_that_fails_changes_nothing(fleet_home, minilm_path, mounted_state):
+    server = start_local(fleet_home)
+    try:
+        client = Client(server.endpoint)
+        client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid="kept",
+                            model_path=minilm_path)
+        _remount(mounted_state, "ro")
+        launch = httpx.post(f"{server.endpoint}/v1/models", timeout=60,
+                            json=_minilm("refused", minilm_path))
+        assert launch.status_code == 500, launch.text
+        error = launch.json()["error"]
+        assert error["code"] == "state_not_saved" and "nothing was changed" in error["message"]
+        assert set(client.list_models()) == {"kept"}
+        # No process was started for it.
+        replicas = [r for w in client.list_workers() for r in w["replicas"]]
+        assert replicas == ["kept-0"]
+        stop = httpx.delete(f"{server.endpoint}/v1/models/kept", timeout=60)
+        assert stop.status_code == 500 and stop.json()["error"]["code"] == "state_not_saved"
+        assert client.list_models()["kept"]["status"] == "ready"
+        assert client.get_model("kept").create_embedding("still here")["data"]
+        _remount(mounted_state, "rw")
+        client.terminate_model("kept")
+        assert client.list_models() == {}
+        assert json.loads((mounted_state / "models.json").read_text()) == {}
+    finally:
+        server.stop()
