@@ -14,6 +14,7 @@ from fleet.api import (
     routes_embeddings,
     routes_generation,
     routes_management,
+    routes_replicas,
     routes_rerank,
     routes_xinference,
 )
@@ -87,6 +88,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)
+    app.include_router(routes_replicas.router)
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)

@@ -10,6 +10,7 @@ from fleet import __version__
 from fleet.cli.cache_cmds import CACHE_COMMANDS
 from fleet.cli.generation_cmds import GENERATION_COMMANDS
 from fleet.cli.model_cmds import MODEL_COMMANDS
+from fleet.cli.scale_cmds import SCALE_COMMANDS
 from fleet.cli.server_cmds import local, supervisor, worker
 from fleet.client import FleetClientError
 
@@ -30,7 +31,8 @@ def cli() -> None:
     """Fleet: serve and manage open models on your own machines."""
 
 
-for command in (local, supervisor, worker, *MODEL_COMMANDS, *GENERATION_COMMANDS, *CACHE_COMMANDS):
+for command in (local, supervisor, worker, *MODEL_COMMANDS, *SCALE_COMMANDS, *GENERATION_COMMANDS,
+                *CACHE_COMMANDS):
     cli.add_command(command)
 
 if __name__ == "__main__":

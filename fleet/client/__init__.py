@@ -176,6 +176,28 @@ class Client:
     def terminate_model(self, model_uid: str) -> None:
         self._request("DELETE", f"/v1/models/{quote(model_uid, safe='')}")
 
+    def add_model_replica(self, model_uid: str, replica: int = 1) -> dict[str, Any]:
+        """Xinference's scale-up: `replica` more replicas, ready when this returns."""
+        return self._request("POST", f"/v1/models/{quote(model_uid, safe='')}/replicas",
+                             json={"replica": replica})
+
+    def terminate_model_replica(self, model_uid: str, replica_id: int) -> int:
+        """Drain and end one replica; the number left."""
+        path = f"/v1/models/{quote(model_uid, safe='')}/replicas/{int(replica_id)}"
+        return self._request("DELETE", path)["remaining_replicas"]
+
+    def scale(self, model_uid: str, replicas: int) -> list[int]:
+        """Add replicas, or remove the newest, until the model has `replicas`; their ids."""
+        if replicas < 1:
+            raise ValueError("a model keeps at least one replica; terminate it instead")
+        ids = sorted(r["replica_id"] for r in self.describe_model(model_uid)["replicas"])
+        if replicas > len(ids):
+            added = self.add_model_replica(model_uid, replicas - len(ids))
+            ids += [r["replica_id"] for r in added.get("replicas", [added])]
+        for replica_id in reversed(ids[replicas:]):
+            self.terminate_model_replica(model_uid, replica_id)
+        return sorted(ids)[:replicas]
+
     def get_model(self, model_uid: str) -> ModelHandle:
         self.describe_model(model_uid)  # fail early on an unknown uid
         return ModelHandle(self, model_uid)

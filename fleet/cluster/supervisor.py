@@ -24,6 +24,7 @@ from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.replica_launcher import ReplicaLauncher
 from fleet.cluster.replica_supervision import ReplicaSupervision
 from fleet.cluster.restore import Restorer
+from fleet.cluster.scaling import Scaler
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import (
     BadRequest,
@@ -56,6 +57,8 @@ class SupervisorActor(xo.StatelessActor):
         self._launcher = ReplicaLauncher(self._workers)
         self._supervision = ReplicaSupervision(self._cluster, self._launcher,
                                                self._place_elsewhere)
+        self._scaler = Scaler(self._cluster, self._launcher, lambda: self.restorer, self._plan,
+                              self.terminate_model)
         self._catalogue: Catalogue | None = None
         self._store = ModelStore(state_dir() / "models.json")
         # The models of the last run, and every write of the state file (fleet.cluster.restore).
@@ -316,6 +319,15 @@ class SupervisorActor(xo.StatelessActor):
                                                        else 0.0) for r in record.replicas))
             self._models.pop(uid, None)
         logger.info("model %s terminated", uid)
+
+    async def add_model_replicas(self, uid: str, replica: int = 1,
+                                 overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Scale up while serving (fleet.cluster.scaling)."""
+        return await self._scaler.add(uid, replica, overrides or {})
+
+    async def terminate_model_replica(self, uid: str, replica_id: int) -> int:
+        """Drain and remove one replica; the replicas left (fleet.cluster.scaling)."""
+        return await self._scaler.remove(uid, replica_id)
 
     def list_models(self) -> list[dict[str, Any]]:
         return [m.list_entry() for m in self._models.values()]
