@@ -117,8 +117,8 @@ def _parse_in_helper(model: type[ModelT], body: bytes, max_values: int) -> Model
         # allocation fails under the helper's memory cap.
         raise MemoryError(f"{type(exc).__name__}: {exc}") from None
     if _count_values(parsed, max_values) > max_values:
-        raise exceeded("max_json_values", f"the request body holds more than {max_values} "
-                       "JSON values", "too_many_values", PayloadTooLarge)
+        raise exceeded("max_json_values", "the request body holds too many JSON values",
+                       "too_many_values", PayloadTooLarge)
     return parsed
 
 

@@ -65,13 +65,13 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("DELETE", "/v1/cache/models"): (404, 409),  # 409: a running model reads it
 }
 
-# The 200 answers that have a schema of their own; True: also streamed as server-sent events.
-_ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], bool]] = {
-    ("POST", "/v1/chat/completions"): (answers.ChatCompletion, True),
-    ("POST", "/v1/completions"): (answers.Completion, True),
-    ("POST", "/v1/embeddings"): (answers.EmbeddingResponse, False),
-    ("POST", "/v1/rerank"): (answers.RerankResponse, False),
-    ("GET", "/v1/models"): (answers.ModelList, False),
+# The 200 answers that have a schema of their own, and the chunk of those that also stream.
+_ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel] | None]] = {
+    ("POST", "/v1/chat/completions"): (answers.ChatCompletion, answers.ChatCompletionChunk),
+    ("POST", "/v1/completions"): (answers.Completion, answers.CompletionChunk),
+    ("POST", "/v1/embeddings"): (answers.EmbeddingResponse, None),
+    ("POST", "/v1/rerank"): (answers.RerankResponse, None),
+    ("GET", "/v1/models"): (answers.ModelList, None),
 }
 
 _HEADERS: dict[int, dict[str, Any]] = {
@@ -81,9 +81,19 @@ _HEADERS: dict[int, dict[str, Any]] = {
                                "required": True, "schema": {"type": "string"}}},
 }
 
-_STREAM = {"schema": {"type": "string", "description": (
-    "Server-sent events: one `data: <chunk JSON>` per event, an error as "
-    "`data: {\"error\": {...}}`, and `data: [DONE]` at the end.")}}
+
+def _stream(chunk: type[BaseModel]) -> dict[str, Any]:
+    """Server-sent events, one per chunk (Open API 3.1: `schema` describes each event): its
+    data a chunk, or an error once the answer's headers have left, and `[DONE]` at the end."""
+    json_data = {"type": "string", "contentMediaType": "application/json", "contentSchema": {
+        "anyOf": [{"$ref": _REF.format(model=chunk.__name__)},
+                  {"$ref": _REF.format(model="StreamError")}]}}
+    return {"schema": {
+        "type": "object", "required": ["data"],
+        "properties": {"data": {"anyOf": [{"const": "[DONE]"}, json_data]}},
+        "description": f"Server-sent events: `data: <{chunk.__name__} JSON>` per chunk, "
+                       "`data: {\"error\": {...}}` for an error after the headers, and "
+                       "`data: [DONE]` at the end."}}
 
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
@@ -106,7 +116,8 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    models = [answers.ErrorResponse, *(model for model, _ in _ANSWERS.values())]
+    models = [answers.ErrorResponse, answers.StreamError,
+              *(model for pair in _ANSWERS.values() for model in pair if model is not None)]
     _, definitions = models_json_schema([(m, "serialization") for m in models],
                                         ref_template=_REF)
     schemas.update(definitions.get("$defs", {}))
@@ -144,9 +155,10 @@ def _document_errors(operation: dict[str, Any], key: tuple[str, str], guarded: b
         responses[str(status)] = response
 
 
-def _document_answer(operation: dict[str, Any], model: type[BaseModel], streamed: bool) -> None:
+def _document_answer(operation: dict[str, Any], model: type[BaseModel],
+                     chunk: type[BaseModel] | None) -> None:
     content: dict[str, Any] = {
         "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
-    if streamed:
-        content["text/event-stream"] = _STREAM
+    if chunk is not None:
+        content["text/event-stream"] = _stream(chunk)
     operation["responses"]["200"] = {"description": "Successful Response", "content": content}

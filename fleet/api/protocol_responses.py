@@ -72,6 +72,38 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    finish_reason: FinishReason | None
+    logprobs: dict[str, Any] | None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One event of a streamed chat answer (`usage` only with stream_options.include_usage)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"]
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class StreamError(BaseModel):
+    """An error after the answer's headers left: sent as an event, the way OpenAI sends it."""
+
+    error: ErrorDetail
+
+
 class CompletionChoice(BaseModel):
     index: int
     text: str
@@ -90,6 +122,18 @@ class Completion(BaseModel):
     system_fingerprint: str | None
     choices: list[CompletionChoice]
     usage: Usage
+
+
+class CompletionChunk(BaseModel):
+    """One event of a streamed completion (the same object as the whole answer, one piece)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    system_fingerprint: str | None
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
 
 
 class Embedding(BaseModel):
