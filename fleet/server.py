@@ -42,17 +42,19 @@ def _check_port_free(host: str, port: int) -> None:
             raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror}") from None
 
 
-def _actor_pool_address(host: str) -> str:
-    # Port 0: the OS picks a free port; workers learn it from GET /v1/address.
-    return f"{host}:0"
+def _actor_pool_address(host: str, port: int = 0) -> str:
+    # Port 0: the OS picks a free port; workers learn it from GET /v1/address (and again after
+    # a restart, fleet.cluster.supervisor_link). `--actor-port` fixes it, for firewalls.
+    return f"{host}:{port}"
 
 
-async def _create_pool(host: str) -> Any:
+async def _create_pool(host: str, port: int = 0) -> Any:
     _keep_torch_out_of_this_process()
     # auto_recover off: xoscar would restart a dead replica process at its old address and
     # create its ModelActor again, unloaded, and the replica would answer 503 for ever. The
     # worker's watch (fleet.cluster.replica_watch) reports it and the supervisor relaunches it.
-    return await xo.create_actor_pool(_actor_pool_address(host), n_process=0, auto_recover=False)
+    return await xo.create_actor_pool(_actor_pool_address(host, port), n_process=0,
+                                      auto_recover=False)
 
 
 async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
@@ -65,11 +67,12 @@ async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
     )
 
 
-async def _start_worker(pool: Any, supervisor_address: str) -> Any:
+async def _start_worker(pool: Any, supervisor_address: str, endpoint: str | None = None) -> Any:
     from fleet.cluster.worker import WorkerActor
 
+    # `endpoint`: the supervisor's API, where the worker finds it again after it restarts.
     return await xo.create_actor(
-        WorkerActor, supervisor_address, pool, warm_spare_enabled(),
+        WorkerActor, supervisor_address, pool, warm_spare_enabled(), endpoint,
         address=pool.external_address, uid=WorkerActor.default_uid(),
     )
 
@@ -100,7 +103,7 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     cluster_secret.install(secret)
     config = config.model_copy(update={"cluster_secret": secret})
     started = time.monotonic()
-    pool = await _create_pool(config.host)
+    pool = await _create_pool(config.host, config.actor_port or 0)
     try:
         supervisor = await _start_supervisor(pool, config)
         if with_worker:
@@ -156,7 +159,7 @@ async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> N
     host = host or _local_ip_towards(supervisor_address)
     pool = await _create_pool(host)
     try:
-        await _start_worker(pool, supervisor_address)
+        await _start_worker(pool, supervisor_address, endpoint)
         logger.info("worker %s joined the supervisor at %s", pool.external_address, endpoint)
         await _wait_for_signal()
     finally:

@@ -35,6 +35,8 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
+    # The supervisor's actor port (None: a free one at each start); workers find it either way.
+    actor_port: int | None = Field(default=None, ge=1, le=65535)
     # The cluster secret (fleet.cluster_secret): as given on the command line, else None until
     # the server resolves it at start (FLEET_HOME's, or a new one). Kept out of repr and logs.
     cluster_secret: str | None = Field(default=None, repr=False)

@@ -42,6 +42,10 @@ _host = click.option("-H", "--host", default="127.0.0.1", show_default=True,
                      help="Address to listen on (0.0.0.0 for every interface).")
 _port = click.option("-p", "--port", default=DEFAULT_PORT, show_default=True, type=int,
                      envvar="FLEET_PORT", help="Port of the HTTP API (or FLEET_PORT).")
+_actor_port = click.option(
+    "--actor-port", type=click.IntRange(1, 65535), default=None, envvar="FLEET_ACTOR_PORT",
+    help="Port of the supervisor's actors (or FLEET_ACTOR_PORT); default: a free one at each "
+         "start. Workers find it either way, through the API; fix it for a firewall.")
 _cluster_secret = click.option(
     "--cluster-secret", envvar="FLEET_CLUSTER_SECRET", metavar="SECRET",
     help="The secret every process of the cluster shares (or FLEET_CLUSTER_SECRET); default: "
@@ -120,6 +124,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_port
 @_api_options
 @_launch_policy_options
+@_actor_port
 @_cluster_secret
 @_log_level
 def local(log_level: str, **options: Any) -> None:
@@ -135,6 +140,7 @@ def local(log_level: str, **options: Any) -> None:
 @_port
 @_api_options
 @_launch_policy_options
+@_actor_port
 @_cluster_secret
 @_log_level
 def supervisor(log_level: str, **options: Any) -> None:

@@ -58,6 +58,17 @@ class ReplicaRecord:
     def worker_key(self) -> str:
         return f"{self.replica_uid}:{self.instance}"
 
+    @classmethod
+    def adopted(cls, report: dict[str, Any], worker_address: str) -> ReplicaRecord:
+        """A ready replica a worker reported after the supervisor restarted: tracked again as
+        it is, its process untouched."""
+        replica_uid, instance = report["key"].rsplit(":", 1)
+        return cls(replica_uid=replica_uid, worker_address=worker_address,
+                   actor_address=report["address"], actor_uid=report["actor_uid"], state="ready",
+                   gpus=list(report.get("gpus") or []), index=int(replica_uid.rsplit("-", 1)[1]),
+                   pid=report.get("pid"), device="cuda" if report.get("gpus") else "cpu",
+                   instance=instance, ready_at=time.monotonic())
+
     def new_attempt(self, worker_address: str, device: str, memory_bytes: int) -> None:
         """The same replica launched again, as a new process (maybe on another worker)."""
         self.worker_address, self.device, self.memory_bytes = worker_address, device, memory_bytes

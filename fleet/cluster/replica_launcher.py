@@ -77,6 +77,18 @@ class ReplicaLauncher:
         except Exception as exc:
             logger.warning("terminating %s: %s", replica.replica_uid, exc)
 
+    async def end(self, worker_address: str, worker_key: str) -> None:
+        """End a replica process the cluster does not track (a duplicate, or one of a model
+        that is gone), by its key on its worker."""
+        worker = self._workers.get(worker_address)
+        if worker is None:
+            return
+        try:
+            await within(worker.ref.terminate_replica(worker_key), control_call_timeout_s(),
+                         f"worker {worker_address}")
+        except Exception as exc:
+            logger.warning("ending %s on %s: %s", worker_key, worker_address, exc)
+
     async def _drain(self, replica: ReplicaRecord, drain_s: float) -> None:
         """Wait until the replica has no request in progress (the API has stopped sending it
         new ones: its route changed before this), or until `drain_s` has passed."""

@@ -112,6 +112,8 @@ class ReplicaSupervision:
                 self._cluster.routes.touch(record.uid)
                 logger.warning("replica %s: %s", replica.replica_uid, replica.error)
                 return
+            if replica.state != "restarting":  # its worker came back with it meanwhile
+                return
             replica.new_attempt(placement.worker.address, placement.device,
                                 placement.memory_bytes)
             replica.restarts += 1

@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 # launch(request, wait_ready=False, restored=True) -> uid
 Launch = Callable[..., Awaitable[str]]
+# may(uid, request): whether to restore it now (else it waits, listed, for the next pass)
+May = Callable[[str, dict[str, Any]], bool]
 
 
 def retry_later(error: FleetError) -> bool:
@@ -92,8 +94,9 @@ class Restorer:
 
     # ---- restoring --------------------------------------------------------------------------
 
-    async def run(self, launch: Launch) -> None:
-        """One pass over the models still to restore; one asked for meanwhile runs after it."""
+    async def run(self, launch: Launch, may: May = lambda uid, request: True) -> None:
+        """One pass over the models still to restore (those `may` allows now); one asked for
+        meanwhile runs after it."""
         if self._running:
             self._again = True
             return
@@ -103,7 +106,11 @@ class Restorer:
             while self._again:
                 self._again = False
                 for uid, request in list(self.pending.items()):
-                    await self._restore_one(uid, request, launch)
+                    if may(uid, request):
+                        await self._restore_one(uid, request, launch)
+                    elif uid not in self._cluster.models:
+                        self._show(uid, request, "waiting for its workers to join again",
+                                   waiting=True)
         finally:
             self._running = False
 
@@ -113,7 +120,7 @@ class Restorer:
             self.pending.pop(uid, None)  # launched again by a user meanwhile: that one stands
             return
         try:
-            await launch(request, wait_ready=False, restored=True)
+            await launch(dict(request, model_uid=uid), wait_ready=False, restored=True)
             logger.info("restoring model %s from the last run", uid)
             return
         except FleetError as exc:

@@ -14,7 +14,7 @@ from typing import Any
 import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
-from fleet.cluster import cache_admin
+from fleet.cluster import adoption, cache_admin
 from fleet.cluster.cluster_state import ClusterState
 from fleet.cluster.deadlines import within
 from fleet.cluster.launch_plan import plan_launch
@@ -25,6 +25,7 @@ from fleet.cluster.replica_launcher import ReplicaLauncher
 from fleet.cluster.replica_supervision import ReplicaSupervision
 from fleet.cluster.restore import Restorer
 from fleet.cluster.scaling import Scaler
+from fleet.cluster.worker_registry import WorkerRegistry
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import (
     BadRequest,
@@ -35,7 +36,7 @@ from fleet.errors import (
     Unavailable,
 )
 from fleet.server_config import ServerConfig
-from fleet.settings import control_call_timeout_s, drain_timeout_s, state_dir, worker_timeout_s
+from fleet.settings import drain_timeout_s, restore_grace_s, state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +58,9 @@ class SupervisorActor(xo.StatelessActor):
         self._launcher = ReplicaLauncher(self._workers)
         self._supervision = ReplicaSupervision(self._cluster, self._launcher,
                                                self._place_elsewhere)
+        self._registry = WorkerRegistry(self._cluster, self._supervision, self._launcher)
+        self._started_at = time.monotonic()
+        self._local_worker = False  # a worker in this process joined (`fleet local`)
         self._scaler = Scaler(self._cluster, self._launcher, lambda: self.restorer, self._plan,
                               self.terminate_model)
         self._catalogue: Catalogue | None = None
@@ -72,7 +76,9 @@ class SupervisorActor(xo.StatelessActor):
     async def __post_create__(self) -> None:
         self._catalogue = Catalogue()
         self._restorer = Restorer(self._cluster, self._store, lambda: self.catalogue)
-        self._monitor = asyncio.create_task(self._watch_workers())
+        self._monitor = asyncio.create_task(self._registry.watch())
+        if self.restorer.pending:  # the models whose workers do not come back are launched anew
+            asyncio.get_running_loop().call_later(restore_grace_s(), self._restore_due)
 
     async def __pre_destroy__(self) -> None:
         if self._monitor:
@@ -90,41 +96,42 @@ class SupervisorActor(xo.StatelessActor):
 
     # ---- workers -------------------------------------------------------------------------
 
-    async def register_worker(self, address: str, resources: dict[str, Any]) -> None:
-        ref = await within(xo.actor_ref(address=address, uid="fleet-worker"),
-                           control_call_timeout_s(), f"worker {address}")
-        self._workers[address] = WorkerRecord(address=address, ref=ref, resources=resources)
-        logger.info("worker %s joined (%d CPUs)", address, resources.get("cpu_count", 0))
-        if self.restorer.pending:  # models of the last run: this worker may be what they need
-            asyncio.create_task(self.restorer.run(self.launch_model))
-        self._supervision.retry_waiting()
+    async def register_worker(self, address: str, resources: dict[str, Any],
+                              replicas: list[dict[str, Any]] | None = None) -> None:
+        """A worker joins (again), with the replicas it runs (fleet.cluster.worker_registry)."""
+        await self._registry.register(address, resources, replicas or [],
+                                      set(self.restorer.pending))
+        self._local_worker |= address == self.address
+        self._restore_due()
 
     def heartbeat(self, address: str, resources: dict[str, Any]) -> bool:
-        worker = self._workers.get(address)
-        if worker is None:
-            return False
-        worker.resources = resources
-        worker.last_heartbeat = time.monotonic()
-        return True
+        return self._registry.heartbeat(address, resources)
 
-    async def _watch_workers(self) -> None:
-        while True:
-            timeout = worker_timeout_s()
-            await asyncio.sleep(timeout / 3)
-            now = time.monotonic()
-            for address, worker in list(self._workers.items()):
-                if now - worker.last_heartbeat > timeout:
-                    logger.error("worker %s stopped sending heartbeats; removing it", address)
-                    del self._workers[address]
-                    self._mark_worker_lost(address)
+    def _restore_due(self) -> None:
+        """Restore the models of the last run whose time has come (see _may_restore)."""
+        if self.restorer.pending:
+            asyncio.create_task(self.restorer.run(self._launch_restored, self._may_restore))
 
-    def _mark_worker_lost(self, address: str) -> None:
-        """Its serving replicas are launched again elsewhere (fleet.cluster.replica_supervision),
-        or wait for a worker with room."""
-        for model in list(self._models.values()):
-            for replica in model.replicas:
-                if replica.worker_address == address and replica.state == "ready":
-                    self._supervision.failed(model, replica, f"worker {address} stopped responding")
+    def _may_restore(self, uid: str, request: dict[str, Any]) -> bool:
+        """After a restart, a model's workers may still run its replicas: it waits for them to
+        join again and report them (`restore_grace_s`), unless they all have, or the workers
+        restarted with this supervisor (`fleet local`: its replicas ended with it)."""
+        if self._local_worker or time.monotonic() - self._started_at >= restore_grace_s():
+            return True
+        return len(self._registry.reported.get(uid, [])) >= adoption.wanted(request)
+
+    async def _launch_restored(self, request: dict[str, Any], **_: Any) -> str:
+        reports = self._registry.take_reported(request["model_uid"])
+        adopted = [ReplicaRecord.adopted(r, r["worker"]) for r in reports]
+        keep, extra = adopted[:adoption.wanted(request)], adopted[adoption.wanted(request):]
+        try:
+            return await self.launch_model(request, wait_ready=False, restored=True, adopted=keep)
+        except BaseException:
+            extra = adopted  # not restored: none of them is tracked
+            raise
+        finally:
+            for replica in extra:  # never left running untracked
+                await self._launcher.end(replica.worker_address, replica.worker_key)
 
     def replica_down(self, worker_address: str, worker_key: str, reason: str) -> bool:
         """A worker's report that a replica's process exited or hung (the worker has ended
@@ -143,28 +150,7 @@ class SupervisorActor(xo.StatelessActor):
         self._cluster.routes.close()
 
     async def list_workers(self) -> list[dict[str, Any]]:
-        """Each worker's own view (its live replica processes), not only the supervisor's."""
-        rows = []
-        for worker in list(self._workers.values()):
-            try:
-                live = await within(worker.ref.describe(), _STATUS_TIMEOUT_S,
-                                    f"worker {worker.address}")
-                replicas, resources = live["replicas"], live["resources"]
-            except Exception as exc:
-                logger.warning("worker %s did not answer: %s", worker.address, exc)
-                replicas, resources = [], worker.resources
-            rows.append(
-                {
-                    "node_type": "Worker",
-                    "address": worker.address,
-                    "ip_address": worker.address.rsplit(":", 1)[0],
-                    "registered_at": int(worker.registered_at),
-                    "seconds_since_heartbeat": round(time.monotonic() - worker.last_heartbeat, 1),
-                    "resources": resources,
-                    "replicas": replicas,
-                }
-            )
-        return rows
+        return await self._registry.rows()
 
     # ---- launching -----------------------------------------------------------------------
 
@@ -174,11 +160,15 @@ class SupervisorActor(xo.StatelessActor):
         return await asyncio.to_thread(plan_launch, self.catalogue, list(self._workers.values()),
                                        list(self._models.values()), request, self._policy)
 
-    async def _prepare(self, request: dict[str, Any], restored: bool) -> ModelRecord:
+    async def _prepare(self, request: dict[str, Any], restored: bool,
+                       adopted: list[ReplicaRecord]) -> ModelRecord:
         """Plan the launch (engine, options, memory, workers) and refuse it at once, with the
-        numbers, when it fits nowhere or is not allowed, before any process starts."""
+        numbers, when it fits nowhere or is not allowed, before any process starts. `adopted`:
+        replicas still running from before a supervisor restart (fleet.cluster.adoption)."""
         workers = list(self._workers.values())
-        plan = await self._plan(request)
+        plan = await self._plan(adoption.plan_request(request, adopted))
+        if adoption.complete(request, adopted):  # nothing to place
+            plan.placements, plan.refusal = [], None
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed" and existing.waiting is None:
@@ -192,16 +182,12 @@ class SupervisorActor(xo.StatelessActor):
             plan.place(workers)
         if plan.refusal is not None:
             raise plan.refusal
-        replicas = [
-            ReplicaRecord(replica_uid=f"{uid}-{index}", worker_address=p.worker.address,
-                          device=p.device, memory_bytes=p.memory_bytes, index=index)
-            for index, p in enumerate(plan.placements)
-        ]
+        replicas = adoption.replicas(uid, adopted, plan.placements)
         estimate = plan.estimate(plan.device)
         return ModelRecord(
             uid=uid, family=plan.family, spec=plan.choice.spec,
             quantization=plan.choice.quantization, engine=plan.choice.engine.name,
-            request=dict(plan.request, model_uid=uid), replicas=replicas,
+            request=adoption.record_request(plan.request, request, uid), replicas=replicas,
             engine_reason=plan.choice.reason,
             memory_estimate=estimate.as_dict() if estimate else None,
         )
@@ -213,10 +199,11 @@ class SupervisorActor(xo.StatelessActor):
         return await asyncio.to_thread(plan.as_dict)
 
     async def launch_model(
-        self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False
+        self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False,
+        adopted: list[ReplicaRecord] | None = None,
     ) -> str:
         async with self._launch_lock:
-            record = await self._prepare(request, restored)
+            record = await self._prepare(request, restored, adopted or [])
             async with self._cluster.locks.hold(record.uid):
                 record.restored = restored
                 # Written before anything is visible: a write that fails changes nothing.
@@ -252,10 +239,11 @@ class SupervisorActor(xo.StatelessActor):
             raise LaunchFailed(f"launch of {uid} failed: {record.error}")
 
     async def _launch(self, record: ModelRecord) -> None:
+        starting = [r for r in record.replicas if r.state == "launching"]  # not the adopted
         results = await asyncio.gather(
-            *(self._launcher.start(record, r) for r in record.replicas), return_exceptions=True
+            *(self._launcher.start(record, r) for r in starting), return_exceptions=True
         )
-        outcomes = zip(record.replicas, results, strict=True)
+        outcomes = zip(starting, results, strict=True)
         errors = [(r, e) for r, e in outcomes if isinstance(e, BaseException)]
         for replica, error in errors:
             replica.state = "failed"

@@ -21,8 +21,9 @@ from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
 from fleet.cluster.replica_watch import ReplicaWatch
 from fleet.cluster.resources import machine_resources
+from fleet.cluster.supervisor_link import SupervisorLink
 from fleet.errors import BadRequest, Unavailable
-from fleet.settings import control_call_timeout_s, heartbeat_interval_s
+from fleet.settings import control_call_timeout_s
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,11 @@ _WARMUP_MODULES = ["fleet.engines.warmup"]
 
 
 class WorkerActor(xo.StatelessActor):
-    def __init__(self, supervisor_address: str, main_pool: Any, warm_spare: bool = True):
+    def __init__(self, supervisor_address: str, main_pool: Any, warm_spare: bool = True,
+                 endpoint: str | None = None):
         super().__init__()
-        self._supervisor_address = supervisor_address
+        # Joins, heartbeats, and finding a restarted supervisor (fleet.cluster.supervisor_link).
+        self._supervisor = SupervisorLink(supervisor_address, endpoint, self._running)
         self._main_pool = main_pool
         self._warm_spare = warm_spare
         self._spare: asyncio.Task[str] | None = None
@@ -47,7 +50,6 @@ class WorkerActor(xo.StatelessActor):
         self._cancelled: dict[str, float] = {}
         self._gpu_owner: dict[int, str] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
-        self._supervisor: Any = None
         # The weights cache, and which replicas read from it (fleet.cluster.cache_inventory).
         self._cache = WorkerCache()
         # Replica processes that exit or hang are noticed here (fleet.cluster.replica_watch);
@@ -60,13 +62,9 @@ class WorkerActor(xo.StatelessActor):
         return "fleet-worker"
 
     async def __post_create__(self) -> None:
-        from fleet.cluster.supervisor import SupervisorActor
-
-        self._supervisor = await xo.actor_ref(
-            address=self._supervisor_address, uid=SupervisorActor.default_uid()
-        )
-        await self._supervisor.register_worker(self.address, machine_resources())
-        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop())
+        await self._supervisor.join(self.address)
+        self._heartbeat_task = asyncio.create_task(self._supervisor.run(self.address,
+                                                                        self._report_down))
         self._watch.start()
         if self._warm_spare:
             self._start_spare()
@@ -75,21 +73,6 @@ class WorkerActor(xo.StatelessActor):
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
         self._watch.stop()
-
-    async def _heartbeat_loop(self) -> None:
-        while True:
-            await asyncio.sleep(heartbeat_interval_s())
-            try:
-                known = await within(self._supervisor.heartbeat(self.address, machine_resources()),
-                                     control_call_timeout_s(), "the supervisor")
-                if not known:  # the supervisor restarted: introduce ourselves again
-                    await within(self._supervisor.register_worker(self.address,
-                                                                  machine_resources()),
-                                 control_call_timeout_s(), "the supervisor")
-                if self._unreported:
-                    await self._report_down()
-            except Exception as exc:  # the supervisor may be restarting; keep trying
-                logger.warning("heartbeat to supervisor failed: %s", exc)
 
     def _start_spare(self) -> None:
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
@@ -216,13 +199,32 @@ class WorkerActor(xo.StatelessActor):
         (it is restarting, say) are told with a later heartbeat."""
         for replica_key, reason in list(self._unreported.items()):
             try:
-                await within(self._supervisor.replica_down(self.address, replica_key, reason),
-                             control_call_timeout_s(), "the supervisor")
+                await self._supervisor.call("replica_down", self.address, replica_key, reason)
             except Exception as exc:
                 logger.warning("could not tell the supervisor that %s is down (%s); will retry",
                                replica_key, exc)
                 return
             self._unreported.pop(replica_key, None)
+
+    async def _running(self) -> list[dict[str, Any]]:
+        """The replicas this worker runs, as it joins a supervisor that may have restarted:
+        each with its process, GPUs and whether it is loaded (it answers for itself)."""
+        rows = []
+        for key, address in list(self._replica_pools.items()):
+            actor_uid = ModelActor.uid_for(key)
+            try:
+                ref = await within(xo.actor_ref(address=address, uid=actor_uid),
+                                   control_call_timeout_s(), f"replica {key}")
+                health = await within(ref.health(), control_call_timeout_s(), f"replica {key}")
+            except Exception as exc:  # going: the watch reports it
+                logger.info("not reporting replica %s: %s", key, exc)
+                continue
+            replica_uid = key.split(":")[0]
+            rows.append({"key": key, "model_uid": replica_uid.rsplit("-", 1)[0],
+                         "address": address, "actor_uid": actor_uid, "pid": health["pid"],
+                         "state": health["state"],
+                         "gpus": [g for g, owner in self._gpu_owner.items() if owner == key]})
+        return rows
 
     def describe(self) -> dict[str, Any]:
         return {
