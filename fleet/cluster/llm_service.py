@@ -27,7 +27,7 @@ from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
-from fleet.generation.openai_params import sampling_params
+from fleet.generation.openai_params import check_text_size, sampling_params
 from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
 
 DEFAULT_REQUEST_LIMIT = 256
@@ -143,6 +143,7 @@ class LLMService:
     def _prepare(self, stream_id: str, kind: str, body: dict[str, Any]
                  ) -> tuple[GenerationRequest, _Stream]:
         n = int(body.get("n") or 1)
+        check_text_size(body, self._engine.context_length)  # before any rendering or tokenizing
         if kind == "chat":
             if "chat" not in self._family.abilities:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",

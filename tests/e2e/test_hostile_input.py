@@ -139,6 +139,21 @@ def test_chat_past_a_limit_is_400(http, smol, body, fragments):
     _chats(http, smol)
 
 
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_text_no_context_could_hold_is_refused_before_it_is_tokenized(http, smol, path):
+    """SmolLM2's context of 8192 tokens x 128 characters (no tokenizer packs more into one
+    token): 2 MiB of text would take the replica's tokenizer seconds; it is refused at once."""
+    text = "The quick brown fox. " * 100_000
+    body = ({"messages": [{"role": "user", "content": text}]} if "chat" in path
+            else {"prompt": text})
+    started = time.perf_counter()
+    error = _refused(http.post(path, json={"model": smol, "max_tokens": 2, **body}), 400,
+                     "more than 1048576 characters", "context of 8192 tokens")
+    assert error["code"] == "context_length_exceeded"
+    assert time.perf_counter() - started < 5
+    _chats(http, smol)
+
+
 def test_a_completion_prompt_of_too_many_token_ids_is_400(http, smol):
     response = http.post("/v1/completions", json={"model": smol, "prompt": [1] * 20_001})
     _refused(response, 400, "prompt has 20001 token ids", "FLEET_MAX_REQUEST_TOKENS")
