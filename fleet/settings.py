@@ -90,6 +90,19 @@ def health_probe_timeout_s() -> float:
     return _seconds("FLEET_HEALTH_PROBE_TIMEOUT_S", 3.0)
 
 
+def health_probe_misses() -> int:
+    """Probes a ready replica must miss in a row to be called hung: one late answer on a
+    machine whose cores are all taken (a neighbour compiling, a load test) is no hang."""
+    return max(1, int(_seconds("FLEET_HEALTH_PROBE_MISSES", 2)))
+
+
+def loading_hang_s() -> float:
+    """How long a replica that has not yet answered as ready may go without answering before
+    it is called hung. Loading weights can keep its process from answering for a while on a
+    busy machine; the launch's own time limit covers a load that never ends."""
+    return _seconds("FLEET_LOADING_HANG_S", 30.0)
+
+
 def restart_backoff_s() -> float:
     """The wait before a failed replica's second restart; it doubles with each further one
     (the first restart is at once)."""

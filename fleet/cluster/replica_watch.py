@@ -7,6 +7,11 @@ Two checks, each cheap:
 - every `health_probe_interval_s` (1 s) each replica is asked `health()`, with
   `health_probe_timeout_s` (3 s) to answer. The replica answers from its event loop, not from
   its engine's thread, so a busy engine still answers; a stopped or deadlocked process does not.
+  A ready replica is hung when it misses `health_probe_misses` (2) probes in a row; one that has
+  not answered as ready yet (it is loading) only after `loading_hang_s` (30 s) of silence, unless
+  its process is stopped by a signal: on a machine whose cores are all taken, a process loading
+  a model can go seconds without answering, and killing it there failed launches that would
+  have succeeded.
 
 What to do about it is the worker's business (`on_down(key, reason)`): it ends the process and
 tells the supervisor, which launches the replica again.
@@ -25,13 +30,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 import xoscar as xo
 from xoscar.errors import ActorNotExist
 
 from fleet.cluster.deadlines import DeadlineExceeded, within
 from fleet.settings import (
     health_probe_interval_s,
+    health_probe_misses,
     health_probe_timeout_s,
+    loading_hang_s,
     process_watch_interval_s,
 )
 
@@ -46,6 +54,16 @@ class _Watched:
     actor_uid: str
     ref: Any = None
     probing: bool = False
+    ready: bool = False  # it has answered a probe as ready
+    silent_since: float | None = None  # when the first probe of the current run of misses began
+    misses: int = 0
+
+    def hung(self, now: float, stopped: bool = False) -> bool:
+        """`stopped`: its process is stopped by a signal (SIGSTOP, a debugger), which no load
+        explains: the ready replica's rule holds for it at once."""
+        if self.ready or stopped:
+            return self.misses >= health_probe_misses()
+        return self.silent_since is not None and now - self.silent_since >= loading_hang_s()
 
 
 def exit_reason(pid: int | None, returncode: int) -> str:
@@ -59,6 +77,15 @@ def exit_reason(pid: int | None, returncode: int) -> str:
         hint = " (the OOM killer, or someone, killed it)" if -returncode == signal.SIGKILL else ""
         return f"{who} was killed by signal {-returncode} ({name}){hint}"
     return f"{who} exited with code {returncode}"
+
+
+def _stopped(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        return psutil.Process(pid).status() in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP)
+    except psutil.Error:
+        return False
 
 
 class ReplicaWatch:
@@ -117,17 +144,27 @@ class ReplicaWatch:
                 self._report(key, exit_reason(getattr(process, "pid", None), returncode))
 
     async def _probe(self, key: str, watched: _Watched) -> None:
+        started = time.monotonic()
         try:
             if watched.ref is None:
                 watched.ref = await within(
                     xo.actor_ref(address=watched.address, uid=watched.actor_uid),
                     health_probe_timeout_s(), "the replica")
-            await within(watched.ref.health(), health_probe_timeout_s(), "the replica")
+            answer = await within(watched.ref.health(), health_probe_timeout_s(), "the replica")
+            watched.misses, watched.silent_since = 0, None
+            watched.ready = watched.ready or (isinstance(answer, dict)
+                                              and answer.get("state") == "ready")
         except DeadlineExceeded:
+            watched.misses += 1
+            watched.silent_since = watched.silent_since or started
             process = self._pool.sub_processes.get(watched.address)
-            if process is not None and process.returncode is None:
+            pid = getattr(process, "pid", None)
+            if (process is not None and process.returncode is None
+                    and watched.hung(time.monotonic(), _stopped(pid))):
+                silent = time.monotonic() - watched.silent_since
                 self._report(key, f"process {getattr(process, 'pid', '?')} did not answer a "
-                                  f"health check within {health_probe_timeout_s():g} s (hung)")
+                                  f"health check for {silent:.0f} s ({watched.misses} probes of "
+                                  f"{health_probe_timeout_s():g} s; hung)")
         except ActorNotExist:
             pass  # still being created
         except Exception as exc:  # its process is going: the exit check says how
