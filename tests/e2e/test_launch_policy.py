@@ -185,10 +185,11 @@ def test_a_cluster_started_allowing_them_accepts_them_and_a_restart_without_says
             time.sleep(0.2)
         assert [m["id"] for m in models] == ["allowed"]
         assert models[0]["status"] == "failed"
-        assert "not restored: trust_remote_code is not allowed" in models[0]["error"]
+        # The launch body's own choices are checked first (envs), then what the engine does.
+        assert "not restored: envs is not allowed" in models[0]["error"]
         message = _error(http.post("/v1/embeddings", json={"model": "allowed", "input": "x"}),
                          503)
-        assert "--allow-remote-code" in message
+        assert "--allow-launch-envs" in message
         assert http.get("/status").status_code == 200
         assert http.delete("/v1/models/allowed").status_code == 200
     finally:
