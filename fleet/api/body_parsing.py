@@ -5,15 +5,17 @@ strings took 580 MiB and a second. A thread does not help: pydantic (like orjson
 holds the GIL for the whole parse, and measured here, 30 MiB of short strings parsed in a
 thread stopped the event loop for the 1.2 s the parse took, exactly as inline. So:
 
-- A body of up to INLINE_MAX_BYTES with few commas (each comma outside a string separates two
-  values, so their count bounds the values) is parsed inline: a few milliseconds at most, and
-  what nearly every request is (a few KiB).
-- Anything else is parsed in a helper process, which refuses a body of more than
-  `max_json_values` values (the server's limit, fleet.limits) before answering, so what comes
-  back (the validated request, pickled) is small to unpickle; and which runs with its address
-  space capped (`parser_memory_bytes`), at a lower CPU priority, so a hostile body costs its
-  sender a refusal and the engines nothing. If the helper dies (a body past the memory cap), the
-  request gets a 413 and the next large body starts a new helper.
+- A body of up to INLINE_MAX_BYTES with few commas is parsed inline: a few milliseconds at
+  most, and what nearly every request is (a few KiB). Commas bound the values from above (every
+  value but the first of an array or object follows one; commas inside strings only add), and
+  counting them costs half a millisecond a MiB.
+- Anything else is parsed in a helper process, which refuses a request of more than
+  `max_json_values` values (the server's limit, fleet.limits) once validated, so what comes back
+  (the validated request, pickled) is quick to unpickle; and which runs with its address space
+  capped (`parser_memory_bytes`), at a lower CPU priority, so a hostile body costs its sender a
+  refusal and the engines little. The loop still copies the body to the helper (under a
+  millisecond a MiB). If the helper dies (a body past the memory cap), the request gets a 413
+  and the next large body starts a new helper.
 """
 
 from __future__ import annotations
