@@ -106,9 +106,9 @@ class ReplicaSupervision:
                 return
             try:
                 placement = await self._placement(record, replica)
-            except FleetError as exc:
+            except Exception as exc:  # no worker with room (or planning itself failed)
                 replica.state = "waiting"
-                replica.error = f"waiting for capacity: {exc.message} (after: {replica.error})"
+                replica.error = f"waiting for capacity: {_reason(exc)} (after: {replica.error})"
                 self._cluster.routes.touch(record.uid)
                 logger.warning("replica %s: %s", replica.replica_uid, replica.error)
                 return
@@ -127,7 +127,9 @@ class ReplicaSupervision:
         if worker is not None:  # it failed here again and again: elsewhere if there is room
             try:
                 return await self._place_elsewhere(record, replica, worker.address)
-            except FleetError:
+            except Exception as exc:  # no room elsewhere: here again, then
+                logger.info("replica %s stays on %s: %s", replica.replica_uid, worker.address,
+                            _reason(exc))
                 return Placement(worker, replica.device, replica.memory_bytes)
         return await self._place_elsewhere(record, replica, replica.worker_address)
 
