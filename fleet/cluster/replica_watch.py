@@ -3,7 +3,8 @@
 Two checks, each cheap:
 - every `process_watch_interval_s` (0.5 s) the exit status of each replica's process is read
   (a non-blocking `waitpid` through xoscar's process handle): an exit (the OOM killer, a
-  segfault, kill -9) is seen within half a second;
+  segfault, kill -9) is seen within half a second, and a process stopped by a signal (SIGSTOP)
+  on two checks in a row is hung;
 - every `health_probe_interval_s` (1 s) each replica is asked `health()`, with
   `health_probe_timeout_s` (3 s) to answer. The replica answers from its event loop, not from
   its engine's thread, so a busy engine still answers; a stopped or deadlocked process does not.
@@ -57,6 +58,7 @@ class _Watched:
     ready: bool = False  # it has answered a probe as ready
     silent_since: float | None = None  # when the first probe of the current run of misses began
     misses: int = 0
+    stopped_checks: int = 0  # process checks in a row that found it stopped by a signal
 
     def hung(self, now: float, stopped: bool = False) -> bool:
         """`stopped`: its process is stopped by a signal (SIGSTOP, a debugger), which no load
@@ -142,6 +144,14 @@ class ReplicaWatch:
             returncode = process.returncode
             if returncode is not None:
                 self._report(key, exit_reason(getattr(process, "pid", None), returncode))
+                continue
+            # A process stopped by a signal (SIGSTOP, a debugger) answers nothing until it is
+            # continued: seen on two checks in a row, it is hung without waiting for probes.
+            pid = getattr(process, "pid", None)
+            watched.stopped_checks = watched.stopped_checks + 1 if _stopped(pid) else 0
+            if watched.stopped_checks >= 2:
+                self._report(key, f"process {pid} is stopped by a signal and did not answer a "
+                                  "health check (hung)")
 
     async def _probe(self, key: str, watched: _Watched) -> None:
         started = time.monotonic()

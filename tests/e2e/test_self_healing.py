@@ -108,7 +108,7 @@ def test_a_hung_replica_is_found_and_replaced(cluster, minilm_path):
         # Not ready while it is being replaced: describe never calls it ready.
         seen = wait_for(lambda: _replicas(client, uid)[0]["state"] != "ready", timeout=15)
         detected_s = time.monotonic() - stopped_at
-        assert seen and detected_s < 8, detected_s
+        assert seen and detected_s < 3, detected_s  # two process checks, 0.5 s apart
         replica = wait_for(lambda: _back_ready(client, uid, 0, pid), timeout=60)
         assert "did not answer a health check" in replica["last_failure"]
         assert replica["restarts"] == 1
