@@ -252,8 +252,10 @@ def test_management_bodies_are_capped_at_one_mib(http, mini):
     with socket.create_connection((host, port), timeout=30) as raw:
         raw.sendall(b"POST /v1/model_registrations/LLM HTTP/1.1\r\nHost: x\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n")
-        answer = raw.recv(65536).decode()
-    assert answer.startswith("HTTP/1.1 413") and "99999999 bytes" in answer, answer
+        answer = b""
+        while b"99999999 bytes" not in answer and (chunk := raw.recv(65536)):
+            answer += chunk  # the head and the body may come in separate reads
+    assert answer.startswith(b"HTTP/1.1 413") and b"99999999 bytes" in answer, answer
     assert http.get("/v1/models").status_code == 200
     _embeds(http, mini)
 
@@ -294,7 +296,8 @@ def test_a_big_body_is_parsed_without_stalling_the_api(local_cluster, http, mini
         done.set()
         poller.join()
     _refused(response, 413, "JSON values", "FLEET_MAX_JSON_VALUES")
-    assert took > 0.8, took  # long enough for a stall to show
+    # /status kept answering all along, each answer a small part of the big request's time
+    # (parsed on the event loop, the body held every other request for all of it).
     assert len(latencies) > 5 and max(latencies) < min(0.5, took / 3), (took, max(latencies))
     assert api.memory_info().rss - before < 200 * MIB
     _embeds(http, mini)
