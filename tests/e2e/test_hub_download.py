@@ -100,7 +100,6 @@ def test_launch_by_name_downloads_into_the_cache_and_serves(online_cluster, hub)
 
 
 def test_gguf_launch_by_name_downloads_one_file_and_chats(online_cluster, hub):
-    pytest.importorskip("xllamacpp")
     launched = _fleet(online_cluster, "launch", "-n", "smollm2-instruct", "-t", "LLM",
                       "-f", "gguf", "-s", "0_135", "-q", "Q4_1", "-u", "smol-online")
     assert launched.returncode == 0, launched.stdout + launched.stderr
