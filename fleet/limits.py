@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import os
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -106,6 +107,17 @@ def check_count(field: str, count: int, what: str, code: str = "too_many_items")
     """Refuse `count` of something past `field`'s limit; an O(1) comparison."""
     if count > getattr(limits(), field):
         raise exceeded(field, f"{what} has {count} items", code)
+
+
+def check_ids_or_items(value: Any, what: str) -> None:
+    """An input that is a list: token ids count against the tokens a request may queue, any
+    other list (texts, or lists of ids) against the items per request."""
+    if isinstance(value, list) and value and isinstance(value[0], int):
+        if len(value) > limits().max_request_tokens:
+            raise exceeded("max_request_tokens", f"{what} has {len(value)} token ids",
+                           "too_many_tokens")
+    elif isinstance(value, list):
+        check_count("max_items", len(value), what)
 
 
 def too_large(field: str, size: int, cap: int | None = None) -> FleetError:

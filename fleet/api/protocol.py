@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.catalogue.xinference_format import canonical_format
-from fleet.limits import check_count, exceeded, limits, schema_max_items
+from fleet.limits import check_count, check_ids_or_items, schema_max_items
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
 # a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
@@ -131,12 +131,7 @@ class EmbeddingRequest(BaseModel):
     @classmethod
     def _few_inputs(cls, value: Any) -> Any:
         # Before the items are validated: a list of a million is refused for its length.
-        if isinstance(value, list) and value and isinstance(value[0], int):
-            if len(value) > limits().max_request_tokens:
-                raise exceeded("max_request_tokens", f"input has {len(value)} token ids",
-                               "too_many_tokens")
-        elif isinstance(value, list):
-            check_count("max_items", len(value), "input")
+        check_ids_or_items(value, "input")
         return value
 
     @property

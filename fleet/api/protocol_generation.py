@@ -19,7 +19,14 @@ from pydantic import (
 
 from fleet.api.protocol import INT32_MAX, TokenId
 from fleet.errors import BadRequest
-from fleet.limits import check_count, exceeded, limits, schema_max, schema_max_items
+from fleet.limits import (
+    check_count,
+    check_ids_or_items,
+    exceeded,
+    limits,
+    schema_max,
+    schema_max_items,
+)
 
 # What the engines accept: torch seeds its generators with 64-bit integers (2**64 overflowed in
 # prefill), llama.cpp reads top_k as a 32-bit int.
@@ -153,12 +160,7 @@ class CompletionRequest(_GenerationBase):
     @field_validator("prompt", mode="before")
     @classmethod
     def _prompt_size(cls, value: Any) -> Any:
-        if isinstance(value, list) and value and isinstance(value[0], int):
-            if len(value) > limits().max_request_tokens:
-                raise exceeded("max_request_tokens", f"prompt has {len(value)} token ids",
-                               "too_many_tokens")
-        elif isinstance(value, list):
-            check_count("max_items", len(value), "prompt")
+        check_ids_or_items(value, "prompt")
         return value
 
     @model_validator(mode="after")
