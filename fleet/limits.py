@@ -14,6 +14,8 @@ Why these defaults:
   (OpenAI's), messages 2048, logit_bias 1024 entries.
 - bodies: 64 MiB for inference (a chat may carry base64 images), 1 MiB for everything else
   (a registration, the largest management body, is a few KiB).
+- uploads (multipart image and audio files): 64 MiB, which holds OpenAI's 25 MB audio files
+  and its 4 MB images with room to spare.
 - JSON values per body: 500,000; a body's parse costs CPU and memory per value, not per byte
   (7.6 MiB of one-character strings took 580 MiB), and the largest legitimate bodies under the
   limits above (300,000 token ids) hold fewer."""
@@ -43,6 +45,7 @@ class RequestLimits(BaseModel):
     max_request_tokens: int = Field(default=300_000, ge=1)
     max_body_bytes: int = Field(default=64 * MIB, ge=1024)
     max_management_body_bytes: int = Field(default=1 * MIB, ge=1024)
+    max_upload_bytes: int = Field(default=64 * MIB, ge=1024)
     max_json_values: int = Field(default=500_000, ge=1000)
     # The address space of the process that parses large bodies (fleet.api.body_parsing): a
     # body that needs more is refused there, and nothing else is touched.
@@ -60,6 +63,7 @@ ENV_VARS: dict[str, str] = {
     "max_request_tokens": "FLEET_MAX_REQUEST_TOKENS",
     "max_body_bytes": "FLEET_MAX_BODY_BYTES",
     "max_management_body_bytes": "FLEET_MAX_MANAGEMENT_BODY_BYTES",
+    "max_upload_bytes": "FLEET_MAX_UPLOAD_BYTES",
     "max_json_values": "FLEET_MAX_JSON_VALUES",
     "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
 }

@@ -57,6 +57,13 @@ class FastRoute:
 
 _Reply = tuple[int, bytes, list[tuple[bytes, bytes]]]
 
+# Routes that take multipart file uploads (images, audio): their bodies are capped by
+# `max_upload_bytes` instead of the management cap.
+UPLOAD_PATHS = frozenset({
+    "/v1/images/variations", "/v1/images/edits", "/v1/images/inpainting", "/v1/images/ocr",
+    "/v1/audio/transcriptions", "/v1/audio/translations",
+})
+
 
 class FastJsonRoutes:
     """ASGI: serves the POST routes it holds, hands everything else to `app`. Bodies are capped
@@ -64,11 +71,13 @@ class FastJsonRoutes:
     them), so that a runaway body cannot fill the API's memory."""
 
     def __init__(self, app: Any, routes: list[FastRoute], max_body_bytes: int | None = None,
-                 max_other_body_bytes: int | None = None):
+                 max_other_body_bytes: int | None = None,
+                 upload_paths: frozenset[str] = UPLOAD_PATHS):
         self._app = app
         self._routes = {route.path: route for route in routes}
         self._max_body_bytes = max_body_bytes or limits().max_body_bytes
         self._max_other_body_bytes = max_other_body_bytes or limits().max_management_body_bytes
+        self._upload_paths = upload_paths
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         route = (self._routes.get(scope["path"])
@@ -119,14 +128,16 @@ class FastJsonRoutes:
 
     async def _other(self, scope: dict, receive: Any, send: Any) -> None:
         """Every other request goes to `app`, its body (if any) read first up to the cap of
-        management bodies: FastAPI would read any size, and turn a failure while reading into
-        its own 400."""
+        management bodies (of uploads, on UPLOAD_PATHS): FastAPI would read any size, and turn
+        a failure while reading into its own 400."""
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self._app(scope, receive, send)
             return
+        cap, limit_name = ((limits().max_upload_bytes, "max_upload_bytes")
+                           if scope["path"] in self._upload_paths
+                           else (self._max_other_body_bytes, "max_management_body_bytes"))
         try:
-            body = await self._read_body(receive, self._max_other_body_bytes,
-                                         "max_management_body_bytes", _declared_length(scope))
+            body = await self._read_body(receive, cap, limit_name, _declared_length(scope))
         except Exception as exc:
             await _send_reply(send, _failure(exc))
             return

@@ -28,7 +28,8 @@ from fleet.state import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
-_DATA_FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json"}
+_DATA_FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rerank.json",
+               "image": "image.json", "audio": "audio.json"}
 
 
 @cache

@@ -11,8 +11,8 @@ from fleet.catalogue.safe_names import check_file_templates, check_quantizations
 from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
 from fleet.paths import safe_segment
 
-ModelType = Literal["LLM", "embedding", "rerank"]
-MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank")
+ModelType = Literal["LLM", "embedding", "rerank", "image", "audio"]
+MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank", "image", "audio")
 
 
 def normalize_model_type(value: str) -> str:
@@ -192,10 +192,51 @@ class RerankFamily(BaseFamily):
         return ["rerank"]
 
 
-Family = LLMFamily | EmbeddingFamily | RerankFamily
+class ImageFamily(BaseFamily):
+    """Xinference's image spec: diffusion pipelines (text2image, image2image, inpainting) and
+    OCR models (ocr)."""
+
+    # The pipeline family: "stable_diffusion", "flux", ... or "ocr".
+    model_family: str = "stable_diffusion"
+    model_ability: list[str] = Field(default_factory=lambda: ["text2image"])
+    # Passed to the pipeline when it is built, and as defaults of each request.
+    default_model_config: dict[str, Any] = Field(default_factory=dict)
+    default_generate_config: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str:
+        return "image"
+
+    @property
+    def abilities(self) -> list[str]:
+        return self.model_ability
+
+
+class AudioFamily(BaseFamily):
+    """Xinference's audio spec: recognisers (audio2text) and voices (text2audio)."""
+
+    # "whisper", "piper", "kokoro", ...
+    model_family: str = "whisper"
+    model_ability: list[str] = Field(default_factory=lambda: ["audio2text"])
+    multilingual: bool = True
+    default_model_config: dict[str, Any] = Field(default_factory=dict)
+    default_transcription_config: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def model_type(self) -> str:
+        return "audio"
+
+    @property
+    def abilities(self) -> list[str]:
+        return self.model_ability
+
+
+Family = LLMFamily | EmbeddingFamily | RerankFamily | ImageFamily | AudioFamily
 
 FAMILY_CLASSES: dict[str, type[BaseFamily]] = {
     "LLM": LLMFamily,
     "embedding": EmbeddingFamily,
     "rerank": RerankFamily,
+    "image": ImageFamily,
+    "audio": AudioFamily,
 }

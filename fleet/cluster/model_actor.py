@@ -6,18 +6,20 @@ request is running; the engine itself is only ever called from one worker thread
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import os
 import time
 import traceback
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import xoscar as xo
 
 from fleet.catalogue.registry import parse_family
-from fleet.catalogue.schemas import ModelSpec
+from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
 from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT, LLMService
@@ -31,6 +33,42 @@ logger = logging.getLogger(__name__)
 
 # Requests that the API may send in groups (ModelActor.call_many).
 _GROUPABLE = frozenset({"embed", "rerank"})
+# Model types served by a service built on the loaded engine: it owns the type's requests and
+# batching, and names the methods the API may call (`METHODS`, through `call_service`) and
+# stream (`STREAMS`, through `stream_service`). See ReplicaService. The first row whose model
+# type matches, and whose ability the family has (None: any), gives the "module:Class".
+_SERVICES: tuple[tuple[str, str | None, str], ...] = (
+    ("image", "ocr", "fleet.cluster.ocr_service:OCRService"),
+    ("image", None, "fleet.cluster.image_service:ImageService"),
+    ("audio", "text2audio", "fleet.cluster.speech_service:SpeechService"),
+    ("audio", None, "fleet.cluster.transcription_service:TranscriptionService"),
+)
+_SERVICE_TYPES = frozenset(model_type for model_type, _, _ in _SERVICES)
+
+
+def _service_class(family: BaseFamily) -> type[ReplicaService]:
+    for model_type, ability, target in _SERVICES:
+        if family.model_type == model_type and (ability is None or ability in family.abilities):
+            module_name, class_name = target.split(":")
+            return getattr(importlib.import_module(module_name), class_name)
+    raise LookupError(f"no service serves {family.model_type} models")
+
+
+class ReplicaService(Protocol):
+    """What a model type's service gives its replica (fleet.cluster.image_service is one)."""
+
+    METHODS: frozenset[str]
+    STREAMS: frozenset[str]
+
+    def __init__(self, engine: Any, family: BaseFamily, launch: dict[str, Any],
+                 executor: ThreadPoolExecutor): ...
+
+    @property
+    def in_progress(self) -> int: ...
+
+    def stats(self) -> dict[str, int]: ...
+
+    def close(self) -> None: ...
 
 
 def _portable(error: BaseException) -> FleetError:
@@ -64,6 +102,7 @@ class ModelActor(xo.StatelessActor):
         # are (query, document) pairs, so its batches hold more of them. LLMs batch token by
         # token instead, in their service's scheduler, created once the engine is loaded.
         self._llm: LLMService | None = None
+        self._service: ReplicaService | None = None
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
         self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
         # Its queue holds `request_limits` requests, like an LLM's (429 past that).
@@ -83,6 +122,8 @@ class ModelActor(xo.StatelessActor):
         self._channel_server.close()
         if self._llm is not None:
             self._llm.close()
+        if self._service is not None:
+            self._service.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _set_download_progress(self, fraction: float) -> None:
@@ -129,6 +170,9 @@ class ModelActor(xo.StatelessActor):
                        "request_limits": self._launch.get("request_limits")}
             self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
                                    self._executor, self._channel_server)
+        elif self._family.model_type in _SERVICE_TYPES:
+            self._service = _service_class(self._family)(self._engine, self._family, self._launch,
+                                                         self._executor)
         await self._channel_server.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
@@ -170,11 +214,15 @@ class ModelActor(xo.StatelessActor):
         """Requests being answered now: a replica being removed finishes them first (drain)."""
         if self._llm is not None:
             return self._llm.in_progress
+        if self._service is not None:
+            return self._service.in_progress
         return self._batcher.in_progress
 
     def _batch_stats(self) -> dict[str, int]:
         if self._llm is not None:
             stats = self._llm.stats()
+        elif self._service is not None:
+            stats = self._service.stats()
         else:
             batcher = self._batcher
             stats = {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
@@ -307,3 +355,30 @@ class ModelActor(xo.StatelessActor):
     def cancel_stream(self, stream_id: str) -> None:
         if self._llm is not None:
             self._llm.cancel(stream_id)
+
+    # ---- model types with a service (images, audio) -----------------------------------
+    def _require_service(self, method: str, streams: bool) -> ReplicaService:
+        if self._family.model_type not in _SERVICE_TYPES:
+            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+                             f"model and does not serve {method} requests")
+        if self._service is None:
+            raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
+        allowed = self._service.STREAMS if streams else self._service.METHODS
+        if method not in allowed:
+            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+                             f"model and does not serve {method} requests")
+        return self._service
+
+    async def call_service(self, method: str, *args: Any) -> Any:
+        """One request to the model type's service (its `METHODS`)."""
+        result = await getattr(self._require_service(method, streams=False), method)(*args)
+        self._requests_served += 1
+        return result
+
+    @xo.generator
+    async def stream_service(self, method: str, *args: Any) -> AsyncIterator[Any]:
+        """A streamed request to the model type's service (its `STREAMS`, async generators)."""
+        service = self._require_service(method, streams=True)
+        self._requests_served += 1
+        async for item in getattr(service, method)(*args):
+            yield item
