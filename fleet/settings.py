@@ -149,3 +149,8 @@ def restore_grace_s() -> float:
     come back and report the replicas they still run, before missing replicas are launched
     anew."""
     return _seconds("FLEET_RESTORE_GRACE_S", 8.0)
+
+
+def image_url_ttl_s() -> float:
+    """How long the images of `url` answers stay downloadable (fleet.api.image_files)."""
+    return _seconds("FLEET_IMAGE_URL_TTL_S", 3600.0)

@@ -13,6 +13,7 @@ from fleet.api import (
     routes_cache,
     routes_embeddings,
     routes_generation,
+    routes_images,
     routes_management,
     routes_replicas,
     routes_rerank,
@@ -93,6 +94,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
     app.include_router(routes_cache.router)
+    app.include_router(routes_images.router)
 
     # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.
     install_openapi(app, (lambda method, path: permission_of(method, path) != OPEN)

@@ -50,6 +50,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/rerank"): READ,
     ("POST", "/v1/chat/completions"): READ,
     ("POST", "/v1/completions"): READ,
+    ("POST", "/v1/images/generations"): READ,
+    ("POST", "/v1/images/variations"): READ,
+    ("POST", "/v1/images/edits"): READ,
+    ("POST", "/v1/images/inpainting"): READ,
+    ("POST", "/v1/images/ocr"): READ,
+    ("GET", "/v1/images/files/{name}"): READ,  # the images of `url` answers
+    ("GET", "/v1/requests/{request_id}/progress"): READ,
     ("GET", "/v1/models"): LIST,
     ("POST", "/v1/models"): START,
     ("GET", "/v1/models/estimate"): START,

@@ -60,6 +60,13 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/rerank"): _INFERENCE,
     ("POST", "/v1/chat/completions"): _INFERENCE,
     ("POST", "/v1/completions"): _INFERENCE,
+    ("POST", "/v1/images/generations"): _INFERENCE,
+    ("POST", "/v1/images/variations"): _INFERENCE,
+    ("POST", "/v1/images/edits"): _INFERENCE,
+    ("POST", "/v1/images/inpainting"): _INFERENCE,
+    ("POST", "/v1/images/ocr"): _INFERENCE,
+    ("GET", "/v1/images/files/{name}"): (404,),  # not one of ours, or past its time
+    ("GET", "/v1/requests/{request_id}/progress"): (404,),  # no such request (any more)
     ("GET", "/v1/cache/models"): (),
     ("GET", "/v1/cache/models/files"): (),
     ("DELETE", "/v1/cache/models"): (404, 409),  # 409: a running model reads it

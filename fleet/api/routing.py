@@ -141,6 +141,12 @@ class ReplicaRouter:
             return True
         return False
 
+    async def replicas_of(self, uid: str) -> list[Replica]:
+        """The model's replicas as the routing table has them, for a question that each one
+        must be asked (which of them holds a named request)."""
+        replicas, _ = await self._replicas(uid)
+        return list(replicas)
+
     async def _next_replica(self, uid: str) -> Replica:
         """The next usable replica (round robin); the route is asked again when the cached one
         has none, and a 503 says why when that has none either."""
