@@ -9,6 +9,7 @@ import click
 from fleet import __version__
 from fleet.cli.cache_cmds import CACHE_COMMANDS
 from fleet.cli.generation_cmds import GENERATION_COMMANDS
+from fleet.cli.image_cmds import IMAGE_COMMANDS
 from fleet.cli.model_cmds import MODEL_COMMANDS
 from fleet.cli.scale_cmds import SCALE_COMMANDS
 from fleet.cli.server_cmds import local, supervisor, worker
@@ -32,7 +33,7 @@ def cli() -> None:
 
 
 for command in (local, supervisor, worker, *MODEL_COMMANDS, *SCALE_COMMANDS, *GENERATION_COMMANDS,
-                *CACHE_COMMANDS):
+                *CACHE_COMMANDS, *IMAGE_COMMANDS):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -199,7 +199,11 @@ class Client:
         return sorted(ids)[:replicas]
 
     def get_model(self, model_uid: str) -> ModelHandle:
-        self.describe_model(model_uid)  # fail early on an unknown uid
+        described = self.describe_model(model_uid)  # fail early on an unknown uid
+        if described.get("model_type") == "image":
+            from fleet.client.images import ImageModelHandle
+
+            return ImageModelHandle(self, model_uid)
         return ModelHandle(self, model_uid)
 
     # ---- catalogue ----
