@@ -158,7 +158,9 @@ async def ocr_image(request: Request) -> Response:
     return Response(orjson.dumps(payload), media_type=_JSON)
 
 
-@router.get(FILES_PATH + "/{name}")
+@router.get(FILES_PATH + "/{name}", response_class=Response, responses={200: {
+    "description": "The PNG image",
+    "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}}})
 async def image_file(request: Request, name: str) -> Response:
     """An image of a `url` answer, while it is kept (FLEET_IMAGE_URL_TTL_S)."""
     return Response(await _files(request).read(name), media_type="image/png",
