@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 
 # How long a batch may wait for the rest of the last batch's clients (DynamicBatcher._gather): a
 # share of what the last batch took to run, so that the wait stays small next to the work it
-# saves; and never more than a cap.
+# saves; and never more than a cap (engines whose batches take seconds, such as diffusion
+# pipelines, set a longer one).
 GATHER_SHARE = 0.3
 GATHER_MAX_S = 0.02
 
@@ -54,6 +55,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_batch_tokens: int = 16384,
         gather_share: float = GATHER_SHARE,
         max_open_requests: int = 256,
+        gather_max_s: float = GATHER_MAX_S,
     ):
         self._run_batch = run_batch
         self._executor = executor
@@ -62,6 +64,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         self._max_open = max_open_requests
         self._open = 0  # requests submitted and not answered yet
         self._gather_share = gather_share
+        self._gather_max_s = gather_max_s
         self._last_run_s = 0.0
         self._queue: deque[_Pending[ItemT]] = deque()
         self._arrived = asyncio.Event()
@@ -171,7 +174,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         the API handles a batch's clients one after the other): a lone client, already back,
         never waits, and a request that comes later than that runs at once."""
         loop = asyncio.get_running_loop()
-        deadline = self._finished_at + min(GATHER_MAX_S, self._gather_share * self._last_run_s)
+        deadline = self._finished_at + min(self._gather_max_s, self._gather_share * self._last_run_s)
         while (self._arrivals_since_finish < self.last_batch_size
                and len(self._queue) < self._max_items):
             remaining = deadline - loop.time()

@@ -184,3 +184,41 @@ class LLMEngine(Protocol):
     def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
         """The ids that end a sequence, beyond those the engine stops on by itself."""
         ...
+
+
+@dataclass
+class ImageJob:
+    """One pipeline call of an image engine: `len(prompts)` images made together, each from its
+    own seed, with the settings they share (requests are grouped by those settings)."""
+
+    operation: str  # "text2image", "image2image" or "inpainting"
+    prompts: list[str]
+    negative_prompts: list[str] | None
+    seeds: list[int]
+    width: int
+    height: int
+    # The pipeline's own arguments: num_inference_steps, guidance_scale, strength and any
+    # further ones a request passed (already checked against the pipeline, see ImageEngine).
+    arguments: dict[str, Any]
+    images: list[Any] | None = None  # PIL images, image2image and inpainting
+    masks: list[Any] | None = None  # PIL images, inpainting
+
+
+class ImageEngine(Protocol):
+    """Diffusion pipelines (fleet.engines.diffusers_image)."""
+
+    @property
+    def size_multiple(self) -> int: ...  # each side of an image is a multiple of this
+
+    @property
+    def default_size(self) -> tuple[int, int]: ...
+
+    def operations(self) -> frozenset[str]: ...
+
+    def accepted_arguments(self, operation: str) -> frozenset[str]: ...
+
+    def takes(self, operation: str, argument: str) -> bool: ...  # any argument of the pipeline
+
+    def load(self) -> None: ...
+
+    def generate(self, job: ImageJob, on_step: Any) -> list[Any]: ...  # PIL images, in order

@@ -147,6 +147,39 @@ class LlamaCppEmbeddingOptions(LlamaCppOptions):
         return value.lower() if isinstance(value, str) else value
 
 
+class DiffusersImageOptions(LaunchOptions):
+    dtype: DType | None = Field(
+        default=None, description="Weights' dtype: auto (float32 on CPU; on a GPU the family's, "
+                                  "else float16), float32, float16 or bfloat16.")
+    torch_dtype: DType | None = Field(default=None, description="Another name for dtype.")
+    cpu_offload: Literal["none", "model", "sequential"] | None = Field(
+        default=None,
+        description="Keep the weights in CPU memory and move each model to the GPU when it runs "
+                    "(model; true means model), or each layer (sequential: least GPU memory, "
+                    "slowest).")
+    attention_slicing: bool | Literal["auto", "max"] | None = Field(
+        default=None, description="Compute attention in slices: less memory, a little slower.")
+    vae_tiling: bool | None = Field(
+        default=None, description="Decode big images tile by tile: less memory.")
+    single_file_config: str | None = Field(
+        default=None, min_length=1, max_length=4096,
+        description="For a single-file checkpoint: a local diffusers folder (or hub id) whose "
+                    "configs describe it; default: the pipeline's own hub repository.")
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=64,
+        description="Images made together in one pipeline call; default 8.")
+
+    _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
+
+    @field_validator("cpu_offload", mode="before")
+    @classmethod
+    def _offload(cls, value: Any) -> Any:
+        # Xinference's launch option is a boolean.
+        if isinstance(value, bool):
+            return "model" if value else "none"
+        return value
+
+
 def describe_options(model: type[LaunchOptions]) -> list[dict[str, Any]]:
     """Each option's name, type, bounds and help, for `fleet engine` and GET /v1/engines."""
     rows = []

@@ -11,6 +11,7 @@ from fleet.catalogue.xinference_format import xinference_format_name
 from fleet.engines.base import EngineInfo, MemoryProfile
 from fleet.engines.launch_options import (
     CrossEncoderRerankOptions,
+    DiffusersImageOptions,
     LlamaCppEmbeddingOptions,
     LlamaCppLLMOptions,
     SentenceTransformersEmbeddingOptions,
@@ -33,6 +34,7 @@ from fleet.errors import BadRequest
 # buffers. Transformers loads weights as fp32 on CPU and bf16 on GPU (see pick_dtype);
 # sentence-transformers (on Transformers 5) keeps the checkpoint's dtype; llama.cpp maps the
 # GGUF file as it is and reserves one f16 KV cache at load, shared by its parallel slots.
+# Image models go to diffusers (pipelines) or RapidOCR (OCR), each the only engine of its kind.
 
 ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo(
@@ -80,6 +82,19 @@ ENGINES: tuple[EngineInfo, ...] = (
         # One cache shared by all slots, reserved at load (see llamacpp_llm.py).
         memory=MemoryProfile(overhead_mib=128, kv_dtype="f16", shared_cache=True),
         launch_options={"LLM": LlamaCppLLMOptions, "embedding": LlamaCppEmbeddingOptions},
+    ),
+    EngineInfo(
+        name="diffusers",
+        implementations={"image": "fleet.engines.diffusers_image:DiffusersImage"},
+        formats=("pytorch", "safetensors"),
+        abilities=("text2image", "image2image", "inpainting"),
+        requires=("torch", "diffusers"),
+        priority=20,
+        pip_extra="image",
+        # `import torch, diffusers, transformers` and the pipeline's work buffers. Weights load
+        # as fp32 on a CPU, fp16 on a GPU unless the family says bf16 (pick_image_dtype).
+        memory=MemoryProfile(overhead_mib=768, cpu_dtype="float32", gpu_dtype="float16"),
+        launch_options={"image": DiffusersImageOptions},
     ),
 )
 
