@@ -11,8 +11,8 @@ import shutil
 from pathlib import Path
 
 # The folder's layout changes only with these: a new diffusers may save other config keys.
-_BUILD_VERSION = 1
-TOKENIZER_MAX_LENGTH = 16
+_BUILD_VERSION = 2
+TOKENIZER_MAX_LENGTH = 77  # CLIP's
 
 
 def _byte_vocabulary() -> dict[str, int]:

@@ -251,7 +251,7 @@ class ImageService:
             raise BadRequest(f"the pipeline refused the request: {exc}",
                              code="invalid_pipeline_argument") from None
         finally:
-            for tracker, count in trackers.items():
+            for tracker in trackers:
                 with tracker.lock:
                     tracker.running, tracker.fraction = 0, 0.0
         for tracker, count in trackers.items():
