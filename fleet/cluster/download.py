@@ -87,17 +87,39 @@ def check_hub_reachable() -> None:
         raise ConnectionError(f"cannot connect to {parsed.hostname}:{port} ({exc})") from None
 
 
-def _expected_bytes(repo_id: str, revision: str | None, filename: str | None) -> int | None:
-    """The size of what a download will write: one file, or the whole repository."""
+# A diffusers repository holds the pipeline's folders (unet/, vae/, text_encoder/...) and often
+# the same weights again: fp16/bf16 variants beside them, a single-file checkpoint of several GB
+# at the top, .bin, .ckpt, ONNX or Flax copies. The pipeline loads only the folders' full-precision
+# safetensors (cast to the launch's dtype), so only those and the configs come down.
+DIFFUSERS_ALLOW = ("model_index.json", "*/*")
+DIFFUSERS_IGNORE = ("*.fp16.*", "*.bf16.*", "*non_ema*", "*.ckpt", "*.bin", "*.onnx", "*.onnx_data",
+                    "*.msgpack", "*.pb", "*.mlmodelc/*", "*.pt")
+
+
+def hub_patterns(family: BaseFamily) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
+    """(allow, ignore) patterns of a whole-repository download; None: everything."""
+    if family.model_type == "image" and "ocr" not in family.abilities:
+        return DIFFUSERS_ALLOW, DIFFUSERS_IGNORE
+    return None, None
+
+
+def _expected_bytes(repo_id: str, revision: str | None, filename: str | None,
+                    family: BaseFamily | None = None) -> int | None:
+    """The size of what a download will write: one file, or the repository's files that
+    `hub_patterns` lets through."""
     from huggingface_hub import HfApi
+    from huggingface_hub.utils import filter_repo_objects
 
     try:
         entries = HfApi().list_repo_tree(repo_id, revision=revision, recursive=True)
         sizes = {e.path: getattr(e, "size", 0) or 0 for e in entries}
     except Exception:  # progress is a nicety: the download itself reports real failures
         return None
-    total = sizes.get(filename, 0) if filename else sum(sizes.values())
-    return total or None
+    if filename:
+        return sizes.get(filename) or None
+    allow, ignore = hub_patterns(family) if family is not None else (None, None)
+    kept = filter_repo_objects(list(sizes), allow_patterns=allow, ignore_patterns=ignore)
+    return sum(sizes[path] for path in kept) or None
 
 
 class _FolderWatcher:
@@ -158,12 +180,15 @@ def download_from_hub(
     if spec.model_format == "gguf" and spec.model_file_name_template:
         filename = spec.model_file_name_template.format(quantization=quantization)
     try:
-        total = _expected_bytes(spec.model_id, spec.model_revision, filename)
+        total = _expected_bytes(spec.model_id, spec.model_revision, filename, family)
         with _FolderWatcher(target, total, progress):
             if filename:
                 return Path(hf_hub_download(spec.model_id, filename, revision=spec.model_revision,
                                             local_dir=target))
-            snapshot_download(spec.model_id, revision=spec.model_revision, local_dir=target)
+            allow, ignore = hub_patterns(family)
+            snapshot_download(spec.model_id, revision=spec.model_revision, local_dir=target,
+                              allow_patterns=allow and list(allow),
+                              ignore_patterns=ignore and list(ignore))
     except Exception as exc:  # the hub library raises many types; the user needs the message
         raise LaunchFailed(f"download of {spec.model_id} failed: {exc}") from None
     return target

@@ -114,9 +114,12 @@ def _weight_files(folder: Path) -> tuple[str, list[Path]]:
     (`/`, a home folder) is answered in milliseconds instead of walking the disk."""
     budget = [_MAX_ENTRIES]
     top = _listing(folder, budget)
+    # A diffusers pipeline loads its components' folders; a checkpoint file at the top of such
+    # a repository is the same weights again, in one file, and not loaded.
+    pipeline = any(p.name == "model_index.json" for p in top)
     nested: list[Path] | None = None
     for source, suffixes in _WEIGHT_SUFFIXES:
-        found = sorted(p for p in top if p.suffix in suffixes and p.is_file())
+        found = [] if pipeline else sorted(p for p in top if p.suffix in suffixes and p.is_file())
         if found:
             return source, found
         if nested is None:
@@ -124,8 +127,22 @@ def _weight_files(folder: Path) -> tuple[str, list[Path]]:
             nested = [f for sub in subfolders for f in _listing(sub, budget)]
         found = sorted(p for p in nested if p.suffix in suffixes and p.is_file())
         if found:
-            return source, found
+            return source, _without_variants(found)
     return "", []
+
+
+def _without_variants(files: list[Path]) -> list[Path]:
+    """A diffusers folder may hold `model.fp16.safetensors` beside `model.safetensors`: only
+    one of them is loaded, so a variant counts only where it is all there is."""
+    names = {str(f) for f in files}
+    kept = []
+    for path in files:
+        stem, dot, suffix = path.name.rpartition(".")
+        plain_stem, _, variant = stem.rpartition(".")
+        if variant in ("fp16", "bf16") and str(path.with_name(f"{plain_stem}{dot}{suffix}")) in names:
+            continue
+        kept.append(path)
+    return kept
 
 
 def _listing(folder: Path, budget: list[int]) -> list[Path]:

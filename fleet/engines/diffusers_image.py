@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,35 @@ _RESERVED = frozenset({"prompt", "negative_prompt", "num_images_per_prompt", "ge
 _TENSOR_WORDS = ("embeds", "latents", "ip_adapter_image")
 
 
+# Tensor names that only one architecture's original checkpoints hold (checked in this order).
+_CHECKPOINT_MARKERS = (
+    ("double_blocks.0.img_attn.norm.key_norm.scale", "FluxPipeline"),
+    ("joint_blocks.0.context_block.adaLN_modulation.1.bias", "StableDiffusion3Pipeline"),
+    ("conditioner.embedders.1.model.transformer.resblocks.0.mlp.c_proj.bias",
+     "StableDiffusionXLPipeline"),
+)
+
+
+def single_file_pipeline(path: Path, model_family: str) -> str:
+    """The pipeline class of a single-file checkpoint: the one its family names, else the one
+    its tensor names show (Xinference calls every diffusion family "stable_diffusion").
+    Only safetensors: a .ckpt file is a pickle, and unpickling runs code."""
+    if path.suffix != ".safetensors":
+        raise ValueError(f"{path.name}: single-file checkpoints load from .safetensors files "
+                         "only (a .ckpt or .bin file is a pickle, which can run code)")
+    named = _SINGLE_FILE_PIPELINES.get(model_family)
+    if named and model_family != "stable_diffusion":
+        return named
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as checkpoint:
+        names = list(checkpoint.keys())
+    for marker, class_name in _CHECKPOINT_MARKERS:
+        if any(name.endswith(marker) for name in names):
+            return class_name
+    return "StableDiffusionPipeline"
+
+
 def pick_image_dtype(device: str, requested: str | None, family: BaseFamily) -> torch.dtype:
     """fp32 on a CPU; on a GPU the launch's dtype, else the family's (FLUX and SD 3 are trained
     in bf16), else fp16."""
@@ -73,15 +103,22 @@ class DiffusersImage(ImageEngine):
 
     # ---- loading ---------------------------------------------------------------------------
     def load(self) -> None:
-        import diffusers
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*")
+            self._load()
 
+    def _load(self) -> None:
+        import diffusers
+        import transformers
+
+        # A replica's log is no terminal.
+        diffusers.utils.logging.disable_progress_bar()
+        transformers.utils.logging.disable_progress_bar()
+        # `torch_dtype` works on every diffusers release this supports; newer ones prefer `dtype`
+        # and warn about the old name (silenced in load()).
         options: dict[str, Any] = {"torch_dtype": self._dtype}
         if self._path.is_file():
-            class_name = _SINGLE_FILE_PIPELINES.get(self._family_key())
-            if class_name is None:
-                known = ", ".join(sorted(_SINGLE_FILE_PIPELINES))
-                raise ValueError(f"a single-file checkpoint needs model_family one of {known}; "
-                                 f"this family is {self._family_key()!r}")
+            class_name = single_file_pipeline(self._path, self._family_key())
             if self._single_file_config:
                 options["config"] = self._single_file_config
             base = getattr(diffusers, class_name).from_single_file(str(self._path), **options)
