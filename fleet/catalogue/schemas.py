@@ -42,6 +42,9 @@ class ModelSpec(BaseModel):
     quantization_parts: dict[str, list[str]] | None = None
     # A local folder (or file for GGUF), as a plain path or a file:// URI.
     model_uri: str | None = None
+    # Weights that a pip package carries (RapidOCR's PP-OCR models): the package's import name;
+    # its folder is the model path, and installing the engine's extra brings the weights.
+    model_package: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 
     @model_validator(mode="before")
     @classmethod

@@ -5,6 +5,7 @@ it, and huggingface_hub resumes a partial download on the next launch."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import socket
 import threading
@@ -14,6 +15,7 @@ from urllib.parse import urlparse
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.errors import BadRequest, LaunchFailed
+from fleet.install_hint import pip_install_extra
 from fleet.paths import inside
 from fleet.settings import cache_dir
 
@@ -32,10 +34,22 @@ def path_from_uri(uri: str) -> Path:
     raise BadRequest(f"model_uri {uri!r}: only local paths and file:// URIs are supported")
 
 
+def package_weights(spec: ModelSpec) -> Path | None:
+    """The folder of the pip package that carries the spec's weights (`model_package`)."""
+    if not spec.model_package:
+        return None
+    found = importlib.util.find_spec(spec.model_package)
+    if found is None or not found.submodule_search_locations:
+        raise LaunchFailed(f"the weights come with the Python package {spec.model_package}, "
+                           "which is not installed on this worker: "
+                           f"{pip_install_extra('image')}")
+    return Path(next(iter(found.submodule_search_locations)))
+
+
 def local_weights(model_path: str | None, spec: ModelSpec) -> Path | None:
     source = model_path or spec.model_uri
     if not source:
-        return None
+        return package_weights(spec)
     path = path_from_uri(source)
     if not path.exists():
         raise BadRequest(f"model path {str(path)!r} does not exist on this worker")

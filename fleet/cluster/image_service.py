@@ -147,9 +147,9 @@ class ImageService:
                              code="unsupported_operation")
         image = mask = None
         if operation != "text2image":
-            image = _decode(request.get("image"), "the image", "RGB")
+            image = decode_upload(request.get("image"), "the image", "RGB")
         if operation == "inpainting":
-            mask = _decode(request.get("mask_image"), "the mask", "L")
+            mask = decode_upload(request.get("mask_image"), "the mask", "L")
             if image is not None and mask.size != image.size:
                 raise BadRequest(
                     f"the mask is {mask.width}x{mask.height} and the image "
@@ -281,7 +281,9 @@ def _step_reporter(trackers: dict[_Progress, int]) -> Callable[[int, int], None]
     return on_step
 
 
-def _decode(data: Any, what: str, mode: str) -> Image.Image:
+def decode_upload(data: Any, what: str, mode: str) -> Image.Image:
+    """An uploaded image file as a PIL image in `mode`; BadRequest when it is missing, too
+    big or not decodable."""
     if not isinstance(data, bytes | bytearray) or not data:
         raise BadRequest(f"{what} is missing", code="missing_image")
     try:

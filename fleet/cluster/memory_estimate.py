@@ -31,7 +31,7 @@ from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.download import cached_weights, local_weights
 from fleet.cluster.weights_info import ModelShape, inspect_weights
 from fleet.engines.base import EngineInfo
-from fleet.errors import BadRequest
+from fleet.errors import BadRequest, FleetError
 
 MIB = 2**20
 GIB = 2**30
@@ -189,10 +189,10 @@ def local_model_path(model_path: str | None, family: BaseFamily, spec: ModelSpec
                      quantization: str) -> Path | None:
     """The weights as this machine sees them: the launch's path, the spec's model_uri, or a
     complete download in the cache. None when none of them is here."""
-    if model_path or spec.model_uri:
+    if model_path or spec.model_uri or spec.model_package:
         try:
             return local_weights(model_path, spec)
-        except BadRequest:  # not on this machine (or not a local path): nothing to read
+        except FleetError:  # not on this machine (or not a local path): nothing to read
             return None
     return cached_weights(family, spec, quantization)
 

@@ -21,7 +21,8 @@ from fleet.gguf_metadata import read_gguf_metadata
 
 # Folders of other runtimes' exports that sentence-transformers and Transformers never load.
 _IGNORED_FOLDERS = {"onnx", "openvino", "coreml", "tflite"}
-_WEIGHT_SUFFIXES = (("safetensors", (".safetensors",)), ("bin", (".bin", ".pt", ".pth")))
+_WEIGHT_SUFFIXES = (("safetensors", (".safetensors",)), ("bin", (".bin", ".pt", ".pth")),
+                    ("onnx", (".onnx",)))
 # Names looked at when searching a folder for weights (a model folder has a few dozen).
 _MAX_ENTRIES = 5000
 _SPLIT_GGUF = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<parts>\d{5})\.gguf$", re.IGNORECASE)
@@ -73,6 +74,10 @@ def infer_model_format(model_path: str | None, family: BaseFamily) -> str | None
         return None
     if any(path.glob("*.gguf")) and not (path / "config.json").exists():
         return "gguf"
+    # ONNX models with no Hugging Face config beside them (RapidOCR's, Piper's voices).
+    if (any(path.glob("*.onnx")) and not (path / "config.json").exists()
+            and any(s.model_format == "onnx" for s in family.model_specs)):
+        return "onnx"
     folder_formats = [s.model_format for s in family.model_specs if s.model_format != "gguf"]
     return folder_formats[0] if folder_formats else None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -222,3 +223,115 @@ class ImageEngine(Protocol):
     def load(self) -> None: ...
 
     def generate(self, job: ImageJob, on_step: Any) -> list[Any]: ...  # PIL images, in order
+
+
+@dataclass
+class OCRLine:
+    text: str
+    score: float  # the recogniser's confidence, 0 to 1
+    box: list[list[float]]  # the four corners, in pixels, clockwise from the top left
+
+
+class OCREngine(Protocol):
+    """Text from images (fleet.engines.rapidocr_ocr)."""
+
+    def load(self) -> None: ...
+
+    def read(self, image: Any, options: dict[str, float]) -> list[OCRLine]: ...
+
+
+@dataclass(frozen=True)
+class TranscriptionSettings:
+    """What the chunks of one engine call share (requests are grouped by them)."""
+
+    task: str  # "transcribe", or "translate" (to English)
+    language: str | None  # None: the engine's default (English-only models) or detected
+    prompt: str | None  # text that came before, to steer spelling and style
+    temperature: float
+    word_timestamps: bool
+    segment_timestamps: bool  # timestamps within a chunk (finer segments), or one per chunk
+
+
+@dataclass
+class AudioChunk:
+    """Up to 30 s of speech, ready for the model (`features`: the engine's own input)."""
+
+    features: Any
+    offset: float  # seconds from the start of the audio the engine kept (after VAD)
+    duration: float
+
+
+@dataclass
+class PreparedAudio:
+    """An upload cut into chunks by an engine's `prepare`; `timeline` is the engine's own
+    record of what it cut out, to put times back on the upload's clock (`finish`)."""
+
+    chunks: list[AudioChunk]
+    duration: float  # seconds of the whole upload
+    timeline: Any = None
+
+
+@dataclass
+class TranscriptWord:
+    word: str
+    start: float
+    end: float
+    probability: float
+
+
+@dataclass
+class TranscriptSegment:
+    """OpenAI's verbose_json segment."""
+
+    id: int
+    start: float
+    end: float
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    temperature: float = 0.0
+    avg_logprob: float = 0.0
+    compression_ratio: float = 0.0
+    no_speech_prob: float = 0.0
+    words: list[TranscriptWord] | None = None
+
+
+class TranscriptionEngine(Protocol):
+    """Speech to text (fleet.engines.faster_whisper_stt, fleet.engines.transformers_whisper).
+    The replica's TranscriptionService cuts each upload into chunks with `prepare` (any
+    thread), and batches the chunks of every request it holds into `decode` calls (the
+    engine thread), grouped by their TranscriptionSettings; `finish` puts the segments' times
+    back on the upload's clock."""
+
+    sample_rate: int
+    multilingual: bool
+    gives_word_timestamps: bool
+
+    def load(self) -> None: ...
+
+    def prepare(self, audio: np.ndarray) -> PreparedAudio: ...
+
+    def detect_language(self, prepared: PreparedAudio) -> str: ...  # the engine thread
+
+    def decode(self, settings: TranscriptionSettings,
+               chunks: list[AudioChunk]) -> list[list[TranscriptSegment]]:
+        """The segments of each chunk, times from the start of the kept audio; the engine
+        thread. Raises ValueError for settings the model refuses (a prompt too long)."""
+        ...
+
+    def finish(self, prepared: PreparedAudio,
+               segments: list[TranscriptSegment]) -> list[TranscriptSegment]: ...
+
+
+class SpeechEngine(Protocol):
+    """Text to speech (fleet.engines.piper_tts, fleet.engines.kokoro_tts)."""
+
+    sample_rate: int
+
+    def load(self) -> None: ...
+
+    def voices(self) -> list[str]: ...  # the model's own voice names, the default first
+
+    def synthesize(self, text: str, voice: str, speed: float) -> Iterator[np.ndarray]:
+        """Mono float32 samples in [-1, 1], a piece at a time (a sentence), so that the first
+        piece can be sent before the last is made. Each `next` runs on the engine thread."""
+        ...

@@ -180,6 +180,12 @@ class DiffusersImageOptions(LaunchOptions):
         return value
 
 
+class RapidOCROptions(LaunchOptions):
+    intra_op_num_threads: int | None = Field(
+        default=None, ge=1, le=1024,
+        description="CPU threads of each ONNX model; default: onnxruntime's choice (all cores).")
+
+
 def describe_options(model: type[LaunchOptions]) -> list[dict[str, Any]]:
     """Each option's name, type, bounds and help, for `fleet engine` and GET /v1/engines."""
     rows = []

@@ -14,6 +14,7 @@ from fleet.engines.launch_options import (
     DiffusersImageOptions,
     LlamaCppEmbeddingOptions,
     LlamaCppLLMOptions,
+    RapidOCROptions,
     SentenceTransformersEmbeddingOptions,
     TransformersLLMOptions,
     TransformersRerankOptions,
@@ -95,6 +96,18 @@ ENGINES: tuple[EngineInfo, ...] = (
         # as fp32 on a CPU, fp16 on a GPU unless the family says bf16 (pick_image_dtype).
         memory=MemoryProfile(overhead_mib=768, cpu_dtype="float32", gpu_dtype="float16"),
         launch_options={"image": DiffusersImageOptions},
+    ),
+    EngineInfo(
+        name="rapidocr",
+        implementations={"image": "fleet.engines.rapidocr_ocr:RapidOCREngine"},
+        formats=("onnx",),
+        abilities=("ocr",),
+        requires=("rapidocr_onnxruntime",),
+        priority=20,
+        pip_extra="image",
+        # onnxruntime and OpenCV in the process; the models are small and run as stored.
+        memory=MemoryProfile(overhead_mib=256),
+        launch_options={"image": RapidOCROptions},
     ),
 )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import sys
 import threading
@@ -247,3 +248,69 @@ def test_bad_input_is_a_clear_400_and_the_model_serves_on(http, model, case, cal
     assert good.status_code == 200, good.text
     assert _sizes(good.json()) == [(64, 64)]
 
+
+
+# ---- OCR: the built-in PP-OCRv4 family on RapidOCR --------------------------------------------
+
+OCR_MODEL = "ocr"
+
+
+@pytest.fixture(scope="module")
+def ocr_model(fleet: Client) -> str:
+    return fleet.launch_model("PP-OCRv4", model_type="image", model_uid=OCR_MODEL)
+
+
+def _text_png() -> bytes:
+    from tests.engines.test_rapidocr import text_image
+
+    buffer = io.BytesIO()
+    text_image().save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_ocr_reads_drawn_text_through_every_client(ocr_model, fleet, cluster, tmp_path):
+    from xinference_client import RESTfulClient
+
+    from tests.engines.test_rapidocr import LINES
+
+    png = _text_png()
+    assert fleet.get_model(ocr_model).ocr(png) == "\n".join(LINES)
+    answer = RESTfulClient(cluster.endpoint, api_key=KEY).get_model(ocr_model).ocr(
+        png, return_dict=True)
+    assert answer["task"] == "ocr" and [line["text"] for line in answer["lines"]] == list(LINES)
+    assert all(len(line["box"]) == 4 and 0 < line["score"] <= 1 for line in answer["lines"])
+    path = tmp_path / "page.png"
+    path.write_bytes(png)
+    command = [sys.executable, "-m", "fleet", "ocr", "-e", cluster.endpoint, "-ak", KEY,
+               "-u", ocr_model, "-i", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == list(LINES)
+    boxed = subprocess.run([*command, "--boxes"], capture_output=True, text=True, timeout=300)
+    assert boxed.returncode == 0, boxed.stderr
+    assert [line["text"] for line in json.loads(boxed.stdout)] == list(LINES)
+
+
+@pytest.mark.parametrize(("case", "call", "words"), [
+    ("a non-image upload", lambda h: h.post("/v1/images/ocr", data={"model": OCR_MODEL},
+                                            files=[("image", ("a.png", b"GIF89a..."))]),
+     "not a PNG"),
+    ("a corrupt PNG", lambda h: h.post("/v1/images/ocr", data={"model": OCR_MODEL}, files=[
+        ("image", ("a.png", _png((64, 64))[:50]))]), "could not be decoded"),
+    ("an unknown option", lambda h: h.post("/v1/images/ocr", data={
+        "model": OCR_MODEL, "kwargs": '{"languages": "fr"}'},
+        files=[("image", ("a.png", _png((64, 64))))]), "unknown OCR option 'languages'"),
+    ("a generation from an OCR model", lambda h: h.post("/v1/images/generations", json={
+        "model": OCR_MODEL, "prompt": "x"}), "does not serve"),
+    ("OCR from a diffusion model", lambda h: h.post("/v1/images/ocr", data={"model": MODEL},
+                                                    files=[("image", ("a.png", _png((8, 8))))]),
+     "does not serve"),
+])
+def test_bad_ocr_input_is_a_clear_400_and_ocr_serves_on(http, ocr_model, model, case, call,
+                                                       words):
+    response = call(http)
+    assert response.status_code == 400, (case, response.text)
+    assert words in response.json()["error"]["message"], (case, response.text)
+    good = http.post("/v1/images/ocr", data={"model": OCR_MODEL},
+                     files=[("image", ("page.png", _text_png()))])
+    assert good.status_code == 200 and good.json().startswith("Fleet reads text"), good.text

@@ -20,6 +20,8 @@ IMPLEMENTATIONS = [(engine, model_type) for engine in ENGINES
 _SHARED_READERS = {"engine_options(": "fleet.engines.llamacpp_server",
                    "wants_remote_code(": "fleet.engines.base"}
 _LLM_SERVICE = "fleet.cluster.llm_service"
+# Replica services that read launch options of the engines they serve (batch sizes).
+_SERVICE_READERS = {"diffusers": "fleet.cluster.image_service"}
 _READ = re.compile(r"""kwargs\.get\(\s*["'](\w+)["']|options\.get\(\s*["'](\w+)["']""")
 
 
@@ -30,6 +32,8 @@ def _options_read(engine, model_type: str) -> set[str]:
                 for call, name in _SHARED_READERS.items() if call in sources[0]]
     if model_type == "LLM":
         sources.append(inspect.getsource(importlib.import_module(_LLM_SERVICE)))
+    if engine.name in _SERVICE_READERS:
+        sources.append(inspect.getsource(importlib.import_module(_SERVICE_READERS[engine.name])))
     names = {a or b for source in sources for a, b in _READ.findall(source)}
     return names - {"request_limits"}  # a launch field, handed to the scheduler separately
 
