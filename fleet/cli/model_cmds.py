@@ -121,7 +121,8 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
 @click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @endpoint_option
 @click.option("-n", "--model-name", required=True, help="Name in the catalogue.")
-@click.option("-t", "--model-type", default=None, help="LLM, embedding or rerank.")
+@click.option("-t", "--model-type", default=None,
+              help="LLM, embedding, rerank, image or audio [default: found by name].")
 @click.option("-en", "--model-engine", default=None, help="Engine; chosen for you if omitted.")
 @click.option("-u", "--model-uid", default=None, help="UID to serve it under [default: name].")
 @click.option("-s", "--size-in-billions", default=None, help="Model size, e.g. 7 or 0_5.")
