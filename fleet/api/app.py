@@ -15,8 +15,10 @@ from fleet.api import (
     routes_generation,
     routes_images,
     routes_management,
+    routes_overview,
     routes_replicas,
     routes_rerank,
+    routes_ui,
     routes_xinference,
 )
 from fleet.api.auth import key_store, with_auth
@@ -95,6 +97,8 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_generation.router)
     app.include_router(routes_cache.router)
     app.include_router(routes_images.router)
+    app.include_router(routes_overview.router)
+    app.include_router(routes_ui.router)  # the web UI's files (fleet/ui/static)
 
     # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.
     install_openapi(app, (lambda method, path: permission_of(method, path) != OPEN)

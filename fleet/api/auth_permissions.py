@@ -77,6 +77,14 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/cache/models"): "cache:list",
     ("GET", "/v1/cache/models/files"): "cache:list",
     ("DELETE", "/v1/cache/models"): "cache:delete",
+    # The web UI (fleet.api.routes_ui, routes_overview). Its files hold no data, so they are
+    # open; the overview gives workers' resources only to a key that may read metrics.
+    ("GET", "/"): OPEN,
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/{path:path}"): OPEN,
+    ("GET", "/v1/cluster/overview"): LIST,
+    ("GET", "/v1/auth/me"): ANY_KEY,
+    ("GET", "/v1/engines"): LIST,
 }
 # Routes that name a running model in their path: a key limited to some models is held to them.
 MODEL_PATH_PARAM = "model_uid"

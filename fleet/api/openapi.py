@@ -70,6 +70,9 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/cache/models"): (),
     ("GET", "/v1/cache/models/files"): (),
     ("DELETE", "/v1/cache/models"): (404, 409),  # 409: a running model reads it
+    ("GET", "/v1/cluster/overview"): (),  # the web UI's (fleet.api.routes_overview)
+    ("GET", "/v1/auth/me"): (),
+    ("GET", "/v1/engines"): (),
 }
 
 # The 200 answers that have a schema of their own, and the chunk of those that also stream.

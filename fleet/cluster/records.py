@@ -183,14 +183,24 @@ class ModelRecord:
             "address": self.replicas[0].worker_address if self.replicas else None,
             "accelerators": sorted({str(g) for r in self.replicas for g in r.gpus}),
             "replicas": [r.status() for r in self.replicas],
+            "launch_options": self.launch_options(),
         }
         for key in ("model_lang", "language", "context_length", "dimensions", "max_tokens"):
             if hasattr(family, key):
                 data[key] = getattr(family, key)
         return data
 
+    def launch_options(self) -> dict[str, Any]:
+        """The launch request as it was checked, for people to read (the web UI shows it):
+        `envs` values may be secrets (tokens), so only their names are shown."""
+        options = dict(self.request)
+        if options.get("envs"):
+            options["envs"] = {name: "***" for name in options["envs"]}
+        return options
+
     def list_entry(self) -> dict[str, Any]:
         """An OpenAI model object, extended with the fields Xinference's list carries."""
         described = self.describe()
         described.pop("replicas")
+        described.pop("launch_options")  # describe_model has them; the listing stays lean
         return {"id": self.uid, "object": "model", "owned_by": "fleet", **described}

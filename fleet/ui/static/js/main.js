@@ -1,0 +1,64 @@
+// The UI's entry: find out whether the cluster wants a key, then route by URL.
+import { api } from './api.js';
+import { KeyPrompt } from './components/key_prompt.js';
+import { Layout } from './components/layout.js';
+import { ErrorBox, Loading } from './components/ui.js';
+import { html, render, useEffect, useState } from './html.js';
+import { interceptLinks, match, useLocation } from './router.js';
+import { getKey, getRights, onRightsChange, setKey, setRights } from './session.js';
+
+// Loads the page's module the first time its URL is opened.
+function Page({ path }) {
+  const route = match(path);
+  const [loaded, setLoaded] = useState({ load: null, Component: null, error: null });
+  useEffect(() => {
+    let cancelled = false;
+    route.load().then(
+      (module) => { if (!cancelled) setLoaded({ load: route.load, Component: module.default, error: null }); },
+      (error) => { if (!cancelled) setLoaded({ load: route.load, Component: null, error }); },
+    );
+    return () => { cancelled = true; };
+  }, [route.load]);
+  if (loaded.error) return html`<${ErrorBox} error=${loaded.error} title="This page failed to load."/>`;
+  if (loaded.load !== route.load || !loaded.Component) return html`<${Loading}/>`;
+  const { Component } = loaded;
+  return html`<${Component} ...${route.params} path=${path}/>`;
+}
+
+function App() {
+  const { path } = useLocation();
+  const [rights, setRightsState] = useState(getRights());
+  const [problem, setProblem] = useState(null);
+  const [expired, setExpired] = useState(false);
+
+  useEffect(() => onRightsChange((value) => {
+    if (!value && getKey()) { setKey(null); setExpired(true); } // refused mid-session
+    setRightsState(value);
+  }), []);
+
+  useEffect(() => {
+    if (rights) return;
+    // Whether keys are on is public (Xinference's client asks it too); rights need the key.
+    api('/v1/cluster/auth').then(async ({ auth }) => {
+      if (!auth) setRights(await api('/v1/auth/me'));
+      else if (getKey()) setRights(await api('/v1/auth/me'));
+      else setProblem('key');
+    }).catch((error) => {
+      if (error.status !== 401) return setProblem(error);
+      if (getKey()) { setKey(null); setExpired(true); } // a key kept from before, now refused
+      return setProblem('key');
+    });
+  }, [rights]);
+
+  if (!rights) {
+    if (problem === 'key') return html`<${KeyPrompt} expired=${expired}/>`;
+    if (problem) return html`<main id="main"><${ErrorBox} error=${problem} title="Fleet's API cannot be reached."/></main>`;
+    return html`<main id="main"><${Loading}/></main>`;
+  }
+  return html`<${Layout} path=${path}><${Page} path=${path}/></${Layout}>`;
+}
+
+interceptLinks();
+const root = document.getElementById('app');
+root.textContent = ''; // the "Loading" placeholder of index.html
+render(html`<${App}/>`, root);
