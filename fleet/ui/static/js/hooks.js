@@ -2,8 +2,9 @@
 import { useCallback, useEffect, useRef, useState } from './html.js';
 
 // Calls `load` now and then every `intervalMs` after each answer (never two at once), paused
-// while the tab is hidden: a page left open in the background costs the API nothing.
-export function usePoll(load, intervalMs, deps = []) {
+// while the tab is hidden: a page left open in the background costs the API nothing. Stops
+// when `until(data)` says the answer is final, or on a 404 (the thing is gone).
+export function usePoll(load, intervalMs, deps = [], until = null) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const loadRef = useRef(load);
   loadRef.current = load;
@@ -11,19 +12,27 @@ export function usePoll(load, intervalMs, deps = []) {
 
   useEffect(() => {
     let stopped = false;
+    let finished = false;
     let timer = null;
     const run = async () => {
       clearTimeout(timer);
       if (stopped) return;
+      let final = false;
       try {
         const data = await loadRef.current();
+        final = Boolean(until && until(data));
         if (!stopped) setState({ data, error: null, loading: false });
       } catch (error) {
+        final = error.status === 404;
         if (!stopped) setState((old) => ({ data: old.data, error, loading: false }));
       }
-      if (!stopped && intervalMs && !document.hidden) timer = setTimeout(run, intervalMs);
+      finished = final;
+      if (!stopped && !final && intervalMs && !document.hidden) timer = setTimeout(run, intervalMs);
     };
-    const onVisibility = () => { if (!document.hidden) run(); else clearTimeout(timer); };
+    const onVisibility = () => {
+      if (document.hidden) clearTimeout(timer);
+      else if (!finished && intervalMs) run();
+    };
     tick.current = run;
     setState((old) => ({ ...old, loading: true }));
     run();

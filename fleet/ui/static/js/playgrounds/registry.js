@@ -1,0 +1,19 @@
+// Which playgrounds a model gets: one module per kind, chosen from the model's type and
+// abilities. A new model type (audio, say) slots in with one line here and one module.
+const PLAYGROUNDS = [
+  { kind: 'chat', label: 'Chat', load: () => import('./chat.js'),
+    fits: (m) => m.model_type === 'LLM' && m.model_ability.includes('chat') },
+  { kind: 'completion', label: 'Completion', load: () => import('./completion.js'),
+    fits: (m) => m.model_type === 'LLM' && (m.model_ability.includes('generate') || m.model_ability.includes('chat')) },
+  { kind: 'embeddings', label: 'Embeddings', load: () => import('./embeddings.js'),
+    fits: (m) => m.model_type === 'embedding' },
+  { kind: 'rerank', label: 'Rerank', load: () => import('./rerank.js'),
+    fits: (m) => m.model_type === 'rerank' },
+  { kind: 'image', label: 'Text to image', load: () => import('./image.js'),
+    fits: (m) => m.model_type === 'image' && m.model_ability.includes('text2image') },
+];
+
+export function playgroundsFor(model) {
+  const described = { ...model, model_ability: model.model_ability || [] };
+  return PLAYGROUNDS.filter((p) => p.fits(described));
+}
