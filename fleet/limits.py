@@ -16,6 +16,8 @@ Why these defaults:
   (a registration, the largest management body, is a few KiB).
 - uploads (multipart image and audio files): 64 MiB, which holds OpenAI's 25 MB audio files
   and its 4 MB images with room to spare.
+- audio to transcribe: 3 hours once decoded (16 kHz float32 samples: 690 MB in the replica, the
+  most that one request should hold); text to speak: 4096 characters, OpenAI's own cap.
 - JSON values per body: 500,000; a body's parse costs CPU and memory per value, not per byte
   (7.6 MiB of one-character strings took 580 MiB), and the largest legitimate bodies under the
   limits above (300,000 token ids) hold fewer."""
@@ -46,6 +48,8 @@ class RequestLimits(BaseModel):
     max_body_bytes: int = Field(default=64 * MIB, ge=1024)
     max_management_body_bytes: int = Field(default=1 * MIB, ge=1024)
     max_upload_bytes: int = Field(default=64 * MIB, ge=1024)
+    max_audio_seconds: int = Field(default=3 * 3600, ge=1)
+    max_speech_chars: int = Field(default=4096, ge=1)
     max_json_values: int = Field(default=500_000, ge=1000)
     # The address space of the process that parses large bodies (fleet.api.body_parsing): a
     # body that needs more is refused there, and nothing else is touched.
@@ -64,6 +68,8 @@ ENV_VARS: dict[str, str] = {
     "max_body_bytes": "FLEET_MAX_BODY_BYTES",
     "max_management_body_bytes": "FLEET_MAX_MANAGEMENT_BODY_BYTES",
     "max_upload_bytes": "FLEET_MAX_UPLOAD_BYTES",
+    "max_audio_seconds": "FLEET_MAX_AUDIO_SECONDS",
+    "max_speech_chars": "FLEET_MAX_SPEECH_CHARS",
     "max_json_values": "FLEET_MAX_JSON_VALUES",
     "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
 }

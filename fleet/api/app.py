@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
 from fleet.api import (
+    routes_audio,
     routes_cache,
     routes_embeddings,
     routes_generation,
@@ -97,6 +98,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_generation.router)
     app.include_router(routes_cache.router)
     app.include_router(routes_images.router)
+    app.include_router(routes_audio.router)
     app.include_router(routes_overview.router)
     app.include_router(routes_ui.router)  # the web UI's files (fleet/ui/static)
 

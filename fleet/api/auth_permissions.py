@@ -56,6 +56,9 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/images/inpainting"): READ,
     ("POST", "/v1/images/ocr"): READ,
     ("GET", "/v1/images/files/{name}"): READ,  # the images of `url` answers
+    ("POST", "/v1/audio/transcriptions"): READ,
+    ("POST", "/v1/audio/translations"): READ,
+    ("POST", "/v1/audio/speech"): READ,
     ("GET", "/v1/requests/{request_id}/progress"): READ,
     ("GET", "/v1/models"): LIST,
     ("POST", "/v1/models"): START,

@@ -66,6 +66,9 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/images/inpainting"): _INFERENCE,
     ("POST", "/v1/images/ocr"): _INFERENCE,
     ("GET", "/v1/images/files/{name}"): (404,),  # not one of ours, or past its time
+    ("POST", "/v1/audio/transcriptions"): _INFERENCE,
+    ("POST", "/v1/audio/translations"): _INFERENCE,
+    ("POST", "/v1/audio/speech"): _INFERENCE,
     ("GET", "/v1/requests/{request_id}/progress"): (404,),  # no such request (any more)
     ("GET", "/v1/cache/models"): (),
     ("GET", "/v1/cache/models/files"): (),

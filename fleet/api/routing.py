@@ -26,7 +26,7 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import xoscar as xo
@@ -266,6 +266,33 @@ class ReplicaRouter:
             uid, endpoint, lambda: self._call_once_more_if_stale(uid, start))
         return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
                              started, self._metrics, inbox)
+
+    async def open_service_stream(self, uid: str, endpoint: str, method: str,
+                                  *args: Any) -> tuple[Any, AsyncIterator[Any]]:
+        """Start a streamed request of a model type's service (ModelActor.stream_service, an
+        actor generator) on the next replica: its first item, which says the replica accepted
+        the request (its refusal is raised here, before the API has answered), and the rest.
+        The request counts as finished when the rest is spent."""
+
+        async def start(replica: Replica) -> tuple[Any, Any]:
+            items = await replica.ref.stream_service(method, *args)
+            return await items.__anext__(), items
+
+        started, (first, items), replica = await self._counted_call(
+            uid, endpoint, lambda: self._call_once_more_if_stale(uid, start))
+
+        async def rest() -> AsyncIterator[Any]:
+            try:
+                async for item in items:
+                    yield item
+            except BaseException as exc:
+                kind = exc.error_type if isinstance(exc, FleetError) else "internal_error"
+                self._metrics.request_failed(uid, endpoint, kind)
+                raise
+            self._metrics.request_finished(uid, endpoint, started, replica.replica_uid,
+                                           replica.worker, 0, 0)
+
+        return first, rest()
 
     async def call(self, uid: str, endpoint: str, method: str, *args: Any,
                    tokens: Callable[[Any], tuple[int, int]] = lambda _: (0, 0),

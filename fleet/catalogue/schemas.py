@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet.catalogue.audio_formats import local_audio_format
 from fleet.catalogue.safe_names import check_file_templates, check_quantizations, check_size
 from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
 from fleet.paths import safe_segment
@@ -224,6 +225,16 @@ class AudioFamily(BaseFamily):
     multilingual: bool = True
     default_model_config: dict[str, Any] = Field(default_factory=dict)
     default_transcription_config: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _format_from_files(self) -> AudioFamily:
+        # A registration names a folder, not its format (Xinference's custom audio JSON has
+        # none): the files say whether it is a CTranslate2 conversion or a Piper voice.
+        for spec in self.model_specs:
+            found = local_audio_format(spec.model_uri) if spec.model_uri else None
+            if found and spec.model_format != found:
+                spec.model_format = found
+        return self
 
     @property
     def model_type(self) -> str:

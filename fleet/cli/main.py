@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from fleet import __version__
+from fleet.cli.audio_cmds import AUDIO_COMMANDS
 from fleet.cli.cache_cmds import CACHE_COMMANDS
 from fleet.cli.generation_cmds import GENERATION_COMMANDS
 from fleet.cli.image_cmds import IMAGE_COMMANDS
@@ -33,7 +34,7 @@ def cli() -> None:
 
 
 for command in (local, supervisor, worker, *MODEL_COMMANDS, *SCALE_COMMANDS, *GENERATION_COMMANDS,
-                *CACHE_COMMANDS, *IMAGE_COMMANDS):
+                *CACHE_COMMANDS, *IMAGE_COMMANDS, *AUDIO_COMMANDS):
     cli.add_command(command)
 
 if __name__ == "__main__":

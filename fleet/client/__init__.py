@@ -204,6 +204,10 @@ class Client:
             from fleet.client.images import ImageModelHandle
 
             return ImageModelHandle(self, model_uid)
+        if described.get("model_type") == "audio":
+            from fleet.client.audio import AudioModelHandle
+
+            return AudioModelHandle(self, model_uid)
         return ModelHandle(self, model_uid)
 
     # ---- catalogue ----

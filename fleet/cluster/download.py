@@ -112,6 +112,10 @@ DIFFUSERS_IGNORE = ("*.fp16.*", "*.bf16.*", "*non_ema*", "*.ckpt", "*.bin", "*.o
 
 def hub_patterns(family: BaseFamily) -> tuple[tuple[str, ...] | None, tuple[str, ...] | None]:
     """(allow, ignore) patterns of a whole-repository download; None: everything."""
+    # One model of a repository that holds many (a Piper voice of rhasspy/piper-voices).
+    files = getattr(family, "hub_files", None)
+    if files:
+        return tuple(files), None
     if family.model_type == "image" and "ocr" not in family.abilities:
         return DIFFUSERS_ALLOW, DIFFUSERS_IGNORE
     return None, None

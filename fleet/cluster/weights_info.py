@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fleet.catalogue.audio_formats import local_audio_format
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.download import gguf_file, path_from_uri
 from fleet.errors import BadRequest
@@ -74,6 +75,13 @@ def infer_model_format(model_path: str | None, family: BaseFamily) -> str | None
         return None
     if any(path.glob("*.gguf")) and not (path / "config.json").exists():
         return "gguf"
+    # Audio: a CTranslate2 conversion of Whisper goes to faster-whisper, a Transformers
+    # checkpoint (its config names its class) to Transformers, whichever the family lists first.
+    if family.model_type == "audio":
+        found = local_audio_format(str(path)) or (
+            "pytorch" if (path / "config.json").exists() else None)
+        if found and any(s.model_format == found for s in family.model_specs):
+            return found
     # ONNX models with no Hugging Face config beside them (RapidOCR's, Piper's voices).
     if (any(path.glob("*.onnx")) and not (path / "config.json").exists()
             and any(s.model_format == "onnx" for s in family.model_specs)):

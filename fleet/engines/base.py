@@ -304,6 +304,7 @@ class TranscriptionEngine(Protocol):
 
     sample_rate: int
     multilingual: bool
+    languages: frozenset[str]  # the codes `language` may be ("en", "de"...)
     gives_word_timestamps: bool
 
     def load(self) -> None: ...

@@ -186,6 +186,39 @@ class RapidOCROptions(LaunchOptions):
         description="CPU threads of each ONNX model; default: onnxruntime's choice (all cores).")
 
 
+
+class FasterWhisperOptions(LaunchOptions):
+    compute_type: Literal["default", "auto", "int8", "int8_float32", "int8_float16",
+                          "int8_bfloat16", "int16", "float16", "bfloat16", "float32"] | None = Field(
+        default=None, description="CTranslate2's compute type; default: the weights' own where "
+                                  "the device runs it fast (float32 on most CPUs).")
+    cpu_threads: int | None = Field(
+        default=None, ge=0, le=1024, description="CPU threads; default (or 0): CTranslate2's (4).")
+    vad_filter: bool | None = Field(
+        default=None, description="Cut audio at silences (Silero VAD) into chunks of at most "
+                                  "30 s, skipping silence; default true. False: plain 30 s "
+                                  "windows.")
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=256, description="30 s chunks decoded together; default 8.")
+
+
+class TransformersWhisperOptions(LaunchOptions):
+    dtype: DType | None = Field(
+        default=None, description="Weights' dtype: auto (float32 on CPU, float16 on a GPU), "
+                                  "float32, float16 or bfloat16.")
+    torch_dtype: DType | None = Field(default=None, description="Another name for dtype.")
+    max_batch_size: int | None = Field(
+        default=None, ge=1, le=256, description="30 s chunks decoded together; default 8.")
+
+    _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
+
+
+class KokoroOptions(LaunchOptions):
+    lang_code: str | None = Field(
+        default=None, min_length=1, max_length=8,
+        description="Kokoro's language code (a: American English, b: British English, e, f, "
+                    "h, i, j, p, z); default: the voice's first letter.")
+
 def describe_options(model: type[LaunchOptions]) -> list[dict[str, Any]]:
     """Each option's name, type, bounds and help, for `fleet engine` and GET /v1/engines."""
     rows = []

@@ -12,12 +12,15 @@ from fleet.engines.base import EngineInfo, MemoryProfile
 from fleet.engines.launch_options import (
     CrossEncoderRerankOptions,
     DiffusersImageOptions,
+    FasterWhisperOptions,
+    KokoroOptions,
     LlamaCppEmbeddingOptions,
     LlamaCppLLMOptions,
     RapidOCROptions,
     SentenceTransformersEmbeddingOptions,
     TransformersLLMOptions,
     TransformersRerankOptions,
+    TransformersWhisperOptions,
     describe_options,
 )
 from fleet.errors import BadRequest
@@ -36,6 +39,9 @@ from fleet.errors import BadRequest
 # sentence-transformers (on Transformers 5) keeps the checkpoint's dtype; llama.cpp maps the
 # GGUF file as it is and reserves one f16 KV cache at load, shared by its parallel slots.
 # Image models go to diffusers (pipelines) or RapidOCR (OCR), each the only engine of its kind.
+# Audio: the files tell the engine (fleet.catalogue.audio_formats): a CTranslate2 conversion of
+# Whisper (ct2) goes to faster-whisper, a Transformers checkpoint (pytorch) to transformers,
+# a Piper voice (onnx) to piper, Kokoro's folder (pytorch, text2audio) to kokoro.
 
 ENGINES: tuple[EngineInfo, ...] = (
     EngineInfo(
@@ -59,15 +65,17 @@ ENGINES: tuple[EngineInfo, ...] = (
         implementations={
             "LLM": "fleet.engines.transformers_llm:TransformersLLM",
             "rerank": "fleet.engines.llm_rerank:LLMRerank",
+            "audio": "fleet.engines.transformers_whisper:TransformersWhisper",
         },
         formats=("pytorch", "safetensors"),
-        abilities=("chat", "generate", "rerank"),
+        abilities=("chat", "generate", "rerank", "audio2text"),
         requires=("torch", "transformers"),
         priority=20,
         pip_extra="transformers",
         rerank_kinds=("LLM-based",),
         memory=MemoryProfile(overhead_mib=512, cpu_dtype="float32", gpu_dtype="bfloat16"),
-        launch_options={"LLM": TransformersLLMOptions, "rerank": TransformersRerankOptions},
+        launch_options={"LLM": TransformersLLMOptions, "rerank": TransformersRerankOptions,
+                        "audio": TransformersWhisperOptions},
     ),
     EngineInfo(
         name="llama.cpp",
@@ -96,6 +104,40 @@ ENGINES: tuple[EngineInfo, ...] = (
         # as fp32 on a CPU, fp16 on a GPU unless the family says bf16 (pick_image_dtype).
         memory=MemoryProfile(overhead_mib=768, cpu_dtype="float32", gpu_dtype="float16"),
         launch_options={"image": DiffusersImageOptions},
+    ),
+    EngineInfo(
+        name="faster-whisper",
+        implementations={"audio": "fleet.engines.faster_whisper_stt:FasterWhisperTranscription"},
+        formats=("ct2",),
+        abilities=("audio2text",),
+        requires=("faster_whisper",),
+        priority=10,
+        pip_extra="audio",
+        # ctranslate2, onnxruntime (Silero VAD) and PyAV; the weights load as they are stored
+        # (float16 conversions run as float32 on most CPUs, see FasterWhisperOptions).
+        memory=MemoryProfile(overhead_mib=384),
+        launch_options={"audio": FasterWhisperOptions},
+    ),
+    EngineInfo(
+        name="piper",
+        implementations={"audio": "fleet.engines.piper_tts:PiperSpeech"},
+        formats=("onnx",),
+        abilities=("text2audio",),
+        requires=("piper",),
+        priority=10,
+        pip_extra="audio",
+        memory=MemoryProfile(overhead_mib=256),  # onnxruntime, espeak-ng, PyAV
+    ),
+    EngineInfo(
+        name="kokoro",
+        implementations={"audio": "fleet.engines.kokoro_tts:KokoroSpeech"},
+        formats=("pytorch",),
+        abilities=("text2audio",),
+        requires=("kokoro", "torch"),
+        priority=20,
+        pip_extra="kokoro",
+        memory=MemoryProfile(overhead_mib=768, cpu_dtype="float32", gpu_dtype="float32"),
+        launch_options={"audio": KokoroOptions},
     ),
     EngineInfo(
         name="rapidocr",
