@@ -3,7 +3,8 @@ import { useCallback, useEffect, useRef, useState } from './html.js';
 
 // Calls `load` now and then every `intervalMs` after each answer (never two at once), paused
 // while the tab is hidden: a page left open in the background costs the API nothing. Stops
-// when `until(data)` says the answer is final, or on a 404 (the thing is gone).
+// when `until(data)` says the answer is final, or on a 404 (the thing is gone); an interval of
+// null asks nothing at all (a page that knows its subject is going away).
 export function usePoll(load, intervalMs, deps = [], until = null) {
   const [state, setState] = useState({ data: null, error: null, loading: true });
   const loadRef = useRef(load);
@@ -11,6 +12,7 @@ export function usePoll(load, intervalMs, deps = [], until = null) {
   const tick = useRef(null);
 
   useEffect(() => {
+    if (intervalMs === null) return undefined;
     let stopped = false;
     let finished = false;
     let timer = null;

@@ -55,6 +55,8 @@ export function interceptLinks() {
     if (!link || link.target || link.hasAttribute('download')) return;
     const url = new URL(link.href, location.href);
     if (url.origin !== location.origin || !url.pathname.startsWith('/ui/')) return;
+    // A link within this page (the skip link, #main) is the browser's to follow.
+    if (url.hash && url.pathname === location.pathname && url.search === location.search) return;
     event.preventDefault();
     navigate(url.pathname + url.search);
   });

@@ -9,12 +9,16 @@ import { queryParams, replaceQuery } from '../router.js';
 import { addSample, buildCharts, getSamples, KEEP_SECONDS } from '../metrics/history.js';
 import { parsePrometheus } from '../metrics/prom.js';
 
-const EVERY_MS = 5000;
+// Every 5 s by default; `?every=SECONDS` (1 at least) samples faster, for a closer look.
+function everyMs() {
+  return Math.max(1, Number(queryParams().every) || 5) * 1000;
+}
 
 export default function MetricsPage() {
   const [version, setVersion] = useState(0);
   const [error, setError] = useState(null);
   const [model, setModel] = useState(() => queryParams().model || '');
+  const [every] = useState(everyMs);
 
   useEffect(() => {
     let stopped = false;
@@ -30,7 +34,7 @@ export default function MetricsPage() {
       } catch (caught) {
         setError(caught);
       }
-      if (!stopped && !document.hidden) timer = setTimeout(sample, EVERY_MS);
+      if (!stopped && !document.hidden) timer = setTimeout(sample, every);
     };
     const onVisibility = () => { if (!document.hidden) sample(); else clearTimeout(timer); };
     sample();
@@ -44,7 +48,7 @@ export default function MetricsPage() {
     return [...new Set((last?.families.get('fleet_replica_ready') || []).map((r) => r.labels.model))].sort();
   }, [version]);
   const charts = useMemo(() => buildCharts(model), [version, model]);
-  const choose = (value) => { setModel(value); replaceQuery({ model: value }); };
+  const choose = (value) => { setModel(value); replaceQuery({ ...queryParams(), model: value }); };
 
   return html`<div>
     <div class="row spread"><h1>Metrics</h1>
@@ -52,7 +56,7 @@ export default function MetricsPage() {
         <select id="metrics-model" value=${model} onChange=${(e) => choose(e.target.value)} style="width:auto">
           <option value="">all models</option>${models.map((m) => html`<option value=${m}>${m}</option>`)}
           ${model && !models.includes(model) ? html`<option value=${model}>${model}</option>` : null}</select></label></div>
-    <p class="muted small">Sampled from <code>/metrics</code> every ${EVERY_MS / 1000} s while this page is open;
+    <p class="muted small">Sampled from <code>/metrics</code> every ${every / 1000} s while this page is open;
       the last ${KEEP_SECONDS / 60} minutes are kept in this tab. ${samples.length} sample(s) so far.</p>
     <${ErrorBox} error=${error}/>
     <div class="charts" data-testid="charts">${charts.map((c) => html`<${Chart} key=${c.id} chart=${c}/>`)}</div>

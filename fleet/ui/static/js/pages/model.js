@@ -55,15 +55,17 @@ function Replicas({ uid, replicas, onChange }) {
   </section>`;
 }
 
-function Terminate({ uid }) {
+function Terminate({ uid, onEnding }) {
   const [asking, setAsking] = useState(false);
   const [error, setError] = useState(null);
   const confirm = async () => {
     setAsking(false);
+    onEnding(true); // stop asking about a model that is going away
     try {
       await api(`/v1/models/${encodeURIComponent(uid)}`, { method: 'DELETE' });
       navigate('/ui/models');
     } catch (caught) {
+      onEnding(false);
       setError(caught);
     }
   };
@@ -80,8 +82,10 @@ function Terminate({ uid }) {
 
 export default function ModelPage({ uid }) {
   const path = `/v1/models/${encodeURIComponent(uid)}`;
-  const model = usePoll(() => api(path), REFRESH_MS, [uid]);
-  const replicas = usePoll(() => api(`${path}/replicas`), REFRESH_MS, [uid]);
+  const [ending, setEnding] = useState(false);
+  const every = ending ? null : REFRESH_MS;
+  const model = usePoll(() => api(path), every, [uid, ending]);
+  const replicas = usePoll(() => api(`${path}/replicas`), every, [uid, ending]);
   if (model.error?.status === 404) {
     return html`<div><h1>${uid}</h1><p>This model is not running. <a href="/ui/models">Running models</a></p></div>`;
   }
@@ -94,7 +98,7 @@ export default function ModelPage({ uid }) {
       <div class="row">
         <a class="button primary" href=${href('playground', uid)}>Playground</a>
         ${can('metrics:read') ? html`<a class="button" href=${`/ui/metrics?model=${encodeURIComponent(uid)}`}>Metrics</a>` : null}
-        ${can('models:stop') ? html`<${Terminate} uid=${uid}/>` : null}
+        ${can('models:stop') ? html`<${Terminate} uid=${uid} onEnding=${setEnding}/>` : null}
       </div>
     </div>
     ${m.error ? html`<${ErrorBox} error=${m.error}/>` : null}
