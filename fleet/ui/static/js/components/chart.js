@@ -44,7 +44,7 @@ export function Chart({ chart }) {
         width: Math.max(260, box.current.clientWidth), height: 200,
         series: [{}, ...chart.series.map((s, i) => ({ label: s.label, stroke: COLOURS[i % COLOURS.length],
           width: 2, spanGaps: false, value: (u, v) => format(v) }))],
-        axes: [{}, { values: (u, ticks) => ticks.map(format), size: 70 }],
+        axes: [{}, { values: (u, ticks) => ticks.map(format), size: 84 }],
         scales: { x: { time: true } },
       }, data, box.current);
     });
