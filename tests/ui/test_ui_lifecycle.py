@@ -108,7 +108,14 @@ def test_minilm_from_the_catalogue_to_the_embeddings_playground_and_terminated(
     expect(page).to_have_url(re.compile(r"/ui/models/minilm$"))
     expect(page.get_by_test_id("replicas")).to_contain_text("minilm-0")
     expect(page.locator("pre.json")).to_contain_text(minilm_path)  # the launch options used
+    # Scale up, then down again, while it serves.
+    page.get_by_role("button", name="Add a replica").click()
+    expect(page.get_by_test_id("replicas")).to_contain_text("minilm-1", timeout=LAUNCH_TIMEOUT_MS)
+    assert len(client.replicas("minilm")) == 2
     screenshot(page, "model")
+    page.get_by_test_id("replicas").get_by_role("button", name="Remove").last.click()
+    expect(page.get_by_test_id("replicas").locator("tbody tr")).to_have_count(1, timeout=30_000)
+    assert len(client.replicas("minilm")) == 1
 
     page.get_by_role("link", name="Playground").click()
     page.click("#embed-run")
