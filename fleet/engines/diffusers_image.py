@@ -179,10 +179,9 @@ class DiffusersImage(ImageEngine):
     def default_size(self) -> tuple[int, int]:
         config = getattr(self._family, "default_generate_config", {}) or {}
         base = self._pipelines["text2image"]
-        side = getattr(base, "default_sample_size", None)
-        if side is None:
-            unet = getattr(base, "unet", None)
-            side = getattr(getattr(unet, "config", None), "sample_size", 64)
+        # Pipelines with a transformer name their trained size; UNet ones keep it in the UNet.
+        side = getattr(base, "default_sample_size", None) or getattr(
+            getattr(getattr(base, "unet", None), "config", None), "sample_size", None) or 64
         pixels = int(side) * int(getattr(base, "vae_scale_factor", 8))
         return int(config.get("width") or pixels), int(config.get("height") or pixels)
 
