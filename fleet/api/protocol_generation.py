@@ -1,7 +1,7 @@
 """Bodies of /v1/chat/completions and /v1/completions, checked at the edge.
 
 Unknown fields are refused (400, naming them) rather than silently ignored: a client that sends
-`response_format` with a JSON schema must learn that it was not applied. Fields that change
+a field Fleet does not apply must learn that it was not applied. Fields that change
 nothing about the answer (`user`, `store`, `metadata`...) are accepted."""
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydantic import (
 
 from fleet.api.protocol import INT32_MAX, TokenId
 from fleet.errors import BadRequest
+from fleet.generation.structured import check_request as check_structured
 from fleet.limits import (
     check_count,
     check_ids_or_items,
@@ -63,6 +64,16 @@ class _GenerationBase(BaseModel):
     repetition_penalty: float | None = Field(default=None, ge=REPETITION_PENALTY_MIN,
                                              le=REPETITION_PENALTY_MAX)
     logit_bias: dict[str, float] | None = None
+    # Structured output (fleet.generation.structured): OpenAI's response_format, and the
+    # guided-decoding fields of vLLM that Xinference passes on. Fleet picks the grammar backend
+    # itself (llguidance), so guided_decoding_backend is accepted and changes nothing.
+    response_format: dict[str, Any] | None = None
+    guided_json: dict[str, Any] | str | None = None
+    guided_regex: str | None = None
+    guided_choice: list[str] | None = Field(default=None,
+                                            json_schema_extra=schema_max_items("max_tools"))
+    guided_grammar: str | None = None
+    guided_decoding_backend: str | None = None
     user: str | None = None
     store: bool | None = None
     metadata: dict[str, str] | None = None
@@ -116,7 +127,6 @@ class ChatCompletionRequest(_GenerationBase):
                                                json_schema_extra=schema_max_items("max_tools"))
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
-    response_format: dict[str, Any] | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("messages", mode="before")
@@ -135,10 +145,6 @@ class ChatCompletionRequest(_GenerationBase):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
-        kind = (self.response_format or {}).get("type", "text")
-        if kind != "text":
-            raise BadRequest(f"response_format {kind!r} is not supported yet; only 'text'",
-                             code="unsupported_parameter")
         for index, tool in enumerate(self.tools or []):
             function = tool.get("function") if isinstance(tool, dict) else None
             if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
@@ -147,6 +153,7 @@ class ChatCompletionRequest(_GenerationBase):
         if isinstance(self.tool_choice, str) and self.tool_choice not in ("none", "auto", "required"):
             raise BadRequest(f"tool_choice {self.tool_choice!r} must be 'none', 'auto', 'required' "
                              "or a function")
+        check_structured(self.model_dump(exclude_unset=True))
         return self
 
 
@@ -171,4 +178,5 @@ class CompletionRequest(_GenerationBase):
             unsupported.append("best_of")
         if unsupported:
             raise BadRequest(f"not supported: {', '.join(unsupported)}", code="unsupported_parameter")
+        check_structured(self.model_dump(exclude_unset=True))
         return self

@@ -27,8 +27,10 @@ from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
+from fleet.generation.grammar import checked_grammar
 from fleet.generation.openai_params import check_text_size, sampling_params
 from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
+from fleet.generation.structured import constraint_of, forced_tools
 
 DEFAULT_REQUEST_LIMIT = 256
 DEFAULT_MAX_RUNNING = 32
@@ -112,20 +114,24 @@ class LLMService:
         """The rendered prompt, and whether tool calls are to be parsed from the answer."""
         tools = body.get("tools") or None
         choice = body.get("tool_choice")
-        if tools and "tools" not in self._family.abilities:
+        can_call = "tools" in self._family.abilities
+        # A forced call (tool_choice "required" or named) is made by the grammar, so any chat
+        # model can answer it; left to the model ("auto"), only a model trained for calls can.
+        forced = forced_tools(body) is not None
+        if tools and not can_call and not forced:
             raise BadRequest(f"model {self._model_uid} does not support tool calls "
                              f"(its abilities: {', '.join(self._family.abilities)})",
                              code="tools_not_supported")
-        if isinstance(choice, dict) or choice == "required":
-            raise BadRequest("tool_choice 'required' or a named function is not supported (Fleet "
-                             "cannot force a call); use 'auto' or 'none'", code="unsupported_parameter")
         if choice == "none":
             tools = None
+        parse_tools = bool(tools)
+        if not can_call:
+            tools = None  # a template written without tools may not render them
         template = self._family.chat_template or self._engine.chat_template
         template_kwargs = {**self._template_defaults, **(body.get("chat_template_kwargs") or {})}
         prompt = render_chat(template, body["messages"], tools, template_kwargs or None,
                              self._engine.template_tokens)
-        return prompt, bool(tools)
+        return prompt, parse_tools
 
     def _completion_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
@@ -158,8 +164,11 @@ class LLMService:
             choices = [CompletionChoice(i) for i in range(n)]
         if not ids:
             raise BadRequest("the prompt is empty", code="empty_prompt")
+        constraint = constraint_of(body)
+        # Compiled here, before the request queues: a grammar the library refuses is a 400.
+        grammar = checked_grammar(constraint) if constraint is not None else None
         params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,
-                                 self._engine.vocab_size)
+                                 self._engine.vocab_size, grammar)
         stream = _Stream(choices=choices, prompt_tokens=len(ids))
         request = GenerationRequest(stream_id, ids, params, n,
                                     lambda events: self._deliver(stream_id, stream, events))

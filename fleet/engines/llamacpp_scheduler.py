@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.errors import TooManyRequests
+from fleet.generation.grammar import llama_cpp_grammar
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
     Events,
@@ -58,6 +59,9 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
         "logit_bias": [[token, bias] for token, bias in params.logit_bias.items()],
         "cache_prompt": True,
     }
+    if params.grammar is not None:
+        # llama.cpp samples through llguidance itself: the grammar Fleet checked, in its syntax.
+        body["grammar"] = llama_cpp_grammar(params.grammar)
     if params.seed is not None:
         # llama.cpp's seed is a 32-bit unsigned int whose top value means "random": fold the
         # API's 64-bit seeds into the rest (seeds below it pass unchanged).

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
+from fleet.engines.constrained import advance, mask_rows
 from fleet.generation.params import SamplingParams, TokenChoice
 
 
@@ -23,6 +25,8 @@ class SamplerState:
     prompt_ids: list[int]
     generated: list[int] = field(default_factory=list)
     generator: torch.Generator | None = None
+    # llguidance's matcher when the output follows a grammar (fleet.engines.constrained).
+    matcher: Any = None
 
     def __post_init__(self) -> None:
         if self.params.seed is not None and not self.params.greedy:
@@ -104,15 +108,27 @@ def _draw(logits: torch.Tensor, states: Sequence[SamplerState]) -> list[int]:
     return chosen
 
 
+def _constrain(logits: torch.Tensor, states: Sequence[SamplerState]) -> torch.Tensor:
+    """The logits with each grammar's forbidden tokens masked, in the rows that have a grammar;
+    `logits` itself (no copy, no work) when no row has one."""
+    rows = [i for i, s in enumerate(states) if s.matcher is not None]
+    if not rows:
+        return logits
+    return mask_rows(logits, rows, [states[i].matcher for i in rows])
+
+
 def sample(logits: torch.Tensor, states: Sequence[SamplerState]) -> list[TokenChoice]:
-    """One token per row of `logits` (shape [rows, vocab]); records it in the row's state."""
+    """One token per row of `logits` (shape [rows, vocab]); records it in the row's state.
+    Log probabilities are the model's own, before any grammar mask."""
     logits = logits.float()
-    tokens = _draw(_prepare_logits(logits, states), states)
+    tokens = _draw(_prepare_logits(_constrain(logits, states), states), states)
     want_logprobs = [i for i, s in enumerate(states) if s.params.logprobs]
     log_probs = torch.log_softmax(logits[want_logprobs], dim=-1) if want_logprobs else None
     choices = []
     for index, (state, token) in enumerate(zip(states, tokens, strict=True)):
         state.generated.append(token)
+        if state.matcher is not None:
+            advance(state.matcher, token)
         choice = TokenChoice(seq_id=state.seq_id, token_id=token)
         if log_probs is not None and state.params.logprobs:
             row = log_probs[want_logprobs.index(index)]

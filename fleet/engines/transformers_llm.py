@@ -18,6 +18,7 @@ import torch
 
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.base import wants_remote_code
+from fleet.engines.constrained import GrammarMatchers
 from fleet.engines.torch_sampling import SamplerState, sample
 from fleet.generation.openai_params import stop_token_ids
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
@@ -75,6 +76,7 @@ class TransformersLLM:
         self._cache: Any = None
         self._mask: torch.Tensor | None = None  # [rows, cached length]: 1 where a row has a token
         self._cache_arg = "past_key_values"
+        self._grammars: GrammarMatchers | None = None  # made at the first constrained request
 
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
@@ -162,13 +164,21 @@ class TransformersLLM:
             position_ids=positions.to(self._device),
             use_cache=True, logits_to_keep=1, **{self._cache_arg: cache},
         )
-        states = [SamplerState(s.seq_id, s.params, list(s.prompt_ids)) for s in sequences]
+        states = [SamplerState(s.seq_id, s.params, list(s.prompt_ids),
+                               matcher=self._matcher(s.params.grammar)) for s in sequences]
         choices = sample(output.logits[:, -1, :], states)
         self._join(cache, mask, [
             _Row(state, choice.token_id, len(sequence.prompt_ids))
             for state, choice, sequence in zip(states, choices, sequences, strict=True)
         ])
         return choices
+
+    def _matcher(self, grammar: str | None) -> Any:
+        if grammar is None:
+            return None
+        if self._grammars is None:
+            self._grammars = GrammarMatchers(self.tokenizer, self.vocab_size)
+        return self._grammars.matcher(grammar)
 
     def _join(self, cache: Any, mask: torch.Tensor, rows: list[_Row]) -> None:
         if self._cache is None or self._mask is None:

@@ -106,8 +106,10 @@ def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
 
 
 def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context_length: int,
-                    stop_ids: tuple[int, ...], vocab_size: int) -> SamplingParams:
-    """`kind` is "chat" or "completion": they spell logprobs differently."""
+                    stop_ids: tuple[int, ...], vocab_size: int,
+                    grammar: str | None = None) -> SamplingParams:
+    """`kind` is "chat" or "completion": they spell logprobs differently. `grammar` is the
+    checked grammar the output must follow (fleet.generation.grammar), if any."""
     if kind == "chat":
         want_logprobs = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0)
@@ -135,4 +137,5 @@ def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context
         top_logprobs=top,
         stop_token_ids=tuple(sorted({*stop_ids, *(body.get("stop_token_ids") or ())})),
         stop=_stop_strings(body.get("stop")),
+        grammar=grammar,
     )

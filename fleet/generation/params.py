@@ -23,6 +23,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     # User stop strings, matched on the decoded text and cut from the output.
     stop: tuple[str, ...] = ()
+    # A grammar the output must follow, in llguidance's Lark syntax, checked already
+    # (fleet.generation.grammar); None leaves the output free.
+    grammar: str | None = None
 
     @property
     def greedy(self) -> bool:
