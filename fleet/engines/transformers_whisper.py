@@ -101,9 +101,11 @@ class TransformersWhisper(TranscriptionEngine):
             return [[TranscriptSegment(0, round(c.offset, 3), round(c.offset + c.duration, 3),
                                        text, temperature=settings.temperature)]
                     for c, text in zip(chunks, texts, strict=True)]
-        decoded = tokenizer.batch_decode(sequences, skip_special_tokens=True, output_offsets=True)
-        return [self._timed(chunk, output, settings)
-                for chunk, output in zip(chunks, decoded, strict=True)]
+        # One sequence at a time: Transformers 5's batch_decode refuses output_offsets for more
+        # than one ("Can only process a single input at a time").
+        return [self._timed(chunk, tokenizer.decode(sequence.tolist(), skip_special_tokens=True,
+                                                    output_offsets=True), settings)
+                for chunk, sequence in zip(chunks, sequences, strict=True)]
 
     @staticmethod
     def _timed(chunk: AudioChunk, output: dict[str, Any],
@@ -116,8 +118,13 @@ class TransformersWhisper(TranscriptionEngine):
         segments = []
         for part in offsets:
             start, end = part["timestamp"]
-            end = chunk.duration if end is None else end
+            # The window is padded to 30 s: what the model places past the chunk's end is
+            # its guess at the padding's silence (or a second pass of `generate` over the
+            # window's rest, which the tokenizer counts on from 30 s).
+            if start >= chunk.duration:
+                continue
+            end = chunk.duration if end is None else min(max(end, start), chunk.duration)
             segments.append(TranscriptSegment(
-                0, round(chunk.offset + start, 3), round(chunk.offset + min(end, chunk.duration), 3),
+                0, round(chunk.offset + start, 3), round(chunk.offset + end, 3),
                 part["text"], temperature=settings.temperature))
         return segments
