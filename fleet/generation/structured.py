@@ -24,8 +24,8 @@ ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 @dataclass(frozen=True)
 class Constraint:
-    """A grammar the output must follow. `spec` is canonical (a schema's JSON with sorted keys),
-    so equal requests share one compiled grammar; `source` names the field, for error messages."""
+    """A grammar the output must follow. `spec` is canonical (a schema's compact JSON), so equal
+    requests share one compiled grammar; `source` names the field, for error messages."""
 
     kind: Kind
     spec: str
@@ -33,7 +33,9 @@ class Constraint:
 
 
 def canonical_json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON, keys in the order given: a schema's property order is the order the
+    answer's keys are written in, as on OpenAI's API, so it is part of the schema."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
 def _schema_constraint(schema: Any, source: str) -> Constraint:
