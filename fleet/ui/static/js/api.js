@@ -51,6 +51,32 @@ export async function api(path, { method = 'GET', body, query, signal, key, text
   return text ? response.text() : response.json();
 }
 
+// POSTs a multipart form (a FormData: files and fields), answered as JSON or text.
+export async function apiForm(path, form, { text } = {}) {
+  const response = await fetch(path, { method: 'POST', headers: headers(false), body: form });
+  if (!response.ok) throw await failure(response);
+  return text ? response.text() : response.json();
+}
+
+// POSTs `body` as JSON, answered with a file: its Blob, and the milliseconds until its first
+// bytes and until its end (the speech route streams the audio as it is made).
+export async function apiFile(path, body) {
+  const started = performance.now();
+  const response = await fetch(path, { method: 'POST', headers: headers(true), body: JSON.stringify(body) });
+  if (!response.ok) throw await failure(response);
+  const reader = response.body.getReader();
+  const parts = [];
+  let firstMs = null;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    if (firstMs === null) firstMs = performance.now() - started;
+    parts.push(value);
+  }
+  const type = response.headers.get('content-type') || 'application/octet-stream';
+  return { blob: new Blob(parts, { type }), firstMs, totalMs: performance.now() - started };
+}
+
 // POSTs `body` and yields each event's parsed data until `data: [DONE]`.
 export async function* streamEvents(path, body, signal) {
   const response = await fetch(path, {

@@ -1,5 +1,5 @@
 // Which playgrounds a model gets: one module per kind, chosen from the model's type and
-// abilities. A new model type (audio, say) slots in with one line here and one module.
+// abilities. A new kind slots in with one line here and one module.
 const PLAYGROUNDS = [
   { kind: 'chat', label: 'Chat', load: () => import('./chat.js'),
     fits: (m) => m.model_type === 'LLM' && m.model_ability.includes('chat') },
@@ -11,6 +11,12 @@ const PLAYGROUNDS = [
     fits: (m) => m.model_type === 'rerank' },
   { kind: 'image', label: 'Text to image', load: () => import('./image.js'),
     fits: (m) => m.model_type === 'image' && m.model_ability.includes('text2image') },
+  { kind: 'ocr', label: 'OCR', load: () => import('./ocr.js'),
+    fits: (m) => m.model_type === 'image' && m.model_ability.includes('ocr') },
+  { kind: 'speech', label: 'Text to speech', load: () => import('./speech.js'),
+    fits: (m) => m.model_type === 'audio' && m.model_ability.includes('text2audio') },
+  { kind: 'transcription', label: 'Speech to text', load: () => import('./transcription.js'),
+    fits: (m) => m.model_type === 'audio' && m.model_ability.includes('audio2text') },
 ];
 
 export function playgroundsFor(model) {
