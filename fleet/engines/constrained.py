@@ -62,14 +62,19 @@ def mask_rows(logits: torch.Tensor, rows: Sequence[int], matchers: Sequence[Any]
     """`logits` with the tokens each matcher forbids set to -inf in its row (a copy)."""
     import llguidance.torch as llt
 
-    masked = logits.clone()
-    bitmask = llt.allocate_token_bitmask(len(rows), logits.shape[-1])
+    vocab = logits.shape[-1]
+    bitmask = llt.allocate_token_bitmask(len(rows), vocab)
     for position, matcher in enumerate(matchers):
         llt.fill_next_token_bitmask(matcher, bitmask, position)
-    index = torch.tensor(list(rows), dtype=torch.long)
-    selected = masked.index_select(0, index)
-    llt.apply_token_bitmask_inplace(selected, bitmask)
-    masked[index] = selected
+    # Unpacked here rather than with llguidance's apply_token_bitmask_inplace, which is
+    # torch.compile'd: its first call compiles C++ for seconds in the engine thread (and needs
+    # a compiler on the worker). The mask is made on the CPU; the logits may be on a GPU.
+    bits = torch.arange(32, dtype=torch.int32)
+    allowed = ((bitmask.unsqueeze(-1) >> bits) & 1).flatten(1)[:, :vocab].bool()
+    index = torch.tensor(list(rows), dtype=torch.long, device=logits.device)
+    masked = logits.clone()
+    masked[index] = logits.index_select(0, index).masked_fill(
+        ~allowed.to(logits.device, non_blocking=True), float("-inf"))
     return masked
 
 
