@@ -121,10 +121,10 @@ class TranscriptionService:
             settings = TranscriptionSettings(**{**asdict(settings), "language": language})
         return prepared, settings
 
-    def _settings(self, options: dict[str, Any]) -> TranscriptionSettings:
+    def _settings(self, asked: dict[str, Any]) -> TranscriptionSettings:
         engine = self._engine
-        task = options.get("task") or "transcribe"
-        language = (options.get("language") or "").strip().lower() or None
+        task = asked.get("task") or "transcribe"
+        language = (asked.get("language") or "").strip().lower() or None
         if task == "translate" and not engine.multilingual:
             raise BadRequest(f"model {self._model_uid} is English-only and does not translate; "
                              "use a multilingual model", code="unsupported_task")
@@ -134,15 +134,15 @@ class TranscriptionService:
                                  f"{language!r} is not supported", code="unsupported_language")
             raise BadRequest(f"language {language!r} is not one model {self._model_uid} knows "
                              "(ISO-639-1 codes such as en, de, fr)", code="unsupported_language")
-        words = bool(options.get("word_timestamps"))
+        words = bool(asked.get("word_timestamps"))
         if words and not engine.gives_word_timestamps:
             raise BadRequest(f"model {self._model_uid} does not give word timestamps",
                              code="unsupported_timestamp_granularity")
         return TranscriptionSettings(
             task=task, language=language if engine.multilingual else "en",
-            prompt=options.get("prompt") or None,
-            temperature=float(options.get("temperature") or 0.0), word_timestamps=words,
-            segment_timestamps=bool(options.get("segment_timestamps")) or words)
+            prompt=asked.get("prompt") or None,
+            temperature=float(asked.get("temperature") or 0.0), word_timestamps=words,
+            segment_timestamps=bool(asked.get("segment_timestamps")) or words)
 
     async def _result(self, prepared: PreparedAudio, settings: TranscriptionSettings,
                       per_chunk: list[list[TranscriptSegment]]) -> dict[str, Any]:

@@ -213,6 +213,19 @@ class TransformersWhisperOptions(LaunchOptions):
     _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
 
 
+class PiperOptions(LaunchOptions):
+    noise_scale: float | None = Field(
+        default=None, ge=0, le=2,
+        description="How much the voice's sound varies (VITS's noise); default: the voice's "
+                    "own (its .onnx.json), about 0.67.")
+    noise_w_scale: float | None = Field(
+        default=None, ge=0, le=2,
+        description="How much the length of each sound varies; default: the voice's own, "
+                    "about 0.8.")
+    volume: float | None = Field(
+        default=None, gt=0, le=4, description="Loudness, as a factor; default 1.")
+
+
 class KokoroOptions(LaunchOptions):
     lang_code: str | None = Field(
         default=None, min_length=1, max_length=8,

@@ -38,6 +38,10 @@ class PiperSpeech(SpeechEngine):
         self._voice: Any = None
         self._speakers: dict[str, int] = {}
         self._length_scale = 1.0
+        # None: the voice's own settings (its .onnx.json).
+        self._noise_scale: float | None = kwargs.get("noise_scale")
+        self._noise_w_scale: float | None = kwargs.get("noise_w_scale")
+        self._volume = float(kwargs.get("volume") or 1.0)
         self.sample_rate = 22050
 
     def load(self) -> None:
@@ -65,6 +69,8 @@ class PiperSpeech(SpeechEngine):
 
         speaker = self._speakers[voice]
         config = SynthesisConfig(speaker_id=speaker if speaker >= 0 else None,
-                                 length_scale=self._length_scale / speed)
+                                 length_scale=self._length_scale / speed,
+                                 noise_scale=self._noise_scale, noise_w_scale=self._noise_w_scale,
+                                 volume=self._volume)
         for chunk in self._voice.synthesize(text, syn_config=config):
             yield chunk.audio_float_array

@@ -16,6 +16,7 @@ from fleet.engines.launch_options import (
     KokoroOptions,
     LlamaCppEmbeddingOptions,
     LlamaCppLLMOptions,
+    PiperOptions,
     RapidOCROptions,
     SentenceTransformersEmbeddingOptions,
     TransformersLLMOptions,
@@ -127,6 +128,7 @@ ENGINES: tuple[EngineInfo, ...] = (
         priority=10,
         pip_extra="audio",
         memory=MemoryProfile(overhead_mib=256),  # onnxruntime, espeak-ng, PyAV
+        launch_options={"audio": PiperOptions},
     ),
     EngineInfo(
         name="kokoro",

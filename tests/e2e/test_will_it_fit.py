@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from fleet.engines.registry import ENGINES
+
 HUGE = {"model_name": "huge-llm", "model_ability": ["chat"], "context_length": 4096,
         "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 500,
                          "model_id": "example/huge-llm"}]}
@@ -151,7 +153,7 @@ def _matrix(http: httpx.Client, name: str) -> dict[str, dict]:
     response = http.get(f"/v1/engines/{name}", params={"detailed": "true"})
     assert response.status_code == 200, response.text
     rows = {row["engine"]: row for row in response.json()["engines"]}
-    assert set(rows) == {"llama.cpp", "sentence_transformers", "transformers"}
+    assert set(rows) == {engine.name for engine in ENGINES}  # every engine, with or without
     assert all(row["available"] or row["reason"] for row in rows.values())
     return rows
 
@@ -171,7 +173,7 @@ def test_engine_matrix_has_a_reason_for_every_no(http, local_cluster):
     both = _matrix(http, "bge-small-en-v1.5")
     assert both["sentence_transformers"]["available"] is True
     assert both["llama.cpp"]["available"] is LLAMA_CPP_INSTALLED
-    assert embedding["transformers"]["reason"] == "runs LLM/rerank models, not embedding"
+    assert embedding["transformers"]["reason"] == "runs LLM/rerank/audio models, not embedding"
     # Xinference's shape lists the engines that can run it, with their launch parameters.
     assert list(http.get("/v1/engines/huge-llm").json()) == ["transformers"]
     table = fleet_cli(local_cluster.endpoint, "engine", "gguf-only-llm")

@@ -21,7 +21,9 @@ _SHARED_READERS = {"engine_options(": "fleet.engines.llamacpp_server",
                    "wants_remote_code(": "fleet.engines.base"}
 _LLM_SERVICE = "fleet.cluster.llm_service"
 # Replica services that read launch options of the engines they serve (batch sizes).
-_SERVICE_READERS = {"diffusers": "fleet.cluster.image_service"}
+_SERVICE_READERS = {("diffusers", "image"): "fleet.cluster.image_service",
+                    ("faster-whisper", "audio"): "fleet.cluster.transcription_service",
+                    ("transformers", "audio"): "fleet.cluster.transcription_service"}
 _READ = re.compile(r"""kwargs\.get\(\s*["'](\w+)["']|options\.get\(\s*["'](\w+)["']""")
 
 
@@ -32,8 +34,9 @@ def _options_read(engine, model_type: str) -> set[str]:
                 for call, name in _SHARED_READERS.items() if call in sources[0]]
     if model_type == "LLM":
         sources.append(inspect.getsource(importlib.import_module(_LLM_SERVICE)))
-    if engine.name in _SERVICE_READERS:
-        sources.append(inspect.getsource(importlib.import_module(_SERVICE_READERS[engine.name])))
+    if (engine.name, model_type) in _SERVICE_READERS:
+        service = _SERVICE_READERS[engine.name, model_type]
+        sources.append(inspect.getsource(importlib.import_module(service)))
     names = {a or b for source in sources for a, b in _READ.findall(source)}
     return names - {"request_limits"}  # a launch field, handed to the scheduler separately
 
