@@ -84,6 +84,11 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         """Requests submitted and not answered yet (a replica being removed waits for them)."""
         return self._open
 
+    def stats(self) -> dict[str, int]:
+        """The replica's `batch` figures (GET /v1/models/{uid}/replicas)."""
+        return {"last_size": self.last_batch_size, "max_size": self.max_batch_size_seen,
+                "batches": self.batches_run, "queued": self.queued}
+
     async def submit(self, items: list[ItemT], cost: int | Sequence[int]) -> list[ResultT]:
         """Run `items` in some batch (or, when they exceed a batch's budget, in several);
         returns their results in order. `cost`: the tokens of each item, or of them all (then

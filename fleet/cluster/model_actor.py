@@ -224,9 +224,7 @@ class ModelActor(xo.StatelessActor):
         elif self._service is not None:
             stats = self._service.stats()
         else:
-            batcher = self._batcher
-            stats = {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
-                     "batches": batcher.batches_run, "queued": batcher.queued}
+            stats = self._batcher.stats()
         # Backlog: bytes queued for API readers slower than the replica (fleet.cluster.channel_sender).
         return {**stats, "api_channels": self._channel_server.channels,
                 "api_channel_backlog_bytes": self._channel_server.backlog_bytes}

@@ -55,9 +55,7 @@ class OCRService:
         return self._batcher.in_progress
 
     def stats(self) -> dict[str, int]:
-        batcher = self._batcher
-        return {"last_size": batcher.last_batch_size, "max_size": batcher.max_batch_size_seen,
-                "batches": batcher.batches_run, "queued": batcher.queued}
+        return self._batcher.stats()
 
     def close(self) -> None:
         pass
