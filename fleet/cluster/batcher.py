@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -233,3 +233,22 @@ def _settle(pending: _Pending[Any], result: Any = None, error: Exception | None 
         pending.future.set_exception(error)
     else:
         pending.future.set_result(result)
+
+
+KeyT = TypeVar("KeyT", bound=Hashable)
+
+
+def run_grouped(items: Sequence[ItemT], key: Callable[[ItemT], KeyT],
+                run_group: Callable[[KeyT, list[ItemT]], Sequence[ResultT]]) -> list[ResultT]:
+    """For a `run_batch` whose items go through the engine together only when they share
+    settings (an image's size and steps, a chunk's task and language): one `run_group(key,
+    items)` call per key, the results put back in the items' order."""
+    groups: dict[KeyT, list[int]] = {}
+    for index, item in enumerate(items):
+        groups.setdefault(key(item), []).append(index)
+    results: list[Any] = [None] * len(items)
+    for group_key, indices in groups.items():
+        outputs = run_group(group_key, [items[i] for i in indices])
+        for index, output in zip(indices, outputs, strict=True):
+            results[index] = output
+    return results

@@ -25,7 +25,7 @@ import orjson
 from PIL import Image
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.cluster.batcher import DynamicBatcher
+from fleet.cluster.batcher import DynamicBatcher, run_grouped
 from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.base import ImageEngine, ImageJob
 from fleet.errors import BadRequest
@@ -86,7 +86,6 @@ class ImageService:
     def __init__(self, engine: ImageEngine, family: BaseFamily, launch: dict[str, Any],
                  executor: ThreadPoolExecutor):
         self._engine = engine
-        self._family = family
         self._model_uid = launch.get("model_uid", family.model_name)
         options = launch.get("engine_kwargs") or {}
         self._max_batch = int(options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE)
@@ -219,15 +218,7 @@ class ImageService:
 
     # ---- the engine thread ---------------------------------------------------------------------
     def _run_batch(self, items: list[_Item]) -> list[Image.Image]:
-        results: list[Image.Image | None] = [None] * len(items)
-        groups: dict[_Settings, list[int]] = {}
-        for index, item in enumerate(items):
-            groups.setdefault(item.settings, []).append(index)
-        for settings, indices in groups.items():
-            group = [items[i] for i in indices]
-            for index, image in zip(indices, self._run_group(settings, group), strict=True):
-                results[index] = image
-        return [image for image in results if image is not None]
+        return run_grouped(items, lambda item: item.settings, self._run_group)
 
     def _run_group(self, settings: _Settings, group: list[_Item]) -> list[Image.Image]:
         trackers = _trackers(group)

@@ -59,7 +59,6 @@ class SpeechService:
     def __init__(self, engine: SpeechEngine, family: BaseFamily, launch: dict[str, Any],
                  executor: ThreadPoolExecutor):
         self._engine = engine
-        self._family = family
         self._executor = executor
         self._model_uid = launch.get("model_uid", family.model_name)
         self._max_open = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)

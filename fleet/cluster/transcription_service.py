@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.cluster.batcher import DynamicBatcher
+from fleet.cluster.batcher import DynamicBatcher, run_grouped
 from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.audio_codec import decode_audio
 from fleet.engines.base import (
@@ -54,7 +54,6 @@ class TranscriptionService:
     def __init__(self, engine: TranscriptionEngine, family: BaseFamily, launch: dict[str, Any],
                  executor: ThreadPoolExecutor):
         self._engine = engine
-        self._family = family
         self._executor = executor
         self._model_uid = launch.get("model_uid", family.model_name)
         options = launch.get("engine_kwargs") or {}
@@ -96,8 +95,8 @@ class TranscriptionService:
         items = [_Item(settings, chunk) for chunk in prepared.chunks]
         per_chunk: list[list[TranscriptSegment]] = []
         for start in range(0, len(items), self._max_batch):
-            part = await self._batcher.submit(items[start:start + self._max_batch],
-                                              len(items[start:start + self._max_batch]))
+            batch = items[start:start + self._max_batch]
+            part = await self._batcher.submit(batch, len(batch))
             per_chunk.extend(part)
             text = "".join(segment.text for segments in part for segment in segments)
             if text:
@@ -159,20 +158,16 @@ class TranscriptionService:
 
     # ---- the engine thread ---------------------------------------------------------------------
     def _run_batch(self, items: list[_Item]) -> list[list[TranscriptSegment]]:
-        results: list[list[TranscriptSegment]] = [[] for _ in items]
-        groups: dict[TranscriptionSettings, list[int]] = {}
-        for index, item in enumerate(items):
-            groups.setdefault(item.settings, []).append(index)
-        for settings, indices in groups.items():
-            try:
-                decoded = self._engine.decode(settings, [items[i].chunk for i in indices])
-            except ValueError as exc:
-                # The model's own refusal of the settings (a prompt longer than its window).
-                raise BadRequest(f"the model refused the request: {exc}",
-                                 code="invalid_transcription_argument") from None
-            for index, segments in zip(indices, decoded, strict=True):
-                results[index] = segments
-        return results
+        return run_grouped(items, lambda item: item.settings, self._decode_group)
+
+    def _decode_group(self, settings: TranscriptionSettings,
+                      group: list[_Item]) -> list[list[TranscriptSegment]]:
+        try:
+            return self._engine.decode(settings, [item.chunk for item in group])
+        except ValueError as exc:
+            # The model's own refusal of the settings (a prompt longer than its window).
+            raise BadRequest(f"the model refused the request: {exc}",
+                             code="invalid_transcription_argument") from None
 
 
 def _decode_and_cut(engine: TranscriptionEngine, audio: bytes) -> PreparedAudio:
