@@ -54,3 +54,23 @@ export function usePoll(load, intervalMs, deps = [], until = null) {
 export function useLoad(load, deps = []) {
   return usePoll(load, 0, deps);
 }
+
+// A form's action: `busy` while it runs, `error` when it failed (an ApiError carries the API's
+// own message). `submit(work)` is the form's onSubmit: it runs `work()` once per submission.
+export function useAction() {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState(null);
+  const submit = (work) => async (event) => {
+    event?.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      await work();
+    } catch (caught) {
+      setError(caught);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { busy, error, submit };
+}

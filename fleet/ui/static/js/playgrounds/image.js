@@ -1,6 +1,7 @@
 // Text to image (POST /v1/images/generations, answered as base64 PNG).
 import { api } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
+import { useAction } from '../hooks.js';
 import { html, useState } from '../html.js';
 
 const SIZES = ['256x256', '512x512', '768x768', '1024x1024'];
@@ -9,30 +10,20 @@ export default function ImagePlayground({ model }) {
   const [form, setForm] = useState({ prompt: 'A lighthouse on a cliff at dawn', size: '512x512',
     steps: '', seed: '', negative: '' });
   const [images, setImages] = useState([]);
-  const [error, setError] = useState(null);
-  const [busy, setBusy] = useState(false);
   const [took, setTook] = useState(null);
   const set = (name) => (e) => setForm({ ...form, [name]: e.target.value });
 
-  const run = async (event) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
+  const { busy, error, submit } = useAction();
+  const run = submit(async () => {
     const started = performance.now();
-    try {
-      const body = { model: model.model_uid, prompt: form.prompt, size: form.size, n: 1, response_format: 'b64_json' };
-      if (form.steps) body.num_inference_steps = Number(form.steps);
-      if (form.seed) body.seed = Number(form.seed);
-      if (form.negative) body.negative_prompt = form.negative;
-      const answer = await api('/v1/images/generations', { method: 'POST', body });
-      setImages(answer.data.map((d) => d.b64_json));
-      setTook((performance.now() - started) / 1000);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
+    const body = { model: model.model_uid, prompt: form.prompt, size: form.size, n: 1, response_format: 'b64_json' };
+    if (form.steps) body.num_inference_steps = Number(form.steps);
+    if (form.seed) body.seed = Number(form.seed);
+    if (form.negative) body.negative_prompt = form.negative;
+    const answer = await api('/v1/images/generations', { method: 'POST', body });
+    setImages(answer.data.map((d) => d.b64_json));
+    setTook((performance.now() - started) / 1000);
+  });
 
   return html`<form class="two" onSubmit=${run}>
     <section>

@@ -2,30 +2,21 @@
 // recognition scores.
 import { apiForm } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
+import { useAction } from '../hooks.js';
 import { html, useState } from '../html.js';
 
 export default function OcrPlayground({ model }) {
   const [file, setFile] = useState(null);
   const [lines, setLines] = useState(null);
-  const [error, setError] = useState(null);
-  const [busy, setBusy] = useState(false);
 
-  const run = async (event) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body = new FormData();
-      body.append('model', model.model_uid);
-      body.append('image', file, file.name);
-      body.append('kwargs', JSON.stringify({ return_dict: true }));
-      setLines((await apiForm('/v1/images/ocr', body)).lines);
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { busy, error, submit } = useAction();
+  const run = submit(async () => {
+    const body = new FormData();
+    body.append('model', model.model_uid);
+    body.append('image', file, file.name);
+    body.append('kwargs', JSON.stringify({ return_dict: true }));
+    setLines((await apiForm('/v1/images/ocr', body)).lines);
+  });
 
   return html`<form onSubmit=${run}>
     <${Field} id="ocr-file" label="Image" hint="PNG, JPEG or WebP">

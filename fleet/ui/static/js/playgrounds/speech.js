@@ -2,6 +2,7 @@
 // first bytes (the route streams it sentence by sentence) and to its end.
 import { apiFile } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
+import { useAction } from '../hooks.js';
 import { html, useEffect, useState } from '../html.js';
 
 const FORMATS = ['mp3', 'wav', 'opus', 'aac', 'flac'];
@@ -12,27 +13,17 @@ export default function SpeechPlayground({ model }) {
   const [form, setForm] = useState({ input: 'Fleet serves open models on your own machines. This sentence was spoken by one of them.',
     voice: '', format: 'mp3', speed: '1' });
   const [audio, setAudio] = useState(null);
-  const [error, setError] = useState(null);
-  const [busy, setBusy] = useState(false);
   const set = (name) => (e) => setForm({ ...form, [name]: e.target.value });
   useEffect(() => () => audio && URL.revokeObjectURL(audio.url), [audio]);
 
-  const run = async (event) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      const body = { model: model.model_uid, input: form.input, response_format: form.format,
-        speed: Number(form.speed) || 1 };
-      if (form.voice) body.voice = form.voice;
-      const answer = await apiFile('/v1/audio/speech', body);
-      setAudio({ ...answer, url: URL.createObjectURL(answer.blob) });
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
+  const { busy, error, submit } = useAction();
+  const run = submit(async () => {
+    const body = { model: model.model_uid, input: form.input, response_format: form.format,
+      speed: Number(form.speed) || 1 };
+    if (form.voice) body.voice = form.voice;
+    const answer = await apiFile('/v1/audio/speech', body);
+    setAudio({ ...answer, url: URL.createObjectURL(answer.blob) });
+  });
 
   return html`<form class="two" onSubmit=${run}>
     <section>

@@ -2,6 +2,7 @@
 // from the disk, its text and its timed segments.
 import { apiForm } from '../api.js';
 import { ErrorBox, Field } from '../components/ui.js';
+import { useAction } from '../hooks.js';
 import { html, useState } from '../html.js';
 
 function clock(seconds) {
@@ -13,30 +14,20 @@ export default function TranscriptionPlayground({ model }) {
   const [file, setFile] = useState(null);
   const [form, setForm] = useState({ task: 'transcriptions', language: '', prompt: '' });
   const [answer, setAnswer] = useState(null);
-  const [error, setError] = useState(null);
-  const [busy, setBusy] = useState(false);
   const set = (name) => (e) => setForm({ ...form, [name]: e.target.value });
 
-  const run = async (event) => {
-    event.preventDefault();
-    setBusy(true);
-    setError(null);
+  const { busy, error, submit } = useAction();
+  const run = submit(async () => {
     const started = performance.now();
-    try {
-      const body = new FormData();
-      body.append('model', model.model_uid);
-      body.append('file', file, file.name);
-      body.append('response_format', 'verbose_json');
-      if (form.language) body.append('language', form.language);
-      if (form.prompt) body.append('prompt', form.prompt);
-      const result = await apiForm(`/v1/audio/${form.task}`, body);
-      setAnswer({ ...result, tookMs: performance.now() - started });
-    } catch (caught) {
-      setError(caught);
-    } finally {
-      setBusy(false);
-    }
-  };
+    const body = new FormData();
+    body.append('model', model.model_uid);
+    body.append('file', file, file.name);
+    body.append('response_format', 'verbose_json');
+    if (form.language) body.append('language', form.language);
+    if (form.prompt) body.append('prompt', form.prompt);
+    const result = await apiForm(`/v1/audio/${form.task}`, body);
+    setAnswer({ ...result, tookMs: performance.now() - started });
+  });
 
   return html`<form class="two" onSubmit=${run}>
     <section>
