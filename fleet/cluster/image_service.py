@@ -16,6 +16,7 @@ import asyncio
 import io
 import random
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ GATHER_MAX_S = 0.25
 MAX_UPLOAD_SIDE = 8192
 # PNG compression: level 1 is several times faster than the default 6 and a few percent bigger.
 PNG_COMPRESS_LEVEL = 1
+# Finished request ids kept to answer a progress poll with 1.0 (the API keeps them longer).
+_FINISHED_REMEMBERED = 256
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class ImageService:
             max_batch_tokens=self._max_batch, max_open_requests=queue,
             gather_max_s=GATHER_MAX_S)
         self._progress: dict[str, _Progress] = {}
+        # Requests whose images are made: the API hears of the end only once the PNGs are
+        # encoded and sent, and a poll in between must read 1.0, not "unknown" (0.0, queued).
+        self._finished: OrderedDict[str, None] = OrderedDict()
 
     # ---- ReplicaService -----------------------------------------------------------------------
     @property
@@ -108,6 +114,7 @@ class ImageService:
 
     def close(self) -> None:
         self._progress.clear()
+        self._finished.clear()
 
     # ---- requests ------------------------------------------------------------------------------
     async def images(self, operation: str, request: dict[str, Any],
@@ -124,16 +131,26 @@ class ImageService:
                 item.progress = progress
         try:
             images = await self._batcher.submit(items, len(items))
+            if request_id is not None:
+                self._remember_finished(request_id)
         finally:
             if request_id is not None and self._progress.get(request_id) is progress:
                 del self._progress[request_id]
         return await loop.run_in_executor(None, _encode_all, images)
 
     async def progress(self, request_id: str) -> float | None:
-        """0.0 to 1.0 for a request this replica is running; None when it knows none by that
-        name (not arrived yet, finished, or sent to another replica)."""
+        """0.0 to 1.0 for a request this replica is running or has just made; None when it
+        knows none by that name (not arrived yet, long finished, or sent to another replica)."""
         progress = self._progress.get(request_id)
-        return None if progress is None else round(progress.value(), 4)
+        if progress is not None:
+            return round(progress.value(), 4)
+        return 1.0 if request_id in self._finished else None
+
+    def _remember_finished(self, request_id: str) -> None:
+        self._finished[request_id] = None
+        self._finished.move_to_end(request_id)
+        while len(self._finished) > _FINISHED_REMEMBERED:
+            self._finished.popitem(last=False)
 
     # ---- checks --------------------------------------------------------------------------------
     def _items(self, operation: str, request: dict[str, Any]) -> list[_Item]:

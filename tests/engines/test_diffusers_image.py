@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from fleet.catalogue.schemas import ImageFamily
+from fleet.cluster import image_service
 from fleet.cluster.image_service import ImageService
 from fleet.engines.base import ImageJob
 from fleet.engines.diffusers_image import DiffusersImage, single_file_pipeline
@@ -199,13 +200,31 @@ def test_progress_of_a_named_request_rises_to_the_end(engine):
                 seen.append(value)
             await asyncio.sleep(0.005)
         await task
-        assert await service.progress("named-1") is None  # forgotten once answered
+        # Still 1.0 after the images are made: the API hears of the end a little later, and a
+        # poll in between must not fall back to 0.0 (queued).
+        assert await service.progress("named-1") == 1.0
+        assert await service.progress("never-sent") is None
 
     try:
         asyncio.run(scenario())
     finally:
         executor.shutdown()
     assert seen == sorted(seen) and any(0 < v < 1 for v in seen), seen
+
+
+def test_finished_requests_are_remembered_within_a_bound(engine, monkeypatch):
+    monkeypatch.setattr(image_service, "_FINISHED_REMEMBERED", 2)
+    service, executor = _service(engine)
+
+    async def scenario() -> list[float | None]:
+        for name in ("a", "b", "c"):
+            await service.images("text2image", _request(num_inference_steps=1), name)
+        return [await service.progress(name) for name in ("a", "b", "c")]
+
+    try:
+        assert asyncio.run(scenario()) == [None, 1.0, 1.0]  # the oldest dropped first
+    finally:
+        executor.shutdown()
 
 
 @pytest.mark.parametrize(("operation", "overrides", "words"), [
