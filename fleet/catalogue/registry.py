@@ -36,7 +36,7 @@ _DATA_FILES = {"LLM": "llm.json", "embedding": "embedding.json", "rerank": "rera
 def builtin_families(model_type: str) -> dict[str, BaseFamily]:
     """Parsed once per process: the files are part of the installed package."""
     cls = FAMILY_CLASSES[model_type]
-    data = resources.files("fleet.catalogue").joinpath("data", _DATA_FILES[model_type])
+    data = resources.files("fleet.catalogue") / "data" / _DATA_FILES[model_type]
     text = data.read_text(encoding="utf-8")
     families = [cls.model_validate(item) for item in json.loads(text)]
     return {family.model_name: family for family in families}

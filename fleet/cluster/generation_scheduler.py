@@ -7,8 +7,9 @@ arrives while others are generating joins at the next step instead of waiting fo
 drain. Each sequence carries its own sampling settings; its text is decoded and checked for
 stop strings right here, so a stopped sequence costs no further step.
 
-The engine contract: `prefill(list[NewSequence]) -> list[TokenChoice]` (first tokens),
-`decode() -> list[TokenChoice]` (one per running sequence), `release(seq_ids)`, `tokenizer`."""
+The engine contract is fleet.engines.base.StepwiseLLMEngine: `prefill(list[NewSequence]) ->
+list[TokenChoice]` (first tokens), `decode() -> list[TokenChoice]` (one per running sequence),
+`release(seq_ids)`, `tokenizer`."""
 
 from __future__ import annotations
 
@@ -21,8 +22,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from fleet.engines.base import StepwiseLLMEngine
 from fleet.errors import TooManyRequests
-from fleet.generation.detokenizer import IncrementalDetokenizer
+from fleet.generation.detokenizer import IncrementalDetokenizer, TokenDecoder
 from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import (
     Events,
@@ -41,7 +43,8 @@ __all__ = ["Events", "GenerationRequest", "GenerationScheduler", "SchedulerStats
 class _Sequence:
     """One choice of a request: its text so far and when it has to stop."""
 
-    def __init__(self, seq_id: int, index: int, request: GenerationRequest, tokenizer: Any):
+    def __init__(self, seq_id: int, index: int, request: GenerationRequest,
+                 tokenizer: TokenDecoder):
         self.seq_id = seq_id
         self.index = index
         self.request = request
@@ -94,7 +97,7 @@ def _new_sequence(sequence: _Sequence) -> NewSequence:
 
 
 class GenerationScheduler:
-    def __init__(self, engine: Any, max_running: int = 32, max_requests: int = 256,
+    def __init__(self, engine: StepwiseLLMEngine, max_running: int = 32, max_requests: int = 256,
                  max_prefill_tokens: int = 8192):
         self._engine = engine
         self._max_running = max_running

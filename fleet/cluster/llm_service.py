@@ -1,7 +1,7 @@
 """Chat and completion requests on one replica: turn an OpenAI body into a prompt and sampling
 settings, hand it to the scheduler, and turn the token events that come back into OpenAI choice
 chunks. The scheduler is Fleet's continuous-batching loop for step-wise engines, or the engine's
-own when it batches by itself (`make_scheduler`, see fleet.engines.base.LLMEngine); either way the
+own when it batches by itself (`make_scheduler`, see fleet.engines.base); either way the
 prompt is rendered and tokenized here, the same way for every engine.
 
 A streamed request has a stream id. Its chunks are pushed to the API over the API's replica channel
@@ -24,6 +24,7 @@ from typing import Any
 from fleet.catalogue.schemas import LLMFamily
 from fleet.cluster.generation_scheduler import GenerationScheduler
 from fleet.cluster.replica_channel import ReplicaChannelServer
+from fleet.engines.base import LLMEngine
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
@@ -85,7 +86,7 @@ class _Stream:
 
 
 class LLMService:
-    def __init__(self, engine: Any, family: LLMFamily, model_uid: str, options: dict[str, Any],
+    def __init__(self, engine: LLMEngine, family: LLMFamily, model_uid: str, options: dict[str, Any],
                  executor: Executor, channel_server: ReplicaChannelServer):
         self._engine = engine
         self._family = family
@@ -97,10 +98,13 @@ class LLMService:
         self._loop = asyncio.get_running_loop()
         max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
         max_requests = int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT)
-        make_scheduler = getattr(engine, "make_scheduler", None)
-        self.scheduler: Scheduler = (
-            make_scheduler(max_running, max_requests) if make_scheduler is not None
-            else GenerationScheduler(engine, max_running=max_running, max_requests=max_requests))
+        # The engine declares who batches it (fleet.engines.base.BaseLLMEngine.scheduling).
+        self.scheduler: Scheduler
+        if engine.scheduling == "engine":
+            self.scheduler = engine.make_scheduler(max_running, max_requests)
+        else:
+            self.scheduler = GenerationScheduler(engine, max_running=max_running,
+                                                 max_requests=max_requests)
         # The scheduler owns the engine's thread from now on.
         self._loop_future = self._loop.run_in_executor(executor, self.scheduler.run_forever)
         self._streams: dict[str, _Stream] = {}

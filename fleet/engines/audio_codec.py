@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
+from av.audio.stream import AudioStream
 
 from fleet.errors import BadRequest
 from fleet.limits import exceeded, limits
@@ -61,8 +62,11 @@ class SpeechEncoder:
         spec = SPEECH_FORMATS[response_format]
         self._sink = _Sink()
         self._container = av.open(self._sink, mode="w", format=spec.container)
-        self._stream = self._container.add_stream(spec.codec, rate=spec.rate or sample_rate,
-                                                  layout="mono")
+        stream = self._container.add_stream(spec.codec, rate=spec.rate or sample_rate,
+                                            layout="mono")
+        if not isinstance(stream, AudioStream):  # every codec of SPEECH_FORMATS is audio
+            raise TypeError(f"{spec.codec} is not an audio codec")
+        self._stream = stream
         self._rate = sample_rate
         self._pts = 0
 

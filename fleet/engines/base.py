@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.engines.launch_options import LaunchOptions
+from fleet.generation.detokenizer import TokenDecoder
+from fleet.generation.params import NewSequence, TokenChoice
+from fleet.generation.scheduling import Scheduler
 from fleet.install_hint import pip_install_extra
 
 
@@ -129,7 +132,10 @@ class EmbeddingEngine(Protocol):
     def load(self) -> None: ...
 
     @property
-    def max_tokens(self) -> int: ...
+    def dimensions(self) -> int: ...  # the length of each vector
+
+    @property
+    def max_tokens(self) -> int: ...  # the longest input, in tokens
 
     def count_tokens(self, text: str) -> int: ...
 
@@ -156,17 +162,22 @@ class RerankEngine(Protocol):
     def close(self) -> None: ...
 
 
-class LLMEngine(Protocol):
-    """Chat and completions. The replica's LLM service renders prompts with the family's (or
-    `chat_template`, the model's own) template and `template_tokens`, tokenizes them with
-    `encode`, and checks requests against `context_length` (per sequence) and `vocab_size`.
+class BaseLLMEngine(Protocol):
+    """What every chat/completion engine gives the replica's LLM service
+    (fleet.cluster.llm_service): it renders prompts with the family's (or `chat_template`, the
+    model's own) template and `template_tokens`, tokenizes them with `encode`, and checks
+    requests against `context_length` (per sequence) and `vocab_size`. These prompt-side members
+    are called off the engine thread (a request is prepared in a thread of its own while others
+    generate), so they only read: the model's tokenizer and metadata, nothing that generation
+    changes. Generation itself takes one of two forms, declared by `scheduling`: a
+    StepwiseLLMEngine or a SelfSchedulingLLMEngine."""
 
-    Then one of two ways to generate. Step-wise engines (`prefill`, `decode`, `release` and a
-    Hugging Face `tokenizer`, see fleet.engines.transformers_llm) run in Fleet's own
-    continuous-batching loop (fleet.cluster.generation_scheduler). Engines that batch on their
-    own bring their scheduler instead: `make_scheduler(max_running, max_requests)` returns
-    a fleet.generation.scheduling.Scheduler (see fleet.engines.llamacpp_llm)."""
-
+    # Who batches the engine's sequences: "fleet" (Fleet's own loop calls the engine a step at a
+    # time) or "engine" (the engine batches by itself and brings its scheduler). Declared by each
+    # engine class rather than worked out from the methods it happens to have, so that mypy
+    # narrows an LLMEngine to the one protocol from the value, and an engine that means one form
+    # but misses a method of it fails the type check instead of being taken for the other form.
+    scheduling: ClassVar[Literal["fleet", "engine"]]
     context_length: int
     vocab_size: int
 
@@ -185,6 +196,42 @@ class LLMEngine(Protocol):
     def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
         """The ids that end a sequence, beyond those the engine stops on by itself."""
         ...
+
+
+class StepwiseLLMEngine(BaseLLMEngine, Protocol):
+    """An engine that Fleet schedules: fleet.cluster.generation_scheduler.GenerationScheduler
+    owns the running batch and calls, on the engine thread only, `prefill` (new sequences join
+    the batch, their first token sampled), `decode` (one more token for every running sequence,
+    in the order they joined) and `release` (finished or cancelled sequences leave). Sampling,
+    including each sequence's grammar, is the engine's (see fleet.engines.transformers_llm)."""
+
+    scheduling: ClassVar[Literal["fleet"]]
+    # Read for the streamed text (fleet.generation.detokenizer) and the logprobs' tokens.
+    tokenizer: TokenDecoder
+
+    def prefill(self, sequences: Sequence[NewSequence]) -> list[TokenChoice]: ...
+
+    def decode(self) -> list[TokenChoice]: ...
+
+    def release(self, seq_ids: Sequence[int]) -> None: ...
+
+
+class SelfSchedulingLLMEngine(BaseLLMEngine, Protocol):
+    """An engine that batches its sequences by itself (llama.cpp's server slots, see
+    fleet.engines.llamacpp_llm): it brings the scheduler that feeds it. The replica runs that
+    scheduler's `run_forever` on the engine thread; the scheduler alone calls the engine from
+    then on, and may run threads of its own inside it."""
+
+    scheduling: ClassVar[Literal["engine"]]
+
+    def make_scheduler(self, max_running: int, max_requests: int) -> Scheduler:
+        """A scheduler that runs at most `max_running` sequences together and holds at most
+        `max_requests` requests (TooManyRequests past that)."""
+        ...
+
+
+# What the replica's LLM service holds: `engine.scheduling` tells which of the two it is.
+LLMEngine = StepwiseLLMEngine | SelfSchedulingLLMEngine
 
 
 @dataclass

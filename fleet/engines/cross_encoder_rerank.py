@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankResult, wants_remote_code
+from fleet.engines.base import RerankEngine, RerankResult, wants_remote_code
 
 
 class CrossEncoderRerank:
     def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
         self._model_path = model_path
         self._device = device
-        self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 512))
+        max_tokens: int | None = kwargs.get("max_tokens")
+        family_max: int = getattr(family, "max_tokens", 512)
+        self._max_tokens = int(max_tokens or family_max)
         self._trust_remote_code = wants_remote_code(family, kwargs)
         self._model: Any = None
 
@@ -44,3 +46,7 @@ class CrossEncoderRerank:
 
     def close(self) -> None:
         self._model = None
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[RerankEngine] = CrossEncoderRerank

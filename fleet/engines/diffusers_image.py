@@ -87,7 +87,7 @@ def pick_image_dtype(device: str, requested: str | None, family: BaseFamily) -> 
     return getattr(torch, name) if name in ("float16", "bfloat16", "float32") else torch.float16
 
 
-class DiffusersImage(ImageEngine):
+class DiffusersImage:
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
         self._path = Path(model_path)
         self._family = family
@@ -218,3 +218,7 @@ class DiffusersImage(ImageEngine):
             arguments["callback_on_step_end"] = step_end
         with torch.inference_mode():
             return list(pipeline(**arguments).images)
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[ImageEngine] = DiffusersImage

@@ -39,7 +39,7 @@ def _device(device: str | None) -> tuple[str, int]:
     return "cpu", 0
 
 
-class FasterWhisperTranscription(TranscriptionEngine):
+class FasterWhisperTranscription:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
@@ -157,3 +157,7 @@ def _segment(part: dict[str, Any], settings: TranscriptionSettings) -> Transcrip
         tokens=list(part["tokens"]), temperature=settings.temperature,
         avg_logprob=float(part["avg_logprob"]), compression_ratio=float(part["compression_ratio"]),
         no_speech_prob=float(part["no_speech_prob"]), words=words)
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[TranscriptionEngine] = FasterWhisperTranscription

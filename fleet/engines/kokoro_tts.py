@@ -27,7 +27,7 @@ SAMPLE_RATE = 24000
 REPO_ID = "hexgrad/Kokoro-82M"  # named to KModel/KPipeline only to keep them from warning
 
 
-class KokoroSpeech(SpeechEngine):
+class KokoroSpeech:
     sample_rate = SAMPLE_RATE
 
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
@@ -76,3 +76,7 @@ class KokoroSpeech(SpeechEngine):
                 output = self._model(result.phonemes, pack[len(result.phonemes) - 1], speed,
                                      return_output=True)
             yield output.audio.float().cpu().numpy().reshape(-1)
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[SpeechEngine] = KokoroSpeech

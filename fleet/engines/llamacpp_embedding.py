@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingInput, EmbeddingResult
+from fleet.engines.base import EmbeddingEngine, EmbeddingInput, EmbeddingResult
 from fleet.engines.llamacpp_server import (
     LlamaServer,
     capped_by_training,
@@ -128,3 +128,7 @@ class LlamaCppEmbedding:
         if self._llama is not None:
             self._llama.close()
             self._llama = None
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[EmbeddingEngine] = LlamaCppEmbedding

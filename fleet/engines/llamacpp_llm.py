@@ -32,15 +32,17 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from fleet.catalogue.schemas import BaseFamily
+from fleet.engines.base import SelfSchedulingLLMEngine
 from fleet.engines.llamacpp_server import (
     LlamaServer,
     capped_by_training,
     engine_options,
     file_metadata,
 )
+from fleet.generation.scheduling import Scheduler
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ MAX_PARALLEL = 256
 
 
 class LlamaCppLLM:
+    scheduling: ClassVar[Literal["engine"]] = "engine"  # its own slots, see make_scheduler
+
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
         self._model_path = model_path
         self.n_parallel = int(kwargs.get("n_parallel") or kwargs.get("max_num_seqs") or DEFAULT_PARALLEL)
@@ -61,9 +65,10 @@ class LlamaCppLLM:
         self._options = engine_options(kwargs, device)
         # The shared cache: the launch's context_length (or n_ctx), else the family's (capped at
         # load by the model's own when the launch named neither).
-        launch_context = kwargs.get("context_length") or kwargs.get("n_ctx")
+        launch_context: int | None = kwargs.get("context_length") or kwargs.get("n_ctx")
         self._sized_by_launch = bool(launch_context)
-        self.context_length = int(launch_context or getattr(family, "context_length", 2048))
+        family_context: int = getattr(family, "context_length", 2048)
+        self.context_length = int(launch_context or family_context)
         self.vocab_size = 0
         self.server: Any = None
         self._llama: LlamaServer | None = None
@@ -103,10 +108,16 @@ class LlamaCppLLM:
             self._llama = None
         self.server = None
 
-    def _get(self, path: str) -> Any:
-        return self._llama.get(path)
+    @property
+    def _running(self) -> LlamaServer:
+        if self._llama is None:
+            raise RuntimeError("llama.cpp is not running: load() the model first")
+        return self._llama
 
-    # ---- prompt side (see fleet.engines.base.LLMEngine) ---------------------------------
+    def _get(self, path: str) -> Any:
+        return self._running.get(path)
+
+    # ---- prompt side (see fleet.engines.base.BaseLLMEngine) -----------------------------
     @property
     def chat_template(self) -> str | dict[str, str] | None:
         """The GGUF file's template, as llama.cpp reads it (ChatML when the file has none)."""
@@ -123,7 +134,7 @@ class LlamaCppLLM:
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         """llama.cpp's own tokenization, the one its completions would do: special tokens written
         in the text are read as such, and bos is added only when asked and the model wants it."""
-        return self._llama.tokenize(text, add_special_tokens)
+        return self._running.tokenize(text, add_special_tokens)
 
     def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
         # llama.cpp ends a sequence by itself on every end-of-generation token of the vocabulary
@@ -132,8 +143,12 @@ class LlamaCppLLM:
         return ()
 
     # ---- generation --------------------------------------------------------------------
-    def make_scheduler(self, max_running: int, max_requests: int) -> Any:
+    def make_scheduler(self, max_running: int, max_requests: int) -> Scheduler:
         from fleet.engines.llamacpp_scheduler import LlamaCppScheduler
 
         return LlamaCppScheduler(self, slots=min(max_running, self.n_parallel),
                                  max_requests=max_requests)
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[SelfSchedulingLLMEngine] = LlamaCppLLM

@@ -93,7 +93,9 @@ class _ChoiceOutput:
     def feed(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """The event for one chunk; sets `finished` or `error` when the choice is over."""
         if "choices" not in chunk:
-            error = chunk.get("error") if isinstance(chunk.get("error"), dict) else chunk
+            error = chunk.get("error")
+            if not isinstance(error, dict):
+                error = chunk
             self.error = str(error.get("message") or error)
             return None
         choice = chunk["choices"][0]

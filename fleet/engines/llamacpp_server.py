@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from fleet.gguf_metadata import read_gguf_metadata, trained_context
 
@@ -91,7 +91,15 @@ def _load_error(read: Callable[[], str], exc: Exception, wait_s: float = 1.0) ->
     return "".join(c if c.isprintable() else "?" for c in text)
 
 
-def engine_options(kwargs: dict[str, Any], device: str | None) -> dict[str, int]:
+class ServerOptions(TypedDict):
+    """The part of LlamaServer.start's arguments that every llama.cpp engine takes alike."""
+
+    threads: int
+    poll: int
+    gpu_layers: int
+
+
+def engine_options(kwargs: dict[str, Any], device: str | None) -> ServerOptions:
     """The launch options every llama.cpp engine takes: `n_threads` (default: usable_cores()),
     `poll` (default DEFAULT_POLL) and `n_gpu_layers` (default: all of them on a CUDA launch)."""
     gpu_layers = kwargs.get("n_gpu_layers")

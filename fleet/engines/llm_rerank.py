@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankResult, wants_remote_code
+from fleet.engines.base import RerankEngine, RerankResult, wants_remote_code
 
 SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct "
@@ -23,7 +23,9 @@ class LLMRerank:
     def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
         self._model_path = model_path
         self._device = device
-        self._max_tokens = int(kwargs.get("max_tokens") or getattr(family, "max_tokens", 8192))
+        max_tokens: int | None = kwargs.get("max_tokens")
+        family_max: int = getattr(family, "max_tokens", 8192)
+        self._max_tokens = int(max_tokens or family_max)
         self._instruction = str(kwargs.get("instruction") or DEFAULT_INSTRUCTION)
         self._trust_remote_code = wants_remote_code(family, kwargs)
         self._few_shot = not bool(kwargs.get("zero_shot", getattr(family, "rerank_zero_shot", False)))
@@ -44,7 +46,7 @@ class LLMRerank:
         dtype = torch.float32 if self._device == "cpu" else torch.bfloat16
         self._model = AutoModelForCausalLM.from_pretrained(
             self._model_path, dtype=dtype, trust_remote_code=self._trust_remote_code
-        ).to(self._device).eval()
+        ).to(self._device).eval()  # type: ignore[arg-type]  # see TransformersLLM.load
         self._yes_ids = self._single_token_ids(["yes", "Yes", "YES"])
         self._no_ids = self._single_token_ids(["no", "No", "NO"])
         if not self._yes_ids or not self._no_ids:
@@ -98,3 +100,7 @@ class LLMRerank:
 
     def close(self) -> None:
         self._model = None
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[RerankEngine] = LLMRerank

@@ -30,7 +30,7 @@ def voice_file(path: Path) -> Path:
     return found[0]
 
 
-class PiperSpeech(SpeechEngine):
+class PiperSpeech:
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
         self._path = Path(model_path)
         self._family = family
@@ -74,3 +74,7 @@ class PiperSpeech(SpeechEngine):
                                  volume=self._volume)
         for chunk in self._voice.synthesize(text, syn_config=config):
             yield chunk.audio_float_array
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[SpeechEngine] = PiperSpeech

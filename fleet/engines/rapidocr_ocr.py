@@ -33,7 +33,7 @@ def _model_file(folder: Path, role: str) -> Path:
     return found[0]
 
 
-class RapidOCREngine(OCREngine):
+class RapidOCREngine:
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
         self._folder = Path(model_path)
         self._cuda = bool(device and device.startswith("cuda"))
@@ -66,3 +66,7 @@ class RapidOCREngine(OCREngine):
             corners = [[round(float(x), 1), round(float(y), 1)] for x, y in box]
             lines.append(OCRLine(text=str(text), score=round(float(score), 4), box=corners))
         return lines
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[OCREngine] = RapidOCREngine

@@ -245,7 +245,7 @@ def pick_engine(
         return EngineChoice(engine, spec, quant, "requested")
     spec, quant = select_spec(family, model_format, size, quantization)
     reasons = []
-    passed_over = []  # better-ranked engines that run the model but not here
+    passed_over: list[str] = []  # better-ranked engines that run the model but not here
     for engine in sorted(ENGINES, key=lambda e: e.priority):
         unfit = engine.cannot_run(family, spec)
         missing = None if unfit else engine.unavailable(has_gpu)

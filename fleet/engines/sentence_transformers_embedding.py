@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingInput, EmbeddingResult, wants_remote_code
+from fleet.engines.base import EmbeddingEngine, EmbeddingInput, EmbeddingResult, wants_remote_code
 from fleet.errors import BadRequest
 
 
@@ -60,7 +60,7 @@ class SentenceTransformersEmbedding:
         if any(isinstance(i, str) for i in inputs):
             raise BadRequest("input mixes strings and token ids; send one kind per request")
         limit = self.max_tokens
-        ids = [list(i)[:limit] for i in inputs]  # type: ignore[arg-type]
+        ids = [list(i)[:limit] for i in inputs if not isinstance(i, str)]  # all, see above
         vocab = len(self._model.tokenizer)
         if any(t < 0 or t >= vocab for row in ids for t in row):
             raise BadRequest(f"token ids must be in [0, {vocab}) for this model")
@@ -79,3 +79,7 @@ class SentenceTransformersEmbedding:
 
     def close(self) -> None:
         self._model = None
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[EmbeddingEngine] = SentenceTransformersEmbedding

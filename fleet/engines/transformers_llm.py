@@ -12,12 +12,12 @@ import inspect
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 
 from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import wants_remote_code
+from fleet.engines.base import StepwiseLLMEngine, wants_remote_code
 from fleet.engines.constrained import GrammarMatchers
 from fleet.engines.torch_sampling import SamplerState, sample
 from fleet.generation.openai_params import stop_token_ids
@@ -59,6 +59,8 @@ def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 
 
 class TransformersLLM:
+    scheduling: ClassVar[Literal["fleet"]] = "fleet"  # a step at a time, see StepwiseLLMEngine
+
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
         self._model_path = model_path
         self._family = family
@@ -68,8 +70,9 @@ class TransformersLLM:
         self.model: Any = None
         self.tokenizer: Any = None
         # The launch's context_length, else the family's; capped by the model's at load.
-        self.context_length = int(kwargs.get("context_length")
-                                  or getattr(family, "context_length", 2048))
+        launch_context: int | None = kwargs.get("context_length")
+        family_context: int = getattr(family, "context_length", 2048)
+        self.context_length = int(launch_context or family_context)
         self.eos_token_ids: tuple[int, ...] = ()
         self.vocab_size = 0
         self._rows: list[_Row] = []
@@ -84,9 +87,11 @@ class TransformersLLM:
         self.tokenizer = AutoTokenizer.from_pretrained(
             self._model_path, trust_remote_code=self._trust_remote_code)
         dtype = pick_dtype(self._device, self._dtype_name)
+        # The ignore: transformers declares PreTrainedModel.to with functools.wraps(Module.to),
+        # which typeshed types as the plain function, `self` included, not a bound method.
         self.model = AutoModelForCausalLM.from_pretrained(
             self._model_path, dtype=dtype, trust_remote_code=self._trust_remote_code,
-        ).to(self._device).eval()
+        ).to(self._device).eval()  # type: ignore[arg-type]
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
         model_limit = getattr(self.model.config, "max_position_embeddings", None)
         if model_limit:
@@ -105,7 +110,7 @@ class TransformersLLM:
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._warm_up()
 
-    # ---- prompt side (see fleet.engines.base.LLMEngine) ---------------------------------
+    # ---- prompt side (see fleet.engines.base.BaseLLMEngine) -----------------------------
     @property
     def chat_template(self) -> str | dict[str, str] | None:
         return getattr(self.tokenizer, "chat_template", None)
@@ -235,3 +240,7 @@ class TransformersLLM:
             layer.keys = layer.keys.index_select(0, device_index)[:, :, start:]
             layer.values = layer.values.index_select(0, device_index)[:, :, start:]
         self._rows = [self._rows[i] for i in keep]
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[StepwiseLLMEngine] = TransformersLLM

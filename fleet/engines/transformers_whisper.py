@@ -28,7 +28,7 @@ SAMPLE_RATE = 16000
 WINDOW_S = 30
 
 
-class TransformersWhisper(TranscriptionEngine):
+class TransformersWhisper:
     sample_rate = SAMPLE_RATE
     gives_word_timestamps = False
 
@@ -50,8 +50,9 @@ class TransformersWhisper(TranscriptionEngine):
         from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
         self._processor = WhisperProcessor.from_pretrained(str(self._path))
+        # The ignore: PreTrainedModel.to's functools.wraps (see TransformersLLM.load).
         self._model = WhisperForConditionalGeneration.from_pretrained(
-            str(self._path), dtype=self._dtype).to(self._device).eval()
+            str(self._path), dtype=self._dtype).to(self._device).eval()  # type: ignore[arg-type]
         generation = self._model.generation_config
         self.multilingual = bool(getattr(generation, "is_multilingual", False))
         codes = getattr(generation, "lang_to_id", None) or {}
@@ -128,3 +129,7 @@ class TransformersWhisper(TranscriptionEngine):
                 0, round(chunk.offset + start, 3), round(chunk.offset + end, 3),
                 part["text"], temperature=settings.temperature))
         return segments
+
+
+# mypy checks here that the class is everything the protocol asks for.
+_PROTOCOL: type[TranscriptionEngine] = TransformersWhisper

@@ -10,9 +10,15 @@ length.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Protocol
 
 REPLACEMENT = "\ufffd"  # what decoding yields for an incomplete UTF-8 sequence
+
+
+class TokenDecoder(Protocol):
+    """What is read of a tokenizer (a Hugging Face one) to stream text: ids back to text."""
+
+    def decode(self, token_ids: list[int], skip_special_tokens: bool = False) -> str: ...
 
 
 class IncrementalDetokenizer:
@@ -27,7 +33,7 @@ class IncrementalDetokenizer:
     # sent as it decodes, so that the decoded window stays bounded.
     MAX_HELD_TOKENS = 16
 
-    def __init__(self, tokenizer: Any):
+    def __init__(self, tokenizer: TokenDecoder):
         self._tokenizer = tokenizer
         self._ids: list[int] = []  # the previous delta's tokens (context), then the held ones
         self._context = 0  # how many of self._ids are context, decoded only for spacing

@@ -61,7 +61,8 @@ def check_text_size(body: dict[str, Any], context_length: int) -> None:
     """Refuse a request whose strings (messages, prompt, tools...) hold more characters than
     any tokenizer could fit into the model's context. Counts stop at the limit."""
     limit = context_length * MAX_CHARS_PER_TOKEN
-    chars, stack = 0, [body]
+    chars = 0
+    stack: list[Any] = [body]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
