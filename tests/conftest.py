@@ -38,8 +38,9 @@ class FleetProcess:
 
     def __init__(self, args: list[str], home: Path, port: int | None = None,
                  env: dict[str, str] | None = None, host: str = "127.0.0.1",
-                 wrapper: tuple[str, ...] = ()):
-        """`wrapper` runs the command through another (`ip netns exec NAME`, which execs it)."""
+                 wrapper: tuple[str, ...] = (), python: str | Path = sys.executable):
+        """`wrapper` runs the command through another (`ip netns exec NAME`, which execs it);
+        `python` is the interpreter (another virtual environment's, for vLLM)."""
         self.port = port
         self.endpoint = f"http://{host}:{port}" if port else ""
         self.home = home
@@ -48,7 +49,7 @@ class FleetProcess:
         self._log = open(self.log_path, "wb")
         full_env = {**os.environ, "FLEET_HOME": str(home), **(env or {})}
         self.process = subprocess.Popen(
-            [*wrapper, sys.executable, "-m", "fleet", *args], env=full_env,
+            [*wrapper, str(python), "-m", "fleet", *args], env=full_env,
             stdout=self._log, stderr=subprocess.STDOUT,
             # Its own process group, so a test can kill it with its model processes at once.
             start_new_session=True,

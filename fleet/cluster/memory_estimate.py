@@ -14,6 +14,9 @@
   start otherwise) and Transformers grows its cache with the batch rather than reserving it, so
   a launch that expects many long requests at once says so with max_num_seqs. llama.cpp keeps
   one cache of `context` tokens that all its slots share, so its tokens are the context alone.
+  vLLM's paged cache is one pool too (its sequences share it, like llama.cpp's slots): on a
+  CPU it is what it reserves at load (`cpu_kv_cache_gib`); on a GPU it takes a share of the
+  GPU's memory (gpu_memory_utilization), and what it needs of that is one full-length sequence.
   Without a config (a hub model not downloaded yet) the KV part is unknown: the estimate is
   then a lower bound, still enough to refuse what cannot fit.
 - Overhead: a constant per engine (fleet/engines/registry.py), plus for embedding and rerank
@@ -241,6 +244,14 @@ def estimate_memory(
     kv_cache: int | None = 0
     if family.model_type == "LLM":
         kv_cache = _kv_cache(family, engine, shape, options, load_dtype, inputs, notes)
+        if device == "cpu" and engine.memory.cpu_kv_option:
+            # The pool is what it reserves, whatever the sequences (they share it).
+            reserved = (_int_option(options, engine.memory.cpu_kv_option)
+                        or engine.memory.cpu_kv_default_gib) * GIB
+            inputs["kv_reserved_bytes"] = reserved
+            notes.append(f"{engine.name} reserves {human(reserved)} of KV cache at load "
+                         f"({engine.memory.cpu_kv_option})")
+            kv_cache = reserved
     else:
         overhead += ACTIVATION_ALLOWANCE
     return MemoryEstimate(weights=weights, kv_cache=kv_cache, overhead=overhead, device=device,

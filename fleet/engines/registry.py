@@ -10,6 +10,7 @@ from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.catalogue.xinference_format import xinference_format_name
 from fleet.engines.base import EngineInfo, MemoryProfile
 from fleet.engines.launch_options import (
+    VLLM_CPU_KV_CACHE_GIB,
     CrossEncoderRerankOptions,
     DiffusersImageOptions,
     FasterWhisperOptions,
@@ -22,14 +23,15 @@ from fleet.engines.launch_options import (
     TransformersLLMOptions,
     TransformersRerankOptions,
     TransformersWhisperOptions,
+    VLLMOptions,
     describe_options,
 )
 from fleet.errors import BadRequest
 
 # The automatic choice follows `priority` among the engines that can run the chosen spec:
 # GGUF weights go to llama.cpp (the only GGUF engine); Hugging Face folders (pytorch,
-# safetensors) to a GPU engine when the machine has a GPU (a vLLM declaration with
-# needs_gpu=True and a priority below transformers' 20 slots in here), else to Transformers;
+# safetensors) to vLLM when the machine has a GPU and vLLM is installed (priority 15,
+# auto_only_on_gpu: on a CPU it runs only when named), else to Transformers;
 # embeddings and cross-encoders in such folders to sentence-transformers (GGUF embeddings to
 # llama.cpp, like every GGUF file).
 #
@@ -77,6 +79,24 @@ ENGINES: tuple[EngineInfo, ...] = (
         memory=MemoryProfile(overhead_mib=512, cpu_dtype="float32", gpu_dtype="bfloat16"),
         launch_options={"LLM": TransformersLLMOptions, "rerank": TransformersRerankOptions,
                         "audio": TransformersWhisperOptions},
+    ),
+    EngineInfo(
+        name="vllm",
+        implementations={"LLM": "fleet.engines.vllm_llm:VLLMLLM"},
+        formats=("pytorch", "safetensors"),
+        abilities=("chat", "generate", "tools", "reasoning"),
+        requires=("vllm",),
+        # Before transformers: on a GPU, vLLM's paged cache and kernels serve a batch faster.
+        priority=15,
+        pip_extra="vllm",
+        auto_only_on_gpu=True,
+        # `import vllm` and its engine-core process (~1.3 GiB resident here before weights).
+        # The KV cache is reserved at load: a share of the GPU, or cpu_kv_cache_gib on a CPU.
+        # Paged KV cache: one pool that the sequences share (it must hold one full sequence).
+        memory=MemoryProfile(overhead_mib=1536, cpu_dtype="float32", shared_cache=True,
+                             cpu_kv_option="cpu_kv_cache_gib",
+                             cpu_kv_default_gib=VLLM_CPU_KV_CACHE_GIB),
+        launch_options={"LLM": VLLMOptions},
     ),
     EngineInfo(
         name="llama.cpp",
@@ -247,6 +267,10 @@ def pick_engine(
     reasons = []
     passed_over: list[str] = []  # better-ranked engines that run the model but not here
     for engine in sorted(ENGINES, key=lambda e: e.priority):
+        if engine.auto_only_on_gpu and not has_gpu:
+            # Not a candidate here, installed or not: nothing to tell about it.
+            reasons.append(f"{engine.name}: chosen automatically only on a GPU")
+            continue
         unfit = engine.cannot_run(family, spec)
         missing = None if unfit else engine.unavailable(has_gpu)
         if unfit is None and missing is None:

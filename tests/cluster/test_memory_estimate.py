@@ -106,6 +106,23 @@ def test_gpu_loads_bf16_and_launch_arguments_size_the_cache(tiny_llm):
                         {"model_path": str(tiny_llm), "max_num_seqs": "many"})
 
 
+def test_vllm_on_a_cpu_counts_the_kv_cache_it_reserves_at_load(tiny_llm):
+    family = llm_family()
+    vllm = engine_by_name("vllm")
+    spec = family.model_specs[0]
+    default = estimate_memory(family, spec, "none", vllm, "cpu", {"model_path": str(tiny_llm)})
+    assert default.kv_cache == 4 * 2**30 and default.weights == 1010 * 4 + 8 * 8
+    assert "reserves 4.0 GiB of KV cache" in " ".join(default.notes)
+    # The sequences share the pool: max_num_seqs does not multiply it.
+    sized = estimate_memory(family, spec, "none", vllm, "cpu",
+                            {"model_path": str(tiny_llm), "cpu_kv_cache_gib": 1, "max_num_seqs": 16})
+    assert sized.kv_cache == 2**30
+    # On a GPU vLLM sizes its cache from its memory share: the need is one full sequence.
+    gpu = estimate_memory(family, spec, "none", vllm, "cuda",
+                          {"model_path": str(tiny_llm), "max_num_seqs": 16})
+    assert gpu.kv_cache == 2 * 4 * 2 * 32 * 2 * 1024
+
+
 def test_a_bin_checkpoint_is_scaled_by_its_stored_dtype(tmp_path):
     folder = tmp_path / "bin-model"
     folder.mkdir()

@@ -63,7 +63,7 @@ def test_no_engine_for_a_model_is_a_clear_400():
 def with_gpu_engine(monkeypatch):
     """A vLLM-like declaration: Hugging Face folders, preferred over Transformers, GPU only."""
     gpu_engine = dataclasses.replace(registry.engine_by_name("transformers"), name="gpu-engine",
-                                     priority=15, requires=(), needs_gpu=True)
+                                     priority=12, requires=(), needs_gpu=True)
     monkeypatch.setattr(registry, "ENGINES", (*registry.ENGINES, gpu_engine))
     return gpu_engine
 
@@ -103,3 +103,44 @@ def test_a_named_engine_without_a_format_takes_the_variant_it_runs():
     assert engine.name == "llama.cpp" and spec.model_format == "gguf"
     engine, spec, _ = choose_engine(family, "transformers", None, "0_135", None)
     assert engine.name == "transformers" and spec.model_format == "pytorch"
+
+
+@pytest.fixture
+def vllm_installed(monkeypatch):
+    """The real vLLM declaration, as on a machine where `import vllm` works."""
+    installed = dataclasses.replace(registry.engine_by_name("vllm"), requires=())
+    monkeypatch.setattr(registry, "ENGINES", tuple(installed if e.name == "vllm" else e
+                                                    for e in registry.ENGINES))
+    return installed
+
+
+def test_vllm_is_the_automatic_choice_for_folders_on_a_gpu_only(vllm_installed):
+    family = builtin_families("LLM")["qwen2.5-instruct"]
+    assert pick_engine(family, None, "pytorch", "0_5", None, has_gpu=True).engine.name == "vllm"
+    on_cpu = pick_engine(family, None, "pytorch", "0_5", None, has_gpu=False)
+    assert (on_cpu.engine.name, on_cpu.reason) == ("transformers", "auto: pytorch weights")
+    # Named, it runs on a CPU (vLLM's CPU build): nothing refuses it before the load.
+    named = pick_engine(family, "vllm", "pytorch", "0_5", None, has_gpu=False)
+    assert named.engine.name == "vllm" and named.reason == "requested"
+    gguf = builtin_families("LLM")["smollm2-instruct"]
+    with pytest.raises(BadRequest, match="runs pytorch, safetensors weights"):
+        pick_engine(gguf, "vllm", "gguf", None, None, has_gpu=True)
+
+
+def test_the_matrix_says_whether_vllm_is_installed_and_how_to_install_it():
+    family = builtin_families("LLM")["qwen2.5-instruct"]
+    rows = {r["engine"]: r for r in engine_matrix(family, has_gpu=True)}
+    installed = importlib.util.find_spec("vllm") is not None  # the suite's venv has none
+    assert rows["vllm"]["available"] is installed
+    if not installed:
+        assert "missing vllm" in rows["vllm"]["reason"] and "[vllm]" in rows["vllm"]["reason"]
+    assert {o["name"] for o in rows["vllm"]["launch_options"]} >= {
+        "gpu_memory_utilization", "tensor_parallel_size", "max_model_len", "cpu_kv_cache_gib"}
+
+
+def test_vllm_cpu_binding_lists_cores_as_ranges():
+    from fleet.engines.vllm_llm import cpu_list
+
+    assert cpu_list([0, 1]) == "0-1"
+    assert cpu_list([5, 0, 1, 2, 7, 8]) == "0-2,5,7-8"
+    assert cpu_list([3]) == "3"

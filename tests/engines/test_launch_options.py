@@ -24,7 +24,9 @@ _LLM_SERVICE = "fleet.cluster.llm_service"
 _SERVICE_READERS = {("diffusers", "image"): "fleet.cluster.image_service",
                     ("faster-whisper", "audio"): "fleet.cluster.transcription_service",
                     ("transformers", "audio"): "fleet.cluster.transcription_service"}
-_READ = re.compile(r"""kwargs\.get\(\s*["'](\w+)["']|options\.get\(\s*["'](\w+)["']""")
+_READ = re.compile(r"""kwargs\.get\(\s*["'](\w+)["']|options\.get\(\s*["'](\w+)["']"""
+                   # a typed model's fields (fleet.engines.vllm_llm), not its methods
+                   r"""|(?<!\w)_?options\.(?!get\b)([a-z_]+)\b(?!\()""")
 
 
 def _options_read(engine, model_type: str) -> set[str]:
@@ -37,7 +39,7 @@ def _options_read(engine, model_type: str) -> set[str]:
     if (engine.name, model_type) in _SERVICE_READERS:
         service = _SERVICE_READERS[engine.name, model_type]
         sources.append(inspect.getsource(importlib.import_module(service)))
-    names = {a or b for source in sources for a, b in _READ.findall(source)}
+    names = {a or b or c for source in sources for a, b, c in _READ.findall(source)}
     return names - {"request_limits"}  # a launch field, handed to the scheduler separately
 
 

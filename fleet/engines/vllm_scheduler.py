@@ -1,0 +1,208 @@
+"""Generation requests on vLLM's async engine (see fleet.engines.vllm_llm).
+
+vLLM batches by itself: every request it holds is scheduled by its own continuous batching (and
+its prefix cache, chunked prefill and paged KV cache). Fleet hands it each choice of a request as
+one vLLM request, with the prompt as token ids (rendered and tokenized by the replica, the same
+way for every engine), and turns vLLM's streamed deltas into the events every Fleet scheduler
+emits (fleet.generation.scheduling), so the OpenAI output (tool calls, reasoning, logprobs) is
+built by the same code as on the other engines.
+
+Threads: vLLM's AsyncLLM lives on one asyncio loop, and that loop runs on the replica's engine
+thread (`run_forever`). Every call into vLLM is made there: `submit`, `cancel` and `stop`, which
+are called from the replica's event loop, only schedule work onto it. A cancelled choice is a
+cancelled task: vLLM's `generate` aborts its request when the task that iterates it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from fleet.errors import TooManyRequests
+from fleet.generation.params import SamplingParams
+from fleet.generation.scheduling import (
+    GenerationRequest,
+    SchedulerStats,
+    choice_params,
+    logprob_entry,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def vllm_sampling_params(params: SamplingParams) -> Any:
+    """vLLM's SamplingParams for one choice: every setting spelled out, deltas streamed."""
+    from vllm import SamplingParams as VLLMSamplingParams
+    from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
+
+    return VLLMSamplingParams(
+        n=1,
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,  # 0: no cut, in both
+        min_p=0.0,
+        seed=params.seed,
+        presence_penalty=params.presence_penalty,
+        frequency_penalty=params.frequency_penalty,
+        repetition_penalty=params.repetition_penalty,
+        logit_bias=dict(params.logit_bias) or None,
+        # The model's eos is vLLM's own stop; these are the family's end-of-turn ids on top.
+        stop_token_ids=list(params.stop_token_ids),
+        stop=list(params.stop) or None,
+        # Only the sampled token's when logprobs are off: cheap, and nothing reads them.
+        logprobs=params.top_logprobs if params.logprobs else None,
+        # The grammar Fleet checked, in llguidance's Lark syntax (the engine runs vLLM's
+        # llguidance backend, see fleet.engines.vllm_llm).
+        structured_outputs=(StructuredOutputsParams(grammar=params.grammar)
+                            if params.grammar is not None else None),
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+def _logprobs(token_ids: list[int], entries: Any, top: int) -> list[dict[str, Any]]:
+    """OpenAI's logprobs content for the tokens of one delta, from vLLM's per-token maps
+    ({token id: Logprob(logprob, rank, decoded_token)}, the sampled token always included)."""
+    content = []
+    for token_id, options in zip(token_ids, entries or [], strict=False):
+        sampled = options.get(token_id)
+        best = sorted((o for o in options.values() if o.rank is not None and o.rank <= top),
+                      key=lambda o: o.rank)
+        content.append({
+            **logprob_entry(sampled.decoded_token or "" if sampled else "",
+                            sampled.logprob if sampled else None),
+            "top_logprobs": [logprob_entry(o.decoded_token or "", o.logprob) for o in best],
+        })
+    return content
+
+
+@dataclass(eq=False)
+class _Request:
+    request: GenerationRequest
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    left: int = 0  # choices not finished yet
+    failed: bool = False
+
+
+class VLLMScheduler:
+    def __init__(self, engine: Any, loop: asyncio.AbstractEventLoop, max_running: int,
+                 max_requests: int):
+        self._engine = engine  # vllm.v1.engine.async_llm.AsyncLLM, used on `loop` only
+        self._loop = loop
+        self._max_running = max_running
+        self._max_requests = max_requests
+        self._lock = threading.Lock()  # `_requests`' size, read by submit on the event loop
+        self._requests: dict[str, _Request] = {}
+        self._decoding = 0  # choices that have their first token and are not finished
+        self.stats = SchedulerStats()
+
+    # ---- called on the replica's event loop ------------------------------------------------
+    def submit(self, request: GenerationRequest) -> None:
+        with self._lock:
+            if len(self._requests) >= self._max_requests:
+                raise TooManyRequests(
+                    f"this model already has {len(self._requests)} requests in progress "
+                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
+            self._requests[request.request_id] = _Request(request, left=request.n)
+            self._count()
+        self._loop.call_soon_threadsafe(self._start, request.request_id)
+
+    def cancel(self, request_id: str) -> None:
+        self._loop.call_soon_threadsafe(self._drop, request_id)
+
+    def stop(self) -> None:
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._shut_down)
+
+    # ---- the engine thread ------------------------------------------------------------------
+    def run_forever(self) -> None:
+        """Runs vLLM's loop on this thread until `stop`."""
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    def _start(self, request_id: str) -> None:
+        held = self._requests.get(request_id)
+        if held is None:  # cancelled before it started
+            return
+        held.tasks = [self._loop.create_task(self._choice(held, index))
+                      for index in range(held.request.n)]
+
+    async def _choice(self, held: _Request, index: int) -> None:
+        from vllm.inputs import TokensPrompt
+
+        request = held.request
+        params = choice_params(request.params, index)
+        tokens, decoding = 0, False
+        try:
+            async for output in self._engine.generate(
+                    TokensPrompt(prompt_token_ids=request.prompt_ids),
+                    vllm_sampling_params(params), request_id=f"{request.request_id}-{index}"):
+                completion = output.outputs[0]
+                if not decoding:
+                    decoding = True
+                    self._decoding += 1
+                    self.stats.saw_batch(min(self._decoding, self._max_running))
+                self.stats.steps += 1
+                tokens += len(completion.token_ids)
+                event: dict[str, Any] = {"index": index, "text": completion.text}
+                if params.logprobs and completion.token_ids:
+                    event["logprobs"] = _logprobs(list(completion.token_ids), completion.logprobs,
+                                                  params.top_logprobs)
+                if output.finished:
+                    event["finish_reason"] = ("length" if completion.finish_reason == "length"
+                                              else "stop")
+                    event["completion_tokens"] = tokens
+                request.deliver([event])
+        except asyncio.CancelledError:
+            return  # the request was cancelled: vLLM aborted it, nothing more is delivered
+        except Exception as exc:
+            logger.exception("vLLM failed request %s", request.request_id)
+            if not held.failed:
+                held.failed = True
+                self._drop(request.request_id)
+                request.deliver([{"error": f"the engine failed: {type(exc).__name__}: {exc}"}])
+            return
+        finally:
+            if decoding:
+                self._decoding -= 1
+        held.left -= 1
+        if held.left == 0 and self._requests.get(request.request_id) is held:
+            with self._lock:
+                del self._requests[request.request_id]
+                self.stats.finished += 1
+                self._count()
+            request.deliver([{"done": True}])
+
+    def _drop(self, request_id: str) -> None:
+        """Forget a request and stop its choices (vLLM frees their sequences)."""
+        with self._lock:
+            held = self._requests.pop(request_id, None)
+            self._count()
+        if held is None:
+            return
+        self.stats.finished += 1
+        current = asyncio.current_task(self._loop) if self._loop.is_running() else None
+        for task in held.tasks:
+            if task is not current:
+                task.cancel()
+
+    def _shut_down(self) -> None:
+        for request_id in list(self._requests):
+            self._drop(request_id)
+        try:
+            self._engine.shutdown()  # ends vLLM's engine-core process
+        except Exception as exc:
+            logger.warning("vLLM shutdown: %s", exc)
+        self._loop.stop()
+
+    def _count(self) -> None:
+        """Choices held: those beyond what vLLM runs at once wait in its queue (under the lock)."""
+        held = sum(r.left for r in self._requests.values())
+        self.stats.running = min(held, self._max_running)
+        self.stats.waiting = held - self.stats.running
