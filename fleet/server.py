@@ -18,6 +18,10 @@ from fleet.errors import BadRequest
 from fleet.server_config import ServerConfig
 from fleet.settings import warm_spare_enabled
 
+# Ending the replicas at a stop: each gets a stop message and 5 s, then is killed; what its
+# engine started gets 5 s more (fleet.cluster.process_tree).
+_END_REPLICAS_S = 30.0
+
 logger = logging.getLogger(__name__)
 
 
@@ -114,7 +118,21 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     finally:
         logger.info("stopping: ending every model process")
         await _close_route_events(pool)
+        if with_worker:
+            await _end_replicas(pool)
         await pool.stop()
+
+
+async def _end_replicas(pool: Any) -> None:
+    """The worker ends its replicas itself, with what their engines started: stopping the pool
+    would end the replicas' processes and leave those."""
+    from fleet.cluster.worker import WorkerActor
+
+    try:
+        worker = await xo.actor_ref(address=pool.external_address, uid=WorkerActor.default_uid())
+        await asyncio.wait_for(worker.end_replicas(), _END_REPLICAS_S)
+    except Exception as exc:  # never started, or stuck: the pool ends what it can
+        logger.warning("ending the replicas: %r", exc)
 
 
 async def _close_route_events(pool: Any) -> None:
@@ -164,4 +182,5 @@ async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> N
         await _wait_for_signal()
     finally:
         logger.info("stopping worker: ending every model process")
+        await _end_replicas(pool)
         await pool.stop()

@@ -36,6 +36,7 @@ import xoscar as xo
 from xoscar.errors import ActorNotExist
 
 from fleet.cluster.deadlines import DeadlineExceeded, within
+from fleet.cluster.process_tree import Spawned, spawned_by
 from fleet.settings import (
     health_probe_interval_s,
     health_probe_misses,
@@ -95,6 +96,8 @@ class ReplicaWatch:
         self._pool = pool
         self._on_down = on_down
         self._watched: dict[str, _Watched] = {}
+        # Each replica's descendants, as last seen: what to end once it is gone (process_tree).
+        self._spawned: dict[str, set[Spawned]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -109,6 +112,11 @@ class ReplicaWatch:
 
     def forget(self, key: str) -> None:
         self._watched.pop(key, None)
+
+    def take_spawned(self, key: str) -> set[Spawned]:
+        """The processes replica `key` was last seen to have started, forgotten here: the
+        caller ends them with it."""
+        return self._spawned.pop(key, set())
 
     def _pool_stopping(self) -> bool:
         # xoscar sets this before it ends the sub-pools: those exits are the pool's own doing.
@@ -129,12 +137,20 @@ class ReplicaWatch:
                 self._check_exits()
                 if time.monotonic() >= next_probe:
                     next_probe = time.monotonic() + health_probe_interval_s()
+                    self._record_spawned()
                     for key, watched in list(self._watched.items()):
                         if not watched.probing:
                             watched.probing = True
                             asyncio.create_task(self._probe(key, watched))
             except Exception:  # the watch must outlive any one bad check
                 logger.exception("replica watch failed a round")
+
+    def _record_spawned(self) -> None:
+        for key, watched in self._watched.items():
+            seen = spawned_by(self.pid(watched.address))
+            if seen:
+                # Added to, not replaced: one that has just ended is skipped when ending them.
+                self._spawned[key] = self._spawned.get(key, set()) | seen
 
     def _check_exits(self) -> None:
         for key, watched in list(self._watched.items()):

@@ -19,6 +19,7 @@ from fleet.cluster.cache_inventory import WorkerCache
 from fleet.cluster.deadlines import within
 from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
+from fleet.cluster.process_tree import Spawned, end_all, spawned_by
 from fleet.cluster.replica_watch import ReplicaWatch
 from fleet.cluster.resources import machine_resources
 from fleet.cluster.supervisor_link import SupervisorLink
@@ -73,6 +74,20 @@ class WorkerActor(xo.StatelessActor):
         if self._heartbeat_task:
             self._heartbeat_task.cancel()
         self._watch.stop()
+
+    async def end_replicas(self) -> None:
+        """End every replica's process, and what its engine started (vLLM's engine core): the
+        worker is stopping. Stopping the pool would end the replicas' processes alone."""
+        self._watch.stop()
+        replicas, self._replica_pools = dict(self._replica_pools), {}
+        spawned: set[Spawned] = set()
+        for key, address in replicas.items():
+            spawned |= self._watch.take_spawned(key) | spawned_by(self._watch.pid(address))
+        # Those first, while their replicas still run (one may be busy loading and slow to
+        # end); then the replicas' processes, killed: nothing of theirs is needed any more.
+        await asyncio.to_thread(end_all, spawned)
+        await asyncio.gather(*(self._end_process(key, address, force=True)
+                               for key, address in replicas.items()), return_exceptions=True)
 
     def _start_spare(self) -> None:
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
@@ -175,12 +190,15 @@ class WorkerActor(xo.StatelessActor):
         logger.info("replica %s terminated, process %s ended", replica_key, address)
 
     async def _end_process(self, replica_key: str, address: str, force: bool = False) -> None:
+        spawned = self._watch.take_spawned(replica_key) | spawned_by(self._watch.pid(address))
         try:
             # A stop message first (the process cleans up), killed if it does not end in 5 s.
             await within(self._main_pool.remove_sub_pool(address, timeout=5, force=force),
                          control_call_timeout_s(), "ending the replica's process")
         except Exception as exc:
             logger.warning("removing process of %s: %s", replica_key, exc)
+        # What its engine started (vLLM's engine core) and did not end with it.
+        await asyncio.to_thread(end_all, spawned)
 
     async def _replica_down(self, replica_key: str, reason: str) -> None:
         """A replica's process exited or hung (fleet.cluster.replica_watch): end what is left

@@ -1,0 +1,72 @@
+"""Processes that an engine starts beside its replica's own: vLLM's engine core and its GPU
+workers, for example. When the replica's process ends, they must end too: a replica killed by
+the OOM killer, or a cluster stopped while its replicas ran, would otherwise leave them holding
+their memory and GPUs, with no parent to stop them. The worker records each replica's
+descendants while it runs (fleet.cluster.replica_watch) and ends whatever of them is left once
+the replica is gone. A process is named by its pid and its start time, so that a pid the system
+has since given to another process is never signalled."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+END_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Spawned:
+    pid: int
+    started: float  # psutil's create_time
+
+
+def spawned_by(pid: int | None) -> set[Spawned]:
+    """Every live descendant of process `pid` (none when it is gone)."""
+    if pid is None:
+        return set()
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return set()
+    found = set()
+    for child in children:
+        try:
+            found.add(Spawned(child.pid, child.create_time()))
+        except psutil.Error:
+            pass  # ended meanwhile
+    return found
+
+
+def _still_running(spawned: Spawned) -> psutil.Process | None:
+    try:
+        process = psutil.Process(spawned.pid)
+        if process.create_time() == spawned.started and process.is_running():
+            return process
+    except psutil.Error:
+        pass
+    return None
+
+
+def end_all(processes: set[Spawned], grace_s: float = END_GRACE_S) -> int:
+    """SIGTERM to those still running (they may clean up), SIGKILL to those that are left after
+    `grace_s`; returns how many were still running. Blocking: call it off the event loop."""
+    alive = [p for p in (_still_running(s) for s in processes) if p is not None]
+    for process in alive:
+        try:
+            process.terminate()
+        except psutil.Error:
+            pass
+    _, left = psutil.wait_procs(alive, timeout=grace_s)
+    for process in left:
+        try:
+            process.kill()
+        except psutil.Error:
+            pass
+    if alive:
+        logger.info("ended %d process(es) a replica left behind: %s", len(alive),
+                    ", ".join(str(p.pid) for p in alive))
+    return len(alive)
