@@ -25,14 +25,15 @@ def free_port() -> int:
 
 
 @contextmanager
-def fleet_local(env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> Iterator[str]:
-    """A fresh `fleet local` on a free port (with extra command-line `args`); yields its
-    endpoint."""
+def fleet_local(env: dict[str, str] | None = None, args: tuple[str, ...] = (),
+                python: str = sys.executable) -> Iterator[str]:
+    """A fresh `fleet local` on a free port (with extra command-line `args`, on another
+    environment's `python` if given); yields its endpoint."""
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory() as home:
         process = subprocess.Popen(
-            [sys.executable, "-m", "fleet", "local", "-p", str(port), *args],
+            [python, "-m", "fleet", "local", "-p", str(port), *args],
             env={**os.environ, "FLEET_HOME": home, **(env or {})},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )

