@@ -117,10 +117,27 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
         await _serve_api(supervisor, pool.external_address, config)
     finally:
         logger.info("stopping: ending every model process")
-        await _close_route_events(pool)
-        if with_worker:
-            await _end_replicas(pool)
-        await pool.stop()
+        await _through_one_interrupt(_stop_cluster(pool, with_worker))
+
+
+async def _stop_cluster(pool: Any, with_worker: bool) -> None:
+    await _close_route_events(pool)
+    if with_worker:
+        await _end_replicas(pool)
+    await pool.stop()
+
+
+async def _through_one_interrupt(cleanup: Any) -> None:
+    """Runs the stop to its end though this task is cancelled once: uvicorn, once it has
+    stopped on a SIGINT, raises that signal again, and asyncio.run answers it by cancelling the
+    main task, which would cut the stop short and leave the replicas' engines running. A
+    second Ctrl-C still stops everything at once (asyncio.run raises KeyboardInterrupt)."""
+    task = asyncio.ensure_future(cleanup)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await task
+        raise
 
 
 async def _end_replicas(pool: Any) -> None:
@@ -182,5 +199,9 @@ async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> N
         await _wait_for_signal()
     finally:
         logger.info("stopping worker: ending every model process")
-        await _end_replicas(pool)
-        await pool.stop()
+        await _through_one_interrupt(_stop_worker(pool))
+
+
+async def _stop_worker(pool: Any) -> None:
+    await _end_replicas(pool)
+    await pool.stop()

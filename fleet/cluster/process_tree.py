@@ -44,7 +44,8 @@ def spawned_by(pid: int | None) -> set[Spawned]:
 def _still_running(spawned: Spawned) -> psutil.Process | None:
     try:
         process = psutil.Process(spawned.pid)
-        if process.create_time() == spawned.started and process.is_running():
+        if (process.create_time() == spawned.started and process.is_running()
+                and process.status() != psutil.STATUS_ZOMBIE):  # killed, not reaped yet
             return process
     except psutil.Error:
         pass

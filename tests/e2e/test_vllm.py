@@ -185,23 +185,6 @@ def _engine_cores(server: FleetProcess) -> list[psutil.Process]:
     return found
 
 
-def test_terminate_ends_vllms_processes(local_cluster, client, openai_client, model,
-                                        hf_folder: Path):
-    uid = client.launch_model("smollm2-instruct", model_type="LLM", model_engine="vllm",
-                              model_uid="smol-vllm-2", model_path=str(hf_folder),
-                              cpu_kv_cache_gib=1, max_num_seqs=4)
-    cores_before = {p.pid for p in _engine_cores(local_cluster)}
-    assert len(cores_before) >= 2  # this model's and the module's
-    answer = openai_client.chat.completions.create(model=uid, messages=FRANCE, temperature=0,
-                                                   max_tokens=30)
-    assert "Paris" in answer.choices[0].message.content
-    client.terminate_model(uid)
-    deadline = time.monotonic() + 30
-    while len(_engine_cores(local_cluster)) >= len(cores_before) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert len(_engine_cores(local_cluster)) == len(cores_before) - 1
-
-
 def test_on_cuda_the_launchs_gpus_are_the_tensor_parallel_group(hf_folder: Path):
     """vLLM's engine arguments for a CUDA launch of two GPUs, computed in the vLLM environment
     (no GPU here: the arguments are built, nothing is started)."""
@@ -272,3 +255,11 @@ def test_vllms_processes_end_with_a_killed_replica_and_with_the_cluster(tmp_path
     finally:
         server.stop()
     assert _wait_gone(second) == set()
+
+
+def test_terminate_ends_vllms_processes(local_cluster, client, model):
+    """The module's last test: its model terminated, vLLM's processes end with it."""
+    cores = {p.pid for p in _engine_cores(local_cluster)}
+    assert cores
+    client.terminate_model(model)
+    assert _wait_gone(cores) == set()
