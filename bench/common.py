@@ -38,17 +38,48 @@ def fleet_local(env: dict[str, str] | None = None, args: tuple[str, ...] = (),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                try:
-                    if httpx.get(f"{endpoint}/status", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.05)
+            wait_until_up(f"{endpoint}/status", process, 60)
             yield endpoint
         finally:
             process.send_signal(signal.SIGINT)
             process.wait(60)
+
+
+def wait_until_up(url: str, process: subprocess.Popen, timeout_s: float) -> None:
+    """Until `url` answers 200 (or `timeout_s` passes); raises if `process` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{' '.join(map(str, process.args))} exited at start")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.05)
+
+
+def _medians(windows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: round(statistics.median(w[key] for w in windows), 1)
+            for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
+
+
+def alternate(theirs: Callable[[], dict[str, float]], ours: Callable[[], dict[str, float]],
+              rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+    """`rounds` windows of each side, theirs then ours: this machine's speed drifts within a
+    minute, so windows side by side compare better than two runs a minute apart. Returns each
+    side's medians (tokens/s, TTFT p50/p99) and the comparison: the median of the rounds'
+    tokens/s ratios, the ratios, and the median TTFT p50 added."""
+    their_windows, our_windows = [], []
+    for _ in range(rounds):
+        their_windows.append(theirs())
+        our_windows.append(ours())
+    pairs = list(zip(our_windows, their_windows, strict=True))
+    ratios = [o["tokens_per_s"] / t["tokens_per_s"] for o, t in pairs]
+    return _medians(their_windows), _medians(our_windows), {
+        "ratio": round(statistics.median(ratios), 3),
+        "round_ratios": [round(r, 3) for r in ratios],
+        "ttft_p50_added_ms": round(statistics.median(o["ttft_p50_ms"] - t["ttft_p50_ms"]
+                                                     for o, t in pairs), 1)}
 
 
 def percentile(values: list[float], q: float) -> float:

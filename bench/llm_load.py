@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT.parent))
 import sse_load  # noqa: E402
-from common import fleet_local  # noqa: E402
+from common import alternate, fleet_local  # noqa: E402
 from llamacpp_direct import LLAMACPP_CONCURRENCIES, DirectLlamaCpp, launch_llamacpp  # noqa: E402
 from vllm_serve import vllm_interleaved  # noqa: E402
 
@@ -116,11 +116,6 @@ def fleet_transformers(model_path: str, duration_s: float) -> dict[str, dict[str
                 for c in CONCURRENCIES}
 
 
-def _medians(windows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(w[key] for w in windows), 1)
-            for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
-
-
 def llamacpp_interleaved(model_path: str, duration_s: float, rounds: int,
                          parallel: int) -> dict[str, object]:
     """Direct and Fleet windows alternating, `rounds` of each per concurrency."""
@@ -134,18 +129,14 @@ def llamacpp_interleaved(model_path: str, duration_s: float, rounds: int,
             body_for = _fleet_body(direct.no_end)
             _closed_loop(url, body_for, 1, 1)  # warm-up: Fleet's path, the cache
             for c in LLAMACPP_CONCURRENCIES:
-                theirs, ours = [], []
-                for _ in range(rounds):
-                    theirs.append(direct.measure(c, window_s))
-                    ours.append(_closed_loop(url, body_for, c, window_s))
-                ratios = [o["tokens_per_s"] / t["tokens_per_s"] for o, t in zip(ours, theirs, strict=True)]
-                results["direct"][f"batch_{c}"] = _medians(theirs)
-                results["fleet"][f"concurrency_{c}"] = _medians(ours)
-                results["ratios"][f"c{c}_tokens_per_s_over_direct"] = round(statistics.median(ratios), 3)
-                results["ratios"][f"c{c}_round_ratios"] = [round(r, 3) for r in ratios]
-                results["ratios"][f"c{c}_ttft_p50_added_ms"] = round(
-                    statistics.median(o["ttft_p50_ms"] - t["ttft_p50_ms"]
-                                      for o, t in zip(ours, theirs, strict=True)), 1)
+                theirs, ours, compared = alternate(
+                    lambda c=c: direct.measure(c, window_s),
+                    lambda c=c: _closed_loop(url, body_for, c, window_s), rounds)
+                results["direct"][f"batch_{c}"] = theirs
+                results["fleet"][f"concurrency_{c}"] = ours
+                results["ratios"][f"c{c}_tokens_per_s_over_direct"] = compared["ratio"]
+                results["ratios"][f"c{c}_round_ratios"] = compared["round_ratios"]
+                results["ratios"][f"c{c}_ttft_p50_added_ms"] = compared["ttft_p50_added_ms"]
     finally:
         direct.close()
     return results

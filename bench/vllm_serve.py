@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from common import fleet_local, free_port
+from common import alternate, fleet_local, free_port, wait_until_up
 
 from tests.vllm_env import fleet_environment, vllm_python
 
@@ -40,24 +38,11 @@ def vllm_serve(model_path: str, served_name: str) -> Iterator[str]:
         env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                raise RuntimeError("vllm serve exited at start")
-            try:
-                if httpx.get(f"{endpoint}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+        wait_until_up(f"{endpoint}/health", process, 300)
         yield endpoint
     finally:
         process.terminate()
         process.wait(60)
-
-
-def _medians(windows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: round(statistics.median(w[key] for w in windows), 1)
-            for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p99_ms")}
 
 
 def vllm_interleaved(model_path: str, body: Callable[[str, dict[str, int]], Callable[[int], dict]],
@@ -85,16 +70,12 @@ def vllm_interleaved(model_path: str, body: Callable[[str, dict[str, int]], Call
         for url in (ours_url, theirs_chat):
             closed_loop(url, make, 1, 1)  # warm-up
         for c in VLLM_CONCURRENCIES:
-            ours, theirs = [], []
-            for _ in range(rounds):
-                theirs.append(closed_loop(theirs_chat, make, c, window_s))
-                ours.append(closed_loop(ours_url, make, c, window_s))
-            ratios = [o["tokens_per_s"] / t["tokens_per_s"] for o, t in zip(ours, theirs, strict=True)]
-            results["vllm_serve"][f"concurrency_{c}"] = _medians(theirs)
-            results["fleet"][f"concurrency_{c}"] = _medians(ours)
-            results["ratios"][f"c{c}_tokens_per_s_over_vllm_serve"] = round(statistics.median(ratios), 3)
-            results["ratios"][f"c{c}_round_ratios"] = [round(r, 3) for r in ratios]
-            results["ratios"][f"c{c}_ttft_p50_added_ms"] = round(
-                statistics.median(o["ttft_p50_ms"] - t["ttft_p50_ms"]
-                                  for o, t in zip(ours, theirs, strict=True)), 1)
+            theirs, ours, compared = alternate(
+                lambda c=c: closed_loop(theirs_chat, make, c, window_s),
+                lambda c=c: closed_loop(ours_url, make, c, window_s), rounds)
+            results["vllm_serve"][f"concurrency_{c}"] = theirs
+            results["fleet"][f"concurrency_{c}"] = ours
+            results["ratios"][f"c{c}_tokens_per_s_over_vllm_serve"] = compared["ratio"]
+            results["ratios"][f"c{c}_round_ratios"] = compared["round_ratios"]
+            results["ratios"][f"c{c}_ttft_p50_added_ms"] = compared["ttft_p50_added_ms"]
     return results

@@ -19,8 +19,8 @@ import torch
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.base import StepwiseLLMEngine, wants_remote_code
 from fleet.engines.constrained import GrammarMatchers
+from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
 from fleet.engines.torch_sampling import SamplerState, sample
-from fleet.generation.openai_params import stop_token_ids
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
     return torch.cat([tensor.new_zeros(shape), tensor], dim=dim)
 
 
-class TransformersLLM:
+class TransformersLLM(HuggingFacePromptSide):
     scheduling: ClassVar[Literal["fleet"]] = "fleet"  # a step at a time, see StepwiseLLMEngine
 
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
@@ -82,7 +82,7 @@ class TransformersLLM:
         self._grammars: GrammarMatchers | None = None  # made at the first constrained request
 
     def load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+        from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(
             self._model_path, trust_remote_code=self._trust_remote_code)
@@ -96,41 +96,12 @@ class TransformersLLM:
         model_limit = getattr(self.model.config, "max_position_embeddings", None)
         if model_limit:
             self.context_length = min(self.context_length, int(model_limit))
-        eos: set[int] = set()
-        try:
-            generation = GenerationConfig.from_pretrained(self._model_path)
-            eos |= set(self._as_list(generation.eos_token_id))
-        except OSError:
-            pass  # no generation_config.json: the tokenizer's eos is all there is
-        eos |= set(self._as_list(self.tokenizer.eos_token_id))
-        self.eos_token_ids = tuple(sorted(eos))
+        self.eos_token_ids = model_eos_ids(self._model_path, self.tokenizer)
         # Transformers 5.x renamed the cache argument of `forward`; older releases call it
         # `past_key_values`. Ask the model which one it takes instead of pinning a release.
         forward_args = inspect.signature(self.model.forward).parameters
         self._cache_arg = "cache" if "cache" in forward_args else "past_key_values"
         self._warm_up()
-
-    # ---- prompt side (see fleet.engines.base.BaseLLMEngine) -----------------------------
-    @property
-    def chat_template(self) -> str | dict[str, str] | None:
-        return getattr(self.tokenizer, "chat_template", None)
-
-    @property
-    def template_tokens(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=add_special_tokens)
-
-    def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
-        # Fleet's scheduler stops sequences itself: on eos and on the family's end-of-turn tokens.
-        return stop_token_ids(self.tokenizer, self.eos_token_ids, family_stops, family_stop_ids)
-
-    @staticmethod
-    def _as_list(value: Any) -> list[int]:
-        if value is None:
-            return []
-        return [int(v) for v in value] if isinstance(value, list | tuple) else [int(value)]
 
     def _warm_up(self) -> None:
         # The first forward pass pays for lazy initialisation; pay it at load, not in a request.

@@ -30,9 +30,9 @@ from typing import Any, ClassVar, Literal
 
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.base import SelfSchedulingLLMEngine, wants_remote_code
+from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
 from fleet.engines.launch_options import VLLM_CPU_KV_CACHE_GIB, VLLMOptions
 from fleet.engines.vllm_scheduler import VLLMScheduler
-from fleet.generation.openai_params import stop_token_ids
 from fleet.generation.scheduling import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ def _config(model_path: str) -> dict[str, Any]:
         return {}
 
 
-class VLLMLLM:
+class VLLMLLM(HuggingFacePromptSide):
     scheduling: ClassVar[Literal["engine"]] = "engine"  # vLLM batches itself, see make_scheduler
 
     def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
@@ -99,7 +99,7 @@ class VLLMLLM:
         self.max_num_seqs = self._options.max_num_seqs or DEFAULT_MAX_NUM_SEQS
         self.vocab_size = 0
         self.tokenizer: Any = None
-        self._eos_ids: tuple[int, ...] = ()
+        self.eos_token_ids: tuple[int, ...] = ()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: Any = None
 
@@ -114,11 +114,7 @@ class VLLMLLM:
         self.tokenizer = AutoTokenizer.from_pretrained(
             self._model_path, trust_remote_code=self._trust_remote_code)
         self.vocab_size = int(config.get("vocab_size") or len(self.tokenizer))
-        eos = config.get("eos_token_id")
-        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        if self.tokenizer.eos_token_id is not None:
-            eos_ids.add(int(self.tokenizer.eos_token_id))
-        self._eos_ids = tuple(sorted(int(i) for i in eos_ids))
+        self.eos_token_ids = model_eos_ids(self._model_path, self.tokenizer)
         if not self._on_gpu:
             self._cpu_environment()
         # vLLM's loop is made here and run by the scheduler, on this same thread.
@@ -166,21 +162,6 @@ class VLLMLLM:
         if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ and hasattr(os, "sched_getaffinity"):
             # vLLM's "auto" binds to one NUMA node's cores less one; a replica gets what it may use.
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_list(sorted(os.sched_getaffinity(0)))
-
-    # ---- prompt side (any thread: reads the tokenizer only) ----------------------------------
-    @property
-    def chat_template(self) -> str | dict[str, str] | None:
-        return getattr(self.tokenizer, "chat_template", None)
-
-    @property
-    def template_tokens(self) -> dict[str, str]:
-        return {k: str(v) for k, v in self.tokenizer.special_tokens_map.items() if isinstance(v, str)}
-
-    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens))
-
-    def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
-        return stop_token_ids(self.tokenizer, self._eos_ids, family_stops, family_stop_ids)
 
     # ---- generation ----------------------------------------------------------------------
     def make_scheduler(self, max_running: int, max_requests: int) -> Scheduler:

@@ -6,7 +6,6 @@ the same catalogue family on both engines, and a corrupt file that fails with ll
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +14,14 @@ import pytest
 
 from fleet.client import FleetClientError
 from tests.builders import _smollm2_gguf, smollm2_hf_folder
-from tests.concurrency import run_while_watching
+from tests.llm_checks import (
+    check_length_and_logprobs,
+    leave_mid_stream,
+    run_concurrent_streams,
+    streamed_text,
+)
 
 GERMANY = [{"role": "user", "content": "What is the capital of Germany?"}]
-IM_END = 2  # SmolLM2's end-of-turn token
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +49,6 @@ def direct(gguf_path: str) -> Any:
     return xllamacpp.Server(params)
 
 
-def _streamed_text(chunks) -> tuple[str, str | None, Any]:
-    text, reason, usage = "", None, None
-    for chunk in chunks:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
-            reason = choice.finish_reason or reason
-    return text, reason, usage
-
-
 def test_chat_matches_llama_cpp_itself_whole_and_streamed(openai_client, smol, direct):
     answer = openai_client.chat.completions.create(model=smol, messages=GERMANY, temperature=0,
                                                    max_tokens=24)
@@ -66,7 +59,7 @@ def test_chat_matches_llama_cpp_itself_whole_and_streamed(openai_client, smol, d
     assert text == own["choices"][0]["message"]["content"]
     assert answer.usage.prompt_tokens == own["usage"]["prompt_tokens"]
     assert answer.usage.completion_tokens == own["usage"]["completion_tokens"]
-    streamed, reason, usage = _streamed_text(openai_client.chat.completions.create(
+    streamed, reason, usage = streamed_text(openai_client.chat.completions.create(
         model=smol, messages=GERMANY, temperature=0, max_tokens=24, stream=True,
         stream_options={"include_usage": True}))
     assert (streamed, reason) == (text, "stop")
@@ -80,7 +73,7 @@ def test_completions_whole_and_streamed(openai_client, smol, direct):
     assert whole.object == "text_completion" and "Berlin" in whole.choices[0].text
     own = direct.handle_completions({"prompt": prompt, "max_tokens": 6, "temperature": 0})
     assert whole.usage.prompt_tokens == own["usage"]["prompt_tokens"]
-    streamed, reason, _ = _streamed_text(openai_client.completions.create(
+    streamed, reason, _ = streamed_text(openai_client.completions.create(
         model=smol, prompt=prompt, max_tokens=6, temperature=0, stream=True))
     assert streamed == whole.choices[0].text and reason == whole.choices[0].finish_reason
 
@@ -90,7 +83,7 @@ def test_stop_strings_and_stop_token_ids(openai_client, smol, direct):
     cut = openai_client.chat.completions.create(**settings, stop=["Berlin", "never-seen"])
     text = cut.choices[0].message.content
     assert cut.choices[0].finish_reason == "stop" and "Germany" in text and "Berlin" not in text
-    streamed, _, _ = _streamed_text(openai_client.chat.completions.create(
+    streamed, _, _ = streamed_text(openai_client.chat.completions.create(
         **settings, stop=["Berlin"], stream=True))
     assert streamed == text
     # A request's own stop token ids: llama.cpp has no such setting, Fleet watches the ids.
@@ -104,48 +97,16 @@ def test_stop_strings_and_stop_token_ids(openai_client, smol, direct):
 
 
 def test_max_tokens_ends_with_length_and_logprobs(openai_client, smol):
-    answer = openai_client.chat.completions.create(
-        model=smol, messages=GERMANY, temperature=0, max_tokens=3, n=2, logprobs=True, top_logprobs=2)
-    assert [c.finish_reason for c in answer.choices] == ["length", "length"]
-    assert answer.usage.completion_tokens == 6  # two choices of exactly three tokens
-    assert answer.choices[0].message.content == answer.choices[1].message.content  # greedy
-    entries = answer.choices[0].logprobs.content
-    assert len(entries) == 3 and "".join(e.token for e in entries) == answer.choices[0].message.content
-    for entry in entries:
-        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
-        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
+    check_length_and_logprobs(openai_client, smol, GERMANY)
 
 
 def test_concurrent_streams_run_in_parallel_slots(client, openai_client, smol):
-    def one(i: int) -> tuple[str, str | None]:
-        text, reason, _ = _streamed_text(openai_client.chat.completions.create(
-            model=smol, stream=True, temperature=0, max_tokens=12,
-            messages=[{"role": "user", "content": f"Count from {i} to {i + 10}."}]))
-        return text, reason
-
-    results, seen = run_while_watching(
-        one, 6, lambda: client.replicas(smol)[0]["batch"].get("running", 0))
-    for i, (text, reason) in enumerate(results):
-        assert reason in ("stop", "length") and text.strip(), (i, text)
-    assert max(seen) > 1
-    batch = client.replicas(smol)[0]["batch"]
-    assert batch["max_size"] == 4 and batch["running"] == 0  # four slots, all free again
+    batch = run_concurrent_streams(client, openai_client, smol, 6, max_tokens=12)
+    assert batch["max_size"] == 4  # four slots
 
 
 def test_a_client_that_leaves_frees_its_slot(local_cluster, client, smol):
-    body = {"model": smol, "stream": True, "max_tokens": 2000, "temperature": 0,
-            "logit_bias": {str(IM_END): -100},
-            "messages": [{"role": "user", "content": "Write a long story."}]}
-    with httpx.Client(base_url=local_cluster.endpoint, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.iter_lines()
-            for _ in range(6):
-                next(lines)
-            assert client.replicas(smol)[0]["batch"]["running"] == 1
-    deadline = time.monotonic() + 10
-    while client.replicas(smol)[0]["batch"]["running"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.replicas(smol)[0]["batch"]["running"] == 0
+    leave_mid_stream(local_cluster.endpoint, client, smol)
 
 
 def test_the_same_family_on_transformers_and_llama_cpp(client, openai_client, smol):

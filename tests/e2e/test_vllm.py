@@ -12,14 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 import pytest
 from transformers import AutoTokenizer
 
 from fleet.client import FleetClientError
 from tests.builders import smollm2_hf_folder
-from tests.concurrency import run_while_watching
 from tests.conftest import FleetProcess, free_port
 from tests.e2e.test_structured_output import (  # noqa: F401 - collected here, on vLLM
     test_a_forced_tool_call_is_a_valid_call_whole_and_streamed,
@@ -29,13 +27,18 @@ from tests.e2e.test_structured_output import (  # noqa: F401 - collected here, o
     test_schemas_that_cannot_be_used_are_400s_and_the_model_keeps_serving,
     test_xinference_guided_fields,
 )
+from tests.llm_checks import (
+    check_length_and_logprobs,
+    leave_mid_stream,
+    run_concurrent_streams,
+    streamed_text,
+)
 from tests.vllm_env import fleet_environment, vllm_python
 
 # The first run builds vLLM's environment (minutes); later runs find it in the cache.
 pytestmark = pytest.mark.timeout(1800)
 
 FRANCE = [{"role": "user", "content": "What is the capital of France?"}]
-IM_END = 2  # SmolLM2's end-of-turn token
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +69,6 @@ def tokenizer(hf_folder: Path) -> Any:
     return AutoTokenizer.from_pretrained(hf_folder)
 
 
-def _streamed_text(chunks) -> tuple[str, str | None, Any]:
-    text, reason, usage = "", None, None
-    for chunk in chunks:
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            text += (choice.delta.content if hasattr(choice, "delta") else choice.text) or ""
-            reason = choice.finish_reason or reason
-    return text, reason, usage
-
-
 def test_paris_at_temperature_0_whole_and_streamed_with_exact_usage(openai_client, model, tokenizer):
     answer = openai_client.chat.completions.create(model=model, messages=FRANCE, temperature=0,
                                                    max_tokens=30)
@@ -85,7 +78,7 @@ def test_paris_at_temperature_0_whole_and_streamed_with_exact_usage(openai_clien
     assert answer.usage.prompt_tokens == len(tokenizer.encode(prompt, add_special_tokens=False))
     # The answer's tokens and the end-of-turn token that ended it.
     assert answer.usage.completion_tokens == len(tokenizer.encode(text, add_special_tokens=False)) + 1
-    streamed, reason, usage = _streamed_text(openai_client.chat.completions.create(
+    streamed, reason, usage = streamed_text(openai_client.chat.completions.create(
         model=model, messages=FRANCE, temperature=0, max_tokens=30, stream=True,
         stream_options={"include_usage": True}))
     assert (streamed, reason) == (text, "stop")
@@ -98,7 +91,7 @@ def test_completions_and_length(openai_client, model):
                                              max_tokens=4, temperature=0)
     assert "Paris" in whole.choices[0].text and whole.choices[0].finish_reason == "length"
     assert whole.usage.completion_tokens == 4
-    streamed, reason, _ = _streamed_text(openai_client.completions.create(
+    streamed, reason, _ = streamed_text(openai_client.completions.create(
         model=model, prompt="The capital of France is", max_tokens=4, temperature=0, stream=True))
     assert (streamed, reason) == (whole.choices[0].text, "length")
 
@@ -108,53 +101,19 @@ def test_stop_strings_and_logprobs(openai_client, model):
     cut = openai_client.chat.completions.create(**settings, stop=["Paris"])
     text = cut.choices[0].message.content
     assert cut.choices[0].finish_reason == "stop" and "France" in text and "Paris" not in text
-    streamed, _, _ = _streamed_text(openai_client.chat.completions.create(
+    streamed, _, _ = streamed_text(openai_client.chat.completions.create(
         **settings, stop=["Paris"], stream=True))
     assert streamed == text
-    answer = openai_client.chat.completions.create(
-        model=model, messages=FRANCE, temperature=0, max_tokens=3, n=2, logprobs=True,
-        top_logprobs=2)
-    assert [c.finish_reason for c in answer.choices] == ["length", "length"]
-    assert answer.usage.completion_tokens == 6  # two choices of exactly three tokens
-    assert answer.choices[0].message.content == answer.choices[1].message.content  # greedy
-    entries = answer.choices[0].logprobs.content
-    assert len(entries) == 3 and "".join(e.token for e in entries) == answer.choices[0].message.content
-    for entry in entries:
-        assert entry.logprob <= 0 and len(entry.top_logprobs) == 2
-        assert entry.top_logprobs[0].logprob == pytest.approx(entry.logprob, abs=1e-4)
+    check_length_and_logprobs(openai_client, model, FRANCE)
 
 
 def test_eight_concurrent_streams_are_batched(client, openai_client, model):
-    def one(i: int) -> tuple[str, str | None]:
-        text, reason, _ = _streamed_text(openai_client.chat.completions.create(
-            model=model, stream=True, temperature=0, max_tokens=40,
-            messages=[{"role": "user", "content": f"Count from {i} to {i + 20}."}]))
-        return text, reason
-
-    results, seen = run_while_watching(
-        one, 8, lambda: client.replicas(model)[0]["batch"].get("running", 0))
-    for i, (text, reason) in enumerate(results):
-        assert reason in ("stop", "length") and text.strip(), (i, text)
-    assert max(seen) > 1
-    batch = client.replicas(model)[0]["batch"]
-    # Sequences decoded at the same moment in vLLM's batch.
-    assert batch["max_size"] >= 4 and batch["running"] == 0
+    batch = run_concurrent_streams(client, openai_client, model, 8, max_tokens=40)
+    assert batch["max_size"] >= 4  # sequences decoded at the same moment in vLLM's batch
 
 
 def test_a_client_that_leaves_cancels_its_request(local_cluster, client, openai_client, model):
-    body = {"model": model, "stream": True, "max_tokens": 1500, "temperature": 0,
-            "logit_bias": {str(IM_END): -100},
-            "messages": [{"role": "user", "content": "Write a long story."}]}
-    with httpx.Client(base_url=local_cluster.endpoint, timeout=60) as http:
-        with http.stream("POST", "/v1/chat/completions", json=body) as response:
-            lines = response.iter_lines()
-            for _ in range(6):
-                next(lines)
-            assert client.replicas(model)[0]["batch"]["running"] == 1
-    deadline = time.monotonic() + 10
-    while client.replicas(model)[0]["batch"]["running"] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert client.replicas(model)[0]["batch"]["running"] == 0
+    leave_mid_stream(local_cluster.endpoint, client, model)
     # vLLM dropped it: a new request is answered at once, not after 1500 tokens of a story.
     started = time.monotonic()
     answer = openai_client.chat.completions.create(model=model, messages=FRANCE, temperature=0,
