@@ -9,6 +9,7 @@ import logging
 import signal
 import socket
 import time
+from collections.abc import Coroutine
 from typing import Any
 
 import xoscar as xo
@@ -18,8 +19,8 @@ from fleet.errors import BadRequest
 from fleet.server_config import ServerConfig
 from fleet.settings import warm_spare_enabled
 
-# Ending the replicas at a stop: each gets a stop message and 5 s, then is killed; what its
-# engine started gets 5 s more (fleet.cluster.process_tree).
+# Ending the replicas at a stop: their processes are killed, and what their engines started gets
+# SIGTERM and 5 s before SIGKILL (fleet.cluster.process_tree).
 _END_REPLICAS_S = 30.0
 
 logger = logging.getLogger(__name__)
@@ -127,7 +128,7 @@ async def _stop_cluster(pool: Any, with_worker: bool) -> None:
     await pool.stop()
 
 
-async def _through_one_interrupt(cleanup: Any) -> None:
+async def _through_one_interrupt(cleanup: Coroutine[Any, Any, None]) -> None:
     """Runs the stop to its end though this task is cancelled once: uvicorn, once it has
     stopped on a SIGINT, raises that signal again, and asyncio.run answers it by cancelling the
     main task, which would cut the stop short and leave the replicas' engines running. A

@@ -24,21 +24,29 @@ class Spawned:
     started: float  # psutil's create_time
 
 
+def spawned_by_each(roots: dict[str, int | None]) -> dict[str, set[Spawned]]:
+    """Each root process's live descendants, from one read of the process table (a replica's
+    `children(recursive=True)` reads all of it too, once per replica)."""
+    children: dict[int, list[psutil.Process]] = {}
+    for process in psutil.process_iter(["ppid", "create_time"]):
+        ppid = process.info["ppid"]
+        if ppid is not None and process.info["create_time"] is not None:
+            children.setdefault(ppid, []).append(process)
+    found: dict[str, set[Spawned]] = {}
+    for key, root in roots.items():
+        below: set[Spawned] = set()
+        stack = list(children.get(root, [])) if root is not None else []
+        while stack:
+            process = stack.pop()
+            below.add(Spawned(process.pid, process.info["create_time"]))
+            stack.extend(children.get(process.pid, []))
+        found[key] = below
+    return found
+
+
 def spawned_by(pid: int | None) -> set[Spawned]:
     """Every live descendant of process `pid` (none when it is gone)."""
-    if pid is None:
-        return set()
-    try:
-        children = psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return set()
-    found = set()
-    for child in children:
-        try:
-            found.add(Spawned(child.pid, child.create_time()))
-        except psutil.Error:
-            pass  # ended meanwhile
-    return found
+    return spawned_by_each({"": pid})[""]
 
 
 def _still_running(spawned: Spawned) -> psutil.Process | None:

@@ -36,7 +36,7 @@ import xoscar as xo
 from xoscar.errors import ActorNotExist
 
 from fleet.cluster.deadlines import DeadlineExceeded, within
-from fleet.cluster.process_tree import Spawned, spawned_by
+from fleet.cluster.process_tree import Spawned, spawned_by_each
 from fleet.settings import (
     health_probe_interval_s,
     health_probe_misses,
@@ -146,11 +146,12 @@ class ReplicaWatch:
                 logger.exception("replica watch failed a round")
 
     def _record_spawned(self) -> None:
-        for key, watched in self._watched.items():
-            seen = spawned_by(self.pid(watched.address))
-            if seen:
+        seen = spawned_by_each({key: self.pid(watched.address)
+                                for key, watched in self._watched.items()})
+        for key, processes in seen.items():
+            if processes:
                 # Added to, not replaced: one that has just ended is skipped when ending them.
-                self._spawned[key] = self._spawned.get(key, set()) | seen
+                self._spawned[key] = self._spawned.get(key, set()) | processes
 
     def _check_exits(self) -> None:
         for key, watched in list(self._watched.items()):

@@ -19,7 +19,7 @@ from fleet.cluster.cache_inventory import WorkerCache
 from fleet.cluster.deadlines import within
 from fleet.cluster.download import local_weights
 from fleet.cluster.model_actor import ModelActor
-from fleet.cluster.process_tree import Spawned, end_all, spawned_by
+from fleet.cluster.process_tree import end_all, spawned_by
 from fleet.cluster.replica_watch import ReplicaWatch
 from fleet.cluster.resources import machine_resources
 from fleet.cluster.supervisor_link import SupervisorLink
@@ -80,12 +80,8 @@ class WorkerActor(xo.StatelessActor):
         worker is stopping. Stopping the pool would end the replicas' processes alone."""
         self._watch.stop()
         replicas, self._replica_pools = dict(self._replica_pools), {}
-        spawned: set[Spawned] = set()
-        for key, address in replicas.items():
-            spawned |= self._watch.take_spawned(key) | spawned_by(self._watch.pid(address))
-        # Those first, while their replicas still run (one may be busy loading and slow to
-        # end); then the replicas' processes, killed: nothing of theirs is needed any more.
-        await asyncio.to_thread(end_all, spawned)
+        # Killed at once (force): nothing of theirs is needed any more, and one busy loading
+        # would take its full grace to answer a stop message.
         await asyncio.gather(*(self._end_process(key, address, force=True)
                                for key, address in replicas.items()), return_exceptions=True)
 
