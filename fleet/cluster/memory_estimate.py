@@ -243,26 +243,26 @@ def estimate_memory(
     overhead = engine.memory.overhead_mib * MIB
     kv_cache: int | None = 0
     if family.model_type == "LLM":
-        kv_cache = _kv_cache(family, engine, shape, options, load_dtype, inputs, notes)
-        if device == "cpu" and engine.memory.cpu_kv_option:
-            # The pool is what it reserves, whatever the sequences (they share it).
-            reserved = (_int_option(options, engine.memory.cpu_kv_option)
-                        or engine.memory.cpu_kv_default_gib) * GIB
-            inputs["kv_reserved_bytes"] = reserved
-            notes.append(f"{engine.name} reserves {human(reserved)} of KV cache at load "
-                         f"({engine.memory.cpu_kv_option})")
-            kv_cache = reserved
+        kv_cache = _kv_cache(family, engine, device, shape, options, load_dtype, inputs, notes)
     else:
         overhead += ACTIVATION_ALLOWANCE
     return MemoryEstimate(weights=weights, kv_cache=kv_cache, overhead=overhead, device=device,
                           inputs=inputs, notes=notes)
 
 
-def _kv_cache(family: BaseFamily, engine: EngineInfo, shape: ModelShape | None,
+def _kv_cache(family: BaseFamily, engine: EngineInfo, device: str, shape: ModelShape | None,
               options: dict[str, Any], load_dtype: str | None, inputs: dict[str, Any],
               notes: list[str]) -> int | None:
     context, sequences, tokens = _kv_tokens(family, engine, shape, options)
     inputs.update(context_length=context, sequences=sequences, kv_tokens=tokens)
+    if device == "cpu" and engine.memory.cpu_kv_option:
+        # A pool reserved whole at load: that, whatever the context and sequences.
+        reserved = (_int_option(options, engine.memory.cpu_kv_option)
+                    or engine.memory.cpu_kv_default_gib) * GIB
+        inputs["kv_reserved_bytes"] = reserved
+        notes.append(f"{engine.name} reserves {human(reserved)} of KV cache at load "
+                     f"({engine.memory.cpu_kv_option})")
+        return reserved
     if shape is None or not shape.kv_elements_per_token:
         notes.append("KV cache unknown: no config.json or GGUF metadata to read layers and heads")
         return None

@@ -39,7 +39,7 @@ class MemoryProfile:
     # be able to hold.
     default_sequences: int = 1
     # A KV cache reserved whole at load on a CPU (vLLM-CPU's): this launch option, in GiB, else
-    # cpu_kv_default_gib; the estimate counts it when it exceeds the cache the model needs.
+    # cpu_kv_default_gib; the estimate counts that, whatever the context and sequences.
     cpu_kv_option: str = ""
     cpu_kv_default_gib: int = 0
 

@@ -91,8 +91,8 @@ ENGINES: tuple[EngineInfo, ...] = (
         pip_extra="vllm",
         auto_only_on_gpu=True,
         # `import vllm` and its engine-core process (~1.3 GiB resident here before weights).
-        # The KV cache is reserved at load: a share of the GPU, or cpu_kv_cache_gib on a CPU.
-        # Paged KV cache: one pool that the sequences share (it must hold one full sequence).
+        # Its paged KV cache is one pool that the sequences share, reserved at load: a share
+        # of the GPU (which must hold one full sequence), or cpu_kv_cache_gib on a CPU.
         memory=MemoryProfile(overhead_mib=1536, cpu_dtype="float32", shared_cache=True,
                              cpu_kv_option="cpu_kv_cache_gib",
                              cpu_kv_default_gib=VLLM_CPU_KV_CACHE_GIB),

@@ -84,7 +84,6 @@ class _Request:
     request: GenerationRequest
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     left: int = 0  # choices not finished yet
-    failed: bool = False
 
 
 class VLLMScheduler:
@@ -163,8 +162,7 @@ class VLLMScheduler:
             return  # the request was cancelled: vLLM aborted it, nothing more is delivered
         except Exception as exc:
             logger.exception("vLLM failed request %s", request.request_id)
-            if not held.failed:
-                held.failed = True
+            if self._requests.get(request.request_id) is held:  # its first choice to fail
                 self._drop(request.request_id)
                 request.deliver([{"error": f"the engine failed: {type(exc).__name__}: {exc}"}])
             return
