@@ -64,11 +64,11 @@ def _medians(windows: list[dict[str, float]]) -> dict[str, float]:
 
 
 def alternate(theirs: Callable[[], dict[str, float]], ours: Callable[[], dict[str, float]],
-              rounds: int) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
+              rounds: int, against: str) -> tuple[dict[str, float], dict[str, float], dict[str, Any]]:
     """`rounds` windows of each side, theirs then ours: this machine's speed drifts within a
     minute, so windows side by side compare better than two runs a minute apart. Returns each
     side's medians (tokens/s, TTFT p50/p99) and the comparison: the median of the rounds'
-    tokens/s ratios, the ratios, and the median TTFT p50 added."""
+    tokens/s ratios (`tokens_per_s_over_<against>`), the ratios, and the median TTFT p50 added."""
     their_windows, our_windows = [], []
     for _ in range(rounds):
         their_windows.append(theirs())
@@ -76,7 +76,7 @@ def alternate(theirs: Callable[[], dict[str, float]], ours: Callable[[], dict[st
     pairs = list(zip(our_windows, their_windows, strict=True))
     ratios = [o["tokens_per_s"] / t["tokens_per_s"] for o, t in pairs]
     return _medians(their_windows), _medians(our_windows), {
-        "ratio": round(statistics.median(ratios), 3),
+        f"tokens_per_s_over_{against}": round(statistics.median(ratios), 3),
         "round_ratios": [round(r, 3) for r in ratios],
         "ttft_p50_added_ms": round(statistics.median(o["ttft_p50_ms"] - t["ttft_p50_ms"]
                                                      for o, t in pairs), 1)}

@@ -131,12 +131,10 @@ def llamacpp_interleaved(model_path: str, duration_s: float, rounds: int,
             for c in LLAMACPP_CONCURRENCIES:
                 theirs, ours, compared = alternate(
                     lambda c=c: direct.measure(c, window_s),
-                    lambda c=c: _closed_loop(url, body_for, c, window_s), rounds)
+                    lambda c=c: _closed_loop(url, body_for, c, window_s), rounds, "direct")
                 results["direct"][f"batch_{c}"] = theirs
                 results["fleet"][f"concurrency_{c}"] = ours
-                results["ratios"][f"c{c}_tokens_per_s_over_direct"] = compared["ratio"]
-                results["ratios"][f"c{c}_round_ratios"] = compared["round_ratios"]
-                results["ratios"][f"c{c}_ttft_p50_added_ms"] = compared["ttft_p50_added_ms"]
+                results["ratios"].update({f"c{c}_{name}": v for name, v in compared.items()})
     finally:
         direct.close()
     return results

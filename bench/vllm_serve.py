@@ -72,10 +72,8 @@ def vllm_interleaved(model_path: str, body: Callable[[str, dict[str, int]], Call
         for c in VLLM_CONCURRENCIES:
             theirs, ours, compared = alternate(
                 lambda c=c: closed_loop(theirs_chat, make, c, window_s),
-                lambda c=c: closed_loop(ours_url, make, c, window_s), rounds)
+                lambda c=c: closed_loop(ours_url, make, c, window_s), rounds, "vllm_serve")
             results["vllm_serve"][f"concurrency_{c}"] = theirs
             results["fleet"][f"concurrency_{c}"] = ours
-            results["ratios"][f"c{c}_tokens_per_s_over_vllm_serve"] = compared["ratio"]
-            results["ratios"][f"c{c}_round_ratios"] = compared["round_ratios"]
-            results["ratios"][f"c{c}_ttft_p50_added_ms"] = compared["ttft_p50_added_ms"]
+            results["ratios"].update({f"c{c}_{name}": v for name, v in compared.items()})
     return results
