@@ -33,12 +33,15 @@ _NUMERIC_KINDS = frozenset("biufc")  # bool, int, uint, float, complex
 
 
 def _error_classes() -> dict[str, type[FleetError]]:
-    """FleetError and its subclasses in fleet.errors, by name: the only errors rebuilt."""
+    """FleetError and its subclasses in fleet.errors, by name: the only errors rebuilt. A class
+    counts when fleet.errors itself holds it under that name: xoscar, when an actor's error
+    crosses it, makes a subclass of the error's class with the same name and module whose
+    message is fixed (the first error it wrapped), and that one must never stand in for ours."""
     found: dict[str, type[FleetError]] = {}
     pending: list[type[FleetError]] = [FleetError]
     while pending:
         cls = pending.pop()
-        if cls.__module__ == errors.__name__:
+        if getattr(errors, cls.__name__, None) is cls:
             found[cls.__name__] = cls
         pending.extend(cls.__subclasses__())
     return found

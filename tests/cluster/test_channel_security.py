@@ -219,3 +219,19 @@ def test_an_api_that_never_reads_slows_nobody_else():
         server.close()
 
     asyncio.run(scenario())
+
+
+def test_an_error_is_rebuilt_as_fleets_class_after_xoscar_has_wrapped_one_of_it():
+    from xoscar.utils import wrap_exception
+
+    from fleet.errors import BadRequest
+
+    # What xoscar does to an actor's error on its way out: a subclass with BadRequest's name
+    # and module that answers every attribute from the error it wrapped first.
+    wrapped = wrap_exception(BadRequest("model uid 'served' is already in use"),
+                             message="[address=x] already in use")
+    assert isinstance(wrapped, BadRequest) and type(wrapped) is not BadRequest
+    wire = encode_packed_frame({"e": BadRequest("token ids must be in [0, 10)", code="ids")})
+    (frame,) = FrameSplitter().feed(wire)
+    assert type(frame["e"]) is BadRequest
+    assert (frame["e"].message, frame["e"].code) == ("token ids must be in [0, 10)", "ids")
