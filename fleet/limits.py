@@ -20,7 +20,11 @@ Why these defaults:
   most that one request should hold); text to speak: 4096 characters, OpenAI's own cap.
 - JSON values per body: 500,000; a body's parse costs CPU and memory per value, not per byte
   (7.6 MiB of one-character strings took 580 MiB), and the largest legitimate bodies under the
-  limits above (300,000 token ids) hold fewer."""
+  limits above (300,000 token ids) hold fewer.
+- JSON nesting of a management body's free-form parts (a registered family, a launch's engine
+  options): 32 levels. The built-in families nest 4 (family, specs, spec, quantizations); past
+  about 255 pydantic can no longer serialize a value, so a deeper registration would be kept
+  and then fail every listing and every restart that reads it."""
 
 from __future__ import annotations
 
@@ -51,6 +55,8 @@ class RequestLimits(BaseModel):
     max_audio_seconds: int = Field(default=3 * 3600, ge=1)
     max_speech_chars: int = Field(default=4096, ge=1)
     max_json_values: int = Field(default=500_000, ge=1000)
+    # At most 200: pydantic serializes about 255 levels, and a family adds a few of its own.
+    max_json_depth: int = Field(default=32, ge=8, le=200)
     # The address space of the process that parses large bodies (fleet.api.body_parsing): a
     # body that needs more is refused there, and nothing else is touched.
     parser_memory_bytes: int = Field(default=2048 * MIB, ge=256 * MIB)
@@ -71,6 +77,7 @@ ENV_VARS: dict[str, str] = {
     "max_audio_seconds": "FLEET_MAX_AUDIO_SECONDS",
     "max_speech_chars": "FLEET_MAX_SPEECH_CHARS",
     "max_json_values": "FLEET_MAX_JSON_VALUES",
+    "max_json_depth": "FLEET_MAX_JSON_DEPTH",
     "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
 }
 
@@ -128,6 +135,32 @@ def check_ids_or_items(value: Any, what: str) -> None:
                            "too_many_tokens")
     elif isinstance(value, list):
         check_count("max_items", len(value), what)
+
+
+def json_depth(value: Any) -> int:
+    """Levels of nesting of a parsed JSON value: 0 for a scalar, 1 for `{}` or `[1]`, 2 for
+    `{"a": []}`. Iterative, so that no depth can exhaust Python's stack; O(values)."""
+    deepest = 0
+    pending: list[tuple[Any, int]] = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def check_depth(value: Any, what: str) -> None:
+    """Refuse a free-form JSON value nested deeper than max_json_depth (a management body's:
+    this walks every value, which the hot paths need not do)."""
+    depth = json_depth(value)
+    if depth > limits().max_json_depth:
+        raise exceeded("max_json_depth", f"{what} is nested {depth} levels deep", "too_deep")
 
 
 def too_large(field: str, size: int, cap: int | None = None) -> FleetError:

@@ -8,17 +8,23 @@ first asked for:
   where it takes a body, 401 and 403 where API keys guard it), each with ErrorResponse;
 - the main endpoints' 200 answers have their schemas (fleet.api.protocol_responses), and the
   streamed ones also declare `text/event-stream`;
-- 429 declares `Retry-After` and 401 `WWW-Authenticate`, which those answers carry.
+- 429 declares `Retry-After` and 401 `WWW-Authenticate`, which those answers carry;
+- the request bodies' schemas are pydantic's own, with their exact numbers: FastAPI reads its
+  document into a model whose bounds are floats, and a bound past 2**53 came out as another
+  number (a seed's 2**63 - 1 as 2**63, which the server refuses).
 A test holds every route of the application to an entry in ROUTE_ERRORS, so a new route cannot
 go undocumented."""
 
 from __future__ import annotations
 
+import copy
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -109,6 +115,49 @@ def _stream(chunk: type[BaseModel]) -> dict[str, Any]:
                        "`data: [DONE]` at the end."}}
 
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+_NULL = {"type": "null"}
+
+
+@dataclass(frozen=True)
+class FileField:
+    """A file of a multipart form: `media_types` (comma-separated) when only those are read."""
+
+    description: str
+    required: bool = False
+    media_types: str | None = None
+
+
+def _form_field(schema: dict[str, Any]) -> dict[str, Any]:
+    """A form field's schema without null: a form cannot send one (a field is left out), and
+    a text field "null" is the string."""
+    schema = {key: value for key, value in schema.items()
+              if not (key == "default" and value is None)}
+    members = schema.get("anyOf")
+    if isinstance(members, list) and _NULL in members:
+        rest = [member for member in members if member != _NULL]
+        del schema["anyOf"]
+        schema.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+    return schema
+
+
+def multipart_body(form: type[BaseModel], files: dict[str, FileField]) -> dict[str, Any]:
+    """The OpenAPI description (`openapi_extra`) of a multipart route's body: the form model's
+    text fields, as the form is validated (no others: the forms refuse unknown fields), and its
+    files, none empty. These routes read the form themselves, since clients name their files
+    differently (fleet.api.image_uploads, fleet.api.audio_uploads)."""
+    schema = form.model_json_schema()
+    properties = {name: _form_field(field) for name, field in schema["properties"].items()}
+    for name, file in files.items():
+        properties[name] = {"type": "string", "format": "binary", "minLength": 1,
+                            "description": file.description}
+    required = [*schema.get("required", []), *(name for name, f in files.items() if f.required)]
+    encoding = {name: {"contentType": f.media_types} for name, f in files.items() if f.media_types}
+    body = {**schema, "type": "object", "properties": properties, "required": required,
+            "additionalProperties": False}
+    content: dict[str, Any] = {"schema": body}
+    if encoding:
+        content["encoding"] = encoding
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": content}}}
 
 
 def install_openapi(app: FastAPI, guarded: Any = None) -> None:
@@ -134,6 +183,7 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
     _, definitions = models_json_schema([(m, "serialization") for m in models],
                                         ref_template=_REF)
     schemas.update(definitions.get("$defs", {}))
+    _exact_request_schemas(app, document)
     for path, operations in document.get("paths", {}).items():
         for method, operation in operations.items():
             key = (method.upper(), path)
@@ -141,6 +191,36 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
             if key in _ANSWERS:
                 _document_answer(operation, *_ANSWERS[key])
     return document
+
+
+def _api_routes(app: FastAPI) -> list[Any]:
+    """The application's API routes, included routers flattened where FastAPI keeps them
+    nested (each as FastAPI's route context, which reads like the route)."""
+    try:
+        from fastapi.routing import iter_route_contexts
+    except ImportError:  # FastAPI before 0.165 kept one flat list
+        return [route for route in app.routes if isinstance(route, APIRoute)]
+    return [context for context in iter_route_contexts(app.routes)
+            if isinstance(context.original_route, APIRoute)]
+
+
+def _exact_request_schemas(app: FastAPI, document: dict[str, Any]) -> None:
+    """The request bodies' schemas as pydantic writes them, numbers exact (see the top): the
+    body models' components, and what routes add to their operations (multipart forms)."""
+    routes = _api_routes(app)
+    models = {field.field_info.annotation for route in routes
+              for field in route.dependant.body_params}
+    bodies = [model for model in models if isinstance(model, type) and issubclass(model, BaseModel)]
+    _, definitions = models_json_schema([(model, "validation") for model in bodies],
+                                        ref_template=_REF)
+    schemas = document["components"]["schemas"]
+    schemas.update({name: schema for name, schema in definitions.get("$defs", {}).items()
+                    if name in schemas})
+    for route in routes:
+        if route.openapi_extra:  # each part whole (the multipart forms' requestBody)
+            for method in route.methods:
+                document["paths"][route.path_format][method.lower()].update(
+                    copy.deepcopy(route.openapi_extra))
 
 
 def statuses(operation: dict[str, Any], key: tuple[str, str], guarded: bool) -> list[int]:

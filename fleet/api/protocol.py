@@ -5,10 +5,22 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet.api.protocol_fields import (
+    INT32_MAX,
+    Flag,
+    JsonObjectText,
+    Text,
+    TokenIds,
+    integer,
+    unsupported,
+)
+from fleet.catalogue.schemas import MODEL_TYPES
 from fleet.catalogue.xinference_format import canonical_format
-from fleet.limits import check_count, check_ids_or_items, schema_max_items
+from fleet.errors import BadRequest
+from fleet.limits import check_count, check_depth, check_ids_or_items, schema_max_items
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
 # a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
@@ -25,11 +37,6 @@ _UNSUPPORTED_LAUNCH_OPTIONS = {
 }
 
 
-# Token ids and counts travel to the replicas as 32-bit integers at most (engines read them so,
-# and an integer past 64 bits cannot be sent at all): 2**31 - 1 is far above any vocabulary.
-# Strict: `true` is not token 1.
-INT32_MAX = 2**31 - 1
-TokenId = Annotated[int, Field(strict=True, ge=0, le=INT32_MAX)]
 
 
 RESERVED_ENVS = frozenset({"XOSCAR_AUTH_KEY", "FLEET_CLUSTER_SECRET"})
@@ -41,7 +48,8 @@ class LaunchRequest(BaseModel):
     model_config = ConfigDict(extra="allow", protected_namespaces=())
 
     model_name: str = Field(min_length=1)
-    model_type: str | None = None
+    model_type: str | None = Field(default=None, description="In any case (llm is LLM)",
+                                   json_schema_extra={"enum": [*MODEL_TYPES, None]})
     model_engine: str | None = None
     model_uid: str | None = Field(default=None, min_length=1, max_length=200)
     model_size_in_billions: int | float | str | None = None
@@ -93,6 +101,8 @@ class LaunchRequest(BaseModel):
         if extra.get("n_worker") not in (None, 1, "1"):
             raise ValueError("n_worker: a replica runs on one worker in Fleet; "
                              "use replica to run more copies")
+        for key, value in extra.items():  # engine options: free-form, kept with the model
+            check_depth(value, key)
         return self
 
     @field_validator("n_gpu")
@@ -108,23 +118,45 @@ class LaunchRequest(BaseModel):
 
 
 class RegisterRequest(BaseModel):
-    """Xinference's client sends the family as a JSON string in `model`."""
+    """A custom model family to register: a JSON object, or that object as a JSON string
+    (Xinference's client sends the string). Read here, at the edge, so that a family nested
+    past max_json_depth is refused before it is kept (see fleet.limits)."""
 
-    model: str | dict[str, Any]
-    persist: bool = True
+    model: dict[str, Any] | JsonObjectText = Field(
+        description="The model family (the JSON of a custom model file), as an object or a "
+                    "JSON string")
+    persist: Flag = True
     worker_ip: str | None = None
+
+    @field_validator("model")
+    @classmethod
+    def _family_object(cls, value: str | dict[str, Any]) -> dict[str, Any]:
+        if isinstance(value, str):
+            try:
+                value = orjson.loads(value)
+            except orjson.JSONDecodeError as exc:
+                raise BadRequest(f"model is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise BadRequest("model must be a JSON object describing the model family")
+        check_depth(value, "model")
+        return value
+
+    @property
+    def family(self) -> dict[str, Any]:
+        assert isinstance(self.model, dict)  # made so by _family_object
+        return self.model
 
 
 class EmbeddingRequest(BaseModel):
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # see fleet.api.protocol_fields
 
     model: str = Field(min_length=1)
-    input: str | list[str] | list[TokenId] | list[list[TokenId]] = Field(
-        json_schema_extra=schema_max_items("max_items"))
+    input: Text | Annotated[list[Text], Field(min_length=1)] | TokenIds | Annotated[
+        list[TokenIds], Field(min_length=1)] = Field(json_schema_extra=schema_max_items("max_items"))
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    dimensions: integer(ge=1, le=INT32_MAX) | None = None
     # Longer inputs than the model reads: cut them (True, "END") or refuse them (False, "NONE").
-    truncate: bool | Literal["END", "NONE"] = True
+    truncate: Flag | Literal["END", "NONE"] = True
     user: str | None = None
 
     @field_validator("input", mode="before")
@@ -140,22 +172,23 @@ class EmbeddingRequest(BaseModel):
 
 
 class RerankDocument(BaseModel):
-    text: str
+    text: Text
 
 
 class RerankRequest(BaseModel):
     """Cohere/Jina's rerank body, as Xinference serves it."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", strict=True)  # see fleet.api.protocol_fields
 
     model: str = Field(min_length=1)
     query: str = Field(min_length=1)
-    documents: list[str | RerankDocument] = Field(
+    documents: list[Text | RerankDocument] = Field(
         min_length=1, json_schema_extra=schema_max_items("max_items"))
-    top_n: int | None = Field(default=None, ge=1)
-    return_documents: bool | None = False
-    return_len: bool | None = False
-    max_chunks_per_doc: int | None = None
+    top_n: integer(ge=1) | None = None
+    return_documents: Flag | None = False
+    return_len: Flag | None = False
+    # Xinference's client always sends it, as null.
+    max_chunks_per_doc: None = unsupported("split long documents before sending them")
 
     @field_validator("documents", mode="before")
     @classmethod

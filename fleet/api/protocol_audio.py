@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from fleet.api.protocol_fields import Flag
+from fleet.errors import BadRequest
 from fleet.limits import schema_max
 
 TranscriptFormat = Literal["json", "text", "srt", "verbose_json", "vtt"]
@@ -16,10 +18,21 @@ SpeechFormat = Literal["mp3", "opus", "aac", "flac", "wav", "pcm"]
 MAX_PROMPT_CHARS = 8192  # Whisper reads the last 224 tokens of a prompt; this is far past it
 
 
+# Word and segment timestamps show only in verbose_json: asked for with another format, they
+# are refused (OpenAI's rule), and the document says so.
+# (Spelled as anyOf rather than if/then, which schemathesis' coverage phase cannot yet draw
+# a form with a file for.)
+_GRANULARITIES_NEED_VERBOSE_JSON = {"anyOf": [
+    {"required": ["response_format"], "properties": {"response_format": {"const": "verbose_json"}}},
+    {"properties": {"timestamp_granularities": {"maxItems": 0}}},
+]}
+
+
 class TranscriptionForm(BaseModel):
     """The text fields of /v1/audio/transcriptions and /v1/audio/translations."""
 
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(),
+                              json_schema_extra=_GRANULARITIES_NEED_VERBOSE_JSON)
 
     model: str = Field(min_length=1)
     language: str | None = Field(default=None, max_length=16)
@@ -40,6 +53,13 @@ class TranscriptionForm(BaseModel):
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
 
+    @model_validator(mode="after")
+    def _granularities_need_verbose_json(self) -> TranscriptionForm:
+        if self.timestamp_granularities and self.response_format != "verbose_json":
+            raise BadRequest("timestamp_granularities needs response_format verbose_json",
+                             code="invalid_timestamp_granularities")
+        return self
+
 
 class SpeechRequest(BaseModel):
     """OpenAI's `POST /v1/audio/speech`, and xinference-client's (`stream`, `kwargs`)."""
@@ -57,6 +77,6 @@ class SpeechRequest(BaseModel):
     stream_format: Literal["audio", "sse"] = "audio"
     # The answer always streams as it is made; these are accepted for the clients that send
     # them (`instructions` steers OpenAI's gpt-4o voices; the voices served here take none).
-    stream: bool | None = None
+    stream: Flag | None = None
     instructions: str | None = Field(default=None, max_length=8192)
     kwargs: str | None = None

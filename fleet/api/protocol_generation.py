@@ -6,7 +6,7 @@ nothing about the answer (`user`, `store`, `metadata`...) are accepted."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -17,7 +17,16 @@ from pydantic import (
     model_validator,
 )
 
-from fleet.api.protocol import INT32_MAX, TokenId
+from fleet.api.protocol_fields import (
+    INT32_MAX,
+    Flag,
+    JsonObjectText,
+    NonBlank,
+    Text,
+    TokenId,
+    integer,
+    unsupported,
+)
 from fleet.errors import BadRequest
 from fleet.generation.structured import check_request as check_structured
 from fleet.limits import (
@@ -36,6 +45,10 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 # sample at all, and 5e-324 reached it as 0 (it reads a 32-bit float); below 0.01 the penalty
 # would multiply logits by more than 100, which no sampler setting means.
 REPETITION_PENALTY_MIN, REPETITION_PENALTY_MAX = 0.01, 10.0
+Tokens = integer(ge=1, le=INT32_MAX)
+# logit_bias: a token id (as JSON object keys are strings) -> a bias the samplers take.
+BiasedToken = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
+Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
 
 
 class _GenerationBase(BaseModel):
@@ -44,38 +57,39 @@ class _GenerationBase(BaseModel):
 
     # NaN and infinities are refused (JSON has neither; Python's parser reads them): no
     # sampler means anything by them.
-    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False,
+                              strict=True)  # see fleet.api.protocol_fields
 
     model: str = Field(min_length=1)
-    stream: bool = False
+    stream: Flag = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    max_tokens: Tokens | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
     top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=-1, le=INT32_MAX)
-    seed: int | None = Field(default=None, ge=SEED_MIN, le=SEED_MAX)
+    top_k: integer(ge=-1, le=INT32_MAX) | None = None
+    seed: integer(ge=SEED_MIN, le=SEED_MAX) | None = None
     stop: str | list[str] | None = Field(default=None,
                                          json_schema_extra=schema_max_items("max_stop"))
     stop_token_ids: list[TokenId] | None = Field(default=None,
                                              json_schema_extra=schema_max_items("max_stop"))
-    n: int = Field(default=1, ge=1, json_schema_extra=schema_max("max_n"))
+    n: integer(ge=1) = Field(default=1, json_schema_extra=schema_max("max_n"))
     presence_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     frequency_penalty: float | None = Field(default=None, ge=-2.0, le=2.0)
     repetition_penalty: float | None = Field(default=None, ge=REPETITION_PENALTY_MIN,
                                              le=REPETITION_PENALTY_MAX)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[BiasedToken, Bias] | None = None
     # Structured output (fleet.generation.structured): OpenAI's response_format, and the
     # guided-decoding fields of vLLM that Xinference passes on. Fleet picks the grammar backend
     # itself (llguidance), so guided_decoding_backend is accepted and changes nothing.
     response_format: dict[str, Any] | None = None
-    guided_json: dict[str, Any] | str | None = None
-    guided_regex: str | None = None
-    guided_choice: list[str] | None = Field(default=None,
-                                            json_schema_extra=schema_max_items("max_tools"))
-    guided_grammar: str | None = None
+    guided_json: dict[str, Any] | JsonObjectText | None = None
+    guided_regex: NonBlank | None = None
+    guided_choice: list[Text] | None = Field(default=None, min_length=1,
+                                             json_schema_extra=schema_max_items("max_tools"))
+    guided_grammar: NonBlank | None = None
     guided_decoding_backend: str | None = None
     user: str | None = None
-    store: bool | None = None
+    store: Flag | None = None
     metadata: dict[str, str] | None = None
 
     # Counts are checked before the items are validated ("before" validators), so that a list
@@ -101,13 +115,6 @@ class _GenerationBase(BaseModel):
             check_count("max_logit_bias", len(value), "logit_bias")
         return value
 
-    @field_validator("logit_bias")
-    @classmethod
-    def _bias_range(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value and any(not -100.0 <= v <= 100.0 for v in value.values()):
-            raise ValueError("logit_bias values must be between -100 and 100")
-        return value
-
     @property
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
@@ -118,15 +125,52 @@ class _GenerationBase(BaseModel):
                                                             "store", "metadata"})
 
 
+class ToolFunction(BaseModel):
+    """A function the model may call; OpenAI's further fields (`strict`...) pass through."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: Text
+    description: str | None = None
+    parameters: dict[str, Any] | None = None  # a JSON schema; none: any object
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"]
+    function: ToolFunction
+
+
+class NamedFunction(BaseModel):
+    name: Text
+
+
+class ToolChoice(BaseModel):
+    """A call of this function is forced (it must be one of `tools`)."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
+# top_logprobs (other than 0) needs logprobs=true: the replica refuses it otherwise
+# (fleet.generation.openai_params), and the document says so.
+_TOP_LOGPROBS_NEED_LOGPROBS = {"anyOf": [
+    {"properties": {"top_logprobs": {"enum": [0, None]}}},
+    {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+]}
+
+
 class ChatCompletionRequest(_GenerationBase):
+    model_config = ConfigDict(json_schema_extra=_TOP_LOGPROBS_NEED_LOGPROBS)
+
     messages: list[dict[str, Any]] = Field(json_schema_extra=schema_max_items("max_messages"))
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=INT32_MAX)
-    logprobs: bool | None = None
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
-    tools: list[dict[str, Any]] | None = Field(default=None,
-                                               json_schema_extra=schema_max_items("max_tools"))
-    tool_choice: str | dict[str, Any] | None = None
-    parallel_tool_calls: bool | None = None
+    max_completion_tokens: Tokens | None = None
+    logprobs: Flag | None = None
+    top_logprobs: integer(ge=0, le=20) | None = None
+    tools: list[Tool] | None = Field(default=None, json_schema_extra=schema_max_items("max_tools"))
+    tool_choice: Literal["none", "auto", "required"] | ToolChoice | None = None
+    parallel_tool_calls: Flag | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
     @field_validator("messages", mode="before")
@@ -145,24 +189,20 @@ class ChatCompletionRequest(_GenerationBase):
 
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
-        for index, tool in enumerate(self.tools or []):
-            function = tool.get("function") if isinstance(tool, dict) else None
-            if tool.get("type") != "function" or not isinstance(function, dict) or not function.get("name"):
-                raise BadRequest(f"tools[{index}] must be {{'type': 'function', 'function': "
-                                 "{'name': ..., 'parameters': ...}}")
-        if isinstance(self.tool_choice, str) and self.tool_choice not in ("none", "auto", "required"):
-            raise BadRequest(f"tool_choice {self.tool_choice!r} must be 'none', 'auto', 'required' "
-                             "or a function")
+        # Whether a forced call names one of the tools, and whether one constraint at a time
+        # asks for the answer's shape: across fields, beyond what a schema says.
         check_structured(self.model_dump(exclude_unset=True))
         return self
 
 
 class CompletionRequest(_GenerationBase):
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
-    logprobs: int | None = Field(default=None, ge=0, le=5)
-    echo: bool | None = None
-    suffix: str | None = None
-    best_of: int | None = Field(default=None, ge=1, le=INT32_MAX)
+    logprobs: integer(ge=0, le=5) | None = None
+    echo: Literal[False] | None = Field(default=None, description="Not supported: false, null "
+                                        "or absent (the answer never repeats the prompt)")
+    suffix: None = unsupported("no engine here fills in between a prompt and a suffix")
+    best_of: integer(ge=1, le=INT32_MAX) | None = Field(default=None,
+                                description="Only the value of n (every choice is returned)")
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -172,11 +212,8 @@ class CompletionRequest(_GenerationBase):
 
     @model_validator(mode="after")
     def _supported(self) -> CompletionRequest:
-        unsupported = [name for name, value in (("echo", self.echo), ("suffix", self.suffix))
-                       if value]
         if self.best_of not in (None, self.n):
-            unsupported.append("best_of")
-        if unsupported:
-            raise BadRequest(f"not supported: {', '.join(unsupported)}", code="unsupported_parameter")
+            raise BadRequest(f"best_of={self.best_of} is not supported: only best_of=n "
+                             f"({self.n}), which returns every choice", code="unsupported_parameter")
         check_structured(self.model_dump(exclude_unset=True))
         return self

@@ -11,6 +11,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fleet.api.protocol_fields import JsonObjectText
 from fleet.errors import BadRequest
 from fleet.limits import exceeded, limits, schema_max
 
@@ -20,6 +21,12 @@ MAX_SIDE = 8192
 MAX_PROMPT_CHARS = 32_000  # OpenAI's own cap on image prompts
 MAX_STEPS = 1000  # a scheduler's whole training schedule; more steps than that mean nothing
 _SIZE = re.compile(r"\s*(\d{1,5})\s*[x*X×]\s*(\d{1,5})\s*")
+# What the document shows of a size: each side 1 to MAX_SIDE, no leading zeros; parse_size
+# also takes spaces, leading zeros and "" (the default), and says in its words what is wrong.
+_SIDE = r"([1-9][0-9]{0,2}|[1-7][0-9]{3}|80[0-9]{2}|81[0-8][0-9]|819[0-2])"
+SIZE_DOC = {"pattern": f"^(auto|original|{_SIDE}[x*X×]{_SIDE})$",
+            "description": "'WxH' (or Xinference's 'W*H'), each side 1 to 8192; 'auto' or "
+                           "absent: the model's default size"}
 # A request id names a running request in the progress route's path.
 _REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 
@@ -27,6 +34,7 @@ _REQUEST_ID = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
 # them works: `user` (an end-user id), `quality` and `style` (DALL-E's knobs, with no diffusers
 # counterpart), `moderation`. Anything else unknown is refused, naming it.
 IGNORED_FIELDS = frozenset({"user", "quality", "style", "moderation"})
+KWARGS = "Xinference's further generate arguments: a JSON object as a string"
 
 
 class ImageOptions(BaseModel):
@@ -51,12 +59,10 @@ class ImageGenerationRequest(ImageOptions):
     model: str = Field(min_length=1)
     prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
     n: int = Field(default=1, ge=1, json_schema_extra=schema_max("max_n"))
-    size: str | None = Field(default=None, description="'WxH' (or Xinference's 'W*H'); "
-                             "'auto' or absent: the model's default size")
+    size: str | None = Field(default=None, json_schema_extra=SIZE_DOC)
     response_format: Literal["url", "b64_json"] = "url"
     output_format: Literal["png"] | None = None
-    kwargs: str | None = Field(default=None, description="Xinference's further generate "
-                               "arguments, a JSON object as a string")
+    kwargs: JsonObjectText | None = Field(default=None, description=KWARGS)
     user: str | None = None
     quality: str | None = None
     style: str | None = None
@@ -70,18 +76,24 @@ class ImageForm(ImageOptions):
 
     model: str = Field(min_length=1)
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)
-    n: int = Field(default=1, ge=1)
-    size: str | None = None
+    n: int = Field(default=1, ge=1, json_schema_extra=schema_max("max_n"))
+    size: str | None = Field(default=None, json_schema_extra=SIZE_DOC)
     response_format: Literal["url", "b64_json"] = "url"
     output_format: Literal["png"] | None = None
-    kwargs: str | None = None
+    kwargs: JsonObjectText | None = Field(default=None, description=KWARGS)
+
+
+class EditForm(ImageForm):
+    """OpenAI's edits: the same fields, and a prompt."""
+
+    prompt: str = Field(min_length=1, max_length=MAX_PROMPT_CHARS)
 
 
 class OcrForm(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
     model: str = Field(min_length=1)
-    kwargs: str | None = None
+    kwargs: JsonObjectText | None = Field(default=None, description=KWARGS)
 
 
 def parse_size(size: str | None) -> tuple[int | None, int | None]:
@@ -150,16 +162,3 @@ def engine_request(prompt: str, n: int, size: str | None, options: ImageOptions,
         "guidance_scale": options.guidance_scale, "seed": options.seed,
         "strength": options.strength, "extra": extra,
     }
-
-
-def multipart_body(form: type[BaseModel], files: dict[str, str]) -> dict[str, Any]:
-    """The OpenAPI description of a multipart route's body (`openapi_extra`): the form's text
-    fields and its files (name -> description); these routes read the form themselves, since
-    each client names its files differently (fleet.api.image_uploads)."""
-    schema = form.model_json_schema()
-    properties = dict(schema["properties"])
-    for name, description in files.items():
-        properties[name] = {"type": "string", "format": "binary", "description": description}
-    required = [*schema.get("required", []), *(n for n in files if n == "image")]
-    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": {
-        "type": "object", "properties": properties, "required": required}}}}}

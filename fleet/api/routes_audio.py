@@ -20,6 +20,7 @@ from starlette.responses import StreamingResponse
 
 from fleet.api.audio_uploads import read_audio_upload
 from fleet.api.auth import check_model
+from fleet.api.openapi import FileField, multipart_body
 from fleet.api.protocol_audio import SpeechRequest, TranscriptionForm
 from fleet.api.transcript_formats import transcript_response
 from fleet.errors import BadRequest, FleetError
@@ -27,8 +28,8 @@ from fleet.limits import exceeded, limits
 
 logger = logging.getLogger(__name__)
 router = APIRouter()
-_AUDIO_FILE = {"file": "the audio: any format FFmpeg reads (mp3, mp4, m4a, wav, webm, ogg, "
-                       "flac...)"}
+_AUDIO_FILE = {"file": FileField("the audio: any format FFmpeg reads (mp3, mp4, m4a, wav, webm, "
+                                  "ogg, flac...)", required=True)}
 _TRANSCRIPT = {200: {"description": "The transcript in the asked format, or with stream=true "
                                     "server-sent events (transcript.text.delta, "
                                     "transcript.text.done)",
@@ -40,15 +41,6 @@ _SPEECH = {200: {"description": "The audio, streamed as it is made (or server-se
                  "content": {media: {"schema": {"type": "string", "format": "binary"}}
                              for media in ("audio/mpeg", "audio/ogg", "audio/aac", "audio/flac",
                                            "audio/wav", "audio/pcm")}}}
-
-
-def _multipart_doc() -> dict[str, Any]:
-    schema = TranscriptionForm.model_json_schema()
-    schema["properties"]["file"] = {"type": "string", "format": "binary",
-                                    "description": _AUDIO_FILE["file"]}
-    schema["required"] = sorted({*schema.get("required", []), "file"})
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": schema}}}}
 
 
 def _sse(event: dict[str, Any]) -> bytes:
@@ -82,9 +74,6 @@ async def _transcribe(request: Request, task: str) -> Response:
         raise BadRequest(f"invalid form: {problems}", code="invalid_request") from None
     check_model(request.scope, form.model)
     granularities = list(dict.fromkeys(form.timestamp_granularities))
-    if granularities and form.response_format != "verbose_json":
-        raise BadRequest("timestamp_granularities needs response_format verbose_json",
-                         code="invalid_timestamp_granularities")
     options = {"task": task, "language": form.language, "prompt": form.prompt,
                "temperature": form.temperature, "word_timestamps": "word" in granularities,
                # Finer segments than one per 30 s chunk where the answer shows them.
@@ -102,14 +91,14 @@ async def _transcribe(request: Request, task: str) -> Response:
 
 
 @router.post("/v1/audio/transcriptions", response_class=Response, responses=_TRANSCRIPT,
-             openapi_extra=_multipart_doc())
+             openapi_extra=multipart_body(TranscriptionForm, _AUDIO_FILE))
 async def create_transcription(request: Request) -> Response:
     """Speech to text in the audio's language (OpenAI's multipart form)."""
     return await _transcribe(request, "transcribe")
 
 
 @router.post("/v1/audio/translations", response_class=Response, responses=_TRANSCRIPT,
-             openapi_extra=_multipart_doc())
+             openapi_extra=multipart_body(TranscriptionForm, _AUDIO_FILE))
 async def create_translation(request: Request) -> Response:
     """Speech in any language to English text (multilingual models)."""
     return await _transcribe(request, "translate")

@@ -18,7 +18,18 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from fleet.cluster.cache_inventory import MAX_MODEL_VERSION, MODEL_VERSION_PATTERN
+
 router = APIRouter()
+
+
+
+def _model_version() -> Any:
+    """Required, and documented as the supervisor checks it (fleet.cluster.cache_inventory),
+    which refuses what is not one folder name with the code `invalid_model_version`."""
+    return Query(description="The cache entry: a `model_version` of GET /v1/cache/models",
+                 json_schema_extra={"minLength": 1, "maxLength": MAX_MODEL_VERSION,
+                                    "pattern": MODEL_VERSION_PATTERN})
 
 
 def _supervisor(request: Request) -> Any:
@@ -32,14 +43,14 @@ async def list_cached_models(request: Request, model_name: str | None = Query(No
 
 
 @router.get("/v1/cache/models/files")
-async def list_deletable_models(request: Request, model_version: str | None = Query(None),
+async def list_deletable_models(request: Request, model_version: str = _model_version(),
                                 worker_ip: str | None = Query(None)) -> dict[str, Any]:
     """What a removal would delete: `{"model_version", "worker_ip", "paths", "in_use_by"}`."""
     return await _supervisor(request).list_deletable_models(model_version, worker_ip or None)
 
 
 @router.delete("/v1/cache/models")
-async def remove_cached_model(request: Request, model_version: str | None = Query(None),
+async def remove_cached_model(request: Request, model_version: str = _model_version(),
                               worker_ip: str | None = Query(None),
                               force: bool = Query(False)) -> dict[str, Any]:
     """`{"result": true, "removed": [...]}`; 404 for an unknown model_version, 409 while a

@@ -19,14 +19,15 @@ from fastapi import APIRouter, Request, Response
 from fleet.api.auth import check_model
 from fleet.api.image_files import ImageFileStore
 from fleet.api.image_uploads import ImageUpload, read_upload
+from fleet.api.openapi import FileField, multipart_body
 from fleet.api.protocol_images import (
     IGNORED_FIELDS,
+    EditForm,
     ImageForm,
     ImageGenerationRequest,
     OcrForm,
     check_n,
     engine_request,
-    multipart_body,
     parse_kwargs,
     split_options,
 )
@@ -40,8 +41,15 @@ FILES_PATH = "/v1/images/files"
 _JSON = "application/json"
 # Options the OCR route reads itself (Xinference's): the rest go to the OCR service.
 _OCR_API_OPTIONS = ("return_dict", "request_id")
-_IMAGE = "a PNG, JPEG or WebP image (also accepted as image[], images, images[])"
-_MASK = "white where the image is repainted, black where it is kept (also: mask_image)"
+_IMAGE_TYPES = "image/png, image/jpeg, image/webp"
+_IMAGE = FileField("a PNG, JPEG or WebP image (also accepted as image[], images, images[])",
+                   required=True, media_types=_IMAGE_TYPES)
+
+
+def _mask(name: str, required: bool) -> FileField:
+    other = "mask" if name == "mask_image" else "mask_image"
+    return FileField(f"white where the image is repainted, black where it is kept (also: "
+                     f"{other})", required=required, media_types=_IMAGE_TYPES)
 
 
 def _state(request: Request, name: str, make: Any) -> Any:
@@ -90,15 +98,16 @@ async def create_images(request: Request, body: ImageGenerationRequest) -> Respo
                              body.response_format)
 
 
-def _image_form(upload: ImageUpload) -> ImageForm:
+def _image_form(upload: ImageUpload, form_class: type[ImageForm]) -> ImageForm:
     fields = {k: v for k, v in upload.fields.items() if k not in IGNORED_FIELDS}
-    form = ImageForm.model_validate(fields)  # a ValidationError is a 400 naming the field
+    form = form_class.model_validate(fields)  # a ValidationError is a 400 naming the field
     check_n(form.n)
     return form
 
 
-async def _upload_images(request: Request, upload: ImageUpload, operation: str) -> Response:
-    form = _image_form(upload)
+async def _upload_images(request: Request, upload: ImageUpload, operation: str,
+                         form_class: type[ImageForm] = ImageForm) -> Response:
+    form = _image_form(upload, form_class)
     options, extra = split_options(form, parse_kwargs(form.kwargs))
     job = engine_request(form.prompt, form.n, form.size, options, extra)
     job["image"] = upload.one_image()
@@ -108,15 +117,16 @@ async def _upload_images(request: Request, upload: ImageUpload, operation: str) 
                              form.response_format)
 
 
-@router.post("/v1/images/edits",
-             openapi_extra=multipart_body(ImageForm, {"image": _IMAGE, "mask": _MASK}))
+@router.post("/v1/images/edits", openapi_extra=multipart_body(
+    EditForm, {"image": _IMAGE, "mask": _mask("mask", required=False)}))
 async def edit_images(request: Request) -> Response:
     """OpenAI's edits (multipart): `image` and `prompt`, inpainting when a `mask` comes."""
     upload = await read_upload(request)
-    if not upload.fields.get("prompt"):
+    if not upload.fields.get("prompt"):  # EditForm requires it too; this says it plainly
         raise BadRequest("prompt is required", code="missing_prompt")
     return await _upload_images(request, upload,
-                                "inpainting" if upload.mask is not None else "image2image")
+                                "inpainting" if upload.mask is not None else "image2image",
+                                EditForm)
 
 
 @router.post("/v1/images/variations", openapi_extra=multipart_body(ImageForm, {"image": _IMAGE}))
@@ -130,8 +140,8 @@ async def create_variations(request: Request) -> Response:
     return await _upload_images(request, upload, "image2image")
 
 
-@router.post("/v1/images/inpainting",
-             openapi_extra=multipart_body(ImageForm, {"image": _IMAGE, "mask_image": _MASK}))
+@router.post("/v1/images/inpainting", openapi_extra=multipart_body(
+    ImageForm, {"image": _IMAGE, "mask_image": _mask("mask_image", required=True)}))
 async def inpaint_images(request: Request) -> Response:
     """Xinference's inpainting (multipart): `image`, `mask_image` (white: repaint), `prompt`."""
     upload = await read_upload(request)

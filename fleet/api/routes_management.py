@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import time
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 
 from fleet import __version__
 from fleet.api.auth import check_model, visible_models
 from fleet.api.protocol import LaunchRequest, RegisterRequest
-from fleet.catalogue.schemas import normalize_model_type
+from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
 from fleet.errors import BadRequest
 
 router = APIRouter()
+
+# A model type in a path: documented as the canonical names; `_model_type` also takes them in
+# any case (`llm`), as Xinference does, and refuses anything else with a 400 that lists them.
+ModelTypePath = Annotated[str, Path(description="LLM, embedding, rerank, image or audio "
+                                                "(in any case)",
+                                    json_schema_extra={"enum": list(MODEL_TYPES)})]
 
 
 def _cluster(request: Request) -> Any:
@@ -130,33 +135,26 @@ async def replicas(request: Request, model_uid: str) -> list[dict[str, Any]]:
 
 
 @router.post("/v1/model_registrations/{model_type}")
-async def register_model(request: Request, model_type: str, body: RegisterRequest) -> dict:
-    family = body.model
-    if isinstance(family, str):
-        try:
-            family = json.loads(family)
-        except json.JSONDecodeError as exc:
-            raise BadRequest(f"model is not valid JSON: {exc}") from None
-    if not isinstance(family, dict):
-        raise BadRequest("model must be a JSON object describing the model family")
-    await _cluster(request).supervisor.register_model(_model_type(model_type), family, body.persist)
+async def register_model(request: Request, model_type: ModelTypePath, body: RegisterRequest) -> dict:
+    await _cluster(request).supervisor.register_model(_model_type(model_type), body.family,
+                                                      body.persist)
     return {}
 
 
 @router.get("/v1/model_registrations/{model_type}")
 async def list_registrations(
-    request: Request, model_type: str, detailed: bool = False
+    request: Request, model_type: ModelTypePath, detailed: bool = False
 ) -> list[dict[str, Any]]:
     return await _cluster(request).supervisor.list_registrations(_model_type(model_type), detailed)
 
 
 @router.get("/v1/model_registrations/{model_type}/{model_name}")
-async def get_registration(request: Request, model_type: str, model_name: str) -> dict:
+async def get_registration(request: Request, model_type: ModelTypePath, model_name: str) -> dict:
     return await _cluster(request).supervisor.get_registration(_model_type(model_type), model_name)
 
 
 @router.delete("/v1/model_registrations/{model_type}/{model_name}")
-async def unregister_model(request: Request, model_type: str, model_name: str) -> dict:
+async def unregister_model(request: Request, model_type: ModelTypePath, model_name: str) -> dict:
     await _cluster(request).supervisor.unregister_model(_model_type(model_type), model_name)
     return {}
 
@@ -167,7 +165,7 @@ async def engines(request: Request, model_name: str, detailed: bool = False) -> 
 
 
 @router.get("/v1/engines/{model_type}/{model_name}")
-async def engines_typed(request: Request, model_type: str, model_name: str,
+async def engines_typed(request: Request, model_type: ModelTypePath, model_name: str,
                         detailed: bool = False) -> Any:
     return await _cluster(request).supervisor.engines_for(
         model_name, _model_type(model_type), detailed

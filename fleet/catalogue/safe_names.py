@@ -1,8 +1,9 @@
-"""The parts of a model spec that become parts of a path, checked when the spec is read (a
-registration, the built-in catalogue, a persisted file): the format, the size and the
-quantizations name the cache folder (fleet.cluster.download.cache_folder), and the file-name
-templates name the files inside it. A size of `../../../../tmp/x` would otherwise make a
-download write outside FLEET_HOME.
+"""The parts of a model family that become parts of a path, checked when the family is read (a
+registration, the built-in catalogue, a persisted file): its name names its registration file
+and, with the format, the size and the quantization, its cache folders (`cache_folder_name`),
+and the file-name templates name the files inside them. A size of `../../../../tmp/x` would
+otherwise make a download write outside FLEET_HOME, and a name of 200 `é` (400 bytes) would
+fail every write, since Linux takes at most 255 bytes in one file name.
 
 Errors are ValueErrors: these run as pydantic validators, whose refusals the API answers 400."""
 
@@ -15,6 +16,44 @@ from typing import Any
 from fleet.paths import safe_relative_file, safe_segment
 
 _MAX_SIZE_CHARS = 16
+# Bytes of one file name (NAME_MAX on Linux, and on macOS and Windows in UTF-16 units).
+MAX_FILE_NAME_BYTES = 255
+# A family's name: the registration is written as `.NAME.json.XXXXXXXX.tmp` (19 bytes more)
+# and renamed to `NAME.json`; 200 bytes leaves room, and holds 200 ASCII characters.
+MAX_MODEL_NAME_BYTES = 200
+
+
+def check_model_name(value: str) -> str:
+    """A family's name: it becomes a file name and a URL segment, so no separators, no leading
+    dot, no surrounding spaces or control characters, and at most MAX_MODEL_NAME_BYTES in
+    UTF-8 (the pydantic field caps the characters; non-ASCII ones take 2 to 4 bytes)."""
+    if ("/" in value or "\\" in value or value.startswith(".") or value != value.strip()
+            or not value.isprintable()):
+        raise ValueError("model_name must not contain slashes or control characters, start "
+                         "with a dot or carry spaces")
+    size = len(value.encode("utf-8"))  # printable: no lone surrogates
+    if size > MAX_MODEL_NAME_BYTES:
+        raise ValueError(f"model_name is {size} bytes in UTF-8, more than "
+                         f"{MAX_MODEL_NAME_BYTES}: it names the registration's file")
+    return value
+
+
+def cache_folder_name(model_name: str, model_format: str, size_label: str,
+                      quantization: str) -> str:
+    """The name of the cache folder of one variant: `NAME-FORMAT-SIZE`, and `-QUANTIZATION` for
+    GGUF (whose repositories hold one file per quantization)."""
+    parts = [model_name, model_format, size_label]
+    if model_format == "gguf":
+        parts.append(quantization)
+    return "-".join(p for p in parts if p and p != "-")
+
+
+def check_cache_folder_name(name: str) -> None:
+    size = len(name.encode("utf-8"))
+    if size > MAX_FILE_NAME_BYTES:
+        raise ValueError(f"the cache folder of this variant, {name!r}, would be {size} bytes "
+                         f"long, more than a file name may be ({MAX_FILE_NAME_BYTES}); "
+                         "shorten model_name or the quantization")
 _TEMPLATE_FIELDS = {"file": {"quantization"}, "split": {"quantization", "part"}}
 
 

@@ -8,7 +8,14 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.catalogue.audio_formats import local_audio_format
-from fleet.catalogue.safe_names import check_file_templates, check_quantizations, check_size
+from fleet.catalogue.safe_names import (
+    cache_folder_name,
+    check_cache_folder_name,
+    check_file_templates,
+    check_model_name,
+    check_quantizations,
+    check_size,
+)
 from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
 from fleet.paths import safe_segment
 
@@ -107,12 +114,15 @@ class BaseFamily(BaseModel):
     @field_validator("model_name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
-        # Names become file names and URL segments: refuse separators and leading dots.
-        if ("/" in value or "\\" in value or value.startswith(".") or value != value.strip()
-                or not value.isprintable()):
-            raise ValueError("model_name must not contain slashes or control characters, start "
-                             "with a dot or carry spaces")
-        return value
+        return check_model_name(value)
+
+    @model_validator(mode="after")
+    def _cache_folders_fit(self) -> BaseFamily:
+        for spec in self.model_specs:
+            for quantization in spec.quantizations:
+                check_cache_folder_name(cache_folder_name(
+                    self.model_name, spec.model_format, spec.size_label, quantization))
+        return self
 
     @model_validator(mode="before")
     @classmethod

@@ -13,6 +13,7 @@ Walking folder trees and deleting them is blocking disk work: it runs in a threa
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import re
@@ -35,20 +36,33 @@ _BOOKKEEPING = frozenset({COMPLETE_MARKER, ".cache"})
 # Removal first renames the entry to a hidden name (one atomic step), so that a launch never
 # finds a half-deleted folder; hidden names are never entries.
 _TOMBSTONE_PREFIX = ".removing-"
-_NAME_MAX = 255
-_UNSAFE = re.compile(r"[/\\\x00-\x1f\x7f]")
+MAX_MODEL_VERSION = 255
+# One folder name, neither hidden nor starting with a space (in the API's document too, as the
+# query parameter's pattern): no separators, no control characters.
+MODEL_VERSION_PATTERN = r"^[^.\s/\\\x00-\x1f\x7f][^/\\\x00-\x1f\x7f]*$"
+_MODEL_VERSION = re.compile(MODEL_VERSION_PATTERN)
 
 
 def check_model_version(model_version: str | None) -> str:
     """A model_version must be one plain folder name: `..`, absolute paths, separators, control
     characters and hidden names are refused with a 400 (they would name a path elsewhere)."""
-    value = (model_version or "").strip()
-    if not value:
+    if not model_version:
         raise BadRequest("model_version is required", code="invalid_model_version")
-    if value.startswith(".") or _UNSAFE.search(value) or len(value) > _NAME_MAX:
-        raise BadRequest(f"invalid model_version {value!r}: it must be one cache folder name, "
-                         "as `fleet cached` lists it", code="invalid_model_version")
-    return value
+    if len(model_version) > MAX_MODEL_VERSION or not _MODEL_VERSION.fullmatch(model_version):
+        raise BadRequest(f"invalid model_version {model_version!r}: it must be one cache folder "
+                         "name, as `fleet cached` lists it", code="invalid_model_version")
+    return model_version
+
+
+def _present(path: Path) -> bool:
+    """Whether the entry exists. A name of more bytes than the file system takes (255
+    characters may be 1020 bytes) names nothing, rather than failing the stat."""
+    try:
+        return path.is_symlink() or path.exists()
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            return False
+        raise
 
 
 def entry_path(model_version: str, root: Path | None = None) -> Path:
@@ -172,14 +186,14 @@ class WorkerCache:
     def probe(self, model_version: str) -> dict[str, Any]:
         """The entry's path (None when this worker has no such entry) and its users."""
         path = entry_path(model_version, self.root)
-        exists = path.is_symlink() or path.exists()
+        exists = _present(path)
         return {"path": str(path) if exists else None,
                 "in_use_by": self.users(path) if exists else []}
 
     async def remove(self, model_version: str, force: bool = False) -> dict[str, Any]:
         """Delete the entry; refused (409) while a replica reads it, unless forced."""
         path = entry_path(model_version, self.root)
-        if not (path.is_symlink() or path.exists()):
+        if not _present(path):
             raise NotFound(f"no cached model {model_version!r} in {self.root}",
                            code="cache_not_found")
         users = self.users(path)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlparse
 
+from fleet.catalogue.safe_names import cache_folder_name
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.errors import BadRequest, LaunchFailed
 from fleet.install_hint import pip_install_extra
@@ -77,12 +78,10 @@ def gguf_file(path: Path, spec: ModelSpec, quantization: str) -> Path:
 
 
 def cache_folder(family: BaseFamily, spec: ModelSpec, quantization: str) -> Path:
-    parts = [family.model_name, spec.model_format, spec.size_label]
-    if spec.model_format == "gguf":
-        parts.append(quantization)
     # The parts were checked when the spec was read (fleet.catalogue.safe_names); the folder
     # is still checked to stay under the cache root.
-    return inside(cache_dir(), "-".join(p for p in parts if p and p != "-"))
+    return inside(cache_dir(), cache_folder_name(family.model_name, spec.model_format,
+                                                 spec.size_label, quantization))
 
 
 def _hub_endpoint() -> str:

@@ -1,0 +1,68 @@
+"""Field types that the request models share, each a pydantic constraint, so that the OpenAPI
+document and the check come from the same place: what the document allows, the server takes,
+and what it refuses, the document says. No Python runs per value where pydantic's own
+validators can do the work (these fields are on the hot paths)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, Field, WithJsonSchema
+
+# The JSON bodies of the hot paths (embeddings, rerank, chat, completions) are read strictly
+# (`model_config = ConfigDict(strict=True)`): pydantic's lax mode would read true as 1 and "2"
+# as 2, which the document does not allow. Their integers are `integer(...)`.
+
+
+def _whole(value: float) -> int:
+    # Not pydantic's multiple_of=1, which lets 1e-42 through (as 0).
+    if not value.is_integer():
+        raise ValueError("Input should be a whole number")
+    return int(value)
+
+
+def integer(ge: int | None = None, le: int | None = None) -> Any:
+    """An integer field's type in a strict body: a JSON integer, 2 or 2.0 (JSON Schema counts a
+    whole number as an integer however it is spelled, and clients may send one so), never true
+    or "2". An int matches the first member at once, so it costs what a strict int did; Python
+    runs only for a float."""
+    bounds = {key: value for key, value in (("ge", ge), ("le", le)) if value is not None}
+    schema = {"type": "integer", **({"minimum": ge} if ge is not None else {}),
+              **({"maximum": le} if le is not None else {})}
+    return Annotated[
+        Annotated[int, Field(strict=True, **bounds)]
+        | Annotated[float, Field(strict=True, **bounds), AfterValidator(_whole)],
+        WithJsonSchema(schema),
+    ]
+
+
+# Token ids and counts travel to the replicas as 32-bit integers at most (engines read them so,
+# and an integer past 64 bits cannot be sent at all): 2**31 - 1 is far above any vocabulary.
+INT32_MAX = 2**31 - 1
+TokenId = integer(ge=0, le=INT32_MAX)
+
+# JSON's true or false: pydantic's lax mode would also read 0, 1 and "yes" as booleans, which
+# the document does not allow (a form's fields, all text, keep the lax reading).
+Flag = Annotated[bool, Field(strict=True)]
+
+# What an engine reads must hold something: "" and [] are refused.
+Text = Annotated[str, Field(min_length=1)]
+TokenIds = Annotated[list[TokenId], Field(min_length=1)]
+
+# Text with something besides whitespace (as str.strip() reads it: \x1c-\x1f are whitespace
+# there, not for the regular expression's \s).
+NonBlank = Annotated[str, Field(pattern=r"[^\s\x1c-\x1f]")]
+
+# A JSON object sent as a string (vLLM's guided_json, Xinference's registrations). Its reader
+# parses it, and refuses what is not JSON or not an object in its own words; the document says
+# the same: JSON (contentMediaType), and an object (valid JSON that starts with `{` after JSON's
+# own whitespace can be nothing else).
+JsonObjectText = Annotated[str, WithJsonSchema({
+    "type": "string", "pattern": r"^[ \t\n\r]*\{", "contentMediaType": "application/json"})]
+
+
+def unsupported(why: str) -> Any:
+    """The Field of a field that Fleet does not support but that clients send as null (its type
+    is None): null or absent passes, anything else is a 400 ("... is not supported: send null
+    or leave it out"), and the document says why."""
+    return Field(default=None, description=f"Not supported: null or absent ({why})")
