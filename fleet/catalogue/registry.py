@@ -46,7 +46,7 @@ def format_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
         location = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{location}: {item['msg']}")
+        parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
     return "; ".join(parts)
 
 

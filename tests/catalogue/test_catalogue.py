@@ -116,3 +116,35 @@ def test_model_type_spelling():
     assert normalize_model_type("Embedding") == "embedding"
     with pytest.raises(ValueError):
         normalize_model_type("video")
+
+
+def test_a_name_is_measured_in_bytes_as_a_file_name_is(tmp_path):
+    """200 `é` are 200 characters and 400 bytes: more than a registration's file name takes."""
+    catalogue = Catalogue(tmp_path)
+    with pytest.raises(BadRequest, match="model_name is 400 bytes in UTF-8, more than 200"):
+        catalogue.register("embedding", {"model_name": "é" * 200, "dimensions": 8,
+                                         "model_uri": "/m"})
+    catalogue.register("embedding", {"model_name": "é" * 100, "dimensions": 8, "model_uri": "/m"})
+    assert (tmp_path / "embedding" / f"{'é' * 100}.json").is_file()
+    assert "é" * 100 in Catalogue(tmp_path).families("embedding")  # read back at start
+
+
+def test_every_cache_folder_of_a_family_fits_in_a_file_name(tmp_path):
+    spec = {"model_format": "gguf", "model_size_in_billions": 7, "model_id": "x/y"}
+    family = {"model_name": "n" * 120, "model_specs": [{**spec, "quantizations": ["q" * 128]}]}
+    with pytest.raises(BadRequest, match=r"would be 256 bytes long, more than a file name may "
+                                         r"be \(255\)"):
+        Catalogue(tmp_path).register("LLM", family)
+    family["model_specs"] = [{**spec, "quantizations": ["q" * 127]}]  # 255 bytes: fits
+    Catalogue(tmp_path).register("LLM", family)
+
+
+def test_the_cache_folder_is_named_as_the_check_measured_it():
+    from fleet.catalogue.safe_names import cache_folder_name
+    from fleet.cluster.download import cache_folder
+
+    family = builtin_families("LLM")["smollm2-instruct"]
+    spec, quantization = select_spec(family, "gguf", "0_135", "Q4_1")
+    assert cache_folder(family, spec, quantization).name == cache_folder_name(
+        family.model_name, spec.model_format, spec.size_label, quantization)
+    assert cache_folder(family, spec, quantization).name == "smollm2-instruct-gguf-0.135-Q4_1"
