@@ -20,7 +20,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, get_args
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -204,13 +204,19 @@ def _api_routes(app: FastAPI) -> list[Any]:
             if isinstance(context.original_route, APIRoute)]
 
 
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """The models a body's annotation names (`AddReplicasRequest | None`: the one)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [model for argument in get_args(annotation) for model in _models_in(argument)]
+
+
 def _exact_request_schemas(app: FastAPI, document: dict[str, Any]) -> None:
     """The request bodies' schemas as pydantic writes them, numbers exact (see the top): the
     body models' components, and what routes add to their operations (multipart forms)."""
     routes = _api_routes(app)
-    models = {field.field_info.annotation for route in routes
-              for field in route.dependant.body_params}
-    bodies = [model for model in models if isinstance(model, type) and issubclass(model, BaseModel)]
+    bodies = {model for route in routes for field in route.dependant.body_params
+              for model in _models_in(field.field_info.annotation)}
     _, definitions = models_json_schema([(model, "validation") for model in bodies],
                                         ref_template=_REF)
     schemas = document["components"]["schemas"]

@@ -5,6 +5,7 @@ validators can do the work (these fields are on the hot paths)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, Field, WithJsonSchema
@@ -14,24 +15,33 @@ from pydantic import AfterValidator, Field, WithJsonSchema
 # as 2, which the document does not allow. Their integers are `integer(...)`.
 
 
-def _whole(value: float) -> int:
-    # Not pydantic's multiple_of=1, which lets 1e-42 through (as 0).
-    if not value.is_integer():
-        raise ValueError("Input should be a whole number")
-    return int(value)
+def _whole(ge: int | None, le: int | None) -> Callable[[float], int]:
+    """The float member's check: whole (not pydantic's multiple_of=1, which lets 1e-42 through
+    as 0), and within the bounds as an integer (a float bound would let 2**63 pass for
+    2**63 - 1, as a strict float also takes the ints that the int member refused)."""
+    def check(value: float) -> int:
+        if not value.is_integer():
+            raise ValueError("Input should be a whole number")
+        number = int(value)
+        if ge is not None and number < ge:
+            raise ValueError(f"Input should be greater than or equal to {ge}")
+        if le is not None and number > le:
+            raise ValueError(f"Input should be less than or equal to {le}")
+        return number
+    return check
 
 
 def integer(ge: int | None = None, le: int | None = None) -> Any:
     """An integer field's type in a strict body: a JSON integer, 2 or 2.0 (JSON Schema counts a
     whole number as an integer however it is spelled, and clients may send one so), never true
     or "2". An int matches the first member at once, so it costs what a strict int did; Python
-    runs only for a float."""
+    runs only for a float, or an int out of bounds."""
     bounds = {key: value for key, value in (("ge", ge), ("le", le)) if value is not None}
     schema = {"type": "integer", **({"minimum": ge} if ge is not None else {}),
               **({"maximum": le} if le is not None else {})}
     return Annotated[
         Annotated[int, Field(strict=True, **bounds)]
-        | Annotated[float, Field(strict=True, **bounds), AfterValidator(_whole)],
+        | Annotated[float, Field(strict=True), AfterValidator(_whole(ge, le))],
         WithJsonSchema(schema),
     ]
 

@@ -6,6 +6,7 @@ server to the document."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -103,3 +104,60 @@ def test_405_names_every_method_of_the_path(method, path, allowed):
     response = TestClient(create_app(None, "127.0.0.1:1")).request(method, path)
     assert response.status_code == 405 and response.headers["allow"] == allowed
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def _integer_bounds(node: Any) -> list[Any]:
+    if isinstance(node, dict):
+        own = [v for k, v in node.items() if k in ("minimum", "maximum")
+               if node.get("type") == "integer"]
+        return own + [n for v in node.values() for n in _integer_bounds(v)]
+    return [n for v in node for n in _integer_bounds(v)] if isinstance(node, list) else []
+
+
+def test_numbers_are_exact():
+    """FastAPI reads its document into a model whose bounds are floats: 2**63 - 1 came out as
+    9.223372036854776e18, which is 2**63, a seed the server refuses."""
+    document = _document()
+    schemas = document["components"]["schemas"]
+    seed = schemas["ImageGenerationRequest"]["properties"]["seed"]["anyOf"][0]
+    assert seed["maximum"] == 2**63 - 1 and isinstance(seed["maximum"], int)
+    chat_seed = schemas["ChatCompletionRequest"]["properties"]["seed"]["anyOf"][0]
+    assert (chat_seed["minimum"], chat_seed["maximum"]) == (-(2**63), 2**63 - 1)
+    form = _form(document, "/v1/images/variations")
+    assert form["properties"]["seed"]["maximum"] == 2**63 - 1
+    bounds = _integer_bounds(document)
+    assert bounds and all(isinstance(n, int) for n in bounds)
+
+
+def _form(document: dict[str, Any], path: str) -> dict[str, Any]:
+    return document["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"][
+        "schema"]
+
+
+@pytest.mark.parametrize("path", ["/v1/images/edits", "/v1/images/variations",
+                                  "/v1/images/inpainting", "/v1/images/ocr",
+                                  "/v1/audio/transcriptions", "/v1/audio/translations"])
+def test_multipart_forms_say_what_a_form_can_send(path):
+    """No null (a form leaves a field out; the text "null" is a string), no unknown fields (the
+    forms refuse them), no empty file, and the image types the image routes read."""
+    content = _document()["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]
+    form = content["schema"]
+    assert form["additionalProperties"] is False
+    assert "null" not in json.dumps(form)
+    files = [name for name, field in form["properties"].items() if field.get("format") == "binary"]
+    assert files and all(form["properties"][name]["minLength"] == 1 for name in files)
+    if path.startswith("/v1/images"):
+        assert {content["encoding"][name]["contentType"] for name in files} == {
+            "image/png, image/jpeg, image/webp"}
+        if "size" in form["properties"]:  # not OCR's
+            assert form["properties"]["size"]["pattern"].startswith("^(auto|original|")
+
+
+def test_the_rules_across_fields_are_in_the_document():
+    document = _document()
+    transcription = _form(document, "/v1/audio/transcriptions")
+    assert transcription["anyOf"][1] == {
+        "properties": {"timestamp_granularities": {"maxItems": 0}}}
+    assert _form(document, "/v1/images/edits")["required"] == ["model", "prompt", "image"]
+    assert _form(document, "/v1/images/inpainting")["required"] == ["model", "image",
+                                                                     "mask_image"]
