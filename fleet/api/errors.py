@@ -63,6 +63,13 @@ def _message(item: dict[str, Any]) -> str:
     return _PLAIN.get(item["type"], str(item.get("msg")).removeprefix("Value error, "))
 
 
+def _field(where: str) -> str:
+    """The field a location is in: `input` of `input.0`, `worker_ip` of `query.worker_ip`."""
+    parts = where.split(".")
+    return parts[1] if parts[0] in ("query", "path", "header", "cookie") and len(parts) > 1 \
+        else parts[0]
+
+
 def _is_type_mismatch(item: dict[str, Any]) -> bool:
     return str(item.get("type", "")).endswith("_type")  # string_type, list_type, model_type...
 
@@ -74,10 +81,10 @@ def _validation_message(errors: Sequence[Any]) -> str:
     failed a constraint, the others' type mismatches ("Input should be a valid list") would
     only hide it, so they are left out."""
     located = [(_location(item.get("loc", ())), dict(item)) for item in errors]
-    constrained = {where.split(".")[0] for where, item in located if not _is_type_mismatch(item)}
+    constrained = {_field(where) for where, item in located if not _is_type_mismatch(item)}
     parts: list[str] = []
     for where, item in located:
-        if _is_type_mismatch(item) and where.split(".")[0] in constrained:
+        if _is_type_mismatch(item) and _field(where) in constrained:
             continue
         part = f"{where}: {_message(item)}"
         if part not in parts:

@@ -45,7 +45,7 @@ SEED_MIN, SEED_MAX = -(2**63), 2**63 - 1
 # sample at all, and 5e-324 reached it as 0 (it reads a 32-bit float); below 0.01 the penalty
 # would multiply logits by more than 100, which no sampler setting means.
 REPETITION_PENALTY_MIN, REPETITION_PENALTY_MAX = 0.01, 10.0
-Tokens = integer(ge=1, le=INT32_MAX)
+Tokens = integer(ge=1, le=INT32_MAX)  # max_tokens, max_completion_tokens
 # logit_bias: a token id (as JSON object keys are strings) -> a bias the samplers take.
 BiasedToken = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
 Bias = Annotated[float, Field(ge=-100.0, le=100.0)]

@@ -10,7 +10,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from fleet.api.errors import error_reply
+from fleet.api.errors import _validation_message, error_reply
 from fleet.api.protocol import EmbeddingRequest, RegisterRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.errors import BadRequest
@@ -120,3 +120,12 @@ def test_a_family_is_an_object_or_its_json(family):
 def test_a_family_that_is_not_one_is_refused(family, message):
     with pytest.raises(BadRequest, match=message):
         RegisterRequest.model_validate({"model": family})
+
+
+def test_a_query_parameters_message_keeps_its_place():
+    message = _validation_message([
+        {"type": "missing", "loc": ("query", "model_version"), "msg": "Field required"},
+        {"type": "bool_parsing", "loc": ("query", "force"), "msg": "Input should be a valid "
+                                                                    "boolean"}])
+    assert message == ("invalid request: query.model_version: Field required; query.force: "
+                       "Input should be a valid boolean")
