@@ -8,18 +8,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, WithJsonSchema
+from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
 
 # The JSON bodies of the hot paths (embeddings, rerank, chat, completions) are read strictly
 # (`model_config = ConfigDict(strict=True)`): pydantic's lax mode would read true as 1 and "2"
 # as 2, which the document does not allow. Their integers are `integer(...)`.
 
 
-def _whole(ge: int | None, le: int | None) -> Callable[[float], int]:
-    """The float member's check: whole (not pydantic's multiple_of=1, which lets 1e-42 through
-    as 0), and within the bounds as an integer (a float bound would let 2**63 pass for
-    2**63 - 1, as a strict float also takes the ints that the int member refused)."""
-    def check(value: float) -> int:
+def _whole(ge: int | None, le: int | None) -> Callable[[Any], int]:
+    """The second member's check, run only where the int member failed: a float that is a
+    whole number (not pydantic's multiple_of=1, which lets 1e-42 through as 0) within the
+    bounds as an integer. Anything else is not its to judge: an int is the int member's (as a
+    float, -2**63 - 1 would round into the bounds), and a string or a boolean is neither's."""
+    def check(value: Any) -> int:
+        if not isinstance(value, float):
+            raise PydanticCustomError("float_type", "Input should be a valid number")
         if not value.is_integer():
             raise ValueError("Input should be a whole number")
         number = int(value)
@@ -35,13 +39,12 @@ def integer(ge: int | None = None, le: int | None = None) -> Any:
     """An integer field's type in a strict body: a JSON integer, 2 or 2.0 (JSON Schema counts a
     whole number as an integer however it is spelled, and clients may send one so), never true
     or "2". An int matches the first member at once, so it costs what a strict int did; Python
-    runs only for a float, or an int out of bounds."""
+    runs only for what the first member refuses."""
     bounds = {key: value for key, value in (("ge", ge), ("le", le)) if value is not None}
     schema = {"type": "integer", **({"minimum": ge} if ge is not None else {}),
               **({"maximum": le} if le is not None else {})}
     return Annotated[
-        Annotated[int, Field(strict=True, **bounds)]
-        | Annotated[float, Field(strict=True), AfterValidator(_whole(ge, le))],
+        Annotated[int, Field(strict=True, **bounds)] | Annotated[float, PlainValidator(_whole(ge, le))],
         WithJsonSchema(schema),
     ]
 
