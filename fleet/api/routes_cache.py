@@ -23,7 +23,6 @@ from fleet.cluster.cache_inventory import MAX_MODEL_VERSION, MODEL_VERSION_PATTE
 router = APIRouter()
 
 
-
 def _model_version() -> Any:
     """Required, and documented as the supervisor checks it (fleet.cluster.cache_inventory),
     which refuses what is not one folder name with the code `invalid_model_version`."""

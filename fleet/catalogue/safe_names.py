@@ -16,7 +16,9 @@ from typing import Any
 from fleet.paths import safe_relative_file, safe_segment
 
 _MAX_SIZE_CHARS = 16
-# Bytes of one file name (NAME_MAX on Linux, and on macOS and Windows in UTF-16 units).
+_TEMPLATE_FIELDS = {"file": {"quantization"}, "split": {"quantization", "part"}}
+# One file name: NAME_MAX bytes on Linux (other systems count 255 characters or UTF-16 units,
+# which 255 bytes of UTF-8 never exceed).
 MAX_FILE_NAME_BYTES = 255
 # A family's name: the registration is written as `.NAME.json.XXXXXXXX.tmp` (19 bytes more)
 # and renamed to `NAME.json`; 200 bytes leaves room, and holds 200 ASCII characters.
@@ -54,7 +56,6 @@ def check_cache_folder_name(name: str) -> None:
         raise ValueError(f"the cache folder of this variant, {name!r}, would be {size} bytes "
                          f"long, more than a file name may be ({MAX_FILE_NAME_BYTES}); "
                          "shorten model_name or the quantization")
-_TEMPLATE_FIELDS = {"file": {"quantization"}, "split": {"quantization", "part"}}
 
 
 def check_size(value: Any) -> Any:
