@@ -54,6 +54,9 @@ class RequestLimits(BaseModel):
     # The address space of the process that parses large bodies (fleet.api.body_parsing): a
     # body that needs more is refused there, and nothing else is touched.
     parser_memory_bytes: int = Field(default=2048 * MIB, ge=256 * MIB)
+    # The time one large body's parse may take there (the largest legitimate bodies under the
+    # other limits take under a second on two busy cores): past it, the parser is replaced.
+    max_parse_seconds: int = Field(default=10, ge=1)
 
 
 # The environment variable of each limit.
@@ -72,6 +75,7 @@ ENV_VARS: dict[str, str] = {
     "max_speech_chars": "FLEET_MAX_SPEECH_CHARS",
     "max_json_values": "FLEET_MAX_JSON_VALUES",
     "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
+    "max_parse_seconds": "FLEET_MAX_PARSE_SECONDS",
 }
 
 
