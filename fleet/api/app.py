@@ -28,9 +28,9 @@ from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
-from fleet.api.request_guard import guarded
 from fleet.api.protocol import EmbeddingRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
+from fleet.api.request_guard import guarded
 from fleet.api.routing import ReplicaRouter
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled

@@ -14,10 +14,10 @@ key check:
 - A request that can change state (anything but GET, HEAD, OPTIONS) from a page of another
   origin is refused, 403, unless the operator allowed that origin (`--cors-origin`). Browsers
   name the page's origin in `Origin` on every such request (`null` for sandboxed and file pages).
-- A body sent to a JSON route must say it is JSON (`Content-Type: application/json`), and one
-  sent to an upload route must be a multipart form: 415 otherwise. A page can send neither a JSON
-  body nor a cross-origin request with custom headers without the server's consent (a CORS
-  preflight, which is answered only for the allowed origins).
+- A body sent to a JSON route must say it is JSON (`Content-Type: application/json`): 415
+  otherwise. A page cannot send a JSON body, nor any request with custom headers, to another
+  origin without that server's consent (a CORS preflight, answered only for the allowed
+  origins). Upload routes take multipart forms, and refuse anything else themselves.
 
 CORS is off unless `--cors-origin` names origins (or `*`): then Starlette's CORS middleware
 answers their preflights and labels the answers they may read.
@@ -118,9 +118,6 @@ def _reply(status: int, message: str, code: str, error_type: str = "invalid_requ
 _NOT_JSON = _reply(
     415, "this route takes a JSON body: send it with 'Content-Type: application/json'",
     "unsupported_media_type")
-_NOT_FORM = _reply(
-    415, "this route takes a file upload: send it as 'Content-Type: multipart/form-data'",
-    "unsupported_media_type")
 
 
 def _has_body(headers: dict[bytes, bytes]) -> bool:
@@ -134,10 +131,6 @@ def _is_json(content_type: bytes) -> bool:
     media = content_type.split(b";", 1)[0].strip().lower()
     return media == b"application/json" or (media.startswith(b"application/")
                                             and media.endswith(b"+json"))
-
-
-def _is_form(content_type: bytes) -> bool:
-    return content_type.split(b";", 1)[0].strip().lower() == b"multipart/form-data"
 
 
 class RequestGuard:
@@ -182,12 +175,9 @@ class RequestGuard:
             return _reply(403, f"requests from the web page at {origin.decode('latin-1')!r} may "
                           "not change this server's state; the operator allows an origin with "
                           "--cors-origin", "origin_not_allowed", "permission_error")
-        if scope["type"] == "http" and _has_body(headers):
-            content_type = headers.get(b"content-type", b"")
-            if scope["path"] in self._upload_paths:
-                return None if _is_form(content_type) else _NOT_FORM
-            if not _is_json(content_type):
-                return _NOT_JSON
+        if (scope["type"] == "http" and scope["path"] not in self._upload_paths
+                and _has_body(headers) and not _is_json(headers.get(b"content-type", b""))):
+            return _NOT_JSON
         return None
 
     def _allowed(self, origin: bytes) -> bool:

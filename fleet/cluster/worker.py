@@ -29,6 +29,9 @@ from fleet.settings import control_call_timeout_s
 logger = logging.getLogger(__name__)
 
 _WARMUP_MODULES = ["fleet.engines.warmup"]
+# Imported first by every replica's process, before its pool opens a port (the handshake of
+# every actor connection, fleet.actor_handshake).
+_SETUP_MODULES = ["fleet.cluster.subpool_setup"]
 # Replica processes keep OpenMP's default wait policy (spin a little, then sleep). PASSIVE
 # (sleep at once) was tried: every small parallel op then pays a thread wake-up, which measured
 # here on 2 cores doubled one MiniLM encode (11.3 ms instead of 5.7), cut embedding throughput at
@@ -89,7 +92,7 @@ class WorkerActor(xo.StatelessActor):
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
 
     async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
-        return await self._main_pool.append_sub_pool(modules=modules)
+        return await self._main_pool.append_sub_pool(modules=[*_SETUP_MODULES, *(modules or [])])
 
     async def _take_sub_pool(self) -> str:
         """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
