@@ -160,7 +160,7 @@ def test_an_entry_past_the_launch_limits_fails_alone_and_the_api_keeps_answering
         assert many["status"] == "failed" and many["replicas"] == []
         assert "replica" in many["error"] and "less than or equal to 64" in many["error"]
         assert json.loads(state.read_text())["many"] == entries["many"]  # kept to be repaired
-        assert "could not restore model many" in _log(server)
+        assert "entry 'many' cannot be restored: invalid request: replica" in _log(server)
     finally:
         server.stop()
 
