@@ -4,6 +4,9 @@ xoscar), so they keep their arguments simple."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 
 class FleetError(Exception):
     status_code = 500
@@ -88,3 +91,14 @@ class TooManyRequests(FleetError):
 class PayloadTooLarge(FleetError):
     status_code = 413
     error_type = "invalid_request_error"
+
+
+def validation_message(errors: Sequence[Any]) -> str:
+    """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields: how a
+    body that fails its model is refused, at the API and wherever else a request is read (the
+    state file's launch requests)."""
+    parts = []
+    for item in list(errors)[:5]:
+        location = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
+        parts.append(f"{location}: {item.get('msg')}")
+    return "invalid request: " + "; ".join(parts)

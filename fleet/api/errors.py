@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from fleet.errors import FleetError
+from fleet.errors import FleetError, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -37,18 +36,9 @@ def error_reply(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | N
         return exc.status_code, error_body(exc.message, exc.error_type, exc.code), headers
     if isinstance(exc, (RequestValidationError, ValidationError)):
         # OpenAI answers 400, not FastAPI's 422, for a malformed body.
-        return 400, error_body(_validation_message(exc.errors()), "invalid_request_error"), None
+        return 400, error_body(validation_message(exc.errors()), "invalid_request_error"), None
     logger.error("unhandled error", exc_info=exc)
     return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), None
-
-
-def _validation_message(errors: Sequence[Any]) -> str:
-    """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields."""
-    parts = []
-    for item in list(errors)[:5]:
-        location = ".".join(str(p) for p in item.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{location}: {item.get('msg')}")
-    return "invalid request: " + "; ".join(parts)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fleet.api.protocol import LaunchRequest
 from fleet.catalogue.registry import Catalogue, builtin_families, select_spec
 from fleet.catalogue.schemas import EmbeddingFamily, LLMFamily, ModelSpec, RerankFamily
 from fleet.catalogue.xinference_format import canonical_format, convert_specs
 from fleet.engines.registry import pick_engine, xinference_engine_params
 from fleet.errors import BadRequest
+from fleet.launch_request import LaunchRequest
 from tests.xinference_files import (
     CHATML,
     SMOL_HF,
