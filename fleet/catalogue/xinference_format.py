@@ -5,7 +5,8 @@ Xinference 4.1.0 calls GGUF weights `ggufv2`, and writes a family's variants in 
   (`huggingface`, `modelscope`...), each with its own `model_id`, `quantizations` and file
   name templates;
 - its custom registrations: one flat spec per hub and quantization (`model_hub`, a single
-  `quantization`).
+  `quantization`, which older files write as a list); its older (version 1) files: one spec
+  per variant with its `quantizations` list and one `model_hub`.
 Fleet keeps one spec per variant with its `quantizations` and both hub ids (`model_id` for
 Hugging Face, `modelscope_model_id`). The functions here turn either Xinference shape into that
 one, on plain dicts before validation; a spec already in Fleet's shape passes through unchanged,
