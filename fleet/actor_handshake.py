@@ -58,10 +58,11 @@ def _proof(key: bytes, side: bytes, client_nonce: bytes, pool_nonce: bytes) -> b
                     hashlib.sha256).digest()
 
 
-async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> bool:
-    """The pool's side: whether the client proved it holds the key (True at once when this
-    process has none)."""
-    key = _key()
+async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           key: bytes | None = None) -> bool:
+    """The pool's side: whether the client proved it holds the key (this process's, by default;
+    True at once when it has none)."""
+    key = key or _key()
     if key is None:
         return True
     try:
@@ -78,9 +79,11 @@ async def accept_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamW
     return hmac.compare_digest(given, _proof(key, b"client", client_nonce, pool_nonce))
 
 
-async def offer_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """The client's side, on a connection just opened; raises HandshakeFailed."""
-    key = _key()
+async def offer_handshake(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                          key: bytes | None = None) -> None:
+    """The client's side, on a connection just opened (this process's key by default); raises
+    HandshakeFailed."""
+    key = key or _key()
     if key is None:
         return
     client_nonce = secrets.token_bytes(NONCE_BYTES)
