@@ -83,9 +83,13 @@ def xoscar_key(secret: str) -> str:
 def install(secret: str) -> None:
     """Make this process, and every pool and replica process it starts (they inherit the
     environment), use the secret: xoscar refuses frames not signed with its key, before it
-    unpickles anything; replica channels read it from here (`from_environment`)."""
+    unpickles anything; every actor connection opens with a handshake on that key
+    (fleet.actor_handshake); replica channels read it from here (`from_environment`)."""
+    from fleet import actor_handshake
+
     os.environ[ENV_SECRET] = secret
     os.environ[ENV_XOSCAR_KEY] = xoscar_key(secret)
+    actor_handshake.install()
 
 
 def from_environment() -> str | None:
@@ -98,15 +102,39 @@ def sign(secret: str, message: str) -> str:
 
 
 def timed_proof(secret: str, purpose: str, now: float | None = None) -> str:
-    """`<unix time>:<hmac>`: proves knowledge of the secret for one purpose, for a while."""
+    """`<unix time>:<nonce>:<hmac>`: proves knowledge of the secret for one purpose, once, for
+    a while (the nonce makes every proof unique, so that its checker can refuse it again)."""
     stamp = int(now if now is not None else time.time())
-    return f"{stamp}:{sign(secret, f'{purpose}:{stamp}')}"
+    nonce = secrets.token_hex(16)
+    return f"{stamp}:{nonce}:{sign(secret, f'{purpose}:{stamp}:{nonce}')}"
 
 
 def check_timed_proof(secret: str, purpose: str, proof: str, now: float | None = None) -> bool:
-    stamp_text, _, mac = proof.partition(":")
-    if not stamp_text.isdigit() or len(mac) != 64:
+    parts = proof.split(":")
+    if len(parts) != 3:
+        return False
+    stamp_text, nonce, mac = parts
+    if not stamp_text.isdigit() or len(nonce) != 32 or len(mac) != 64:
         return False
     if abs(int(now if now is not None else time.time()) - int(stamp_text)) > PROOF_WINDOW_S:
         return False
-    return hmac.compare_digest(mac, sign(secret, f"{purpose}:{stamp_text}"))
+    return hmac.compare_digest(mac, sign(secret, f"{purpose}:{stamp_text}:{nonce}"))
+
+
+class SpentProofs:
+    """The proofs a checker has accepted, kept while they would still verify, so that each one
+    opens its door once: a proof recorded on the network is worth nothing afterwards. Only
+    proofs that verified are kept, so someone without the secret cannot fill it."""
+
+    def __init__(self) -> None:
+        self._expiry: dict[str, float] = {}
+
+    def spend(self, proof: str, now: float | None = None) -> bool:
+        """True the first time a (verified) proof is spent, False ever after."""
+        now = time.time() if now is None else now
+        for old in [p for p, expiry in self._expiry.items() if expiry < now]:
+            del self._expiry[old]
+        if proof in self._expiry:
+            return False
+        self._expiry[proof] = now + 2 * PROOF_WINDOW_S  # its stamp may lie a window ahead
+        return True

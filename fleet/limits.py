@@ -38,6 +38,12 @@ from fleet.errors import BadRequest, FleetError, PayloadTooLarge
 
 MIB = 1024 * 1024
 
+# Replicas of one model (a launch's `replica`, and what scaling may add up to). Not a setting: it
+# bounds the supervisor's planning, whose cost grows with the square of the count (each replica
+# is placed knowing the ones before it), and 64 processes of one model is more than any cluster
+# this serves has asked for. A state file that asks for more is refused like a launch.
+MAX_REPLICAS = 64
+
 
 class RequestLimits(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -60,6 +66,9 @@ class RequestLimits(BaseModel):
     # The address space of the process that parses large bodies (fleet.api.body_parsing): a
     # body that needs more is refused there, and nothing else is touched.
     parser_memory_bytes: int = Field(default=2048 * MIB, ge=256 * MIB)
+    # The time one large body's parse may take there (the largest legitimate bodies under the
+    # other limits take under a second on two busy cores): past it, the parser is replaced.
+    max_parse_seconds: int = Field(default=10, ge=1)
 
 
 # The environment variable of each limit.
@@ -79,6 +88,7 @@ ENV_VARS: dict[str, str] = {
     "max_json_values": "FLEET_MAX_JSON_VALUES",
     "max_json_depth": "FLEET_MAX_JSON_DEPTH",
     "parser_memory_bytes": "FLEET_PARSER_MEMORY_BYTES",
+    "max_parse_seconds": "FLEET_MAX_PARSE_SECONDS",
 }
 
 

@@ -86,13 +86,17 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     import uvicorn
 
     from fleet.api.app import create_app
+    from fleet.api.body_parsing import close_helper
 
     app = create_app(supervisor, supervisor_address, config)
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, loop="none", lifespan="off")
     server = uvicorn.Server(uvicorn_config)
     logger.info("Fleet API listening on http://%s:%d (docs at /docs)", config.host, config.port)
-    await server.serve()
+    try:
+        await server.serve()
+    finally:
+        close_helper()  # a parse under way ends with the server, not after it
 
 
 async def run_cluster(config: ServerConfig, with_worker: bool) -> None:

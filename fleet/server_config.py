@@ -45,6 +45,10 @@ class ServerConfig(BaseModel):
     api_key_hashes: tuple[str, ...] = ()
     auth_config: Path | None = None
     insecure_no_auth: bool = False  # serve beyond loopback without keys, knowingly
+    # Which browsers' requests the API serves (fleet.api.request_guard): Host names beyond its
+    # own ("*": any), and the web origins allowed to call it across sites (CORS; "*": any).
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origins: tuple[str, ...] = ()
     metrics_public: bool = False  # /metrics without a key
     # What launches may do on a cluster reachable from the network (fleet.cluster.launch_policy):
     # read weights only under FLEET_HOME/cache and these folders, and neither run a model's own

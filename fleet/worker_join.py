@@ -3,10 +3,11 @@
 1. It asks the supervisor's API where its actors listen (`GET /v1/address`), proving that it
    knows the secret with a timed HMAC in `X-Fleet-Worker-Proof` (the secret never travels).
    With API keys on, the API answers only an admin key or a valid proof.
-2. It calls the supervisor's pool once before anything else. Every frame is signed with a key
-   derived from the secret, and a pool drops, unread, a frame that is not signed with its own:
-   a worker with another secret sees its connection closed, and says so in one line instead of
-   failing later inside its actor's start."""
+2. It calls the supervisor's pool once before anything else. Every connection opens with a
+   handshake on a key derived from the secret (fleet.actor_handshake), every frame is signed
+   with it, and a pool drops a connection or frame that fails either: a worker with another
+   secret sees its connection closed, and says so in one line instead of failing later inside
+   its actor's start."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import httpx
 import xoscar as xo
 from xoscar.errors import ServerClosed
 
+from fleet.actor_handshake import HandshakeFailed
 from fleet.cluster_secret import PROOF_WINDOW_S, timed_proof
 from fleet.errors import BadRequest
 
@@ -58,7 +60,7 @@ async def check_admitted(supervisor_address: str) -> None:
     try:
         # actor_ref asks the pool whether the actor exists: a real, signed round trip.
         await xo.actor_ref(address=supervisor_address, uid=SupervisorActor.default_uid())
-    except ServerClosed:
+    except (ServerClosed, HandshakeFailed):
         raise BadRequest(f"{WRONG_SECRET}: {_where_to_find_it()}") from None
     except OSError as exc:
         raise BadRequest(f"cannot reach the supervisor's actors at {supervisor_address}: "

@@ -84,6 +84,17 @@ class FleetProcess:
         return self.process.returncode
 
 
+@pytest.fixture(scope="session")
+def network_address() -> Iterator[str]:
+    """An address of this machine that is not loopback, on a veth pair the tests make
+    (tests.netns): what a cluster refuses on a network must be tested on one, and a CI machine
+    may have no other."""
+    from tests.netns import veth_host
+
+    with veth_host() as (here, _, _):
+        yield here
+
+
 @pytest.fixture
 def fleet_home(tmp_path: Path) -> Path:
     return tmp_path / "fleet-home"

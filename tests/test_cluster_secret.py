@@ -30,8 +30,21 @@ def test_timed_proofs_hold_for_their_purpose_secret_and_window():
     assert not cluster_secret.check_timed_proof(secret, "other", proof, now=1100)
     assert not cluster_secret.check_timed_proof("t" * 32, "address", proof, now=1100)
     assert not cluster_secret.check_timed_proof(secret, "address", proof, now=1000 + 301)
-    for forged in ("", "1000", "abc:def", "1000:" + "0" * 64):
+    for forged in ("", "1000", "abc:def", "1000:" + "0" * 64, "1000:" + "0" * 32 + ":" + "0" * 64):
         assert not cluster_secret.check_timed_proof(secret, "address", forged, now=1000)
+    assert cluster_secret.timed_proof(secret, "address", now=1000) != proof  # a nonce in each
+
+
+def test_a_spent_proof_is_refused_again_while_it_would_verify():
+    spent = cluster_secret.SpentProofs()
+    proof = cluster_secret.timed_proof("s" * 32, "address", now=1000)
+    assert spent.spend(proof, now=1000)
+    assert not spent.spend(proof, now=1001)
+    assert not spent.spend(proof, now=1000 + 2 * cluster_secret.PROOF_WINDOW_S - 1)
+    assert spent.spend(cluster_secret.timed_proof("s" * 32, "address", now=1000), now=1001)
+    # Forgotten once it could no longer verify, so the set stays small.
+    spent.spend("another", now=1000 + 2 * cluster_secret.PROOF_WINDOW_S + 2)
+    assert list(spent._expiry) == ["another"]
 
 
 def test_a_worker_uses_the_secret_given_or_its_homes_and_never_makes_one(monkeypatch, tmp_path):

@@ -25,11 +25,12 @@ from fleet.api import (
 from fleet.api.auth import key_store, with_auth
 from fleet.api.auth_permissions import OPEN, permission_of
 from fleet.api.errors import install_error_handlers
-from fleet.api.fast_routes import FastJsonRoutes, FastRoute
+from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes, FastRoute
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
 from fleet.api.protocol import EmbeddingRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
+from fleet.api.request_guard import guarded
 from fleet.api.routing import ReplicaRouter
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
@@ -122,5 +123,8 @@ def create_app(supervisor: Any, supervisor_address: str,
                   lambda body: routes_generation.generation(cluster, body, "completion"),
                   watch_disconnect=True),
     ])
-    served = with_auth(front, app, store, config)
+    # Keys are checked behind the browser checks: a page that rebinds its name is refused
+    # before anything else reads its request (fleet.api.request_guard).
+    served = guarded(with_auth(front, app, store, config), config.host, config.allowed_hosts,
+                     config.cors_origins, UPLOAD_PATHS)
     return HttpLatencyMiddleware(served, metrics) if metrics.enabled else served

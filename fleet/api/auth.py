@@ -27,7 +27,7 @@ from fleet.api.auth_permissions import (
     app_routes,
 )
 from fleet.api.errors import error_body
-from fleet.cluster_secret import check_timed_proof
+from fleet.cluster_secret import SpentProofs, check_timed_proof
 from fleet.errors import BadRequest, Forbidden
 from fleet.server_config import ServerConfig
 
@@ -80,6 +80,7 @@ class AuthMiddleware:
         self._store = store
         self._rules = rules
         self._cluster_secret = cluster_secret
+        self._spent = SpentProofs()  # a worker's proof opens /v1/address once
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -122,8 +123,9 @@ class AuthMiddleware:
         proof = _header(scope["headers"], WORKER_PROOF_HEADER)
         if not self._cluster_secret or proof is None:
             return False
-        return check_timed_proof(self._cluster_secret, WORKER_PROOF_PURPOSE,
-                                 proof.decode("latin-1"))
+        text = proof.decode("latin-1")
+        return (check_timed_proof(self._cluster_secret, WORKER_PROOF_PURPOSE, text)
+                and self._spent.spend(text))
 
 
 def _refusal(grant: Grant, rule: Rule, params: dict[str, str]) -> tuple[str, str] | None:

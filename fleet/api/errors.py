@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +15,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import compile_path
 
-from fleet.errors import FleetError
+from fleet.errors import FleetError, validation_message
 
 logger = logging.getLogger(__name__)
 
@@ -37,59 +36,9 @@ def error_reply(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | N
         return exc.status_code, error_body(exc.message, exc.error_type, exc.code), headers
     if isinstance(exc, (RequestValidationError, ValidationError)):
         # OpenAI answers 400, not FastAPI's 422, for a malformed body.
-        return 400, error_body(_validation_message(exc.errors()), "invalid_request_error"), None
+        return 400, error_body(validation_message(exc.errors()), "invalid_request_error"), None
     logger.error("unhandled error", exc_info=exc)
     return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), None
-
-
-# pydantic names the member of a union that an error comes from in its location
-# (`input.constrained-str`, `prompt.list[constrained-int].0`, `documents.0.str`); the reader
-# needs the field and the position, not the member.
-_UNION_MEMBER = re.compile(r"^(constrained-|function-|lax-|nullable)|\[|^(str|int|float|bool)$")
-# Messages that say it plainer than pydantic, for the way Fleet's request models use them.
-_PLAIN = {"none_required": "is not supported: send null or leave it out"}
-
-
-def _location(loc: Sequence[Any]) -> str:
-    parts = [str(p) for i, p in enumerate(loc)
-             if p != "body" and not (i > 0 and isinstance(p, str) and _UNION_MEMBER.search(p))]
-    return ".".join(parts) or "body"
-
-
-def _message(item: dict[str, Any]) -> str:
-    context = item.get("ctx") or {}
-    if item["type"] in ("string_too_short", "too_short") and context.get("min_length") == 1:
-        return "must not be empty"
-    return _PLAIN.get(item["type"], str(item.get("msg")).removeprefix("Value error, "))
-
-
-def _field(where: str) -> str:
-    """The field a location is in: `input` of `input.0`, `worker_ip` of `query.worker_ip`."""
-    parts = where.split(".")
-    return parts[1] if parts[0] in ("query", "path", "header", "cookie") and len(parts) > 1 \
-        else parts[0]
-
-
-def _is_type_mismatch(item: dict[str, Any]) -> bool:
-    return str(item.get("type", "")).endswith("_type")  # string_type, list_type, model_type...
-
-
-def _validation_message(errors: Sequence[Any]) -> str:
-    """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields.
-
-    A union reports each member that it tried: where one member matched the value's type and
-    failed a constraint, the others' type mismatches ("Input should be a valid list") would
-    only hide it, so they are left out."""
-    located = [(_location(item.get("loc", ())), dict(item)) for item in errors]
-    constrained = {_field(where) for where, item in located if not _is_type_mismatch(item)}
-    parts: list[str] = []
-    for where, item in located:
-        if _is_type_mismatch(item) and _field(where) in constrained:
-            continue
-        part = f"{where}: {_message(item)}"
-        if part not in parts:
-            parts.append(part)
-    return "invalid request: " + "; ".join(parts[:5])
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -9,9 +9,10 @@ from fastapi import APIRouter, Path, Query, Request
 
 from fleet import __version__
 from fleet.api.auth import check_model, visible_models
-from fleet.api.protocol import LaunchRequest, RegisterRequest
+from fleet.api.protocol import RegisterRequest
 from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
 from fleet.errors import BadRequest
+from fleet.launch_request import LaunchRequest, launch_body
 
 router = APIRouter()
 
@@ -67,20 +68,13 @@ async def workers(request: Request) -> list[dict[str, Any]]:
     return await _cluster(request).supervisor.list_workers()
 
 
-def _launch_payload(body: LaunchRequest) -> dict[str, Any]:
-    payload = body.model_dump(exclude_none=True)
-    if payload.get("model_type"):
-        payload["model_type"] = _model_type(payload["model_type"])
-    return payload
-
-
 @router.post("/v1/models")
 async def launch_model(
     request: Request, body: LaunchRequest, wait_ready: bool = Query(True)
 ) -> dict[str, str]:
     check_model(request.scope, body.model_uid or body.model_name)  # a key limited to models
     cluster = _cluster(request)
-    uid = await cluster.supervisor.launch_model(_launch_payload(body), wait_ready)
+    uid = await cluster.supervisor.launch_model(launch_body(body), wait_ready)
     cluster.router.invalidate(uid)
     return {"model_uid": uid}
 
@@ -102,7 +96,7 @@ async def estimate_launch(request: Request, model_name: str = Query(min_length=1
     arguments = {key: query.getlist(key) if len(query.getlist(key)) > 1 else value
                  for key, value in query.items()}
     body = LaunchRequest.model_validate(arguments)
-    return await _cluster(request).supervisor.estimate_launch(_launch_payload(body))
+    return await _cluster(request).supervisor.estimate_launch(launch_body(body))
 
 
 @router.get("/v1/models/{model_uid}")

@@ -13,13 +13,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from fleet.limits import MAX_REPLICAS
+
 router = APIRouter()
 
 
 class AddReplicasRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    replica: StrictInt = Field(default=1, ge=1, le=64)
+    replica: StrictInt = Field(default=1, ge=1, le=MAX_REPLICAS)
     # Xinference's per-replica overrides: accepted when they match the model (fleet.cluster.scaling)
     model_engine: str | None = None
     n_gpu: StrictInt | str | None = None

@@ -46,7 +46,7 @@ def format_validation_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:5]:
         location = ".".join(str(p) for p in item["loc"]) or "body"
-        parts.append(f"{location}: {item['msg'].removeprefix('Value error, ')}")
+        parts.append(f"{location}: {item['msg']}")
     return "; ".join(parts)
 
 
@@ -67,16 +67,24 @@ def borrow_chat_format(family: LLMFamily) -> LLMFamily:
     means that family's template; no template on a chat model means its `model_family`'s.
     Stop strings, stop ids and reasoning tags the file leaves empty come from that family too.
     A built-in family whose template is null (the tokenizer's own) lends null, which means the
-    same for the custom model."""
+    same for the custom model. Xinference's `prompt_style` given as a string names such a family
+    too (its style object was read when the family was; fleet.catalogue.prompt_styles)."""
     named = family.chat_template if family.chat_template and not _is_jinja(
         family.chat_template) else None
+    field = "chat_template"
+    if isinstance(family.prompt_style, str):
+        named, field = family.prompt_style, "prompt_style"
     source_name = named
-    if family.chat_template is None and "chat" in family.model_ability:
+    if not named and family.chat_template is None and "chat" in family.model_ability:
         source_name = family.model_family
     if not source_name:
         return family
     source = builtin_families("LLM").get(source_name)
     if not isinstance(source, LLMFamily):
+        if field == "prompt_style":
+            raise BadRequest(f"prompt_style {named!r} is not the name of a built-in LLM family; "
+                             "give the style itself (an object with style_name and roles) or "
+                             "a Jinja chat_template")
         if named:
             raise BadRequest(f"chat_template {named!r} is neither a Jinja template nor the name "
                              "of a built-in LLM family")
@@ -85,7 +93,7 @@ def borrow_chat_format(family: LLMFamily) -> LLMFamily:
         logger.info("model_family %r of %s is not a built-in family here; its weights' own chat "
                     "template will be used", source_name, family.model_name)
         return family
-    updates: dict[str, Any] = {"chat_template": source.chat_template}
+    updates: dict[str, Any] = {"chat_template": source.chat_template, "prompt_style": None}
     for key in ("stop", "stop_token_ids", "reasoning_start_tag", "reasoning_end_tag"):
         if not getattr(family, key):
             updates[key] = getattr(source, key)

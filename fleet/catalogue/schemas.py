@@ -3,11 +3,21 @@ registrations, so that Xinference's custom-model files register here unchanged."
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from fleet.catalogue.audio_formats import local_audio_format
+from fleet.catalogue.prompt_styles import PromptStyle, chat_format, check_style_fits
 from fleet.catalogue.safe_names import (
     cache_folder_name,
     check_cache_folder_name,
@@ -16,7 +26,7 @@ from fleet.catalogue.safe_names import (
     check_quantizations,
     check_size,
 )
-from fleet.catalogue.xinference_format import canonical_format, convert_family, convert_specs
+from fleet.catalogue.xinference_format import canonical_format, convert_family, flat_spec
 from fleet.paths import safe_segment
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio"]
@@ -59,8 +69,7 @@ class ModelSpec(BaseModel):
     def _accept_xinference_spec(cls, data: Any) -> Any:
         # A spec in Xinference's registration shape (one "quantization", a "model_hub").
         if isinstance(data, dict) and "model_src" not in data:
-            specs = convert_specs([data])
-            return specs[0] if len(specs) == 1 else data
+            return flat_spec(data)
         return data
 
     @field_validator("model_format")
@@ -157,6 +166,32 @@ class LLMFamily(BaseFamily):
     stop: list[str] = Field(default_factory=list)
     reasoning_start_tag: str | None = None
     reasoning_end_tag: str | None = None
+    # Xinference's older chat format (fleet.catalogue.prompt_styles): a style, read into
+    # chat_template and the stops above and then dropped, or the name of a built-in family whose
+    # format to borrow (fleet.catalogue.registry.borrow_chat_format). Last, so that its checks
+    # see the fields above.
+    prompt_style: Annotated[
+        Annotated[PromptStyle, Tag("style")] | Annotated[str, Tag("family name")],
+        Discriminator(lambda value: "family name" if isinstance(value, str) else "style"),
+    ] | None = None
+
+    @field_validator("prompt_style")
+    @classmethod
+    def _style_fits(cls, value: PromptStyle | str | None,
+                    info: ValidationInfo) -> PromptStyle | str | None:
+        if value is not None:
+            check_style_fits(value, info.data)
+        return value
+
+    @model_validator(mode="after")
+    def _apply_prompt_style(self) -> LLMFamily:
+        if isinstance(self.prompt_style, PromptStyle):
+            chat = chat_format(self.prompt_style)
+            self.chat_template = chat.chat_template
+            self.stop = self.stop or chat.stop
+            self.stop_token_ids = self.stop_token_ids or chat.stop_token_ids
+            self.prompt_style = None
+        return self
 
     @property
     def model_type(self) -> str:

@@ -5,7 +5,8 @@ Xinference 4.1.0 calls GGUF weights `ggufv2`, and writes a family's variants in 
   (`huggingface`, `modelscope`...), each with its own `model_id`, `quantizations` and file
   name templates;
 - its custom registrations: one flat spec per hub and quantization (`model_hub`, a single
-  `quantization`).
+  `quantization`, which older files write as a list); its older (version 1) files: one spec
+  per variant with its `quantizations` list and one `model_hub`.
 Fleet keeps one spec per variant with its `quantizations` and both hub ids (`model_id` for
 Hugging Face, `modelscope_model_id`). The functions here turn either Xinference shape into that
 one, on plain dicts before validation; a spec already in Fleet's shape passes through unchanged,
@@ -14,6 +15,8 @@ so a family read, dumped and read again stays the same."""
 from __future__ import annotations
 
 from typing import Any
+
+from fleet.catalogue.safe_names import check_quantizations
 
 # Xinference's format names that mean one of Fleet's. GGUF is the only one that differs:
 # Xinference kept `ggufv2` after dropping GGML (`ggmlv3`), Fleet says `gguf`.
@@ -43,12 +46,36 @@ def _hub_prefix(hub: str) -> str:
     return "" if hub == MAIN_HUB else f"{hub}_"
 
 
-def _flat_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    """One registration spec (`model_hub`, one `quantization`) as Fleet's spec."""
+def _listed_quantization(value: Any, listed: Any) -> list[str]:
+    """A spec's `quantization` as Fleet's list: one name, or a list of them (older files write
+    one-entry lists). Errors name `quantization`, the field the file wrote."""
+    if isinstance(value, str):
+        names = [value or "none"]
+    elif isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        names = value
+    else:
+        raise ValueError("quantization must be a name such as 'Q4_K_M' or a non-empty list of "
+                         f"names, not {_shown(value)}")
+    check_quantizations(names)
+    if listed is not None and listed != names:
+        raise ValueError(f"quantization {_shown(value)} and quantizations {_shown(listed)} "
+                         "disagree; give one of them")
+    return names
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def flat_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """One registration spec (`model_hub`, one `quantization`) as Fleet's spec; a ValueError
+    says what in it cannot be read."""
     data = {k: v for k, v in spec.items() if v is not None}
     hub = data.pop("model_hub", None) or MAIN_HUB
-    if "quantization" in data and "quantizations" not in data:
-        data["quantizations"] = [data.pop("quantization") or "none"]
+    if "quantization" in data:
+        data["quantizations"] = _listed_quantization(data.pop("quantization"),
+                                                     data.get("quantizations"))
     if hub != MAIN_HUB:
         # Fleet's model_id is a Hugging Face id; another hub's id keeps its hub in its name.
         for key in ("model_id", "model_revision"):
@@ -150,7 +177,12 @@ def convert_specs(specs: list[Any]) -> list[Any]:
             converted.extend(_from_model_src(spec))
         else:
             flat = flat or "model_hub" in spec or "quantization" in spec
-            converted.append(_flat_spec(spec))
+            try:
+                converted.append(flat_spec(spec))
+            except ValueError:
+                # Left as written: the spec's own schema (ModelSpec) refuses it, at its place
+                # in the list.
+                converted.append(spec)
     if flat and all(isinstance(s, dict) and isinstance(s.get("quantizations"), list)
                     for s in converted):
         converted = _merge_hubs(_merge_quantizations(converted))

@@ -79,6 +79,18 @@ def _api_options(command: Any) -> Any:
                           "reaches the port controls the cluster)."),
         click.option("--metrics-public", is_flag=True,
                      help="Serve /metrics without a key when keys are on."),
+        click.option("--allowed-host", "allowed_hosts", multiple=True,
+                     envvar="FLEET_ALLOWED_HOSTS", metavar="NAME",
+                     help="A host name clients reach the API by, besides its listen address "
+                          "(repeatable; or FLEET_ALLOWED_HOSTS, separated by spaces; "
+                          "'*.example.com' for the names under a domain; '*' for any, behind a "
+                          "proxy that checks it). Other Host headers are refused: a web page "
+                          "could otherwise reach the API by rebinding its own name."),
+        click.option("--cors-origin", "cors_origins", multiple=True, envvar="FLEET_CORS_ORIGINS",
+                     metavar="ORIGIN",
+                     help="A web origin (https://app.example.com) whose pages may call the API "
+                          "from the browser (repeatable; or FLEET_CORS_ORIGINS, separated by "
+                          "spaces; '*' for any). Default: none."),
     ]
     for option in reversed(options):
         command = option(command)

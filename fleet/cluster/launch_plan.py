@@ -27,7 +27,7 @@ from fleet.cluster.weights_info import infer_model_format
 from fleet.engines.base import EngineInfo
 from fleet.engines.launch_options import RemoteCodeOptions, validate_options
 from fleet.engines.registry import EngineChoice, pick_engine
-from fleet.errors import BadRequest, FleetError
+from fleet.errors import BadRequest, FleetError, InsufficientMemory
 
 logger = logging.getLogger(__name__)
 
@@ -159,11 +159,14 @@ class LaunchPlan:
 
 
 def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Iterable[ModelRecord],
-                request: dict[str, Any], policy: LaunchPolicy | None = None) -> LaunchPlan:
+                request: dict[str, Any], policy: LaunchPolicy | None = None, place: bool = True,
+                fit_anyway: bool = False) -> LaunchPlan:
     """Plan `request` (the launch body). Raises BadRequest for a request that is wrong in itself
     (unknown model, engine, variant, option), Forbidden for one that `policy` does not allow;
-    a launch that only lacks room comes back with `refusal`. Blocking: it may read the
-    weights' headers (run it in a thread)."""
+    a launch that only lacks room comes back with `refusal`. `place`: whether to choose the
+    replicas' workers at all; `fit_anyway`: placed without the memory check when the estimate
+    says they do not fit (a model of the last run: it ran here before). Blocking: it may read
+    the weights' headers, and placing is quadratic in the replicas (run it in a thread)."""
     policy = policy or LaunchPolicy()
     policy.check_request(request)  # before the first look at the disk
     family = catalogue.find_for_launch(request["model_name"], request.get("model_type"))
@@ -184,5 +187,11 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
                       has_gpu=has_gpu)
-    plan.place(workers)
+    if place:
+        plan.place(workers)
+    if fit_anyway and isinstance(plan.refusal, InsufficientMemory):
+        logger.warning("placing %s although %s", request.get("model_uid") or family.model_name,
+                       plan.refusal.message)
+        plan.skip_check = True
+        plan.place(workers)
     return plan

@@ -29,7 +29,7 @@ from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
 from fleet.generation.grammar import checked_grammar
-from fleet.generation.openai_params import check_text_size, sampling_params
+from fleet.generation.openai_params import check_text_size, family_text_stops, sampling_params
 from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
 from fleet.generation.structured import constraint_of, forced_tools
 
@@ -92,6 +92,8 @@ class LLMService:
         self._family = family
         self._model_uid = model_uid
         self._stop_ids = engine.stop_token_ids(family.stop, family.stop_token_ids)
+        self._text_stops = family_text_stops(
+            lambda text: engine.encode(text, add_special_tokens=False), family.stop, self._stop_ids)
         # Chat-template variables the launch set for every chat; a request's own win.
         self._template_defaults = ({} if options.get("enable_thinking") is None
                                    else {"enable_thinking": bool(options["enable_thinking"])})
@@ -172,7 +174,7 @@ class LLMService:
         # Compiled here, before the request queues: a grammar the library refuses is a 400.
         grammar = checked_grammar(constraint) if constraint is not None else None
         params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,
-                                 self._engine.vocab_size, grammar)
+                                 self._engine.vocab_size, grammar, self._text_stops)
         stream = _Stream(choices=choices, prompt_tokens=len(ids))
         request = GenerationRequest(stream_id, ids, params, n,
                                     lambda events: self._deliver(stream_id, stream, events))

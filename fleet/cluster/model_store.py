@@ -4,7 +4,8 @@ start, one entry per model uid.
 Written before the change it records is made visible (a launch, a scale, a terminate), so that
 what a restart brings back is what the user last saw accepted; a write that fails is reported
 (StateNotSaved) and the change is not made. A file that cannot be read is moved aside, with a
-log line that says where, and the supervisor starts without it, instead of not starting."""
+log line that says where, and the supervisor starts without it, instead of not starting (the
+models whose replicas its workers still run are then rebuilt from them: fleet.cluster.restore)."""
 
 from __future__ import annotations
 
@@ -31,24 +32,14 @@ class StateNotSaved(FleetError):
         super().__init__(message, code)
 
 
-def is_restorable(uid: Any, entry: Any) -> str | None:
-    """Why an entry cannot be a launch request (None when it can)."""
-    if not isinstance(uid, str) or not uid:
-        return f"its uid {uid!r} is not a non-empty string"
-    if not isinstance(entry, dict):
-        return f"it is a {type(entry).__name__}, not a launch request (an object)"
-    if not isinstance(entry.get("model_name"), str) or not entry["model_name"]:
-        return "it has no model_name"
-    return None
-
-
 class ModelStore:
     def __init__(self, path: Path):
         self.path = path
 
-    def load(self) -> dict[str, Any]:
-        """Every entry as written (malformed ones included: the caller keeps them as they are).
-        A file that is not a JSON object is moved aside."""
+    def load(self) -> dict[str, Any] | None:
+        """Every entry as written (malformed ones included: the caller keeps them as they are);
+        {} when there is no file (no model ran); None when the file cannot be read, which says
+        nothing of the models of the last run. A file that is not a JSON object is moved aside."""
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -56,14 +47,14 @@ class ModelStore:
         except OSError as exc:
             logger.error("cannot read the state file %s (%s); starting without the models of the "
                          "last run", self.path, exc.strerror)
-            return {}
+            return None
         try:
             data = json.loads(raw.decode("utf-8"))  # a UnicodeDecodeError is a ValueError
             if not isinstance(data, dict):
                 raise ValueError(f"it holds a {type(data).__name__}, not an object")
         except ValueError as exc:
             self._move_aside(exc)
-            return {}
+            return None
         return data
 
     def _move_aside(self, problem: Exception) -> None:
@@ -74,8 +65,9 @@ class ModelStore:
         except OSError as exc:
             where = f"could not move it aside ({exc.strerror})"
         logger.error("the state file %s is corrupt (%s): %s; starting without the models of the "
-                     "last run (relaunch them, or repair the file and restart)",
-                     self.path, problem, where)
+                     "last run, except those whose replicas workers still run (rebuilt from them); "
+                     "relaunch the others, or repair the file and restart", self.path, problem,
+                     where)
 
     def write(self, entries: dict[str, Any]) -> None:
         """Replace the file's content atomically; StateNotSaved if the disk refuses."""

@@ -17,6 +17,7 @@ from typing import Any
 from fleet.cluster.memory_estimate import MemoryEstimate, human
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.errors import BadRequest, InsufficientMemory, Unavailable
+from fleet.limits import MAX_REPLICAS
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,9 @@ def place_replicas(
     """A worker for each replica; InsufficientMemory, with the numbers, when some do not fit."""
     if replica_count < 1:
         raise BadRequest(f"replica must be at least 1, got {replica_count}")
+    if replica_count > MAX_REPLICAS:  # each placement looks at the ones before it: quadratic
+        raise BadRequest(f"replica {replica_count} is more than the {MAX_REPLICAS} replicas a "
+                         "model may have", code="too_many_replicas")
     candidates = _candidates(workers, worker_ip)
     demand = demand or Demand(model_name="model")
     models = list(models)

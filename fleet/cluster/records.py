@@ -114,6 +114,9 @@ class ModelRecord:
     # A model of the last run that cannot be restored yet (no worker has joined): why. It has
     # no replicas and is tried again when a worker joins (fleet.cluster.restore).
     waiting: str | None = None
+    # Only listed, by the restorer, for a model of the last run that does not run (waiting, or
+    # not restored): a launch, or the adoption of its replicas, replaces it.
+    stand_in: bool = False
     # Set when the launch failed because the request was wrong: answered with a 400.
     rejection: Exception | None = None
     # Why this engine ("requested", "auto: gguf weights"), and one replica's memory estimate.

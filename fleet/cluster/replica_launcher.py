@@ -41,6 +41,9 @@ def launch_payload(record: ModelRecord) -> dict[str, Any]:
         "request_limits": request.get("request_limits"),
         # Validated against the engine's typed options when the launch was planned.
         "engine_kwargs": engine_options(request),
+        # Kept by the worker, not given to the replica: reported when the worker joins a
+        # supervisor again, it rebuilds the model's entry if the state file lost it.
+        "request": request,
     }
 
 

@@ -21,6 +21,7 @@ from fleet.cluster.records import ModelRecord, ReplicaRecord
 from fleet.cluster.replica_launcher import ReplicaLauncher
 from fleet.cluster.restore import Restorer
 from fleet.errors import BadRequest, Conflict, FleetError, LaunchFailed, NotFound
+from fleet.limits import MAX_REPLICAS
 from fleet.settings import drain_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Scaler:
         record = self._cluster.models.get(uid)
         if record is None:
             raise NotFound(f"model {uid!r} is not running", code="model_not_found")
-        if record.waiting is not None or record.state in ("launching", "terminating"):
+        if record.stand_in or record.state in ("launching", "terminating"):
             raise Conflict(f"model {uid} is {record.state}; change its replicas once it is "
                            "running", code="model_busy")
         return record
@@ -72,6 +73,10 @@ class Scaler:
         async with self._cluster.locks.planning, self._cluster.locks.hold(uid):
             record = self._scalable(uid)
             check_overrides(record, overrides)
+            if len(record.replicas) + count > MAX_REPLICAS:  # as a launch is refused past it
+                raise BadRequest(f"model {uid} has {len(record.replicas)} replica(s); {count} more "
+                                 f"would pass the {MAX_REPLICAS} replicas a model may have",
+                                 code="too_many_replicas")
             plan = await self._plan(dict(record.request, replica=count))
             if plan.refusal is not None:
                 raise plan.refusal

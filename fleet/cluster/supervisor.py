@@ -27,14 +27,8 @@ from fleet.cluster.restore import Restorer
 from fleet.cluster.scaling import Scaler
 from fleet.cluster.worker_registry import WorkerRegistry
 from fleet.engines.registry import engine_matrix, xinference_engine_params
-from fleet.errors import (
-    BadRequest,
-    FleetError,
-    InsufficientMemory,
-    LaunchFailed,
-    NotFound,
-    Unavailable,
-)
+from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
+from fleet.limits import MAX_REPLICAS
 from fleet.server_config import ServerConfig
 from fleet.settings import drain_timeout_s, restore_grace_s, state_dir
 
@@ -77,8 +71,9 @@ class SupervisorActor(xo.StatelessActor):
         self._catalogue = Catalogue()
         self._restorer = Restorer(self._cluster, self._store, lambda: self.catalogue)
         self._monitor = asyncio.create_task(self._registry.watch())
-        if self.restorer.pending:  # the models whose workers do not come back are launched anew
-            asyncio.get_running_loop().call_later(restore_grace_s(), self._restore_due)
+        # Then the models of the last run whose workers did not come back are launched anew,
+        # and those rebuilt from what workers run are restored with the replicas reported.
+        asyncio.get_running_loop().call_later(restore_grace_s(), self._restore_due)
 
     async def __pre_destroy__(self) -> None:
         if self._monitor:
@@ -100,9 +95,20 @@ class SupervisorActor(xo.StatelessActor):
                               replicas: list[dict[str, Any]] | None = None) -> None:
         """A worker joins (again), with the replicas it runs (fleet.cluster.worker_registry)."""
         await self._registry.register(address, resources, replicas or [],
-                                      set(self.restorer.pending))
+                                      self.restorer.adoptable)
         self._local_worker |= address == self.address
+        await self._rebuild_reported()
         self._restore_due()
+
+    async def _rebuild_reported(self) -> None:
+        """A model whose replicas workers run, and whose entry the state file lost, gets it
+        back from the launch request that the workers report (fleet.cluster.restore)."""
+        for uid, reports in list(self._registry.reported.items()):
+            if uid in self.restorer.pending:
+                continue
+            if not self.restorer.rebuild(uid, reports[0].get("request")):
+                for report in self._registry.take_reported(uid):  # refused: never untracked
+                    await self._launcher.end(report["worker"], report["key"])
 
     def heartbeat(self, address: str, resources: dict[str, Any]) -> bool:
         return self._registry.heartbeat(address, resources)
@@ -123,6 +129,10 @@ class SupervisorActor(xo.StatelessActor):
     async def _launch_restored(self, request: dict[str, Any], **_: Any) -> str:
         reports = self._registry.take_reported(request["model_uid"])
         adopted = [ReplicaRecord.adopted(r, r["worker"]) for r in reports]
+        if request["model_uid"] in self.restorer.rebuilt:
+            # The count its lost entry asked for is not known (a worker knows the one its
+            # replica was launched with, which scaling may have changed since): those running.
+            request = dict(request, replica=min(max(1, len(adopted)), MAX_REPLICAS))
         keep, extra = adopted[:adoption.wanted(request)], adopted[adoption.wanted(request):]
         try:
             return await self.launch_model(request, wait_ready=False, restored=True, adopted=keep)
@@ -154,36 +164,35 @@ class SupervisorActor(xo.StatelessActor):
 
     # ---- launching -----------------------------------------------------------------------
 
-    async def _plan(self, request: dict[str, Any]) -> Any:
-        """plan_launch in a thread: it reads weights' headers and lists folders, which must not
-        stall the event loop that the API (in `fleet local`) and the actors share."""
+    async def _plan(self, request: dict[str, Any], place: bool = True,
+                    fit_anyway: bool = False) -> Any:
+        """plan_launch in a thread: it reads weights' headers, lists folders and places the
+        replicas, which must not stall the event loop that the API (in `fleet local`), the
+        heartbeats and the actors share."""
         return await asyncio.to_thread(plan_launch, self.catalogue, list(self._workers.values()),
-                                       list(self._models.values()), request, self._policy)
+                                       list(self._models.values()), request, self._policy,
+                                       place, fit_anyway)
 
     async def _prepare(self, request: dict[str, Any], restored: bool,
                        adopted: list[ReplicaRecord]) -> ModelRecord:
         """Plan the launch (engine, options, memory, workers) and refuse it at once, with the
         numbers, when it fits nowhere or is not allowed, before any process starts. `adopted`:
-        replicas still running from before a supervisor restart (fleet.cluster.adoption)."""
-        workers = list(self._workers.values())
-        plan = await self._plan(adoption.plan_request(request, adopted))
-        if adoption.complete(request, adopted):  # nothing to place
-            plan.placements, plan.refusal = [], None
+        replicas still running from before a supervisor restart (fleet.cluster.adoption).
+        A restored model is placed even where its estimate does not fit: it ran here before,
+        and an estimate must not make it vanish from the state file; launched anyway, it
+        serves, or fails visibly and stays listed to be dealt with."""
+        plan = await self._plan(adoption.plan_request(request, adopted),
+                                place=not adoption.complete(request, adopted),
+                                fit_anyway=restored)
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
-        if existing is not None and existing.state != "failed" and existing.waiting is None:
+        if existing is not None and existing.state != "failed" and not existing.stand_in:
             raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
                              code="duplicate_model_uid")
-        if isinstance(plan.refusal, InsufficientMemory) and restored:
-            # It ran here before: an estimate must not make it vanish from the state file.
-            # Launched anyway, it serves, or fails visibly and stays listed to be dealt with.
-            logger.warning("restoring %s although %s", uid, plan.refusal.message)
-            plan.skip_check = True
-            plan.place(workers)
         if plan.refusal is not None:
             raise plan.refusal
         replicas = adoption.replicas(uid, adopted, plan.placements)
-        estimate = plan.estimate(plan.device)
+        estimate = await asyncio.to_thread(plan.estimate, plan.device)  # may read the weights
         return ModelRecord(
             uid=uid, family=plan.family, spec=plan.choice.spec,
             quantization=plan.choice.quantization, engine=plan.choice.engine.name,

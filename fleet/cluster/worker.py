@@ -29,6 +29,9 @@ from fleet.settings import control_call_timeout_s
 logger = logging.getLogger(__name__)
 
 _WARMUP_MODULES = ["fleet.engines.warmup"]
+# Imported first by every replica's process, before its pool opens a port (the handshake of
+# every actor connection, fleet.actor_handshake).
+_SETUP_MODULES = ["fleet.cluster.subpool_setup"]
 # Replica processes keep OpenMP's default wait policy (spin a little, then sleep). PASSIVE
 # (sleep at once) was tried: every small parallel op then pays a thread wake-up, which measured
 # here on 2 cores doubled one MiniLM encode (11.3 ms instead of 5.7), cut embedding throughput at
@@ -47,6 +50,10 @@ class WorkerActor(xo.StatelessActor):
         self._warm_spare = warm_spare
         self._spare: asyncio.Task[str] | None = None
         self._replica_pools: dict[str, str] = {}
+        # Each replica's launch request, as the supervisor's state file records it: reported
+        # with the replica when joining again, so a supervisor that lost its state can rebuild
+        # the model around the replica instead of ending it (fleet.cluster.restore).
+        self._requests: dict[str, dict[str, Any]] = {}
         # Replica keys terminated before their process existed, with when (pruned after an hour).
         self._cancelled: dict[str, float] = {}
         self._gpu_owner: dict[int, str] = {}
@@ -79,7 +86,7 @@ class WorkerActor(xo.StatelessActor):
         """End every replica's process, and what its engine started (vLLM's engine core): the
         worker is stopping. Stopping the pool would end the replicas' processes alone."""
         self._watch.stop()
-        replicas, self._replica_pools = dict(self._replica_pools), {}
+        replicas, self._replica_pools, self._requests = dict(self._replica_pools), {}, {}
         # Killed at once (force): nothing of theirs is needed any more, and one busy loading
         # would take its full grace to answer a stop message.
         await asyncio.gather(*(self._end_process(key, address, force=True)
@@ -89,7 +96,7 @@ class WorkerActor(xo.StatelessActor):
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
 
     async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
-        return await self._main_pool.append_sub_pool(modules=modules)
+        return await self._main_pool.append_sub_pool(modules=[*_SETUP_MODULES, *(modules or [])])
 
     async def _take_sub_pool(self) -> str:
         """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
@@ -137,6 +144,7 @@ class WorkerActor(xo.StatelessActor):
         local_weights(launch.get("model_path"), ModelSpec.model_validate(launch["spec"]))
         gpus = self._assign_gpus(replica_key, launch.get("n_gpu"), launch.get("gpu_idx"))
         launch = dict(launch)
+        request = launch.pop("request", None)
         if gpus:
             launch["device"] = "cuda"
             launch["envs"] = {**(launch.get("envs") or {}),
@@ -153,6 +161,7 @@ class WorkerActor(xo.StatelessActor):
             await self._main_pool.remove_sub_pool(address, timeout=5)
             raise Unavailable(f"replica {replica_key} was terminated while launching")
         self._replica_pools[replica_key] = address
+        self._requests[replica_key] = request or {}
         self._cache.track(replica_key, launch)
         actor_uid = ModelActor.uid_for(replica_key)
         try:
@@ -175,6 +184,7 @@ class WorkerActor(xo.StatelessActor):
         self._watch.forget(replica_key)
         self._release_gpus(replica_key)
         self._cache.untrack(replica_key)
+        self._requests.pop(replica_key, None)
         address = self._replica_pools.pop(replica_key, None)
         if address is None:
             # Possibly still starting (the launch call was cancelled mid-way): remember it.
@@ -201,6 +211,7 @@ class WorkerActor(xo.StatelessActor):
         of it (a hung process is killed), free its GPUs, and tell the supervisor, which launches
         it again."""
         address = self._replica_pools.pop(replica_key, None)
+        self._requests.pop(replica_key, None)
         self._release_gpus(replica_key)
         self._cache.untrack(replica_key)
         if address is not None:
@@ -222,7 +233,8 @@ class WorkerActor(xo.StatelessActor):
 
     async def _running(self) -> list[dict[str, Any]]:
         """The replicas this worker runs, as it joins a supervisor that may have restarted:
-        each with its process, GPUs and whether it is loaded (it answers for itself)."""
+        each with its process, GPUs, whether it is loaded (it answers for itself), and the
+        launch request it was started with."""
         rows = []
         for key, address in list(self._replica_pools.items()):
             actor_uid = ModelActor.uid_for(key)
@@ -236,7 +248,7 @@ class WorkerActor(xo.StatelessActor):
             replica_uid = key.split(":")[0]
             rows.append({"key": key, "model_uid": replica_uid.rsplit("-", 1)[0],
                          "address": address, "actor_uid": actor_uid, "pid": health["pid"],
-                         "state": health["state"],
+                         "state": health["state"], "request": self._requests.get(key, {}),
                          "gpus": [g for g, owner in self._gpu_owner.items() if owner == key]})
         return rows
 

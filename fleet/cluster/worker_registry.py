@@ -5,7 +5,9 @@ they stop.
 A joining worker's replicas are reconciled, so that nothing runs twice or untracked:
 - one the cluster tracks (same launch attempt) serves again if it was given up with its worker;
 - one of a model of the last run that is not restored yet is kept to be adopted (the
-  supervisor restarted, the worker did not: the model keeps serving, nothing is relaunched);
+  supervisor restarted, the worker did not: the model keeps serving, nothing is relaunched),
+  and so is one whose model's entry the state file lost (fleet.cluster.restore: the entry is
+  rebuilt from the launch request that the worker reports with it);
 - any other (its model was terminated, or its replica was relaunched elsewhere meanwhile) is
   ended on the worker.
 A lost worker's serving replicas are launched again elsewhere (fleet.cluster.replica_supervision)."""
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import xoscar as xo
@@ -41,7 +44,7 @@ class WorkerRegistry:
         self.reported: dict[str, list[dict[str, Any]]] = {}
 
     async def register(self, address: str, resources: dict[str, Any],
-                       replicas: list[dict[str, Any]], restoring: set[str]) -> None:
+                       replicas: list[dict[str, Any]], adoptable: Callable[[str], bool]) -> None:
         ref = await within(xo.actor_ref(address=address, uid="fleet-worker"),
                            control_call_timeout_s(), f"worker {address}")
         known = address in self._cluster.workers
@@ -51,16 +54,17 @@ class WorkerRegistry:
                     "joined again" if known else "joined", resources.get("cpu_count", 0),
                     len(replicas))
         for report in replicas:
-            await self._reconcile(address, report, restoring)
+            await self._reconcile(address, report, adoptable)
         self._supervision.retry_waiting()
 
-    async def _reconcile(self, address: str, report: dict[str, Any], restoring: set[str]) -> None:
+    async def _reconcile(self, address: str, report: dict[str, Any],
+                         adoptable: Callable[[str], bool]) -> None:
         key, uid = report["key"], report["model_uid"]
         found = self._cluster.find_replica(key)
         if found is not None:
             self._serve_again(*found, address, report)
             return
-        if uid in restoring and report.get("state") == "ready":
+        if report.get("state") == "ready" and adoptable(uid):
             self.reported.setdefault(uid, []).append({**report, "worker": address})
             return
         why = "its model is not running" if uid not in self._cluster.models else \

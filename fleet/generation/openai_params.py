@@ -3,6 +3,7 @@ context and vocabulary (the API has already checked types and ranges)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fleet.errors import BadRequest
@@ -26,11 +27,19 @@ def stop_token_ids(tokenizer: Any, eos_ids: tuple[int, ...], family_stops: list[
     return tuple(sorted(ids))
 
 
-def _stop_strings(stop: Any) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    items = [stop] if isinstance(stop, str) else list(stop)
-    return tuple(s for s in items if s)
+def family_text_stops(encode: Callable[[str], list[int]], family_stops: list[str],
+                      stop_ids: tuple[int, ...]) -> tuple[str, ...]:
+    """The family's stop strings that are matched on the answer's text: all but those that are
+    one token which the sequence already stops on by id (a built-in family's end-of-turn
+    tokens), so that only stops that need it cost text matching. A stop of several tokens
+    ("USER:", Xinference's prompt styles) can only end an answer this way."""
+    return tuple(stop for stop in family_stops
+                 if stop and not (len(ids := encode(stop)) == 1 and ids[0] in stop_ids))
+
+
+def _stop_strings(stop: Any, family_stops: tuple[str, ...]) -> tuple[str, ...]:
+    items = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
+    return tuple(dict.fromkeys(s for s in (*items, *family_stops) if s))
 
 
 def max_new_tokens(body: dict[str, Any], prompt_tokens: int, context_length: int) -> int:
@@ -108,9 +117,11 @@ def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
 
 def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context_length: int,
                     stop_ids: tuple[int, ...], vocab_size: int,
-                    grammar: str | None = None) -> SamplingParams:
+                    grammar: str | None = None,
+                    family_stops: tuple[str, ...] = ()) -> SamplingParams:
     """`kind` is "chat" or "completion": they spell logprobs differently. `grammar` is the
-    checked grammar the output must follow (fleet.generation.grammar), if any."""
+    checked grammar the output must follow (fleet.generation.grammar), if any; `family_stops`
+    the model family's stop strings, which apply beside the request's own."""
     if kind == "chat":
         want_logprobs = bool(body.get("logprobs"))
         top = int(body.get("top_logprobs") or 0)
@@ -137,6 +148,6 @@ def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context
         logprobs=want_logprobs,
         top_logprobs=top,
         stop_token_ids=tuple(sorted({*stop_ids, *(body.get("stop_token_ids") or ())})),
-        stop=_stop_strings(body.get("stop")),
+        stop=_stop_strings(body.get("stop"), family_stops),
         grammar=grammar,
     )

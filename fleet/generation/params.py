@@ -21,7 +21,8 @@ class SamplingParams:
     top_logprobs: int = 0
     # Token ids that end the sequence (the model's end-of-turn and end-of-text tokens).
     stop_token_ids: tuple[int, ...] = ()
-    # User stop strings, matched on the decoded text and cut from the output.
+    # Stop strings (the request's, and its family's that no stop id covers), matched on the
+    # decoded text and cut from the output.
     stop: tuple[str, ...] = ()
     # A grammar the output must follow, in llguidance's Lark syntax, checked already
     # (fleet.generation.grammar); None leaves the output free.

@@ -77,7 +77,7 @@ def _call(app: Any, method: str, path: str, key: str | None = None,
 
     async def go() -> httpx.Response:
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://fleet") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             return await client.request(method, path, headers=all_headers, content=body)
 
     return asyncio.run(go())

@@ -90,3 +90,68 @@ def test_a_body_that_outgrows_the_helper_memory_is_413_and_a_new_helper_serves_t
         assert isinstance(good, EmbeddingRequest) and good.input == [text]
     finally:
         helper.close()
+
+
+def _empty_objects(count: int) -> bytes:
+    """An embeddings body whose input is `count` empty objects: cheap to send, and each one a
+    Python dict in the parser (57 MiB of them ran pydantic-core out of memory mid-allocation,
+    where it panicked and left the parser asleep, answering nothing)."""
+    return b'{"model": "m", "input": [' + b"{}," * count + b"{}]}"
+
+
+def test_a_parse_past_its_time_kills_the_helper_and_the_next_body_is_parsed():
+    helper = _Helper(memory_bytes=256 * 1024 * 1024, timeout_s=3)
+    try:
+        started = time.perf_counter()
+        outcome, _, stood_still = asyncio.run(_parse_while_ticking(
+            helper, _empty_objects(20_000_000)))
+        assert isinstance(outcome, PayloadTooLarge), outcome
+        assert outcome.code == "payload_too_large"
+        assert ("FLEET_MAX_PARSE_SECONDS" in outcome.message
+                or "FLEET_PARSER_MEMORY_BYTES" in outcome.message), outcome.message
+        assert time.perf_counter() - started < 3 + 15  # the limit, and the kill
+        assert stood_still < 0.25
+        first = helper._process
+        assert first is None or not first.is_alive()  # killed, not left asleep
+        text = "z" * (INLINE_MAX_BYTES * 2)
+        good, took, _ = asyncio.run(_parse_while_ticking(
+            helper, orjson.dumps({"model": "m", "input": [text]})))
+        assert isinstance(good, EmbeddingRequest) and good.input == [text]
+        assert took < 10
+    finally:
+        helper.close()
+
+
+def test_a_slow_parse_is_refused_by_its_time_limit():
+    helper = _Helper(timeout_s=1)
+    try:
+        # Seconds of pydantic (see the test above with 6,000,000 values), all of it allowed
+        # memory: only the time limit stops it.
+        outcome, took, _ = asyncio.run(_parse_while_ticking(helper, _many_values(8_000_000)))
+        assert isinstance(outcome, PayloadTooLarge), outcome
+        assert "FLEET_MAX_PARSE_SECONDS" in outcome.message
+        assert took < 1 + 10
+    finally:
+        helper.close()
+
+
+def test_too_many_waiting_bodies_get_429_and_the_rest_are_parsed():
+    from fleet.api.body_parsing import MAX_WAITING
+    from fleet.errors import TooManyRequests
+
+    helper = _Helper()
+    text = "w" * (INLINE_MAX_BYTES + 10)
+    body = orjson.dumps({"model": "m", "input": [text]})
+
+    async def flood() -> list[object]:
+        return await asyncio.gather(*(helper.parse(EmbeddingRequest, body)
+                                      for _ in range(MAX_WAITING + 4)), return_exceptions=True)
+
+    try:
+        outcomes = asyncio.run(flood())
+    finally:
+        helper.close()
+    refused = [o for o in outcomes if isinstance(o, TooManyRequests)]
+    parsed = [o for o in outcomes if isinstance(o, EmbeddingRequest)]
+    assert len(refused) == 4 and len(parsed) == MAX_WAITING
+    assert refused[0].code == "parser_busy" and refused[0].retry_after_s == 1

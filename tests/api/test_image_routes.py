@@ -24,7 +24,7 @@ PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 32
 
 @pytest.fixture(scope="module")
 def http() -> TestClient:
-    return TestClient(create_app(None, "127.0.0.1:1"))
+    return TestClient(create_app(None, "127.0.0.1:1"), base_url="http://localhost")
 
 
 def _refused(response, status: int, *words: str) -> dict:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from fleet.api.protocol import LaunchRequest
+from fleet.launch_request import LaunchRequest
 
 
 def test_envs_take_plain_names():

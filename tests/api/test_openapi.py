@@ -101,7 +101,7 @@ def test_with_keys_the_guarded_routes_document_401_and_403():
     ("PUT", "/v1/models/estimate", "GET"),  # its own route, before /v1/models/{model_uid}
 ])
 def test_405_names_every_method_of_the_path(method, path, allowed):
-    response = TestClient(create_app(None, "127.0.0.1:1")).request(method, path)
+    response = TestClient(create_app(None, "127.0.0.1:1"), base_url="http://localhost").request(method, path)
     assert response.status_code == 405 and response.headers["allow"] == allowed
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
 

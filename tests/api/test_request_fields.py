@@ -10,10 +10,10 @@ import json
 import pytest
 from pydantic import ValidationError
 
-from fleet.api.errors import _validation_message, error_reply
+from fleet.api.errors import error_reply
 from fleet.api.protocol import EmbeddingRequest, RegisterRequest, RerankRequest
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
-from fleet.errors import BadRequest
+from fleet.errors import BadRequest, validation_message
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -123,7 +123,7 @@ def test_a_family_that_is_not_one_is_refused(family, message):
 
 
 def test_a_query_parameters_message_keeps_its_place():
-    message = _validation_message([
+    message = validation_message([
         {"type": "missing", "loc": ("query", "model_version"), "msg": "Field required"},
         {"type": "bool_parsing", "loc": ("query", "force"), "msg": "Input should be a valid "
                                                                     "boolean"}])

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from fleet.api.protocol import LaunchRequest
 from fleet.catalogue.registry import Catalogue, builtin_families, select_spec
 from fleet.catalogue.schemas import EmbeddingFamily, LLMFamily, ModelSpec, RerankFamily
 from fleet.catalogue.xinference_format import canonical_format, convert_specs
 from fleet.engines.registry import pick_engine, xinference_engine_params
 from fleet.errors import BadRequest
+from fleet.launch_request import LaunchRequest
 from tests.xinference_files import (
     CHATML,
     SMOL_HF,
@@ -221,3 +221,51 @@ def test_an_unknown_model_family_leaves_the_weights_own_template(tmp_path):
     family = Catalogue(tmp_path).register("LLM", data, persist=False)
     assert family.chat_template is None and family.stop == []
     assert family.model_family == "not-a-family-here"
+
+
+def _v1_gguf(spec: dict) -> dict:
+    """A custom LLM in Xinference's older (version 1) file shape, with one GGUF spec."""
+    return {"version": 1, "context_length": 2048, "model_name": "v1-smol", "model_lang": ["en"],
+            "model_ability": ["chat"], "model_family": "other",
+            "model_specs": [{"model_format": "ggufv2", "model_size_in_billions": "0_135",
+                             "model_uri": f"file://{GGUF_DIR}/model.gguf", **spec}]}
+
+
+@pytest.mark.parametrize(("spec", "quantizations", "ids"), [
+    # The list form older files write, one entry or several.
+    ({"quantization": ["q8_0"]}, ["q8_0"], (None, None)),
+    ({"quantization": ["Q4_1", "Q8_0"], "model_hub": "huggingface", "model_id": SMOL_HF},
+     ["Q4_1", "Q8_0"], (SMOL_HF, None)),
+    ({"quantization": ["Q4_1"], "model_hub": "modelscope", "model_id": SMOL_MS},
+     ["Q4_1"], (None, SMOL_MS)),
+    # Version 1's own `quantizations` list, with and without a hub.
+    ({"quantizations": ["Q4_1", "Q8_0"], "model_id": SMOL_HF}, ["Q4_1", "Q8_0"], (SMOL_HF, None)),
+    ({"quantizations": ["Q4_1"], "model_hub": "modelscope", "model_id": SMOL_MS},
+     ["Q4_1"], (None, SMOL_MS)),
+    # Both, saying the same.
+    ({"quantization": "Q4_1", "quantizations": ["Q4_1"]}, ["Q4_1"], (None, None)),
+])
+def test_older_quantization_forms_are_read(tmp_path, spec, quantizations, ids):
+    family = Catalogue(tmp_path).register("LLM", _v1_gguf(spec), persist=False)
+    [read] = family.model_specs
+    assert read.quantizations == quantizations
+    assert (read.model_id, read.modelscope_model_id) == ids
+    assert "quantization" not in read.model_extra
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ({"quantization": 8}, "model_specs.0: Value error, quantization must be a name such as "
+                          "'Q4_K_M' or a non-empty list of names, not 8"),
+    ({"quantization": []}, "quantization must be a name such as 'Q4_K_M' or a non-empty list"),
+    ({"quantization": ["q8_0", 4]}, "not ['q8_0', 4]"),
+    ({"quantization": ["../q8_0"]}, "model_specs.0: Value error, quantization '../q8_0' is not "
+                                    "a safe name"),
+    ({"quantization": "Q4_1", "quantizations": ["Q8_0"]},
+     "quantization 'Q4_1' and quantizations ['Q8_0'] disagree"),
+])
+def test_a_wrong_quantization_is_refused_under_the_name_written(tmp_path, spec, message):
+    with pytest.raises(BadRequest) as refused:
+        Catalogue(tmp_path).register("LLM", _v1_gguf(spec), persist=False)
+    assert message in refused.value.message
+    if "quantizations" not in spec:
+        assert "quantizations" not in refused.value.message

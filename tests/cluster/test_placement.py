@@ -110,3 +110,16 @@ def test_unknown_weights_are_not_held_against_a_launch():
         return MemoryEstimate(weights=None, kv_cache=None, overhead=512 * MIB, device=device)
     placed = place_replicas([worker("10.0.0.1:1", 0.1)], [], 1, demand=Demand("m", unknown))
     assert placed[0].memory_bytes == 512 * MIB
+
+
+def test_placement_is_bounded_by_the_replicas_a_model_may_have():
+    # Each placement looks at the ones before it: 100000 replicas took minutes of one core.
+    from fleet.errors import BadRequest
+    from fleet.limits import MAX_REPLICAS
+
+    workers = [worker("10.0.0.1:1", 10_000)]
+    assert len(place_replicas(workers, [], MAX_REPLICAS)) == MAX_REPLICAS
+    started = time.monotonic()
+    with pytest.raises(BadRequest, match=f"more than the {MAX_REPLICAS} replicas") as info:
+        place_replicas(workers, [], 100_000)
+    assert info.value.code == "too_many_replicas" and time.monotonic() - started < 0.1

@@ -33,11 +33,15 @@ def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_a_corrupt_state_file_is_moved_aside_with_a_clear_log_line(state_file, content, caplog):
     state_file.write_bytes(content)
     with caplog.at_level(logging.ERROR):
-        assert ModelStore(state_file).load() == {}
+        assert ModelStore(state_file).load() is None  # unknown, unlike no file at all
     aside = list(state_file.parent.glob("models.json.corrupt-*"))
     assert len(aside) == 1 and aside[0].read_bytes() == content
     assert not state_file.exists()
     assert f"moved it to {aside[0]}" in caplog.text and "is corrupt" in caplog.text
+
+
+def test_no_state_file_is_no_model(state_file):
+    assert ModelStore(state_file).load() == {}
 
 
 def test_a_write_that_fails_raises_and_leaves_the_old_file(state_file, tmp_path):
@@ -111,3 +115,49 @@ def test_a_waiting_model_is_restored_when_asked_again(state_file):
     workers.append("10.0.0.9")
     asyncio.run(restorer.run(launch))
     assert not restorer.pending
+
+
+def test_an_entry_a_launch_would_refuse_fails_alone_with_its_reason(state_file, caplog):
+    entries = {
+        "many": {**MINILM, "model_uid": "many", "replica": 100000},
+        "odd": {**MINILM, "model_uid": "odd", "model_type": "nonsense"},
+        "typed": {**MINILM, "model_uid": "typed", "n_gpu": [1], "envs": "A=1"},
+        "a/b": MINILM,  # a uid no launch may take
+        "good": MINILM,
+    }
+    with caplog.at_level(logging.ERROR):
+        restorer, cluster = _restorer(state_file, entries)
+    assert list(restorer.pending) == ["good"]
+    assert restorer.unreadable == {"many", "odd", "typed", "a/b"}
+    many = cluster.models["many"].describe()
+    assert many["status"] == "failed" and "less than or equal to 64" in many["error"]
+    assert "replica" in many["error"]
+    assert "n_gpu" in cluster.models["typed"].describe()["error"]
+    assert "odd" not in cluster.models  # no model type to show it under: logged
+    assert "unknown model type 'nonsense'" in caplog.text and "model_uid must not" in caplog.text
+
+    async def launch(request: dict[str, Any], **_: Any) -> str:
+        restorer.save({request["model_uid"]: request})
+        return request["model_uid"]
+
+    asyncio.run(restorer.run(launch))
+    assert not restorer.pending
+    assert json.loads(state_file.read_text()) == entries  # the refused ones kept as they were
+
+
+def test_only_a_lost_or_unreadable_entry_lets_a_running_replica_be_adopted(state_file):
+    restorer, _ = _restorer(state_file, {"bad": {"model_name": 5}, "good": MINILM})
+    assert restorer.adoptable("good") and restorer.adoptable("bad")
+    assert not restorer.adoptable("gone")  # a readable file without it: it was terminated
+
+    state_file.write_text('{"cut": ')
+    lost = Restorer(ClusterState(), ModelStore(state_file), Catalogue)
+    assert lost.state_lost and lost.adoptable("anything")
+    lost.save({"launched-here": {**MINILM, "model_uid": "launched-here"}})
+    lost.save({"launched-here": None})
+    assert not lost.adoptable("launched-here")  # this run terminated it
+
+    assert restorer.rebuild("bad", {**MINILM, "model_uid": "ignored", "replica": 2})
+    assert restorer.pending["bad"]["model_uid"] == "bad" and "bad" in restorer.rebuilt
+    assert not restorer.rebuild("worse", {"model_name": "m", "replica": 65})
+    assert "worse" not in restorer.pending

@@ -207,17 +207,6 @@ def test_no_key_reaches_the_logs(cluster, models):
         assert key not in text
 
 
-def _own_address() -> str | None:
-    """This machine's address on its network (not loopback), if it has one."""
-    try:
-        found = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    addresses = [a for a in found.stdout.split() if re.match(r"^\d+\.\d+\.\d+\.\d+$", a)
-                 and not a.startswith("127.")]
-    return addresses[0] if addresses else None
-
-
 def test_a_supervisor_on_a_network_address_without_keys_refuses_to_start(tmp_path):
     port = free_port()
     started = subprocess.run(
@@ -229,10 +218,8 @@ def test_a_supervisor_on_a_network_address_without_keys_refuses_to_start(tmp_pat
     assert "--api-key" in started.stderr and "--insecure-no-auth" in started.stderr
 
 
-def test_insecure_no_auth_starts_it_with_a_warning(tmp_path):
-    address = _own_address()
-    if address is None:
-        pytest.skip("this machine has no network address besides loopback")
+def test_insecure_no_auth_starts_it_with_a_warning(tmp_path, network_address):
+    address = network_address
     port = free_port()
     supervisor = FleetProcess(["supervisor", "-H", address, "-p", str(port), "--insecure-no-auth"],
                               tmp_path / "home", port, host=address,

@@ -16,6 +16,7 @@ import pickle
 import socket
 import statistics
 import struct
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import pytest
 import xoscar as xo
 from xoscar.serialization._security import pack_manifest, sign_buffers
 
-from fleet import cluster_secret
+from fleet import actor_handshake, cluster_secret
 from fleet.client import Client
 from fleet.cluster import channel_auth
 from fleet.cluster.channel_codec import encode_frame
@@ -115,9 +116,26 @@ def _send_raw(address: str, data: bytes) -> bytes:
     return received
 
 
+def _send_and_listen(address: str, data: bytes, listen_s: float = 3.0) -> bytes:
+    """Send `data` on a new connection and keep what comes back for `listen_s` (a pool that
+    takes the frames answers and keeps the connection open)."""
+    host, port = address.rsplit(":", 1)
+    received = b""
+    with socket.create_connection((host, int(port)), timeout=listen_s) as sock:
+        sock.sendall(data)
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except TimeoutError:
+            pass
+    return received
+
+
 def _as_cluster_member(secret: str, monkeypatch: pytest.MonkeyPatch, work: Any) -> Any:
     """Run `work()` (a coroutine function) with this process holding the cluster's key, as a
-    worker does: how a test finds addresses the API does not show."""
+    worker does (its connections open with the handshake): how a test finds addresses the API
+    does not show."""
+    actor_handshake.install()
     monkeypatch.setenv(cluster_secret.ENV_XOSCAR_KEY, cluster_secret.xoscar_key(secret))
     return asyncio.run(work())
 
@@ -180,6 +198,84 @@ def test_a_crafted_pickle_runs_in_no_pool_and_every_pool_keeps_serving(
         == 384
     cluster.client.terminate_model(second)
     assert len(cluster.client.list_workers()) == 1
+
+
+class _Recorder:
+    """A TCP relay in front of a pool that keeps every byte its clients send it, one entry per
+    connection: what someone on the network between two hosts can record."""
+
+    def __init__(self, target: str) -> None:
+        host, port = target.rsplit(":", 1)
+        self._target = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        self.sent: list[bytearray] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            upstream = socket.create_connection(self._target)
+            record = bytearray()
+            self.sent.append(record)
+            threading.Thread(target=self._pump, args=(client, upstream, record),
+                             daemon=True).start()
+            threading.Thread(target=self._pump, args=(upstream, client, None),
+                             daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket, record: bytearray | None) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if record is not None:
+                    record.extend(chunk)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            sink.close()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_recorded_terminate_frame_sent_again_terminates_nothing(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, minilm_path: str):
+    """A member's genuine, signed `terminate_model` call, recorded on its way to the
+    supervisor, then sent again byte for byte by someone without the secret (the whole
+    connection, and its frames alone) after the model was launched again."""
+    from xoscar.core import ActorRef
+
+    supervisor = _supervisor_address(cluster)
+    launch = {"model_type": "embedding", "model_path": minilm_path, "model_uid": "replayed"}
+    cluster.client.launch_model("all-MiniLM-L6-v2", **launch)
+    recorder = _Recorder(supervisor)
+    try:
+        async def terminate() -> None:
+            # A reference made by hand is not looked up: its calls go through the recorder.
+            await ActorRef(recorder.address, "fleet-supervisor").terminate_model("replayed")
+
+        _as_cluster_member(cluster.secret, monkeypatch, terminate)
+    finally:
+        recorder.close()
+    assert "replayed" not in cluster.client.list_models()
+    (recorded,) = [bytes(r) for r in recorder.sent if r]
+    handshake = len(actor_handshake.MAGIC) + actor_handshake.NONCE_BYTES \
+        + actor_handshake.PROOF_BYTES
+    frames = recorded[handshake:] if recorded.startswith(actor_handshake.MAGIC) else recorded
+    assert frames
+
+    cluster.client.launch_model("all-MiniLM-L6-v2", **launch)
+    for replay in (recorded, frames):
+        _send_and_listen(supervisor, replay)
+    time.sleep(1.0)  # what the frame would have done had time to happen
+    assert "replayed" in cluster.client.list_models()
+    vector = cluster.client.get_model("replayed").create_embedding("still here")
+    assert len(vector["data"][0]["embedding"]) == 384
+    cluster.client.terminate_model("replayed")
 
 
 def test_the_same_frame_runs_code_in_a_pool_without_a_key(tmp_path: Path,

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,6 +14,7 @@ import pytest
 from fleet.client import Client
 from tests.conftest import FleetProcess, free_port
 from tests.llm_builders import build_scripted_qwen2
+from tests.netns import veth_host
 
 
 def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
@@ -83,7 +82,6 @@ def _wait_for_workers(client: Client, count: int, timeout: float = 60.0) -> list
 
 
 def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
-    import os
     import signal
     import time
 
@@ -125,30 +123,10 @@ def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
 
 @pytest.fixture
 def second_host() -> Iterator[tuple[str, str, tuple[str, ...]]]:
-    """Another host on a real (virtual) network: a network namespace joined to this one by a
-    veth pair. Yields (this host's address, the other's, the command prefix that runs there)."""
-    if os.geteuid() != 0 or shutil.which("ip") is None:
-        pytest.skip("network namespaces need root and iproute2")
-    tag = f"{os.getpid() % 100000}"
-    namespace, here, there = f"fleet-{tag}", f"fva{tag}", f"fvb{tag}"
-    subnet = f"10.231.{os.getpid() % 250}"
-
-    def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True)
-
-    ip("netns", "add", namespace)
-    try:
-        ip("link", "add", here, "type", "veth", "peer", "name", there)
-        ip("link", "set", there, "netns", namespace)
-        ip("addr", "add", f"{subnet}.1/24", "dev", here)
-        ip("link", "set", here, "up")
-        ip("netns", "exec", namespace, "ip", "addr", "add", f"{subnet}.2/24", "dev", there)
-        ip("netns", "exec", namespace, "ip", "link", "set", there, "up")
-        ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-        yield f"{subnet}.1", f"{subnet}.2", ("ip", "netns", "exec", namespace)
-    finally:
-        subprocess.run(["ip", "link", "del", here], capture_output=True)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True)
+    """Another host on a real (virtual) network (tests.netns). Yields (this host's address, the
+    other's, the command prefix that runs there)."""
+    with veth_host() as hosts:
+        yield hosts
 
 
 def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, minilm_path,

@@ -250,7 +250,7 @@ def test_management_bodies_are_capped_at_one_mib(http, mini):
     # A declared length over the cap is refused before any of the body is sent.
     host, port = http.base_url.host, http.base_url.port
     with socket.create_connection((host, port), timeout=30) as raw:
-        raw.sendall(b"POST /v1/model_registrations/LLM HTTP/1.1\r\nHost: x\r\n"
+        raw.sendall(b"POST /v1/model_registrations/LLM HTTP/1.1\r\nHost: localhost\r\n"
                     b"Content-Type: application/json\r\nContent-Length: 99999999\r\n\r\n")
         answer = b""
         while b"99999999 bytes" not in answer and (chunk := raw.recv(65536)):
@@ -301,6 +301,43 @@ def test_a_big_body_is_parsed_without_stalling_the_api(local_cluster, http, mini
     assert len(latencies) > 5 and max(latencies) < min(0.5, took / 3), (took, max(latencies))
     assert api.memory_info().rss - before < 200 * MIB
     _embeds(http, mini)
+
+
+def test_a_body_that_runs_the_parser_out_of_memory_costs_only_itself(tmp_path, minilm_path):
+    """57 MiB of `{}` (20 million values, under the default 64 MiB body limit) used to leave
+    the large-body parser asleep at its memory cap: that request never got an answer, every
+    later large body hung, and the server no longer stopped on SIGTERM."""
+    import signal
+
+    server = start_local(tmp_path / "home")  # the default limits
+    try:
+        with httpx.Client(base_url=server.endpoint, timeout=120) as client:
+            _launch(client, model_name="all-MiniLM-L6-v2", model_type="embedding",
+                    model_uid="mini", model_path=minilm_path)
+            hostile = b'{"model": "mini", "input": [' + b"{}," * 20_000_000 + b"{}]}"
+            assert len(hostile) > 57 * MIB
+            started = time.perf_counter()
+            error = _refused(client.post("/v1/embeddings", content=hostile,
+                                         headers={"content-type": "application/json"}), 413)
+            # Whichever of its limits the parse reached first (memory, or time on a busy
+            # machine), the helper was killed for it and the request answered.
+            assert ("FLEET_PARSER_MEMORY_BYTES" in error["message"]
+                    or "FLEET_MAX_PARSE_SECONDS" in error["message"]), error
+            assert time.perf_counter() - started < 40
+            del hostile
+            # 2 MiB, parsed by a new helper (its text within the tokens a request may queue).
+            text = "the next large body " * (MIB // 20)
+            body = json.dumps({"model": "mini", "input": [text]}).encode().ljust(2 * MIB)
+            started = time.perf_counter()
+            response = client.post("/v1/embeddings", content=body,
+                                   headers={"content-type": "application/json"})
+            assert response.status_code == 200, response.text
+            assert time.perf_counter() - started < 20
+            _embeds(client, "mini")
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) is not None
+    finally:
+        server.stop()
 
 
 # ---- batching ------------------------------------------------------------------------------

@@ -7,8 +7,6 @@ last run that the new start no longer allows stays listed, failed, with the reas
 
 from __future__ import annotations
 
-import ipaddress
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -23,31 +21,10 @@ ADMIN_KEY = "sk-launch-policy-admin-key"
 MINILM = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding"}
 
 
-def _network_address() -> str | None:
-    """This machine's first non-loopback IPv4 address (None when it has none)."""
-    try:
-        words = subprocess.run(["hostname", "-I"], capture_output=True, text=True,
-                               timeout=5).stdout.split()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    for word in words:
-        try:
-            address = ipaddress.ip_address(word)
-        except ValueError:
-            continue
-        if address.version == 4 and not address.is_loopback:
-            return word
-    return None
-
-
-ADDRESS = _network_address()
-needs_address = pytest.mark.skipif(ADDRESS is None, reason="no non-loopback address here")
-
-
-def _start(home: Path, *flags: str) -> FleetProcess:
+def _start(address: str, home: Path, *flags: str) -> FleetProcess:
     port = free_port()
-    return FleetProcess(["local", "-H", ADDRESS, "-p", str(port), *flags], home, port,
-                        host=ADDRESS).wait_ready()
+    return FleetProcess(["local", "-H", address, "-p", str(port), *flags], home, port,
+                        host=address).wait_ready()
 
 
 def _error(response: httpx.Response, status: int) -> str:
@@ -72,11 +49,11 @@ def roots(tmp_path_factory, minilm_path) -> tuple[Path, Path]:
 
 
 @pytest.fixture(scope="module")
-def exposed(tmp_path_factory, roots) -> Iterator[tuple[FleetProcess, httpx.Client]]:
-    """A cluster on the network address, with an admin key and two model roots."""
-    if ADDRESS is None:
-        pytest.skip("no non-loopback address here")
-    server = _start(tmp_path_factory.mktemp("exposed-home"), "--api-key", ADMIN_KEY,
+def exposed(tmp_path_factory, roots, network_address
+            ) -> Iterator[tuple[FleetProcess, httpx.Client]]:
+    """A cluster on a network address (tests.netns), with an admin key and two model roots."""
+    server = _start(network_address, tmp_path_factory.mktemp("exposed-home"),
+                    "--api-key", ADMIN_KEY,
                     "--model-root", str(roots[0]), "--model-root", str(roots[1]))
     http = httpx.Client(base_url=server.endpoint, timeout=120,
                         headers={"Authorization": f"Bearer {ADMIN_KEY}"})
@@ -85,7 +62,16 @@ def exposed(tmp_path_factory, roots) -> Iterator[tuple[FleetProcess, httpx.Clien
     server.stop()
 
 
-@needs_address
+def test_the_host_check_holds_on_a_network_address_even_for_an_admin_key(exposed,
+                                                                        network_address):
+    server, http = exposed
+    assert http.get("/v1/models").status_code == 200  # Host: the address it listens on
+    for name in ("attacker.example", f"attacker.example:{server.port}", "localhost"):
+        response = http.get("/v1/models", headers={"Host": name})
+        assert response.status_code == 400, name
+        assert response.json()["error"]["code"] == "host_not_allowed"
+
+
 def test_remote_code_and_envs_are_refused_even_for_an_admin_key(exposed, minilm_path):
     _, http = exposed
     body = {**MINILM, "model_path": minilm_path}
@@ -96,7 +82,6 @@ def test_remote_code_and_envs_are_refused_even_for_an_admin_key(exposed, minilm_
     assert http.get("/v1/models").json()["data"] == []  # nothing half-started
 
 
-@needs_address
 def test_paths_outside_the_roots_are_refused_and_exist_or_not_alike(exposed, roots, tmp_path):
     _, http = exposed
     (tmp_path / "weights").mkdir()
@@ -116,7 +101,6 @@ def test_paths_outside_the_roots_are_refused_and_exist_or_not_alike(exposed, roo
         repr(str(tmp_path / "nope")), "P")
 
 
-@needs_address
 def test_a_registered_model_uri_outside_the_roots_is_refused_at_launch(exposed):
     _, http = exposed
     family = {"model_name": "uri-outside", "dimensions": 384, "max_tokens": 256,
@@ -129,7 +113,6 @@ def test_a_registered_model_uri_outside_the_roots_is_refused_at_launch(exposed):
     assert "model_uri of uri-outside" in message and "'/etc'" in message
 
 
-@needs_address
 def test_a_model_under_a_root_launches_and_serves(exposed, minilm_path):
     _, http = exposed
     response = http.post("/v1/models", json={**MINILM, "model_uid": "rooted",
@@ -139,7 +122,6 @@ def test_a_model_under_a_root_launches_and_serves(exposed, minilm_path):
     assert http.delete("/v1/models/rooted").status_code == 200
 
 
-@needs_address
 @pytest.mark.parametrize(("field", "value"), [
     ("model_size_in_billions", "../../../../tmp/x"),
     ("model_format", "../../../tmp"),
@@ -159,11 +141,11 @@ def test_registrations_whose_fields_would_leave_the_cache_are_400s(exposed, fiel
     assert http.get("/v1/model_registrations/LLM/traversal").status_code == 404
 
 
-@needs_address
 def test_a_cluster_started_allowing_them_accepts_them_and_a_restart_without_says_why(
-        tmp_path, minilm_path):
+        tmp_path, minilm_path, network_address):
     home = tmp_path / "home"
-    server = _start(home, "--insecure-no-auth", "--allow-remote-code", "--allow-launch-envs",
+    server = _start(network_address, home, "--insecure-no-auth", "--allow-remote-code",
+                    "--allow-launch-envs",
                     "--allow-any-model-path")
     try:
         http = httpx.Client(base_url=server.endpoint, timeout=120)
@@ -176,7 +158,7 @@ def test_a_cluster_started_allowing_them_accepts_them_and_a_restart_without_says
         server.stop()
     # The same home, started without the flags: the model of the last run is not launched,
     # and says why instead of vanishing or stopping the start.
-    server = _start(home, "--insecure-no-auth")
+    server = _start(network_address, home, "--insecure-no-auth")
     try:
         http = httpx.Client(base_url=server.endpoint, timeout=30)
         deadline = time.monotonic() + 30

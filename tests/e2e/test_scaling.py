@@ -130,3 +130,21 @@ def test_terminate_during_a_stream_lets_it_finish(cluster, long_talker):
     # The terminate waited for the stream (it drained the replica), then the model went.
     assert terminated_at and terminated_at[0] >= ended_at - 0.5
     assert uid not in client.list_models()
+
+
+def test_scaling_past_the_replicas_a_model_may_have_is_refused(cluster, minilm_path):
+    client = Client(cluster.endpoint)
+    uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid="capped",
+                              model_path=minilm_path)
+    try:
+        # 64 is what one request may add; with the one it has, the model would pass the cap
+        # that a launch (and a restore) holds it to.
+        answer = httpx.post(f"{cluster.endpoint}/v1/models/{uid}/replicas", json={"replica": 64},
+                            timeout=60)
+        assert answer.status_code == 400, answer.text
+        error = answer.json()["error"]
+        assert error["code"] == "too_many_replicas"
+        assert "has 1 replica(s); 64 more would pass the 64 replicas" in error["message"]
+        assert _ready_ids(client, uid) == [0] and _saved_replicas(cluster, uid) == 1
+    finally:
+        client.terminate_model(uid)

@@ -8,7 +8,10 @@ import json
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -113,5 +116,68 @@ def test_a_state_write_that_fails_changes_nothing(fleet_home, minilm_path, mount
         client.terminate_model("kept")
         assert client.list_models() == {}
         assert json.loads((mounted_state / "models.json").read_text()) == {}
+    finally:
+        server.stop()
+
+
+def _max_latency_while(endpoint: str, done: threading.Event) -> list[float]:
+    """Every 0.2 s until `done`: how long /status and /v1/models took (5 s for no answer)."""
+    seen: list[float] = []
+    while not done.is_set():
+        for path in ("/status", "/v1/models"):
+            started = time.monotonic()
+            try:
+                answered = httpx.get(f"{endpoint}{path}", timeout=5).status_code == 200
+            except httpx.HTTPError:
+                answered = False
+            seen.append(time.monotonic() - started if answered else 5.0)
+        time.sleep(0.2)
+    return seen
+
+
+def test_an_entry_past_the_launch_limits_fails_alone_and_the_api_keeps_answering(
+        fleet_home, minilm_path):
+    # Hand-edited (or written by an older version): a launch would refuse it (replica <= 64).
+    entries = {"many": {**_minilm("many", minilm_path), "replica": 100000},
+               "good": _minilm("good", minilm_path)}
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps(entries))
+    server = start_local(fleet_home)
+    done = threading.Event()
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            watching = pool.submit(_max_latency_while, server.endpoint, done)
+            client = Client(server.endpoint)
+            try:
+                wait_for(lambda: client.list_models().get("good", {}).get("status") == "ready", 120)
+            finally:
+                done.set()
+            latencies = watching.result()
+        assert latencies and max(latencies) < 2.0, sorted(latencies)[-5:]
+        assert client.get_model("good").create_embedding("back")["data"]
+        many = client.describe_model("many")
+        assert many["status"] == "failed" and many["replicas"] == []
+        assert "replica" in many["error"] and "less than or equal to 64" in many["error"]
+        assert json.loads(state.read_text())["many"] == entries["many"]  # kept to be repaired
+        assert "entry 'many' cannot be restored: invalid request: replica" in _log(server)
+    finally:
+        server.stop()
+
+
+def test_an_entry_of_an_unknown_model_type_fails_alone(fleet_home, minilm_path):
+    entries = {"odd": {**_minilm("odd", minilm_path), "model_type": "nonsense"},
+               "good": _minilm("good", minilm_path)}
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(json.dumps(entries))
+    server = start_local(fleet_home)
+    try:
+        client = Client(server.endpoint)
+        wait_for(lambda: client.list_models().get("good", {}).get("status") == "ready", 120)
+        assert client.get_model("good").create_embedding("back")["data"]
+        assert set(client.list_models()) == {"good"}
+        assert json.loads(state.read_text())["odd"] == entries["odd"]
+        assert "unknown model type 'nonsense'" in _log(server)
     finally:
         server.stop()

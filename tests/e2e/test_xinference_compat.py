@@ -242,3 +242,104 @@ def test_enable_thinking_at_launch_is_the_chats_default(http, gguf):
     assert by_launch > by_request  # "/no_think " is in the prompt unless the request says
     assert http.delete("/v1/models/xinf-think").status_code == 200
     assert http.delete("/v1/model_registrations/LLM/xinf-think").status_code == 200
+
+
+# Xinference's older custom-LLM file (version 1) with its QWEN prompt style: the system turn is
+# the style's own, its stop strings end answers.
+QWEN_SYSTEM = "You answer in one short sentence."
+
+
+def _qwen_prompt(system: str, question: str) -> str:
+    """What the QWEN style writes for one question (Xinference's rule, spelt out by hand)."""
+    return (f"<|im_start|>system\n{system}<|im_end|>\n<|im_start|>user\n{question}<|im_end|>\n"
+            "<|im_start|>assistant\n")
+
+
+def _v1_styled_file(name: str, gguf: Path, stop: list[str]) -> dict:
+    return {
+        "version": 1, "context_length": 2048, "model_name": name, "model_lang": ["en"],
+        "model_ability": ["chat"], "model_family": "other",
+        "model_specs": [{"model_format": "ggufv2", "model_size_in_billions": "0_135",
+                         "quantizations": ["Q4_1"], "model_id": SMOL_HF,
+                         "model_file_name_template": SMOL_TEMPLATE,
+                         "model_uri": f"file://{gguf}"}],
+        "prompt_style": {"style_name": "QWEN", "system_prompt": QWEN_SYSTEM,
+                         "roles": ["user", "assistant"], "intra_message_sep": "\n",
+                         "inter_message_sep": "", "stop": ["<|im_end|>", *stop],
+                         "stop_token_ids": [2]},
+    }
+
+
+def test_prompt_style_file_renders_its_format_and_stops_on_its_stop_strings(
+        http, xclient, rest_smol, gguf):
+    question = GERMANY[0]["content"]
+
+    def reference(prompt: str) -> dict:
+        """The same weights completing the text the style defines, with no style involved."""
+        reply = http.post("/v1/completions", json={"model": rest_smol, "prompt": prompt, **SHORT})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    plain = reference(_qwen_prompt(QWEN_SYSTEM, question))
+    full = plain["choices"][0]["text"]
+    assert "Berlin" in full, full  # the stop below is met inside the answer
+    xclient.register_model(model_type="LLM", persist=False,
+                           model=json.dumps(_v1_styled_file("xinf-v1-qwen", gguf, ["Berlin"])))
+    shown = xclient.get_model_registration("LLM", "xinf-v1-qwen")
+    assert "prompt_style" not in shown and "<|im_start|>system" in shown["chat_template"]
+    assert (shown["stop"], shown["stop_token_ids"]) == (["<|im_end|>", "Berlin"], [2])
+    uid = xclient.launch_model(model_name="xinf-v1-qwen", model_type="LLM",
+                               model_engine="llama.cpp", model_format="ggufv2",
+                               quantization="Q4_1")
+
+    answer = _chat(http, uid)
+    # The prompt is the style's text, token for token; the answer is cut where the style's stop
+    # string begins.
+    assert answer["usage"]["prompt_tokens"] == plain["usage"]["prompt_tokens"]
+    [choice] = answer["choices"]
+    assert choice["message"]["content"] == full[:full.index("Berlin")]
+    assert choice["finish_reason"] == "stop"
+    # A request's system message takes the place of the style's system prompt.
+    french = "Answer in French."
+    asked = http.post("/v1/chat/completions", json={
+        "model": uid, "messages": [{"role": "system", "content": french}, *GERMANY], **SHORT})
+    assert asked.status_code == 200, asked.text
+    assert asked.json()["usage"]["prompt_tokens"] == \
+        reference(_qwen_prompt(french, question))["usage"]["prompt_tokens"]
+    xclient.terminate_model(uid)
+    xclient.unregister_model("LLM", "xinf-v1-qwen")
+
+
+def test_a_style_fleet_cannot_serve_is_refused_with_its_name(http, gguf):
+    data = _v1_styled_file("xinf-gorilla", gguf, [])
+    data["prompt_style"]["style_name"] = "GORILLA_OPENFUNCTIONS"
+    reply = http.post("/v1/model_registrations/LLM", json={"model": json.dumps(data)})
+    assert reply.status_code == 400
+    error = reply.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert "prompt style 'GORILLA_OPENFUNCTIONS' writes the request's tools" in error["message"]
+    assert http.get("/v1/model_registrations/LLM/xinf-gorilla").status_code == 404
+
+
+def test_list_form_quantization_registers_and_launches(http, xclient, rest_smol, gguf):
+    data = llm_registration("xinf-list-quant", gguf.parent)
+    data["model_specs"] = [{**data["model_specs"][0], "quantization": ["Q4_1"]}]
+    reply = http.post("/v1/model_registrations/LLM", json={"model": json.dumps(data)})
+    assert reply.status_code == 200, reply.text
+    [spec] = xclient.get_model_registration("LLM", "xinf-list-quant")["model_specs"]
+    assert spec["quantizations"] == ["Q4_1"] and "quantization" not in spec
+    uid = xclient.launch_model(model_name="xinf-list-quant", model_type="LLM",
+                               model_engine="llama.cpp", model_format="ggufv2",
+                               quantization="Q4_1")
+    assert xclient.describe_model(uid)["quantization"] == "Q4_1"
+    assert _chat(http, uid)["choices"][0]["message"] == \
+        _chat(http, rest_smol)["choices"][0]["message"]
+    xclient.terminate_model(uid)
+    xclient.unregister_model("LLM", "xinf-list-quant")
+
+    data["model_specs"][0]["quantization"] = 8
+    reply = http.post("/v1/model_registrations/LLM", json={"model": json.dumps(data)})
+    assert reply.status_code == 400
+    message = reply.json()["error"]["message"]
+    assert "model_specs.0: Value error, quantization must be a name" in message
+    assert "quantizations" not in message

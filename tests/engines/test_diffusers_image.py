@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -95,13 +96,23 @@ def test_every_ability_shares_one_copy_of_the_weights(engine):
     assert not {"latents", "prompt_embeds", "generator"} & engine.accepted_arguments("text2image")
 
 
-def test_a_seed_gives_the_same_pixels_alone_or_in_a_batch(engine):
+def _levels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def test_a_seed_gives_the_same_image_alone_or_in_a_batch(engine):
+    """Each image's noise comes from its own seed, so its place in a batch does not change it.
+    The pixels agree within what float math allows, not bit for bit: a batch of two runs other
+    kernels (other summation orders) than a batch of one, and on some CPUs that moves a pixel by
+    a level. Another seed gives another image altogether."""
     steps: list[tuple[int, int]] = []
     alone = engine.generate(_job(["a cat"], [11]), lambda done, total: steps.append((done, total)))
     batched = engine.generate(_job(["a dog", "a cat"], [5, 11]), lambda *_: None)
     assert [image.size for image in batched] == [(64, 48), (64, 48)]
-    assert alone[0].tobytes() == batched[1].tobytes()
-    assert alone[0].tobytes() != batched[0].tobytes()
+    same = np.abs(_levels(alone[0]) - _levels(batched[1]))
+    other = np.abs(_levels(alone[0]) - _levels(batched[0]))
+    assert same.max() <= 4 and same.mean() < 0.1, (same.max(), same.mean())
+    assert other.mean() > 20 * max(same.mean(), 0.05), (other.mean(), same.mean())
     assert steps == [(1, 2), (2, 2)]
 
 

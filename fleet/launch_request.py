@@ -1,0 +1,141 @@
+"""A launch request (Xinference's launch body), checked the same way wherever it comes from:
+`POST /v1/models` and its dry run, and the launch requests the supervisor reads back (the state
+file of the last run, and what a worker reports of the replicas it still runs), so that nothing
+gets in by the back door that a launch would refuse.
+
+It lives outside fleet.api because the cluster reads it too (arrows point api -> cluster)."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
+from fleet.catalogue.xinference_format import canonical_format
+from fleet.errors import BadRequest, validation_message
+from fleet.limits import MAX_REPLICAS, check_depth
+
+# Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
+# a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
+# always send, pass.
+_UNSUPPORTED_LAUNCH_OPTIONS = {
+    "peft_model_config": "LoRA adapters (peft_model_config, xinference launch --lora-modules)",
+    "replica_config": "per-replica placement (replica_config); place replicas with worker_ip "
+                      "and gpu_idx",
+    "quantization_config": "quantizing weights at load (quantization_config); launch a "
+                           "quantized variant (-f gguf -q ...) instead",
+    "enable_virtual_env": "a virtual environment per model (enable_virtual_env)",
+    "virtual_env_packages": "a virtual environment per model (virtual_env_packages)",
+    "virtual_env_find_links": "a virtual environment per model (virtual_env_find_links)",
+}
+
+
+# The replica's key to the cluster's actor pools and the cluster's secret: set by Fleet.
+RESERVED_ENVS = frozenset({"XOSCAR_AUTH_KEY", "FLEET_CLUSTER_SECRET"})
+
+
+class LaunchRequest(BaseModel):
+    """Xinference's launch body; unknown keys are engine arguments and pass through."""
+
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    model_name: str = Field(min_length=1)
+    model_type: str | None = Field(default=None, description="In any case (llm is LLM)",
+                                   json_schema_extra={"enum": [*MODEL_TYPES, None]})
+    model_engine: str | None = None
+    model_uid: str | None = Field(default=None, min_length=1, max_length=200)
+    model_size_in_billions: int | float | str | None = None
+    model_format: str | None = None
+    quantization: str | None = None
+    replica: int = Field(default=1, ge=1, le=MAX_REPLICAS)
+    n_gpu: int | str | None = "auto"
+    gpu_idx: int | list[int] | None = None
+    worker_ip: str | None = None
+    model_path: str | None = None
+    request_limits: int | None = Field(default=None, ge=1)
+    envs: dict[str, str] | None = None
+
+    @field_validator("envs")
+    @classmethod
+    def _envs_are_plain_and_not_fleets_own(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name in value or {}:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"envs: {name!r} is not an environment variable name")
+            # The replica's key to the cluster's actor pools: replaced, it cuts the replica off.
+            if name in RESERVED_ENVS:
+                raise ValueError(f"envs: {name} is set by Fleet and cannot be given")
+        return value
+
+    @field_validator("model_uid")
+    @classmethod
+    def _uid_is_url_safe(cls, value: str | None) -> str | None:
+        if value is not None and ("/" in value or value != value.strip()):
+            raise ValueError("model_uid must not contain '/' or surrounding spaces")
+        # GET /v1/models/estimate is the dry run and /v1/models/instances Xinference's launch
+        # status, not models.
+        if value in ("estimate", "instances"):
+            raise ValueError(f"model_uid {value!r} is reserved")
+        return value
+
+    @field_validator("model_format")
+    @classmethod
+    def _canonical_format(cls, value: str | None) -> str | None:
+        # Xinference's `ggufv2` is Fleet's `gguf`: resolved here, once, for launches and
+        # their dry runs alike.
+        return canonical_format(value) if value else value
+
+    @model_validator(mode="after")
+    def _refuse_unsupported(self) -> LaunchRequest:
+        extra = self.model_extra or {}
+        for key, what in _UNSUPPORTED_LAUNCH_OPTIONS.items():
+            if extra.get(key):
+                raise ValueError(f"Fleet does not support {what}")
+        if extra.get("n_worker") not in (None, 1, "1"):
+            raise ValueError("n_worker: a replica runs on one worker in Fleet; "
+                             "use replica to run more copies")
+        for key, value in extra.items():  # engine options: free-form, kept with the model
+            check_depth(value, key)
+        return self
+
+    @field_validator("n_gpu")
+    @classmethod
+    def _n_gpu(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, str) and value.lower() in ("none", "null"):
+            return None  # how a query string (GET /v1/models/estimate) spells null
+        if isinstance(value, str) and value != "auto":
+            if not value.isdigit():
+                raise ValueError("n_gpu must be an integer, 'auto' or null")
+            return int(value)
+        return value
+
+
+def launch_body(body: LaunchRequest, with_defaults: bool = True) -> dict[str, Any]:
+    """What the supervisor is asked to launch: the fields set (and, `with_defaults`, the
+    defaults of those left out), with the model type in its canonical spelling."""
+    payload = body.model_dump(exclude_none=True, exclude_unset=not with_defaults)
+    if payload.get("model_type"):
+        try:
+            payload["model_type"] = normalize_model_type(payload["model_type"])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
+    return payload
+
+
+def checked_launch(entry: Any, uid: str | None = None) -> dict[str, Any]:
+    """A launch request read back from elsewhere than the API (`uid`: the model uid it is kept
+    under), checked as `POST /v1/models` checks its body: BadRequest with the reason if a
+    launch would refuse it. Only what it sets is kept (no defaults added), so that a request
+    that is written back reads the same."""
+    if not isinstance(entry, dict):
+        raise BadRequest(f"it is {json.dumps(entry)[:60]}, not a launch request (an object)")
+    try:
+        body = LaunchRequest.model_validate(entry if uid is None else {**entry, "model_uid": uid})
+    except ValidationError as exc:
+        raise BadRequest(validation_message(exc.errors())) from None
+    request = launch_body(body, with_defaults=False)
+    if "model_uid" not in entry:  # checked as the uid it is kept under, which it does not name
+        request.pop("model_uid", None)
+    return request
