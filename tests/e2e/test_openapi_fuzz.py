@@ -199,7 +199,7 @@ def _operations(document: Path) -> int:
     return len([op for ops in json.loads(document.read_text())["paths"].values() for op in ops])
 
 
-@pytest.mark.timeout(1800)
+@pytest.mark.timeout(1200)
 def test_the_api_keeps_to_its_own_openapi_document(local_cluster, served, llm, tmp_path):
     endpoint = local_cluster.endpoint
     document = _document_for_the_fuzzer(endpoint, tmp_path / "all" / "openapi.json")
