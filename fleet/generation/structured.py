@@ -118,13 +118,19 @@ def forced_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
     """The JSON of one call, {"name": ..., "arguments": {...}}: the shape fleet.generation.tool_calls
-    reads back as a call (a Llama-style answer), so forced and free calls come out alike."""
+    reads back as a call (a Llama-style answer), so forced and free calls come out alike.
+
+    The arguments are the parameters the schema lists, and no others, unless it says otherwise
+    (`additionalProperties`): a function takes its parameters, and a small model left free to
+    add keys copies the schema's own (`"type": "integer"`) into its call."""
     parameters = function.get("parameters")
     if parameters is None:
         parameters = ANY_OBJECT
     if not isinstance(parameters, dict):
         raise BadRequest(f"the parameters of function {function['name']!r} must be a JSON schema "
                          "object", code="invalid_schema")
+    if "properties" in parameters and "additionalProperties" not in parameters:
+        parameters = {**parameters, "additionalProperties": False}
     return {"type": "object", "properties": {"name": {"const": function["name"]},
                                              "arguments": parameters},
             "required": ["name", "arguments"], "additionalProperties": False}

@@ -23,7 +23,6 @@ from fleet.generation.chat_template import normalize_messages
 from fleet.generation.structured import Constraint, forced_tools, tools_offered
 from fleet.generation.tool_calls import CLOSE_TAG, OPEN_TAG, ToolFormat
 
-RESULT_OPEN, RESULT_CLOSE = "<tool_result", "</tool_result>"
 # Written for small models: the functions between tags, the exact block to write, the way out.
 # After the system prompt the client wrote, if any, so it speaks of functions only, not of who
 # the assistant is.
@@ -37,7 +36,11 @@ To call a function, write the call as a JSON object with its "name" and its "arg
 {example}
 The result of the call comes back in the next message. When no function is needed, answer in \
 plain text."""
-EXAMPLE = f'{OPEN_TAG}\n{{"name": "function name", "arguments": {{"argument name": "value"}}}}\n{CLOSE_TAG}'
+# Placeholders that are not JSON: a model copies an example, and the grammar stops a copy of
+# these at once, where it let `{"argument name": "value"}` through as the arguments of a
+# function whose schema leaves its properties open.
+EXAMPLE = (f'{OPEN_TAG}\n{{"name": <the function\'s name>, "arguments": <its arguments as a JSON '
+           f'object>}}\n{CLOSE_TAG}')
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ def _calls_as_text(message: dict[str, Any], names: dict[str, str]) -> dict[str, 
 
 
 def _result_text(message: dict[str, Any], names: dict[str, str]) -> str:
+    """A result as a plain line. Written as a tagged block like the call's, it drew SmolLM2-135M
+    (greedy) into answering with such a block instead of the call the conversation asked for."""
     name = message.get("name") or names.get(str(message.get("tool_call_id")), "")
-    label = f" name={json.dumps(name, ensure_ascii=False)}" if name else ""
-    return f"{RESULT_OPEN}{label}>\n{message['content']}\n{RESULT_CLOSE}"
+    return f"Result of {name}: {message['content']}" if name else f"Result: {message['content']}"

@@ -11,7 +11,13 @@ import pytest
 from fleet.generation.chat_template import render_chat
 from fleet.generation.structured import constraint_of
 from fleet.generation.tool_calls import StreamingToolCallParser, ToolFormat
-from fleet.generation.tool_use import INSTRUCTIONS, call_block, chat_input, history_as_text
+from fleet.generation.tool_use import (
+    EXAMPLE,
+    INSTRUCTIONS,
+    call_block,
+    chat_input,
+    history_as_text,
+)
 from tests.builders import smollm2_hf_folder
 
 WEATHER = {"type": "function", "function": {
@@ -63,7 +69,7 @@ def test_the_generic_format_describes_the_callable_functions_in_the_system_promp
     assert system["role"] == "system" and user == ASK[0]
     listed = system["content"].split("<tools>\n")[1].split("\n</tools>")[0].splitlines()
     assert [json.loads(line)["name"] for line in listed] == list(names)
-    assert call_block("function name", {"argument name": "value"}) in system["content"]
+    assert EXAMPLE in system["content"]
 
 
 def test_the_section_follows_the_clients_own_system_prompt():
@@ -91,8 +97,7 @@ def test_earlier_calls_and_results_are_text_in_the_generic_format():
         "Checking.", call_block("get_weather", {"city": "Rome"}), call_block("get_time", {})])}
     # Both results and the user's next words in one turn, each result named after its call.
     assert converted[3]["content"] == (
-        '<tool_result name="get_weather">\nSunny\n</tool_result>\n'
-        '<tool_result name="get_time">\nnoon\n</tool_result>\nThanks. And Paris?')
+        "Result of get_weather: Sunny\nResult of get_time: noon\nThanks. And Paris?")
     # What the model is shown as its own earlier call is what the parser reads as a call.
     parser = StreamingToolCallParser(ToolFormat(generic=True))
     text, calls = parser.feed(converted[2]["content"])
