@@ -76,7 +76,8 @@ def _json_calls(text: str) -> tuple[list[ToolCall] | None, bool]:
 def _leading_calls(text: str) -> tuple[list[ToolCall], str, bool]:
     """The complete calls `text` starts with, the text after them, and whether that text may
     still continue them (False once something other than a call was read)."""
-    decoder, calls, position = json.JSONDecoder(), [], 0
+    decoder, position = json.JSONDecoder(), 0
+    calls: list[ToolCall] = []
     while True:
         while position < len(text) and text[position].isspace():
             position += 1
@@ -174,9 +175,9 @@ class StreamingToolCallParser:
         if self._state == _CALL:
             # The model ended without closing the block (or was cut inside the closing tag).
             body = held[:len(held) - pending_prefix_length(held, [CLOSE_TAG])]
-            found, _ = _json_calls(body)
-            if found:
-                return found, ""
+            whole, _ = _json_calls(body)
+            if whole:
+                return whole, ""
             partial = _partial_call(body, self._form.names, False) if cut else None
             if partial is not None:
                 return [partial], ""

@@ -31,16 +31,15 @@ You can call functions. They are listed between <tools> and </tools>, one JSON o
 <tools>
 {functions}
 </tools>
-To call a function, write the call as a JSON object with its "name" and its "arguments" between \
-<tool_call> and </tool_call>, like this:
+To call a function, write a JSON object with its "name" and its "arguments" (an object of its \
+parameters) between <tool_call> and </tool_call>, like this:
 {example}
 The result of the call comes back in the next message. When no function is needed, answer in \
 plain text."""
-# Placeholders that are not JSON: a model copies an example, and the grammar stops a copy of
-# these at once, where it let `{"argument name": "value"}` through as the arguments of a
-# function whose schema leaves its properties open.
-EXAMPLE = (f'{OPEN_TAG}\n{{"name": <the function\'s name>, "arguments": <its arguments as a JSON '
-           f'object>}}\n{CLOSE_TAG}')
+# The arguments are left out: a model copies an example, and SmolLM2-135M copied
+# `{"argument name": "value"}` into calls, and `<the customer's name>`-like placeholders into
+# its values. `{...}` is no JSON, so the grammar stops a copy at once.
+EXAMPLE = f'{OPEN_TAG}\n{{"name": "function name", "arguments": {{...}}}}\n{CLOSE_TAG}'
 
 
 @dataclass(frozen=True)

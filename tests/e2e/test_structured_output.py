@@ -159,7 +159,7 @@ def _text_or_valid_call(choice: Any) -> str:
     """Asserts the answer is plain text or valid calls, never both, and says which."""
     message = choice.message
     if not message.tool_calls:
-        assert message.content and "<tool_call>" not in message.content
+        assert "<tool_call>" not in (message.content or "")
         assert choice.finish_reason in ("stop", "length")
         return "text"
     assert not message.content and choice.finish_reason == "tool_calls"
