@@ -31,7 +31,9 @@ from fleet.generation.choice_output import ChatChoice, CompletionChoice
 from fleet.generation.grammar import checked_grammar
 from fleet.generation.openai_params import check_text_size, family_text_stops, sampling_params
 from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
-from fleet.generation.structured import constraint_of, forced_tools
+from fleet.generation.structured import Constraint, constraint_of
+from fleet.generation.tool_calls import ToolFormat
+from fleet.generation.tool_use import chat_input
 
 DEFAULT_REQUEST_LIMIT = 256
 DEFAULT_MAX_RUNNING = 32
@@ -94,6 +96,8 @@ class LLMService:
         self._stop_ids = engine.stop_token_ids(family.stop, family.stop_token_ids)
         self._text_stops = family_text_stops(
             lambda text: engine.encode(text, add_special_tokens=False), family.stop, self._stop_ids)
+        # Whether the family's chat template renders tools (else: the generic tool format).
+        self._native_tools = "tools" in family.abilities
         # Chat-template variables the launch set for every chat; a request's own win.
         self._template_defaults = ({} if options.get("enable_thinking") is None
                                    else {"enable_thinking": bool(options["enable_thinking"])})
@@ -116,28 +120,17 @@ class LLMService:
         self.scheduler.stop()
 
     # ---- building a request --------------------------------------------------------------
-    def _chat_prompt(self, body: dict[str, Any]) -> tuple[str, bool]:
-        """The rendered prompt, and whether tool calls are to be parsed from the answer."""
-        tools = body.get("tools") or None
-        choice = body.get("tool_choice")
-        can_call = "tools" in self._family.abilities
-        # A forced call (tool_choice "required" or named) is made by the grammar, so any chat
-        # model can answer it; left to the model ("auto"), only a model trained for calls can.
-        forced = forced_tools(body) is not None
-        if tools and not can_call and not forced:
-            raise BadRequest(f"model {self._model_uid} does not support tool calls "
-                             f"(its abilities: {', '.join(self._family.abilities)})",
-                             code="tools_not_supported")
-        if choice == "none":
-            tools = None
-        parse_tools = bool(tools)
-        if not can_call:
-            tools = None  # a template written without tools may not render them
+    def _chat_prompt(self, body: dict[str, Any], constraint: Constraint | None
+                     ) -> tuple[str, ToolFormat | None]:
+        """The rendered prompt, and how tool calls are read from the answer (None: they are not).
+        A family whose template renders tools gets them that way; any other chat model, Fleet's
+        generic tool format (fleet.generation.tool_use)."""
+        chat = chat_input(body, self._native_tools, constraint)
         template = self._family.chat_template or self._engine.chat_template
         template_kwargs = {**self._template_defaults, **(body.get("chat_template_kwargs") or {})}
-        prompt = render_chat(template, body["messages"], tools, template_kwargs or None,
+        prompt = render_chat(template, chat.messages, chat.tools, template_kwargs or None,
                              self._engine.template_tokens)
-        return prompt, parse_tools
+        return prompt, chat.tool_format
 
     def _completion_ids(self, prompt: Any) -> list[int]:
         if isinstance(prompt, str):
@@ -160,17 +153,18 @@ class LLMService:
             if "chat" not in self._family.abilities:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
                                  code="chat_not_supported")
-            prompt, parse_tools = self._chat_prompt(body)
+            constraint = constraint_of(body, generic_tools=not self._native_tools)
+            prompt, tool_format = self._chat_prompt(body, constraint)
             # The template writes the special tokens (bos...) itself.
             ids = self._engine.encode(prompt, add_special_tokens=False)
             tags = self._reasoning_tags(prompt)
-            choices: Any = [ChatChoice(i, tags, parse_tools) for i in range(n)]
+            choices: Any = [ChatChoice(i, tags, tool_format) for i in range(n)]
         else:
+            constraint = constraint_of(body)
             ids = self._completion_ids(body.get("prompt"))
             choices = [CompletionChoice(i) for i in range(n)]
         if not ids:
             raise BadRequest("the prompt is empty", code="empty_prompt")
-        constraint = constraint_of(body)
         # Compiled here, before the request queues: a grammar the library refuses is a 400.
         grammar = checked_grammar(constraint) if constraint is not None else None
         params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,

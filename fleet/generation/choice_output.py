@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from fleet.generation.reasoning import ReasoningSplitter
-from fleet.generation.tool_calls import StreamingToolCallParser, ToolCall
+from fleet.generation.tool_calls import StreamingToolCallParser, ToolCall, ToolFormat
 
 
 def _tool_call_delta(position: int, call: ToolCall) -> dict[str, Any]:
@@ -17,28 +17,29 @@ def _tool_call_delta(position: int, call: ToolCall) -> dict[str, Any]:
 
 class ChatChoice:
     def __init__(self, index: int, reasoning_tags: tuple[str, str, bool] | None = None,
-                 parse_tools: bool = False):
+                 tools: ToolFormat | None = None):
+        """`tools`: how calls come in the answer, when they are to be parsed out of it."""
         self.index = index
         self._reasoning = ReasoningSplitter(*reasoning_tags) if reasoning_tags else None
-        self._tools = StreamingToolCallParser() if parse_tools else None
+        self._tools = StreamingToolCallParser(tools) if tools is not None else None
         self._content: list[str] = []
         self._thoughts: list[str] = []
         self._calls: list[ToolCall] = []
         self._logprobs: list[dict[str, Any]] | None = None
         self.finish_reason: str | None = None
 
-    def _split(self, text: str, final: bool) -> dict[str, Any]:
+    def _split(self, text: str, final_reason: str | None = None) -> dict[str, Any]:
         thought = ""
         if self._reasoning is not None:
             thought, text = self._reasoning.feed(text)
-            if final:
+            if final_reason is not None:
                 more_thought, more_text = self._reasoning.finish()
                 thought, text = thought + more_thought, text + more_text
         calls: list[ToolCall] = []
         if self._tools is not None:
             text, calls = self._tools.feed(text)
-            if final:
-                more_text, more_calls = self._tools.finish()
+            if final_reason is not None:
+                more_text, more_calls = self._tools.finish(cut=final_reason == "length")
                 text, calls = text + more_text, calls + more_calls
         delta: dict[str, Any] = {}
         if text:
@@ -54,7 +55,7 @@ class ChatChoice:
 
     def feed(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         """A chunk choice for this delta, or None when it holds nothing to send yet."""
-        delta = self._split(text, final=False)
+        delta = self._split(text)
         if logprobs:
             self._logprobs = (self._logprobs or []) + logprobs
         if not delta and not logprobs:
@@ -63,7 +64,8 @@ class ChatChoice:
                 "logprobs": {"content": logprobs} if logprobs else None, "finish_reason": None}
 
     def finish(self, reason: str) -> dict[str, Any]:
-        delta = self._split("", final=True)
+        delta = self._split("", reason)
+        # A call cut by max_tokens stays in tool_calls, and the reason stays "length".
         self.finish_reason = "tool_calls" if self._calls and reason == "stop" else reason
         return {"index": self.index, "delta": delta, "logprobs": None,
                 "finish_reason": self.finish_reason}

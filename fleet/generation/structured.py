@@ -1,6 +1,7 @@
 """What a request asks its output to look like, read from OpenAI's and Xinference's fields into one
 `Constraint`, engine-free: `response_format` (json_object, json_schema), a forced `tool_choice`
-("required" or a named function), and the guided-decoding fields that vLLM defines and Xinference
+("required" or a named function), tools left to the model (`tool_choice` "auto") on a family
+without a tool format of its own, and the guided-decoding fields that vLLM defines and Xinference
 passes on (`guided_json`, `guided_regex`, `guided_choice`, `guided_grammar`).
 
 The checks here need no grammar library, so the API runs them before anything reaches a replica
@@ -15,10 +16,8 @@ from typing import Any, Literal
 
 from fleet.errors import BadRequest
 
-Kind = Literal["json_schema", "regex", "choice", "grammar"]
+Kind = Literal["json_schema", "regex", "choice", "grammar", "tool_calls"]
 GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
-# The schema a forced call's JSON follows: the shape fleet.generation.tool_calls reads back as a
-# call (a Llama-style answer), so forced and free calls come out as the same tool_calls.
 ANY_OBJECT: dict[str, Any] = {"type": "object"}
 
 
@@ -118,29 +117,59 @@ def forced_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
 
 
 def _call_schema(function: dict[str, Any]) -> dict[str, Any]:
+    """The JSON of one call, {"name": ..., "arguments": {...}}: the shape fleet.generation.tool_calls
+    reads back as a call (a Llama-style answer), so forced and free calls come out alike.
+
+    The arguments are the parameters the schema lists, and no others, unless it says otherwise
+    (`additionalProperties`): a function takes its parameters, and a small model left free to
+    add keys copies the schema's own (`"type": "integer"`) into its call."""
     parameters = function.get("parameters")
     if parameters is None:
         parameters = ANY_OBJECT
     if not isinstance(parameters, dict):
         raise BadRequest(f"the parameters of function {function['name']!r} must be a JSON schema "
                          "object", code="invalid_schema")
+    if "properties" in parameters and "additionalProperties" not in parameters:
+        parameters = {**parameters, "additionalProperties": False}
     return {"type": "object", "properties": {"name": {"const": function["name"]},
                                              "arguments": parameters},
             "required": ["name", "arguments"], "additionalProperties": False}
 
 
-def _tool_constraint(functions: list[dict[str, Any]]) -> Constraint:
+def _forced_constraint(functions: list[dict[str, Any]]) -> Constraint:
     schemas = [_call_schema(f) for f in functions]
     schema = schemas[0] if len(schemas) == 1 else {"anyOf": schemas}
     return Constraint("json_schema", canonical_json(schema), "tool_choice")
 
 
-def constraint_of(body: dict[str, Any]) -> Constraint | None:
-    """The grammar a chat or completion body asks for, if any; at most one source may ask."""
-    found: list[Constraint] = []
+def _generic_constraint(functions: list[dict[str, Any]], text: bool, parallel: bool) -> Constraint:
+    """Calls in the generic format (fleet.generation.tool_use): `<tool_call>` blocks around the
+    call's JSON, alone (a forced call) or as the alternative to plain text ("auto"). Several calls
+    in one answer only when the client asked for them: a model not trained for calls, left free
+    to go on, tends to call again until max_tokens."""
+    spec = {"calls": [_call_schema(f) for f in functions], "text": text, "parallel": parallel}
+    return Constraint("tool_calls", canonical_json(spec), "tool_choice")
+
+
+def _tool_constraint(body: dict[str, Any], generic_tools: bool) -> Constraint | None:
     functions = forced_tools(body)
     if functions is not None:
-        found.append(_tool_constraint(functions))
+        return _generic_constraint(functions, False, False) if generic_tools else (
+            _forced_constraint(functions))
+    return None
+
+
+def constraint_of(body: dict[str, Any], generic_tools: bool = False) -> Constraint | None:
+    """The grammar a chat or completion body asks for, if any; at most one source may ask.
+
+    `generic_tools`: the model's family has no tool format of its own, so its calls are made in
+    the generic one, forced or not; tools left to the model ("auto") then constrain the answer to
+    text or calls, unless another field constrains it, which wins (as on a family with a format
+    of its own, whose calls such a grammar leaves no room for)."""
+    found: list[Constraint] = []
+    tool_constraint = _tool_constraint(body, generic_tools)
+    if tool_constraint is not None:
+        found.append(tool_constraint)
     if isinstance(body.get("response_format"), dict):
         from_format = _response_format(body["response_format"])
         if from_format is not None:
@@ -151,7 +180,15 @@ def constraint_of(body: dict[str, Any]) -> Constraint | None:
     if len(found) > 1:
         raise BadRequest(f"{' and '.join(c.source.split('.')[0] for c in found)} both constrain the "
                          "answer; send one of them", code="conflicting_constraints")
+    if not found and generic_tools and tools_offered(body):
+        functions = [t["function"] for t in body["tools"]]
+        return _generic_constraint(functions, True, body.get("parallel_tool_calls") is True)
     return found[0] if found else None
+
+
+def tools_offered(body: dict[str, Any]) -> bool:
+    """Whether the answer may call one of the request's tools."""
+    return bool(body.get("tools")) and body.get("tool_choice") != "none"
 
 
 def check_request(body: dict[str, Any]) -> None:

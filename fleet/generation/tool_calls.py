@@ -2,16 +2,22 @@
 
 Two formats cover the open chat models Fleet serves:
 - Qwen2.5/Qwen3/Hermes wrap each call in `<tool_call>{"name": ..., "arguments": {...}}</tool_call>`;
-  text around the blocks is ordinary content.
+  text around the blocks is ordinary content. Fleet's generic format, for families without a
+  format of their own (fleet.generation.tool_use), is these blocks and nothing else.
 - Llama 3.1/3.2 answer with nothing but a JSON object `{"name": ..., "parameters": {...}}`
   (several joined by `;`), maybe after `<|python_tag|>`. Such an answer is held back until it
-  is known to be a call or not, then sent as calls or, if it was not one, as content.
-Text is never lost: a block that does not parse is sent as content.
+  is known to be a call or not, then sent as calls or, if it was not one, as content. A forced
+  call (fleet.generation.structured) is such an answer too.
+Text is never lost: a block that does not parse is sent as content. A call cut short (by
+max_tokens) is still a call, with the partial arguments the model wrote, as on OpenAI's API. Where
+Fleet's grammar made the calls (a forced answer, the generic format), a block or a forced answer
+is nothing but a call, so none of it is ever content.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +26,10 @@ from fleet.generation.stops import pending_prefix_length
 
 OPEN_TAG, CLOSE_TAG, PYTHON_TAG = "<tool_call>", "</tool_call>", "<|python_tag|>"
 _START, _TEXT, _CALL, _JSON = "start", "text", "call", "json"
+# The start of a call's JSON, up to its arguments, however far the model got.
+_CALL_HEAD = re.compile(r'\s*\{\s*"name"\s*:\s*"(?P<name>(?:[^"\\]|\\.)*)(?P<closed>")?'
+                        r'(?P<key>\s*,\s*"(?:arguments|parameters)"\s*:\s*)?', re.S)
+_NAME_KEY = '{"name":"'
 
 
 @dataclass
@@ -27,6 +37,21 @@ class ToolCall:
     id: str
     name: str
     arguments: str  # a JSON string, as OpenAI sends it
+
+
+@dataclass(frozen=True)
+class ToolFormat:
+    """How one request's answer carries calls: `names` are its functions (a cut call's name is
+    completed from them); `forced`, the grammar makes the whole answer calls; `generic`, calls
+    come only in blocks (the answer never is Llama-style JSON)."""
+
+    names: tuple[str, ...] = ()
+    forced: bool = False
+    generic: bool = False
+
+
+def _new_call(name: str, arguments: str) -> ToolCall:
+    return ToolCall(id="call_" + uuid.uuid4().hex[:24], name=name, arguments=arguments)
 
 
 def _as_call(value: Any) -> ToolCall | None:
@@ -38,38 +63,75 @@ def _as_call(value: Any) -> ToolCall | None:
         return None
     if not isinstance(arguments, str):
         arguments = json.dumps({} if arguments is None else arguments, ensure_ascii=False)
-    return ToolCall(id="call_" + uuid.uuid4().hex[:24], name=value["name"], arguments=arguments)
+    return _new_call(value["name"], arguments)
 
 
 def _json_calls(text: str) -> tuple[list[ToolCall] | None, bool]:
     """Parses `{call}; {call}...`: (the calls or None, whether more text could still make it calls)."""
-    decoder, calls, position = json.JSONDecoder(), [], 0
+    calls, rest, possible = _leading_calls(text)
+    complete = calls and possible and rest.strip() in ("", ";")
+    return (calls, True) if complete else (None, possible)
+
+
+def _leading_calls(text: str) -> tuple[list[ToolCall], str, bool]:
+    """The complete calls `text` starts with, the text after them, and whether that text may
+    still continue them (False once something other than a call was read)."""
+    decoder, position = json.JSONDecoder(), 0
+    calls: list[ToolCall] = []
     while True:
         while position < len(text) and text[position].isspace():
             position += 1
         try:
-            value, position = decoder.raw_decode(text, position)
+            value, end = decoder.raw_decode(text, position)
         except json.JSONDecodeError:
-            return None, True
+            return calls, text[position:], True
         call = _as_call(value)
         if call is None:
-            return None, False
+            return calls, text[position:], False
         calls.append(call)
-        rest = text[position:].lstrip()
+        rest = text[end:].lstrip()
         if not rest or rest == ";":
-            return calls, True
+            return calls, rest, True
         if rest[0] != ";":
-            return None, False
-        position = text.index(";", position) + 1
+            return calls, rest, False
+        position = text.index(";", end) + 1
+
+
+def _partial_call(text: str, names: tuple[str, ...], strict: bool) -> ToolCall | None:
+    """The call a cut JSON text had begun, with the arguments written so far, if its name is
+    known: written whole, or the one function whose name starts with what was written. `strict`
+    asks for the name and the arguments key, where the text might be JSON that is no call."""
+    match = _CALL_HEAD.match(text)
+    if match is not None:
+        name, closed = match["name"], match["closed"] is not None
+        arguments = text[match.end():] if match["key"] else ""
+    elif _NAME_KEY.startswith(re.sub(r"\s+", "", text)):  # cut before the name began
+        name, closed, arguments = "", False, ""
+    else:
+        return None
+    if strict and not (closed and match is not None and match["key"]):
+        return None
+    try:  # a name cut inside an escape loses the escape's start
+        name = json.loads('"' + name.removesuffix("\\") + '"')
+    except json.JSONDecodeError:
+        return None
+    if not closed:
+        begun = [n for n in names if n.startswith(name)]
+        if len(begun) != 1:
+            return None
+        name = begun[0]
+    return _new_call(name, arguments)
 
 
 class StreamingToolCallParser:
     """Feeds on answer text deltas; returns (content delta, tool calls completed by this delta)."""
 
-    def __init__(self) -> None:
-        self._state = _START
+    def __init__(self, form: ToolFormat | None = None) -> None:
+        self._form = form or ToolFormat()
+        self._state = _TEXT if self._form.generic else _START
         self._held = ""
         self._after_call = False  # whitespace between and after calls is not content
+        self._made = 0  # calls returned so far
 
     def feed(self, text: str) -> tuple[str, list[ToolCall]]:
         self._held += text
@@ -86,20 +148,41 @@ class StreamingToolCallParser:
             else:
                 self._call(calls, content)
             if (self._state, len(self._held)) == before:
+                self._made += len(calls)
                 return "".join(content), calls
 
-    def finish(self) -> tuple[str, list[ToolCall]]:
+    def finish(self, cut: bool = False) -> tuple[str, list[ToolCall]]:
+        """The rest at the end of the answer; `cut`: it ended at max_tokens."""
         content, calls = self.feed("")
         held, self._held = self._held, ""
+        # Under Fleet's grammar a block of the generic format, like a forced answer, is a call.
+        more, text = self._unfinished(held, cut or self._form.forced or self._form.generic)
+        if self._form.forced:  # the grammar's own text: wrapper, never content
+            if not more and not calls and not self._made:
+                more = [c for c in [_partial_call("", self._form.names, False)] if c is not None]
+            text = ""
+        return content + text, calls + more
+
+    def _unfinished(self, held: str, cut: bool) -> tuple[list[ToolCall], str]:
+        """The calls in the text held at the end, and the text that is content after all."""
         if self._state == _JSON:
-            found, _ = _json_calls(held.strip().removeprefix(PYTHON_TAG))
-            return (content, calls + found) if found else (content + held, calls)
+            body = held.strip().removeprefix(PYTHON_TAG)
+            found, rest, _ = _leading_calls(body)
+            if found and rest.strip() in ("", ";"):
+                return found, ""
+            partial = _partial_call(rest, self._form.names, not self._form.forced) if cut else None
+            return (found + [partial], "") if partial is not None else ([], held)
         if self._state == _CALL:
-            found, _ = _json_calls(held)  # the model ended without closing the block
-            if found:
-                return content, calls + found
-            return content + OPEN_TAG + held, calls
-        return content + held, calls
+            # The model ended without closing the block (or was cut inside the closing tag).
+            body = held[:len(held) - pending_prefix_length(held, [CLOSE_TAG])]
+            whole, _ = _json_calls(body)
+            if whole:
+                return whole, ""
+            partial = _partial_call(body, self._form.names, False) if cut else None
+            if partial is not None:
+                return [partial], ""
+            return [], "" if self._form.generic else OPEN_TAG + held
+        return [], held
 
     def _start(self) -> None:
         """At the answer's start: a `{` or the python tag means a Llama-style JSON answer."""

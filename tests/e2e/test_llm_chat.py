@@ -241,9 +241,9 @@ def test_bad_requests_are_4xx_and_the_model_keeps_serving(openai_client, smollm2
     _refused(lambda: chat(model=smollm2, messages=FRANCE, max_tokens=100_000), 400,
              "max_tokens=100000", "context of 8192")
     _refused(lambda: chat(model="no-such-model", messages=FRANCE), 404, "no-such-model")
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": []}}
     _refused(lambda: chat(model=smollm2, messages=FRANCE, tools=[tool]), 400,
-             "does not support tool calls")
+             "parameters of function 'get_weather' must be a JSON schema object")
     _refused(lambda: chat(model=smollm2, messages=FRANCE, extra_body={"mirostat": 2}), 400,
              "mirostat")
     _refused(lambda: chat(model=smollm2, messages=FRANCE,

@@ -1,6 +1,7 @@
-"""Exact-text checks through a real `fleet local` on tiny Qwen2 models built here: tool calls,
-reasoning blocks and stop strings that span tokens (scripted models, whose greedy output is
-fixed), the request queue bound (429), and the LLM metrics (random tiny model)."""
+"""Exact-text checks through a real `fleet local` on tiny Qwen2 models built here: tool calls
+(whole, streamed, cut by max_tokens), reasoning blocks and stop strings that span tokens
+(scripted models, whose greedy output is fixed), the request queue bound (429), and the LLM
+metrics (random tiny model)."""
 
 from __future__ import annotations
 
@@ -84,6 +85,25 @@ def test_tool_calls_whole_and_streamed(openai_client, tool_model):
     assert json.loads("".join(d.function.arguments for d in deltas)) == TOOL_ARGUMENTS
     assert not "".join(c.choices[0].delta.content or "" for c in chunks)
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
+
+
+@pytest.mark.parametrize("max_tokens, arguments", [
+    (2, json.dumps(TOOL_ARGUMENTS)),  # cut before the closing tag: the call itself is whole
+    (1, ""),  # cut right after the opening tag: the one tool's name, no arguments yet
+])
+def test_a_call_cut_by_max_tokens_stays_a_call_whole_and_streamed(openai_client, tool_model,
+                                                                  max_tokens, arguments):
+    settings = dict(model=tool_model, messages=[{"role": "user", "content": "Weather?"}],
+                    tools=[WEATHER_TOOL], temperature=0, max_tokens=max_tokens)
+    choice = openai_client.chat.completions.create(**settings).choices[0]
+    assert choice.finish_reason == "length" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert (call.function.name, call.function.arguments) == ("get_weather", arguments)
+    chunks = list(openai_client.chat.completions.create(**settings, stream=True))
+    deltas = [d for c in chunks for d in (c.choices[0].delta.tool_calls or [])]
+    assert [(d.function.name, d.function.arguments) for d in deltas] == [("get_weather", arguments)]
+    assert not "".join(c.choices[0].delta.content or "" for c in chunks)
+    assert chunks[-1].choices[0].finish_reason == "length"
 
 
 def test_a_conversation_with_tool_results_goes_through_the_template(openai_client, tool_model):

@@ -1,9 +1,10 @@
 """Structured output through a real `fleet local` with the real SmolLM2-135M-Instruct, on both LLM
 engines (Transformers: Fleet's logits mask; llama.cpp: its own llguidance grammar): a JSON schema
 with nested objects, enums and arrays sampled at temperature 0.7 over several seeds, whole and
-streamed; json_object; tool_choice "required" and named, on a model whose family cannot call
-tools by itself; Xinference's guided-decoding fields; LangChain's with_structured_output in its
-three methods; and the 400s of schemas that cannot be used."""
+streamed; json_object; tools on a model whose family has no tool format of its own (Fleet's
+generic one): tool_choice "required" and named, a forced call cut by max_tokens, and "auto",
+whose answers are text or valid calls; Xinference's guided-decoding fields; LangChain's
+with_structured_output in its three methods; and the 400s of schemas that cannot be used."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ def test_json_object_gives_a_json_object(openai_client, model):
 ])
 def test_a_forced_tool_call_is_a_valid_call_whole_and_streamed(openai_client, model, tool_choice,
                                                               expected):
-    # SmolLM2's family has no `tools` ability: "auto" is refused, a forced call is not.
+    # SmolLM2's family has no tool format: the call is made in Fleet's generic one.
     settings = dict(model=model, messages=ASK_WEATHER, tools=[WEATHER, TIME],
                     tool_choice=tool_choice, temperature=0.7, seed=5, max_tokens=60)
     answer = openai_client.chat.completions.create(**settings)
@@ -132,6 +133,65 @@ def test_a_forced_tool_call_is_a_valid_call_whole_and_streamed(openai_client, mo
     assert call.function.name in expected and call.id.startswith("call_")
     tool = WEATHER if call.function.name == "get_weather" else TIME
     jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+
+
+def test_a_forced_call_cut_by_max_tokens_is_a_call_with_partial_arguments(openai_client, model):
+    # 22 tokens end inside the arguments: `<tool_call>\n{"name": "get_weather", "arguments": {"`
+    # and the city take about that many.
+    settings = dict(model=model, messages=ASK_WEATHER, tools=[WEATHER, TIME], temperature=0,
+                    tool_choice={"type": "function", "function": {"name": "get_weather"}},
+                    max_tokens=22)
+    choice = openai_client.chat.completions.create(**settings).choices[0]
+    assert choice.finish_reason == "length" and choice.message.content is None
+    [call] = choice.message.tool_calls
+    assert call.function.name == "get_weather" and call.id.startswith("call_")
+    arguments = call.function.arguments
+    assert arguments.startswith('{"city": ') and "<tool_call>" not in arguments
+    with pytest.raises(json.JSONDecodeError):  # what the model wrote of them, as OpenAI sends it
+        json.loads(arguments)
+    content, [streamed], reason = _streamed(openai_client.chat.completions.create(**settings,
+                                                                                 stream=True))
+    assert (content, reason) == ("", "length")
+    assert streamed == {"name": "get_weather", "arguments": arguments}
+
+
+def _text_or_valid_call(choice: Any) -> str:
+    """Asserts the answer is plain text or valid calls, never both, and says which."""
+    message = choice.message
+    if not message.tool_calls:
+        assert "<tool_call>" not in (message.content or "")
+        assert choice.finish_reason in ("stop", "length")
+        return "text"
+    assert not message.content and choice.finish_reason == "tool_calls"
+    [call] = message.tool_calls  # one call: parallel_tool_calls was not asked for
+    tool = {"get_weather": WEATHER, "get_time": TIME}[call.function.name]
+    jsonschema.validate(json.loads(call.function.arguments), tool["function"]["parameters"])
+    return "call"
+
+
+def test_tools_left_to_the_model_give_text_or_a_valid_call(openai_client, model):
+    settings = dict(model=model, tools=[WEATHER, TIME], max_tokens=60)
+    answers = [openai_client.chat.completions.create(**settings, messages=ASK_WEATHER,
+                                                     temperature=0.9, seed=seed).choices[0]
+               for seed in SEEDS]
+    for answer in answers:
+        _text_or_valid_call(answer)
+    # A conversation where the model called before, and is asked again: SmolLM2 calls (greedy).
+    again = [*ASK_WEATHER,
+             {"role": "assistant", "content": None, "tool_calls": [{
+                 "id": "call_1", "type": "function", "function": {
+                     "name": "get_weather", "arguments": '{"city": "Rome", "unit": "celsius"}'}}]},
+             {"role": "tool", "tool_call_id": "call_1", "content": "Sunny, 24 C"},
+             {"role": "assistant", "content": "It is sunny in Rome, 24 C."},
+             {"role": "user", "content": "What is the weather in Berlin?"}]
+    choice = openai_client.chat.completions.create(**settings, messages=again,
+                                                   temperature=0).choices[0]
+    assert _text_or_valid_call(choice) == "call", choice.message.content
+    call = choice.message.tool_calls[0]
+    content, [streamed], reason = _streamed(openai_client.chat.completions.create(
+        **settings, messages=again, temperature=0, stream=True))
+    assert (content, reason) == ("", "tool_calls")
+    assert streamed == {"name": call.function.name, "arguments": call.function.arguments}
 
 
 def test_xinference_guided_fields(openai_client, model):
@@ -195,8 +255,12 @@ def test_schemas_that_cannot_be_used_are_400s_and_the_model_keeps_serving(openai
              "get_time", "not in tools")
     _refused(lambda: chat(model=model, messages=ASK_WEATHER, tool_choice="required"),
              "no tools")
-    _refused(lambda: chat(model=model, messages=ASK_WEATHER, tools=[WEATHER]),
-             "does not support tool calls")  # "auto": the family's ability still decides
+    _refused(lambda: chat(model=model, messages=ASK_WEATHER, tools=[{
+        "type": "function", "function": {"name": "get_weather", "parameters": "city"}}]),
+             "parameters of function 'get_weather'", "JSON schema object")
+    _refused(lambda: chat(model=model, messages=ASK_WEATHER, tools=[WEATHER],
+                          tool_choice="required", response_format={"type": "json_object"}),
+             "send one of them")
     _refused(lambda: chat(model=model, messages=ASK_CITY, extra_body={"guided_regex": "(?=x)"}),
              "guided_regex", "look-around")
     _refused(lambda: chat(model=model, messages=ASK_CITY, response_format={"type": "json_object"},

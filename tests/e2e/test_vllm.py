@@ -20,11 +20,13 @@ from fleet.client import FleetClientError
 from tests.builders import smollm2_hf_folder
 from tests.conftest import FleetProcess, free_port
 from tests.e2e.test_structured_output import (  # noqa: F401 - collected here, on vLLM
+    test_a_forced_call_cut_by_max_tokens_is_a_call_with_partial_arguments,
     test_a_forced_tool_call_is_a_valid_call_whole_and_streamed,
     test_a_json_schema_is_followed_whole_and_streamed_over_seeds,
     test_json_object_gives_a_json_object,
     test_langchain_with_structured_output,
     test_schemas_that_cannot_be_used_are_400s_and_the_model_keeps_serving,
+    test_tools_left_to_the_model_give_text_or_a_valid_call,
     test_xinference_guided_fields,
 )
 from tests.llm_checks import (

@@ -25,8 +25,15 @@ def test_a_forced_call_is_the_json_the_tool_call_parser_reads():
     constraint = constraint_of({"tools": [TOOL], "tool_choice": "required"})
     schema = json.loads(constraint.spec)
     assert schema["properties"]["name"] == {"const": "f"}
-    assert schema["properties"]["arguments"] == TOOL["function"]["parameters"]
+    # The parameters the function lists and no others, unless its schema says otherwise.
+    assert schema["properties"]["arguments"] == {**TOOL["function"]["parameters"],
+                                                 "additionalProperties": False}
     assert constraint_of({"tools": [TOOL], "tool_choice": "auto"}) is None
+    for parameters in ({"type": "object"}, {**TOOL["function"]["parameters"],
+                                            "additionalProperties": {"type": "string"}}):
+        tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+        forced = json.loads(constraint_of({"tools": [tool], "tool_choice": "required"}).spec)
+        assert forced["properties"]["arguments"] == parameters
 
 
 @pytest.mark.parametrize("body, fragment", [
