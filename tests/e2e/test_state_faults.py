@@ -22,6 +22,14 @@ from tests.concurrency import wait_for
 from tests.conftest import FleetProcess, start_local
 
 
+def _write_state(fleet_home: Path, text: str) -> Path:
+    """The state file a run left behind, as `text`."""
+    state = fleet_home / "state" / "models.json"
+    state.parent.mkdir(parents=True)
+    state.write_text(text)
+    return state
+
+
 def _minilm(uid: str, path: str) -> dict:
     return {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": uid,
             "model_path": path}
@@ -32,9 +40,7 @@ def _log(server: FleetProcess) -> str:
 
 
 def test_a_corrupt_state_file_is_moved_aside_and_the_cluster_starts(fleet_home, minilm_path):
-    state = fleet_home / "state" / "models.json"
-    state.parent.mkdir(parents=True)
-    state.write_text('{"minilm": {"model_name": "all-Mini')  # cut short by a crash
+    state = _write_state(fleet_home, '{"minilm": {"model_name": "all-Mini')  # cut short
     server = start_local(fleet_home)
     try:
         client = Client(server.endpoint)
@@ -53,9 +59,7 @@ def test_a_corrupt_state_file_is_moved_aside_and_the_cluster_starts(fleet_home, 
 def test_malformed_and_unknown_entries_are_kept_and_the_rest_restored(fleet_home, minilm_path):
     entries = {"broken": [1, 2], "ghost": {"model_name": "no-such-model"},
                "good": _minilm("good", minilm_path)}
-    state = fleet_home / "state" / "models.json"
-    state.parent.mkdir(parents=True)
-    state.write_text(json.dumps(entries))
+    state = _write_state(fleet_home, json.dumps(entries))
     server = start_local(fleet_home)
     try:
         client = Client(server.endpoint)
@@ -140,9 +144,7 @@ def test_an_entry_past_the_launch_limits_fails_alone_and_the_api_keeps_answering
     # Hand-edited (or written by an older version): a launch would refuse it (replica <= 64).
     entries = {"many": {**_minilm("many", minilm_path), "replica": 100000},
                "good": _minilm("good", minilm_path)}
-    state = fleet_home / "state" / "models.json"
-    state.parent.mkdir(parents=True)
-    state.write_text(json.dumps(entries))
+    state = _write_state(fleet_home, json.dumps(entries))
     server = start_local(fleet_home)
     done = threading.Event()
     try:
@@ -168,9 +170,7 @@ def test_an_entry_past_the_launch_limits_fails_alone_and_the_api_keeps_answering
 def test_an_entry_of_an_unknown_model_type_fails_alone(fleet_home, minilm_path):
     entries = {"odd": {**_minilm("odd", minilm_path), "model_type": "nonsense"},
                "good": _minilm("good", minilm_path)}
-    state = fleet_home / "state" / "models.json"
-    state.parent.mkdir(parents=True)
-    state.write_text(json.dumps(entries))
+    state = _write_state(fleet_home, json.dumps(entries))
     server = start_local(fleet_home)
     try:
         client = Client(server.endpoint)
