@@ -148,7 +148,7 @@ def check_ids_or_items(value: Any, what: str) -> None:
 
 
 def json_depth(value: Any) -> int:
-    """Levels of nesting of a parsed JSON value: 0 for a scalar, 1 for `{}` or `[1]`, 2 for
+    """Levels of nesting of a parsed JSON value: 0 for a scalar, 1 for `{}` or a list of numbers, 2 for
     `{"a": []}`. Iterative, so that no depth can exhaust Python's stack; O(values)."""
     deepest = 0
     pending: list[tuple[Any, int]] = [(value, 1)]

@@ -91,8 +91,8 @@ def network_address() -> Iterator[str]:
     may have no other."""
     from tests.netns import veth_host
 
-    with veth_host() as (here, _, _):
-        yield here
+    with veth_host() as hosts:
+        yield hosts.here
 
 
 @pytest.fixture

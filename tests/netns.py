@@ -13,16 +13,23 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import pytest
 
 _COUNTER = itertools.count()
 
 
+class VethHosts(NamedTuple):
+    here: str  # this host's address on the pair
+    there: str  # the other host's
+    run_there: tuple[str, ...]  # the command prefix that runs a command on the other host
+    link: str  # this host's end of the pair: set it down to cut the other host off
+
+
 @contextmanager
-def veth_host() -> Iterator[tuple[str, str, tuple[str, ...]]]:
-    """Yields (this host's address on the pair, the other host's, the command prefix that runs
-    a command on the other host); removes both ends afterwards."""
+def veth_host() -> Iterator[VethHosts]:
+    """Makes the pair and the namespace; removes both ends afterwards."""
     if os.geteuid() != 0 or shutil.which("ip") is None:
         pytest.skip("network namespaces need root and iproute2 (CI runs as root)")
     serial = next(_COUNTER)
@@ -43,7 +50,7 @@ def veth_host() -> Iterator[tuple[str, str, tuple[str, ...]]]:
         ip("netns", "exec", namespace, "ip", "addr", "add", f"{subnet}.2/24", "dev", there)
         ip("netns", "exec", namespace, "ip", "link", "set", there, "up")
         ip("netns", "exec", namespace, "ip", "link", "set", "lo", "up")
-        yield f"{subnet}.1", f"{subnet}.2", ("ip", "netns", "exec", namespace)
+        yield VethHosts(f"{subnet}.1", f"{subnet}.2", ("ip", "netns", "exec", namespace), here)
     finally:
         subprocess.run(["ip", "link", "del", here], capture_output=True)
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True)

@@ -134,6 +134,17 @@ class ToolFunction(BaseModel):
     description: str | None = None
     parameters: dict[str, Any] | None = None  # a JSON schema; none: any object
 
+    @model_validator(mode="before")
+    @classmethod
+    def _parameters_are_a_schema(cls, value: Any) -> Any:
+        # Named here, where the function's name is known: "Input should be an object" at
+        # tools.0.function.parameters leaves a client with many tools to count them.
+        if isinstance(value, dict) and value.get("parameters") is not None \
+                and not isinstance(value["parameters"], dict):
+            raise ValueError(f"the parameters of function {value.get('name')!r} must be a JSON "
+                             "schema object")
+        return value
+
 
 class Tool(BaseModel):
     model_config = ConfigDict(extra="allow")

@@ -103,6 +103,10 @@ def test_tools_and_tool_choice_have_their_shapes():
         "model": "m", "messages": HELLO, "tools": [{"type": "retrieval"}]})
     assert "tool_choice" in _refusal(ChatCompletionRequest, {
         "model": "m", "messages": HELLO, "tool_choice": "sometimes"})
+    for parameters in ("city", [], 3):  # the function is named, not only its place in the list
+        assert "tools.1.function: the parameters of function 'g' must be a JSON schema object" in \
+            _refusal(ChatCompletionRequest, {"model": "m", "messages": HELLO, "tools": [
+                tool, {"type": "function", "function": {"name": "g", "parameters": parameters}}]})
 
 
 @pytest.mark.parametrize("family", [{"model_name": "x"}, '{"model_name": "x"}',

@@ -77,7 +77,7 @@ def _link(device: str, state: str) -> None:
 
 def test_a_worker_cut_off_is_replaced_and_reconciled_when_it_returns(
         tmp_path, minilm_path, second_host):  # noqa: F811 (the fixture imported above)
-    here, there, run_there = second_host
+    here, there, run_there, device = second_host
     port = free_port()
     fast = {"FLEET_HEARTBEAT_INTERVAL_S": "0.5", "FLEET_WARM_SPARE": "0"}
     # A request caught on the cut-off worker waits 5 s, not the default 600, to be answered 503.
@@ -89,7 +89,6 @@ def test_a_worker_cut_off_is_replaced_and_reconciled_when_it_returns(
     near = FleetProcess(["worker", "-e", supervisor.endpoint, "-H", here], tmp_path / "a", env=env)
     far = FleetProcess(["worker", "-e", supervisor.endpoint], tmp_path / "b", env=env,
                        wrapper=run_there)
-    device = f"fva{os.getpid() % 100000}"  # this host's end of the link to the other host
     try:
         client = Client(supervisor.endpoint)
         workers = {w["address"].split(":")[0]: w["address"] for w in _wait_for_workers(client, 2)}

@@ -14,7 +14,7 @@ import pytest
 from fleet.client import Client
 from tests.conftest import FleetProcess, free_port
 from tests.llm_builders import build_scripted_qwen2
-from tests.netns import veth_host
+from tests.netns import VethHosts, veth_host
 
 
 def test_supervisor_and_worker_processes_serve_a_model(tmp_path, minilm_path):
@@ -122,9 +122,9 @@ def test_a_lost_worker_is_noticed_and_its_models_say_why(tmp_path, minilm_path):
 
 
 @pytest.fixture
-def second_host() -> Iterator[tuple[str, str, tuple[str, ...]]]:
+def second_host() -> Iterator[VethHosts]:
     """Another host on a real (virtual) network (tests.netns). Yields (this host's address, the
-    other's, the command prefix that runs there)."""
+    other's, the command prefix that runs there, this host's end of the link)."""
     with veth_host() as hosts:
         yield hosts
 
@@ -133,7 +133,7 @@ def test_a_worker_on_another_host_serves_over_its_replica_channel(tmp_path, mini
                                                                   second_host):
     """The supervisor and a worker on two hosts: grouped embeddings and streamed tokens cross the
     network on the replica's channel, which listens on the worker's address."""
-    supervisor_host, worker_host, run_there = second_host
+    supervisor_host, worker_host, run_there, _ = second_host
     port = free_port()
     # A private virtual network: no keys needed, but a non-loopback address must say so, and
     # name the folders launches may read (MiniLM's, and this test's scripted model).
