@@ -3,8 +3,8 @@ shape, and the llama.cpp engine the context the model was trained for, before ei
 weight. Pure Python, and it imports nothing from the cluster or the engines.
 
 Read here rather than with the `gguf` package: that package is not one of Fleet's core
-dependencies, and its GGUFReader parses every tokenizer string and tensor record (1.5 s for the
-98 MB SmolLM2 file, more for 150k-token vocabularies) where we need ten numbers."""
+dependencies, and its GGUFReader parses every tokenizer string and tensor record (seconds per
+file, more for large vocabularies; docs/benchmarks.md) where we need ten numbers."""
 
 from __future__ import annotations
 

@@ -19,8 +19,8 @@ Why these defaults:
 - audio to transcribe: 3 hours once decoded (16 kHz float32 samples: 690 MB in the replica, the
   most that one request should hold); text to speak: 4096 characters, OpenAI's own cap.
 - JSON values per body: 500,000; a body's parse costs CPU and memory per value, not per byte
-  (7.6 MiB of one-character strings took 580 MiB), and the largest legitimate bodies under the
-  limits above (300,000 token ids) hold fewer.
+  (a measurement: docs/benchmarks.md), and the largest legitimate bodies under the limits above
+  (300,000 token ids) hold fewer.
 - JSON nesting of a management body's free-form parts (a registered family, a launch's engine
   options): 32 levels. The built-in families nest 4 (family, specs, spec, quantizations); past
   about 255 pydantic can no longer serialize a value, so a deeper registration would be kept

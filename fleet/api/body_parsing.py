@@ -1,14 +1,14 @@
 """Request bodies -> validated request models, without stalling the API's event loop.
 
-A body's parse costs CPU and memory per JSON value, not per byte: 7.6 MiB of one-character
-strings took 580 MiB and a second. A thread does not help: pydantic (like orjson and json)
-holds the GIL for the whole parse, and measured here, 30 MiB of short strings parsed in a
-thread stopped the event loop for the 1.2 s the parse took, exactly as inline. So:
+A body's parse costs CPU and memory per JSON value, not per byte, so a few MiB of short values
+can take hundreds of MiB and a second. A thread does not help: pydantic (like orjson and json)
+holds the GIL for the whole parse, so a parse in a thread stops the event loop for as long as
+one inline (the measurements: docs/benchmarks.md). So:
 
 - A body of up to INLINE_MAX_BYTES with few commas is parsed inline: a few milliseconds at
   most, and what nearly every request is (a few KiB). Commas bound the values from above (every
   value but the first of an array or object follows one; commas inside strings only add), and
-  counting them costs half a millisecond a MiB.
+  counting them is a byte scan, far cheaper than a parse.
 - Anything else is parsed in a helper process, one body at a time, under two limits of its own:
   its address space (`parser_memory_bytes`) and the time one parse may take
   (`max_parse_seconds`). A parse that misses either costs the helper its life: it is killed and

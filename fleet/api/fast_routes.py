@@ -4,9 +4,9 @@ token.
 
 Why: on a small machine the engine and the API share the cores, so the API's CPU per request is
 taken from the engine. FastAPI's per-request machinery (its middleware stack, matching the path
-against every route, dependency solving, a second JSON parse into dicts before validation) cost
-about 0.3 ms of CPU per request, measured with py-spy under load: with MiniLM, whose batched
-engine time is about 2 ms a request on two cores, that alone was a tenth of the throughput.
+against every route, dependency solving, a second JSON parse into dicts before validation) costs
+CPU on every request, and with a small embedding model, whose batched engine time per request is
+small too, that alone was a visible share of the throughput (the profile: docs/benchmarks.md).
 This front answers the POST routes it is given itself: raw body -> pydantic's own JSON validation
 (the same request models) -> the route's handler -> bytes or a stream of events, with the same
 error bodies as the rest of the API. Streams go straight to the server, one `send` per event

@@ -73,7 +73,7 @@ def _api_options(command: Any) -> Any:
         click.option("--auth-config", type=click.Path(exists=True, dir_okay=False, path_type=Path),
                      envvar="FLEET_AUTH_CONFIG",
                      help="JSON file of users, their permissions, API keys and models "
-                          "(Xinference's user_config shape; see the README)."),
+                          "(Xinference's user_config shape; see docs/security.md)."),
         click.option("--insecure-no-auth", is_flag=True,
                      help="Serve on a non-loopback address without API keys (anyone who "
                           "reaches the port controls the cluster)."),

@@ -5,9 +5,9 @@ made, and the API's grouped embeddings and rerank calls are answered on it. Ever
 
 Why not actor calls for tokens: a stream read through xoscar costs a round trip per poll (the
 API asks, the replica answers), and each message is pickled, framed, checked against the cluster's auth
-key and dispatched to an actor, in both processes. With llama.cpp on two cores (a token every
-~8 ms, both cores busy decoding) that was most of the API's 0.4 ms of CPU per token, taken from
-the engine. Here a token is one `write` in the replica and one `read` in the API.
+key and dispatched to an actor, in both processes. On a small machine that was most of the API's
+CPU per token, taken from the engine (figures: docs/architecture.md, docs/benchmarks.md). Here a
+token is one `write` in the replica and one `read` in the API.
 
 Protocol (frames and their bodies: fleet.cluster.channel_codec). The API connects; the two ends
 prove to each other that they know the cluster secret (fleet.cluster.channel_auth) and agree on
@@ -21,7 +21,7 @@ Grouped calls (fleet.api.routing): the API sends `{"call": id, "method": "embed"
 "calls": [[args...], ...]}` and the replica answers `{"reply": id, "outcomes": [(error, result),
 ...]}` (ModelActor.call_many). Under a burst of embeddings the engine waits, between two batches,
 for the answers to reach the API and the next requests to come back; through xoscar the two
-messages took 1.4 of those 4.2 ms (MiniLM, batches of 16 in 30 ms). Calls from the API are JSON;
+messages took a third of that wait (docs/benchmarks.md). Calls from the API are JSON;
 answers are msgpack, with float32 arrays as raw bytes: no pickle crosses the channel either way.
 
 Sends never block the thread that makes them (fleet.cluster.channel_sender): an API that stops

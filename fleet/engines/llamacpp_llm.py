@@ -11,13 +11,12 @@ fleet.engines.llamacpp_scheduler hands the requests to the slots. Completions ar
 into the binding; only tokenization and the model's metadata, which the binding does not expose,
 go through the server's local HTTP listener.
 
-Why xllamacpp and not llama-cpp-python (bench/llamacpp_bindings.py, SmolLM2 Q4_1 on 2 cores,
-alternating windows, each binding in its own process): one stream runs at the same speed on both
-(llama-cpp-python 0.95 of xllamacpp: 89.6 against 94.0 tok/s), but a `Llama` holds one sequence,
-so 8 streams take turns there: 93 tok/s and 4.6 s to the first token, against 181 tok/s and
-0.2 s on xllamacpp's slots. xllamacpp also installs as a prebuilt wheel, where llama-cpp-python
-builds from source (about 7 minutes here; its native build crashed at the first decode on this
-CPU, and the portable AVX2 build measured above had to be asked for).
+Why xllamacpp and not llama-cpp-python (measured by bench/llamacpp_bindings.py; the figures are
+in docs/benchmarks.md): one stream runs at about the same speed on both, but a `Llama` holds one
+sequence, so concurrent streams take turns there, with far less throughput and a long wait for the
+first token, where xllamacpp's slots decode them together. xllamacpp also installs as a prebuilt
+wheel, where llama-cpp-python builds from source (minutes; its native build crashed at the first
+decode on the development machine's CPU, and a portable AVX2 build had to be asked for).
 
 Launch options (engine kwargs):
 - `n_parallel` (or `max_num_seqs`), default 16: slots, sequences decoded together;
