@@ -40,6 +40,7 @@ from typing import Any, TypeVar
 import psutil
 from pydantic import BaseModel
 
+from fleet.admission import Admission
 from fleet.errors import PayloadTooLarge, TooManyRequests
 from fleet.limits import exceeded, limits
 
@@ -64,6 +65,16 @@ async def parse_body(model: type[ModelT], body: bytes) -> ModelT:
     return await _HELPER.parse(model, body)
 
 
+class _WaitingBodies(Admission):
+    """The large bodies held for the helper, admitted up to MAX_WAITING."""
+
+    __slots__ = ()
+
+    def refusal(self) -> TooManyRequests:
+        return TooManyRequests(f"{self.limit} large request bodies are already waiting to be "
+                               "parsed; try again in a moment", code="parser_busy")
+
+
 class _Verdict:
     """How an exchange with the helper ended, when it did not end with an answer."""
 
@@ -86,15 +97,12 @@ class _Helper:
         # client that leaves does not make room for more bodies than MAX_WAITING.
         self._threads = ThreadPoolExecutor(MAX_WAITING, thread_name_prefix="fleet-body-parser")
         self._turn = threading.Lock()
-        self._held = 0
+        self._held = _WaitingBodies(MAX_WAITING)
         self._counting = threading.Lock()
 
     async def parse(self, model: type[ModelT], body: bytes) -> ModelT:
         with self._counting:
-            if self._held >= MAX_WAITING:
-                raise TooManyRequests(f"{MAX_WAITING} large request bodies are already waiting "
-                                      "to be parsed; try again in a moment", code="parser_busy")
-            self._held += 1
+            self._held.admit()
         outcome, answer = await asyncio.get_running_loop().run_in_executor(
             self._threads, self._exchange, model, body)
         if outcome == _Verdict.MEMORY:
@@ -123,7 +131,7 @@ class _Helper:
             return self._exchange_in_turn(model, body)
         finally:
             with self._counting:
-                self._held -= 1
+                self._held.release()
 
     def _exchange_in_turn(self, model: type[BaseModel], body: bytes) -> tuple[str | None, bytes]:
         with self._turn:

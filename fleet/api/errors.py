@@ -41,6 +41,15 @@ def error_reply(exc: Exception) -> tuple[int, dict[str, Any], dict[str, str] | N
     return 500, error_body(f"internal error: {type(exc).__name__}: {exc}", "internal_error"), None
 
 
+def stream_error(exc: Exception) -> dict[str, Any]:
+    """The error event of a stream whose answer has begun (its 200 and headers are sent): the
+    same `{"error": {...}}` object, type and code that `error_reply` gives a request that has
+    not, without the status and headers it can no longer change, and without `detail`, which
+    Xinference's client reads from a failed response only."""
+    _, body, _ = error_reply(exc)
+    return {"error": body["error"]}
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(FleetError)
     @app.exception_handler(RequestValidationError)

@@ -20,10 +20,11 @@ from starlette.responses import StreamingResponse
 
 from fleet.api.audio_uploads import read_audio_upload
 from fleet.api.auth import check_model
+from fleet.api.errors import stream_error
 from fleet.api.openapi import FileField, multipart_body
 from fleet.api.protocol_audio import SpeechRequest, TranscriptionForm
 from fleet.api.transcript_formats import transcript_response
-from fleet.errors import BadRequest, FleetError
+from fleet.errors import BadRequest
 from fleet.limits import exceeded, limits
 
 logger = logging.getLogger(__name__)
@@ -58,9 +59,7 @@ async def _transcript_events(first_done: AsyncIterator[Any]) -> AsyncIterator[by
                             "usage": {"type": "duration",
                                       "seconds": round(transcript["duration"])}})
     except Exception as exc:  # the answer has started: the error travels as an event
-        error = exc if isinstance(exc, FleetError) else FleetError(str(exc))
-        yield _sse({"type": "error", "error": {"message": error.message,
-                                               "type": error.error_type, "code": error.code}})
+        yield _sse({"type": "error", **stream_error(exc)})
     yield b"data: [DONE]\n\n"
 
 
@@ -119,9 +118,7 @@ async def _speech_events(rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
                         "audio": base64.b64encode(data).decode("ascii")})
         yield _sse({"type": "speech.audio.done"})
     except Exception as exc:
-        error = exc if isinstance(exc, FleetError) else FleetError(str(exc))
-        yield _sse({"type": "error", "error": {"message": error.message,
-                                               "type": error.error_type, "code": error.code}})
+        yield _sse({"type": "error", **stream_error(exc)})
 
 
 @router.post("/v1/audio/speech", response_class=Response, responses=_SPEECH)

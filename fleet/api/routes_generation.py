@@ -14,10 +14,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 
+from fleet.api.errors import stream_error
 from fleet.api.fast_routes import EventStream
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
-from fleet.errors import FleetError
 
 if TYPE_CHECKING:
     from fleet.api.app import ClusterHandle
@@ -93,15 +93,13 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
                     yield _event(envelope.wrap(envelope.chunk, choices=[], usage=usage))
                 yield b"data: [DONE]\n\n"
                 return
-    except FleetError as exc:
-        # Headers are gone already: the error travels as an event, the way OpenAI sends it.
-        stream.failed(exc.error_type)
-        yield _event({"error": {"message": exc.message, "type": exc.error_type, "code": exc.code}})
-        yield b"data: [DONE]\n\n"
-    except Exception as exc:  # the replica's process died mid-stream, the network broke...
-        stream.failed("internal_error")
-        yield _event({"error": {"message": f"the stream broke: {type(exc).__name__}: {exc}",
-                                "type": "service_unavailable", "code": None}})
+    except Exception as exc:
+        # Headers are gone already: the error travels as an event, the way OpenAI sends it. A
+        # replica that died or hung is a FleetError already (ReplicaStream.next); anything
+        # else is Fleet's own fault, an internal error as it would be before the headers.
+        event = stream_error(exc)
+        stream.failed(event["error"]["type"])
+        yield _event(event)
         yield b"data: [DONE]\n\n"
     finally:
         stream.abandon()  # a no-op after a normal end; cancels generation if the client left

@@ -22,7 +22,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from fleet.errors import TooManyRequests
+from fleet.admission import DEFAULT_REQUEST_LIMIT, Admission
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +54,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         max_batch_items: int = 64,
         max_batch_tokens: int = 16384,
         gather_share: float = GATHER_SHARE,
-        max_open_requests: int = 256,
+        max_open_requests: int = DEFAULT_REQUEST_LIMIT,
         gather_max_s: float = GATHER_MAX_S,
     ):
         self._run_batch = run_batch
         self._executor = executor
         self._max_items = max_batch_items
         self._max_tokens = max_batch_tokens
-        self._max_open = max_open_requests
-        self._open = 0  # requests submitted and not answered yet
+        self._admission = Admission(max_open_requests)  # requests submitted, not answered yet
         self._gather_share = gather_share
         self._gather_max_s = gather_max_s
         self._last_run_s = 0.0
@@ -82,7 +81,7 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
     @property
     def in_progress(self) -> int:
         """Requests submitted and not answered yet (a replica being removed waits for them)."""
-        return self._open
+        return self._admission.in_progress
 
     def stats(self) -> dict[str, int]:
         """The replica's `batch` figures (GET /v1/models/{uid}/replicas)."""
@@ -93,23 +92,14 @@ class DynamicBatcher(Generic[ItemT, ResultT]):
         """Run `items` in some batch (or, when they exceed a batch's budget, in several);
         returns their results in order. `cost`: the tokens of each item, or of them all (then
         taken as evenly spread). Raises TooManyRequests when the queue is full."""
-        if self._open >= self._max_open:
-            raise TooManyRequests(
-                f"this model already has {self._open} requests in progress (its limit is "
-                f"{self._max_open}, the launch option request_limits); retry shortly",
-                code="model_busy")
-        costs = _per_item(cost, len(items))
-        self._open += 1
-        try:
-            chunks = self._chunks(items, costs)
+        with self._admission:
+            chunks = self._chunks(items, _per_item(cost, len(items)))
             if len(chunks) == 1:
                 return await self._submit_one(items, chunks[0][1])
             results: list[ResultT] = []
             for chunk, chunk_cost in chunks:
                 results.extend(await self._submit_one(chunk, chunk_cost))
             return results
-        finally:
-            self._open -= 1
 
     def _chunks(self, items: list[ItemT], costs: list[int]) -> list[tuple[list[ItemT], int]]:
         """`items` cut into runs that each fit a batch's budget (an item over the token budget

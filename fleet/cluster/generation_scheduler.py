@@ -22,8 +22,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from fleet.admission import DEFAULT_REQUEST_LIMIT, Admission
 from fleet.engines.base import StepwiseLLMEngine
-from fleet.errors import TooManyRequests
 from fleet.generation.detokenizer import IncrementalDetokenizer, TokenDecoder
 from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import (
@@ -97,28 +97,25 @@ def _new_sequence(sequence: _Sequence) -> NewSequence:
 
 
 class GenerationScheduler:
-    def __init__(self, engine: StepwiseLLMEngine, max_running: int = 32, max_requests: int = 256,
-                 max_prefill_tokens: int = 8192):
+    def __init__(self, engine: StepwiseLLMEngine, max_running: int = 32,
+                 max_requests: int = DEFAULT_REQUEST_LIMIT, max_prefill_tokens: int = 8192):
         self._engine = engine
         self._max_running = max_running
-        self._max_requests = max_requests
         self._max_prefill_tokens = max_prefill_tokens
         self._inbox: queue.SimpleQueue = queue.SimpleQueue()
         self._waiting: deque[GenerationRequest] = deque()
         self._running: dict[int, _Sequence] = {}
         self._ids = itertools.count()
-        self._open_requests = 0  # submitted and not yet finished (read on the event loop)
+        # Requests submitted and not yet finished: admitted on the event loop, released on the
+        # engine thread, so both under the lock.
+        self._admission = Admission(max_requests)
         self._lock = threading.Lock()
         self.stats = SchedulerStats()
 
     # ---- called on the event loop -------------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
-            if self._open_requests >= self._max_requests:
-                raise TooManyRequests(
-                    f"this model already has {self._open_requests} requests in progress "
-                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
-            self._open_requests += 1
+            self._admission.admit()
         self._inbox.put(("add", request))
 
     def cancel(self, request_id: str) -> None:
@@ -248,7 +245,7 @@ class GenerationScheduler:
 
     def _request_done(self) -> None:
         with self._lock:
-            self._open_requests -= 1
+            self._admission.release()
         self.stats.finished += 1
 
     def _record_batch(self) -> None:

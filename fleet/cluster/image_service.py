@@ -25,9 +25,9 @@ from typing import Any
 import orjson
 from PIL import Image
 
+from fleet.admission import DEFAULT_LIMITS, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.batcher import DynamicBatcher, run_grouped
-from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.base import ImageEngine, ImageJob
 from fleet.errors import BadRequest
 
@@ -87,17 +87,16 @@ class ImageService:
     STREAMS: frozenset[str] = frozenset()
 
     def __init__(self, engine: ImageEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor):
+                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._model_uid = launch.get("model_uid", family.model_name)
         options = launch.get("engine_kwargs") or {}
         self._max_batch = int(options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE)
         self._defaults = dict(getattr(family, "default_generate_config", {}) or {})
-        queue = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
         # Costs count images: a batch holds max_batch_size of them, however many requests.
         self._batcher: DynamicBatcher[_Item, Image.Image] = DynamicBatcher(
             self._run_batch, executor, max_batch_items=self._max_batch,
-            max_batch_tokens=self._max_batch, max_open_requests=queue,
+            max_batch_tokens=self._max_batch, max_open_requests=limits.max_requests,
             gather_max_s=GATHER_MAX_S)
         self._progress: dict[str, _Progress] = {}
         # Requests whose images are made: the API hears of the end only once the PNGs are

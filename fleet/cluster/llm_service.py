@@ -21,6 +21,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.admission import RequestLimits
 from fleet.catalogue.schemas import LLMFamily
 from fleet.cluster.generation_scheduler import GenerationScheduler
 from fleet.cluster.replica_channel import ReplicaChannelServer
@@ -35,7 +36,6 @@ from fleet.generation.structured import Constraint, constraint_of
 from fleet.generation.tool_calls import ToolFormat
 from fleet.generation.tool_use import chat_input
 
-DEFAULT_REQUEST_LIMIT = 256
 DEFAULT_MAX_RUNNING = 32
 # A stream nobody has polled for this long lost its reader (an API process that died).
 ABANDONED_AFTER_S = 300.0
@@ -89,7 +89,8 @@ class _Stream:
 
 class LLMService:
     def __init__(self, engine: LLMEngine, family: LLMFamily, model_uid: str, options: dict[str, Any],
-                 executor: Executor, channel_server: ReplicaChannelServer):
+                 executor: Executor, channel_server: ReplicaChannelServer, limits: RequestLimits):
+        """`options`: the launch's engine options (fleet.engines.launch_options), checked."""
         self._engine = engine
         self._family = family
         self._model_uid = model_uid
@@ -103,7 +104,7 @@ class LLMService:
                                    else {"enable_thinking": bool(options["enable_thinking"])})
         self._loop = asyncio.get_running_loop()
         max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
-        max_requests = int(options.get("request_limits") or DEFAULT_REQUEST_LIMIT)
+        max_requests = limits.max_requests
         # The engine declares who batches it (fleet.engines.base.BaseLLMEngine.scheduling).
         self.scheduler: Scheduler
         if engine.scheduling == "engine":

@@ -18,11 +18,12 @@ from typing import Any, Protocol
 import numpy as np
 import xoscar as xo
 
+from fleet.admission import RequestLimits
 from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
-from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT, LLMService
+from fleet.cluster.llm_service import LLMService
 from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
@@ -61,7 +62,7 @@ class ReplicaService(Protocol):
     STREAMS: frozenset[str]
 
     def __init__(self, engine: Any, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor): ...
+                 executor: ThreadPoolExecutor, limits: RequestLimits = ...): ...
 
     @property
     def in_progress(self) -> int: ...
@@ -87,6 +88,8 @@ class ModelActor(xo.StatelessActor):
         self._launch = launch
         self._family = parse_family(launch["model_type"], launch["family"])
         self._spec = ModelSpec.model_validate(launch["spec"])
+        # Read here, once, and handed typed to whatever serves the requests.
+        self._limits = RequestLimits.from_launch(launch)
         self._engine_info = engine_by_name(launch["model_engine"])
         self._engine: Any = None
         # One thread: engines are not assumed to be thread-safe.
@@ -106,7 +109,7 @@ class ModelActor(xo.StatelessActor):
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
         self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
         # Its queue holds `request_limits` requests, like an LLM's (429 past that).
-        queue = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
+        queue = self._limits.max_requests
         if self._family.model_type == "rerank":
             self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
                                            max_batch_items=256, max_open_requests=queue)
@@ -166,13 +169,12 @@ class ModelActor(xo.StatelessActor):
             self._fail(reason)
             raise LaunchFailed(reason) from None
         if self._family.model_type == "LLM":
-            options = {**(self._launch.get("engine_kwargs") or {}),
-                       "request_limits": self._launch.get("request_limits")}
-            self._llm = LLMService(self._engine, self._family, self._launch["model_uid"], options,
-                                   self._executor, self._channel_server)
+            self._llm = LLMService(self._engine, self._family, self._launch["model_uid"],
+                                   self._launch.get("engine_kwargs") or {}, self._executor,
+                                   self._channel_server, self._limits)
         elif self._family.model_type in _SERVICE_TYPES:
             self._service = _service_class(self._family)(self._engine, self._family, self._launch,
-                                                         self._executor)
+                                                         self._executor, self._limits)
         await self._channel_server.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()

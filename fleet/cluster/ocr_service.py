@@ -13,10 +13,10 @@ from typing import Any
 
 from PIL import Image
 
+from fleet.admission import DEFAULT_LIMITS, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.image_service import decode_upload
-from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.base import OCREngine
 from fleet.engines.rapidocr_ocr import OCR_OPTIONS
 from fleet.errors import BadRequest
@@ -43,12 +43,11 @@ class OCRService:
     STREAMS: frozenset[str] = frozenset()
 
     def __init__(self, engine: OCREngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor):
+                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
-        queue = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
         self._batcher: DynamicBatcher[tuple[Image.Image, dict[str, float]], list[dict]] = (
             DynamicBatcher(self._read_all, executor, max_batch_items=8,
-                           max_open_requests=queue, gather_share=0))
+                           max_open_requests=limits.max_requests, gather_share=0))
 
     @property
     def in_progress(self) -> int:

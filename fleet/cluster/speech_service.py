@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 
+from fleet.admission import DEFAULT_LIMITS, Admission, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
-from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.audio_codec import SPEECH_FORMATS, SpeechEncoder
 from fleet.engines.base import SpeechEngine
-from fleet.errors import BadRequest, TooManyRequests
+from fleet.errors import BadRequest
 from fleet.limits import exceeded, limits
 
 # OpenAI's voices, in the order of its documentation.
@@ -57,20 +57,19 @@ class SpeechService:
     STREAMS = frozenset({"speech_stream"})
 
     def __init__(self, engine: SpeechEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor):
+                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._executor = executor
         self._model_uid = launch.get("model_uid", family.model_name)
-        self._max_open = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
-        self._open = 0
+        self._admission = Admission(limits.max_requests)
 
     # ---- ReplicaService -----------------------------------------------------------------------
     @property
     def in_progress(self) -> int:
-        return self._open
+        return self._admission.in_progress
 
     def stats(self) -> dict[str, int]:
-        return {"last_size": 0, "max_size": 0, "batches": 0, "queued": self._open}
+        return {"last_size": 0, "max_size": 0, "batches": 0, "queued": self.in_progress}
 
     def close(self) -> None:
         pass
@@ -92,19 +91,11 @@ class SpeechService:
         """First `{"media_type", "sample_rate", "voice"}` once the request is accepted (the
         API answers 200 only then), then the file's bytes as they are made."""
         chosen = self._check(text, voice, response_format, speed)
-        if self._open >= self._max_open:
-            raise TooManyRequests(
-                f"this model already has {self._open} requests in progress (its limit is "
-                f"{self._max_open}, the launch option request_limits); retry shortly",
-                code="model_busy")
-        self._open += 1
-        try:
+        with self._admission:
             yield {"media_type": SPEECH_FORMATS[response_format].media_type,
                    "sample_rate": self._engine.sample_rate, "voice": chosen}
             async for data in self._pieces(text, chosen, response_format, speed):
                 yield data
-        finally:
-            self._open -= 1
 
     async def _pieces(self, text: str, voice: str, response_format: str,
                       speed: float) -> AsyncIterator[bytes]:

@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from fleet.admission import DEFAULT_LIMITS, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.batcher import DynamicBatcher, run_grouped
-from fleet.cluster.llm_service import DEFAULT_REQUEST_LIMIT
 from fleet.engines.audio_codec import decode_audio
 from fleet.engines.base import (
     AudioChunk,
@@ -52,16 +52,15 @@ class TranscriptionService:
     STREAMS = frozenset({"transcribe_stream"})
 
     def __init__(self, engine: TranscriptionEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor):
+                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._executor = executor
         self._model_uid = launch.get("model_uid", family.model_name)
         options = launch.get("engine_kwargs") or {}
         self._max_batch = int(options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE)
-        queue = int(launch.get("request_limits") or DEFAULT_REQUEST_LIMIT)
         self._batcher: DynamicBatcher[_Item, list[TranscriptSegment]] = DynamicBatcher(
             self._run_batch, executor, max_batch_items=self._max_batch,
-            max_batch_tokens=self._max_batch, max_open_requests=queue,
+            max_batch_tokens=self._max_batch, max_open_requests=limits.max_requests,
             gather_max_s=GATHER_MAX_S)
 
     # ---- ReplicaService -----------------------------------------------------------------------

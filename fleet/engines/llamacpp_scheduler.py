@@ -21,7 +21,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from fleet.errors import TooManyRequests
+from fleet.admission import Admission
 from fleet.generation.grammar import llama_cpp_grammar
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
@@ -139,8 +139,8 @@ class LlamaCppScheduler:
     def __init__(self, engine: Any, slots: int, max_requests: int):
         self._engine = engine
         self._slots = slots
-        self._max_requests = max_requests
         self._lock = threading.Condition()
+        self._admission = Admission(max_requests)  # the requests in `_left` (under the lock)
         self._waiting: deque[_Choice] = deque()
         self._running: set[_Choice] = set()
         self._left: dict[str, int] = {}  # request id -> its choices not finished yet
@@ -150,10 +150,7 @@ class LlamaCppScheduler:
     # ---- called on the event loop -------------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
-            if len(self._left) >= self._max_requests:
-                raise TooManyRequests(
-                    f"this model already has {len(self._left)} requests in progress "
-                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
+            self._admission.admit()
             self._left[request.request_id] = request.n
             self._waiting.extend(_Choice(request, i) for i in range(request.n))
             self._count()
@@ -238,6 +235,7 @@ class LlamaCppScheduler:
         if self._left[request_id]:
             return []
         del self._left[request_id]
+        self._admission.release()
         self.stats.finished += 1
         return [{"done": True}]
 
@@ -246,6 +244,7 @@ class LlamaCppScheduler:
         next piece (under the lock)."""
         if self._left.pop(request_id, None) is None:
             return
+        self._admission.release()
         self._waiting = deque(c for c in self._waiting if c.request.request_id != request_id)
         for choice in self._running:
             if choice.request.request_id == request_id:

@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from fleet.errors import TooManyRequests
+from fleet.admission import Admission
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
     GenerationRequest,
@@ -92,19 +92,18 @@ class VLLMScheduler:
         self._engine = engine  # vllm.v1.engine.async_llm.AsyncLLM, used on `loop` only
         self._loop = loop
         self._max_running = max_running
-        self._max_requests = max_requests
-        self._lock = threading.Lock()  # `_requests`' size, read by submit on the event loop
+        # `_requests` and its admission: filled on the replica's event loop, emptied on the
+        # engine thread.
+        self._lock = threading.Lock()
         self._requests: dict[str, _Request] = {}
+        self._admission = Admission(max_requests)
         self._decoding = 0  # choices that have their first token and are not finished
         self.stats = SchedulerStats()
 
     # ---- called on the replica's event loop ------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
-            if len(self._requests) >= self._max_requests:
-                raise TooManyRequests(
-                    f"this model already has {len(self._requests)} requests in progress "
-                    f"(its limit is {self._max_requests}); retry shortly", code="model_busy")
+            self._admission.admit()
             self._requests[request.request_id] = _Request(request, left=request.n)
             self._count()
         self._loop.call_soon_threadsafe(self._start, request.request_id)
@@ -173,6 +172,7 @@ class VLLMScheduler:
         if held.left == 0 and self._requests.get(request.request_id) is held:
             with self._lock:
                 del self._requests[request.request_id]
+                self._admission.release()
                 self.stats.finished += 1
                 self._count()
             request.deliver([{"done": True}])
@@ -181,6 +181,8 @@ class VLLMScheduler:
         """Forget a request and stop its choices (vLLM frees their sequences)."""
         with self._lock:
             held = self._requests.pop(request_id, None)
+            if held is not None:
+                self._admission.release()
             self._count()
         if held is None:
             return

@@ -1,6 +1,7 @@
-"""One bad sequence fails only its own request: Fleet's continuous-batching scheduler driving the
-real Transformers engine on a tiny Qwen2, with two requests in one prefill, one of them with a
-setting the engine cannot take (a seed past 64 bits, which the API now refuses, but which made
+"""Fleet's continuous-batching scheduler driving the real Transformers engine on a tiny Qwen2:
+its request limit (a 429 past it, the place given back when a request ends or is cancelled),
+and one bad sequence failing only its own request: two requests in one prefill, one of them
+with a setting the engine cannot take (a seed past 64 bits, which the API now refuses, but which made
 torch raise in prefill and failed every sequence of the batch)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from fleet.catalogue.registry import parse_family
 from fleet.cluster.generation_scheduler import GenerationScheduler
 from fleet.engines.transformers_llm import TransformersLLM
+from fleet.errors import TooManyRequests
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import GenerationRequest
 from tests.llm_builders import build_tiny_qwen2
@@ -86,6 +88,34 @@ def test_a_sequence_the_engine_cannot_take_fails_only_its_own_request(engine):
         inbox.wait_ended("next")
         assert inbox.events["next"][-1] == {"done": True}
         assert scheduler.stats.running == 0 and engine.batch_size == 0
+    finally:
+        scheduler.stop()
+        loop.join(timeout=30)
+
+
+def test_past_its_request_limit_a_request_is_refused_until_one_ends(engine):
+    scheduler = GenerationScheduler(engine, max_requests=1)
+    inbox = Inbox()
+    prompt = engine.encode("Hello there")
+    params = SamplingParams(max_tokens=4, temperature=0.0)
+    scheduler.submit(GenerationRequest("first", prompt, params, 1, inbox.deliver("first")))
+    with pytest.raises(TooManyRequests) as refused:
+        scheduler.submit(GenerationRequest("second", prompt, params, 1, inbox.deliver("second")))
+    assert refused.value.code == "model_busy" and "limit is 1" in refused.value.message
+    scheduler.cancel("first")  # cancelled while it waits: its place is given back
+    loop = threading.Thread(target=scheduler.run_forever)
+    loop.start()
+    try:
+        deadline = time.monotonic() + 30
+        while scheduler.stats.finished < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert inbox.events["first"] == []  # cancelled before it ran
+        scheduler.submit(GenerationRequest("third", prompt, params, 1, inbox.deliver("third")))
+        inbox.wait_ended("third")
+        assert inbox.events["third"][-1] == {"done": True}
+        with pytest.raises(TooManyRequests):  # the limit still holds after all that
+            scheduler.submit(GenerationRequest("a", prompt, params, 1, inbox.deliver("a")))
+            scheduler.submit(GenerationRequest("b", prompt, params, 1, inbox.deliver("b")))
     finally:
         scheduler.stop()
         loop.join(timeout=30)

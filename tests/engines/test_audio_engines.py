@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 
+from fleet.admission import RequestLimits
 from fleet.api.transcript_formats import srt, verbose_json, vtt
 from fleet.catalogue.registry import builtin_families, parse_family
 from fleet.cluster.speech_service import SpeechService, pick_voice
@@ -23,7 +24,7 @@ from fleet.engines.audio_codec import SPEECH_FORMATS, decode_audio, encode_speec
 from fleet.engines.faster_whisper_stt import FasterWhisperTranscription
 from fleet.engines.piper_tts import PiperSpeech
 from fleet.engines.registry import engine_by_name, pick_engine
-from fleet.errors import BadRequest
+from fleet.errors import BadRequest, TooManyRequests
 from tests.audio_builders import piper_voice_folder, whisper_tiny_en_folder, word_error_rate
 
 TEXT = "The quick brown fox jumps over the lazy dog. Meeting notes are ready for review."
@@ -190,3 +191,27 @@ def test_speech_streams_a_piece_per_sentence(voice):
             [np.frombuffer(b"".join(items[1:]), "<i2").astype(np.float32) / 32767], "wav",
             22050))) as container:
         assert container.streams.audio[0].codec_context.sample_rate == 22050
+
+
+def test_speech_holds_the_launchs_request_limit_until_a_stream_ends(voice):
+    """request_limits=1: a second stream is refused while the first runs, even one the client
+    left half read; once it is closed the place is free again."""
+    async def run() -> tuple[TooManyRequests, int, list]:
+        with ThreadPoolExecutor(max_workers=1) as engine_thread:
+            service = SpeechService(voice, _family("v", "piper", "text2audio",
+                                                   piper_voice_folder()), {}, engine_thread,
+                                    RequestLimits(max_requests=1))
+            first = service.speech_stream(TEXT, "alloy", "pcm", 1.0)
+            await first.__anext__()  # accepted: it holds the place
+            second = service.speech_stream(TEXT, "alloy", "pcm", 1.0)
+            with pytest.raises(TooManyRequests) as refused:
+                await second.__anext__()
+            await first.aclose()  # the client went away mid-stream
+            left = service.in_progress
+            return refused.value, left, [item async for item in
+                                         service.speech_stream(TEXT, "alloy", "pcm", 1.0)]
+
+    refused, left, items = asyncio.run(run())
+    assert refused.code == "model_busy" and "limit is 1" in refused.message
+    assert left == 0
+    assert items[0]["voice"] == "joe" and len(items[1:]) == 2

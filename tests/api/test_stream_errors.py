@@ -1,0 +1,114 @@
+"""An error in the middle of a stream (its 200 already sent) reaches the client as an event with
+the same OpenAI error object, type and code as the error would have had before the stream began
+(fleet.api.errors.error_reply): chat and completion streams, read from a replica's stream inbox
+as the API reads them, and the audio routes' event streams."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from fleet.api.errors import error_reply
+from fleet.api.metrics import FleetMetrics
+from fleet.api.replica_channels import StreamInbox
+from fleet.api.routes_audio import _speech_events, _transcript_events
+from fleet.api.routes_generation import _Envelope, _events
+from fleet.api.streams import Replica, ReplicaStream
+from fleet.errors import BadRequest, Unavailable
+
+CHUNK = {"index": 0, "delta": {"content": "Hel"}, "logprobs": None, "finish_reason": None}
+
+
+def _data(stream: bytes) -> list[Any]:
+    """The server-sent events' payloads, [DONE] as the string."""
+    events = [part.removeprefix(b"data: ") for part in stream.split(b"\n\n") if part]
+    return [event.decode() if event == b"[DONE]" else orjson.loads(event) for event in events]
+
+
+def _non_stream_error(exc: Exception) -> dict[str, Any]:
+    return error_reply(exc)[1]["error"]
+
+
+async def _collect(events: AsyncIterator[bytes]) -> bytes:
+    return b"".join([event async for event in events])
+
+
+def _chat_stream(frames: list[dict[str, Any]], lost: str | None = None
+                 ) -> tuple[list[Any], FleetMetrics]:
+    """A chat stream whose replica pushes `frames` (then loses its channel, `lost`)."""
+    async def run() -> tuple[bytes, FleetMetrics]:
+        metrics = FleetMetrics()
+        inbox = StreamInbox()
+        for frame in frames:
+            inbox.add(frame)
+        if lost is not None:
+            inbox.fail(lost)
+        started = metrics.request_started("m", "chat_completions")
+        stream = ReplicaStream("m", "chat_completions", Replica(None, "m-0", "w"), "s1", 3,
+                               started, metrics, inbox)
+        return await _collect(_events(stream, _Envelope("chat", "m"), 1, False)), metrics
+
+    body, metrics = asyncio.run(run())
+    return _data(body), metrics
+
+
+def _errors_counted(metrics: FleetMetrics) -> dict[str, float]:
+    return {sample.labels["kind"]: sample.value for family in metrics.errors.collect()
+            for sample in family.samples if sample.name.endswith("_total")}
+
+
+def test_an_engine_failure_mid_stream_is_the_error_a_whole_answer_would_get():
+    events, metrics = _chat_stream([
+        {"chunks": [CHUNK], "done": False},
+        {"chunks": [], "done": True, "error": "the engine failed: RuntimeError: boom"}])
+    assert events[-1] == "[DONE]"
+    error = events[-2]
+    # llm_service raises Unavailable(error) for the same failure in a whole answer.
+    assert error == {"error": _non_stream_error(Unavailable("the engine failed: RuntimeError: boom"))}
+    assert error["error"] == {"message": "the engine failed: RuntimeError: boom",
+                              "type": "service_unavailable", "param": None, "code": None}
+    assert _errors_counted(metrics) == {"service_unavailable": 1.0}
+
+
+def test_a_replica_lost_mid_stream_keeps_its_code():
+    events, _ = _chat_stream([{"chunks": [CHUNK], "done": False}], lost="connection reset")
+    error = events[-2]["error"]
+    assert error["type"] == "service_unavailable" and error["code"] == "replica_lost"
+    assert "stopped in the middle of this stream (connection reset)" in error["message"]
+    assert set(error) == {"message", "type", "param", "code"}
+
+
+def test_a_stream_that_breaks_in_fleets_own_code_is_an_internal_error_as_elsewhere():
+    # A last frame without its usage: reading it fails in the route itself (a TypeError).
+    events, metrics = _chat_stream([{"chunks": [CHUNK], "done": True, "usage": None}])
+    error = events[-2]["error"]
+    assert events[-1] == "[DONE]"
+    assert error["type"] == "internal_error" and error["code"] is None
+    assert error["message"].startswith("internal error: TypeError")
+    assert _errors_counted(metrics) == {"internal_error": 1.0}
+
+
+async def _failing(items: list[Any], error: Exception) -> AsyncIterator[Any]:
+    for item in items:
+        yield item
+    raise error
+
+
+def test_audio_streams_send_the_same_error_object():
+    refused = BadRequest("the audio ended early", code="bad_audio")
+    broken = RuntimeError("decoder crashed")
+    cases = [
+        (_transcript_events(_failing([{"type": "delta", "text": "Hi"}], refused)), refused),
+        (_transcript_events(_failing([], broken)), broken),
+        (_speech_events(_failing([b"\0\0"], refused)), refused),
+        (_speech_events(_failing([], broken)), broken),
+    ]
+    for events, cause in cases:
+        data = _data(asyncio.run(_collect(events)))
+        error = next(event for event in data if isinstance(event, dict) and "error" in event)
+        assert error == {"type": "error", "error": _non_stream_error(cause)}
+    assert _non_stream_error(refused)["type"] == "invalid_request_error"
+    assert _non_stream_error(broken)["type"] == "internal_error"
