@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.admission import Admission
+from fleet.errors import Conflict
 from fleet.generation.grammar import llama_cpp_grammar
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
@@ -150,6 +151,9 @@ class LlamaCppScheduler:
     # ---- called on the event loop -------------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
+            if request.request_id in self._left:
+                # A second request under one id would hold a place that nothing gives back.
+                raise Conflict(f"request {request.request_id!r} is already in progress")
             self._admission.admit()
             self._left[request.request_id] = request.n
             self._waiting.extend(_Choice(request, i) for i in range(request.n))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fleet.admission import Admission
+from fleet.errors import Conflict
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
     GenerationRequest,
@@ -103,6 +104,9 @@ class VLLMScheduler:
     # ---- called on the replica's event loop ------------------------------------------------
     def submit(self, request: GenerationRequest) -> None:
         with self._lock:
+            if request.request_id in self._requests:
+                # A second request under one id would hold a place that nothing gives back.
+                raise Conflict(f"request {request.request_id!r} is already in progress")
             self._admission.admit()
             self._requests[request.request_id] = _Request(request, left=request.n)
             self._count()

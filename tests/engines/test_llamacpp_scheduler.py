@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from fleet.engines.llamacpp_scheduler import LlamaCppScheduler, _ChoiceOutput, completion_body
-from fleet.errors import TooManyRequests
+from fleet.errors import Conflict, TooManyRequests
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import GenerationRequest
 
@@ -151,6 +151,8 @@ def test_slots_limit_and_first_come_first_served():
         harness.submit("held", [0])
         await harness.until(lambda: harness.scheduler.stats.running == 1)
         harness.submit("next", [5])
+        with pytest.raises(Conflict):  # an id in progress: it would hold a place for good
+            harness.submit("next", [5])
         with pytest.raises(TooManyRequests):
             harness.submit("third", [5])
         await asyncio.sleep(0.05)
