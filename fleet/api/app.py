@@ -25,15 +25,17 @@ from fleet.api import (
 from fleet.api.auth import key_store, with_auth
 from fleet.api.auth_permissions import OPEN, permission_of
 from fleet.api.errors import install_error_handlers
-from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes, FastRoute
+from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
-from fleet.api.protocol import EmbeddingRequest, RerankRequest
-from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.request_guard import guarded
 from fleet.api.routing import ReplicaRouter
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
+
+# The routes the lean front answers (fleet.api.fast_routes), each declared once in its module.
+HOT_ROUTES = (routes_embeddings.EMBEDDINGS, routes_rerank.RERANK, routes_generation.CHAT,
+              routes_generation.COMPLETION)
 
 
 @dataclass
@@ -112,17 +114,7 @@ def create_app(supervisor: Any, supervisor_address: str,
         return Response(await metrics.render(supervisor), media_type=CONTENT_TYPE)
 
     cluster = app.state.cluster
-    front = FastJsonRoutes(app, [
-        FastRoute("/v1/embeddings", EmbeddingRequest,
-                  lambda body: routes_embeddings.embeddings(cluster, body)),
-        FastRoute("/v1/rerank", RerankRequest, lambda body: routes_rerank.rerank(cluster, body)),
-        FastRoute("/v1/chat/completions", ChatCompletionRequest,
-                  lambda body: routes_generation.generation(cluster, body, "chat"),
-                  watch_disconnect=True),
-        FastRoute("/v1/completions", CompletionRequest,
-                  lambda body: routes_generation.generation(cluster, body, "completion"),
-                  watch_disconnect=True),
-    ])
+    front = FastJsonRoutes(app, [route.bound(cluster) for route in HOT_ROUTES])
     # Keys are checked behind the browser checks: a page that rebinds its name is refused
     # before anything else reads its request (fleet.api.request_guard).
     served = guarded(with_auth(front, app, store, config), config.host, config.allowed_hosts,

@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
+from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol import EmbeddingRequest
 from fleet.limits import check_request_tokens, estimated_tokens
 
@@ -59,9 +60,5 @@ async def embeddings(cluster: ClusterHandle, body: EmbeddingRequest) -> bytes:
     return orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-@router.post("/v1/embeddings")
-async def create_embeddings(request: Request, body: EmbeddingRequest) -> Response:
-    # Requests are answered by fleet.api.fast_routes before they reach FastAPI; this route
-    # describes the endpoint in /docs.
-    return Response(await embeddings(request.app.state.cluster, body),
-                    media_type="application/json")
+EMBEDDINGS = HotRoute("/v1/embeddings", EmbeddingRequest, embeddings, name="create_embeddings")
+EMBEDDINGS.declare(router)

@@ -11,11 +11,11 @@ from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter
 
 from fleet.api.errors import stream_error
 from fleet.api.fast_routes import EventStream
+from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
 
@@ -64,14 +64,6 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     return EventStream(_events(stream, envelope, body.n, body.include_usage))
 
 
-async def _serve(request: Request, body: ChatCompletionRequest | CompletionRequest,
-                 kind: str) -> Response:
-    answer = await generation(request.app.state.cluster, body, kind)
-    if isinstance(answer, bytes):
-        return Response(answer, media_type="application/json")
-    return StreamingResponse(answer.events, headers=dict(answer.headers))
-
-
 async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
                   include_usage: bool) -> AsyncGenerator[bytes, None]:
     usage_field = {"usage": None} if include_usage else {}
@@ -105,13 +97,18 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
         stream.abandon()  # a no-op after a normal end; cancels generation if the client left
 
 
-# Requests are answered by fleet.api.fast_routes (which also cancels an answer whose client left)
-# before they reach FastAPI; these routes describe the endpoints in /docs.
-@router.post("/v1/chat/completions")
-async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
-    return await _serve(request, body, "chat")
+async def chat(cluster: ClusterHandle, body: ChatCompletionRequest) -> bytes | EventStream:
+    return await generation(cluster, body, "chat")
 
 
-@router.post("/v1/completions")
-async def create_completion(request: Request, body: CompletionRequest) -> Response:
-    return await _serve(request, body, "completion")
+async def completion(cluster: ClusterHandle, body: CompletionRequest) -> bytes | EventStream:
+    return await generation(cluster, body, "completion")
+
+
+# A client that leaves cancels its answer, and the replica stops generating for it.
+CHAT = HotRoute("/v1/chat/completions", ChatCompletionRequest, chat,
+                name="create_chat_completion", watch_disconnect=True)
+COMPLETION = HotRoute("/v1/completions", CompletionRequest, completion,
+                      name="create_completion", watch_disconnect=True)
+CHAT.declare(router)
+COMPLETION.declare(router)

@@ -6,8 +6,9 @@ import uuid
 from typing import TYPE_CHECKING
 
 import orjson
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter
 
+from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol import RerankRequest
 from fleet.limits import check_request_tokens, estimated_tokens
 
@@ -47,8 +48,5 @@ async def rerank(cluster: ClusterHandle, body: RerankRequest) -> bytes:
     }, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
-@router.post("/v1/rerank")
-async def create_rerank(request: Request, body: RerankRequest) -> Response:
-    # Requests are answered by fleet.api.fast_routes before they reach FastAPI; this route
-    # describes the endpoint in /docs.
-    return Response(await rerank(request.app.state.cluster, body), media_type="application/json")
+RERANK = HotRoute("/v1/rerank", RerankRequest, rerank, name="create_rerank")
+RERANK.declare(router)

@@ -161,3 +161,29 @@ def test_the_rules_across_fields_are_in_the_document():
     assert _form(document, "/v1/images/edits")["required"] == ["model", "prompt", "image"]
     assert _form(document, "/v1/images/inpainting")["required"] == ["model", "image",
                                                                      "mask_image"]
+
+
+def test_the_routes_the_front_answers_are_documented_with_the_front_s_body_models():
+    """One HotRoute is both the front's route and FastAPI's: the document shows each with the
+    model the front validates against, under its operation's name."""
+    from fleet.api.app import HOT_ROUTES
+
+    operations = {(m, p): o for m, p, o in _operations(_document())}
+    for route in HOT_ROUTES:
+        operation = operations[("POST", route.path)]
+        schema = operation["requestBody"]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{route.body_model.__name__}"}
+        assert operation["operationId"].startswith(route.name)
+    assert {r.path for r in HOT_ROUTES} == {
+        "/v1/embeddings", "/v1/rerank", "/v1/chat/completions", "/v1/completions"}
+
+
+def test_a_hot_route_reached_through_fastapi_answers_as_the_front_does():
+    """Behind the front, FastAPI's copy of a hot route validates the same body the same way."""
+    front = create_app(None, "127.0.0.1:1")
+    fastapi_app = _fastapi(front)
+    body = {"model": "m", "input": ""}
+    answers = [TestClient(app, base_url="http://localhost").post("/v1/embeddings", json=body)
+               for app in (front, fastapi_app)]
+    assert [a.status_code for a in answers] == [400, 400]
+    assert answers[0].json()["error"]["message"] == answers[1].json()["error"]["message"]
