@@ -103,8 +103,15 @@ class _Helper:
     async def parse(self, model: type[ModelT], body: bytes) -> ModelT:
         with self._counting:
             self._held.admit()
-        outcome, answer = await asyncio.get_running_loop().run_in_executor(
-            self._threads, self._exchange, model, body)
+        job = self._threads.submit(self._exchange, model, body)
+        try:
+            outcome, answer = await asyncio.wrap_future(job)
+        except asyncio.CancelledError:
+            # The client left. A body that no thread has taken yet never will: its place is
+            # given back here (one that a thread holds is given back when the thread lets go).
+            if job.cancel():
+                self._release()
+            raise
         if outcome == _Verdict.MEMORY:
             logger.warning("parsing a %d-byte body needed more than the parser's memory",
                            len(body))
@@ -130,8 +137,11 @@ class _Helper:
         try:
             return self._exchange_in_turn(model, body)
         finally:
-            with self._counting:
-                self._held.release()
+            self._release()
+
+    def _release(self) -> None:
+        with self._counting:
+            self._held.release()
 
     def _exchange_in_turn(self, model: type[BaseModel], body: bytes) -> tuple[str | None, bytes]:
         with self._turn:

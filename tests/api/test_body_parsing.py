@@ -155,3 +155,37 @@ def test_too_many_waiting_bodies_get_429_and_the_rest_are_parsed():
     parsed = [o for o in outcomes if isinstance(o, EmbeddingRequest)]
     assert len(refused) == 4 and len(parsed) == MAX_WAITING
     assert refused[0].code == "parser_busy" and refused[0].retry_after_s == 1
+
+
+def test_bodies_whose_clients_leave_before_a_thread_takes_them_give_their_places_back():
+    """A client that leaves while its body still waits for a parsing thread: the body is never
+    parsed, and its place is free again (else MAX_WAITING such clients would make every later
+    large body a 429 for good)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    helper = _Helper()
+    helper._threads.shutdown()
+    helper._threads = ThreadPoolExecutor(1)  # one thread, held busy: the bodies queue behind it
+    hold = threading.Event()
+    helper._threads.submit(hold.wait)
+    body = orjson.dumps({"model": "m", "input": ["w" * (INLINE_MAX_BYTES + 10)]})
+
+    async def leave_early() -> int:
+        tasks = [asyncio.create_task(helper.parse(EmbeddingRequest, body)) for _ in range(5)]
+        await asyncio.sleep(0.05)  # each has taken its place and waits for the thread
+        taken = helper._held.in_progress
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return taken
+
+    try:
+        assert asyncio.run(leave_early()) == 5
+        assert helper._held.in_progress == 0
+        hold.set()
+        parsed = asyncio.run(helper.parse(EmbeddingRequest, body))  # the helper still serves
+        assert isinstance(parsed, EmbeddingRequest)
+    finally:
+        hold.set()
+        helper.close()
