@@ -69,6 +69,8 @@ class StreamInbox:
             await self._arrived.wait()
         chunks, self._chunks = self._chunks, []
         if self._done and self._error is not None:
+            if chunks:  # what was generated before the failure reaches the client first
+                return {"chunks": chunks, "done": False}
             raise Unavailable(self._error)
         if self._done:
             return {"chunks": chunks, "done": True, "usage": self._usage}

@@ -261,6 +261,10 @@ class LLMService:
             stream.ready.clear()
             await stream.ready.wait()
         taken = stream.take()
+        if "error" in taken and taken["chunks"]:
+            # What was generated before the failure reaches the client first; the stream
+            # keeps its error for the next poll.
+            return {"chunks": taken["chunks"], "done": False}
         if taken["done"]:
             self._streams.pop(stream_id, None)
         if "error" in taken:

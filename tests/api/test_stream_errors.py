@@ -73,6 +73,19 @@ def test_an_engine_failure_mid_stream_is_the_error_a_whole_answer_would_get():
     assert _errors_counted(metrics) == {"service_unavailable": 1.0}
 
 
+def test_text_that_arrived_with_the_failure_reaches_the_client_before_the_error():
+    # Both frames are waiting when the API reads: the text is not dropped for the error.
+    events, _ = _chat_stream([
+        {"chunks": [CHUNK], "done": False},
+        {"chunks": [{**CHUNK, "delta": {"content": "lo"}}], "done": True,
+         "error": "the engine failed: RuntimeError: boom"}])
+    texts = [e["choices"][0]["delta"]["content"] for e in events[:-2] if e["choices"]]
+    assert texts == ["", "Hel", "lo"]  # the role's opening event, then both pieces
+    assert events[-2]["error"]["message"] == "the engine failed: RuntimeError: boom"
+    lost, _ = _chat_stream([{"chunks": [CHUNK], "done": False}], lost="connection reset")
+    assert [e["choices"][0]["delta"]["content"] for e in lost[:-2]] == ["", "Hel"]
+
+
 def test_a_replica_lost_mid_stream_keeps_its_code():
     events, _ = _chat_stream([{"chunks": [CHUNK], "done": False}], lost="connection reset")
     error = events[-2]["error"]
@@ -112,3 +125,25 @@ def test_audio_streams_send_the_same_error_object():
         assert error == {"type": "error", "error": _non_stream_error(cause)}
     assert _non_stream_error(refused)["type"] == "invalid_request_error"
     assert _non_stream_error(broken)["type"] == "internal_error"
+
+
+def test_a_polled_stream_also_gets_its_text_before_the_error():
+    """Streams polled from the replica (replica channels off): the same order."""
+    from types import SimpleNamespace
+
+    from fleet.cluster.llm_service import LLMService, _Stream
+
+    async def run() -> list[Any]:
+        stream = _Stream(choices=[], prompt_tokens=3, chunks=[CHUNK], done=True,
+                         error="the engine failed: RuntimeError: boom")
+        service = SimpleNamespace(_streams={"s1": stream})
+        first = await LLMService.next_chunks(service, "s1")  # type: ignore[arg-type]
+        try:
+            await LLMService.next_chunks(service, "s1")  # type: ignore[arg-type]
+        except Unavailable as exc:
+            return [first, exc.message, service._streams]
+        return [first, None, service._streams]
+
+    first, error, left = asyncio.run(run())
+    assert first == {"chunks": [CHUNK], "done": False}
+    assert error == "the engine failed: RuntimeError: boom" and left == {}
