@@ -18,6 +18,7 @@ import xoscar as xo
 from xoscar.errors import ServerClosed
 
 from fleet.actor_handshake import HandshakeFailed
+from fleet.cluster.actor_uids import SUPERVISOR_UID
 from fleet.cluster_secret import PROOF_WINDOW_S, timed_proof
 from fleet.errors import BadRequest
 
@@ -55,11 +56,9 @@ def supervisor_actor_address(endpoint: str, secret: str, wait_s: float = 60.0) -
 async def check_admitted(supervisor_address: str) -> None:
     """One call to the supervisor's pool, signed with this process's key (installed by
     fleet.cluster_secret.install): a pool with another key closes the connection unanswered."""
-    from fleet.cluster.supervisor import SupervisorActor
-
     try:
         # actor_ref asks the pool whether the actor exists: a real, signed round trip.
-        await xo.actor_ref(address=supervisor_address, uid=SupervisorActor.default_uid())
+        await xo.actor_ref(address=supervisor_address, uid=SUPERVISOR_UID)
     except (ServerClosed, HandshakeFailed):
         raise BadRequest(f"{WRONG_SECRET}: {_where_to_find_it()}") from None
     except OSError as exc:

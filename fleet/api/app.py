@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -24,6 +23,7 @@ from fleet.api import (
 )
 from fleet.api.auth import key_store, with_auth
 from fleet.api.auth_permissions import OPEN, permission_of
+from fleet.api.cluster_handle import ClusterHandle
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
@@ -36,15 +36,6 @@ from fleet.settings import metrics_enabled
 # The routes the lean front answers (fleet.api.fast_routes), each declared once in its module.
 HOT_ROUTES = (routes_embeddings.EMBEDDINGS, routes_rerank.RERANK, routes_generation.CHAT,
               routes_generation.COMPLETION)
-
-
-@dataclass
-class ClusterHandle:
-    """What routes need from the cluster: the supervisor, the cached routing table, metrics."""
-
-    supervisor: Any
-    router: ReplicaRouter
-    metrics: FleetMetrics
 
 
 class HttpLatencyMiddleware:

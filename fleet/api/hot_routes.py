@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from fleet.api.fast_routes import EventStream, FastRoute
 
 if TYPE_CHECKING:
-    from fleet.api.app import ClusterHandle
+    from fleet.api.cluster_handle import ClusterHandle
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from fleet.api.protocol_generation import ChatCompletionRequest, CompletionReque
 from fleet.api.streams import ReplicaStream
 
 if TYPE_CHECKING:
-    from fleet.api.app import ClusterHandle
+    from fleet.api.cluster_handle import ClusterHandle
 
 router = APIRouter()
 

@@ -13,7 +13,7 @@ from fleet.api.protocol import RerankRequest
 from fleet.limits import check_request_tokens, estimated_tokens
 
 if TYPE_CHECKING:
-    from fleet.api.app import ClusterHandle
+    from fleet.api.cluster_handle import ClusterHandle
 
 router = APIRouter()
 

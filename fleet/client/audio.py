@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from fleet.client import ModelHandle, _raise_for_error
+from fleet.client.handle import ModelHandle, _raise_for_error
 
 AudioInput = str | bytes | Path
 

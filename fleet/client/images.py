@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fleet.client import ModelHandle, _raise_for_error
+from fleet.client.handle import ModelHandle, _raise_for_error
 
 ImageInput = str | bytes | Path
 

@@ -15,6 +15,7 @@ import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
 from fleet.cluster import adoption, cache_admin
+from fleet.cluster.actor_uids import SUPERVISOR_UID
 from fleet.cluster.cluster_state import ClusterState
 from fleet.cluster.deadlines import within
 from fleet.cluster.launch_plan import plan_launch
@@ -65,7 +66,7 @@ class SupervisorActor(xo.StatelessActor):
 
     @classmethod
     def default_uid(cls) -> str:
-        return "fleet-supervisor"
+        return SUPERVISOR_UID
 
     async def __post_create__(self) -> None:
         self._catalogue = Catalogue()

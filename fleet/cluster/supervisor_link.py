@@ -17,6 +17,7 @@ from typing import Any
 
 import xoscar as xo
 
+from fleet.cluster.actor_uids import SUPERVISOR_UID
 from fleet.cluster.deadlines import within
 from fleet.cluster.resources import machine_resources
 from fleet.settings import control_call_timeout_s, heartbeat_interval_s
@@ -42,11 +43,9 @@ class SupervisorLink:
 
     async def join(self, address: str) -> None:
         """Register with the supervisor, reporting the replicas this worker runs."""
-        from fleet.cluster.supervisor import SupervisorActor
-
         if self._ref is None:
             self._ref = await within(
-                xo.actor_ref(address=self.supervisor_address, uid=SupervisorActor.default_uid()),
+                xo.actor_ref(address=self.supervisor_address, uid=SUPERVISOR_UID),
                 control_call_timeout_s(), f"the supervisor at {self.supervisor_address}")
         await self._call("register_worker", address, machine_resources(), await self._running())
         self._connected = True

@@ -15,6 +15,7 @@ from typing import Any
 import xoscar as xo
 
 from fleet.catalogue.schemas import ModelSpec
+from fleet.cluster.actor_uids import WORKER_UID
 from fleet.cluster.cache_inventory import WorkerCache
 from fleet.cluster.deadlines import within
 from fleet.cluster.download import local_weights
@@ -67,7 +68,7 @@ class WorkerActor(xo.StatelessActor):
 
     @classmethod
     def default_uid(cls) -> str:
-        return "fleet-worker"
+        return WORKER_UID
 
     async def __post_create__(self) -> None:
         await self._supervisor.join(self.address)

@@ -1,0 +1,19 @@
+"""What the routes are given of the cluster, in a module of its own: the routes and the app that
+includes them both name it, and neither should import the other for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.api.metrics import FleetMetrics
+from fleet.api.routing import ReplicaRouter
+
+
+@dataclass
+class ClusterHandle:
+    """What routes need from the cluster: the supervisor, the cached routing table, metrics."""
+
+    supervisor: Any
+    router: ReplicaRouter
+    metrics: FleetMetrics
