@@ -4,6 +4,7 @@ import each other in a circle."""
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -84,4 +85,21 @@ def test_no_modules_import_each_other_in_a_circle():
     graph = _imports_of_each_module()
     assert len(graph) > 100 and sum(map(len, graph.values())) > 300  # the graph was read
     assert _circles({"a": {"b"}, "b": {"a"}, "c": {"a"}}) == [["a", "b"]]  # and would be seen
+    assert _circles(graph) == []
+
+
+# `import ... from './x.js'`, `import './x.js'` and `import('./x.js')`: the web UI's modules.
+_JS_IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(?\s*)['"](\.{1,2}/[^'"]+)['"]""")
+
+
+def test_no_ui_modules_import_each_other_in_a_circle():
+    """The pages import navigation only; the table that loads them is main.js's alone."""
+    static = ROOT / "fleet" / "ui" / "static" / "js"
+    graph = {}
+    for path in static.rglob("*.js"):
+        graph[str(path)] = {str((path.parent / target).resolve())
+                            for target in _JS_IMPORT.findall(path.read_text())}
+    graph = {module: {name for name in names if name in graph} for module, names in graph.items()}
+    assert sum(map(len, graph.values())) > 40  # the imports were read, dynamic ones too
+    assert str(static / "pages" / "cluster.js") in graph[str(static / "main.js")]
     assert _circles(graph) == []

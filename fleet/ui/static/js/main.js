@@ -4,8 +4,47 @@ import { KeyPrompt } from './components/key_prompt.js';
 import { Layout } from './components/layout.js';
 import { ErrorBox, Loading } from './components/ui.js';
 import { html, render, useEffect, useState } from './html.js';
-import { interceptLinks, match, useLocation } from './router.js';
+import { interceptLinks, useLocation } from './navigation.js';
 import { getKey, getRights, onRightsChange, setKey, setRights } from './session.js';
+
+// Pages by URL: each page has its own address under /ui/ (the server answers index.html for
+// every one of them), loaded on first visit so that the first page costs only its own code.
+const ROUTES = [
+  ['/ui/', () => import('./pages/cluster.js')],
+  ['/ui/cluster', () => import('./pages/cluster.js')],
+  ['/ui/catalogue', () => import('./pages/catalogue.js')],
+  ['/ui/catalogue/:type/:name', () => import('./pages/family.js')],
+  ['/ui/models', () => import('./pages/models.js')],
+  ['/ui/models/:uid', () => import('./pages/model.js')],
+  ['/ui/playground/:uid', () => import('./pages/playground.js')],
+  ['/ui/playground/:uid/:kind', () => import('./pages/playground.js')],
+  ['/ui/registrations', () => import('./pages/registrations.js')],
+  ['/ui/registrations/:type/:name', () => import('./pages/registration.js')],
+  ['/ui/metrics', () => import('./pages/metrics.js')],
+];
+
+function compile(pattern) {
+  const names = [];
+  const source = pattern.replace(/:(\w+)/g, (_, name) => {
+    names.push(name);
+    return '([^/]+)';
+  });
+  return { regex: new RegExp(`^${source}/?$`), names };
+}
+
+const COMPILED = ROUTES.map(([pattern, load]) => ({ ...compile(pattern), pattern, load }));
+
+function match(pathname) {
+  for (const route of COMPILED) {
+    const found = route.regex.exec(pathname);
+    if (found) {
+      const params = {};
+      route.names.forEach((name, i) => { params[name] = decodeURIComponent(found[i + 1]); });
+      return { pattern: route.pattern, load: route.load, params };
+    }
+  }
+  return { pattern: null, load: () => import('./pages/not_found.js'), params: {} };
+}
 
 // Loads the page's module the first time its URL is opened.
 function Page({ path }) {

@@ -3,7 +3,7 @@
 import { api } from '../api.js';
 import { usePoll } from '../hooks.js';
 import { html } from '../html.js';
-import { href } from '../router.js';
+import { href } from '../navigation.js';
 import { can } from '../session.js';
 import { ErrorBox, ProgressBar } from './ui.js';
 

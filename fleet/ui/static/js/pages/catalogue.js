@@ -5,7 +5,7 @@ import { ErrorBox, Loading } from '../components/ui.js';
 import { loadCatalogue, MODEL_TYPES, sizeLabel } from '../catalogue_data.js';
 import { useLoad } from '../hooks.js';
 import { html, useMemo, useState } from '../html.js';
-import { href, queryParams, replaceQuery } from '../router.js';
+import { href, queryParams, replaceQuery } from '../navigation.js';
 
 const SIZES = [['', 'any size'], ['1', 'up to 1B'], ['8', 'up to 8B'], ['32', 'up to 32B'], ['big', 'over 32B']];
 

@@ -5,7 +5,7 @@ import { ErrorBox, Loading, Meter, ProgressBar, StateBadge } from '../components
 import { bytes, duration } from '../format.js';
 import { usePoll } from '../hooks.js';
 import { html } from '../html.js';
-import { href } from '../router.js';
+import { href } from '../navigation.js';
 
 const REFRESH_MS = 2000;
 

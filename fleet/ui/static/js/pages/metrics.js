@@ -5,7 +5,7 @@ import { api } from '../api.js';
 import { Chart } from '../components/chart.js';
 import { ErrorBox } from '../components/ui.js';
 import { html, useEffect, useMemo, useState } from '../html.js';
-import { queryParams, replaceQuery } from '../router.js';
+import { queryParams, replaceQuery } from '../navigation.js';
 import { addSample, buildCharts, getSamples, KEEP_SECONDS } from '../metrics/history.js';
 import { parsePrometheus } from '../metrics/prom.js';
 

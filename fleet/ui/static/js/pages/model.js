@@ -5,7 +5,7 @@ import { ConfirmDialog, ErrorBox, Json, Loading, ProgressBar, StateBadge } from 
 import { bytes, duration, when } from '../format.js';
 import { usePoll } from '../hooks.js';
 import { html, useState } from '../html.js';
-import { href, navigate } from '../router.js';
+import { href, navigate } from '../navigation.js';
 import { can } from '../session.js';
 
 const REFRESH_MS = 3000;

@@ -4,7 +4,7 @@ import { api } from '../api.js';
 import { ErrorBox, Loading, StateBadge } from '../components/ui.js';
 import { usePoll } from '../hooks.js';
 import { html } from '../html.js';
-import { href } from '../router.js';
+import { href } from '../navigation.js';
 import { can } from '../session.js';
 
 const REFRESH_MS = 3000;

@@ -3,7 +3,7 @@ import { api } from '../api.js';
 import { ErrorBox, Loading, StateBadge } from '../components/ui.js';
 import { useLoad } from '../hooks.js';
 import { html, useEffect, useState } from '../html.js';
-import { href } from '../router.js';
+import { href } from '../navigation.js';
 import { can } from '../session.js';
 import { playgroundsFor } from '../playgrounds/registry.js';
 

@@ -3,7 +3,7 @@ import { api } from '../api.js';
 import { ErrorBox, Json, Loading } from '../components/ui.js';
 import { useLoad } from '../hooks.js';
 import { html } from '../html.js';
-import { href, navigate } from '../router.js';
+import { href, navigate } from '../navigation.js';
 import { can } from '../session.js';
 import { Unregister } from './registrations.js';
 

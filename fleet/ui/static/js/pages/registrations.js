@@ -5,7 +5,7 @@ import { ConfirmDialog, ErrorBox, Field, Loading } from '../components/ui.js';
 import { MODEL_TYPES } from '../catalogue_data.js';
 import { useLoad } from '../hooks.js';
 import { html, useState } from '../html.js';
-import { href, navigate, queryParams, replaceQuery } from '../router.js';
+import { href, navigate, queryParams, replaceQuery } from '../navigation.js';
 import { EMPTY_FORM, familyFromForm, FORM_TYPES, pretty } from '../registration_form.js';
 import { can } from '../session.js';
 

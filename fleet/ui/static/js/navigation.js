@@ -1,43 +1,7 @@
-// Pages by URL: each page has its own address under /ui/ (the server answers index.html for
-// every one of them), loaded on first visit so that the first page costs only its own code.
+// Moving between the UI's pages without a reload, and what pages read of their address: the
+// pages import this module only; the table of pages by URL is main.js's, so that no page
+// imports the module that loads it.
 import { useEffect, useState } from './html.js';
-
-const ROUTES = [
-  ['/ui/', () => import('./pages/cluster.js')],
-  ['/ui/cluster', () => import('./pages/cluster.js')],
-  ['/ui/catalogue', () => import('./pages/catalogue.js')],
-  ['/ui/catalogue/:type/:name', () => import('./pages/family.js')],
-  ['/ui/models', () => import('./pages/models.js')],
-  ['/ui/models/:uid', () => import('./pages/model.js')],
-  ['/ui/playground/:uid', () => import('./pages/playground.js')],
-  ['/ui/playground/:uid/:kind', () => import('./pages/playground.js')],
-  ['/ui/registrations', () => import('./pages/registrations.js')],
-  ['/ui/registrations/:type/:name', () => import('./pages/registration.js')],
-  ['/ui/metrics', () => import('./pages/metrics.js')],
-];
-
-function compile(pattern) {
-  const names = [];
-  const source = pattern.replace(/:(\w+)/g, (_, name) => {
-    names.push(name);
-    return '([^/]+)';
-  });
-  return { regex: new RegExp(`^${source}/?$`), names };
-}
-
-const COMPILED = ROUTES.map(([pattern, load]) => ({ ...compile(pattern), pattern, load }));
-
-export function match(pathname) {
-  for (const route of COMPILED) {
-    const found = route.regex.exec(pathname);
-    if (found) {
-      const params = {};
-      route.names.forEach((name, i) => { params[name] = decodeURIComponent(found[i + 1]); });
-      return { pattern: route.pattern, load: route.load, params };
-    }
-  }
-  return { pattern: null, load: () => import('./pages/not_found.js'), params: {} };
-}
 
 export function navigate(url, { replace = false } = {}) {
   if (replace) history.replaceState(null, '', url);
