@@ -15,20 +15,18 @@ from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-import numpy as np
 import xoscar as xo
 
 from fleet.admission import RequestLimits
 from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
-from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.download import resolve_weights
+from fleet.cluster.embedding_service import EmbeddingService
 from fleet.cluster.llm_service import LLMService
 from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.engines.base import EmbeddingInput
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
-from fleet.limits import estimated_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -101,21 +99,16 @@ class ModelActor(xo.StatelessActor):
         self._started_at = time.time()
         self._ready_at: float | None = None
         self._requests_served = 0
-        # One batcher per replica: a replica serves one kind of batched request. Rerank items
-        # are (query, document) pairs, so its batches hold more of them. LLMs batch token by
-        # token instead, in their service's scheduler, created once the engine is loaded.
+        # LLMs batch token by token, in their service's scheduler, and the other modalities in
+        # their services (fleet.cluster.*_service), all created once the engine is loaded;
+        # embeddings and rerank are batched by the embedding service, which is there from the
+        # start (its statistics are the replica's while it loads).
         self._llm: LLMService | None = None
         self._service: ReplicaService | None = None
+        self._embedding = EmbeddingService(self._family, launch["model_uid"], self._executor,
+                                           self._limits)
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
         self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
-        # Its queue holds `request_limits` requests, like an LLM's (429 past that).
-        queue = self._limits.max_requests
-        if self._family.model_type == "rerank":
-            self._batcher = DynamicBatcher(self._run_rerank_batch, self._executor,
-                                           max_batch_items=256, max_open_requests=queue)
-        else:
-            self._batcher = DynamicBatcher(self._run_embed_batch, self._executor,
-                                           max_open_requests=queue)
 
     @classmethod
     def uid_for(cls, replica_uid: str) -> str:
@@ -154,6 +147,7 @@ class ModelActor(xo.StatelessActor):
         )
         engine.load()
         self._engine = engine
+        self._embedding.engine = engine
 
     async def load(self) -> None:
         """Resolve the weights and load the engine; raises LaunchFailed with the real cause."""
@@ -218,7 +212,7 @@ class ModelActor(xo.StatelessActor):
             return self._llm.in_progress
         if self._service is not None:
             return self._service.in_progress
-        return self._batcher.in_progress
+        return self._embedding.batcher.in_progress
 
     def _batch_stats(self) -> dict[str, int]:
         if self._llm is not None:
@@ -226,7 +220,7 @@ class ModelActor(xo.StatelessActor):
         elif self._service is not None:
             stats = self._service.stats()
         else:
-            stats = self._batcher.stats()
+            stats = self._embedding.batcher.stats()
         # Backlog: bytes queued for API readers slower than the replica (fleet.cluster.channel_sender).
         return {**stats, "api_channels": self._channel_server.channels,
                 "api_channel_backlog_bytes": self._channel_server.backlog_bytes}
@@ -240,71 +234,21 @@ class ModelActor(xo.StatelessActor):
                 f"does not serve {ability} requests"
             )
 
-    def _run_embed_batch(self, inputs: list[EmbeddingInput]) -> list[tuple[Any, int]]:
-        """One engine call per kind of input (texts, token ids) in the batch."""
-        rows: list[tuple[Any, int]] = [(None, 0)] * len(inputs)
-        for want_text in (True, False):
-            indices = [i for i, item in enumerate(inputs) if isinstance(item, str) == want_text]
-            if indices:
-                result = self._engine.embed([inputs[i] for i in indices])
-                for row, index in enumerate(indices):
-                    rows[index] = (result.vectors[row], result.token_counts[row])
-        return rows
-
-    def _run_rerank_batch(self, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
-        result = self._engine.score(pairs)
-        return list(zip(result.scores, result.token_counts, strict=True))
-
-    def _check_lengths(self, inputs: list[EmbeddingInput]) -> None:
-        limit = self._engine.max_tokens
-        for index, item in enumerate(inputs):
-            length = self._engine.count_tokens(item) if isinstance(item, str) else len(item)
-            if length > limit:
-                raise BadRequest(
-                    f"input[{index}] has {length} tokens, more than this model's limit of {limit}; "
-                    "shorten it or allow truncation",
-                    code="input_too_long",
-                )
-
-    def _check_dimensions(self, dimensions: int | None, full: int) -> None:
-        if dimensions is None or dimensions == full:
-            return
-        allowed = getattr(self._family, "matryoshka_dimensions", None) or []
-        if dimensions not in allowed:
-            sizes = ", ".join(map(str, sorted({*allowed, full})))
-            raise BadRequest(
-                f"model {self._launch['model_uid']} gives {full}-dimensional vectors; "
-                f"dimensions={dimensions} is not supported (it supports: {sizes})",
-                code="unsupported_dimensions",
-            )
-
     async def embed(
         self, inputs: list[EmbeddingInput], truncate: bool = True, dimensions: int | None = None
     ) -> tuple[Any, int]:
         """Vectors as one float32 numpy array (sent as a buffer) and the prompt token count."""
         self._require_ready("embed")
-        self._check_dimensions(dimensions, self._engine.dimensions)
-        if not truncate:
-            await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._check_lengths, inputs
-            )
-        rows = await self._batcher.submit(inputs, [estimated_tokens(i) for i in inputs])
+        answer = await self._embedding.embed(inputs, truncate, dimensions)
         self._requests_served += 1
-        vectors = np.stack([vector for vector, _ in rows])
-        if dimensions is not None and dimensions < vectors.shape[1]:
-            vectors = vectors[:, :dimensions]
-            vectors = vectors / np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(vectors), sum(tokens for _, tokens in rows)
+        return answer
 
     async def rerank(self, query: str, documents: list[str]) -> tuple[list[float], int]:
         """A relevance score per document, and the tokens read."""
         self._require_ready("rerank")
-        pairs = [(query, document) for document in documents]
-        query_tokens = estimated_tokens(query)
-        rows = await self._batcher.submit(pairs, [query_tokens + estimated_tokens(d)
-                                                  for d in documents])
+        answer = await self._embedding.rerank(query, documents)
         self._requests_served += 1
-        return [score for score, _ in rows], sum(tokens for _, tokens in rows)
+        return answer
 
     async def call_many(self, method: str,
                         calls: list[tuple]) -> list[tuple[FleetError | None, Any]]:
