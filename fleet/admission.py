@@ -15,7 +15,6 @@ requests too, and engines do not import the cluster."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +35,7 @@ def _checked_limit(value: Any, what: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class RequestLimits:
-    """A replica's request limits, read once from its launch (`from_launch`) and handed, typed,
+    """A replica's request limits, read once from its launch (`of`) and handed, typed,
     to what serves its requests. `max_requests`: the launch option request_limits, the requests
     the replica holds at once."""
 
@@ -46,12 +45,11 @@ class RequestLimits:
         _checked_limit(self.max_requests, "request_limits")
 
     @classmethod
-    def from_launch(cls, launch: Mapping[str, Any]) -> RequestLimits:
-        """The limits of a launch payload (fleet.cluster.replica_launcher.launch_payload): its
-        request_limits, left out or null for the default. BadRequest for anything else than a
-        whole number of at least 1 (the API's launch request refuses those already)."""
-        value = launch.get("request_limits")
-        return cls() if value is None else cls(max_requests=value)
+    def of(cls, request_limits: int | None) -> RequestLimits:
+        """The limits of a replica's launch (fleet.messages.ReplicaLaunch.request_limits), None
+        for the default. BadRequest for anything else than a whole number of at least 1 (the
+        API's launch request refuses those already)."""
+        return cls() if request_limits is None else cls(max_requests=request_limits)
 
 
 DEFAULT_LIMITS = RequestLimits()

@@ -4,6 +4,7 @@ xoscar), so they keep their arguments simple."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -144,3 +145,45 @@ def validation_message(errors: Sequence[Any]) -> str:
         if part not in parts:
             parts.append(part)
     return "invalid request: " + "; ".join(parts[:5])
+
+
+# ---- errors as plain data, for the messages that cross processes (fleet.messages and the
+# replica channel's codec)
+@functools.cache
+def error_classes() -> dict[str, type[FleetError]]:
+    """FleetError and its subclasses in fleet.errors, by name: the only errors rebuilt. A class
+    counts when this module itself holds it under that name: xoscar, when an actor's error
+    crosses it, makes a subclass of the error's class with the same name and module whose
+    message is fixed (the first error it wrapped), and that one must never stand in for ours."""
+    found: dict[str, type[FleetError]] = {}
+    pending: list[type[FleetError]] = [FleetError]
+    while pending:
+        cls = pending.pop()
+        if globals().get(cls.__name__) is cls:
+            found[cls.__name__] = cls
+        pending.extend(cls.__subclasses__())
+    return found
+
+
+def error_fields(error: BaseException) -> tuple[str, str, str | None, int]:
+    """An error as plain data that another process rebuilds (`rebuild_error`): its class's name,
+    message, code and HTTP status. Anything but Fleet's own errors is a FleetError (500)."""
+    if isinstance(error, FleetError) and type(error).__name__ in error_classes():
+        return type(error).__name__, error.message, error.code, error.status_code
+    if isinstance(error, FleetError):
+        return "FleetError", error.message, error.code, error.status_code
+    return "FleetError", f"{type(error).__name__}: {error}", None, FleetError.status_code
+
+
+def rebuild_error(name: str, message: str, code: Any, status: Any) -> FleetError:
+    """The error that `error_fields` described, as one of this module's classes (looked up in
+    a fixed table, never imported by name): what arrives from another process runs no code."""
+    cls = error_classes().get(name, FleetError)
+    code = str(code) if code is not None else None
+    try:
+        error = cls(message, code)
+    except TypeError:  # a class whose constructor wants more: its meaning, as a plain error
+        error = FleetError(message, code)
+    if isinstance(status, int) and 400 <= status < 600 and status != error.status_code:
+        error.status_code = status  # an error class this side does not know keeps its status
+    return error

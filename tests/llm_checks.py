@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from fleet.messages import Event, StreamFailed, TokenEvent
 from tests.concurrency import run_while_watching
 
 IM_END = 2  # SmolLM2's end-of-turn token
@@ -76,3 +77,20 @@ def leave_mid_stream(endpoint: str, client, model: str) -> None:
     while client.replicas(model)[0]["batch"]["running"] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert client.replicas(model)[0]["batch"]["running"] == 0
+
+
+def event_fields(event: Event) -> dict[str, Any]:
+    """A scheduler's event (fleet.messages) as the fields it carries, for comparisons:
+    {"index", "text", "logprobs"?, "finish_reason"?, "completion_tokens"?}, {"done": True}, or
+    {"error": message}."""
+    if isinstance(event, StreamFailed):
+        return {"error": event.error.message}
+    if not isinstance(event, TokenEvent):
+        return {"done": True}
+    fields: dict[str, Any] = {"index": event.index, "text": event.text}
+    if event.logprobs is not None:
+        fields["logprobs"] = event.logprobs
+    if event.finish_reason is not None:
+        fields["finish_reason"] = event.finish_reason
+        fields["completion_tokens"] = event.completion_tokens
+    return fields

@@ -80,15 +80,15 @@ def test_a_subclass_words_its_own_refusal():
 
 
 def test_request_limits_from_a_launch_default_when_left_out_or_null():
-    assert RequestLimits.from_launch({}).max_requests == DEFAULT_REQUEST_LIMIT == 256
-    assert RequestLimits.from_launch({"request_limits": None}) == RequestLimits()
-    assert RequestLimits.from_launch({"request_limits": 3}).max_requests == 3
+    assert RequestLimits.of(None).max_requests == DEFAULT_REQUEST_LIMIT == 256
+    assert RequestLimits.of(None) == RequestLimits()
+    assert RequestLimits.of(3).max_requests == 3
 
 
 @pytest.mark.parametrize("value", [0, -5, True, "4", 2.0, [4]])
 def test_request_limits_refuse_what_is_not_a_whole_number_of_at_least_one(value):
     with pytest.raises(BadRequest, match="request_limits must be") as refused:
-        RequestLimits.from_launch({"request_limits": value})
+        RequestLimits.of(value)
     assert refused.value.status_code == 400
 
 

@@ -139,7 +139,7 @@ class _KeyEntry(BaseModel):
             raise ValueError("give a key as either 'key' or 'sha256'")
         if self.key is not None:
             return hash_key(check_key_text(self.key))
-        digest = self.sha256.lower()
+        digest = (self.sha256 or "").lower()
         if not _SHA256_HEX.match(digest):
             raise ValueError("'sha256' must be 64 hexadecimal digits")
         return digest

@@ -146,9 +146,9 @@ class FleetMetrics:
         for labels in [k for k in self._restarts_seen if k[0] == model]:
             del self._restarts_seen[labels]
             self.replica_restarts.remove(*labels)
-        for metric, labels in self._series.pop(model, set()):
+        for metric, series_labels in self._series.pop(model, set()):
             try:
-                metric.remove(*labels)
+                metric.remove(*series_labels)
             except KeyError:
                 pass
 

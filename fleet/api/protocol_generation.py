@@ -6,12 +6,13 @@ nothing about the answer (`user`, `store`, `metadata`...) are accepted."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -37,6 +38,7 @@ from fleet.limits import (
     schema_max,
     schema_max_items,
 )
+from fleet.messages import GenerationCall, GenerationKind
 
 # What the engines accept: torch seeds its generators with 64-bit integers (2**64 overflowed in
 # prefill), llama.cpp reads top_k as a 32-bit int.
@@ -49,6 +51,8 @@ Tokens = integer(ge=1, le=INT32_MAX)  # max_tokens, max_completion_tokens
 # logit_bias: a token id (as JSON object keys are strings) -> a bias the samplers take.
 BiasedToken = Annotated[str, Field(pattern=r"^[0-9]{1,10}$")]
 Bias = Annotated[float, Field(ge=-100.0, le=100.0)]
+# The request fields that the replica reads (the rest only the API uses, or nobody).
+_CALL_FIELDS = frozenset(GenerationCall.__struct_fields__) - {"kind", "tools", "tool_choice"}
 
 
 class _GenerationBase(BaseModel):
@@ -59,6 +63,7 @@ class _GenerationBase(BaseModel):
     # sampler means anything by them.
     model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False,
                               strict=True)  # see fleet.api.protocol_fields
+    _KIND: ClassVar[GenerationKind]
 
     model: str = Field(min_length=1)
     stream: Flag = False
@@ -115,14 +120,24 @@ class _GenerationBase(BaseModel):
             check_count("max_logit_bias", len(value), "logit_bias")
         return value
 
+    _call: GenerationCall | None = PrivateAttr(default=None)
+
     @property
     def include_usage(self) -> bool:
         return bool((self.stream_options or {}).get("include_usage"))
 
-    def engine_body(self) -> dict[str, Any]:
-        """What the replica needs: the fields the client set, nothing the API alone uses."""
-        return self.model_dump(exclude_unset=True, exclude={"stream", "stream_options", "user",
-                                                            "store", "metadata"})
+    def generation_call(self) -> GenerationCall:
+        """What the replica needs, typed: the request's fields, nothing the API alone uses
+        (model, stream, user...). Made once: the checks across fields read it too."""
+        if self._call is None:
+            values = {name: value for name, value in self.__dict__.items()
+                      if value is not None and name in _CALL_FIELDS}
+            self._call = GenerationCall(kind=self._KIND, **values, **self._typed_fields())
+        return self._call
+
+    def _typed_fields(self) -> dict[str, Any]:
+        """Fields held as pydantic models here, as the plain JSON the replica reads."""
+        return {}
 
 
 class ToolFunction(BaseModel):
@@ -174,6 +189,7 @@ _TOP_LOGPROBS_NEED_LOGPROBS = {"anyOf": [
 
 class ChatCompletionRequest(_GenerationBase):
     model_config = ConfigDict(json_schema_extra=_TOP_LOGPROBS_NEED_LOGPROBS)
+    _KIND = "chat"
 
     messages: list[dict[str, Any]] = Field(json_schema_extra=schema_max_items("max_messages"))
     max_completion_tokens: Tokens | None = None
@@ -198,15 +214,25 @@ class ChatCompletionRequest(_GenerationBase):
             check_count("max_tools", len(value), "tools")
         return value
 
+    def _typed_fields(self) -> dict[str, Any]:
+        typed: dict[str, Any] = {}
+        if self.tools is not None:
+            typed["tools"] = [tool.model_dump(exclude_unset=True) for tool in self.tools]
+        if isinstance(self.tool_choice, ToolChoice):
+            typed["tool_choice"] = self.tool_choice.model_dump(exclude_unset=True)
+        return typed
+
     @model_validator(mode="after")
     def _supported(self) -> ChatCompletionRequest:
         # Whether a forced call names one of the tools, and whether one constraint at a time
         # asks for the answer's shape: across fields, beyond what a schema says.
-        check_structured(self.model_dump(exclude_unset=True))
+        check_structured(self.generation_call())
         return self
 
 
 class CompletionRequest(_GenerationBase):
+    _KIND = "completion"
+
     prompt: str | list[str] | list[TokenId] | list[list[TokenId]]
     logprobs: integer(ge=0, le=5) | None = None
     echo: Literal[False] | None = Field(default=None, description="Not supported: false, null "
@@ -226,5 +252,5 @@ class CompletionRequest(_GenerationBase):
         if self.best_of not in (None, self.n):
             raise BadRequest(f"best_of={self.best_of} is not supported: only best_of=n "
                              f"({self.n}), which returns every choice", code="unsupported_parameter")
-        check_structured(self.model_dump(exclude_unset=True))
+        check_structured(self.generation_call())
         return self

@@ -22,8 +22,9 @@ from typing import Any
 
 from fleet import cluster_secret
 from fleet.cluster import channel_auth
-from fleet.cluster.channel_codec import FrameSplitter, encode_frame
-from fleet.errors import Unavailable
+from fleet.cluster.channel_codec import FrameSplitter, encode_frame, read_stream_frame
+from fleet.errors import FleetError, Unavailable
+from fleet.messages import JsonObject, StreamFrame, Usage
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +34,24 @@ RETRY_AFTER_S = 60.0
 
 
 class StreamInbox:
-    """Frames of one stream, merged for the reader: `{"chunks", "done", "usage"}`."""
+    """Frames of one stream, merged for the reader."""
 
     def __init__(self, on_close: Callable[[], None] = lambda: None) -> None:
         self._on_close = on_close
-        self._chunks: list[dict[str, Any]] = []
+        self._chunks: list[JsonObject] = []
         self._done = False
-        self._usage: dict[str, int] | None = None
-        self._error: str | None = None
+        self._usage: Usage | None = None
+        self._error: FleetError | None = None
         self._arrived = asyncio.Event()
         self.lost = False
 
-    def add(self, frame: dict[str, Any]) -> None:
-        self._chunks.extend(frame["chunks"])
-        if frame["done"]:
+    def add(self, frame: StreamFrame) -> None:
+        self._chunks.extend(frame.chunks)
+        if frame.done:
             self._done = True
-            self._usage = frame.get("usage")
-            self._error = frame.get("error")
+            self._usage = frame.usage
+            if frame.error is not None:
+                self._error = frame.error.exception()
         self._arrived.set()
 
     def close(self) -> None:
@@ -58,23 +60,30 @@ class StreamInbox:
 
     def fail(self, reason: str) -> None:
         """The channel broke (the replica's process died, say): not an error of the answer."""
-        self._done, self._error = True, reason
+        self._done, self._error = True, Unavailable(reason)
         self.lost = True
         self._arrived.set()
 
-    async def next(self) -> dict[str, Any]:
-        """Everything that arrived since the last call (waiting for something)."""
+    async def next(self, timeout_s: float) -> StreamFrame:
+        """Everything that arrived since the last call (waiting for something, TimeoutError
+        after `timeout_s`); the answer's error, with the kind the replica gave it, once the
+        chunks before it have been read."""
         if not self._chunks and not self._done:
+            # A timer rather than asyncio.timeout (Python 3.11) or wait_for (a task per wait).
             self._arrived.clear()
-            await self._arrived.wait()
+            timer = asyncio.get_running_loop().call_later(timeout_s, self._arrived.set)
+            try:
+                await self._arrived.wait()
+            finally:
+                timer.cancel()
+            if not self._chunks and not self._done:
+                raise TimeoutError(f"no answer in {timeout_s:g} s")
         chunks, self._chunks = self._chunks, []
         if self._done and self._error is not None:
             if chunks:  # what was generated before the failure reaches the client first
-                return {"chunks": chunks, "done": False}
-            raise Unavailable(self._error)
-        if self._done:
-            return {"chunks": chunks, "done": True, "usage": self._usage}
-        return {"chunks": chunks, "done": False}
+                return StreamFrame(chunks=chunks)
+            raise self._error
+        return StreamFrame(chunks=chunks, done=self._done, usage=self._usage)
 
 
 class ReplicaChannel(asyncio.Protocol):
@@ -129,12 +138,17 @@ class ReplicaChannel(asyncio.Protocol):
                 if call is not None and not call.done():
                     call.set_result(frame["outcomes"])
                 continue
-            inbox = self._inboxes.get(frame["stream"])
+            try:
+                typed = read_stream_frame(frame)
+            except ValueError as exc:
+                self._end(f"the channel to the replica broke: {exc}")
+                return
+            inbox = self._inboxes.get(typed.stream)
             if inbox is None:
                 continue  # a stream its reader has given up on
-            inbox.add(frame)
-            if frame["done"]:
-                del self._inboxes[frame["stream"]]
+            inbox.add(typed)
+            if typed.done:
+                del self._inboxes[typed.stream]
 
     def _handshake(self, frame: dict[str, Any]) -> None:
         """The replica's challenge (answered with our proof and our own challenge), then its
@@ -164,7 +178,10 @@ class ReplicaChannel(asyncio.Protocol):
         before the answer to the call that starts it)."""
         if self.closed:
             raise Unavailable("the channel to this replica closed")
-        inbox = self._inboxes[stream_id] = StreamInbox(lambda: self._inboxes.pop(stream_id, None))
+        def forget() -> None:
+            self._inboxes.pop(stream_id, None)
+
+        inbox = self._inboxes[stream_id] = StreamInbox(forget)
         return inbox
 
     async def call_many(self, method: str, calls: list[tuple]) -> list[tuple[Any, Any]]:

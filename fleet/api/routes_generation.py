@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import orjson
 from fastapi import APIRouter
 
@@ -18,6 +19,7 @@ from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
 from fleet.api.streams import ReplicaStream
+from fleet.messages import GenerationResult, Usage
 
 if TYPE_CHECKING:
     from fleet.api.cluster_handle import ClusterHandle
@@ -28,8 +30,12 @@ _OBJECTS = {"chat": ("chat.completion", "chat.completion.chunk", "chatcmpl-"),
             "completion": ("text_completion", "text_completion", "cmpl-")}
 
 
-def _usage_tokens(result: dict[str, Any]) -> tuple[int, int]:
-    return result["usage"]["prompt_tokens"], result["usage"]["completion_tokens"]
+def _usage_tokens(result: GenerationResult) -> tuple[int, int]:
+    return result.usage.prompt_tokens, result.usage.completion_tokens
+
+
+def _usage(usage: Usage | None) -> dict[str, int] | None:
+    return None if usage is None else msgspec.structs.asdict(usage)
 
 
 def _event(payload: dict[str, Any]) -> bytes:
@@ -55,12 +61,13 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     or the stream (served by fleet.api.fast_routes)."""
     endpoint = "chat_completions" if kind == "chat" else "completions"
     envelope = _Envelope(kind, body.model)
+    call = body.generation_call()
     if not body.stream:
-        result = await cluster.router.call(body.model, endpoint, "generate", kind,
-                                           body.engine_body(), tokens=_usage_tokens)
-        payload = envelope.wrap(envelope.whole, choices=result["choices"], usage=result["usage"])
+        result: GenerationResult = await cluster.router.call(body.model, endpoint, "generate",
+                                                             call, tokens=_usage_tokens)
+        payload = envelope.wrap(envelope.whole, choices=result.choices, usage=_usage(result.usage))
         return orjson.dumps(payload)
-    stream = await cluster.router.open_stream(body.model, endpoint, kind, body.engine_body())
+    stream = await cluster.router.open_stream(body.model, endpoint, call)
     return EventStream(_events(stream, envelope, body.n, body.include_usage))
 
 
@@ -76,13 +83,13 @@ async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
                      "logprobs": None, "finish_reason": None}]))
         while True:
             polled = await stream.next()
-            for choice in polled["chunks"]:
+            for choice in polled.chunks:
                 yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[choice]))
-            if polled["done"]:
-                usage = polled["usage"]
-                stream.finished(usage["completion_tokens"])
+            if polled.done:
+                usage = polled.usage
+                stream.finished(usage.completion_tokens if usage is not None else 0)
                 if include_usage:
-                    yield _event(envelope.wrap(envelope.chunk, choices=[], usage=usage))
+                    yield _event(envelope.wrap(envelope.chunk, choices=[], usage=_usage(usage)))
                 yield b"data: [DONE]\n\n"
                 return
     except Exception as exc:

@@ -37,6 +37,7 @@ from fleet.api.replica_channels import ReplicaChannels, StreamInbox
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
+from fleet.messages import GenerationCall, StreamStarted
 from fleet.settings import control_call_timeout_s, replica_channels_enabled, request_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -245,26 +246,25 @@ class ReplicaRouter:
             raise
         return started, result, replica
 
-    async def open_stream(self, uid: str, endpoint: str, kind: str,
-                          body: dict[str, Any]) -> ReplicaStream:
+    async def open_stream(self, uid: str, endpoint: str, call: GenerationCall) -> ReplicaStream:
         """Start a streamed answer on the next replica, its tokens pushed over the replica's
         replica channel (or polled when there is none); the stream reports its own metrics."""
 
-        async def start(replica: Replica) -> tuple[dict[str, Any], StreamInbox | None]:
+        async def start(replica: Replica) -> tuple[StreamStarted, StreamInbox | None]:
             channel = await self._channels.for_replica(replica.key, replica.ref)
             if channel is None:
-                return await replica.ref.start_stream(kind, body), None
+                return await replica.ref.start_stream(call), None
             stream_id = uuid.uuid4().hex
             inbox = channel.watch(stream_id)
             try:
-                return await replica.ref.start_stream(kind, body, (channel.token, stream_id)), inbox
+                return await replica.ref.start_stream(call, (channel.token, stream_id)), inbox
             except BaseException:
                 inbox.close()
                 raise
 
         started, (opened, inbox), replica = await self._counted_call(
             uid, endpoint, lambda: self._call_once_more_if_stale(uid, start))
-        return ReplicaStream(uid, endpoint, replica, opened["stream_id"], opened["prompt_tokens"],
+        return ReplicaStream(uid, endpoint, replica, opened.stream_id, opened.prompt_tokens,
                              started, self._metrics, inbox)
 
     async def open_service_stream(self, uid: str, endpoint: str, method: str,

@@ -14,7 +14,8 @@ from xoscar.errors import ServerClosed
 from fleet.api.metrics import FleetMetrics
 from fleet.api.replica_channels import StreamInbox
 from fleet.cluster.deadlines import within
-from fleet.errors import Unavailable
+from fleet.errors import FleetError, Unavailable
+from fleet.messages import StreamFrame
 from fleet.settings import request_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -45,27 +46,33 @@ class ReplicaStream:
         self._first_token_at: float | None = None
         self._closed = False
 
-    async def next(self) -> dict[str, Any]:
-        """{"chunks": [...], "done": bool, "usage": {...} when done}. Unavailable, saying what
-        happened, if the replica stops in the middle (its process died, it hung)."""
+    async def next(self) -> StreamFrame:
+        """The chunks made since the last call; `done` and `usage` at the end. The replica's own
+        error for this answer is raised with its kind; Unavailable, saying what happened, if the
+        replica stops in the middle (its process died, it hung)."""
         try:
             if self._inbox is not None:
-                async with asyncio.timeout(request_timeout_s()):
-                    polled = await self._inbox.next()
+                polled = await self._inbox.next(request_timeout_s())
             else:
                 polled = await within(self.replica.ref.next_chunks(self.stream_id),
                                       request_timeout_s(), f"replica {self.replica.replica_uid}")
-        except (Unavailable, TimeoutError, ConnectionError, ServerClosed) as exc:
-            if isinstance(exc, Unavailable) and self._inbox is not None and not self._inbox.lost:
+        except FleetError as exc:
+            if not isinstance(exc, Unavailable) or (self._inbox is not None
+                                                    and not self._inbox.lost):
                 raise  # the replica's own error for this answer
-            reason = exc.message if isinstance(exc, Unavailable) else (str(exc) or "no answer")
-            raise Unavailable(f"replica {self.replica.replica_uid} stopped in the middle of this "
-                              f"stream ({reason}); the answer is incomplete",
-                              code="replica_lost") from None
-        if polled["chunks"] and self._first_token_at is None:
+            raise self._lost(exc.message) from None
+        except (TimeoutError, ConnectionError, ServerClosed) as exc:
+            raise self._lost(str(exc) or "no answer") from None
+        if polled.error is not None:
+            raise polled.error.exception()
+        if polled.chunks and self._first_token_at is None:
             self._first_token_at = time.perf_counter()
             self._metrics.first_token(self.model, self._started)
         return polled
+
+    def _lost(self, reason: str) -> Unavailable:
+        return Unavailable(f"replica {self.replica.replica_uid} stopped in the middle of this "
+                           f"stream ({reason}); the answer is incomplete", code="replica_lost")
 
     def finished(self, completion_tokens: int) -> None:
         self._closed = True

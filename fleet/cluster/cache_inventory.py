@@ -22,10 +22,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from fleet.catalogue.registry import parse_family
-from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.download import COMPLETE_MARKER, cache_folder, path_from_uri
 from fleet.errors import BadRequest, Conflict, NotFound
+from fleet.messages import ReplicaLaunch
 from fleet.settings import cache_dir
 
 logger = logging.getLogger(__name__)
@@ -134,17 +133,15 @@ def scan(root: Path, known: dict[str, dict[str, Any]],
     return entries
 
 
-def replica_weights(launch: dict[str, Any]) -> Path | None:
+def replica_weights(launch: ReplicaLaunch) -> Path | None:
     """Where a replica's weights come from on this worker: its local path, or the cache folder
     its download goes to. None when that cannot be told (it is then never counted as a user)."""
     try:
-        spec = ModelSpec.model_validate(launch["spec"])
-        source = launch.get("model_path") or spec.model_uri
+        source = launch.model_path or launch.spec.model_uri
         if source:
             return path_from_uri(source).resolve()
-        family = parse_family(launch["model_type"], launch["family"])
-        return cache_folder(family, spec, launch["quantization"]).resolve()
-    except (BadRequest, KeyError, ValueError, OSError) as exc:
+        return cache_folder(launch.family, launch.spec, launch.quantization).resolve()
+    except (BadRequest, ValueError, OSError) as exc:
         logger.warning("cannot tell where replica weights come from: %s", exc)
         return None
 
@@ -161,10 +158,10 @@ class WorkerCache:
     def root(self) -> Path:
         return self._root or cache_dir()
 
-    def track(self, replica_key: str, launch: dict[str, Any]) -> None:
+    def track(self, replica_key: str, launch: ReplicaLaunch) -> None:
         weights = replica_weights(launch)
         if weights is not None:
-            self._readers[replica_key] = (str(launch.get("model_uid")), weights)
+            self._readers[replica_key] = (launch.model_uid, weights)
 
     def untrack(self, replica_key: str) -> None:
         self._readers.pop(replica_key, None)

@@ -19,37 +19,39 @@ import struct
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 import orjson
 
-from fleet import errors
-from fleet.errors import FleetError
+from fleet.errors import error_fields, rebuild_error
+from fleet.messages import StreamFrame
 
 HEADER = struct.Struct(">I")
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 PACKED = 1 << 31  # in a frame's length: the body is msgpack, not JSON
+_STREAM_FRAMES = msgspec.json.Encoder()
 _ARRAY, _ERROR = 1, 2  # msgpack extension type codes
 _NUMERIC_KINDS = frozenset("biufc")  # bool, int, uint, float, complex
-
-
-def _error_classes() -> dict[str, type[FleetError]]:
-    """FleetError and its subclasses in fleet.errors, by name: the only errors rebuilt. A class
-    counts when fleet.errors itself holds it under that name: xoscar, when an actor's error
-    crosses it, makes a subclass of the error's class with the same name and module whose
-    message is fixed (the first error it wrapped), and that one must never stand in for ours."""
-    found: dict[str, type[FleetError]] = {}
-    pending: list[type[FleetError]] = [FleetError]
-    while pending:
-        cls = pending.pop()
-        if getattr(errors, cls.__name__, None) is cls:
-            found[cls.__name__] = cls
-        pending.extend(cls.__subclasses__())
-    return found
 
 
 def encode_frame(payload: dict[str, Any]) -> bytes:
     body = orjson.dumps(payload)
     return HEADER.pack(len(body)) + body
+
+
+def encode_stream_frame(frame: StreamFrame) -> bytes:
+    """A stream's frame (fleet.messages.StreamFrame), as JSON; the API reads it back typed."""
+    body = _STREAM_FRAMES.encode(frame)
+    return HEADER.pack(len(body)) + body
+
+
+def read_stream_frame(frame: dict[str, Any]) -> StreamFrame:
+    """A JSON frame that names a stream, checked against StreamFrame's types: ValueError for
+    one that does not match (a chunk that is not an object, a usage without its counts...)."""
+    try:
+        return msgspec.convert(frame, StreamFrame)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"a stream frame that does not match its type: {exc}") from None
 
 
 def encode_packed_frame(payload: dict[str, Any]) -> bytes:
@@ -68,16 +70,8 @@ def _to_msgpack(obj: Any) -> Any:
     if isinstance(obj, np.generic):  # numpy scalars (a score, a count) as plain numbers
         return obj.item()
     if isinstance(obj, BaseException):
-        return msgpack.ExtType(_ERROR, msgpack.packb(_error_fields(obj)))
+        return msgpack.ExtType(_ERROR, msgpack.packb(error_fields(obj)))
     raise TypeError(f"a {type(obj).__name__} cannot travel on the replica channel")
-
-
-def _error_fields(error: BaseException) -> list[Any]:
-    if isinstance(error, FleetError) and type(error).__name__ in _error_classes():
-        return [type(error).__name__, error.message, error.code, error.status_code]
-    if isinstance(error, FleetError):
-        return ["FleetError", error.message, error.code, error.status_code]
-    return ["FleetError", f"{type(error).__name__}: {error}", None, FleetError.status_code]
 
 
 def _from_msgpack(code: int, data: bytes) -> Any:
@@ -85,7 +79,7 @@ def _from_msgpack(code: int, data: bytes) -> Any:
         return _read_array(data)
     if code == _ERROR:
         name, message, error_code, status = msgpack.unpackb(data)
-        return _rebuild_error(str(name), str(message), error_code, status)
+        return rebuild_error(str(name), str(message), error_code, status)
     raise ValueError(f"unknown msgpack extension type {code}")
 
 
@@ -99,18 +93,6 @@ def _read_array(data: bytes) -> np.ndarray:
     shape = struct.unpack_from(f"<{ndim}Q", data, start)
     # Read-only, without a copy: it is turned into the client's JSON and dropped.
     return np.frombuffer(data, dtype=dtype, offset=start + 8 * ndim).reshape(shape)
-
-
-def _rebuild_error(name: str, message: str, code: Any, status: Any) -> FleetError:
-    cls = _error_classes().get(name, FleetError)
-    code = str(code) if code is not None else None
-    try:
-        error = cls(message, code)
-    except TypeError:  # a class whose constructor wants more: its meaning, as a plain error
-        error = FleetError(message, code)
-    if isinstance(status, int) and 400 <= status < 600 and status != error.status_code:
-        error.status_code = status  # an error class this side does not know keeps its status
-    return error
 
 
 def decode_packed(body: bytes | memoryview) -> Any:

@@ -135,7 +135,8 @@ def _expected_bytes(repo_id: str, revision: str | None, filename: str | None,
     if filename:
         return sizes.get(filename) or None
     allow, ignore = hub_patterns(family) if family is not None else (None, None)
-    kept = filter_repo_objects(list(sizes), allow_patterns=allow, ignore_patterns=ignore)
+    kept = filter_repo_objects(list(sizes), allow_patterns=None if allow is None else list(allow),
+                               ignore_patterns=None if ignore is None else list(ignore))
     return sum(sizes[path] for path in kept) or None
 
 
@@ -170,7 +171,7 @@ class _FolderWatcher:
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
-            self._progress(min(0.99, self._on_disk() / self._total))
+            self._progress(min(0.99, self._on_disk() / (self._total or 1)))
 
 
 def download_from_hub(
@@ -204,8 +205,8 @@ def download_from_hub(
                                             local_dir=target))
             allow, ignore = hub_patterns(family)
             snapshot_download(spec.model_id, revision=spec.model_revision, local_dir=target,
-                              allow_patterns=allow and list(allow),
-                              ignore_patterns=ignore and list(ignore))
+                              allow_patterns=None if allow is None else list(allow),
+                              ignore_patterns=None if ignore is None else list(ignore))
     except Exception as exc:  # the hub library raises many types; the user needs the message
         raise LaunchFailed(f"download of {spec.model_id} failed: {exc}") from None
     return target

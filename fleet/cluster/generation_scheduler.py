@@ -17,7 +17,6 @@ import itertools
 import logging
 import queue
 import threading
-import traceback
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -27,13 +26,13 @@ from fleet.engines.base import StepwiseLLMEngine
 from fleet.generation.detokenizer import IncrementalDetokenizer, TokenDecoder
 from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import (
-    Events,
     GenerationRequest,
     SchedulerStats,
     choice_params,
     logprob_entry,
 )
 from fleet.generation.stops import StopStringMatcher
+from fleet.messages import STREAM_DONE, Events, StreamError, StreamFailed, TokenEvent
 
 logger = logging.getLogger(__name__)
 
@@ -55,27 +54,23 @@ class _Sequence:
         self.generated = 0
         self.finish_reason: str | None = None
 
-    def accept(self, choice: TokenChoice) -> dict[str, Any]:
+    def accept(self, choice: TokenChoice) -> TokenEvent:
         """The event for one sampled token; sets finish_reason when the sequence is done."""
         self.generated += 1
-        event: dict[str, Any] = {"index": self.index, "text": ""}
-        if self.params.logprobs:
-            event["logprobs"] = [self._logprob_entry(choice)]
+        logprobs = [self._logprob_entry(choice)] if self.params.logprobs else None
         if choice.token_id in self.params.stop_token_ids:
-            event["text"] = self._rest()
+            text = self._rest()
             self.finish_reason = "stop"
         else:
             text, stopped = self.stops.feed(self.detokenizer.add(choice.token_id))
-            event["text"] = text
             if stopped:
                 self.finish_reason = "stop"
             elif self.generated >= self.params.max_tokens:
-                event["text"] += self._rest()
+                text += self._rest()
                 self.finish_reason = "length"
         if self.finish_reason:
-            event["finish_reason"] = self.finish_reason
-            event["completion_tokens"] = self.generated
-        return event
+            return TokenEvent(self.index, text, logprobs, self.finish_reason, self.generated)
+        return TokenEvent(self.index, text, logprobs)
 
     def _rest(self) -> str:
         """What the detokenizer and the stop matcher still hold when the sequence ends."""
@@ -140,8 +135,8 @@ class GenerationScheduler:
         events: dict[GenerationRequest, Events] = {}
         try:
             work(events)
-        except Exception:
-            self._fail_all(traceback.format_exc(), events)
+        except Exception as exc:
+            self._fail_all(exc, events)
         for request, batch in events.items():
             request.deliver(batch)
 
@@ -217,13 +212,11 @@ class GenerationScheduler:
             sequences = [s for s in joining if s.request is request]
             try:
                 choices += self._engine.prefill([_new_sequence(s) for s in sequences])
-            except Exception:
-                trace = traceback.format_exc()
-                logger.error("prefill of request %s failed:\n%s", request.request_id, trace)
+            except Exception as exc:
+                logger.exception("prefill of request %s failed", request.request_id)
                 self._engine.release([s.seq_id for s in sequences])  # whatever it kept
                 self._request_done()
-                message = trace.strip().splitlines()[-1]
-                events.setdefault(request, []).append({"error": f"the engine failed: {message}"})
+                events.setdefault(request, []).append(StreamFailed(StreamError.of(exc)))
         return choices
 
     def _handle(self, choices: list[TokenChoice], events: dict[GenerationRequest, Events]) -> None:
@@ -241,7 +234,7 @@ class GenerationScheduler:
             request = sequence.request
             if not any(s.request is request for s in self._running.values()):
                 self._request_done()
-                events[request].append({"done": True})
+                events[request].append(STREAM_DONE)
 
     def _request_done(self) -> None:
         with self._lock:
@@ -253,13 +246,13 @@ class GenerationScheduler:
         stats.steps += 1
         stats.saw_batch(len(self._running))
 
-    def _fail_all(self, trace: str, events: dict[GenerationRequest, Events]) -> None:
+    def _fail_all(self, error: Exception, events: dict[GenerationRequest, Events]) -> None:
         """An engine error fails the requests in the batch, not the replica."""
-        logger.error("generation step failed:\n%s", trace)
-        message = trace.strip().splitlines()[-1]
+        logger.error("generation step failed", exc_info=error)
+        failed = StreamFailed(StreamError.of(error))
         requests = {s.request for s in self._running.values()}
         self._engine.release(list(self._running))
         self._running.clear()
         for request in requests:
             self._request_done()
-            events.setdefault(request, []).append({"error": f"the engine failed: {message}"})
+            events.setdefault(request, []).append(failed)

@@ -29,6 +29,7 @@ from fleet.admission import DEFAULT_LIMITS, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.batcher import DynamicBatcher, run_grouped
 from fleet.engines.base import ImageEngine, ImageJob
+from fleet.engines.launch_options import DiffusersImageOptions, LaunchOptions
 from fleet.errors import BadRequest
 
 DEFAULT_MAX_BATCH_SIZE = 8
@@ -86,12 +87,13 @@ class ImageService:
     METHODS = frozenset({"images", "progress"})
     STREAMS: frozenset[str] = frozenset()
 
-    def __init__(self, engine: ImageEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
+    def __init__(self, engine: ImageEngine, family: BaseFamily, model_uid: str,
+                 options: LaunchOptions, executor: ThreadPoolExecutor,
+                 limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
-        self._model_uid = launch.get("model_uid", family.model_name)
-        options = launch.get("engine_kwargs") or {}
-        self._max_batch = int(options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE)
+        self._model_uid = model_uid
+        batch = options.max_batch_size if isinstance(options, DiffusersImageOptions) else None
+        self._max_batch = batch or DEFAULT_MAX_BATCH_SIZE
         self._defaults = dict(getattr(family, "default_generate_config", {}) or {})
         # Costs count images: a batch holds max_batch_size of them, however many requests.
         self._batcher: DynamicBatcher[_Item, Image.Image] = DynamicBatcher(

@@ -19,22 +19,34 @@ import time
 import uuid
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any
 
 from fleet.admission import RequestLimits
 from fleet.catalogue.schemas import LLMFamily
 from fleet.cluster.generation_scheduler import GenerationScheduler
 from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.engines.base import LLMEngine
+from fleet.engines.launch_options import LLMOptions
 from fleet.errors import BadRequest, NotFound, Unavailable
 from fleet.generation.chat_template import render_chat
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
 from fleet.generation.grammar import checked_grammar
 from fleet.generation.openai_params import check_text_size, family_text_stops, sampling_params
-from fleet.generation.scheduling import Events, GenerationRequest, Scheduler
+from fleet.generation.scheduling import GenerationRequest, Scheduler
 from fleet.generation.structured import Constraint, constraint_of
 from fleet.generation.tool_calls import ToolFormat
 from fleet.generation.tool_use import chat_input
+from fleet.messages import (
+    Events,
+    GenerationCall,
+    GenerationResult,
+    JsonObject,
+    StreamError,
+    StreamFailed,
+    StreamFrame,
+    StreamStarted,
+    TokenEvent,
+    Usage,
+)
 
 DEFAULT_MAX_RUNNING = 32
 # A stream nobody has polled for this long lost its reader (an API process that died).
@@ -46,10 +58,10 @@ class _Stream:
     choices: list[ChatChoice] | list[CompletionChoice]
     prompt_tokens: int
     completion_tokens: int = 0
-    chunks: list[dict[str, Any]] = field(default_factory=list)
+    chunks: list[JsonObject] = field(default_factory=list)
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     done: bool = False
-    error: str | None = None
+    error: StreamError | None = None
     streamed: bool = False
     polled_at: float = field(default_factory=time.monotonic)
     channel: str | None = None  # the API's replica channel the chunks are pushed to, if any
@@ -58,37 +70,35 @@ class _Stream:
 
     def record(self, events: Events) -> None:
         for event in events:
-            if "error" in event:
-                self.error, self.done = event["error"], True
-            elif event.get("done"):
-                self.done = True
-            else:
-                choice = self.choices[event["index"]]
-                chunk = choice.feed(event["text"], event.get("logprobs"))
+            if isinstance(event, TokenEvent):
+                choice = self.choices[event.index]
+                chunk = choice.feed(event.text, event.logprobs)
                 if chunk is not None:
                     self.chunks.append(chunk)
-                if "finish_reason" in event:
-                    self.completion_tokens += event["completion_tokens"]
-                    self.chunks.append(choice.finish(event["finish_reason"]))
+                if event.finish_reason is not None:
+                    self.completion_tokens += event.completion_tokens
+                    self.chunks.append(choice.finish(event.finish_reason))
+            elif isinstance(event, StreamFailed):
+                self.error, self.done = event.error, True
+            else:
+                self.done = True
 
-    def take(self) -> dict[str, Any]:
-        """The chunks made since the last take: {"chunks", "done"}, and "usage" or "error" once
-        it is done."""
+    def take(self, stream_id: str = "") -> StreamFrame:
+        """The chunks made since the last take; `usage` or `error` once it is done."""
         chunks, self.chunks = self.chunks, []
         if not self.done:
-            return {"chunks": chunks, "done": False}
-        if self.error:
-            return {"chunks": chunks, "done": True, "error": self.error}
-        return {"chunks": chunks, "done": True, "usage": self.usage}
+            return StreamFrame(stream=stream_id, chunks=chunks)
+        if self.error is not None:
+            return StreamFrame(stream=stream_id, chunks=chunks, done=True, error=self.error)
+        return StreamFrame(stream=stream_id, chunks=chunks, done=True, usage=self.usage)
 
     @property
-    def usage(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens}
+    def usage(self) -> Usage:
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
 
 
 class LLMService:
-    def __init__(self, engine: LLMEngine, family: LLMFamily, model_uid: str, options: dict[str, Any],
+    def __init__(self, engine: LLMEngine, family: LLMFamily, model_uid: str, options: LLMOptions,
                  executor: Executor, channel_server: ReplicaChannelServer, limits: RequestLimits):
         """`options`: the launch's engine options (fleet.engines.launch_options), checked."""
         self._engine = engine
@@ -100,10 +110,10 @@ class LLMService:
         # Whether the family's chat template renders tools (else: the generic tool format).
         self._native_tools = "tools" in family.abilities
         # Chat-template variables the launch set for every chat; a request's own win.
-        self._template_defaults = ({} if options.get("enable_thinking") is None
-                                   else {"enable_thinking": bool(options["enable_thinking"])})
+        self._template_defaults = ({} if options.enable_thinking is None
+                                   else {"enable_thinking": options.enable_thinking})
         self._loop = asyncio.get_running_loop()
-        max_running = int(options.get("max_num_seqs") or DEFAULT_MAX_RUNNING)
+        max_running = options.max_num_seqs or DEFAULT_MAX_RUNNING
         max_requests = limits.max_requests
         # The engine declares who batches it (fleet.engines.base.BaseLLMEngine.scheduling).
         self.scheduler: Scheduler
@@ -121,54 +131,55 @@ class LLMService:
         self.scheduler.stop()
 
     # ---- building a request --------------------------------------------------------------
-    def _chat_prompt(self, body: dict[str, Any], constraint: Constraint | None
+    def _chat_prompt(self, call: GenerationCall, constraint: Constraint | None
                      ) -> tuple[str, ToolFormat | None]:
         """The rendered prompt, and how tool calls are read from the answer (None: they are not).
         A family whose template renders tools gets them that way; any other chat model, Fleet's
         generic tool format (fleet.generation.tool_use)."""
-        chat = chat_input(body, self._native_tools, constraint)
+        chat = chat_input(call, self._native_tools, constraint)
         template = self._family.chat_template or self._engine.chat_template
-        template_kwargs = {**self._template_defaults, **(body.get("chat_template_kwargs") or {})}
+        template_kwargs = {**self._template_defaults, **(call.chat_template_kwargs or {})}
         prompt = render_chat(template, chat.messages, chat.tools, template_kwargs or None,
                              self._engine.template_tokens)
         return prompt, chat.tool_format
 
-    def _completion_ids(self, prompt: Any) -> list[int]:
+    def _completion_ids(self, prompt: str | list[str | int | list[int]] | None) -> list[int]:
         if isinstance(prompt, str):
             return self._engine.encode(prompt)
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             return self._engine.encode(prompt[0])
-        if isinstance(prompt, list) and prompt and all(isinstance(t, int) for t in prompt):
-            bad = [t for t in prompt if not 0 <= t < self._engine.vocab_size]
+        ids = [t for t in prompt if isinstance(t, int)] if isinstance(prompt, list) else []
+        if ids and len(ids) == len(prompt or ()):
+            bad = [t for t in ids if not 0 <= t < self._engine.vocab_size]
             if bad:
                 raise BadRequest(f"prompt token ids outside the vocabulary: {bad[:5]}")
-            return list(prompt)
+            return ids
         raise BadRequest("prompt must be a string or a list of token ids; send several prompts "
                          "as several requests", code="unsupported_prompt")
 
-    def _prepare(self, stream_id: str, kind: str, body: dict[str, Any]
-                 ) -> tuple[GenerationRequest, _Stream]:
-        n = int(body.get("n") or 1)
-        check_text_size(body, self._engine.context_length)  # before any rendering or tokenizing
-        if kind == "chat":
+    def _prepare(self, stream_id: str, call: GenerationCall) -> tuple[GenerationRequest, _Stream]:
+        n = call.n
+        check_text_size(call, self._engine.context_length)  # before any rendering or tokenizing
+        choices: list[ChatChoice] | list[CompletionChoice]
+        if call.kind == "chat":
             if "chat" not in self._family.abilities:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
                                  code="chat_not_supported")
-            constraint = constraint_of(body, generic_tools=not self._native_tools)
-            prompt, tool_format = self._chat_prompt(body, constraint)
+            constraint = constraint_of(call, generic_tools=not self._native_tools)
+            prompt, tool_format = self._chat_prompt(call, constraint)
             # The template writes the special tokens (bos...) itself.
             ids = self._engine.encode(prompt, add_special_tokens=False)
             tags = self._reasoning_tags(prompt)
-            choices: Any = [ChatChoice(i, tags, tool_format) for i in range(n)]
+            choices = [ChatChoice(i, tags, tool_format) for i in range(n)]
         else:
-            constraint = constraint_of(body)
-            ids = self._completion_ids(body.get("prompt"))
+            constraint = constraint_of(call)
+            ids = self._completion_ids(call.prompt)
             choices = [CompletionChoice(i) for i in range(n)]
         if not ids:
             raise BadRequest("the prompt is empty", code="empty_prompt")
         # Compiled here, before the request queues: a grammar the library refuses is a 400.
         grammar = checked_grammar(constraint) if constraint is not None else None
-        params = sampling_params(body, kind, len(ids), self._engine.context_length, self._stop_ids,
+        params = sampling_params(call, len(ids), self._engine.context_length, self._stop_ids,
                                  self._engine.vocab_size, grammar, self._text_stops)
         stream = _Stream(choices=choices, prompt_tokens=len(ids))
         request = GenerationRequest(stream_id, ids, params, n,
@@ -183,7 +194,7 @@ class LLMService:
         return start, end, prompt.rstrip().endswith(start)
 
     # ---- serving -------------------------------------------------------------------------
-    async def _submit(self, kind: str, body: dict[str, Any], streamed: bool,
+    async def _submit(self, call: GenerationCall, streamed: bool,
                       push: tuple[str, str] | None = None) -> tuple[str, _Stream]:
         self._forget_abandoned()
         channel, stream_id = push if push is not None else (None, uuid.uuid4().hex)
@@ -193,15 +204,15 @@ class LLMService:
             raise Unavailable("the API's channel to this replica is closed")
         # Off the event loop: rendering and tokenizing a long prompt (llama.cpp's tokenizer is an
         # HTTP call) must not hold back the tokens of the streams already running.
-        request, stream = await asyncio.to_thread(self._prepare, stream_id, kind, body)
+        request, stream = await asyncio.to_thread(self._prepare, stream_id, call)
         stream.streamed, stream.channel = streamed, channel
         self.scheduler.submit(request)
         self._streams[stream_id] = stream
         return stream_id, stream
 
-    async def complete(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A whole answer: {"choices": [...], "usage": {...}}."""
-        stream_id, stream = await self._submit(kind, body, streamed=False)
+    async def complete(self, call: GenerationCall) -> GenerationResult:
+        """A whole answer; the engine's error, with its kind, if it failed."""
+        stream_id, stream = await self._submit(call, streamed=False)
         try:
             while not stream.done:
                 stream.ready.clear()
@@ -210,16 +221,16 @@ class LLMService:
             self.cancel(stream_id)
             raise
         self._streams.pop(stream_id, None)
-        if stream.error:
-            raise Unavailable(stream.error)
-        return {"choices": [c.result() for c in stream.choices], "usage": stream.usage}
+        if stream.error is not None:
+            raise stream.error.exception()
+        return GenerationResult(choices=[c.result() for c in stream.choices], usage=stream.usage)
 
-    async def start(self, kind: str, body: dict[str, Any],
-                    push: tuple[str, str] | None = None) -> dict[str, Any]:
+    async def start(self, call: GenerationCall,
+                    push: tuple[str, str] | None = None) -> StreamStarted:
         """Start a streamed answer. With `push` = (channel, stream id chosen by the API), its
         chunks go to that replica channel; without, the API polls `next_chunks`."""
-        stream_id, stream = await self._submit(kind, body, streamed=True, push=push)
-        return {"stream_id": stream_id, "prompt_tokens": stream.prompt_tokens}
+        stream_id, stream = await self._submit(call, streamed=True, push=push)
+        return StreamStarted(stream_id, stream.prompt_tokens)
 
     def _deliver(self, stream_id: str, stream: _Stream, events: Events) -> None:
         """In the scheduler's thread. A pushed stream's chunks are made and sent right here:
@@ -232,11 +243,11 @@ class LLMService:
             stream.record(events)
             if not stream.chunks and not stream.done:
                 return  # e.g. text held back while it may still become a stop string
-            frame = {"stream": stream_id, **stream.take()}
+            frame = stream.take(stream_id)
             sent = self._channel_server.send(stream.channel, frame)
         if not sent:
             self._loop.call_soon_threadsafe(self.cancel, stream_id)  # its reader is gone
-        elif frame["done"]:
+        elif frame.done:
             self._loop.call_soon_threadsafe(self._streams.pop, stream_id, None)
 
     @staticmethod
@@ -250,9 +261,9 @@ class LLMService:
             if stream.channel == channel:
                 self.cancel(stream_id)
 
-    async def next_chunks(self, stream_id: str) -> dict[str, Any]:
-        """Chunk choices produced since the last poll (waiting for at least one); `usage` is
-        set on the last poll of a stream."""
+    async def next_chunks(self, stream_id: str) -> StreamFrame:
+        """Chunk choices produced since the last poll (waiting for at least one); `usage` or
+        `error` is set on the last poll of a stream."""
         stream = self._streams.get(stream_id)
         if stream is None:
             raise NotFound(f"no stream {stream_id} (finished, cancelled or never started)")
@@ -260,15 +271,13 @@ class LLMService:
         if not stream.chunks and not stream.done:
             stream.ready.clear()
             await stream.ready.wait()
-        taken = stream.take()
-        if "error" in taken and taken["chunks"]:
+        taken = stream.take(stream_id)
+        if taken.error is not None and taken.chunks:
             # What was generated before the failure reaches the client first; the stream
             # keeps its error for the next poll.
-            return {"chunks": taken["chunks"], "done": False}
-        if taken["done"]:
+            return StreamFrame(stream=stream_id, chunks=taken.chunks)
+        if taken.done:
             self._streams.pop(stream_id, None)
-        if "error" in taken:
-            raise Unavailable(taken["error"])
         return taken
 
     def cancel(self, stream_id: str) -> None:

@@ -13,20 +13,36 @@ import time
 import traceback
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import xoscar as xo
 
 from fleet.admission import RequestLimits
-from fleet.catalogue.registry import parse_family
-from fleet.catalogue.schemas import BaseFamily, ModelSpec
+from fleet.catalogue.schemas import BaseFamily, LLMFamily
 from fleet.cluster.download import resolve_weights
 from fleet.cluster.embedding_service import EmbeddingService
 from fleet.cluster.llm_service import LLMService
 from fleet.cluster.replica_channel import ReplicaChannelServer
-from fleet.engines.base import EmbeddingInput
+from fleet.engines.base import (
+    EmbeddingEngine,
+    EmbeddingInput,
+    ImageEngine,
+    LLMEngine,
+    OCREngine,
+    RerankEngine,
+    SpeechEngine,
+    TranscriptionEngine,
+)
+from fleet.engines.launch_options import LaunchOptions, LLMOptions
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, FleetError, LaunchFailed, Unavailable
+from fleet.messages import (
+    GenerationCall,
+    GenerationResult,
+    ReplicaLaunch,
+    StreamFrame,
+    StreamStarted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +61,11 @@ _SERVICES: tuple[tuple[str, str | None, str], ...] = (
 _SERVICE_TYPES = frozenset(model_type for model_type, _, _ in _SERVICES)
 
 
+# Whichever engine the replica's model type loads (fleet.engines.registry names the class).
+Engine = (EmbeddingEngine | RerankEngine | LLMEngine | ImageEngine | OCREngine
+          | TranscriptionEngine | SpeechEngine)
+
+
 def _service_class(family: BaseFamily) -> type[ReplicaService]:
     for model_type, ability, target in _SERVICES:
         if family.model_type == model_type and (ability is None or ability in family.abilities):
@@ -59,7 +80,7 @@ class ReplicaService(Protocol):
     METHODS: frozenset[str]
     STREAMS: frozenset[str]
 
-    def __init__(self, engine: Any, family: BaseFamily, launch: dict[str, Any],
+    def __init__(self, engine: Any, family: BaseFamily, model_uid: str, options: LaunchOptions,
                  executor: ThreadPoolExecutor, limits: RequestLimits = ...): ...
 
     @property
@@ -80,16 +101,16 @@ def _portable(error: BaseException) -> FleetError:
 
 
 class ModelActor(xo.StatelessActor):
-    def __init__(self, replica_uid: str, launch: dict[str, Any]):
+    def __init__(self, replica_uid: str, launch: ReplicaLaunch):
         super().__init__()
         self._replica_uid = replica_uid
         self._launch = launch
-        self._family = parse_family(launch["model_type"], launch["family"])
-        self._spec = ModelSpec.model_validate(launch["spec"])
+        self._model_uid = launch.model_uid
+        self._family = launch.family
         # Read here, once, and handed typed to whatever serves the requests.
-        self._limits = RequestLimits.from_launch(launch)
-        self._engine_info = engine_by_name(launch["model_engine"])
-        self._engine: Any = None
+        self._limits = RequestLimits.of(launch.request_limits)
+        self._engine_info = engine_by_name(launch.model_engine)
+        self._engine: Engine | None = None
         # One thread: engines are not assumed to be thread-safe.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="engine")
         self._state = "launching"
@@ -105,7 +126,7 @@ class ModelActor(xo.StatelessActor):
         # start (its statistics are the replica's while it loads).
         self._llm: LLMService | None = None
         self._service: ReplicaService | None = None
-        self._embedding = EmbeddingService(self._family, launch["model_uid"], self._executor,
+        self._embedding = EmbeddingService(self._family, self._model_uid, self._executor,
                                            self._limits)
         # The API's channel: streamed tokens and grouped calls (fleet.cluster.replica_channel).
         self._channel_server = ReplicaChannelServer(self._channel_lost, self.call_many)
@@ -128,26 +149,21 @@ class ModelActor(xo.StatelessActor):
         self._progress = 0.8 * fraction
 
     def _load_blocking(self) -> None:
-        for key, value in (self._launch.get("envs") or {}).items():
-            os.environ[str(key)] = str(value)
+        launch = self._launch
+        os.environ.update(launch.envs)
         self._stage = "resolving weights"
-        path = resolve_weights(
-            self._family,
-            self._spec,
-            self._launch["quantization"],
-            self._launch.get("model_path"),
-            self._set_download_progress,
-        )
+        path = resolve_weights(self._family, launch.spec, launch.quantization, launch.model_path,
+                               self._set_download_progress)
         self._progress = 0.8
         self._stage = "loading weights"
         engine_class = self._engine_info.load_class(self._family.model_type)
-        engine = engine_class(
-            str(path), self._family, self._launch.get("device", "cpu"),
-            **(self._launch.get("engine_kwargs") or {}),
-        )
+        engine: Engine = engine_class(str(path), self._family, launch.device,
+                                      launch.engine_options)
         engine.load()
         self._engine = engine
-        self._embedding.engine = engine
+        if self._family.model_type in ("embedding", "rerank"):
+            # The registry gives embedding and rerank models an engine of that protocol.
+            self._embedding.engine = cast(EmbeddingEngine | RerankEngine, engine)
 
     async def load(self) -> None:
         """Resolve the weights and load the engine; raises LaunchFailed with the real cause."""
@@ -162,12 +178,13 @@ class ModelActor(xo.StatelessActor):
             reason = f"{self._engine_info.name} could not load the model: {type(exc).__name__}: {exc}"
             self._fail(reason)
             raise LaunchFailed(reason) from None
-        if self._family.model_type == "LLM":
-            self._llm = LLMService(self._engine, self._family, self._launch["model_uid"],
-                                   self._launch.get("engine_kwargs") or {}, self._executor,
-                                   self._channel_server, self._limits)
+        options = self._launch.engine_options
+        if isinstance(self._family, LLMFamily) and isinstance(options, LLMOptions):
+            self._llm = LLMService(cast(LLMEngine, self._engine), self._family, self._model_uid,
+                                   options, self._executor, self._channel_server, self._limits)
         elif self._family.model_type in _SERVICE_TYPES:
-            self._service = _service_class(self._family)(self._engine, self._family, self._launch,
+            self._service = _service_class(self._family)(self._engine, self._family,
+                                                         self._model_uid, options,
                                                          self._executor, self._limits)
         await self._channel_server.start(self.address.rsplit(":", 1)[0])
         self._state, self._stage, self._progress = "ready", "ready", 1.0
@@ -230,7 +247,7 @@ class ModelActor(xo.StatelessActor):
             raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
         if ability not in self._family.abilities:
             raise BadRequest(
-                f"model {self._launch['model_uid']} is a {self._family.model_type} model and "
+                f"model {self._model_uid} is a {self._family.model_type} model and "
                 f"does not serve {ability} requests"
             )
 
@@ -265,7 +282,7 @@ class ModelActor(xo.StatelessActor):
     def _require_llm(self, kind: str) -> LLMService:
         if self._family.model_type != "LLM":
             endpoint = "chat completions" if kind == "chat" else "completions"
-            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+            raise BadRequest(f"model {self._model_uid} is a {self._family.model_type} "
                              f"model and does not serve {endpoint}")
         return self._require_ready_llm()
 
@@ -274,9 +291,9 @@ class ModelActor(xo.StatelessActor):
             raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
         return self._llm
 
-    async def generate(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        """A whole chat ("chat") or completion ("completion") answer: choices and usage."""
-        result = await self._require_llm(kind).complete(kind, body)
+    async def generate(self, call: GenerationCall) -> GenerationResult:
+        """A whole chat or completion answer: choices and usage."""
+        result = await self._require_llm(call.kind).complete(call)
         self._requests_served += 1
         return result
 
@@ -285,15 +302,15 @@ class ModelActor(xo.StatelessActor):
         (fleet.cluster.replica_channel); None until the replica is ready."""
         return self._channel_server.address or None
 
-    async def start_stream(self, kind: str, body: dict[str, Any],
-                           push: tuple[str, str] | None = None) -> dict[str, Any]:
+    async def start_stream(self, call: GenerationCall,
+                           push: tuple[str, str] | None = None) -> StreamStarted:
         """Start a streamed answer: pushed to the API's replica channel `push` = (channel, stream
         id), or polled with `next_chunks(stream_id)`."""
-        started = await self._require_llm(kind).start(kind, body, push)
+        started = await self._require_llm(call.kind).start(call, push)
         self._requests_served += 1
         return started
 
-    async def next_chunks(self, stream_id: str) -> dict[str, Any]:
+    async def next_chunks(self, stream_id: str) -> StreamFrame:
         return await self._require_ready_llm().next_chunks(stream_id)
 
     def cancel_stream(self, stream_id: str) -> None:
@@ -303,13 +320,13 @@ class ModelActor(xo.StatelessActor):
     # ---- model types with a service (images, audio) -----------------------------------
     def _require_service(self, method: str, streams: bool) -> ReplicaService:
         if self._family.model_type not in _SERVICE_TYPES:
-            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+            raise BadRequest(f"model {self._model_uid} is a {self._family.model_type} "
                              f"model and does not serve {method} requests")
         if self._service is None:
             raise Unavailable(f"replica {self._replica_uid} is {self._state}, not ready")
         allowed = self._service.STREAMS if streams else self._service.METHODS
         if method not in allowed:
-            raise BadRequest(f"model {self._launch['model_uid']} is a {self._family.model_type} "
+            raise BadRequest(f"model {self._model_uid} is a {self._family.model_type} "
                              f"model and does not serve {method} requests")
         return self._service
 

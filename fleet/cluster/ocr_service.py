@@ -18,6 +18,7 @@ from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.batcher import DynamicBatcher
 from fleet.cluster.image_service import decode_upload
 from fleet.engines.base import OCREngine
+from fleet.engines.launch_options import LaunchOptions
 from fleet.engines.rapidocr_ocr import OCR_OPTIONS
 from fleet.errors import BadRequest
 
@@ -42,8 +43,9 @@ class OCRService:
     METHODS = frozenset({"ocr"})
     STREAMS: frozenset[str] = frozenset()
 
-    def __init__(self, engine: OCREngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
+    def __init__(self, engine: OCREngine, family: BaseFamily, model_uid: str,
+                 options: LaunchOptions, executor: ThreadPoolExecutor,
+                 limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._batcher: DynamicBatcher[tuple[Image.Image, dict[str, float]], list[dict]] = (
             DynamicBatcher(self._read_all, executor, max_batch_items=8,

@@ -38,9 +38,15 @@ from typing import Any
 
 from fleet import cluster_secret
 from fleet.cluster import channel_auth
-from fleet.cluster.channel_codec import encode_frame, encode_packed_frame, read_frame
+from fleet.cluster.channel_codec import (
+    encode_frame,
+    encode_packed_frame,
+    encode_stream_frame,
+    read_frame,
+)
 from fleet.cluster.channel_sender import ChannelSender
 from fleet.errors import FleetError
+from fleet.messages import StreamFrame
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +119,11 @@ class ReplicaChannelServer:
     def has_channel(self, token: str) -> bool:
         return token in self._connections
 
-    def send(self, token: str, frame: dict[str, Any]) -> bool:
-        """Send a frame on the channel now, from any thread, without waiting; False if the
-        channel is gone (its loss is then reported on the event loop)."""
+    def send(self, token: str, frame: StreamFrame) -> bool:
+        """Send a stream's frame on the channel now, from any thread, without waiting; False if
+        the channel is gone (its loss is then reported on the event loop)."""
         connection = self._connections.get(token)
-        return connection is not None and connection.send(encode_frame(frame))
+        return connection is not None and connection.send(encode_stream_frame(frame))
 
     async def _handshake(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> tuple[str, str, str] | None:

@@ -7,14 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 import xoscar as xo
 
 from fleet.cluster.deadlines import within
 from fleet.cluster.launch_plan import engine_options
 from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.engines.registry import engine_by_name
 from fleet.errors import Unavailable
+from fleet.messages import ReplicaLaunch
 from fleet.settings import control_call_timeout_s, load_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -24,27 +25,25 @@ _PROCESS_START_FACTOR = 4
 _DRAIN_POLL_S = 0.1
 
 
-def launch_payload(record: ModelRecord) -> dict[str, Any]:
+def launch_payload(record: ModelRecord) -> ReplicaLaunch:
     """What a worker needs to start one replica of `record`."""
     request = record.request
-    return {
-        "model_uid": record.uid,
-        "model_type": record.family.model_type,
-        "family": record.family.model_dump(mode="json"),
-        "spec": record.spec.model_dump(mode="json"),
-        "quantization": record.quantization,
-        "model_engine": record.engine,
-        "model_path": request.get("model_path"),
-        "n_gpu": request.get("n_gpu", "auto"),
-        "gpu_idx": request.get("gpu_idx"),
-        "envs": request.get("envs") or {},
-        "request_limits": request.get("request_limits"),
-        # Validated against the engine's typed options when the launch was planned.
-        "engine_kwargs": engine_options(request),
-        # Kept by the worker, not given to the replica: reported when the worker joins a
-        # supervisor again, it rebuilds the model's entry if the state file lost it.
-        "request": request,
-    }
+    options_model = engine_by_name(record.engine).options_model(record.family.model_type)
+    return ReplicaLaunch(
+        model_uid=record.uid,
+        family=record.family,
+        spec=record.spec,
+        quantization=record.quantization,
+        model_engine=record.engine,
+        # Validated against the same model when the launch was planned: this cannot fail.
+        engine_options=options_model.model_validate(engine_options(request)),
+        model_path=request.get("model_path"),
+        n_gpu=request.get("n_gpu", "auto"),
+        gpu_idx=request.get("gpu_idx"),
+        envs={str(k): str(v) for k, v in (request.get("envs") or {}).items()},
+        request_limits=request.get("request_limits"),
+        request=request,
+    )
 
 
 class ReplicaLauncher:

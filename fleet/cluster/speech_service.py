@@ -24,6 +24,7 @@ from fleet.admission import DEFAULT_LIMITS, Admission, RequestLimits
 from fleet.catalogue.schemas import BaseFamily
 from fleet.engines.audio_codec import SPEECH_FORMATS, SpeechEncoder
 from fleet.engines.base import SpeechEngine
+from fleet.engines.launch_options import LaunchOptions
 from fleet.errors import BadRequest
 from fleet.limits import exceeded, limits
 
@@ -56,11 +57,12 @@ class SpeechService:
     METHODS = frozenset({"speech", "voices"})
     STREAMS = frozenset({"speech_stream"})
 
-    def __init__(self, engine: SpeechEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
+    def __init__(self, engine: SpeechEngine, family: BaseFamily, model_uid: str,
+                 options: LaunchOptions, executor: ThreadPoolExecutor,
+                 limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._executor = executor
-        self._model_uid = launch.get("model_uid", family.model_name)
+        self._model_uid = model_uid
         self._admission = Admission(limits.max_requests)
 
     # ---- ReplicaService -----------------------------------------------------------------------

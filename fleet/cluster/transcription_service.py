@@ -33,6 +33,7 @@ from fleet.engines.base import (
     TranscriptionSettings,
     TranscriptSegment,
 )
+from fleet.engines.launch_options import FasterWhisperOptions, LaunchOptions, TransformersWhisperOptions
 from fleet.errors import BadRequest
 
 DEFAULT_MAX_BATCH_SIZE = 8
@@ -51,13 +52,15 @@ class TranscriptionService:
     METHODS = frozenset({"transcribe"})
     STREAMS = frozenset({"transcribe_stream"})
 
-    def __init__(self, engine: TranscriptionEngine, family: BaseFamily, launch: dict[str, Any],
-                 executor: ThreadPoolExecutor, limits: RequestLimits = DEFAULT_LIMITS):
+    def __init__(self, engine: TranscriptionEngine, family: BaseFamily, model_uid: str,
+                 options: LaunchOptions, executor: ThreadPoolExecutor,
+                 limits: RequestLimits = DEFAULT_LIMITS):
         self._engine = engine
         self._executor = executor
-        self._model_uid = launch.get("model_uid", family.model_name)
-        options = launch.get("engine_kwargs") or {}
-        self._max_batch = int(options.get("max_batch_size") or DEFAULT_MAX_BATCH_SIZE)
+        self._model_uid = model_uid
+        batch = (options.max_batch_size
+                 if isinstance(options, FasterWhisperOptions | TransformersWhisperOptions) else None)
+        self._max_batch = batch or DEFAULT_MAX_BATCH_SIZE
         self._batcher: DynamicBatcher[_Item, list[TranscriptSegment]] = DynamicBatcher(
             self._run_batch, executor, max_batch_items=self._max_batch,
             max_batch_tokens=self._max_batch, max_open_requests=limits.max_requests,

@@ -12,9 +12,9 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 import xoscar as xo
 
-from fleet.catalogue.schemas import ModelSpec
 from fleet.cluster.actor_uids import WORKER_UID
 from fleet.cluster.cache_inventory import WorkerCache
 from fleet.cluster.deadlines import within
@@ -25,6 +25,7 @@ from fleet.cluster.replica_watch import ReplicaWatch
 from fleet.cluster.resources import machine_resources
 from fleet.cluster.supervisor_link import SupervisorLink
 from fleet.errors import BadRequest, Unavailable
+from fleet.messages import ReplicaLaunch
 from fleet.settings import control_call_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -139,17 +140,18 @@ class WorkerActor(xo.StatelessActor):
             self._gpu_owner[index] = replica_uid
         return wanted
 
-    async def launch_replica(self, replica_key: str, launch: dict[str, Any]) -> dict[str, Any]:
+    async def launch_replica(self, replica_key: str, launch: ReplicaLaunch) -> dict[str, Any]:
         """Start a process for the replica and create its ModelActor there (not yet loaded)."""
         # A missing path is the user's mistake: say so before spending a process on it.
-        local_weights(launch.get("model_path"), ModelSpec.model_validate(launch["spec"]))
-        gpus = self._assign_gpus(replica_key, launch.get("n_gpu"), launch.get("gpu_idx"))
-        launch = dict(launch)
-        request = launch.pop("request", None)
+        local_weights(launch.model_path, launch.spec)
+        gpus = self._assign_gpus(replica_key, launch.n_gpu, launch.gpu_idx)
+        request = launch.request
+        # The replica does not read the request: it stays here.
+        launch = msgspec.structs.replace(launch, request={})
         if gpus:
-            launch["device"] = "cuda"
-            launch["envs"] = {**(launch.get("envs") or {}),
-                              "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))}
+            launch = msgspec.structs.replace(
+                launch, device="cuda",
+                envs={**launch.envs, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))})
         try:
             address = await self._take_sub_pool()
         except BaseException:

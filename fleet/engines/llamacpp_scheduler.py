@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import logging
 import threading
-import traceback
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 from fleet.admission import Admission
-from fleet.errors import Conflict
+from fleet.errors import BadRequest, Conflict, Unavailable
 from fleet.generation.grammar import llama_cpp_grammar
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import (
-    Events,
     GenerationRequest,
     SchedulerStats,
     choice_params,
     logprob_entry,
 )
+from fleet.messages import STREAM_DONE, Events, StreamError, StreamFailed, TokenEvent
 
 logger = logging.getLogger(__name__)
 
@@ -89,44 +88,55 @@ class _ChoiceOutput:
         self._stop_ids = set(params.stop_token_ids)
         self._tokens = 0  # tokens seen through their probabilities (when asked for)
         self.finished = False
-        self.error: str | None = None
+        self.error: StreamError | None = None
 
-    def feed(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+    def feed(self, chunk: dict[str, Any]) -> TokenEvent | None:
         """The event for one chunk; sets `finished` or `error` when the choice is over."""
         if "choices" not in chunk:
-            error = chunk.get("error")
-            if not isinstance(error, dict):
-                error = chunk
-            self.error = str(error.get("message") or error)
+            self.error = _server_error(chunk)
             return None
         choice = chunk["choices"][0]
         text = choice.get("text") or ""
         items = (choice.get("logprobs") or {}).get("content") or []
-        event: dict[str, Any] = {"index": self.index, "text": text}
         stop_at = next((i for i, item in enumerate(items) if item.get("id") in self._stop_ids), None)
         if stop_at is not None:
             # A stop token ends the choice where it stands; its own text is not sent.
             gone = "".join(item.get("token", "") for item in items[stop_at:])
             if gone and text.endswith(gone):
-                event["text"] = text[:-len(gone)]
+                text = text[:-len(gone)]
             items = items[:stop_at + 1]
         self._tokens += len(items)
+        logprobs = None
         if self._params.logprobs and items:
             top = self._params.top_logprobs
-            event["logprobs"] = [{**_entry(item), "top_logprobs": [_entry(t) for t in
-                                                                   (item.get("top_logprobs") or [])[:top]]}
-                                 for item in items]
+            logprobs = [{**_entry(item), "top_logprobs": [_entry(t) for t in
+                                                          (item.get("top_logprobs") or [])[:top]]}
+                        for item in items]
         if stop_at is not None:
-            self._finish(event, "stop", self._tokens)
-        elif choice.get("finish_reason"):
+            return self._finish(text, logprobs, "stop", self._tokens)
+        if choice.get("finish_reason"):
             usage = chunk.get("usage") or {}
-            self._finish(event, choice["finish_reason"], int(usage.get("completion_tokens", self._tokens)))
-        return event
+            return self._finish(text, logprobs, choice["finish_reason"],
+                                int(usage.get("completion_tokens", self._tokens)))
+        return TokenEvent(self.index, text, logprobs)
 
-    def _finish(self, event: dict[str, Any], reason: str, tokens: int) -> None:
-        event["finish_reason"] = "length" if reason == "length" else "stop"
-        event["completion_tokens"] = tokens
+    def _finish(self, text: str, logprobs: list[dict[str, Any]] | None, reason: str,
+                tokens: int) -> TokenEvent:
         self.finished = True
+        return TokenEvent(self.index, text, logprobs, "length" if reason == "length" else "stop",
+                          tokens)
+
+
+def _server_error(chunk: dict[str, Any]) -> StreamError:
+    """llama.cpp's error chunk: a refusal of the request (its code a 4xx) stays one, anything
+    else is the engine's failure."""
+    error = chunk.get("error")
+    if not isinstance(error, dict):
+        error = chunk
+    message = str(error.get("message") or error)
+    if isinstance(error.get("code"), int) and 400 <= error["code"] < 500:
+        return StreamError.of(BadRequest(f"llama.cpp refused the request: {message}"))
+    return StreamError.of(Unavailable(f"the engine failed: {message}"))
 
 
 @dataclass(eq=False)
@@ -210,8 +220,8 @@ class LlamaCppScheduler:
                 return True
             try:
                 event = output.feed(chunk)
-            except Exception:  # the binding swallows callback errors: keep the reason
-                output.error = traceback.format_exc().strip().splitlines()[-1]
+            except Exception as exc:  # the binding swallows callback errors: keep the reason
+                output.error = StreamError.of(exc)
                 return True
             if event is not None:
                 choice.request.deliver([event])
@@ -221,9 +231,10 @@ class LlamaCppScheduler:
             self._engine.server.handle_completions(completion_body(choice.request.prompt_ids, params),
                                                    on_chunk)
         except Exception as exc:
-            output.error = f"{type(exc).__name__}: {exc}"
+            output.error = StreamError.of(exc)
         if not output.finished and output.error is None and not choice.cancelled:
-            output.error = "the stream ended before the answer did"
+            output.error = StreamError.of(Unavailable(
+                "the engine failed: the stream ended before the answer did"))
         return output
 
     def _settle(self, choice: _Choice, output: _ChoiceOutput) -> Events:
@@ -232,16 +243,16 @@ class LlamaCppScheduler:
         if choice.cancelled or request_id not in self._left:
             return []
         if output.error is not None:
-            logger.error("llama.cpp failed request %s: %s", request_id, output.error)
+            logger.error("llama.cpp failed request %s: %s", request_id, output.error.message)
             self._drop(request_id)
-            return [{"error": f"the engine failed: {output.error}"}]
+            return [StreamFailed(output.error)]
         self._left[request_id] -= 1
         if self._left[request_id]:
             return []
         del self._left[request_id]
         self._admission.release()
         self.stats.finished += 1
-        return [{"done": True}]
+        return [STREAM_DONE]
 
     def _drop(self, request_id: str) -> None:
         """Forget a request: its waiting choices leave the line, its running ones stop at their

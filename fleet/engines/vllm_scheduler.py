@@ -30,6 +30,7 @@ from fleet.generation.scheduling import (
     choice_params,
     logprob_entry,
 )
+from fleet.messages import STREAM_DONE, StreamError, StreamFailed, TokenEvent
 
 logger = logging.getLogger(__name__)
 
@@ -152,22 +153,22 @@ class VLLMScheduler:
                     self.stats.saw_batch(min(self._decoding, self._max_running))
                 self.stats.steps += 1
                 tokens += len(completion.token_ids)
-                event: dict[str, Any] = {"index": index, "text": completion.text}
+                logprobs = None
                 if params.logprobs and completion.token_ids:
-                    event["logprobs"] = _logprobs(list(completion.token_ids), completion.logprobs,
-                                                  params.top_logprobs)
+                    logprobs = _logprobs(list(completion.token_ids), completion.logprobs,
+                                         params.top_logprobs)
                 if output.finished:
-                    event["finish_reason"] = ("length" if completion.finish_reason == "length"
-                                              else "stop")
-                    event["completion_tokens"] = tokens
-                request.deliver([event])
+                    reason = "length" if completion.finish_reason == "length" else "stop"
+                    request.deliver([TokenEvent(index, completion.text, logprobs, reason, tokens)])
+                else:
+                    request.deliver([TokenEvent(index, completion.text, logprobs)])
         except asyncio.CancelledError:
             return  # the request was cancelled: vLLM aborted it, nothing more is delivered
         except Exception as exc:
             logger.exception("vLLM failed request %s", request.request_id)
             if self._requests.get(request.request_id) is held:  # its first choice to fail
                 self._drop(request.request_id)
-                request.deliver([{"error": f"the engine failed: {type(exc).__name__}: {exc}"}])
+                request.deliver([StreamFailed(StreamError.of(exc))])
             return
         finally:
             if decoding:
@@ -179,7 +180,7 @@ class VLLMScheduler:
                 self._admission.release()
                 self.stats.finished += 1
                 self._count()
-            request.deliver([{"done": True}])
+            request.deliver([STREAM_DONE])
 
     def _drop(self, request_id: str) -> None:
         """Forget a request and stop its choices (vLLM frees their sequences)."""

@@ -9,6 +9,7 @@ from typing import Any
 from fleet.errors import BadRequest
 from fleet.generation.params import SamplingParams
 from fleet.limits import exceeded, limits
+from fleet.messages import GenerationCall
 
 
 def stop_token_ids(tokenizer: Any, eos_ids: tuple[int, ...], family_stops: list[str],
@@ -37,18 +38,18 @@ def family_text_stops(encode: Callable[[str], list[int]], family_stops: list[str
                  if stop and not (len(ids := encode(stop)) == 1 and ids[0] in stop_ids))
 
 
-def _stop_strings(stop: Any, family_stops: tuple[str, ...]) -> tuple[str, ...]:
+def _stop_strings(stop: str | list[str] | None, family_stops: tuple[str, ...]) -> tuple[str, ...]:
     items = [] if stop is None else [stop] if isinstance(stop, str) else list(stop)
     return tuple(dict.fromkeys(s for s in (*items, *family_stops) if s))
 
 
-def max_new_tokens(body: dict[str, Any], prompt_tokens: int, context_length: int) -> int:
+def max_new_tokens(call: GenerationCall, prompt_tokens: int, context_length: int) -> int:
     room = context_length - prompt_tokens
     if room <= 0:
         raise BadRequest(
             f"the prompt has {prompt_tokens} tokens, which fills this model's context of "
             f"{context_length} tokens; shorten it", code="context_length_exceeded")
-    wanted = body.get("max_completion_tokens") or body.get("max_tokens")
+    wanted = call.max_completion_tokens or call.max_tokens
     if wanted is None:
         return room
     if wanted > room:
@@ -66,12 +67,12 @@ def max_new_tokens(body: dict[str, Any], prompt_tokens: int, context_length: int
 MAX_CHARS_PER_TOKEN = 128
 
 
-def check_text_size(body: dict[str, Any], context_length: int) -> None:
+def check_text_size(call: GenerationCall, context_length: int) -> None:
     """Refuse a request whose strings (messages, prompt, tools...) hold more characters than
     any tokenizer could fit into the model's context. Counts stop at the limit."""
     limit = context_length * MAX_CHARS_PER_TOKEN
     chars = 0
-    stack: list[Any] = [body]
+    stack: list[Any] = [getattr(call, name) for name in call.__struct_fields__]
     while stack:
         value = stack.pop()
         if isinstance(value, str):
@@ -101,9 +102,9 @@ def check_queued_tokens(n: int, prompt_tokens: int, max_tokens: int, context_len
                        advice="ask for fewer choices (n) or fewer tokens (max_tokens)")
 
 
-def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
+def _logit_bias(call: GenerationCall, vocab_size: int) -> dict[int, float]:
     bias = {}
-    for key, value in (body.get("logit_bias") or {}).items():
+    for key, value in (call.logit_bias or {}).items():
         try:
             token_id = int(key)
         except ValueError:
@@ -115,39 +116,37 @@ def _logit_bias(body: dict[str, Any], vocab_size: int) -> dict[int, float]:
     return bias
 
 
-def sampling_params(body: dict[str, Any], kind: str, prompt_tokens: int, context_length: int,
+def sampling_params(call: GenerationCall, prompt_tokens: int, context_length: int,
                     stop_ids: tuple[int, ...], vocab_size: int,
                     grammar: str | None = None,
                     family_stops: tuple[str, ...] = ()) -> SamplingParams:
-    """`kind` is "chat" or "completion": they spell logprobs differently. `grammar` is the
+    """Chat and completion spell logprobs differently (`call.kind`). `grammar` is the
     checked grammar the output must follow (fleet.generation.grammar), if any; `family_stops`
     the model family's stop strings, which apply beside the request's own."""
-    if kind == "chat":
-        want_logprobs = bool(body.get("logprobs"))
-        top = int(body.get("top_logprobs") or 0)
+    if call.kind == "chat":
+        want_logprobs = bool(call.logprobs)
+        top = int(call.top_logprobs or 0)
         if top and not want_logprobs:
             raise BadRequest("top_logprobs needs logprobs=true")
     else:
-        count = body.get("logprobs")
+        count = call.logprobs
         want_logprobs, top = count is not None, int(count or 0)
-    temperature = body.get("temperature")
-    top_p = body.get("top_p")
-    top_k = body.get("top_k")
-    max_tokens = max_new_tokens(body, prompt_tokens, context_length)
-    check_queued_tokens(int(body.get("n") or 1), prompt_tokens, max_tokens, context_length)
+    temperature, top_p, top_k = call.temperature, call.top_p, call.top_k
+    max_tokens = max_new_tokens(call, prompt_tokens, context_length)
+    check_queued_tokens(call.n, prompt_tokens, max_tokens, context_length)
     return SamplingParams(
         max_tokens=max_tokens,
         temperature=1.0 if temperature is None else float(temperature),
         top_p=1.0 if top_p is None else float(top_p),
         top_k=0 if top_k is None or top_k < 0 else int(top_k),
-        seed=body.get("seed"),
-        presence_penalty=float(body.get("presence_penalty") or 0.0),
-        frequency_penalty=float(body.get("frequency_penalty") or 0.0),
-        repetition_penalty=float(body.get("repetition_penalty") or 1.0),
-        logit_bias=_logit_bias(body, vocab_size),
+        seed=call.seed,
+        presence_penalty=float(call.presence_penalty or 0.0),
+        frequency_penalty=float(call.frequency_penalty or 0.0),
+        repetition_penalty=float(call.repetition_penalty or 1.0),
+        logit_bias=_logit_bias(call, vocab_size),
         logprobs=want_logprobs,
         top_logprobs=top,
-        stop_token_ids=tuple(sorted({*stop_ids, *(body.get("stop_token_ids") or ())})),
-        stop=_stop_strings(body.get("stop"), family_stops),
+        stop_token_ids=tuple(sorted({*stop_ids, *(call.stop_token_ids or ())})),
+        stop=_stop_strings(call.stop, family_stops),
         grammar=grammar,
     )

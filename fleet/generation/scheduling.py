@@ -1,12 +1,12 @@
-"""What a replica hands to a generation scheduler, and what it expects back, as plain data shared by
-every scheduler: Fleet's own continuous-batching loop for step-wise engines
+"""What a replica hands to a generation scheduler, and what it expects back, shared by every
+scheduler: Fleet's own continuous-batching loop for step-wise engines
 (fleet.cluster.generation_scheduler) and the schedulers that engines bring themselves (llama.cpp's
 server batches its parallel slots on its own).
 
-A scheduler streams events per request, on the event loop, through `request.deliver`:
-`{"index", "text", "logprobs"?, "finish_reason"?, "completion_tokens"?}` per choice and text delta
-(the finishing event of a choice carries `finish_reason` and the choice's `completion_tokens`),
-then `{"done": True}` once every choice has finished, or `{"error": message}`."""
+A scheduler streams events per request through `request.deliver` (fleet.messages): a TokenEvent
+per choice and text delta (the finishing event of a choice carries `finish_reason` and the
+choice's `completion_tokens`), then STREAM_DONE once every choice has finished, or a StreamFailed
+whose error keeps its kind (a refusal stays a 4xx, an engine's crash is a 503)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from fleet.generation.params import SamplingParams
-
-Events = list[dict[str, Any]]
+from fleet.messages import Events
 
 
 @dataclass(eq=False)  # compared and hashed by identity

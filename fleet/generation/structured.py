@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fleet.errors import BadRequest
+from fleet.messages import GenerationCall
 
 Kind = Literal["json_schema", "regex", "choice", "grammar", "tool_calls"]
 GUIDED_FIELDS = ("guided_json", "guided_regex", "guided_choice", "guided_grammar")
@@ -59,15 +60,15 @@ def _response_format(value: dict[str, Any]) -> Constraint | None:
     return _schema_constraint(spec["schema"], "response_format.json_schema.schema")
 
 
-def _guided(body: dict[str, Any]) -> Constraint | None:
-    present = [name for name in GUIDED_FIELDS if body.get(name) is not None]
+def _guided(call: GenerationCall) -> Constraint | None:
+    present = [name for name in GUIDED_FIELDS if getattr(call, name) is not None]
     if not present:
         return None
     if len(present) > 1:
         raise BadRequest(f"only one guided-decoding field at a time; got {', '.join(present)}",
                          code="invalid_guided_decoding")
     name = present[0]
-    value = body[name]
+    value = getattr(call, name)
     if name == "guided_json":
         if isinstance(value, str):  # vLLM takes the schema as a JSON string too
             try:
@@ -86,32 +87,31 @@ def _guided(body: dict[str, Any]) -> Constraint | None:
     return Constraint("regex" if name == "guided_regex" else "grammar", value, name)
 
 
-def _tool_named(body: dict[str, Any]) -> str | None:
+def _tool_named(call: GenerationCall, choice: dict[str, Any]) -> str:
     """The function a dict tool_choice names, checked against `tools`."""
-    choice = body["tool_choice"]
     function = choice.get("function") if choice.get("type") == "function" else None
     name = function.get("name") if isinstance(function, dict) else None
     if not isinstance(name, str) or not name:
         raise BadRequest("tool_choice must be 'none', 'auto', 'required' or "
                          "{'type': 'function', 'function': {'name': ...}}", code="invalid_tool_choice")
-    names = [t["function"]["name"] for t in body.get("tools") or []]
+    names = [t["function"]["name"] for t in call.tools or []]
     if name not in names:
         raise BadRequest(f"tool_choice names the function {name!r}, which is not in tools "
                          f"({', '.join(names) or 'no tools given'})", code="invalid_tool_choice")
     return name
 
 
-def forced_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:
+def forced_tools(call: GenerationCall) -> list[dict[str, Any]] | None:
     """The functions one of which the answer must call, when tool_choice forces a call."""
-    choice = body.get("tool_choice")
+    choice = call.tool_choice
     if choice != "required" and not isinstance(choice, dict):
         return None
-    if not body.get("tools"):
+    if not call.tools:
         raise BadRequest("tool_choice forces a tool call, but the request has no tools",
                          code="invalid_tool_choice")
-    functions = [t["function"] for t in body["tools"]]
+    functions = [t["function"] for t in call.tools]
     if isinstance(choice, dict):
-        name = _tool_named(body)
+        name = _tool_named(call, choice)
         functions = [f for f in functions if f["name"] == name]
     return functions
 
@@ -151,15 +151,15 @@ def _generic_constraint(functions: list[dict[str, Any]], text: bool, parallel: b
     return Constraint("tool_calls", canonical_json(spec), "tool_choice")
 
 
-def _tool_constraint(body: dict[str, Any], generic_tools: bool) -> Constraint | None:
-    functions = forced_tools(body)
+def _tool_constraint(call: GenerationCall, generic_tools: bool) -> Constraint | None:
+    functions = forced_tools(call)
     if functions is not None:
         return _generic_constraint(functions, False, False) if generic_tools else (
             _forced_constraint(functions))
     return None
 
 
-def constraint_of(body: dict[str, Any], generic_tools: bool = False) -> Constraint | None:
+def constraint_of(call: GenerationCall, generic_tools: bool = False) -> Constraint | None:
     """The grammar a chat or completion body asks for, if any; at most one source may ask.
 
     `generic_tools`: the model's family has no tool format of its own, so its calls are made in
@@ -167,30 +167,30 @@ def constraint_of(body: dict[str, Any], generic_tools: bool = False) -> Constrai
     text or calls, unless another field constrains it, which wins (as on a family with a format
     of its own, whose calls such a grammar leaves no room for)."""
     found: list[Constraint] = []
-    tool_constraint = _tool_constraint(body, generic_tools)
+    tool_constraint = _tool_constraint(call, generic_tools)
     if tool_constraint is not None:
         found.append(tool_constraint)
-    if isinstance(body.get("response_format"), dict):
-        from_format = _response_format(body["response_format"])
+    if isinstance(call.response_format, dict):
+        from_format = _response_format(call.response_format)
         if from_format is not None:
             found.append(from_format)
-    guided = _guided(body)
+    guided = _guided(call)
     if guided is not None:
         found.append(guided)
     if len(found) > 1:
         raise BadRequest(f"{' and '.join(c.source.split('.')[0] for c in found)} both constrain the "
                          "answer; send one of them", code="conflicting_constraints")
-    if not found and generic_tools and tools_offered(body):
-        functions = [t["function"] for t in body["tools"]]
-        return _generic_constraint(functions, True, body.get("parallel_tool_calls") is True)
+    if not found and generic_tools and call.tools and tools_offered(call):
+        functions = [t["function"] for t in call.tools]
+        return _generic_constraint(functions, True, call.parallel_tool_calls is True)
     return found[0] if found else None
 
 
-def tools_offered(body: dict[str, Any]) -> bool:
+def tools_offered(call: GenerationCall) -> bool:
     """Whether the answer may call one of the request's tools."""
-    return bool(body.get("tools")) and body.get("tool_choice") != "none"
+    return bool(call.tools) and call.tool_choice != "none"
 
 
-def check_request(body: dict[str, Any]) -> None:
+def check_request(call: GenerationCall) -> None:
     """The API's checks, before the request leaves for a replica."""
-    constraint_of(body)
+    constraint_of(call)

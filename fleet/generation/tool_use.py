@@ -22,6 +22,7 @@ from typing import Any
 from fleet.generation.chat_template import normalize_messages
 from fleet.generation.structured import Constraint, forced_tools, tools_offered
 from fleet.generation.tool_calls import CLOSE_TAG, OPEN_TAG, ToolFormat
+from fleet.messages import GenerationCall
 
 # Written for small models: the functions between tags, the exact block to write, the way out.
 # After the system prompt the client wrote, if any, so it speaks of functions only, not of who
@@ -57,17 +58,17 @@ def call_block(name: str, arguments: Any) -> str:
     return f"{OPEN_TAG}\n{call}\n{CLOSE_TAG}"
 
 
-def chat_input(body: dict[str, Any], native: bool, constraint: Constraint | None) -> ChatInput:
+def chat_input(call: GenerationCall, native: bool, constraint: Constraint | None) -> ChatInput:
     """`native`: the family's template renders tools; `constraint`: the request's grammar
     (fleet.generation.structured.constraint_of, with generic_tools = not native)."""
-    messages = body["messages"]
-    forced = forced_tools(body)
-    callable_ = forced if forced is not None else [t["function"] for t in body.get("tools") or []]
+    messages = call.messages or []
+    forced = forced_tools(call)
+    callable_ = forced if forced is not None else [t["function"] for t in call.tools or []]
     form = ToolFormat(tuple(f["name"] for f in callable_), forced=forced is not None,
                       generic=not native)
     if native:
-        offered = tools_offered(body)
-        return ChatInput(messages, body["tools"] if offered else None, form if offered else None)
+        offered = tools_offered(call)
+        return ChatInput(messages, call.tools if offered else None, form if offered else None)
     if any(m.get("role") == "tool" or m.get("tool_calls") for m in messages):
         messages = history_as_text(messages)
     if constraint is None or constraint.kind != "tool_calls":

@@ -98,7 +98,7 @@ def test_tools_and_tool_choice_have_their_shapes():
     tool = {"type": "function", "function": {"name": "f", "parameters": {}, "strict": True}}
     request = ChatCompletionRequest.model_validate_json(json.dumps(
         {"model": "m", "messages": HELLO, "tools": [tool], "tool_choice": "required"}))
-    assert request.engine_body()["tools"] == [tool]  # OpenAI's further fields pass through
+    assert request.generation_call().tools == [tool]  # OpenAI's further fields pass through
     assert "tools.0.type" in _refusal(ChatCompletionRequest, {
         "model": "m", "messages": HELLO, "tools": [{"type": "retrieval"}]})
     assert "tool_choice" in _refusal(ChatCompletionRequest, {

@@ -18,6 +18,7 @@ from fleet.api.routes_audio import _speech_events, _transcript_events
 from fleet.api.routes_generation import _Envelope, _events
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.errors import BadRequest, Unavailable
+from fleet.messages import StreamError, StreamFrame, Usage
 
 CHUNK = {"index": 0, "delta": {"content": "Hel"}, "logprobs": None, "finish_reason": None}
 
@@ -43,7 +44,7 @@ def _chat_stream(frames: list[dict[str, Any]], lost: str | None = None
         metrics = FleetMetrics()
         inbox = StreamInbox()
         for frame in frames:
-            inbox.add(frame)
+            inbox.add(_typed(frame))
         if lost is not None:
             inbox.fail(lost)
         started = metrics.request_started("m", "chat_completions")
@@ -53,6 +54,14 @@ def _chat_stream(frames: list[dict[str, Any]], lost: str | None = None
 
     body, metrics = asyncio.run(run())
     return _data(body), metrics
+
+
+def _typed(frame: dict[str, Any]) -> StreamFrame:
+    """A frame as the channel delivers it, an engine's error (a message) an Unavailable."""
+    error = frame.get("error")
+    if isinstance(error, str):
+        frame = {**frame, "error": StreamError.of(Unavailable(error))}
+    return StreamFrame(stream="s1", **frame)
 
 
 def _errors_counted(metrics: FleetMetrics) -> dict[str, float]:
@@ -95,8 +104,10 @@ def test_a_replica_lost_mid_stream_keeps_its_code():
 
 
 def test_a_stream_that_breaks_in_fleets_own_code_is_an_internal_error_as_elsewhere():
-    # A last frame without its usage: reading it fails in the route itself (a TypeError).
-    events, metrics = _chat_stream([{"chunks": [CHUNK], "done": True, "usage": None}])
+    # A chunk that cannot be written as JSON (a replica's frames are checked against their type
+    # on the channel, so only Fleet's own code can make one): it fails in the route itself.
+    events, metrics = _chat_stream([{"chunks": [{**CHUNK, 1: "not a JSON key"}], "done": True,
+                                     "usage": Usage.of(3, 1)}])
     error = events[-2]["error"]
     assert events[-1] == "[DONE]"
     assert error["type"] == "internal_error" and error["code"] is None
@@ -134,16 +145,16 @@ def test_a_polled_stream_also_gets_its_text_before_the_error():
     from fleet.cluster.llm_service import LLMService, _Stream
 
     async def run() -> list[Any]:
-        stream = _Stream(choices=[], prompt_tokens=3, chunks=[CHUNK], done=True,
-                         error="the engine failed: RuntimeError: boom")
+        failure = StreamError.of(Unavailable("the engine failed: RuntimeError: boom"))
+        stream = _Stream(choices=[], prompt_tokens=3, chunks=[CHUNK], done=True, error=failure)
         service = SimpleNamespace(_streams={"s1": stream})
         first = await LLMService.next_chunks(service, "s1")  # type: ignore[arg-type]
-        try:
-            await LLMService.next_chunks(service, "s1")  # type: ignore[arg-type]
-        except Unavailable as exc:
-            return [first, exc.message, service._streams]
-        return [first, None, service._streams]
+        last = await LLMService.next_chunks(service, "s1")  # type: ignore[arg-type]
+        # The API raises the error the last poll carries (fleet.api.streams.ReplicaStream).
+        error = last.error.exception() if last.error is not None else None
+        return [first, error.message if isinstance(error, Unavailable) else None,
+                service._streams]
 
     first, error, left = asyncio.run(run())
-    assert first == {"chunks": [CHUNK], "done": False}
+    assert first == StreamFrame(stream="s1", chunks=[CHUNK])
     assert error == "the engine failed: RuntimeError: boom" and left == {}

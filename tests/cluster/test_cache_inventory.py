@@ -8,7 +8,6 @@ import asyncio
 import os
 import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -16,7 +15,9 @@ from fleet.catalogue.registry import Catalogue, builtin_families
 from fleet.cluster import cache_admin, download
 from fleet.cluster.cache_inventory import WorkerCache, check_model_version, scan
 from fleet.cluster.records import WorkerRecord
+from fleet.engines.launch_options import SentenceTransformersEmbeddingOptions
 from fleet.errors import BadRequest, Conflict, NotFound
+from fleet.messages import ReplicaLaunch
 from tests.cache_builders import MINILM, fake_download, minilm_family, model_file_count, tree_bytes
 
 
@@ -28,10 +29,12 @@ def fake_download_here(home: Path, minilm_path: str) -> Path:
     return target
 
 
-def launch_payload(uid: str, model_path: str | None = None) -> dict[str, Any]:
+def launch_payload(uid: str, model_path: str | None = None) -> ReplicaLaunch:
     family, spec = minilm_family()
-    return {"model_uid": uid, "model_type": "embedding", "family": family.model_dump(mode="json"),
-            "spec": spec.model_dump(mode="json"), "quantization": "none", "model_path": model_path}
+    return ReplicaLaunch(model_uid=uid, family=family, spec=spec, quantization="none",
+                         model_engine="sentence_transformers",
+                         engine_options=SentenceTransformersEmbeddingOptions(),
+                         model_path=model_path)
 
 
 @pytest.fixture

@@ -19,7 +19,9 @@ from fleet.engines.transformers_llm import TransformersLLM
 from fleet.errors import TooManyRequests
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import GenerationRequest
+from fleet.messages import Event
 from tests.llm_builders import build_tiny_qwen2
+from tests.llm_checks import event_fields
 
 
 class Inbox:
@@ -32,9 +34,9 @@ class Inbox:
     def deliver(self, name: str):
         self.events[name] = []
 
-        def take(events: list[dict[str, Any]]) -> None:
+        def take(events: list[Event]) -> None:
             with self._lock:
-                self.events[name].extend(events)
+                self.events[name].extend(event_fields(e) for e in events)
         return take
 
     def wait_ended(self, *names: str, timeout: float = 60.0) -> None:

@@ -22,6 +22,7 @@ from fleet.cluster import channel_auth, channel_codec, channel_sender
 from fleet.cluster.channel_codec import FrameSplitter, encode_frame, encode_packed_frame
 from fleet.cluster.replica_channel import ReplicaChannelServer
 from fleet.errors import BadRequest, Unavailable
+from fleet.messages import StreamFrame, Usage
 
 SECRET = "a-test-cluster-secret-0123456789"
 
@@ -81,10 +82,17 @@ async def _greeted_connection(host: str, port: str, token: str
 async def _read_until_done(inbox: StreamInbox) -> dict[str, Any]:
     chunks: list[Any] = []
     while True:
-        got = await asyncio.wait_for(inbox.next(), 5)
-        chunks += got["chunks"]
-        if got["done"]:
-            return {**got, "chunks": chunks}
+        got = await inbox.next(5)
+        chunks += got.chunks
+        if got.done:
+            return {"chunks": chunks, "done": True, "usage": got.usage}
+
+
+def _frame(stream: str, chunks: list[Any], done: bool = False,
+           completion_tokens: int | None = None) -> StreamFrame:
+    usage = None if completion_tokens is None else Usage.of(0, completion_tokens)
+    return StreamFrame(stream=stream, chunks=[{"piece": c} for c in chunks], done=done,
+                       usage=usage)
 
 
 def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
@@ -99,17 +107,15 @@ def test_streams_sent_from_many_threads_reach_their_own_inbox_in_order():
 
         def send_stream(name: str) -> None:
             for i in range(300):
-                assert server.send(channel.token, {"stream": name, "chunks": [f"{name}-{i}"],
-                                                   "done": False})
-            assert server.send(channel.token, {"stream": name, "chunks": [], "done": True,
-                                               "usage": {"completion_tokens": 300}})
+                assert server.send(channel.token, _frame(name, [f"{name}-{i}"]))
+            assert server.send(channel.token, _frame(name, [], True, 300))
 
         sending = [asyncio.to_thread(send_stream, name) for name in names]
         got = await asyncio.gather(*(_read_until_done(inboxes[n]) for n in names), *sending)
         for name, result in zip(names, got[:len(names)], strict=True):
-            assert result == {"chunks": [f"{name}-{i}" for i in range(300)], "done": True,
-                              "usage": {"completion_tokens": 300}}
-        assert not server.send("unknown-channel", {"stream": "a", "chunks": [], "done": True})
+            assert result == {"chunks": [{"piece": f"{name}-{i}"} for i in range(300)],
+                              "done": True, "usage": Usage.of(0, 300)}
+        assert not server.send("unknown-channel", _frame("a", [], True))
         channel.close()
         server.close()
 
@@ -122,16 +128,15 @@ def test_a_lost_channel_is_noticed_at_both_ends():
         server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
         channel = await ReplicaChannel.open(await server.start("127.0.0.1"), SECRET)
         first, second = channel.watch("a"), channel.watch("b")
-        assert server.send(channel.token, {"stream": "a", "chunks": [1], "done": True,
-                                           "usage": {"completion_tokens": 1}})
-        assert server.send(channel.token, {"stream": "b", "chunks": [2], "done": False})
-        assert await _read_until_done(first) == {"chunks": [1], "done": True,
-                                                 "usage": {"completion_tokens": 1}}
-        assert await asyncio.wait_for(second.next(), 5) == {"chunks": [2], "done": False}
+        assert server.send(channel.token, _frame("a", [1], True, 1))
+        assert server.send(channel.token, _frame("b", [2]))
+        assert await _read_until_done(first) == {"chunks": [{"piece": 1}], "done": True,
+                                                 "usage": Usage.of(0, 1)}
+        assert await second.next(5) == StreamFrame(chunks=[{"piece": 2}])
         # The replica goes away: the stream still open fails with the reason.
         server.close()
         with pytest.raises(Unavailable, match="closed its channel"):
-            await asyncio.wait_for(second.next(), 5)
+            await second.next(5)
         assert channel.closed
         with pytest.raises(Unavailable):
             channel.watch("c")
@@ -164,7 +169,7 @@ def test_an_api_that_stops_reading_loses_its_channel(monkeypatch: pytest.MonkeyP
         server = ReplicaChannelServer(lost.append, _no_calls, SECRET)
         host, port = (await server.start("127.0.0.1")).split(":")
         reader, writer = await _greeted_connection(host, port, "stuck-api")  # never reads again
-        small = {"stream": "a", "chunks": ["x" * 1000], "done": False}
+        small = _frame("a", ["x" * 1000])
 
         def send_until_refused() -> tuple[int, float]:
             slowest = 0.0

@@ -22,6 +22,7 @@ from fleet.cluster.transcription_service import TranscriptionService
 from fleet.cluster.weights_info import infer_model_format
 from fleet.engines.audio_codec import SPEECH_FORMATS, decode_audio, encode_speech
 from fleet.engines.faster_whisper_stt import FasterWhisperTranscription
+from fleet.engines.launch_options import FasterWhisperOptions, PiperOptions
 from fleet.engines.piper_tts import PiperSpeech
 from fleet.engines.registry import engine_by_name, pick_engine
 from fleet.errors import BadRequest, TooManyRequests
@@ -146,7 +147,7 @@ def test_concurrent_requests_share_one_batch_and_read_the_same(whisper, spoken):
         with ThreadPoolExecutor(max_workers=1) as engine_thread:
             service = TranscriptionService(whisper, _family("w", "whisper", "audio2text",
                                                             whisper_tiny_en_folder()),
-                                           {"model_uid": "w"}, engine_thread)
+                                           "w", FasterWhisperOptions(), engine_thread)
             options = {"task": "transcribe"}
             alone = await service.transcribe(spoken, options)
             together = await asyncio.gather(*(service.transcribe(spoken, options)
@@ -169,7 +170,7 @@ def test_word_timestamps_are_on_the_upload_clock(whisper, voice):
         with ThreadPoolExecutor(max_workers=1) as engine_thread:
             service = TranscriptionService(whisper, _family("w", "whisper", "audio2text",
                                                             whisper_tiny_en_folder()),
-                                           {"model_uid": "w"}, engine_thread)
+                                           "w", FasterWhisperOptions(), engine_thread)
             return await service.transcribe(data, {"word_timestamps": True})
 
     words = [w for s in asyncio.run(run())["segments"] for w in s["words"]]
@@ -181,7 +182,8 @@ def test_speech_streams_a_piece_per_sentence(voice):
     async def run() -> list:
         with ThreadPoolExecutor(max_workers=1) as engine_thread:
             service = SpeechService(voice, _family("v", "piper", "text2audio",
-                                                   piper_voice_folder()), {}, engine_thread)
+                                                   piper_voice_folder()), "v", PiperOptions(),
+                                    engine_thread)
             return [item async for item in service.speech_stream(TEXT, "alloy", "pcm", 1.0)]
 
     items = asyncio.run(run())
@@ -199,7 +201,8 @@ def test_speech_holds_the_launchs_request_limit_until_a_stream_ends(voice):
     async def run() -> tuple[TooManyRequests, int, list]:
         with ThreadPoolExecutor(max_workers=1) as engine_thread:
             service = SpeechService(voice, _family("v", "piper", "text2audio",
-                                                   piper_voice_folder()), {}, engine_thread,
+                                                   piper_voice_folder()), "v", PiperOptions(),
+                                    engine_thread,
                                     RequestLimits(max_requests=1))
             first = service.speech_stream(TEXT, "alloy", "pcm", 1.0)
             await first.__anext__()  # accepted: it holds the place

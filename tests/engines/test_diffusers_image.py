@@ -164,8 +164,8 @@ def test_launch_options_are_typed_and_misspellings_refused():
 def _service(engine: Any, **engine_kwargs: Any) -> tuple[ImageService, ThreadPoolExecutor]:
     executor = ThreadPoolExecutor(max_workers=1)
     folder = tiny_sd_pipeline_folder()
-    launch = {"model_uid": "tiny-sd", "engine_kwargs": engine_kwargs}
-    return ImageService(engine, _family(folder), launch, executor), executor
+    options = DiffusersImageOptions(**engine_kwargs)
+    return ImageService(engine, _family(folder), "tiny-sd", options, executor), executor
 
 
 def test_concurrent_requests_run_as_one_call_and_a_lone_one_at_once(engine):

@@ -15,6 +15,8 @@ from fleet.engines.llamacpp_scheduler import LlamaCppScheduler, _ChoiceOutput, c
 from fleet.errors import Conflict, TooManyRequests
 from fleet.generation.params import SamplingParams
 from fleet.generation.scheduling import GenerationRequest
+from fleet.messages import Event
+from tests.llm_checks import event_fields
 
 PIECES = [(" Hello", 11), (" world", 12), ("!", 13)]
 
@@ -74,12 +76,13 @@ class Harness:
     def submit(self, request_id: str, prompt: list[int], n: int = 1, **settings: Any) -> None:
         self.events[request_id], self.finished[request_id] = [], asyncio.Event()
 
-        def on_loop(events: list[dict[str, Any]]) -> None:
-            self.events[request_id].extend(events)
-            if any("done" in e or "error" in e for e in events):
+        def on_loop(events: list[Event]) -> None:
+            fields = [event_fields(e) for e in events]
+            self.events[request_id].extend(fields)
+            if any("done" in e or "error" in e for e in fields):
                 self.finished[request_id].set()
 
-        def deliver(events: list[dict[str, Any]]) -> None:  # in a slot's thread
+        def deliver(events: list[Event]) -> None:  # in a slot's thread
             self.loop.call_soon_threadsafe(on_loop, events)
 
         params = SamplingParams(max_tokens=16, **settings)
@@ -130,20 +133,21 @@ def test_request_body_spells_out_openai_defaults():
 def test_chunks_become_events_with_stop_ids_and_logprobs():
     output = _ChoiceOutput(1, SamplingParams(max_tokens=8, logprobs=True, top_logprobs=1,
                                              stop_token_ids=(12,)))
-    first = output.feed(_chunk(" Hello", 11))
+    first = event_fields(output.feed(_chunk(" Hello", 11)))
     assert first["text"] == " Hello" and first["index"] == 1 and not output.finished
     assert first["logprobs"] == [{"token": " Hello", "logprob": -0.1, "bytes": list(b" Hello"),
                                   "top_logprobs": [{"token": " Hello", "logprob": -0.1,
                                                     "bytes": list(b" Hello")}]}]
-    stopped = output.feed(_chunk(" world", 12))
+    stopped = event_fields(output.feed(_chunk(" world", 12)))
     assert stopped["text"] == "" and output.finished  # the stop token's own text is not sent
     assert (stopped["finish_reason"], stopped["completion_tokens"]) == ("stop", 2)
     plain = _ChoiceOutput(0, SamplingParams(max_tokens=3))
-    assert "logprobs" not in plain.feed(_chunk(" Hello", 11))
-    last = plain.feed(_chunk("", finish="length", tokens=3))
+    assert "logprobs" not in event_fields(plain.feed(_chunk(" Hello", 11)))
+    last = event_fields(plain.feed(_chunk("", finish="length", tokens=3)))
     assert (last["finish_reason"], last["completion_tokens"]) == ("length", 3)
     broken = _ChoiceOutput(0, SamplingParams(max_tokens=3))
-    assert broken.feed({"error": {"message": "boom"}}) is None and broken.error == "boom"
+    assert broken.feed({"error": {"message": "boom"}}) is None
+    assert broken.error is not None and broken.error.message == "the engine failed: boom"
 
 
 def test_slots_limit_and_first_come_first_served():

@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw, ImageFont
 from fleet.catalogue.registry import builtin_families
 from fleet.cluster.download import resolve_weights
 from fleet.cluster.ocr_service import OCRService, check_ocr_options
+from fleet.engines.launch_options import RapidOCROptions
 from fleet.engines.rapidocr_ocr import RapidOCREngine
 from fleet.engines.registry import pick_engine
 from fleet.errors import BadRequest
@@ -71,7 +72,7 @@ def test_bad_settings_are_refused_by_name(options, words):
 def test_the_service_reads_an_upload_and_refuses_a_broken_one(engine):
     executor = ThreadPoolExecutor(max_workers=1)
     family = builtin_families("image")["PP-OCRv4"]
-    service = OCRService(engine, family, {"model_uid": "ocr"}, executor)
+    service = OCRService(engine, family, "ocr", RapidOCROptions(), executor)
     buffer = io.BytesIO()
     text_image().save(buffer, format="PNG")
     try:

@@ -22,6 +22,7 @@ from fleet.cluster.transcription_service import TranscriptionService
 from fleet.cluster.weights_info import infer_model_format
 from fleet.engines.audio_codec import decode_audio, encode_speech
 from fleet.engines.base import TranscriptionEngine
+from fleet.engines.launch_options import TransformersWhisperOptions
 from fleet.engines.piper_tts import PiperSpeech
 from fleet.engines.registry import pick_engine
 from fleet.errors import BadRequest
@@ -88,7 +89,8 @@ def _transcribe(loaded: tuple[TranscriptionEngine, BaseFamily], data: bytes,
 
     async def run() -> tuple[list[dict[str, Any]], dict[str, int]]:
         with ThreadPoolExecutor(max_workers=1) as engine_thread:
-            service = TranscriptionService(engine, family, {"model_uid": "tiny"}, engine_thread)
+            service = TranscriptionService(engine, family, "tiny", TransformersWhisperOptions(),
+                                           engine_thread)
             release = threading.Event()
             busy = engine_thread.submit(release.wait, 30) if hold else None
             waiting = asyncio.gather(*(service.transcribe(data, options) for options in requests))

@@ -14,8 +14,14 @@ from fleet.engines.torch_sampling import SamplerState, _constrain, sample
 from fleet.errors import BadRequest
 from fleet.generation.grammar import checked_grammar, llama_cpp_grammar
 from fleet.generation.params import SamplingParams
-from fleet.generation.structured import constraint_of
+from fleet.generation.structured import constraint_of as constraint_of_call
+from fleet.messages import GenerationCall
 from tests.builders import smollm2_hf_folder
+
+
+def constraint_of(body: dict, generic_tools: bool = False):
+    """The constraint of a chat request with these fields, as the replica reads it."""
+    return constraint_of_call(GenerationCall(kind="chat", **body), generic_tools)
 
 TOOL = {"type": "function", "function": {"name": "f", "parameters": {
     "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}

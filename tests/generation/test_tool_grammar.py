@@ -15,9 +15,15 @@ import pytest
 
 from fleet.errors import BadRequest
 from fleet.generation.grammar import checked_grammar
-from fleet.generation.structured import constraint_of
+from fleet.generation.structured import constraint_of as constraint_of_call
 from fleet.generation.tool_calls import OPEN_TAG, StreamingToolCallParser, ToolFormat
+from fleet.messages import GenerationCall
 from tests.builders import smollm2_hf_folder
+
+
+def constraint_of(body: dict, generic_tools: bool = False):
+    """The constraint of a chat request with these fields, as the replica reads it."""
+    return constraint_of_call(GenerationCall(kind="chat", **body), generic_tools)
 
 WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {
     "type": "object", "properties": {"city": {"type": "string", "maxLength": 12},

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from fleet.generation.chat_template import render_chat
-from fleet.generation.structured import constraint_of
+from fleet.generation.structured import constraint_of as constraint_of_call
 from fleet.generation.tool_calls import StreamingToolCallParser, ToolFormat
 from fleet.generation.tool_use import (
     EXAMPLE,
@@ -18,7 +18,13 @@ from fleet.generation.tool_use import (
     chat_input,
     history_as_text,
 )
+from fleet.messages import GenerationCall
 from tests.builders import smollm2_hf_folder
+
+
+def constraint_of(body: dict, generic_tools: bool = False):
+    """The constraint of a chat request with these fields, as the replica reads it."""
+    return constraint_of_call(GenerationCall(kind="chat", **body), generic_tools)
 
 WEATHER = {"type": "function", "function": {
     "name": "get_weather", "description": "The weather in a city",
@@ -40,7 +46,8 @@ HISTORY = [
 
 
 def _input(body: dict, native: bool):
-    return chat_input(body, native, constraint_of(body, generic_tools=not native))
+    return chat_input(GenerationCall(kind="chat", **body), native,
+                      constraint_of(body, generic_tools=not native))
 
 
 def test_a_family_with_a_tool_format_gets_the_tools_through_its_template():
