@@ -143,7 +143,8 @@ class ModelActor(xo.StatelessActor):
         engine_class = self._engine_info.load_class(self._family.model_type)
         engine = engine_class(
             str(path), self._family, self._launch.get("device", "cpu"),
-            **(self._launch.get("engine_kwargs") or {}),
+            self._engine_info.typed_options(self._family.model_type,
+                                            self._launch.get("engine_kwargs") or {}),
         )
         engine.load()
         self._engine = engine
