@@ -2,7 +2,9 @@
 
 Every engine is built as `Engine(model_path, family, device, options)`, where `options` is its
 implementation's own launch-options model (EngineInfo.options_model), or None for every
-default; the constructor checks it with checked_options and loads nothing (`load` does)."""
+default; the constructor checks it with checked_options and loads nothing (`load` does). The
+protocols below declare that parameter as any LaunchOptions: each implementation narrows it to
+its own model, which mypy allows because it leaves `__init__` out of protocol matching."""
 
 from __future__ import annotations
 
@@ -136,12 +138,12 @@ def checked_options(options: object, model: type[_Options]) -> _Options:
     default) for None, the options themselves when they are exactly `model`, else TypeError.
     A dict, or another engine's model (a subclass included), would hand the engine names it
     does not read, or miss those it does, with no error."""
-    if not isinstance(options, model) or type(options) is not model:
-        if options is None:
-            return model()
-        raise TypeError(f"launch options must be {model.__name__} (validated by "
-                        f"EngineInfo.typed_options), not {type(options).__name__}")
-    return options
+    if options is None:
+        return model()
+    if isinstance(options, model) and type(options) is model:
+        return options
+    raise TypeError(f"launch options must be {model.__name__} (validated by "
+                    f"EngineInfo.typed_options), not {type(options).__name__}")
 
 
 def wants_remote_code(family: BaseFamily, options: RemoteCodeOptions) -> bool:
