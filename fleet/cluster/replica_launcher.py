@@ -28,7 +28,7 @@ _DRAIN_POLL_S = 0.1
 def launch_payload(record: ModelRecord) -> ReplicaLaunch:
     """What a worker needs to start one replica of `record`."""
     request = record.request
-    options_model = engine_by_name(record.engine).options_model(record.family.model_type)
+    engine = engine_by_name(record.engine)
     return ReplicaLaunch(
         model_uid=record.uid,
         family=record.family,
@@ -36,7 +36,7 @@ def launch_payload(record: ModelRecord) -> ReplicaLaunch:
         quantization=record.quantization,
         model_engine=record.engine,
         # Validated against the same model when the launch was planned: this cannot fail.
-        engine_options=options_model.model_validate(engine_options(request)),
+        engine_options=engine.typed_options(record.family.model_type, engine_options(request)),
         model_path=request.get("model_path"),
         n_gpu=request.get("n_gpu", "auto"),
         gpu_idx=request.get("gpu_idx"),

@@ -1,17 +1,23 @@
-"""The engine boundary: what each engine declares, and the protocol per ability."""
+"""The engine boundary: what each engine declares, and the protocol per ability.
+
+Every engine is built as `Engine(model_path, family, device, options)`, where `options` is its
+implementation's own launch-options model (EngineInfo.options_model), or None for every
+default; the constructor checks it with checked_options and loads nothing (`load` does). The
+protocols below declare that parameter as any LaunchOptions: each implementation narrows it to
+its own model, which mypy allows because it leaves `__init__` out of protocol matching."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, TypeVar
 
 import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
-from fleet.engines.launch_options import LaunchOptions
+from fleet.engines.launch_options import LaunchOptions, RemoteCodeOptions, parse_options
 from fleet.generation.detokenizer import TokenDecoder
 from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import Scheduler
@@ -73,6 +79,13 @@ class EngineInfo:
         """The typed launch options for `model_type` (none at all when it declares none)."""
         return self.launch_options.get(model_type, LaunchOptions)
 
+    def typed_options(self, model_type: str, options: Mapping[str, Any]) -> LaunchOptions:
+        """The engine options of a launch (its recorded `engine_kwargs`) as the model the
+        implementation for `model_type` takes; BadRequest naming an unknown or invalid one,
+        as at launch planning."""
+        return parse_options(self.options_model(model_type), options,
+                             f"engine {self.name} ({model_type} models)")
+
     def missing_modules(self) -> list[str]:
         return [m for m in self.requires if importlib.util.find_spec(m) is None]
 
@@ -117,9 +130,27 @@ class EngineInfo:
         return getattr(importlib.import_module(module_name), class_name)
 
 
-def wants_remote_code(family: BaseFamily, launch_kwargs: dict[str, Any]) -> bool:
+_Options = TypeVar("_Options", bound=LaunchOptions)
+
+
+def checked_options(options: object, model: type[_Options]) -> _Options:
+    """What an engine's constructor does first with its launch options: `model()` (every
+    default) for None, the options themselves when they are exactly `model`, else TypeError.
+    A dict, or another engine's model (a subclass included), would hand the engine names it
+    does not read, or miss those it does, with no error."""
+    if options is None:
+        return model()
+    if isinstance(options, model) and type(options) is model:
+        return options
+    raise TypeError(f"launch options must be {model.__name__} (validated by "
+                    f"EngineInfo.typed_options), not {type(options).__name__}")
+
+
+def wants_remote_code(family: BaseFamily, options: RemoteCodeOptions) -> bool:
     """Run a model repository's own Python only when the launch or the catalogue asks for it."""
-    return bool(launch_kwargs.get("trust_remote_code", getattr(family, "trust_remote_code", False)))
+    if options.trust_remote_code is not None:
+        return options.trust_remote_code
+    return bool(getattr(family, "trust_remote_code", False))
 
 
 EmbeddingInput = str | list[int]
@@ -134,7 +165,8 @@ class EmbeddingResult:
 class EmbeddingEngine(Protocol):
     """Turns texts (or token ids) into vectors."""
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
 
     def load(self) -> None: ...
 
@@ -160,7 +192,8 @@ class RerankResult:
 class RerankEngine(Protocol):
     """Scores (query, document) pairs."""
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
 
     def load(self) -> None: ...
 
@@ -188,7 +221,8 @@ class BaseLLMEngine(Protocol):
     context_length: int
     vocab_size: int
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any): ...
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
 
     def load(self) -> None: ...
 
@@ -262,6 +296,9 @@ class ImageJob:
 class ImageEngine(Protocol):
     """Diffusion pipelines (fleet.engines.diffusers_image)."""
 
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
+
     @property
     def size_multiple(self) -> int: ...  # each side of an image is a multiple of this
 
@@ -288,6 +325,9 @@ class OCRLine:
 
 class OCREngine(Protocol):
     """Text from images (fleet.engines.rapidocr_ocr)."""
+
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
 
     def load(self) -> None: ...
 
@@ -361,6 +401,9 @@ class TranscriptionEngine(Protocol):
     languages: frozenset[str]  # the codes `language` may be ("en", "de"...)
     gives_word_timestamps: bool
 
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
+
     def load(self) -> None: ...
 
     def prepare(self, audio: np.ndarray) -> PreparedAudio: ...
@@ -381,6 +424,9 @@ class SpeechEngine(Protocol):
     """Text to speech (fleet.engines.piper_tts, fleet.engines.kokoro_tts)."""
 
     sample_rate: int
+
+    def __init__(self, model_path: str, family: BaseFamily, device: str | None,
+                 options: LaunchOptions | None = None): ...
 
     def load(self) -> None: ...
 

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankEngine, RerankResult, wants_remote_code
+from fleet.catalogue.schemas import RerankFamily
+from fleet.engines.base import RerankEngine, RerankResult, checked_options, wants_remote_code
+from fleet.engines.launch_options import CrossEncoderRerankOptions
 
 
 class CrossEncoderRerank:
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
+    def __init__(self, model_path: str, family: RerankFamily, device: str | None,
+                 options: CrossEncoderRerankOptions | None = None):
+        options = checked_options(options, CrossEncoderRerankOptions)
         self._model_path = model_path
         self._device = device
-        max_tokens: int | None = kwargs.get("max_tokens")
-        family_max: int = getattr(family, "max_tokens", 512)
-        self._max_tokens = int(max_tokens or family_max)
-        self._trust_remote_code = wants_remote_code(family, kwargs)
+        self._max_tokens = options.max_tokens or family.max_tokens
+        self._trust_remote_code = wants_remote_code(family, options)
         self._model: Any = None
 
     def load(self) -> None:

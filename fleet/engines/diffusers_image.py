@@ -19,8 +19,9 @@ from typing import Any
 
 import torch
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import ImageEngine, ImageJob
+from fleet.catalogue.schemas import BaseFamily, ImageFamily
+from fleet.engines.base import ImageEngine, ImageJob, checked_options
+from fleet.engines.launch_options import DiffusersImageOptions
 from fleet.engines.transformers_llm import pick_device
 
 logger = logging.getLogger(__name__)
@@ -88,16 +89,17 @@ def pick_image_dtype(device: str, requested: str | None, family: BaseFamily) -> 
 
 
 class DiffusersImage:
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: ImageFamily, device: str | None,
+                 options: DiffusersImageOptions | None = None):
+        options = checked_options(options, DiffusersImageOptions)
         self._path = Path(model_path)
         self._family = family
         self._device = pick_device(device)
-        self._dtype = pick_image_dtype(self._device, kwargs.get("torch_dtype") or kwargs.get("dtype"),
-                                       family)
-        self._cpu_offload = kwargs.get("cpu_offload") or "none"
-        self._attention_slicing = kwargs.get("attention_slicing")
-        self._vae_tiling = bool(kwargs.get("vae_tiling"))
-        self._single_file_config = kwargs.get("single_file_config")
+        self._dtype = pick_image_dtype(self._device, options.torch_dtype or options.dtype, family)
+        self._cpu_offload = options.cpu_offload or "none"
+        self._attention_slicing = options.attention_slicing
+        self._vae_tiling = bool(options.vae_tiling)
+        self._single_file_config = options.single_file_config
         self._pipelines: dict[str, Any] = {}
         self._parameters: dict[str, frozenset[str]] = {}
 

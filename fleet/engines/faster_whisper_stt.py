@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from fleet.catalogue.schemas import BaseFamily
+from fleet.catalogue.schemas import AudioFamily
 from fleet.engines.base import (
     AudioChunk,
     PreparedAudio,
@@ -22,7 +22,9 @@ from fleet.engines.base import (
     TranscriptionSettings,
     TranscriptSegment,
     TranscriptWord,
+    checked_options,
 )
+from fleet.engines.launch_options import FasterWhisperOptions
 
 SAMPLE_RATE = 16000
 BEAM_SIZE = 5
@@ -42,13 +44,15 @@ def _device(device: str | None) -> tuple[str, int]:
 class FasterWhisperTranscription:
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: AudioFamily, device: str | None,
+                 options: FasterWhisperOptions | None = None):
+        options = checked_options(options, FasterWhisperOptions)
         self._path = Path(model_path)
         self._family = family
         self._device, self._device_index = _device(device)
-        self._compute_type = kwargs.get("compute_type") or "default"
-        self._cpu_threads = int(kwargs.get("cpu_threads") or 0)
-        self._vad = kwargs.get("vad_filter", True)
+        self._compute_type = options.compute_type or "default"
+        self._cpu_threads = options.cpu_threads or 0
+        self._vad = options.vad_filter is not False  # default: on
         self._model: Any = None
         self._pipeline: Any = None
         self.multilingual = bool(getattr(family, "multilingual", True))

@@ -19,8 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import SpeechEngine
+from fleet.catalogue.schemas import AudioFamily
+from fleet.engines.base import SpeechEngine, checked_options
+from fleet.engines.launch_options import KokoroOptions
 from fleet.engines.transformers_llm import pick_device
 
 SAMPLE_RATE = 24000
@@ -30,11 +31,13 @@ REPO_ID = "hexgrad/Kokoro-82M"  # named to KModel/KPipeline only to keep them fr
 class KokoroSpeech:
     sample_rate = SAMPLE_RATE
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: AudioFamily, device: str | None,
+                 options: KokoroOptions | None = None):
+        options = checked_options(options, KokoroOptions)
         self._path = Path(model_path)
         self._family = family
         self._device = pick_device(device)
-        self._lang_code = kwargs.get("lang_code")
+        self._lang_code = options.lang_code
         self._model: Any = None
         self._pipelines: dict[str, Any] = {}
         self._voices: dict[str, Path] = {}

@@ -5,8 +5,8 @@ A launch body's keys beyond the launch's own fields (name, format, replica, mode
 engine options. They are validated here, once, against the chosen engine's model before
 anything starts: a misspelt or unknown option is a 400 that names it and lists the engine's
 options, instead of reaching the engine and being ignored; a wrong type or range is a 400 too.
-The engines receive the validated options (`model_dump`), so they read known names with known
-types.
+Each engine receives its own model, validated (EngineInfo.typed_options), so it reads known
+names with known types, and mypy checks them.
 
 Some options have two names, both accepted because users bring them from elsewhere:
 `context_length` / `n_ctx` (Xinference / llama.cpp), `max_num_seqs` / `n_parallel` (vLLM /
@@ -15,7 +15,8 @@ llama.cpp), `dtype` / `torch_dtype` (Transformers 5 / 4)."""
 from __future__ import annotations
 
 import difflib
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -305,13 +306,20 @@ def _refusal(exc: ValidationError, model: type[LaunchOptions], where: str) -> Ba
                       code="unknown_launch_option" if unknown else "invalid_launch_option")
 
 
-def validate_options(model: type[LaunchOptions], options: dict[str, Any],
-                     where: str) -> dict[str, Any]:
-    """The options as `model` reads them (coerced: a query string's "4096" is 4096), without
-    those left unset; BadRequest naming each unknown or invalid one. `where`: the engine and
-    model type, for the message."""
+_Options = TypeVar("_Options", bound=LaunchOptions)
+
+
+def parse_options(model: type[_Options], options: Mapping[str, Any], where: str) -> _Options:
+    """`options` as `model`, coerced (a query string's "4096" is 4096); BadRequest naming each
+    unknown or invalid one. `where`: the engine and model type, for the message."""
     try:
-        typed = model.model_validate(options)
+        return model.model_validate(dict(options))
     except ValidationError as exc:
         raise _refusal(exc, model, where) from None
-    return typed.model_dump(exclude_none=True)
+
+
+def validate_options(model: type[LaunchOptions], options: dict[str, Any],
+                     where: str) -> dict[str, Any]:
+    """The options as `model` reads them (see parse_options), without those left unset: what a
+    launch records, and what EngineInfo.typed_options turns back into the model."""
+    return parse_options(model, options, where).model_dump(exclude_none=True)

@@ -11,18 +11,19 @@ closing special token, where llama.cpp would refuse it.
 
 Launch options: `context_length` (tokens per input; default: the family's `max_tokens`, capped
 by the file's trained context), `n_parallel` (inputs embedded together, default 8), `pooling`,
-and the options of every llama.cpp engine (fleet.engines.llamacpp_server.engine_options)."""
+and the options of every llama.cpp engine (fleet.engines.llamacpp_server.engine_options);
+fleet.engines.launch_options.LlamaCppEmbeddingOptions declares them."""
 
 from __future__ import annotations
 
 import logging
 import os
-from typing import Any
 
 import numpy as np
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingEngine, EmbeddingInput, EmbeddingResult
+from fleet.catalogue.schemas import EmbeddingFamily
+from fleet.engines.base import EmbeddingEngine, EmbeddingInput, EmbeddingResult, checked_options
+from fleet.engines.launch_options import LlamaCppEmbeddingOptions
 from fleet.engines.llamacpp_server import (
     LlamaServer,
     capped_by_training,
@@ -43,18 +44,18 @@ _MODEL_DEFAULT = -1
 
 
 class LlamaCppEmbedding:
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: EmbeddingFamily, device: str | None,
+                 options: LlamaCppEmbeddingOptions | None = None):
+        options = checked_options(options, LlamaCppEmbeddingOptions)
         self._model_path = model_path
-        self._options = engine_options(kwargs, device)
-        self._parallel = int(kwargs.get("n_parallel") or DEFAULT_PARALLEL)
-        pooling = kwargs.get("pooling")
-        if pooling is not None and str(pooling).lower() not in POOLING_TYPES:
-            raise ValueError(f"pooling={pooling!r}: llama.cpp pools by one of "
-                             f"{', '.join(POOLING_TYPES)}")
-        self._pooling = POOLING_TYPES[str(pooling).lower()] if pooling is not None else _MODEL_DEFAULT
-        launch_context = kwargs.get("context_length") or kwargs.get("n_ctx")
+        self._options = engine_options(options, device)
+        self._parallel = options.n_parallel or DEFAULT_PARALLEL
+        # The options' type admits only llama.cpp's names (lower-cased by its validator).
+        pooling = options.pooling
+        self._pooling = POOLING_TYPES[pooling] if pooling is not None else _MODEL_DEFAULT
+        launch_context = options.context_length or options.n_ctx
         self._sized_by_launch = bool(launch_context)
-        self._max_tokens = int(launch_context or getattr(family, "max_tokens", None) or 512)
+        self._max_tokens = launch_context or family.max_tokens
         self._llama: LlamaServer | None = None
         self._closes_input = False
         self._dimensions = 0

@@ -18,7 +18,7 @@ first token, where xllamacpp's slots decode them together. xllamacpp also instal
 wheel, where llama-cpp-python builds from source (minutes; its native build crashed at the first
 decode on the development machine's CPU, and a portable AVX2 build had to be asked for).
 
-Launch options (engine kwargs):
+Launch options (fleet.engines.launch_options.LlamaCppLLMOptions):
 - `n_parallel` (or `max_num_seqs`), default 16: slots, sequences decoded together;
 - `context_length` (or `n_ctx`): the tokens of KV cache, one pool that all slots share (llama.cpp's
   unified cache), so one request may use all of it and many short ones fit together; default: the
@@ -33,8 +33,9 @@ import logging
 import os
 from typing import Any, ClassVar, Literal
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import SelfSchedulingLLMEngine
+from fleet.catalogue.schemas import LLMFamily
+from fleet.engines.base import SelfSchedulingLLMEngine, checked_options
+from fleet.engines.launch_options import LlamaCppLLMOptions
 from fleet.engines.llamacpp_server import (
     LlamaServer,
     capped_by_training,
@@ -55,19 +56,20 @@ MAX_PARALLEL = 256
 class LlamaCppLLM:
     scheduling: ClassVar[Literal["engine"]] = "engine"  # its own slots, see make_scheduler
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: LLMFamily, device: str | None,
+                 options: LlamaCppLLMOptions | None = None):
+        options = checked_options(options, LlamaCppLLMOptions)
         self._model_path = model_path
-        self.n_parallel = int(kwargs.get("n_parallel") or kwargs.get("max_num_seqs") or DEFAULT_PARALLEL)
+        self.n_parallel = options.n_parallel or options.max_num_seqs or DEFAULT_PARALLEL
         if not 1 <= self.n_parallel <= MAX_PARALLEL:
             # llama.cpp allocates per-slot state at start; a runaway number takes the process down.
             raise ValueError(f"n_parallel={self.n_parallel}: llama.cpp runs 1 to {MAX_PARALLEL} slots")
-        self._options = engine_options(kwargs, device)
+        self._options = engine_options(options, device)
         # The shared cache: the launch's context_length (or n_ctx), else the family's (capped at
         # load by the model's own when the launch named neither).
-        launch_context: int | None = kwargs.get("context_length") or kwargs.get("n_ctx")
+        launch_context = options.context_length or options.n_ctx
         self._sized_by_launch = bool(launch_context)
-        family_context: int = getattr(family, "context_length", 2048)
-        self.context_length = int(launch_context or family_context)
+        self.context_length = launch_context or family.context_length
         self.vocab_size = 0
         self.server: Any = None
         self._llama: LlamaServer | None = None

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypedDict
 
+from fleet.engines.launch_options import LlamaCppOptions
 from fleet.gguf_metadata import read_gguf_metadata, trained_context
 
 logger = logging.getLogger(__name__)
@@ -99,14 +100,14 @@ class ServerOptions(TypedDict):
     gpu_layers: int
 
 
-def engine_options(kwargs: dict[str, Any], device: str | None) -> ServerOptions:
+def engine_options(options: LlamaCppOptions, device: str | None) -> ServerOptions:
     """The launch options every llama.cpp engine takes: `n_threads` (default: usable_cores()),
     `poll` (default DEFAULT_POLL) and `n_gpu_layers` (default: all of them on a CUDA launch)."""
-    gpu_layers = kwargs.get("n_gpu_layers")
+    gpu_layers = options.n_gpu_layers
     on_gpu = (device or "").startswith("cuda")
-    return {"threads": int(kwargs.get("n_threads") or 0) or usable_cores(),
-            "poll": int(kwargs.get("poll", DEFAULT_POLL)),
-            "gpu_layers": int(gpu_layers) if gpu_layers is not None else (ALL_LAYERS if on_gpu else 0)}
+    return {"threads": options.n_threads or usable_cores(),
+            "poll": DEFAULT_POLL if options.poll is None else options.poll,
+            "gpu_layers": gpu_layers if gpu_layers is not None else (ALL_LAYERS if on_gpu else 0)}
 
 
 def file_metadata(model_path: str) -> dict[str, Any]:

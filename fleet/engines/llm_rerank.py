@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import RerankEngine, RerankResult, wants_remote_code
+from fleet.catalogue.schemas import RerankFamily
+from fleet.engines.base import RerankEngine, RerankResult, checked_options, wants_remote_code
+from fleet.engines.launch_options import TransformersRerankOptions
 
 SYSTEM_PROMPT = (
     "Judge whether the Document meets the requirements based on the Query and the Instruct "
@@ -20,15 +21,18 @@ FEW_SHOT = (("On a clear day the sky is blue.", "yes"), ("Tomatoes grow well in 
 
 
 class LLMRerank:
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
+    def __init__(self, model_path: str, family: RerankFamily, device: str | None,
+                 options: TransformersRerankOptions | None = None):
+        options = checked_options(options, TransformersRerankOptions)
         self._model_path = model_path
         self._device = device
-        max_tokens: int | None = kwargs.get("max_tokens")
-        family_max: int = getattr(family, "max_tokens", 8192)
-        self._max_tokens = int(max_tokens or family_max)
-        self._instruction = str(kwargs.get("instruction") or DEFAULT_INSTRUCTION)
-        self._trust_remote_code = wants_remote_code(family, kwargs)
-        self._few_shot = not bool(kwargs.get("zero_shot", getattr(family, "rerank_zero_shot", False)))
+        self._max_tokens = options.max_tokens or family.max_tokens
+        self._instruction = options.instruction or DEFAULT_INSTRUCTION
+        self._trust_remote_code = wants_remote_code(family, options)
+        zero_shot = options.zero_shot
+        if zero_shot is None:  # the catalogue's say, for a launch that gives none
+            zero_shot = bool(getattr(family, "rerank_zero_shot", False))
+        self._few_shot = not zero_shot
         self._model: Any = None
         self._tokenizer: Any = None
         self._yes_ids: list[int] = []

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import SpeechEngine
+from fleet.catalogue.schemas import AudioFamily
+from fleet.engines.base import SpeechEngine, checked_options
+from fleet.engines.launch_options import PiperOptions
 
 
 def voice_file(path: Path) -> Path:
@@ -31,7 +32,9 @@ def voice_file(path: Path) -> Path:
 
 
 class PiperSpeech:
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: AudioFamily, device: str | None,
+                 options: PiperOptions | None = None):
+        options = checked_options(options, PiperOptions)
         self._path = Path(model_path)
         self._family = family
         self._cuda = bool(device and device.startswith("cuda"))
@@ -39,9 +42,9 @@ class PiperSpeech:
         self._speakers: dict[str, int] = {}
         self._length_scale = 1.0
         # None: the voice's own settings (its .onnx.json).
-        self._noise_scale: float | None = kwargs.get("noise_scale")
-        self._noise_w_scale: float | None = kwargs.get("noise_w_scale")
-        self._volume = float(kwargs.get("volume") or 1.0)
+        self._noise_scale = options.noise_scale
+        self._noise_w_scale = options.noise_w_scale
+        self._volume = options.volume or 1.0
         self.sample_rate = 22050
 
     def load(self) -> None:

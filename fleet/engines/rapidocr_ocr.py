@@ -8,8 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import OCREngine, OCRLine
+from fleet.catalogue.schemas import ImageFamily
+from fleet.engines.base import OCREngine, OCRLine, checked_options
+from fleet.engines.launch_options import RapidOCROptions
 
 # Per-request settings a request may pass (Xinference's OCR `kwargs`), with their bounds.
 OCR_OPTIONS: dict[str, tuple[float, float]] = {
@@ -34,10 +35,12 @@ def _model_file(folder: Path, role: str) -> Path:
 
 
 class RapidOCREngine:
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: ImageFamily, device: str | None,
+                 options: RapidOCROptions | None = None):
+        options = checked_options(options, RapidOCROptions)
         self._folder = Path(model_path)
         self._cuda = bool(device and device.startswith("cuda"))
-        self._threads = kwargs.get("intra_op_num_threads")
+        self._threads = options.intra_op_num_threads
         self._ocr: Any = None
 
     def load(self) -> None:

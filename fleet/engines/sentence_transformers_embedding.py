@@ -10,17 +10,26 @@ from typing import Any
 
 import numpy as np
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import EmbeddingEngine, EmbeddingInput, EmbeddingResult, wants_remote_code
+from fleet.catalogue.schemas import EmbeddingFamily
+from fleet.engines.base import (
+    EmbeddingEngine,
+    EmbeddingInput,
+    EmbeddingResult,
+    checked_options,
+    wants_remote_code,
+)
+from fleet.engines.launch_options import SentenceTransformersEmbeddingOptions
 from fleet.errors import BadRequest
 
 
 class SentenceTransformersEmbedding:
-    def __init__(self, model_path: str, family: BaseFamily, device: str, **kwargs: Any):
+    def __init__(self, model_path: str, family: EmbeddingFamily, device: str | None,
+                 options: SentenceTransformersEmbeddingOptions | None = None):
+        options = checked_options(options, SentenceTransformersEmbeddingOptions)
         self._model_path = model_path
         self._family = family
         self._device = device
-        self._trust_remote_code = wants_remote_code(family, kwargs)
+        self._trust_remote_code = wants_remote_code(family, options)
         self._model: Any = None
 
     def load(self) -> None:

@@ -16,10 +16,11 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import StepwiseLLMEngine, wants_remote_code
+from fleet.catalogue.schemas import LLMFamily
+from fleet.engines.base import StepwiseLLMEngine, checked_options, wants_remote_code
 from fleet.engines.constrained import GrammarMatchers
 from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
+from fleet.engines.launch_options import TransformersLLMOptions
 from fleet.engines.torch_sampling import SamplerState, sample
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
 
@@ -61,18 +62,18 @@ def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:
 class TransformersLLM(HuggingFacePromptSide):
     scheduling: ClassVar[Literal["fleet"]] = "fleet"  # a step at a time, see StepwiseLLMEngine
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: LLMFamily, device: str | None,
+                 options: TransformersLLMOptions | None = None):
+        options = checked_options(options, TransformersLLMOptions)
         self._model_path = model_path
         self._family = family
         self._device = pick_device(device)
-        self._dtype_name = kwargs.get("torch_dtype") or kwargs.get("dtype")
-        self._trust_remote_code = wants_remote_code(family, kwargs)
+        self._dtype_name = options.torch_dtype or options.dtype
+        self._trust_remote_code = wants_remote_code(family, options)
         self.model: Any = None
         self.tokenizer: Any = None
         # The launch's context_length, else the family's; capped by the model's at load.
-        launch_context: int | None = kwargs.get("context_length")
-        family_context: int = getattr(family, "context_length", 2048)
-        self.context_length = int(launch_context or family_context)
+        self.context_length = options.context_length or family.context_length
         self.eos_token_ids: tuple[int, ...] = ()
         self.vocab_size = 0
         self._rows: list[_Row] = []

@@ -14,14 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from fleet.catalogue.schemas import BaseFamily
+from fleet.catalogue.schemas import AudioFamily
 from fleet.engines.base import (
     AudioChunk,
     PreparedAudio,
     TranscriptionEngine,
     TranscriptionSettings,
     TranscriptSegment,
+    checked_options,
 )
+from fleet.engines.launch_options import TransformersWhisperOptions
 from fleet.engines.transformers_llm import pick_device
 
 SAMPLE_RATE = 16000
@@ -32,11 +34,13 @@ class TransformersWhisper:
     sample_rate = SAMPLE_RATE
     gives_word_timestamps = False
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: AudioFamily, device: str | None,
+                 options: TransformersWhisperOptions | None = None):
+        options = checked_options(options, TransformersWhisperOptions)
         self._path = Path(model_path)
         self._family = family
         self._device = pick_device(device)
-        requested = kwargs.get("dtype") or kwargs.get("torch_dtype")
+        requested = options.dtype or options.torch_dtype
         if requested and requested != "auto":
             self._dtype = getattr(torch, requested)
         else:

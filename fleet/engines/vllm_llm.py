@@ -28,8 +28,8 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from fleet.catalogue.schemas import BaseFamily
-from fleet.engines.base import SelfSchedulingLLMEngine, wants_remote_code
+from fleet.catalogue.schemas import LLMFamily
+from fleet.engines.base import SelfSchedulingLLMEngine, checked_options, wants_remote_code
 from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
 from fleet.engines.launch_options import VLLM_CPU_KV_CACHE_GIB, VLLMOptions
 from fleet.engines.vllm_scheduler import VLLMScheduler
@@ -86,16 +86,15 @@ def _config(model_path: str) -> dict[str, Any]:
 class VLLMLLM(HuggingFacePromptSide):
     scheduling: ClassVar[Literal["engine"]] = "engine"  # vLLM batches itself, see make_scheduler
 
-    def __init__(self, model_path: str, family: BaseFamily, device: str | None, **kwargs: Any):
+    def __init__(self, model_path: str, family: LLMFamily, device: str | None,
+                 options: VLLMOptions | None = None):
+        self._options = checked_options(options, VLLMOptions)
         self._model_path = model_path
-        self._options = VLLMOptions.model_validate(
-            {k: v for k, v in kwargs.items() if v is not None})
         self._on_gpu = bool(device and device.startswith("cuda"))
-        self._trust_remote_code = wants_remote_code(family, kwargs)
+        self._trust_remote_code = wants_remote_code(family, self._options)
         launch_context = self._options.context_length or self._options.max_model_len
         self._sized_by_launch = launch_context is not None
-        family_context: int = getattr(family, "context_length", 2048)
-        self.context_length = int(launch_context or family_context)
+        self.context_length = launch_context or family.context_length
         self.max_num_seqs = self._options.max_num_seqs or DEFAULT_MAX_NUM_SEQS
         self.vocab_size = 0
         self.tokenizer: Any = None

@@ -154,9 +154,10 @@ def test_on_cuda_the_launchs_gpus_are_the_tensor_parallel_group(hf_folder: Path)
 
     script = (
         "import json; from fleet.engines.vllm_llm import VLLMLLM; "
+        "from fleet.engines.launch_options import VLLMOptions; "
         "from fleet.catalogue.registry import builtin_families; "
         "f = builtin_families('LLM')['smollm2-instruct']; "
-        f"e = VLLMLLM({str(hf_folder)!r}, f, 'cuda', gpu_memory_utilization=0.5); "
+        f"e = VLLMLLM({str(hf_folder)!r}, f, 'cuda', VLLMOptions(gpu_memory_utilization=0.5)); "
         "e.context_length = 4096; "
         "a = e._engine_args(); "
         "print(json.dumps([a.tensor_parallel_size, a.gpu_memory_utilization, a.enforce_eager, "

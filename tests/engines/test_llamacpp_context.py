@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from fleet.catalogue.registry import parse_family
+from fleet.engines.launch_options import LlamaCppLLMOptions
 from fleet.engines.llamacpp_llm import LlamaCppLLM
 from tests.builders import _smollm2_gguf
 
@@ -32,7 +33,8 @@ def _load_counting_starts(monkeypatch: pytest.MonkeyPatch, **kwargs: Any) -> tup
         original(self, context)
 
     monkeypatch.setattr(LlamaCppLLM, "_start", counted)
-    engine = LlamaCppLLM(str(_smollm2_gguf()), _family(32768), "cpu", n_parallel=1, **kwargs)
+    engine = LlamaCppLLM(str(_smollm2_gguf()), _family(32768), "cpu",
+                         LlamaCppLLMOptions(n_parallel=1, **kwargs))
     engine.load()
     return engine, starts
 

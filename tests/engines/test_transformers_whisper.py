@@ -43,15 +43,15 @@ def _family(folder: Path, multilingual: bool) -> BaseFamily:
 
 def _load(multilingual: bool) -> tuple[TranscriptionEngine, BaseFamily]:
     """As a replica does: the format told by the files, the engine picked by the registry,
-    its audio class built with the launch's engine_kwargs and loaded."""
+    its audio class built with the launch's engine options, typed, and loaded."""
     folder = tiny_whisper_folder(multilingual)
     family = _family(folder, multilingual)
     model_format = infer_model_format(str(folder), family)
     assert model_format == "pytorch"
     choice = pick_engine(family, None, model_format, None, None)
     assert choice.engine.name == "transformers"
-    engine = choice.engine.load_class(family.model_type)(str(folder), family, "cpu",
-                                                          dtype="float32")
+    options = choice.engine.typed_options(family.model_type, {"dtype": "float32"})
+    engine = choice.engine.load_class(family.model_type)(str(folder), family, "cpu", options)
     engine.load()
     return engine, family
 
