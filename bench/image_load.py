@@ -34,7 +34,7 @@ BATCH = 8
 
 
 def _png(image: Any) -> bytes:
-    from fleet.cluster.image_service import PNG_COMPRESS_LEVEL
+    from fleet.cluster.replica.services.image import PNG_COMPRESS_LEVEL
 
     buffer = io.BytesIO()  # as Fleet writes its answers: the same work on both sides
     image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)

@@ -23,7 +23,7 @@ live connection between two hosts; run a cluster across networks you do not trus
 
 `install()` patches xoscar's socket server and clients (xoscar 0.12, pinned in pyproject.toml):
 every process of a cluster calls it before it opens or accepts a connection; replica processes
-do it through `fleet.cluster.subpool_setup`, the first module their pool imports."""
+do it through `fleet.cluster.replica.subpool_setup`, the first module their pool imports."""
 
 from __future__ import annotations
 

@@ -29,7 +29,7 @@ class BadRequest(FleetError):
 
 
 class InsufficientMemory(BadRequest):
-    """A launch that fits on no worker (fleet/cluster/placement.py). A 4xx, not a 5xx: the
+    """A launch that fits on no worker (fleet/cluster/supervisor/placement.py). A 4xx, not a 5xx: the
     cluster works, and asking again will not help until the request changes (a smaller
     quantization, a shorter context, fewer sequences) or memory is freed, while clients retry
     5xx answers on their own (the openai SDK does) and would only repeat the refusal. 507
@@ -40,7 +40,7 @@ class InsufficientMemory(BadRequest):
 
 
 class Unauthorized(FleetError):
-    """No API key, or one the cluster does not know (fleet.api.auth)."""
+    """No API key, or one the cluster does not know (fleet.api.auth.middleware)."""
 
     status_code = 401
     error_type = "authentication_error"

@@ -44,7 +44,7 @@ def _unpack(kind: type, data: bytes) -> Any:
 # ---- the launch of a replica ------------------------------------------------------------------
 class ReplicaLaunch(msgspec.Struct, frozen=True, kw_only=True):
     """What a worker needs to start one replica of a model, made by the supervisor
-    (fleet.cluster.replica_launcher.launch_payload). Pickled by xoscar as it is: the family, spec
+    (fleet.cluster.supervisor.replica_launcher.launch_payload). Pickled by xoscar as it is: the family, spec
     and options are the validated pydantic models, so the replica reads them typed."""
 
     model_uid: str
@@ -72,7 +72,7 @@ class ReplicaLaunch(msgspec.Struct, frozen=True, kw_only=True):
 
 # ---- a generation call: the API's validated request, as the replica reads it ------------------
 class GenerationCall(_Packed, frozen=True, kw_only=True, omit_defaults=True):
-    """A chat or completion request's fields (fleet.api.protocol_generation has validated their
+    """A chat or completion request's fields (fleet.api.protocol.generation has validated their
     types and ranges), without those only the API uses (model, stream, user...). A field the
     client left out is None, as the engines' defaults apply then."""
 

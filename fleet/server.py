@@ -20,7 +20,7 @@ from fleet.server_config import ServerConfig
 from fleet.settings import warm_spare_enabled
 
 # Ending the replicas at a stop: their processes are killed, and what their engines started gets
-# SIGTERM and 5 s before SIGKILL (fleet.cluster.process_tree).
+# SIGTERM and 5 s before SIGKILL (fleet.cluster.worker.process_tree).
 _END_REPLICAS_S = 30.0
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 def _actor_pool_address(host: str, port: int = 0) -> str:
     # Port 0: the OS picks a free port; workers learn it from GET /v1/address (and again after
-    # a restart, fleet.cluster.supervisor_link). `--actor-port` fixes it, for firewalls.
+    # a restart, fleet.cluster.worker.supervisor_link). `--actor-port` fixes it, for firewalls.
     return f"{host}:{port}"
 
 
@@ -57,15 +57,15 @@ async def _create_pool(host: str, port: int = 0) -> Any:
     _keep_torch_out_of_this_process()
     # auto_recover off: xoscar would restart a dead replica process at its old address and
     # create its ModelActor again, unloaded, and the replica would answer 503 for ever. The
-    # worker's watch (fleet.cluster.replica_watch) reports it and the supervisor relaunches it.
+    # worker's watch (fleet.cluster.worker.replica_watch) reports it and the supervisor relaunches it.
     return await xo.create_actor_pool(_actor_pool_address(host, port), n_process=0,
                                       auto_recover=False)
 
 
 async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
-    from fleet.cluster.supervisor import SupervisorActor
+    from fleet.cluster.supervisor.actor import SupervisorActor
 
-    # The config carries the operator's launch policy (fleet.cluster.launch_policy).
+    # The config carries the operator's launch policy (fleet.cluster.supervisor.launch_policy).
     return await xo.create_actor(
         SupervisorActor, config, address=pool.external_address,
         uid=SupervisorActor.default_uid()
@@ -73,7 +73,7 @@ async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
 
 
 async def _start_worker(pool: Any, supervisor_address: str, endpoint: str | None = None) -> Any:
-    from fleet.cluster.worker import WorkerActor
+    from fleet.cluster.worker.actor import WorkerActor
 
     # `endpoint`: the supervisor's API, where the worker finds it again after it restarts.
     return await xo.create_actor(
@@ -101,7 +101,7 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
 
 async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     """`fleet local` (with_worker) or `fleet supervisor`: runs until SIGINT/SIGTERM."""
-    from fleet.api.auth import check_exposure, key_store
+    from fleet.api.auth.middleware import check_exposure, key_store
 
     check_exposure(config)
     key_store(config)  # a bad auth config file stops the start here, before any pool
@@ -148,7 +148,7 @@ async def _through_one_interrupt(cleanup: Coroutine[Any, Any, None]) -> None:
 async def _end_replicas(pool: Any) -> None:
     """The worker ends its replicas itself, with what their engines started: stopping the pool
     would end the replicas' processes and leave those."""
-    from fleet.cluster.worker import WorkerActor
+    from fleet.cluster.worker.actor import WorkerActor
 
     try:
         worker = await xo.actor_ref(address=pool.external_address, uid=WorkerActor.default_uid())
@@ -158,9 +158,9 @@ async def _end_replicas(pool: Any) -> None:
 
 
 async def _close_route_events(pool: Any) -> None:
-    """The API's long poll for route changes (fleet.cluster.route_events) answers now, rather
+    """The API's long poll for route changes (fleet.cluster.supervisor.route_events) answers now, rather
     than hang on a pool that stops under it."""
-    from fleet.cluster.supervisor import SupervisorActor
+    from fleet.cluster.supervisor.actor import SupervisorActor
 
     try:
         supervisor = await xo.actor_ref(address=pool.external_address,

@@ -40,17 +40,17 @@ class ServerConfig(BaseModel):
     # The cluster secret (fleet.cluster_secret): as given on the command line, else None until
     # the server resolves it at start (FLEET_HOME's, or a new one). Kept out of repr and logs.
     cluster_secret: str | None = Field(default=None, repr=False)
-    # API keys (fleet.api.auth): the admin keys' SHA-256 in hex, never the keys themselves
+    # API keys (fleet.api.auth.middleware): the admin keys' SHA-256 in hex, never the keys themselves
     # (the command line hashes them); the users and keys of an auth config file.
     api_key_hashes: tuple[str, ...] = ()
     auth_config: Path | None = None
     insecure_no_auth: bool = False  # serve beyond loopback without keys, knowingly
-    # Which browsers' requests the API serves (fleet.api.request_guard): Host names beyond its
+    # Which browsers' requests the API serves (fleet.api.auth.request_guard): Host names beyond its
     # own ("*": any), and the web origins allowed to call it across sites (CORS; "*": any).
     allowed_hosts: tuple[str, ...] = ()
     cors_origins: tuple[str, ...] = ()
     metrics_public: bool = False  # /metrics without a key
-    # What launches may do on a cluster reachable from the network (fleet.cluster.launch_policy):
+    # What launches may do on a cluster reachable from the network (fleet.cluster.supervisor.launch_policy):
     # read weights only under FLEET_HOME/cache and these folders, and neither run a model's own
     # Python nor set a replica's environment variables, unless allowed here.
     model_roots: tuple[Path, ...] = ()

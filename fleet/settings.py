@@ -58,13 +58,14 @@ def metrics_enabled() -> bool:
 
 def replica_channels_enabled() -> bool:
     """Streamed tokens and grouped embeddings/rerank calls travel on a socket per replica
-    (fleet.cluster.replica_channel). `FLEET_REPLICA_CHANNELS=0` has the API poll streams and send
+    (fleet.channel.replica_end). `FLEET_REPLICA_CHANNELS=0` has the API poll streams and send
     the calls over actor calls instead: for networks that let the actor port through but not
     others."""
     return _switched_on("FLEET_REPLICA_CHANNELS")
 
 
-# ---- supervision and timeouts (fleet.cluster.replica_watch, fleet.cluster.replica_supervision)
+# ---- supervision and timeouts (fleet.cluster.worker.replica_watch,
+# fleet.cluster.supervisor.replica_supervision)
 # Each is an environment variable so that tests and operators can shorten or lengthen it.
 
 

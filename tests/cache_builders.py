@@ -1,5 +1,5 @@
 """A download in a worker's weights cache, built without a hub: MiniLM's real files where
-fleet.cluster.download puts all-MiniLM-L6-v2, as huggingface_hub leaves a `local_dir` download
+fleet.cluster.weights.download puts all-MiniLM-L6-v2, as huggingface_hub leaves a `local_dir` download
 (its `.cache` metadata) and Fleet marks it complete."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fleet.catalogue.registry import builtin_families
-from fleet.cluster import download
+from fleet.cluster.weights import download
 
 MINILM = "all-MiniLM-L6-v2"
 

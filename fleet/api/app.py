@@ -8,27 +8,25 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
-from fleet.api import (
-    routes_audio,
-    routes_cache,
-    routes_embeddings,
-    routes_generation,
-    routes_images,
-    routes_management,
-    routes_overview,
-    routes_replicas,
-    routes_rerank,
-    routes_ui,
-    routes_xinference,
-)
-from fleet.api.auth import key_store, with_auth
-from fleet.api.auth_permissions import OPEN, permission_of
+from fleet.api.auth.middleware import key_store, with_auth
+from fleet.api.auth.permissions import OPEN, permission_of
+from fleet.api.auth.request_guard import guarded
 from fleet.api.cluster_handle import ClusterHandle
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
-from fleet.api.request_guard import guarded
+from fleet.api.routes import audio as routes_audio
+from fleet.api.routes import cache as routes_cache
+from fleet.api.routes import embeddings as routes_embeddings
+from fleet.api.routes import generation as routes_generation
+from fleet.api.routes import images as routes_images
+from fleet.api.routes import management as routes_management
+from fleet.api.routes import overview as routes_overview
+from fleet.api.routes import replicas as routes_replicas
+from fleet.api.routes import rerank as routes_rerank
+from fleet.api.routes import ui as routes_ui
+from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
@@ -107,7 +105,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     cluster = app.state.cluster
     front = FastJsonRoutes(app, [route.bound(cluster) for route in HOT_ROUTES])
     # Keys are checked behind the browser checks: a page that rebinds its name is refused
-    # before anything else reads its request (fleet.api.request_guard).
+    # before anything else reads its request (fleet.api.auth.request_guard).
     served = guarded(with_auth(front, app, store, config), config.host, config.allowed_hosts,
                      config.cors_origins, UPLOAD_PATHS)
     return HttpLatencyMiddleware(served, metrics) if metrics.enabled else served

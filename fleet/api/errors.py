@@ -74,7 +74,7 @@ def _allowed_methods(request: Request) -> str:
     matches the path, in the order the app tries them. Starlette names only those of the first
     route, and a template often has one route per method (GET and DELETE
     /v1/models/{model_uid})."""
-    from fleet.api.auth_permissions import app_routes  # the routes, flattened
+    from fleet.api.auth.permissions import app_routes  # the routes, flattened
 
     path = request.scope["path"]
     routes = app_routes(request.app)

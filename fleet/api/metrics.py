@@ -87,7 +87,7 @@ class FleetMetrics:
                                      "running batch.", replica, registry=r)
         self.replica_served = Gauge("fleet_replica_requests_served", "Requests the replica has "
                                     "answered since it started.", replica, registry=r)
-        # Known to the supervisor (fleet.cluster.replica_supervision); counted up to its figure
+        # Known to the supervisor (fleet.cluster.supervisor.replica_supervision); counted up to its figure
         # at each scrape.
         self.replica_restarts = Counter("fleet_replica_restarts", "Times the replica was "
                                         "launched again after its process exited or hung.",

@@ -6,7 +6,7 @@ apply, each with one error shape. This module rewrites the generated document on
 first asked for:
 - every operation lists its error statuses (ROUTE_ERRORS, plus 400 where it takes input, 413
   where it takes a body, 401 and 403 where API keys guard it), each with ErrorResponse;
-- the main endpoints' 200 answers have their schemas (fleet.api.protocol_responses), and the
+- the main endpoints' 200 answers have their schemas (fleet.api.protocol.responses), and the
   streamed ones also declare `text/event-stream`;
 - 429 declares `Retry-After` and 401 `WWW-Authenticate`, which those answers carry;
 - the request bodies' schemas are pydantic's own, with their exact numbers: FastAPI reads its
@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from fleet.api import protocol_responses as answers
+from fleet.api.protocol import responses as answers
 
 _REF = "#/components/schemas/{model}"
 _INFERENCE = (404, 429, 503)  # unknown model; its queue is full; not ready, or its engine failed
@@ -43,7 +43,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/cluster/info"): (),
     ("GET", "/v1/workers"): (),
     ("GET", "/v1/models"): (),
-    # 403: a launch option the operator did not allow (fleet.cluster.launch_policy); 503: the
+    # 403: a launch option the operator did not allow (fleet.cluster.supervisor.launch_policy); 503: the
     # engine could not load the model, or its worker is gone.
     ("POST", "/v1/models"): (403, 503),
     ("GET", "/v1/models/estimate"): (403,),
@@ -79,7 +79,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/cache/models"): (),
     ("GET", "/v1/cache/models/files"): (),
     ("DELETE", "/v1/cache/models"): (404, 409),  # 409: a running model reads it
-    ("GET", "/v1/cluster/overview"): (),  # the web UI's (fleet.api.routes_overview)
+    ("GET", "/v1/cluster/overview"): (),  # the web UI's (fleet.api.routes.overview)
     ("GET", "/v1/auth/me"): (),
     ("GET", "/v1/engines"): (),
 }
@@ -144,7 +144,7 @@ def multipart_body(form: type[BaseModel], files: dict[str, FileField]) -> dict[s
     """The OpenAPI description (`openapi_extra`) of a multipart route's body: the form model's
     text fields, as the form is validated (no others: the forms refuse unknown fields), and its
     files, none empty. These routes read the form themselves, since clients name their files
-    differently (fleet.api.image_uploads, fleet.api.audio_uploads)."""
+    differently (fleet.api.protocol.image_uploads, fleet.api.protocol.audio_uploads)."""
     schema = form.model_json_schema()
     properties = {name: _form_field(field) for name, field in schema["properties"].items()}
     for name, file in files.items():

@@ -7,11 +7,11 @@ the API in the same turn of its event loop, for the same model, leave as one mes
 both processes (serialising, a socket write and read, an actor dispatch); under load that was a
 tenth of the API's CPU per request, taken from the engine on a small machine. A lone request
 waits for nothing: its group closes at the end of the turn it arrived in. Groups travel on the
-replica's channel where there is one (see fleet.cluster.replica_channel for why), else as
+replica's channel where there is one (see fleet.channel.replica_end for why), else as
 actor calls.
 
 Faults: the cached routes follow the supervisor's route events (a long poll, see
-fleet.cluster.route_events), so a replica that stops being ready (its process died, it is
+fleet.cluster.supervisor.route_events), so a replica that stops being ready (its process died, it is
 draining) leaves them as soon as the supervisor knows, and a new one joins them; nothing is
 asked per request. Before that, a request whose replica turns out to be gone (its connection
 broke, the process is not there) is sent once more to another ready replica: every call made
@@ -33,8 +33,8 @@ import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
 from fleet.api.metrics import FleetMetrics
-from fleet.api.replica_channels import ReplicaChannels, StreamInbox
 from fleet.api.streams import Replica, ReplicaStream
+from fleet.channel.api_end import ReplicaChannels, StreamInbox
 from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
 from fleet.messages import GenerationCall, StreamStarted
@@ -46,7 +46,7 @@ logger = logging.getLogger(__name__)
 # (An engine's own OSError must not count: it would be retried and reported as unreachable.)
 _STALE_ROUTE_ERRORS = (ActorNotExist, ServerClosed, ConnectionError)
 # A replica found gone is avoided this long, or until the supervisor's next word on the model:
-# longer than the supervisor takes to notice (fleet.cluster.replica_watch).
+# longer than the supervisor takes to notice (fleet.cluster.worker.replica_watch).
 SUSPECT_FOR_S = 10.0
 _WATCH_TIMEOUT_S = 30.0
 

@@ -12,7 +12,7 @@ from typing import Any
 from xoscar.errors import ServerClosed
 
 from fleet.api.metrics import FleetMetrics
-from fleet.api.replica_channels import StreamInbox
+from fleet.channel.api_end import StreamInbox
 from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
 from fleet.messages import StreamFrame

@@ -55,7 +55,7 @@ _cluster_secret = click.option(
 
 def _hash_api_keys(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple:
     """Keys become their SHA-256 as they are read: the plain key goes no further."""
-    from fleet.api.auth_keys import check_key_text, hash_key
+    from fleet.api.auth.keys import check_key_text, hash_key
 
     try:
         return tuple(hash_key(check_key_text(key)) for key in keys)
@@ -99,7 +99,7 @@ def _api_options(command: Any) -> Any:
 
 def _launch_policy_options(command: Any) -> Any:
     """What launches may do when the API is reachable from the network: the operator's choice
-    (fleet.cluster.launch_policy). On loopback every launch keeps today's freedom."""
+    (fleet.cluster.supervisor.launch_policy). On loopback every launch keeps today's freedom."""
     options = [
         click.option("--model-root", "model_roots", multiple=True, envvar="FLEET_MODEL_ROOTS",
                      type=click.Path(file_okay=False, resolve_path=True, path_type=Path),

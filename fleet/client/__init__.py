@@ -189,7 +189,7 @@ class Client:
 
     def list_cached_models(self, model_name: str | None = None,
                            worker_ip: str | None = None) -> list[dict[str, Any]]:
-        """Every worker's cached models (fields in fleet.api.routes_cache), or those of one
+        """Every worker's cached models (fields in fleet.api.routes.cache), or those of one
         model name, or of the worker(s) at `worker_ip`."""
         return self.cache_listing(model_name, worker_ip)["list"]
 

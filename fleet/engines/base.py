@@ -27,7 +27,7 @@ from fleet.install_hint import pip_install_extra
 @dataclass(frozen=True)
 class MemoryProfile:
     """What an engine adds to a model's weights and KV cache: the inputs of the will-it-fit
-    estimate (fleet/cluster/memory_estimate.py)."""
+    estimate (fleet/cluster/supervisor/memory_estimate.py)."""
 
     # The runtime itself: its libraries in the replica's process, work buffers, and on a GPU the
     # CUDA context. Measured as the resident memory of a replica process before any weights.
@@ -204,7 +204,7 @@ class RerankEngine(Protocol):
 
 class BaseLLMEngine(Protocol):
     """What every chat/completion engine gives the replica's LLM service
-    (fleet.cluster.llm_service): it renders prompts with the family's (or `chat_template`, the
+    (fleet.cluster.replica.services.llm): it renders prompts with the family's (or `chat_template`, the
     model's own) template and `template_tokens`, tokenizes them with `encode`, and checks
     requests against `context_length` (per sequence) and `vocab_size`. These prompt-side members
     are called off the engine thread (a request is prepared in a thread of its own while others
@@ -240,7 +240,7 @@ class BaseLLMEngine(Protocol):
 
 
 class StepwiseLLMEngine(BaseLLMEngine, Protocol):
-    """An engine that Fleet schedules: fleet.cluster.generation_scheduler.GenerationScheduler
+    """An engine that Fleet schedules: fleet.cluster.replica.generation_scheduler.GenerationScheduler
     owns the running batch and calls, on the engine thread only, `prefill` (new sequences join
     the batch, their first token sampled), `decode` (one more token for every running sequence,
     in the order they joined) and `release` (finished or cancelled sequences leave). Sampling,

@@ -9,7 +9,7 @@ before the request queues and handed to vLLM's llguidance backend as the same La
 
 vLLM runs its model in an engine-core process of its own, with a worker process per GPU (one on
 a CPU), started at load. They outlive the replica's process unless someone ends them: the worker
-does, with the replica (fleet.cluster.process_tree).
+does, with the replica (fleet.cluster.worker.process_tree).
 
 Placement: on CUDA the launch's GPUs (CUDA_VISIBLE_DEVICES, set by the worker) are the tensor
 parallel group, and vLLM may take the share of each GPU's memory that was free when it loaded

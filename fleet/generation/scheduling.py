@@ -1,6 +1,6 @@
 """What a replica hands to a generation scheduler, and what it expects back, shared by every
 scheduler: Fleet's own continuous-batching loop for step-wise engines
-(fleet.cluster.generation_scheduler) and the schedulers that engines bring themselves (llama.cpp's
+(fleet.cluster.replica.generation_scheduler) and the schedulers that engines bring themselves (llama.cpp's
 server batches its parallel slots on its own).
 
 A scheduler streams events per request through `request.deliver` (fleet.messages): a TokenEvent

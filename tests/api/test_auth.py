@@ -19,11 +19,11 @@ import pytest
 from click.testing import CliRunner
 
 from fleet.api.app import create_app
-from fleet.api.auth import AuthMiddleware, check_exposure, with_auth
-from fleet.api.auth_keys import KeyStore, hash_key, read_auth_config
-from fleet.api.auth_permissions import ANY_KEY, OPEN, ROUTE_PERMISSIONS, RouteRules, app_routes
+from fleet.api.auth.keys import KeyStore, hash_key, read_auth_config
+from fleet.api.auth.middleware import AuthMiddleware, check_exposure, with_auth
+from fleet.api.auth.permissions import ANY_KEY, OPEN, ROUTE_PERMISSIONS, RouteRules, app_routes
 from fleet.api.fast_routes import FastJsonRoutes, FastRoute
-from fleet.api.protocol import EmbeddingRequest
+from fleet.api.protocol.bodies import EmbeddingRequest
 from fleet.cluster_secret import timed_proof
 from fleet.errors import BadRequest
 from fleet.server_config import ServerConfig
@@ -293,6 +293,6 @@ def test_a_network_address_without_keys_is_refused_unless_insecure_is_asked(capl
         with pytest.raises(BadRequest) as refused:
             check_exposure(ServerConfig(host=host))
         assert "--api-key" in refused.value.message and "--insecure-no-auth" in refused.value.message
-    with caplog.at_level(logging.WARNING, logger="fleet.api.auth"):
+    with caplog.at_level(logging.WARNING, logger="fleet.api.auth.middleware"):
         check_exposure(ServerConfig(host="0.0.0.0", insecure_no_auth=True))
     assert "WITHOUT API KEYS" in caplog.text

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 
 from fleet.api.body_parsing import INLINE_MAX_BYTES, _Helper, parse_body
-from fleet.api.protocol import EmbeddingRequest
+from fleet.api.protocol.bodies import EmbeddingRequest
 from fleet.errors import BadRequest, PayloadTooLarge
 
 

@@ -13,8 +13,8 @@ import xoscar as xo
 
 from fleet.api.metrics import FleetMetrics
 from fleet.api.routing import ReplicaRouter
-from fleet.cluster.model_actor import ModelActor
-from fleet.cluster.replica_channel import ReplicaChannelServer
+from fleet.channel.replica_end import ReplicaChannelServer
+from fleet.cluster.replica.model_actor import ModelActor
 from fleet.errors import BadRequest
 
 

@@ -14,8 +14,8 @@ from starlette.testclient import TestClient
 
 from fleet.api.app import create_app
 from fleet.api.image_files import ImageFileStore
-from fleet.api.image_uploads import image_kind
-from fleet.api.protocol_images import ImageOptions, parse_size, split_options
+from fleet.api.protocol.image_uploads import image_kind
+from fleet.api.protocol.images import ImageOptions, parse_size, split_options
 from fleet.api.request_progress import RequestTable
 from fleet.errors import BadRequest, NotFound
 

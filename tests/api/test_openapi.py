@@ -13,8 +13,8 @@ import pytest
 from starlette.testclient import TestClient
 
 from fleet.api.app import create_app
-from fleet.api.auth_keys import hash_key
-from fleet.api.auth_permissions import app_routes
+from fleet.api.auth.keys import hash_key
+from fleet.api.auth.permissions import app_routes
 from fleet.api.openapi import ROUTE_ERRORS
 from fleet.server_config import ServerConfig
 

@@ -1,5 +1,5 @@
 """The request models take what their JSON schema allows and refuse the rest, with one line that
-says what is wrong (fleet.api.protocol_fields, fleet.api.errors): integers as JSON Schema reads
+says what is wrong (fleet.api.protocol.fields, fleet.api.errors): integers as JSON Schema reads
 them (2 and 2.0, never true or "2"), booleans that are booleans, nothing empty that an engine
 must read, a registration's family read at the edge, and unsupported fields null or absent."""
 
@@ -11,8 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from fleet.api.errors import error_reply
-from fleet.api.protocol import EmbeddingRequest, RegisterRequest, RerankRequest
-from fleet.api.protocol_generation import ChatCompletionRequest, CompletionRequest
+from fleet.api.protocol.bodies import EmbeddingRequest, RegisterRequest, RerankRequest
+from fleet.api.protocol.generation import ChatCompletionRequest, CompletionRequest
 from fleet.errors import BadRequest, validation_message
 
 HELLO = [{"role": "user", "content": "hi"}]

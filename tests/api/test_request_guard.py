@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from fleet.api.request_guard import HostRule, RequestGuard, guarded, host_name
+from fleet.api.auth.request_guard import HostRule, RequestGuard, guarded, host_name
 
 
 @pytest.mark.parametrize(("header", "name"), [

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from fleet.api.app import create_app
-from fleet.api.auth_keys import hash_key
+from fleet.api.auth.keys import hash_key
 from fleet.server_config import ServerConfig
 from fleet.ui import STATIC_DIR
 

@@ -13,10 +13,10 @@ import orjson
 
 from fleet.api.errors import error_reply
 from fleet.api.metrics import FleetMetrics
-from fleet.api.replica_channels import StreamInbox
-from fleet.api.routes_audio import _speech_events, _transcript_events
-from fleet.api.routes_generation import _Envelope, _events
+from fleet.api.routes.audio import _speech_events, _transcript_events
+from fleet.api.routes.generation import _Envelope, _events
 from fleet.api.streams import Replica, ReplicaStream
+from fleet.channel.api_end import StreamInbox
 from fleet.errors import BadRequest, Unavailable
 from fleet.messages import StreamError, StreamFrame, Usage
 
@@ -142,7 +142,7 @@ def test_a_polled_stream_also_gets_its_text_before_the_error():
     """Streams polled from the replica (replica channels off): the same order."""
     from types import SimpleNamespace
 
-    from fleet.cluster.llm_service import LLMService, _Stream
+    from fleet.cluster.replica.services.llm import LLMService, _Stream
 
     async def run() -> list[Any]:
         failure = StreamError.of(Unavailable("the engine failed: RuntimeError: boom"))

@@ -141,7 +141,7 @@ def test_every_cache_folder_of_a_family_fits_in_a_file_name(tmp_path):
 
 def test_the_cache_folder_is_named_as_the_check_measured_it():
     from fleet.catalogue.safe_names import cache_folder_name
-    from fleet.cluster.download import cache_folder
+    from fleet.cluster.weights.download import cache_folder
 
     family = builtin_families("LLM")["smollm2-instruct"]
     spec, quantization = select_spec(family, "gguf", "0_135", "Q4_1")

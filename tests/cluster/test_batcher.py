@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from fleet.cluster.batcher import DynamicBatcher
+from fleet.cluster.replica.batcher import DynamicBatcher
 from fleet.errors import TooManyRequests
 
 RUN_S = 0.04  # what one engine call takes here

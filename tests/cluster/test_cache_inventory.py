@@ -1,6 +1,6 @@
 """A worker's weights cache: listing (sizes, files, what the catalogue says it holds), hostile
 model_version values, refusal while a replica reads an entry, removal; and the supervisor's
-view over several workers' caches (fleet.cluster.cache_admin)."""
+view over several workers' caches (fleet.cluster.supervisor.cache_admin)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from fleet.catalogue.registry import Catalogue, builtin_families
-from fleet.cluster import cache_admin, download
-from fleet.cluster.cache_inventory import WorkerCache, check_model_version, scan
-from fleet.cluster.records import WorkerRecord
+from fleet.cluster.supervisor import cache_admin
+from fleet.cluster.supervisor.records import WorkerRecord
+from fleet.cluster.weights import download
+from fleet.cluster.weights.cache_inventory import WorkerCache, check_model_version, scan
 from fleet.engines.launch_options import SentenceTransformersEmbeddingOptions
 from fleet.errors import BadRequest, Conflict, NotFound
 from fleet.messages import ReplicaLaunch

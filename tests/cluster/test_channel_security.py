@@ -14,10 +14,12 @@ import msgpack
 import numpy as np
 import pytest
 
-from fleet.api.replica_channels import ReplicaChannel
-from fleet.cluster import channel_auth, channel_codec, channel_sender
-from fleet.cluster.channel_codec import FrameSplitter, encode_frame, encode_packed_frame, read_frame
-from fleet.cluster.replica_channel import ReplicaChannelServer
+from fleet.channel import auth as channel_auth
+from fleet.channel import codec as channel_codec
+from fleet.channel import sender as channel_sender
+from fleet.channel.api_end import ReplicaChannel
+from fleet.channel.codec import FrameSplitter, encode_frame, encode_packed_frame, read_frame
+from fleet.channel.replica_end import ReplicaChannelServer
 from fleet.errors import FleetError, TooManyRequests
 
 SECRET = "a-test-cluster-secret-0123456789"

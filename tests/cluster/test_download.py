@@ -6,7 +6,7 @@ import time
 import pytest
 
 from fleet.catalogue.registry import builtin_families
-from fleet.cluster import download
+from fleet.cluster.weights import download
 from fleet.errors import BadRequest, LaunchFailed
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from fleet.catalogue.registry import parse_family
-from fleet.cluster.generation_scheduler import GenerationScheduler
+from fleet.cluster.replica.generation_scheduler import GenerationScheduler
 from fleet.engines.transformers_llm import TransformersLLM
 from fleet.errors import TooManyRequests
 from fleet.generation.params import SamplingParams

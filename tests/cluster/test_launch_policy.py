@@ -11,9 +11,9 @@ from pydantic import ValidationError
 
 from fleet.catalogue.registry import Catalogue, builtin_families, parse_family
 from fleet.catalogue.schemas import ModelSpec
-from fleet.cluster import download, weights_info
-from fleet.cluster.launch_plan import checked_request, plan_launch
-from fleet.cluster.launch_policy import LaunchPolicy
+from fleet.cluster.supervisor.launch_plan import checked_request, plan_launch
+from fleet.cluster.supervisor.launch_policy import LaunchPolicy
+from fleet.cluster.weights import download, weights_info
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest, Forbidden
 from fleet.paths import inside, within

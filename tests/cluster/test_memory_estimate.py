@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from fleet.catalogue.registry import parse_family
-from fleet.cluster.memory_estimate import MIB, estimate_memory, human
-from fleet.cluster.weights_info import infer_model_format, inspect_weights, safetensors_params
+from fleet.cluster.supervisor.memory_estimate import MIB, estimate_memory, human
+from fleet.cluster.weights.weights_info import infer_model_format, inspect_weights, safetensors_params
 from fleet.engines.registry import engine_by_name
 from fleet.errors import BadRequest
 from fleet.gguf_metadata import read_gguf_metadata, trained_context

@@ -8,9 +8,9 @@ import time
 import pytest
 
 from fleet.catalogue.registry import parse_family
-from fleet.cluster.memory_estimate import GIB, MIB, MemoryEstimate
-from fleet.cluster.placement import Demand, place_replicas, worker_room
-from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.cluster.supervisor.memory_estimate import GIB, MIB, MemoryEstimate
+from fleet.cluster.supervisor.placement import Demand, place_replicas, worker_room
+from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.errors import InsufficientMemory
 
 

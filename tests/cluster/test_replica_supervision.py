@@ -10,9 +10,9 @@ import time
 import pytest
 
 from fleet.catalogue.registry import parse_family
-from fleet.cluster.cluster_state import ClusterState
-from fleet.cluster.records import ModelRecord, ReplicaRecord, WorkerRecord
-from fleet.cluster.replica_supervision import ReplicaSupervision, backoff_s
+from fleet.cluster.supervisor.cluster_state import ClusterState
+from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.cluster.supervisor.replica_supervision import ReplicaSupervision, backoff_s
 from fleet.errors import InsufficientMemory, LaunchFailed
 
 

@@ -4,7 +4,7 @@ process from answering for seconds; killing it there failed good launches)."""
 
 from __future__ import annotations
 
-from fleet.cluster.replica_watch import _Watched
+from fleet.cluster.worker.replica_watch import _Watched
 
 
 def test_a_ready_replica_is_hung_after_its_misses_in_a_row(monkeypatch):
@@ -37,7 +37,7 @@ def test_a_sigstopped_process_is_seen_stopped():
     import sys
     import time
 
-    from fleet.cluster.replica_watch import _stopped
+    from fleet.cluster.worker.replica_watch import _stopped
 
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:

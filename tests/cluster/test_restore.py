@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from fleet.catalogue.registry import Catalogue
-from fleet.cluster.cluster_state import ClusterState
-from fleet.cluster.model_store import ModelStore, StateNotSaved
-from fleet.cluster.restore import Restorer
+from fleet.cluster.supervisor.cluster_state import ClusterState
+from fleet.cluster.supervisor.model_store import ModelStore, StateNotSaved
+from fleet.cluster.supervisor.restore import Restorer
 from fleet.errors import BadRequest, Unavailable
 
 MINILM = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": "good"}

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from fleet.api.auth_permissions import ANY_KEY, OPEN, ROUTE_PERMISSIONS
+from fleet.api.auth.permissions import ANY_KEY, OPEN, ROUTE_PERMISSIONS
 from fleet.client import Client, FleetClientError
 from fleet.cluster_secret import timed_proof
 from tests.conftest import FleetProcess, free_port

@@ -30,9 +30,9 @@ import xoscar as xo
 from xoscar.serialization._security import pack_manifest, sign_buffers
 
 from fleet import actor_handshake, cluster_secret
+from fleet.channel import auth as channel_auth
+from fleet.channel.codec import encode_frame
 from fleet.client import Client
-from fleet.cluster import channel_auth
-from fleet.cluster.channel_codec import encode_frame
 from fleet.errors import BadRequest
 from fleet.worker_join import ADDRESS_PURPOSE, WORKER_PROOF_HEADER, check_admitted
 from tests.conftest import FleetProcess, free_port

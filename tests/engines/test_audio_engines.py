@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 
 from fleet.admission import RequestLimits
-from fleet.api.transcript_formats import srt, verbose_json, vtt
+from fleet.api.protocol.transcript_formats import srt, verbose_json, vtt
 from fleet.catalogue.registry import builtin_families, parse_family
-from fleet.cluster.speech_service import SpeechService, pick_voice
-from fleet.cluster.transcription_service import TranscriptionService
-from fleet.cluster.weights_info import infer_model_format
+from fleet.cluster.replica.services.speech import SpeechService, pick_voice
+from fleet.cluster.replica.services.transcription import TranscriptionService
+from fleet.cluster.weights.weights_info import infer_model_format
 from fleet.engines.audio_codec import SPEECH_FORMATS, decode_audio, encode_speech
 from fleet.engines.faster_whisper_stt import FasterWhisperTranscription
 from fleet.engines.launch_options import FasterWhisperOptions, PiperOptions

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 
 from fleet.catalogue.schemas import ImageFamily
-from fleet.cluster import image_service
-from fleet.cluster.image_service import ImageService
+from fleet.cluster.replica.services import image as image_service
+from fleet.cluster.replica.services.image import ImageService
 from fleet.engines.base import ImageJob
 from fleet.engines.diffusers_image import DiffusersImage, single_file_pipeline
 from fleet.engines.launch_options import DiffusersImageOptions, validate_options

@@ -38,7 +38,7 @@ def _family(model_type: str, **fields: Any) -> BaseFamily:
 
 
 def _build(engine_name: str, model_type: str, options: dict[str, Any], **family: Any) -> Any:
-    """The engine as a replica builds it (fleet.cluster.model_actor), on files that do not
+    """The engine as a replica builds it (fleet.cluster.replica.model_actor), on files that do not
     exist: building must not read them."""
     engine = engine_by_name(engine_name)
     return engine.load_class(model_type)("/nonexistent/weights", _family(model_type, **family),

@@ -19,11 +19,11 @@ IMPLEMENTATIONS = [(engine, model_type) for engine in ENGINES
 # engine calls, the replica's LLM scheduler, and the remote-code switch of fleet.engines.base.
 _SHARED_READERS = {"engine_options(": "fleet.engines.llamacpp_server",
                    "wants_remote_code(": "fleet.engines.base"}
-_LLM_SERVICE = "fleet.cluster.llm_service"
+_LLM_SERVICE = "fleet.cluster.replica.services.llm"
 # Replica services that read launch options of the engines they serve (batch sizes).
-_SERVICE_READERS = {("diffusers", "image"): "fleet.cluster.image_service",
-                    ("faster-whisper", "audio"): "fleet.cluster.transcription_service",
-                    ("transformers", "audio"): "fleet.cluster.transcription_service"}
+_SERVICE_READERS = {("diffusers", "image"): "fleet.cluster.replica.services.image",
+                    ("faster-whisper", "audio"): "fleet.cluster.replica.services.transcription",
+                    ("transformers", "audio"): "fleet.cluster.replica.services.transcription"}
 _READ = re.compile(r"""kwargs\.get\(\s*["'](\w+)["']|options\.get\(\s*["'](\w+)["']"""
                    # a typed model's fields (fleet.engines.vllm_llm), not its methods
                    r"""|(?<!\w)_?options\.(?!get\b)([a-z_]+)\b(?!\()""")

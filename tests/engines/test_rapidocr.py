@@ -13,8 +13,8 @@ import pytest
 from PIL import Image, ImageDraw, ImageFont
 
 from fleet.catalogue.registry import builtin_families
-from fleet.cluster.download import resolve_weights
-from fleet.cluster.ocr_service import OCRService, check_ocr_options
+from fleet.cluster.replica.services.ocr import OCRService, check_ocr_options
+from fleet.cluster.weights.download import resolve_weights
 from fleet.engines.launch_options import RapidOCROptions
 from fleet.engines.rapidocr_ocr import RapidOCREngine
 from fleet.engines.registry import pick_engine

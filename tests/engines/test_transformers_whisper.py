@@ -18,8 +18,8 @@ import pytest
 
 from fleet.catalogue.registry import parse_family
 from fleet.catalogue.schemas import BaseFamily
-from fleet.cluster.transcription_service import TranscriptionService
-from fleet.cluster.weights_info import infer_model_format
+from fleet.cluster.replica.services.transcription import TranscriptionService
+from fleet.cluster.weights.weights_info import infer_model_format
 from fleet.engines.audio_codec import decode_audio, encode_speech
 from fleet.engines.base import TranscriptionEngine
 from fleet.engines.launch_options import TransformersWhisperOptions

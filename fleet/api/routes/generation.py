@@ -1,0 +1,121 @@
+"""POST /v1/chat/completions and /v1/completions, whole or streamed as server-sent events.
+
+The replica does the work and returns OpenAI choice objects; this layer adds the envelope
+(id, object, created, model), frames the stream, and cancels generation when the client leaves."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import orjson
+from fastapi import APIRouter
+
+from fleet.api.errors import stream_error
+from fleet.api.fast_routes import EventStream
+from fleet.api.hot_routes import HotRoute
+from fleet.api.protocol.generation import ChatCompletionRequest, CompletionRequest
+from fleet.api.streams import ReplicaStream
+from fleet.messages import GenerationResult, Usage
+
+if TYPE_CHECKING:
+    from fleet.api.cluster_handle import ClusterHandle
+
+router = APIRouter()
+
+_OBJECTS = {"chat": ("chat.completion", "chat.completion.chunk", "chatcmpl-"),
+            "completion": ("text_completion", "text_completion", "cmpl-")}
+
+
+def _usage_tokens(result: GenerationResult) -> tuple[int, int]:
+    return result.usage.prompt_tokens, result.usage.completion_tokens
+
+
+def _usage(usage: Usage | None) -> dict[str, int] | None:
+    return None if usage is None else msgspec.structs.asdict(usage)
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+class _Envelope:
+    def __init__(self, kind: str, model: str):
+        self.kind = kind
+        self.whole, self.chunk, prefix = _OBJECTS[kind]
+        self.id = prefix + uuid.uuid4().hex
+        self.created = int(time.time())
+        self.model = model
+
+    def wrap(self, obj: str, **fields: Any) -> dict[str, Any]:
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
+                "system_fingerprint": None, **fields}
+
+
+async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | CompletionRequest,
+                     kind: str) -> bytes | EventStream:
+    """The answer to one chat ("chat") or completion ("completion") request: the whole JSON,
+    or the stream (served by fleet.api.fast_routes)."""
+    endpoint = "chat_completions" if kind == "chat" else "completions"
+    envelope = _Envelope(kind, body.model)
+    call = body.generation_call()
+    if not body.stream:
+        result: GenerationResult = await cluster.router.call(body.model, endpoint, "generate",
+                                                             call, tokens=_usage_tokens)
+        payload = envelope.wrap(envelope.whole, choices=result.choices, usage=_usage(result.usage))
+        return orjson.dumps(payload)
+    stream = await cluster.router.open_stream(body.model, endpoint, call)
+    return EventStream(_events(stream, envelope, body.n, body.include_usage))
+
+
+async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
+                  include_usage: bool) -> AsyncGenerator[bytes, None]:
+    usage_field = {"usage": None} if include_usage else {}
+    try:
+        if envelope.kind == "chat":
+            # OpenAI opens each choice with the role before any content.
+            for index in range(n):
+                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[
+                    {"index": index, "delta": {"role": "assistant", "content": ""},
+                     "logprobs": None, "finish_reason": None}]))
+        while True:
+            polled = await stream.next()
+            for choice in polled.chunks:
+                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[choice]))
+            if polled.done:
+                usage = polled.usage
+                stream.finished(usage.completion_tokens if usage is not None else 0)
+                if include_usage:
+                    yield _event(envelope.wrap(envelope.chunk, choices=[], usage=_usage(usage)))
+                yield b"data: [DONE]\n\n"
+                return
+    except Exception as exc:
+        # Headers are gone already: the error travels as an event, the way OpenAI sends it. A
+        # replica that died or hung is a FleetError already (ReplicaStream.next); anything
+        # else is Fleet's own fault, an internal error as it would be before the headers.
+        event = stream_error(exc)
+        stream.failed(event["error"]["type"])
+        yield _event(event)
+        yield b"data: [DONE]\n\n"
+    finally:
+        stream.abandon()  # a no-op after a normal end; cancels generation if the client left
+
+
+async def chat(cluster: ClusterHandle, body: ChatCompletionRequest) -> bytes | EventStream:
+    return await generation(cluster, body, "chat")
+
+
+async def completion(cluster: ClusterHandle, body: CompletionRequest) -> bytes | EventStream:
+    return await generation(cluster, body, "completion")
+
+
+# A client that leaves cancels its answer, and the replica stops generating for it.
+CHAT = HotRoute("/v1/chat/completions", ChatCompletionRequest, chat,
+                name="create_chat_completion", watch_disconnect=True)
+COMPLETION = HotRoute("/v1/completions", CompletionRequest, completion,
+                      name="create_completion", watch_disconnect=True)
+CHAT.declare(router)
+COMPLETION.declare(router)

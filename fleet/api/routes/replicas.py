@@ -1,0 +1,53 @@
+"""Scaling a running model: Xinference's replica routes, with its request and answer shapes.
+
+`POST /v1/models/{uid}/replicas` adds `replica` replicas (default 1) and answers, once they are
+ready, `{"replica_id", "replica_model_uid", "worker_address"}` for one, or
+`{"replica": n, "replicas": [...]}` for several. `DELETE /v1/models/{uid}/replicas/{replica_id}`
+drains and ends one replica and answers `{"remaining_replicas": n}`; removing the last one
+terminates the model, as in Xinference."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from fleet.limits import MAX_REPLICAS
+
+router = APIRouter()
+
+
+class AddReplicasRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    replica: StrictInt = Field(default=1, ge=1, le=MAX_REPLICAS)
+    # Xinference's per-replica overrides: accepted when they match the model
+    # (fleet.cluster.supervisor.scaling)
+    model_engine: str | None = None
+    n_gpu: StrictInt | str | None = None
+    replica_config: dict[str, Any] | list[dict[str, Any]] | None = None
+
+
+@router.post("/v1/models/{model_uid}/replicas")
+async def add_model_replica(request: Request, model_uid: str,
+                            body: AddReplicasRequest | None = None) -> dict[str, Any]:
+    body = body or AddReplicasRequest()
+    cluster = request.app.state.cluster
+    overrides = body.model_dump(exclude={"replica"}, exclude_none=True)
+    added = await cluster.supervisor.add_model_replicas(model_uid, body.replica, overrides)
+    cluster.router.invalidate(model_uid)
+    if body.replica == 1:
+        return added[0]
+    return {"replica": body.replica, "replicas": added}
+
+
+@router.delete("/v1/models/{model_uid}/replicas/{replica_id}")
+async def terminate_model_replica(request: Request, model_uid: str,
+                                  replica_id: int) -> dict[str, int]:
+    cluster = request.app.state.cluster
+    remaining = await cluster.supervisor.terminate_model_replica(model_uid, replica_id)
+    cluster.router.invalidate(model_uid)
+    if remaining == 0:
+        cluster.metrics.forget_model(model_uid)
+    return {"remaining_replicas": remaining}

@@ -1,0 +1,186 @@
+"""Where replicas go: spread over workers, fewest replicas first, then most free memory, among
+the workers with room for them.
+
+Room is the memory a replica would use on a worker: the free memory of the GPU(s) the worker
+would give it (GPUs are owned by one replica at a time, see WorkerActor._assign_gpus), else its
+available RAM, less what is promised to replicas still loading there (their memory is not all
+taken yet). A replica that became ready after the worker's last report counts as promised
+too, until the next heartbeat shows its memory as used."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fleet.cluster.supervisor.memory_estimate import MemoryEstimate, human
+from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
+from fleet.errors import BadRequest, InsufficientMemory, Unavailable
+from fleet.limits import MAX_REPLICAS
+
+
+@dataclass(frozen=True)
+class Demand:
+    """What one replica asks of a worker."""
+
+    model_name: str
+    # The estimate for a device ("cpu" or "cuda"); None where memory is not checked.
+    estimate: Callable[[str], MemoryEstimate | None] | None = None
+    n_gpu: Any = "auto"
+    gpu_idx: Any = None
+    needs_gpu: bool = False
+
+
+@dataclass(frozen=True)
+class Room:
+    """What a worker can give one replica."""
+
+    address: str
+    device: str  # "cpu" or "cuda"
+    free: int  # bytes
+    where: str  # "RAM", "GPU 0", "GPUs 0,1"
+    problem: str | None = None  # why it cannot take the replica whatever its size
+
+    def fits(self, need: MemoryEstimate | None) -> bool:
+        """Whether a replica needing `need` (None: not checked) can go here."""
+        return self.problem is None and (need is None or not need.checkable
+                                         or need.total <= self.free)
+
+    def describe(self) -> str:
+        if self.problem:
+            return f"worker {self.address} {self.problem}"
+        return f"worker {self.address} has {human(self.free)} free ({self.where})"
+
+
+@dataclass(frozen=True)
+class Placement:
+    worker: WorkerRecord
+    device: str
+    memory_bytes: int  # the estimate it was placed with (0 when unchecked)
+
+
+def _promised(replica: ReplicaRecord, worker: WorkerRecord) -> bool:
+    if replica.state == "launching":
+        return True
+    return replica.state == "ready" and (replica.ready_at or 0) > worker.last_heartbeat
+
+
+def wants_gpu(n_gpu: Any, gpu_idx: Any = None) -> bool:
+    """Whether a launch takes a GPU where there is one (n_gpu "auto" does)."""
+    return gpu_idx is not None or n_gpu not in (None, 0, "0")
+
+
+def worker_room(worker: WorkerRecord, models: Iterable[ModelRecord], demand: Demand,
+                pending: Sequence[Placement] = ()) -> Room:
+    """The room `worker` has for one more replica, given the replicas placed already and the
+    ones of this launch placed just before (`pending`)."""
+    here = [r for m in models for r in m.replicas
+            if r.worker_address == worker.address and r.state in ("launching", "ready")]
+    mine = [p for p in pending if p.worker.address == worker.address]
+    gpus = worker.resources.get("gpus") or []
+    if gpus and wants_gpu(demand.n_gpu, demand.gpu_idx):
+        return _gpu_room(worker, gpus, here, mine, demand)
+    if demand.needs_gpu:
+        return Room(worker.address, "cuda", 0, "", "has no GPU")
+    if demand.gpu_idx is not None or demand.n_gpu not in (None, 0, "0", "auto"):
+        return Room(worker.address, "cuda", 0, "", f"has no GPU (n_gpu={demand.n_gpu} was asked)")
+    promised = sum(r.memory_bytes for r in here if r.device == "cpu" and _promised(r, worker))
+    promised += sum(p.memory_bytes for p in mine if p.device == "cpu")
+    free = int(worker.resources.get("memory_available", 0)) - promised
+    return Room(worker.address, "cpu", max(0, free), "RAM")
+
+
+def _gpu_room(worker: WorkerRecord, gpus: list[dict[str, Any]], here: list[ReplicaRecord],
+              mine: list[Placement], demand: Demand) -> Room:
+    taken = {g for r in here for g in r.gpus}
+    # Replicas still starting may not have their GPUs yet: each will take (at least) one.
+    unassigned = sum(1 for r in here if r.device == "cuda" and not r.gpus) + len(mine)
+    free = sorted((g for g in gpus if g["index"] not in taken),
+                  key=lambda g: -int(g.get("memory_free", 0)))
+    if demand.gpu_idx is not None:
+        wanted = [demand.gpu_idx] if isinstance(demand.gpu_idx, int) else list(demand.gpu_idx)
+        chosen = [g for g in free if g["index"] in wanted]
+        if len(chosen) < len(wanted):
+            return Room(worker.address, "cuda", 0, "", f"has GPU(s) {wanted} taken or missing")
+    else:
+        count = 1 if demand.n_gpu == "auto" else int(demand.n_gpu)
+        free = free[unassigned:]
+        if len(free) < count:
+            return Room(worker.address, "cuda", 0, "",
+                        f"has {len(free)} free GPU(s) of {len(gpus)}, {count} needed")
+        chosen = free[:count]
+    label = ",".join(str(g["index"]) for g in chosen)
+    where = f"GPU{'s' if len(chosen) > 1 else ''} {label}"
+    return Room(worker.address, "cuda", sum(int(g.get("memory_free", 0)) for g in chosen), where)
+
+
+def workers_at(workers: list[WorkerRecord], worker_ip: str | None) -> list[WorkerRecord]:
+    """The workers a launch may use: those at `worker_ip` (an address or a host) if it names one."""
+    if not worker_ip:
+        return workers
+    return [w for w in workers if w.address == worker_ip or w.address.rsplit(":", 1)[0] == worker_ip]
+
+
+def _candidates(workers: list[WorkerRecord], worker_ip: str | None) -> list[WorkerRecord]:
+    candidates = workers_at(workers, worker_ip)
+    if worker_ip:
+        if not candidates:
+            known = ", ".join(w.address for w in workers) or "none"
+            raise BadRequest(f"no worker at {worker_ip}; workers: {known}", code="no_such_worker")
+    if not candidates:
+        raise Unavailable("no worker has joined the cluster yet", code="no_worker")
+    return candidates
+
+
+def place_replicas(
+    workers: list[WorkerRecord],
+    models: Iterable[ModelRecord],
+    replica_count: int,
+    worker_ip: str | None = None,
+    demand: Demand | None = None,
+) -> list[Placement]:
+    """A worker for each replica; InsufficientMemory, with the numbers, when some do not fit."""
+    if replica_count < 1:
+        raise BadRequest(f"replica must be at least 1, got {replica_count}")
+    if replica_count > MAX_REPLICAS:  # each placement looks at the ones before it: quadratic
+        raise BadRequest(f"replica {replica_count} is more than the {MAX_REPLICAS} replicas a "
+                         "model may have", code="too_many_replicas")
+    candidates = _candidates(workers, worker_ip)
+    demand = demand or Demand(model_name="model")
+    models = list(models)
+    load = Counter(r.worker_address for m in models for r in m.replicas)
+    chosen: list[Placement] = []
+    for _ in range(replica_count):
+        fitting = []
+        rooms = []
+        for worker in candidates:
+            room = worker_room(worker, models, demand, chosen)
+            rooms.append(room)
+            need = demand.estimate(room.device) if demand.estimate and not room.problem else None
+            if room.fits(need):
+                fitting.append((worker, room, need))
+        if not fitting:
+            raise InsufficientMemory(_refusal(demand, rooms, replica_count, len(chosen)))
+        worker, room, need = min(
+            fitting, key=lambda f: (load[f[0].address], -f[0].resources.get("memory_available", 0)))
+        load[worker.address] += 1
+        chosen.append(Placement(worker, room.device, need.total if need else 0))
+    return chosen
+
+
+def _refusal(demand: Demand, rooms: list[Room], replica_count: int, placed: int) -> str:
+    """`smollm2 needs 9.8 GiB (weights ... + overhead ...), worker A has 7.1 GiB free (RAM)`."""
+    where = ", ".join(r.describe() for r in rooms)
+    estimate = demand.estimate
+    needs = {r.device: estimate(r.device) for r in rooms if not r.problem} if estimate else {}
+    known = {device: need for device, need in needs.items() if need is not None}
+    if not known:
+        return f"no worker can take {demand.model_name}: {where}"
+    if len(known) == 1:
+        need = next(iter(known.values())).summary()
+    else:  # GPU and CPU workers: each device has its own estimate
+        need = "; ".join(f"{n.summary()} on {d}" for d, n in sorted(known.items()))
+    replicas = f" per replica, {replica_count} replicas asked, room for {placed}" \
+        if replica_count > 1 else ""
+    return f"{demand.model_name} needs {need}{replicas}, {where}"
