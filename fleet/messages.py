@@ -3,11 +3,11 @@ the launch of a replica (supervisor -> worker -> replica), a generation call (AP
 the events a scheduler makes while it generates, and the frames that carry a stream's chunks
 back to the API.
 
-They are msgspec structs: built in a tenth of a microsecond (a frozen dataclass took 2.8 us), and
-a received stream frame is checked against its type as it is decoded, so a malformed frame is an
-error where it enters instead of a KeyError further on. The hot messages (`GenerationCall`,
-`StreamFrame`) pickle through msgpack when xoscar carries them: 3.6 us a round trip, where the
-default pickling of a struct took 9 us (bench/messages_codec.py measures both)."""
+They are msgspec structs: cheaper to build than frozen dataclasses, and a received stream frame
+is checked against its type as it is decoded, so a malformed frame is an error where it enters
+instead of a KeyError further on. The hot messages (`GenerationCall`, `StreamFrame`) pickle as
+their msgpack bytes when xoscar carries them, which costs less than pickling a struct's fields
+(bench/messages_codec.py measures them against the dicts they replaced; docs/benchmarks.md)."""
 
 from __future__ import annotations
 

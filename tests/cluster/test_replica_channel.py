@@ -301,3 +301,26 @@ def test_a_slow_channel_does_not_hold_up_the_first_stream():
         server.close()
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("frame", [
+    {"stream": "a", "chunks": "not a list", "done": False},
+    {"stream": "a", "chunks": [1, 2], "done": False},  # a chunk is an OpenAI choice object
+    {"stream": "a", "chunks": [], "done": True, "usage": {"prompt_tokens": "many"}},
+    {"stream": "a", "chunks": [], "done": True, "error": {"kind": "BadRequest"}},
+    {"stream": 7, "chunks": [], "done": False},
+])
+def test_a_stream_frame_that_does_not_match_its_type_ends_the_channel(frame):
+    """What arrives on the channel is checked against StreamFrame as it is read: a frame of the
+    wrong shape fails the streams it carried with the reason, instead of a KeyError or a chunk
+    of nonsense sent on to a client."""
+    async def scenario() -> None:
+        channel = ReplicaChannel("token", SECRET)
+        channel._greeted.set_result(None)  # past the handshake (tested above)
+        inbox = channel.watch("a")
+        channel.data_received(encode_frame(frame))
+        assert channel.closed
+        with pytest.raises(Unavailable, match="does not match its type"):
+            await inbox.next(5)
+
+    asyncio.run(scenario())

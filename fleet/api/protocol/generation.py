@@ -220,6 +220,8 @@ class ChatCompletionRequest(_GenerationBase):
             typed["tools"] = [tool.model_dump(exclude_unset=True) for tool in self.tools]
         if isinstance(self.tool_choice, ToolChoice):
             typed["tool_choice"] = self.tool_choice.model_dump(exclude_unset=True)
+        elif self.tool_choice is not None:
+            typed["tool_choice"] = self.tool_choice
         return typed
 
     @model_validator(mode="after")
