@@ -22,7 +22,12 @@ from typing import Any
 
 from fleet import cluster_secret
 from fleet.channel import auth as channel_auth
-from fleet.channel.codec import FrameSplitter, encode_frame, read_stream_frame
+from fleet.channel.codec import (
+    FrameSplitter,
+    decode_stream_frame,
+    encode_frame,
+    read_stream_frame,
+)
 from fleet.errors import FleetError, Unavailable
 from fleet.messages import JsonObject, StreamFrame, Usage
 
@@ -133,7 +138,7 @@ class ReplicaChannel(asyncio.Protocol):
             if not self._greeted.done():
                 self._handshake(frame if isinstance(frame, dict) else {})
                 continue
-            if "reply" in frame:
+            if isinstance(frame, dict) and "reply" in frame:
                 call = self._calls.pop(frame["reply"], None)
                 if call is not None and not call.done():
                     call.set_result(frame["outcomes"])
@@ -163,6 +168,8 @@ class ReplicaChannel(asyncio.Protocol):
               and channel_auth.check(self._secret, "replica", *self._nonces, self.token,
                                      frame.get("proof"))):
             self._greeted.set_result(None)
+            # From now on every JSON frame is a stream's: read typed, checked as it is read.
+            self._frames.read_json = decode_stream_frame
         else:
             self._end("the replica failed the cluster-secret handshake")
 

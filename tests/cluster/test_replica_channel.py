@@ -21,7 +21,12 @@ from fleet.channel import auth as channel_auth
 from fleet.channel import codec as channel_codec
 from fleet.channel import sender as channel_sender
 from fleet.channel.api_end import ReplicaChannel, ReplicaChannels, StreamInbox
-from fleet.channel.codec import FrameSplitter, encode_frame, encode_packed_frame
+from fleet.channel.codec import (
+    FrameSplitter,
+    decode_stream_frame,
+    encode_frame,
+    encode_packed_frame,
+)
 from fleet.channel.replica_end import ReplicaChannelServer
 from fleet.errors import BadRequest, Unavailable
 from fleet.messages import StreamFrame, Usage
@@ -310,13 +315,16 @@ def test_a_slow_channel_does_not_hold_up_the_first_stream():
     {"stream": "a", "chunks": [], "done": True, "error": {"kind": "BadRequest"}},
     {"stream": 7, "chunks": [], "done": False},
 ])
-def test_a_stream_frame_that_does_not_match_its_type_ends_the_channel(frame):
+@pytest.mark.parametrize("typed_reader", [False, True])
+def test_a_stream_frame_that_does_not_match_its_type_ends_the_channel(frame, typed_reader):
     """What arrives on the channel is checked against StreamFrame as it is read: a frame of the
     wrong shape fails the streams it carried with the reason, instead of a KeyError or a chunk
     of nonsense sent on to a client."""
     async def scenario() -> None:
         channel = ReplicaChannel("token", SECRET)
         channel._greeted.set_result(None)  # past the handshake (tested above)
+        if typed_reader:  # as after a real handshake; else frames read as dicts, then checked
+            channel._frames.read_json = decode_stream_frame
         inbox = channel.watch("a")
         channel.data_received(encode_frame(frame))
         assert channel.closed

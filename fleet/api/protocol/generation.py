@@ -130,8 +130,9 @@ class _GenerationBase(BaseModel):
         """What the replica needs, typed: the request's fields, nothing the API alone uses
         (model, stream, user...). Made once: the checks across fields read it too."""
         if self._call is None:
-            values = {name: value for name, value in self.__dict__.items()
-                      if value is not None and name in _CALL_FIELDS}
+            fields = self.__dict__
+            values = {name: fields[name] for name in self.model_fields_set
+                      if name in _CALL_FIELDS and fields[name] is not None}
             self._call = GenerationCall(kind=self._KIND, **values, **self._typed_fields())
         return self._call
 
