@@ -80,9 +80,9 @@ class EngineInfo:
         return self.launch_options.get(model_type, LaunchOptions)
 
     def typed_options(self, model_type: str, options: Mapping[str, Any]) -> LaunchOptions:
-        """The engine options of a launch (its recorded `engine_kwargs`) as the model the
-        implementation for `model_type` takes; BadRequest naming an unknown or invalid one,
-        as at launch planning."""
+        """The engine options of a launch request (its keys beyond the launch's own) as the
+        model the implementation for `model_type` takes; BadRequest naming an unknown or
+        invalid one, as at launch planning."""
         return parse_options(self.options_model(model_type), options,
                              f"engine {self.name} ({model_type} models)")
 

@@ -100,7 +100,7 @@ def test_typed_options_refuse_a_misspelt_option_as_launch_planning_does():
 def test_the_options_a_launch_records_come_back_as_the_same_model(engine, model_type, options):
     info = engine_by_name(engine)
     model = info.options_model(model_type)
-    recorded = validate_options(model, options, "here")  # what a launch stores as engine_kwargs
+    recorded = validate_options(model, options, "here")  # what a launch request records
     typed = info.typed_options(model_type, recorded)
     assert type(typed) is model and typed == model.model_validate(options)
     assert typed.model_dump(exclude_none=True) == recorded
