@@ -26,12 +26,21 @@ JsonObject = dict[str, Any]
 class _Packed(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A message that pickles as its msgpack bytes (see the module's docstring)."""
 
-    def __reduce__(self) -> tuple[Any, tuple[type, bytes]]:
-        return _unpack, (type(self), _ENCODER.encode(self))
+    def __reduce__(self) -> tuple[Any, ...]:
+        try:
+            return _unpack, (type(self), _ENCODER.encode(self))
+        except OverflowError:
+            # An integer beyond 64 bits somewhere in a client's JSON (a message's free-form
+            # field): msgpack has no room for it, pickle has.
+            return _unpack_fields, (type(self), msgspec.structs.asdict(self))
 
 
 _ENCODER = msgspec.msgpack.Encoder()
 _DECODERS: dict[type, msgspec.msgpack.Decoder[Any]] = {}
+
+
+def _unpack_fields(kind: type, fields: dict[str, Any]) -> Any:
+    return kind(**fields)
 
 
 def _unpack(kind: type, data: bytes) -> Any:
