@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
 from fleet.catalogue.xinference_format import canonical_format
 from fleet.errors import BadRequest, validation_message
+from fleet.keep_alive import parse_keep_alive
 from fleet.limits import MAX_REPLICAS, check_depth
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
@@ -57,6 +58,22 @@ class LaunchRequest(BaseModel):
     model_path: str | None = None
     request_limits: int | None = Field(default=None, ge=1)
     envs: dict[str, str] | None = None
+    # How long the model stays loaded without a request, as Ollama spells it (fleet.keep_alive);
+    # none: the cluster's default (itself never, unless `--keep-alive` says otherwise).
+    keep_alive: str | int | float | None = Field(
+        default=None, description="Unload the model after this long without a request (30s, "
+                                  "10m, 1h; seconds; -1 never); its next request loads it")
+    idle: bool | None = Field(default=None, description="Launch it unloaded: listed, loaded by "
+                                                        "its first request")
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _a_duration(cls, value: str | int | float | None) -> str | int | float | None:
+        try:
+            parse_keep_alive(value)
+        except BadRequest as exc:  # a validation error like the others, with the field's name
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("envs")
     @classmethod

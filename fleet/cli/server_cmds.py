@@ -112,6 +112,10 @@ def _launch_policy_options(command: Any) -> Any:
                      help="Let launches set envs (environment variables of the replica)."),
         click.option("--allow-any-model-path", is_flag=True,
                      help="Let launches load weights from any path the workers can read."),
+        click.option("--keep-alive", "keep_alive", envvar="FLEET_KEEP_ALIVE", metavar="DURATION",
+                     help="Unload a model after this long without a request (30s, 10m, 1h), "
+                          "unless its launch says otherwise; its next request loads it. "
+                          "Default: never."),
     ]
     for option in reversed(options):
         command = option(command)

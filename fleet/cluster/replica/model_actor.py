@@ -84,6 +84,11 @@ class ReplicaService(Protocol):
                  executor: ThreadPoolExecutor, limits: RequestLimits = ...): ...
 
     @property
+    def activity(self) -> tuple[int, int]:
+        """(requests served so far, requests in progress): the supervisor unloads a model whose
+        counts have not moved for its keep_alive (fleet.cluster.supervisor.elastic)."""
+        return self._requests_served, self.in_progress()
+
     def in_progress(self) -> int: ...
 
     def stats(self) -> dict[str, int]: ...
@@ -222,6 +227,11 @@ class ModelActor(xo.StatelessActor):
         """The worker's liveness probe (fleet.cluster.worker.replica_watch): answered from the event
         loop, so a replica whose engine is busy answers, and a hung process does not."""
         return {"state": self._state, "pid": os.getpid()}
+
+    def activity(self) -> tuple[int, int]:
+        """(requests served so far, requests in progress): the supervisor unloads a model whose
+        counts have not moved for its keep_alive (fleet.cluster.supervisor.elastic)."""
+        return self._requests_served, self.in_progress()
 
     def in_progress(self) -> int:
         """Requests being answered now: a replica being removed finishes them first (drain)."""

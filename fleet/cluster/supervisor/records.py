@@ -122,11 +122,17 @@ class ModelRecord:
     # Why this engine ("requested", "auto: gguf weights"), and one replica's memory estimate.
     engine_reason: str = ""
     memory_estimate: dict[str, Any] | None = None
+    # Unloaded after its keep_alive without a request (or launched so): listed, no replica; its
+    # next request loads it (fleet.cluster.supervisor.elastic). `waking`: that load, under way.
+    idle: bool = False
+    waking: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> str:
         """`ready` whenever some replica can answer, and only then."""
         states = {r.state for r in self.replicas}
+        if self.idle:
+            return "idle"
         if self.waiting is not None and not states:
             return "waiting"
         if "terminating" in states:

@@ -61,7 +61,7 @@ class Scaler:
         record = self._cluster.models.get(uid)
         if record is None:
             raise NotFound(f"model {uid!r} is not running", code="model_not_found")
-        if record.stand_in or record.state in ("launching", "terminating"):
+        if record.stand_in or record.state in ("launching", "terminating", "idle"):
             raise Conflict(f"model {uid} is {record.state}; change its replicas once it is "
                            "running", code="model_busy")
         return record
