@@ -40,7 +40,7 @@ def _embed(endpoint: str, uid: str, text: str = "hello") -> httpx.Response:
 
 
 def _status(client: Client, uid: str) -> dict:
-    return next(m for m in client.list_models() if m["id"] == uid)
+    return client.list_models()[uid]
 
 
 def _saved(home: Path, uid: str) -> dict:
@@ -132,8 +132,7 @@ def test_a_load_that_fails_says_why_leaves_it_idle_and_a_restart_keeps_it_so(
     restarted = start_local(home)
     try:
         client = Client(restarted.endpoint)
-        wait_for(lambda: any(m["id"] == uid and m["status"] == "idle"
-                             for m in client.list_models()), 30)
+        wait_for(lambda: client.list_models().get(uid, {}).get("status") == "idle", 30)
         assert client.replicas(uid) == []
         answer = _embed(restarted.endpoint, uid)
         assert answer.status_code == 200, answer.text
