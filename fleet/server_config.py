@@ -62,6 +62,9 @@ class ServerConfig(BaseModel):
     # How long a model without its own keep_alive stays loaded without a request (fleet.keep_alive);
     # None: never, so that nothing is unloaded unless someone asks for it.
     keep_alive: str | None = None
+    # The most models one worker holds loaded (--max-loaded-models); past it, a launch or a load
+    # unloads the least recently used model that has a keep_alive, or is refused.
+    max_loaded_models: int | None = Field(default=None, ge=1)
 
     @field_validator("api_key_hashes")
     @classmethod

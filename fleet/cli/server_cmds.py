@@ -116,6 +116,10 @@ def _launch_policy_options(command: Any) -> Any:
                      help="Unload a model after this long without a request (30s, 10m, 1h), "
                           "unless its launch says otherwise; its next request loads it. "
                           "Default: never."),
+        click.option("--max-loaded-models", "max_loaded_models", type=click.IntRange(min=1),
+                     envvar="FLEET_MAX_LOADED_MODELS", default=None, metavar="N",
+                     help="The most models one worker holds loaded; past it, the least recently "
+                          "used model with a keep_alive is unloaded to make room."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -16,7 +16,7 @@ import httpx
 import psutil
 import pytest
 
-from fleet.client import Client
+from fleet.client import Client, FleetClientError
 from tests.builders import _smollm2_gguf
 from tests.concurrency import wait_for
 from tests.conftest import FleetProcess, start_local
@@ -107,6 +107,39 @@ def test_keep_alive_that_is_not_a_duration_is_refused(cluster, minilm_path):
         "keep_alive": "soon"}, timeout=60)
     assert response.status_code == 400
     assert "keep_alive 'soon' is not a duration" in response.json()["error"]["message"]
+
+
+def test_a_worker_at_its_cap_unloads_the_least_recently_used_model_with_a_keep_alive(
+        tmp_path, minilm_path):
+    server = start_local(tmp_path / "home", env={"FLEET_MAX_LOADED_MODELS": "2"})
+    try:
+        client = Client(server.endpoint)
+
+        def launch(uid: str, **options: str) -> str:
+            return client.launch_model("all-MiniLM-L6-v2", model_type="embedding", model_uid=uid,
+                                       model_path=minilm_path, **options)
+
+        def statuses() -> dict[str, str]:
+            return {uid: m["status"] for uid, m in client.list_models().items()}
+
+        launch("pinned")  # no keep_alive: never unloaded
+        pinned_pid = client.replicas("pinned")[0]["pid"]
+        launch("a", keep_alive="1h")
+        assert _embed(server.endpoint, "a").status_code == 200
+        launch("b", keep_alive="1h")  # past the cap: a goes, the only one that may
+        assert statuses() == {"pinned": "ready", "a": "idle", "b": "ready"}
+        assert _embed(server.endpoint, "a").status_code == 200  # loads a, in b's place
+        assert statuses() == {"pinned": "ready", "a": "ready", "b": "idle"}
+        launch("pinned-too")  # a launch without keep_alive takes a's place too
+        assert statuses() == {"pinned": "ready", "a": "idle", "b": "idle", "pinned-too": "ready"}
+        # Now nothing loaded may go: a launch is refused with the numbers, and a load too.
+        with pytest.raises(FleetClientError, match="--max-loaded-models 2"):
+            launch("c", keep_alive="1h")
+        refused = _embed(server.endpoint, "b")
+        assert refused.status_code == 503 and "--max-loaded-models 2" in refused.text
+        assert client.replicas("pinned")[0]["pid"] == pinned_pid  # never unloaded
+    finally:
+        server.stop()
 
 
 def test_a_load_that_fails_says_why_leaves_it_idle_and_a_restart_keeps_it_so(

@@ -84,11 +84,6 @@ class ReplicaService(Protocol):
                  executor: ThreadPoolExecutor, limits: RequestLimits = ...): ...
 
     @property
-    def activity(self) -> tuple[int, int]:
-        """(requests served so far, requests in progress): the supervisor unloads a model whose
-        counts have not moved for its keep_alive (fleet.cluster.supervisor.elastic)."""
-        return self._requests_served, self.in_progress()
-
     def in_progress(self) -> int: ...
 
     def stats(self) -> dict[str, int]: ...

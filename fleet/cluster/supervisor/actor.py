@@ -192,9 +192,11 @@ class SupervisorActor(xo.StatelessActor):
         and an estimate must not make it vanish from the state file; launched anyway, it
         serves, or fails visibly and stays listed to be dealt with."""
         idle = bool(request.get("idle")) and not adopted
-        plan = await self._plan(adoption.plan_request(request, adopted),
-                                place=not idle and not adoption.complete(request, adopted),
-                                fit_anyway=restored)
+        plan = await self._elastic.make_room(
+            lambda: self._plan(adoption.plan_request(request, adopted),
+                               place=not idle and not adoption.complete(request, adopted),
+                               fit_anyway=restored),
+            request.get("model_uid") or request["model_name"])
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed" and not existing.stand_in:

@@ -28,9 +28,9 @@ from fleet.cluster.supervisor.cluster_state import ClusterState
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.restore import Restorer
-from fleet.errors import FleetError, Unavailable
+from fleet.errors import FleetError, InsufficientMemory, Unavailable
 from fleet.keep_alive import describe_keep_alive, parse_keep_alive
-from fleet.settings import control_call_timeout_s, drain_timeout_s
+from fleet.settings import control_call_timeout_s, drain_timeout_s, heartbeat_interval_s
 
 logger = logging.getLogger(__name__)
 
@@ -121,6 +121,44 @@ class Elastic:
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s()) for r in replicas))
             record.replicas = [r for r in record.replicas if r not in replicas]
 
+    # ---- making room ----------------------------------------------------------------------------
+    async def make_room(self, plan: Callable[[], Awaitable[Any]], for_uid: str) -> Any:
+        """`plan()` again after unloading, one at a time, the least recently used model that has
+        a keep_alive (never one without), for as long as the plan lacks room; the last plan.
+        Called under the planning lock, so that what is freed goes to this launch."""
+        planned = await plan()
+        while isinstance(planned.refusal, InsufficientMemory):
+            victim = self._least_recently_used(for_uid)
+            if victim is None:
+                break
+            workers = {r.worker_address for r in victim.replicas}
+            since = time.monotonic()
+            await self.unload(victim, f"room for {for_uid}")
+            if planned.refusal.code != "max_loaded_models":
+                await self._fresh_reports(workers, since)  # the memory it freed, as measured
+            planned = await plan()
+        return planned
+
+    def _least_recently_used(self, besides: str) -> ModelRecord | None:
+        """A loaded model with a keep_alive, the one whose last request is the oldest (one not
+        seen idle yet counts as just used)."""
+        now = time.monotonic()
+        candidates = [m for m in self._cluster.models.values()
+                      if m.uid != besides and not m.idle and m.state == "ready"
+                      and self.keep_alive(m) is not None]
+        if not candidates:
+            return None
+        return min(candidates, key=lambda m: self._seen.get(m.uid, (0, now))[1])
+
+    async def _fresh_reports(self, addresses: set[str], since: float) -> None:
+        """Wait (a heartbeat at most) for those workers to report their memory after `since`."""
+        deadline = time.monotonic() + heartbeat_interval_s() * 2
+        while time.monotonic() < deadline:
+            workers = [self._cluster.workers.get(a) for a in addresses]
+            if all(w is None or w.last_heartbeat > since for w in workers):
+                return
+            await asyncio.sleep(0.1)
+
     # ---- loading them again -----------------------------------------------------------------
     async def wake(self, record: ModelRecord) -> None:
         """Load an idle model (one load for every caller while it runs); Unavailable with the
@@ -139,7 +177,8 @@ class Elastic:
                 return
             count = int(record.request.get("replica") or 1)
             try:
-                plan = await self._plan(dict(record.request, replica=count, idle=None))
+                plan = await self.make_room(
+                    lambda: self._plan(dict(record.request, replica=count, idle=None)), uid)
                 if plan.refusal is not None:
                     raise plan.refusal
             except FleetError as exc:

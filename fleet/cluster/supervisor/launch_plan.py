@@ -86,6 +86,8 @@ class LaunchPlan:
     has_gpu: bool | None = None  # whether the workers it may go to have a GPU it wants
     placements: list[Placement] = field(default_factory=list)
     refusal: FleetError | None = None
+    # The operator's cap on the models a worker holds loaded (--max-loaded-models); None: none.
+    max_loaded_models: int | None = None
     _estimates: dict[str, MemoryEstimate | None] = field(default_factory=dict)
 
     def estimate(self, device: str) -> MemoryEstimate | None:
@@ -120,12 +122,28 @@ class LaunchPlan:
     def place(self, all_workers: list[WorkerRecord]) -> None:
         """Choose the replicas' workers, or note why none has room (`refusal`)."""
         try:
-            self.placements = place_replicas(all_workers, self.models,
+            self.placements = place_replicas(self._under_the_cap(all_workers), self.models,
                                              int(self.request.get("replica") or 1),
                                              self.request.get("worker_ip"), self.demand)
             self.refusal = None
         except FleetError as exc:
             self.refusal = exc
+
+    def _under_the_cap(self, workers: list[WorkerRecord]) -> list[WorkerRecord]:
+        """The workers that may load one more model (--max-loaded-models); InsufficientMemory
+        (code max_loaded_models) when none may: it is room that is missing, and unloading an
+        idle model makes it (fleet.cluster.supervisor.elastic)."""
+        cap = self.max_loaded_models
+        if cap is None:
+            return workers
+        uid = self.request.get("model_uid") or self.family.model_name
+        under = [w for w in workers if len(loaded_models(w, self.models, uid)) < cap]
+        if workers and not under:
+            raise InsufficientMemory(
+                f"every worker holds {cap} loaded model(s), the most it may "
+                f"(--max-loaded-models {cap}); terminate one, or give one a keep_alive so "
+                "that it can be unloaded", code="max_loaded_models")
+        return under
 
     def rooms(self) -> list[Room]:
         return [worker_room(w, self.models, self.demand) for w in self.workers]
@@ -158,6 +176,14 @@ class LaunchPlan:
         }
 
 
+def loaded_models(worker: WorkerRecord, models: Iterable[ModelRecord],
+                  besides: str | None = None) -> set[str]:
+    """The uids of the models with a replica loading or loaded on `worker` (but `besides`)."""
+    return {m.uid for m in models if m.uid != besides
+            and any(r.worker_address == worker.address and r.state in ("launching", "ready")
+                    for r in m.replicas)}
+
+
 def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Iterable[ModelRecord],
                 request: dict[str, Any], policy: LaunchPolicy | None = None, place: bool = True,
                 fit_anyway: bool = False) -> LaunchPlan:
@@ -186,7 +212,7 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     request = checked_request(request, choice.engine, family.model_type)
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
-                      has_gpu=has_gpu)
+                      has_gpu=has_gpu, max_loaded_models=policy.max_loaded_models)
     if place:
         plan.place(workers)
     if fit_anyway and isinstance(plan.refusal, InsufficientMemory):
