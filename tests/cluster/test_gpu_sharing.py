@@ -146,3 +146,24 @@ def test_the_launch_carries_placements_gpus_and_each_ones_share():
     cpu = ReplicaRecord("m-2", ADDRESS, memory_bytes=GIB)
     assert (launch_payload(model(cpu), cpu).gpu_idx, launch_payload(model(cpu), cpu)
             .gpu_memory_bytes) == (None, None)
+
+
+def test_a_replica_adopted_after_a_supervisor_restart_keeps_its_share():
+    # The worker reports each replica's share (None: held whole), so a restarted supervisor
+    # shares its GPU as before, or not.
+    shared = ReplicaRecord.adopted({"key": "m-0:ab", "address": "x", "actor_uid": "y",
+                                    "gpus": [0, 1], "gpu_memory_bytes": 5 * GIB}, ADDRESS)
+    whole = ReplicaRecord.adopted({"key": "m-1:cd", "address": "x", "actor_uid": "y",
+                                   "gpus": [2], "gpu_memory_bytes": None}, ADDRESS)
+    assert (shared.device, shared.memory_bytes) == ("cuda", 10 * GIB)
+    loads = {g["index"]: g for g in gpu_occupancy(gpu_worker(9, 9, 9), [model(shared, whole)])}
+    assert loads[0]["shared"] and not loads[2]["shared"]
+
+
+def test_gpu_idx_on_the_command_line_must_be_indices():
+    from click.testing import CliRunner
+
+    from fleet.cli.model_cmds import launch
+
+    result = CliRunner().invoke(launch, ["smollm2", "--gpu-idx", "0,x"])
+    assert result.exit_code == 2 and "'0,x': GPU indices, comma-separated" in result.output

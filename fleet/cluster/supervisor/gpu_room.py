@@ -21,13 +21,20 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from fleet.cluster.supervisor.memory_estimate import human
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 
-if TYPE_CHECKING:
-    from fleet.cluster.supervisor.placement import Placement
+
+class Pending(Protocol):
+    """A replica of this launch placed already (fleet.cluster.supervisor.placement.Placement)."""
+
+    @property
+    def gpus(self) -> tuple[int, ...]: ...
+
+    @property
+    def memory_bytes(self) -> int: ...
 
 # How a launch of this one, not placed yet, is named among a GPU's holders.
 THIS_LAUNCH = "(this launch)"
@@ -55,7 +62,7 @@ class GpuLoad:
 
 
 def gpu_loads(worker: WorkerRecord, here: Sequence[ReplicaRecord],
-              pending: Sequence[Placement] = ()) -> list[GpuLoad]:
+              pending: Sequence[Pending] = ()) -> list[GpuLoad]:
     """The worker's GPUs with the replicas on them (`here`: those placed there; `pending`: the
     replicas of this launch placed just before)."""
     claims: list[tuple[str, tuple[int, ...], int, bool]] = [
