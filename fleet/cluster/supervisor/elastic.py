@@ -190,7 +190,7 @@ class Elastic:
             first = max((r.index for r in record.replicas), default=-1) + 1
             record.replicas = [ReplicaRecord(replica_uid=f"{uid}-{first + n}", index=first + n,
                                              worker_address=p.worker.address, device=p.device,
-                                             memory_bytes=p.memory_bytes)
+                                             memory_bytes=p.memory_bytes, gpus=list(p.gpus))
                                for n, p in enumerate(plan.placements)]
             record.request, record.idle, record.error, record.rejection = request, False, None, None
             logger.info("loading %s for a request (%d replica(s))", uid, count)

@@ -11,6 +11,7 @@ from typing import Any
 
 from fleet.catalogue.registry import Catalogue
 from fleet.catalogue.schemas import BaseFamily
+from fleet.cluster.supervisor.gpu_room import gpu_occupancy
 from fleet.cluster.supervisor.launch_policy import LaunchPolicy, truthy
 from fleet.cluster.supervisor.memory_estimate import MemoryEstimate, estimate_memory
 from fleet.cluster.supervisor.placement import (
@@ -153,13 +154,14 @@ class LaunchPlan:
         estimate = self.estimate(self.device)
         spec = self.choice.spec
         workers = []
-        for room in self.rooms():
+        for worker, room in zip(self.workers, self.rooms(), strict=True):
             need = self.estimate(room.device) if not room.problem else None
             fits = room.fits(None if self.skip_check else need)
             workers.append({"address": room.address, "device": room.device, "where": room.where,
                             "free": room.free if not room.problem else None,
                             "needed": need.total if need else None, "fits": fits,
-                            "problem": room.problem})
+                            "problem": room.problem, "gpus": list(room.gpus),
+                            "gpu_occupancy": gpu_occupancy(worker, self.models)})
         return {
             "model_name": self.family.model_name, "model_type": self.family.model_type,
             "model_engine": self.choice.engine.name, "engine_reason": self.choice.reason,
@@ -170,7 +172,8 @@ class LaunchPlan:
             "fits": self.refusal is None, "reason": self.refusal.message if self.refusal else None,
             "skip_memory_check": self.skip_check,
             "placements": [{"worker": p.worker.address, "device": p.device,
-                            "memory_bytes": p.memory_bytes} for p in self.placements],
+                            "memory_bytes": p.memory_bytes, "gpus": list(p.gpus)}
+                           for p in self.placements],
             "workers": workers,
             "launched": False,
         }

@@ -83,7 +83,7 @@ class Scaler:
             first = max((r.index for r in record.replicas), default=-1) + 1
             added = [ReplicaRecord(replica_uid=f"{uid}-{first + n}", index=first + n,
                                    worker_address=p.worker.address, device=p.device,
-                                   memory_bytes=p.memory_bytes)
+                                   memory_bytes=p.memory_bytes, gpus=list(p.gpus))
                      for n, p in enumerate(plan.placements)]
             request = dict(record.request, replica=len(record.replicas) + count)
             self._restorer().save({uid: request})  # before the replicas exist
