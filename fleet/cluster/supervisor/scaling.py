@@ -134,6 +134,17 @@ class Scaler:
         await self._terminate(uid)
         return 0
 
+    async def remove_newest(self, uid: str) -> None:
+        """Autoscaling's step down: drain and end the replica with the highest index; never the
+        last one (a model goes to zero as an idle unload, not a terminate)."""
+        async with self._cluster.locks.hold(uid):
+            record = self._scalable(uid)
+            serving = [r for r in record.replicas if r.state not in ("draining", "terminating")]
+            if len(serving) < 2:
+                raise Conflict(f"model {uid} has {len(serving)} replica(s); the last one stays",
+                               code="model_busy")
+            await self._remove(record, max(serving, key=lambda r: r.index))
+
     async def _remove(self, record: ModelRecord, replica: ReplicaRecord) -> None:
         request = dict(record.request, replica=len(record.replicas) - 1)
         self._restorer().save({record.uid: request})  # before it leaves
