@@ -96,6 +96,10 @@ def check_autoscale(fields: dict[str, Any]) -> None:
         raise _invalid(f"replica ({replica}) must be at least min_replicas ({low})")
 
 
+def _since(started: float | None, now: float) -> float:
+    return now if started is None else started
+
+
 def _invalid(message: str) -> BadRequest:
     return BadRequest(message, code="invalid_autoscale")
 
@@ -153,14 +157,14 @@ class ScaleRule:
     def _track(self, settings: AutoscaleSettings, load: Load, now: float) -> None:
         n, target = load.replicas, settings.target_inflight
         above = n > 0 and load.in_flight > target * n
-        self._above_since = (self._above_since or now) if above else None
+        self._above_since = _since(self._above_since, now) if above else None
         fits = n > 1 and load.in_flight <= target * (n - 1)
-        self._fits_since = (self._fits_since or now) if fits else None
+        self._fits_since = _since(self._fits_since, now) if fits else None
         quiet = n == 1 and load.in_flight == 0
-        if not quiet or (self._idle_since is not None and self._idle_since[0] != load.served):
-            self._idle_since = (load.served, now) if quiet else None
-        elif self._idle_since is None:
-            self._idle_since = (load.served, now)
+        if not quiet:
+            self._idle_since = None
+        elif self._idle_since is None or self._idle_since[0] != load.served:
+            self._idle_since = (load.served, now)  # a request answered since: quiet from now
 
     def _due(self, settings: AutoscaleSettings, load: Load, now: float) -> Decision | None:
         n, target = load.replicas, settings.target_inflight
