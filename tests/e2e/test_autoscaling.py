@@ -1,7 +1,8 @@
 """Autoscaling on a real `fleet local`: MiniLM launched with 1..3 replicas and a small target
 grows to 3 under a closed loop of 8 clients and comes back to 1 once the load is off, after its
 (short, for the test) down delay, without a failed request; each decision is in the model's
-events with its reason and in /metrics; bad settings are refused naming the field."""
+events with its reason and in /metrics; bad settings are refused naming the field; with
+min_replicas 0 it goes to zero when idle and its next request loads it."""
 
 from __future__ import annotations
 
@@ -65,6 +66,7 @@ def test_up_to_three_under_load_and_back_to_one_after_it(cluster, minilm_path):
         assert value(found, "fleet_model_scale_events_total", model=uid, direction="down") == 2
         assert value(found, "fleet_model_replicas_waiting_for_capacity", model=uid) == 0
         _changed_while_serving(cluster, uid)
+        _to_zero_and_back(cluster, uid)
     finally:
         client.terminate_model(uid)
 
@@ -97,6 +99,24 @@ def _changed_while_serving(cluster: FleetProcess, uid: str) -> None:
         assert field in refused.json()["error"]["message"]
     missing = httpx.get(f"{cluster.endpoint}/v1/models/nobody/events", timeout=30)
     assert missing.status_code == 404
+    # By hand past the bounds: refused rather than undone at the next look.
+    past = httpx.post(f"{cluster.endpoint}/v1/models/{uid}/replicas", json={"replica": 2},
+                      timeout=30)
+    assert past.status_code == 400 and "autoscales between 1 and 2" in past.text
+
+
+def _to_zero_and_back(cluster: FleetProcess, uid: str) -> None:
+    client = Client(cluster.endpoint)
+    client.autoscale(uid, min_replicas=0, scale_down_delay=1)
+    wait_for(lambda: client.describe_model(uid)["status"] == "idle", timeout=30, step=0.25)
+    assert _desired(cluster.endpoint, uid) == 0
+    answered = httpx.post(f"{cluster.endpoint}/v1/embeddings", json={"model": uid, "input": "hi"},
+                          timeout=120)
+    assert answered.status_code == 200, answered.text
+    unload, load = client.model_events(uid)[-2:]
+    assert (unload["kind"], unload["from"], unload["to"]) == ("unload", 1, 0)
+    assert "no request for 1s and min_replicas 0" in unload["reason"]
+    assert (load["kind"], load["from"], load["to"]) == ("load", 0, 1)
 
 
 def test_a_launch_with_bounds_out_of_order_is_refused(cluster, minilm_path):
