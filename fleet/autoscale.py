@@ -28,7 +28,7 @@ from typing import Any
 from fleet.errors import BadRequest
 from fleet.limits import MAX_REPLICAS
 
-# The launch fields (and `PATCH /v1/models/{uid}/autoscale`'s) that autoscaling reads.
+# The launch fields (and `POST /v1/models/{uid}/autoscale`'s) that autoscaling reads.
 AUTOSCALE_FIELDS = ("min_replicas", "max_replicas", "target_inflight", "scale_up_delay",
                     "scale_down_delay")
 

@@ -1,5 +1,5 @@
 """Autoscaling's rule (fleet.autoscale), driven look by look on a clock of the test's own, and
-its settings as a launch and `PATCH /v1/models/{uid}/autoscale` read them."""
+its settings as a launch and `POST /v1/models/{uid}/autoscale` read them."""
 
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ class Client:
         fields = {"min_replicas": min_replicas, "max_replicas": max_replicas,
                   "target_inflight": target_inflight, "scale_up_delay": scale_up_delay,
                   "scale_down_delay": scale_down_delay}
-        return self._request("PATCH", f"/v1/models/{quote(model_uid, safe='')}/autoscale",
+        return self._request("POST", f"/v1/models/{quote(model_uid, safe='')}/autoscale",
                              json={k: v for k, v in fields.items() if v is not None})
 
     def model_events(self, model_uid: str) -> list[dict[str, Any]]:

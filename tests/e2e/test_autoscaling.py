@@ -93,7 +93,7 @@ def _changed_while_serving(cluster: FleetProcess, uid: str) -> None:
                        ({"max_replicas": 0}, "max_replicas"), ({"target_inflight": -1},
                                                                 "target_inflight"),
                        ({"max_replica": 2}, "max_replica")):
-        refused = httpx.patch(f"{cluster.endpoint}/v1/models/{uid}/autoscale", json=bad,
+        refused = httpx.post(f"{cluster.endpoint}/v1/models/{uid}/autoscale", json=bad,
                               timeout=30)
         assert refused.status_code == 400, refused.text
         assert field in refused.json()["error"]["message"]

@@ -6,7 +6,7 @@ ready, `{"replica_id", "replica_model_uid", "worker_address"}` for one, or
 drains and ends one replica and answers `{"remaining_replicas": n}`; removing the last one
 terminates the model, as in Xinference.
 
-Fleet's own: `PATCH /v1/models/{uid}/autoscale` changes a model's autoscaling bounds, target and
+Fleet's own: `POST /v1/models/{uid}/autoscale` changes a model's autoscaling bounds, target and
 delays while it serves (the fields given; answered with the settings now in force), and
 `GET /v1/models/{uid}/events` lists what the supervisor did to its replicas on its own, and why
 (scale-ups and downs, unloads and loads), oldest first: `{"data": [...]}`."""
@@ -72,7 +72,7 @@ class AutoscaleRequest(BaseModel):
     scale_down_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
 
 
-@router.patch("/v1/models/{model_uid}/autoscale")
+@router.post("/v1/models/{model_uid}/autoscale")
 async def set_autoscale(request: Request, model_uid: str, body: AutoscaleRequest) -> dict[str, Any]:
     changes = body.model_dump(exclude_none=True)
     return await request.app.state.cluster.supervisor.set_autoscale(model_uid, changes)

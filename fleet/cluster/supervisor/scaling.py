@@ -59,7 +59,7 @@ def check_bounds(record: ModelRecord, count: int, adding: bool) -> None:
     if count > settings.max_replicas if adding else count < max(settings.min_replicas, 1):
         raise BadRequest(f"model {record.uid} autoscales between {settings.min_replicas} and "
                          f"{settings.max_replicas} replicas; change its bounds (fleet autoscale, "
-                         f"PATCH /v1/models/{record.uid}/autoscale) to give it {count}",
+                         f"POST /v1/models/{record.uid}/autoscale) to give it {count}",
                          code="outside_autoscale_bounds")
 
 
