@@ -17,10 +17,12 @@ from fleet.catalogue.registry import Catalogue
 from fleet.cluster.actor_uids import SUPERVISOR_UID
 from fleet.cluster.deadlines import within
 from fleet.cluster.supervisor import adoption, cache_admin
+from fleet.cluster.supervisor.autoscaler import Autoscaler
 from fleet.cluster.supervisor.cluster_state import ClusterState
 from fleet.cluster.supervisor.elastic import Elastic
 from fleet.cluster.supervisor.launch_plan import plan_launch
 from fleet.cluster.supervisor.launch_policy import LaunchPolicy
+from fleet.cluster.supervisor.model_events import ModelEvents
 from fleet.cluster.supervisor.model_store import ModelStore
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
@@ -61,9 +63,15 @@ class SupervisorActor(xo.StatelessActor):
         self._scaler = Scaler(self._cluster, self._launcher, lambda: self.restorer, self._plan,
                               self.terminate_model)
         # Idle unload and load on demand (fleet.cluster.supervisor.elastic).
+        self._events = ModelEvents()  # what was done to each model on its own, and why
         self._elastic = Elastic(self._cluster, self._launcher, lambda: self.restorer, self._plan,
                                 self._launch,
-                                parse_keep_alive(config.keep_alive) if config else None)
+                                parse_keep_alive(config.keep_alive) if config else None,
+                                observe=lambda record, counts: self._autoscaler.observe(
+                                    record, counts), events=self._events)
+        # Replicas added and removed with the load (fleet.cluster.supervisor.autoscaler).
+        self._autoscaler = Autoscaler(self._cluster, self._scaler, self._elastic.unload,
+                                      lambda: self.restorer, self._events)
         self._catalogue: Catalogue | None = None
         self._store = ModelStore(state_dir() / "models.json")
         # The models of the last run, and every write of the state file (fleet.cluster.supervisor.restore).
@@ -332,6 +340,7 @@ class SupervisorActor(xo.StatelessActor):
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s() if id(r) in serving
                                                        else 0.0) for r in record.replicas))
             self._models.pop(uid, None)
+            self._autoscaler.forget(uid)
         logger.info("model %s terminated", uid)
 
     async def add_model_replicas(self, uid: str, replica: int = 1,
@@ -348,11 +357,23 @@ class SupervisorActor(xo.StatelessActor):
         Unavailable, with the reason, when it cannot be loaded."""
         await self._elastic.wake(self._get(uid))
 
+    async def set_autoscale(self, uid: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a model's autoscaling while it serves (fleet.cluster.supervisor.autoscaler)."""
+        return await self._autoscaler.configure(uid, changes)
+
+    def model_events(self, uid: str) -> list[dict[str, Any]]:
+        """The model's recent scale, unload and load events, oldest first, with their reasons."""
+        self._get(uid)
+        return self._events.recent(uid)
+
+    def autoscale_metrics(self) -> list[dict[str, Any]]:
+        return self._autoscaler.metrics()
+
     def list_models(self) -> list[dict[str, Any]]:
         return [m.list_entry() for m in self._models.values()]
 
     def describe_model(self, uid: str) -> dict[str, Any]:
-        return self._get(uid).describe()
+        return {**self._get(uid).describe(), "autoscale": self._autoscaler.describe(uid)}
 
     def route(self, uid: str) -> list[tuple[str, str, str, str]]:
         """(address, actor uid, replica uid, worker) of every ready replica; the API caches it.

@@ -18,13 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import xoscar as xo
 
 from fleet.cluster.deadlines import within
 from fleet.cluster.supervisor.cluster_state import ClusterState
+from fleet.cluster.supervisor.model_events import ModelEvents
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.restore import Restorer
@@ -37,19 +38,25 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.5
 
 Plan = Callable[[dict[str, Any]], Awaitable[Any]]  # a launch request -> its LaunchPlan
-Launch = Callable[[ModelRecord], Awaitable[None]]  # start a record's launching replicas
+Launch = Callable[[ModelRecord], Coroutine[Any, Any, None]]  # start a record's launching replicas
+# Told each look at a ready model's replicas ((served, in progress) of each): the autoscaler
+# (fleet.cluster.supervisor.autoscaler) reads the same poll rather than asking again.
+Observe = Callable[[ModelRecord, list[tuple[int, int]]], None]
 
 
 class Elastic:
     def __init__(self, cluster: ClusterState, launcher: ReplicaLauncher,
                  restorer: Callable[[], Restorer], plan: Plan, launch: Launch,
-                 default_keep_alive: float | None = None):
+                 default_keep_alive: float | None = None, observe: Observe | None = None,
+                 events: ModelEvents | None = None):
         self._cluster = cluster
         self._launcher = launcher
         self._restorer = restorer
         self._plan = plan
         self._launch = launch
         self._default = default_keep_alive
+        self._observe = observe
+        self._events = events or ModelEvents()  # unloads and loads, with the reason
         # Per model uid: the requests its replicas had served when last asked, and since when
         # that count has not moved (time.monotonic()).
         self._seen: dict[str, tuple[int, float]] = {}
@@ -64,22 +71,31 @@ class Elastic:
         """For as long as the supervisor runs: unload the models idle past their keep_alive."""
         while True:
             await asyncio.sleep(POLL_S)
-            for record in list(self._cluster.models.values()):
-                try:
-                    await self._check(record)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # one model's trouble must not stop the others' unloads
-                    logger.exception("could not check whether %s is idle", record.uid)
+            # Together: a replica slow to answer delays no other model's look.
+            await asyncio.gather(*(self._check_safely(r)
+                                   for r in list(self._cluster.models.values())))
+
+    async def _check_safely(self, record: ModelRecord) -> None:
+        try:
+            await self._check(record)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # one model's trouble must not stop the others' unloads
+            logger.exception("could not check whether %s is idle", record.uid)
 
     async def _check(self, record: ModelRecord) -> None:
         keep_alive = self.keep_alive(record)
-        if keep_alive is None or record.idle or record.state != "ready":
+        if record.idle or record.state != "ready":
             self._seen.pop(record.uid, None)
             return
         counts = await asyncio.gather(*(self._activity(r) for r in record.replicas))
         if any(c is None for c in counts):
             return  # a replica that does not answer now: not known to be idle
+        if self._observe is not None:  # every ready model: /metrics shows their load
+            self._observe(record, [c for c in counts if c is not None])
+        if keep_alive is None:
+            self._seen.pop(record.uid, None)
+            return
         served = sum(c[0] for c in counts if c is not None)
         in_progress = sum(c[1] for c in counts if c is not None)
         now = time.monotonic()
@@ -118,6 +134,7 @@ class Elastic:
                 replica.state = "draining"
             self._cluster.routes.touch(uid)  # the API asks for a load from now on
             logger.info("unloading %s (%s)", uid, reason)
+            self._events.record(uid, "unload", len(replicas), 0, reason)
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s()) for r in replicas))
             record.replicas = [r for r in record.replicas if r not in replicas]
 
@@ -194,6 +211,7 @@ class Elastic:
                                for n, p in enumerate(plan.placements)]
             record.request, record.idle, record.error, record.rejection = request, False, None, None
             logger.info("loading %s for a request (%d replica(s))", uid, count)
+            self._events.record(uid, "load", 0, count, "a request arrived")
             record.launch_task = asyncio.create_task(self._launch(record))
         await asyncio.shield(record.launch_task)
         if record.state != "ready":
@@ -217,3 +235,4 @@ class Elastic:
             pass
         record.request = request
         logger.warning("model %s could not be loaded: %s; it stays idle", record.uid, reason)
+        self._events.record(record.uid, "load_failed", 0, 0, reason)

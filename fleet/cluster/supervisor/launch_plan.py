@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.autoscale import AUTOSCALE_FIELDS
 from fleet.catalogue.registry import Catalogue
 from fleet.catalogue.schemas import BaseFamily
 from fleet.cluster.supervisor.gpu_room import gpu_occupancy
@@ -43,6 +44,7 @@ LAUNCH_FIELDS = frozenset({
     "model_name", "model_type", "model_engine", "model_uid", "model_format",
     "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx", "worker_ip",
     "model_path", "envs", "request_limits", "keep_alive", "idle", SKIP_MEMORY_CHECK,
+    *AUTOSCALE_FIELDS,
     "n_worker", "peft_model_config", "replica_config", "quantization_config",
     "enable_virtual_env", "virtual_env_packages", "virtual_env_find_links",
 })
