@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from fleet.api.protocol.fields import integer
 from fleet.autoscale import MAX_DELAY_S
 from fleet.limits import MAX_REPLICAS
 
@@ -63,10 +64,11 @@ class AutoscaleRequest(BaseModel):
     """The fields to change; those left out keep their value. The bounds are checked together
     with the model's (fleet.autoscale.check_autoscale)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    min_replicas: StrictInt | None = Field(default=None, ge=0, le=MAX_REPLICAS)
-    max_replicas: StrictInt | None = Field(default=None, ge=1, le=MAX_REPLICAS)
+    # Whole numbers however JSON spells them (2 or 2.0), as the document says (integer()).
+    min_replicas: integer(ge=0, le=MAX_REPLICAS) | None = None
+    max_replicas: integer(ge=1, le=MAX_REPLICAS) | None = None
     target_inflight: float | None = Field(default=None, gt=0, le=1_000_000)
     scale_up_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
     scale_down_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
