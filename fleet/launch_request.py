@@ -11,11 +11,21 @@ import json
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from fleet.autoscale import MAX_DELAY_S, check_autoscale
 from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
 from fleet.catalogue.xinference_format import canonical_format
 from fleet.errors import BadRequest, validation_message
+from fleet.keep_alive import parse_keep_alive
 from fleet.limits import MAX_REPLICAS, check_depth
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
@@ -57,6 +67,34 @@ class LaunchRequest(BaseModel):
     model_path: str | None = None
     request_limits: int | None = Field(default=None, ge=1)
     envs: dict[str, str] | None = None
+    # How long the model stays loaded without a request, as Ollama spells it (fleet.keep_alive);
+    # none: the cluster's default (itself never, unless `--keep-alive` says otherwise).
+    keep_alive: str | int | float | None = Field(
+        default=None, description="Unload the model after this long without a request (30s, "
+                                  "10m, 1h; seconds; -1 never); its next request loads it")
+    idle: bool | None = Field(default=None, description="Launch it unloaded: listed, loaded by "
+                                                        "its first request")
+    # Autoscaling (fleet.autoscale): on when either bound is named.
+    min_replicas: StrictInt | None = Field(default=None, ge=0, le=MAX_REPLICAS, description=(
+        "Autoscaling's floor; 0: unloaded when idle, loaded by the next request"))
+    max_replicas: StrictInt | None = Field(default=None, ge=1, le=MAX_REPLICAS,
+                                           description="Autoscaling's ceiling")
+    target_inflight: float | None = Field(default=None, gt=0, le=1_000_000, description=(
+        "Requests running plus queued per replica above which one is added (default per "
+        "model type)"))
+    scale_up_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description=(
+        "Seconds the load must stay above the target before a replica is added (default 5)"))
+    scale_down_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description=(
+        "Seconds the load must fit in one replica fewer before one is removed (default 60)"))
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _a_duration(cls, value: str | int | float | None) -> str | int | float | None:
+        try:
+            parse_keep_alive(value)
+        except BadRequest as exc:  # a validation error like the others, with the field's name
+            raise ValueError(exc.message) from None
+        return value
 
     @field_validator("envs")
     @classmethod
@@ -98,6 +136,17 @@ class LaunchRequest(BaseModel):
                              "use replica to run more copies")
         for key, value in extra.items():  # engine options: free-form, kept with the model
             check_depth(value, key)
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_within_bounds(self) -> LaunchRequest:
+        if self.min_replicas is not None and "replica" not in self.model_fields_set:
+            self.replica = max(self.replica, self.min_replicas)  # start at the floor
+        try:
+            check_autoscale({"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                             "replica": self.replica})
+        except BadRequest as exc:  # a validation error like the others
+            raise ValueError(exc.message) from None
         return self
 
     @field_validator("n_gpu")

@@ -66,7 +66,13 @@ class ReplicaLaunch(msgspec.Struct, frozen=True, kw_only=True):
     engine_options: LaunchOptions
     model_path: str | None = None
     n_gpu: int | str | None = "auto"
+    # The GPUs to run on: those placement chose, else those the launch pinned (None: the
+    # worker picks, as n_gpu says).
     gpu_idx: int | list[int] | None = None
+    # Bytes placement promised the replica on each of its GPUs (its estimate split over them):
+    # it may share them with other replicas, and an engine that takes a pool of a GPU's memory
+    # (vLLM) is told this share. None: no estimate, the replica holds its GPUs whole.
+    gpu_memory_bytes: int | None = None
     envs: dict[str, str] = msgspec.field(default_factory=dict)
     request_limits: int | None = None
     device: str = "cpu"  # set by the worker: "cuda" once it gave the replica GPUs

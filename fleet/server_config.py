@@ -13,6 +13,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fleet.errors import BadRequest
+from fleet.keep_alive import parse_keep_alive
 from fleet.settings import DEFAULT_PORT
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -57,12 +59,27 @@ class ServerConfig(BaseModel):
     allow_remote_code: bool = False
     allow_launch_envs: bool = False
     allow_any_model_path: bool = False
+    # How long a model without its own keep_alive stays loaded without a request (fleet.keep_alive);
+    # None: never, so that nothing is unloaded unless someone asks for it.
+    keep_alive: str | None = None
+    # The most models one worker holds loaded (--max-loaded-models); past it, a launch or a load
+    # unloads the least recently used model that has a keep_alive, or is refused.
+    max_loaded_models: int | None = Field(default=None, ge=1)
 
     @field_validator("api_key_hashes")
     @classmethod
     def _hashes_only(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         if not all(_SHA256_HEX.match(digest) for digest in value):
             raise ValueError("api_key_hashes holds SHA-256 hex digests, not keys")
+        return value
+
+    @field_validator("keep_alive")
+    @classmethod
+    def _a_duration(cls, value: str | None) -> str | None:
+        try:
+            parse_keep_alive(value)
+        except BadRequest as exc:
+            raise ValueError(exc.message) from None
         return value
 
     @property

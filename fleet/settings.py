@@ -140,6 +140,12 @@ def request_timeout_s() -> float:
     return _seconds("FLEET_REQUEST_TIMEOUT_S", 600.0)
 
 
+def wake_timeout_s() -> float:
+    """How long a request to an idle model waits for it to load (fleet.cluster.supervisor.elastic)
+    before it is answered 503; the load goes on for the requests after it."""
+    return _seconds("FLEET_WAKE_TIMEOUT_S", 300.0)
+
+
 def drain_timeout_s() -> float:
     """How long a replica being removed may take to finish the requests it has."""
     return _seconds("FLEET_DRAIN_TIMEOUT_S", 30.0)

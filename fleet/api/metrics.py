@@ -93,6 +93,28 @@ class FleetMetrics:
                                         "launched again after its process exited or hung.",
                                         ["model", "replica"], registry=r)
         self._restarts_seen: dict[tuple[str, str], int] = {}
+        self._model_gauges(r)
+
+    def _model_gauges(self, r: CollectorRegistry) -> None:
+        """What an autoscaler, Fleet's own (fleet.cluster.supervisor.autoscaler) or one outside
+        (KEDA, an HPA), reads of each model: docs/autoscaling.md."""
+        model = ["model"]
+        self.model_replicas = Gauge("fleet_model_replicas", "Replicas serving the model.", model,
+                                    registry=r)
+        self.model_desired = Gauge("fleet_model_desired_replicas", "Replicas the model should "
+                                   "have (autoscaling's decision, else its replica count; 0 "
+                                   "when idle).", model, registry=r)
+        self.model_waiting = Gauge("fleet_model_replicas_waiting_for_capacity", "Replicas the "
+                                   "model wants that no worker has room for.", model, registry=r)
+        self.model_in_progress = Gauge("fleet_model_requests_in_progress", "Requests the "
+                                       "model's replicas hold, running plus queued, as the "
+                                       "supervisor last counted them.", model, registry=r)
+        self.model_queued = Gauge("fleet_model_queued_requests", "Requests waiting for the "
+                                  "engine across the model's replicas.", model, registry=r)
+        self.scale_events = Counter("fleet_model_scale_events", "Replica count changes the "
+                                    "supervisor made on its own (autoscaling, idle unloads and "
+                                    "loads), by direction.", ["model", "direction"], registry=r)
+        self._scale_events_seen: dict[tuple[str, str], int] = {}
 
     def _remember(self, model: str, metric: Any, labels: tuple[str, ...]) -> None:
         self._series[model].add((metric, labels))
@@ -146,6 +168,9 @@ class FleetMetrics:
         for labels in [k for k in self._restarts_seen if k[0] == model]:
             del self._restarts_seen[labels]
             self.replica_restarts.remove(*labels)
+        for labels in [k for k in self._scale_events_seen if k[0] == model]:
+            del self._scale_events_seen[labels]
+            self.scale_events.remove(*labels)
         for metric, series_labels in self._series.pop(model, set()):
             try:
                 metric.remove(*series_labels)
@@ -153,11 +178,13 @@ class FleetMetrics:
                 pass
 
     async def render(self, supervisor: Any) -> bytes:
-        workers, replicas = await asyncio.gather(
-            supervisor.list_workers(), supervisor.replica_metrics()
+        workers, replicas, models = await asyncio.gather(
+            supervisor.list_workers(), supervisor.replica_metrics(),
+            supervisor.autoscale_metrics()
         )
         self._set_workers(workers)
         self._set_replicas(replicas)
+        self._set_models(models, replicas)
         return generate_latest(self.registry)
 
     def _set_workers(self, workers: list[dict[str, Any]]) -> None:
@@ -198,3 +225,22 @@ class FleetMetrics:
         seen = self._restarts_seen.get((model, replica), 0)
         self.replica_restarts.labels(model, replica).inc(max(0, restarts - seen))
         self._restarts_seen[(model, replica)] = max(seen, restarts)
+
+    def _set_models(self, models: list[dict[str, Any]], replicas: list[dict[str, Any]]) -> None:
+        for gauge in (self.model_replicas, self.model_desired, self.model_waiting,
+                      self.model_in_progress, self.model_queued):
+            gauge.clear()
+        queued: dict[str, int] = defaultdict(int)
+        for row in replicas:
+            queued[row["model"]] += int((row.get("batch") or {}).get("queued", 0))
+        for row in models:
+            name = row["model"]
+            self.model_replicas.labels(name).set(row["replicas"])
+            self.model_desired.labels(name).set(row["desired"])
+            self.model_waiting.labels(name).set(row["waiting_for_capacity"])
+            self.model_in_progress.labels(name).set(row["in_flight"])
+            self.model_queued.labels(name).set(queued[name])
+            for direction, count in row["events"].items():  # counted up to the supervisor's
+                seen = self._scale_events_seen.get((name, direction), 0)
+                self.scale_events.labels(name, direction).inc(max(0, count - seen))
+                self._scale_events_seen[(name, direction)] = max(seen, count)

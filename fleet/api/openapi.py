@@ -56,6 +56,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     # 409: the model is still launching or terminating; 503: a new replica failed to load.
     ("POST", "/v1/models/{model_uid}/replicas"): (404, 409, 503),
     ("DELETE", "/v1/models/{model_uid}/replicas/{replica_id}"): (404, 409),
+    ("POST", "/v1/models/{model_uid}/autoscale"): _MODEL,
+    ("GET", "/v1/models/{model_uid}/events"): _MODEL,
     ("POST", "/v1/model_registrations/{model_type}"): (),
     ("GET", "/v1/model_registrations/{model_type}"): (),
     ("GET", "/v1/model_registrations/{model_type}/{model_name}"): (404,),

@@ -35,10 +35,15 @@ from xoscar.errors import ActorNotExist, ServerClosed
 from fleet.api.metrics import FleetMetrics
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.channel.api_end import ReplicaChannels, StreamInbox
-from fleet.cluster.deadlines import within
+from fleet.cluster.deadlines import DeadlineExceeded, within
 from fleet.errors import FleetError, Unavailable
 from fleet.messages import GenerationCall, StreamStarted
-from fleet.settings import control_call_timeout_s, replica_channels_enabled, request_timeout_s
+from fleet.settings import (
+    control_call_timeout_s,
+    replica_channels_enabled,
+    request_timeout_s,
+    wake_timeout_s,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +67,7 @@ class ReplicaRouter:
         # Replica processes found gone (key -> until when they are avoided), and why.
         self._suspects: dict[str, tuple[float, str]] = {}
         self._following: asyncio.Task[None] | None = None
+        self._waking: dict[str, asyncio.Future[None]] = {}  # loads of idle models asked for
 
     def invalidate(self, uid: str | None = None) -> None:
         if uid is None:
@@ -74,7 +80,7 @@ class ReplicaRouter:
         if cached is None:
             if self._following is None or self._following.done():
                 self._following = asyncio.create_task(self._follow_routes())
-            targets = await self._supervisor.route(uid)
+            targets = await self._route(uid)
             replicas = [replica for target in targets
                         if (replica := await self._connect(*target)) is not None]
             if not replicas:
@@ -82,6 +88,25 @@ class ReplicaRouter:
             cached = (replicas, itertools.cycle(range(len(replicas))))
             self._routes[uid] = cached
         return cached
+
+    async def _route(self, uid: str) -> list[tuple[str, str, str, str]]:
+        """The supervisor's route to the model's ready replicas; an idle model is loaded first
+        (fleet.cluster.supervisor.elastic), the request waiting for it, at most wake_timeout_s."""
+        try:
+            return await self._supervisor.route(uid)
+        except Unavailable as exc:
+            if exc.code != "model_idle":
+                raise
+        waking = self._waking.get(uid)
+        if waking is None or waking.done():  # one call to the supervisor per API process
+            waking = self._waking[uid] = asyncio.ensure_future(self._supervisor.wake(uid))
+        try:
+            await within(asyncio.shield(waking), wake_timeout_s(), f"the load of model {uid}")
+        except DeadlineExceeded:
+            raise Unavailable(f"model {uid} was idle and is still loading after "
+                              f"{wake_timeout_s():g} s (FLEET_WAKE_TIMEOUT_S); ask again later",
+                              code="model_loading") from None
+        return await self._supervisor.route(uid)
 
     async def _connect(self, address: str, actor_uid: str, replica_uid: str,
                        worker: str) -> Replica | None:

@@ -80,7 +80,7 @@ def _watch_launch(client: Client, uid: str) -> dict[str, Any]:
         while True:
             state = client.launch_progress(uid)
             progress.update(task, completed=state["progress"], stage=state.get("stage") or "")
-            if state["status"] in ("ready", "failed"):
+            if state["status"] in ("ready", "failed", "idle"):
                 return state
             time.sleep(0.25)
 
@@ -130,8 +130,14 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
 @click.option("-q", "--quantization", default=None)
 @click.option("-r", "--replica", default=1, show_default=True, type=int)
 @click.option("--n-gpu", default="auto", show_default=True, help="GPUs per replica, or 'none'.")
+@click.option("--gpu-idx", default=None, callback=lambda _c, _p, v: _gpu_indices(v),
+              help="Run on these GPUs (e.g. 0 or 0,1); shared with other replicas when the "
+                   "memory fits.")
 @click.option("--model-path", default=None, help="Local weights: skips the download.")
 @click.option("--worker-ip", default=None, help="Place it on this worker.")
+@click.option("--keep-alive", default=None, metavar="DURATION",
+              help="Unload it after this long without a request (30s, 10m, 1h; -1 never); its "
+                   "next request loads it again. Default: the cluster's (never).")
 @click.option("--dry-run", is_flag=True,
               help="Show the engine, the memory it needs and where it would go; launch nothing.")
 @click.option("--skip-memory-check", is_flag=True,
@@ -141,7 +147,8 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
 def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str | None,
            model_engine: str | None, model_uid: str | None, size_in_billions: str | None,
            model_format: str | None, quantization: str | None, replica: int, n_gpu: str,
-           model_path: str | None, worker_ip: str | None, dry_run: bool, skip_memory_check: bool,
+           gpu_idx: list[int] | None, model_path: str | None, worker_ip: str | None,
+           keep_alive: str | None, dry_run: bool, skip_memory_check: bool,
            as_json: bool) -> None:
     """Launch a model and wait until it serves. Engine arguments follow as --name value
     (e.g. --context_length 4096 --max_num_seqs 8)."""
@@ -152,6 +159,10 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
         n_gpu=None if n_gpu.lower() == "none" else n_gpu, model_path=model_path,
         worker_ip=worker_ip, **_extra_kwargs(ctx.args),
     )
+    if gpu_idx is not None:
+        arguments["gpu_idx"] = gpu_idx
+    if keep_alive is not None:
+        arguments["keep_alive"] = keep_alive
     if dry_run:
         _dry_run(client.estimate_launch(model_name, model_type=model_type, **arguments), as_json)
         return
@@ -164,10 +175,13 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
         console.print(f"engine: {described['model_engine']} ({described.get('model_engine_reason')})")
     state = _watch_launch(client, uid) if sys.stderr.isatty() or not as_json else None
     if state is None:
-        while (state := client.launch_progress(uid))["status"] not in ("ready", "failed"):
+        while (state := client.launch_progress(uid))["status"] not in ("ready", "failed", "idle"):
             time.sleep(0.25)
     if state["status"] == "failed":
         raise click.ClickException(f"launch of {uid} failed: {state['error']}")
+    if state["status"] == "idle":  # unloaded already (a keep_alive of 0): served on demand
+        console.print(f"Model [bold]{uid}[/bold] is idle: its next request loads it.")
+        return
     described = client.describe_model(uid)
     if as_json:
         _print_json({"model_uid": uid, **described})
@@ -212,12 +226,25 @@ def _dry_run(plan: dict[str, Any], as_json: bool) -> None:
                  _human(w["free"]) if w["free"] is not None else w["problem"],
                  _human(w["needed"]), "yes" if w["fits"] else "no"] for w in plan["workers"]])
         if plan["fits"]:
-            where = ", ".join(p["worker"] for p in plan["placements"])
+            where = ", ".join(p["worker"] + (f" (GPU {','.join(map(str, p['gpus']))})"
+                                             if p.get("gpus") else "")
+                              for p in plan["placements"])
             console.print(f"Would launch on {where}. Nothing was launched (dry run).")
         else:
             console.print(f"Would be refused: {plan['reason']}")
     if not plan["fits"]:
         sys.exit(1)
+
+
+def _gpu_indices(value: str | None) -> list[int] | None:
+    """`0,1` -> [0, 1]; a usage error naming the value otherwise."""
+    if value is None:
+        return None
+    try:
+        return [int(part) for part in value.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: GPU indices, comma-separated (e.g. 0 or 0,1)",
+                                 param_hint="--gpu-idx") from None
 
 
 @click.command("list")
@@ -231,10 +258,11 @@ def list_models(endpoint: str, as_json: bool) -> None:
         return
     rows = [[uid, m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
              str(m["model_size_in_billions"] or "-").replace("_", "."), m["quantization"],
-             f"{m.get('ready_replicas', m['replica'])}/{m['replica']}", m["status"]]
+             f"{m.get('ready_replicas', m['replica'])}/{m['replica']}", m["status"],
+             ",".join(m.get("accelerators") or []) or "-"]
             for uid, m in models.items()]
     _table("Running models", ["UID", "Type", "Name", "Engine", "Format", "Size (B)",
-                              "Quantization", "Ready", "Status"], rows)
+                              "Quantization", "Ready", "Status", "GPUs"], rows)
 
 
 @click.command()

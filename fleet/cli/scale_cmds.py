@@ -1,4 +1,5 @@
-"""`fleet scale -u UID -r N`: more or fewer replicas of a running model, while it serves."""
+"""`fleet scale -u UID -r N`: more or fewer replicas of a running model, while it serves;
+`fleet autoscale -u UID --min 1 --max 3`: let the load decide, within bounds."""
 
 from __future__ import annotations
 
@@ -20,4 +21,24 @@ def scale(endpoint: str, model_uid: str, replicas: int) -> None:
                + ", ".join(f"{model_uid}-{i}" for i in kept))
 
 
-SCALE_COMMANDS = [scale]
+@click.command()
+@endpoint_option
+@click.option("-u", "--model-uid", required=True, help="The running model.")
+@click.option("--min", "min_replicas", type=click.IntRange(min=0),
+              help="Fewest replicas; 0: unloaded when idle, loaded by the next request.")
+@click.option("--max", "max_replicas", type=click.IntRange(min=1), help="Most replicas.")
+@click.option("--target-inflight", type=click.FloatRange(min=0, min_open=True),
+              help="Requests running plus queued per replica above which one is added.")
+@click.option("--up-delay", "scale_up_delay", type=click.FloatRange(min=0),
+              help="Seconds the load stays above the target before a replica is added.")
+@click.option("--down-delay", "scale_down_delay", type=click.FloatRange(min=0),
+              help="Seconds the load fits in one replica fewer before one is removed.")
+def autoscale(endpoint: str, model_uid: str, **fields: float | None) -> None:
+    """Change a model's autoscaling while it serves (the options given; the others keep their
+    value). See docs/autoscaling.md."""
+    settings = client_for(endpoint).autoscale(model_uid, **fields)  # type: ignore[arg-type]
+    click.echo(f"Model {model_uid} autoscales: " + ", ".join(f"{k}={v:g}"
+                                                            for k, v in settings.items()))
+
+
+SCALE_COMMANDS = [scale, autoscale]

@@ -112,6 +112,14 @@ def _launch_policy_options(command: Any) -> Any:
                      help="Let launches set envs (environment variables of the replica)."),
         click.option("--allow-any-model-path", is_flag=True,
                      help="Let launches load weights from any path the workers can read."),
+        click.option("--keep-alive", "keep_alive", envvar="FLEET_KEEP_ALIVE", metavar="DURATION",
+                     help="Unload a model after this long without a request (30s, 10m, 1h), "
+                          "unless its launch says otherwise; its next request loads it. "
+                          "Default: never."),
+        click.option("--max-loaded-models", "max_loaded_models", type=click.IntRange(min=1),
+                     envvar="FLEET_MAX_LOADED_MODELS", default=None, metavar="N",
+                     help="The most models one worker holds loaded; past it, the least recently "
+                          "used model with a keep_alive is unloaded to make room."),
     ]
     for option in reversed(options):
         command = option(command)

@@ -141,6 +141,22 @@ class Client:
             self.terminate_model_replica(model_uid, replica_id)
         return sorted(ids)[:replicas]
 
+    def autoscale(self, model_uid: str, min_replicas: int | None = None,
+                  max_replicas: int | None = None, target_inflight: float | None = None,
+                  scale_up_delay: float | None = None,
+                  scale_down_delay: float | None = None) -> dict[str, Any]:
+        """Change the model's autoscaling while it serves (the arguments given); the settings
+        now in force."""
+        fields = {"min_replicas": min_replicas, "max_replicas": max_replicas,
+                  "target_inflight": target_inflight, "scale_up_delay": scale_up_delay,
+                  "scale_down_delay": scale_down_delay}
+        return self._request("POST", f"/v1/models/{quote(model_uid, safe='')}/autoscale",
+                             json={k: v for k, v in fields.items() if v is not None})
+
+    def model_events(self, model_uid: str) -> list[dict[str, Any]]:
+        """What the supervisor did to the model's replicas on its own, and why, oldest first."""
+        return self._request("GET", f"/v1/models/{quote(model_uid, safe='')}/events")["data"]
+
     def get_model(self, model_uid: str) -> ModelHandle:
         described = self.describe_model(model_uid)  # fail early on an unknown uid
         if described.get("model_type") == "image":

@@ -28,6 +28,13 @@ class LaunchOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    def with_gpu_share(self, fraction: float) -> LaunchOptions:
+        """These options for a replica that placement gave `fraction` of each of its GPUs'
+        memory (it may share them, fleet.cluster.supervisor.gpu_room). Engines that allocate
+        what they load (Transformers, llama.cpp's layers and context) need not be told: their
+        estimate is what they take. One that takes a pool of the GPU at load is (vLLM)."""
+        return self
+
 
 class RemoteCodeOptions(LaunchOptions):
     """Engines that load Hugging Face folders, which may carry their own Python."""
@@ -174,7 +181,9 @@ class VLLMOptions(LLMOptions, RemoteCodeOptions):
     gpu_memory_utilization: float | None = Field(
         default=None, gt=0, le=1,
         description="Share of each GPU's memory vLLM may take (weights, KV cache, graphs); "
-                    "default: what was free at load, less 5%, at most 0.9.")
+                    "default: the share placement promised the replica (its memory estimate "
+                    "over the GPU's memory), so replicas can share a GPU; without an estimate "
+                    "(skip_memory_check), what was free at load, less 5%, at most 0.9.")
     enforce_eager: bool | None = Field(
         default=None, description="Run without CUDA graphs or torch.compile; default: true "
                                   "on a CPU, false on a GPU.")
@@ -187,6 +196,13 @@ class VLLMOptions(LLMOptions, RemoteCodeOptions):
                     f"{VLLM_CPU_KV_CACHE_GIB}.")
 
     _normalise_dtype = field_validator("dtype", "torch_dtype", mode="before")(_dtype)
+
+    def with_gpu_share(self, fraction: float) -> LaunchOptions:
+        # vLLM sizes its KV pool from gpu_memory_utilization: left to its default it would take
+        # most of a GPU other replicas were promised. The user's own value stands.
+        if self.gpu_memory_utilization is not None:
+            return self
+        return self.model_copy(update={"gpu_memory_utilization": round(fraction, 4)})
 
 
 class DiffusersImageOptions(LaunchOptions):

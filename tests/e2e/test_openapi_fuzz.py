@@ -8,12 +8,13 @@ schema-valid requests accepted.
 
 Left out, each for a reason:
 - POST /v1/models, DELETE /v1/models/{model_uid}, POST /v1/models/{model_uid}/cancel, and
-  POST /v1/models/{model_uid}/replicas, DELETE /v1/models/{model_uid}/replicas/{replica_id}:
-  they launch and stop models and replicas. A launch by a catalogue name downloads from the hub
-  (unreachable here: a 503 after the network gives up), a replica takes seconds to start (over
-  schemathesis' response time limit), and the stateful phase stops the uids that GET /v1/models
-  lists, the very models this run needs. tests/e2e/test_bad_input.py, test_hostile_input.py and
-  the scaling tests send them bad bodies.
+  POST /v1/models/{model_uid}/replicas, DELETE /v1/models/{model_uid}/replicas/{replica_id},
+  POST /v1/models/{model_uid}/autoscale: they launch and stop models and replicas (autoscale's
+  bounds at once: a min_replicas of 41 starts 41 processes). A launch by a catalogue name
+  downloads from the hub (unreachable here: a 503 after the network gives up), a replica takes
+  seconds to start (over schemathesis' response time limit), and the stateful phase stops the
+  uids that GET /v1/models lists, the very models this run needs. tests/e2e/test_bad_input.py,
+  test_hostile_input.py and the scaling and autoscaling tests send them bad bodies.
 - From the acceptance check only (ACCEPTANCE_LEFT_OUT): what a schema-valid request may rightly
   be refused for that no document can say. A model name that the catalogue does not hold is a
   400 (Xinference's answer) for GET /v1/models/estimate and /v1/engines/..., and a family to
@@ -74,12 +75,13 @@ NOT_FUZZED = ("logit_bias", "tools", "tool_choice", "response_format", "chat_tem
 ACROSS_FIELDS = ("response_format", "tool_choice", "guided_json", "guided_regex",
                  "guided_grammar", "best_of")
 # FastAPI's operation ids of the routes left out (see the top).
-LEFT_OUT = "^(launch_model|terminate_model|cancel_launch|add_model_replica|terminate_model_replica)_"
-LEFT_OUT_COUNT = 5
+LEFT_OUT = "^(launch_model|terminate_model|cancel_launch|add_model_replica|" \
+           "terminate_model_replica|set_autoscale)_"
+LEFT_OUT_COUNT = 6
 ACCEPTANCE_LEFT_OUT = "^(launch_model|terminate_model|cancel_launch|add_model_replica|" \
-                      "terminate_model_replica|estimate_launch|engines|register_model|" \
-                      "unregister_model)_"  # `engines` names both engines routes
-ACCEPTANCE_LEFT_OUT_COUNT = 10
+                      "terminate_model_replica|set_autoscale|estimate_launch|engines|" \
+                      "register_model|unregister_model)_"  # `engines` names both engines routes
+ACCEPTANCE_LEFT_OUT_COUNT = 11
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "hooks = \"tests.e2e.schemathesis_hooks\"\n"
 

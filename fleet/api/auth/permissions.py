@@ -71,6 +71,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/models/{model_uid}/replicas"): LIST,
     ("POST", "/v1/models/{model_uid}/replicas"): START,  # scaling up starts replicas
     ("DELETE", "/v1/models/{model_uid}/replicas/{replica_id}"): STOP,
+    ("POST", "/v1/models/{model_uid}/autoscale"): START,  # it may start replicas
+    ("GET", "/v1/models/{model_uid}/events"): LIST,
     ("POST", "/v1/model_registrations/{model_type}"): REGISTER,
     ("GET", "/v1/model_registrations/{model_type}"): LIST,
     ("GET", "/v1/model_registrations/{model_type}/{model_name}"): LIST,

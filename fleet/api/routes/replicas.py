@@ -4,7 +4,12 @@
 ready, `{"replica_id", "replica_model_uid", "worker_address"}` for one, or
 `{"replica": n, "replicas": [...]}` for several. `DELETE /v1/models/{uid}/replicas/{replica_id}`
 drains and ends one replica and answers `{"remaining_replicas": n}`; removing the last one
-terminates the model, as in Xinference."""
+terminates the model, as in Xinference.
+
+Fleet's own: `POST /v1/models/{uid}/autoscale` changes a model's autoscaling bounds, target and
+delays while it serves (the fields given; answered with the settings now in force), and
+`GET /v1/models/{uid}/events` lists what the supervisor did to its replicas on its own, and why
+(scale-ups and downs, unloads and loads), oldest first: `{"data": [...]}`."""
 
 from __future__ import annotations
 
@@ -13,6 +18,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from fleet.api.protocol.fields import integer
+from fleet.autoscale import MAX_DELAY_S
 from fleet.limits import MAX_REPLICAS
 
 router = APIRouter()
@@ -51,3 +58,28 @@ async def terminate_model_replica(request: Request, model_uid: str,
     if remaining == 0:
         cluster.metrics.forget_model(model_uid)
     return {"remaining_replicas": remaining}
+
+
+class AutoscaleRequest(BaseModel):
+    """The fields to change; those left out keep their value. The bounds are checked together
+    with the model's (fleet.autoscale.check_autoscale)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    # Whole numbers however JSON spells them (2 or 2.0), as the document says (integer()).
+    min_replicas: integer(ge=0, le=MAX_REPLICAS) | None = None
+    max_replicas: integer(ge=1, le=MAX_REPLICAS) | None = None
+    target_inflight: float | None = Field(default=None, gt=0, le=1_000_000)
+    scale_up_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
+    scale_down_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S)
+
+
+@router.post("/v1/models/{model_uid}/autoscale")
+async def set_autoscale(request: Request, model_uid: str, body: AutoscaleRequest) -> dict[str, Any]:
+    changes = body.model_dump(exclude_none=True)
+    return await request.app.state.cluster.supervisor.set_autoscale(model_uid, changes)
+
+
+@router.get("/v1/models/{model_uid}/events")
+async def model_events(request: Request, model_uid: str) -> dict[str, Any]:
+    return {"data": await request.app.state.cluster.supervisor.model_events(model_uid)}

@@ -223,6 +223,11 @@ class ModelActor(xo.StatelessActor):
         loop, so a replica whose engine is busy answers, and a hung process does not."""
         return {"state": self._state, "pid": os.getpid()}
 
+    def activity(self) -> tuple[int, int]:
+        """(requests served so far, requests in progress): the supervisor unloads a model whose
+        counts have not moved for its keep_alive (fleet.cluster.supervisor.elastic)."""
+        return self._requests_served, self.in_progress()
+
     def in_progress(self) -> int:
         """Requests being answered now: a replica being removed finishes them first (drain)."""
         if self._llm is not None:

@@ -17,9 +17,12 @@ from fleet.catalogue.registry import Catalogue
 from fleet.cluster.actor_uids import SUPERVISOR_UID
 from fleet.cluster.deadlines import within
 from fleet.cluster.supervisor import adoption, cache_admin
+from fleet.cluster.supervisor.autoscaler import Autoscaler
 from fleet.cluster.supervisor.cluster_state import ClusterState
+from fleet.cluster.supervisor.elastic import Elastic
 from fleet.cluster.supervisor.launch_plan import plan_launch
 from fleet.cluster.supervisor.launch_policy import LaunchPolicy
+from fleet.cluster.supervisor.model_events import ModelEvents
 from fleet.cluster.supervisor.model_store import ModelStore
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
@@ -29,6 +32,7 @@ from fleet.cluster.supervisor.scaling import Scaler
 from fleet.cluster.supervisor.worker_registry import WorkerRegistry
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
+from fleet.keep_alive import parse_keep_alive
 from fleet.limits import MAX_REPLICAS
 from fleet.server_config import ServerConfig
 from fleet.settings import drain_timeout_s, restore_grace_s, state_dir
@@ -58,11 +62,22 @@ class SupervisorActor(xo.StatelessActor):
         self._local_worker = False  # a worker in this process joined (`fleet local`)
         self._scaler = Scaler(self._cluster, self._launcher, lambda: self.restorer, self._plan,
                               self.terminate_model)
+        # Idle unload and load on demand (fleet.cluster.supervisor.elastic).
+        self._events = ModelEvents()  # what was done to each model on its own, and why
+        self._elastic = Elastic(self._cluster, self._launcher, lambda: self.restorer, self._plan,
+                                self._launch,
+                                parse_keep_alive(config.keep_alive) if config else None,
+                                observe=lambda record, counts: self._autoscaler.observe(
+                                    record, counts), events=self._events)
+        # Replicas added and removed with the load (fleet.cluster.supervisor.autoscaler).
+        self._autoscaler = Autoscaler(self._cluster, self._scaler, self._elastic.unload,
+                                      lambda: self.restorer, self._events)
         self._catalogue: Catalogue | None = None
         self._store = ModelStore(state_dir() / "models.json")
         # The models of the last run, and every write of the state file (fleet.cluster.supervisor.restore).
         self._restorer: Restorer | None = None
         self._monitor: asyncio.Task[None] | None = None
+        self._idle_watch: asyncio.Task[None] | None = None
 
     @classmethod
     def default_uid(cls) -> str:
@@ -72,13 +87,15 @@ class SupervisorActor(xo.StatelessActor):
         self._catalogue = Catalogue()
         self._restorer = Restorer(self._cluster, self._store, lambda: self.catalogue)
         self._monitor = asyncio.create_task(self._registry.watch())
+        self._idle_watch = asyncio.create_task(self._elastic.watch())
         # Then the models of the last run whose workers did not come back are launched anew,
         # and those rebuilt from what workers run are restored with the replicas reported.
         asyncio.get_running_loop().call_later(restore_grace_s(), self._restore_due)
 
     async def __pre_destroy__(self) -> None:
-        if self._monitor:
-            self._monitor.cancel()
+        for task in (self._monitor, self._idle_watch):
+            if task is not None:
+                task.cancel()
 
     @property
     def catalogue(self) -> Catalogue:
@@ -182,9 +199,12 @@ class SupervisorActor(xo.StatelessActor):
         A restored model is placed even where its estimate does not fit: it ran here before,
         and an estimate must not make it vanish from the state file; launched anyway, it
         serves, or fails visibly and stays listed to be dealt with."""
-        plan = await self._plan(adoption.plan_request(request, adopted),
-                                place=not adoption.complete(request, adopted),
-                                fit_anyway=restored)
+        idle = bool(request.get("idle")) and not adopted
+        plan = await self._elastic.make_room(
+            lambda: self._plan(adoption.plan_request(request, adopted),
+                               place=not idle and not adoption.complete(request, adopted),
+                               fit_anyway=restored),
+            request.get("model_uid") or request["model_name"])
         uid = request.get("model_uid") or plan.family.model_name
         existing = self._models.get(uid)
         if existing is not None and existing.state != "failed" and not existing.stand_in:
@@ -194,12 +214,15 @@ class SupervisorActor(xo.StatelessActor):
             raise plan.refusal
         replicas = adoption.replicas(uid, adopted, plan.placements)
         estimate = await asyncio.to_thread(plan.estimate, plan.device)  # may read the weights
+        record_request = adoption.record_request(plan.request, request, uid)
+        if not idle:
+            record_request.pop("idle", None)  # adopted replicas run: it is loaded
         return ModelRecord(
             uid=uid, family=plan.family, spec=plan.choice.spec,
             quantization=plan.choice.quantization, engine=plan.choice.engine.name,
-            request=adoption.record_request(plan.request, request, uid), replicas=replicas,
+            request=record_request, replicas=[] if idle else replicas,
             engine_reason=plan.choice.reason,
-            memory_estimate=estimate.as_dict() if estimate else None,
+            memory_estimate=estimate.as_dict() if estimate else None, idle=idle,
         )
 
     async def estimate_launch(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -222,7 +245,8 @@ class SupervisorActor(xo.StatelessActor):
                 if stale is not None:  # a failed launch under the same uid: clear it away first
                     await self._stop_replicas(stale)
                 self._models[record.uid] = record
-                record.launch_task = asyncio.create_task(self._launch(record))
+                if not record.idle:  # an idle model loads on its first request
+                    record.launch_task = asyncio.create_task(self._launch(record))
         estimate = (record.memory_estimate or {}).get("summary", "not estimated")
         logger.info("launching %s (%s on %s [%s], %d replica(s), each needs %s)", record.uid,
                     record.family.model_name, record.engine, record.engine_reason,
@@ -316,6 +340,7 @@ class SupervisorActor(xo.StatelessActor):
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s() if id(r) in serving
                                                        else 0.0) for r in record.replicas))
             self._models.pop(uid, None)
+            self._autoscaler.forget(uid)
         logger.info("model %s terminated", uid)
 
     async def add_model_replicas(self, uid: str, replica: int = 1,
@@ -327,15 +352,36 @@ class SupervisorActor(xo.StatelessActor):
         """Drain and remove one replica; the replicas left (fleet.cluster.supervisor.scaling)."""
         return await self._scaler.remove(uid, replica_id)
 
+    async def wake(self, uid: str) -> None:
+        """Load an idle model, for a request that arrived for it (fleet.cluster.supervisor.elastic);
+        Unavailable, with the reason, when it cannot be loaded."""
+        await self._elastic.wake(self._get(uid))
+
+    async def set_autoscale(self, uid: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """Change a model's autoscaling while it serves (fleet.cluster.supervisor.autoscaler)."""
+        return await self._autoscaler.configure(uid, changes)
+
+    def model_events(self, uid: str) -> list[dict[str, Any]]:
+        """The model's recent scale, unload and load events, oldest first, with their reasons."""
+        self._get(uid)
+        return self._events.recent(uid)
+
+    def autoscale_metrics(self) -> list[dict[str, Any]]:
+        return self._autoscaler.metrics()
+
     def list_models(self) -> list[dict[str, Any]]:
         return [m.list_entry() for m in self._models.values()]
 
     def describe_model(self, uid: str) -> dict[str, Any]:
-        return self._get(uid).describe()
+        return {**self._get(uid).describe(), "autoscale": self._autoscaler.describe(uid)}
 
     def route(self, uid: str) -> list[tuple[str, str, str, str]]:
-        """(address, actor uid, replica uid, worker) of every ready replica; the API caches it."""
+        """(address, actor uid, replica uid, worker) of every ready replica; the API caches it.
+        An idle model's is Unavailable with the code `model_idle`: the API asks for its load
+        (`wake`) and then for its route again."""
         record = self._get(uid)
+        if record.idle or (record.waking is not None and not record.waking.done()):
+            raise Unavailable(f"model {uid} is idle; a request loads it", code="model_idle")
         ready = [(r.actor_address, r.actor_uid, r.replica_uid, r.worker_address)
                  for r in record.ready_replicas]
         if ready:

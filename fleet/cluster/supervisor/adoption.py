@@ -39,7 +39,8 @@ def replicas(uid: str, adopted: list[ReplicaRecord],
     for placement, index in zip(placements, free, strict=False):
         new.append(ReplicaRecord(replica_uid=f"{uid}-{index}", index=index,
                                  worker_address=placement.worker.address, device=placement.device,
-                                 memory_bytes=placement.memory_bytes))
+                                 memory_bytes=placement.memory_bytes,
+                                 gpus=list(placement.gpus)))
     return [*adopted, *new]
 
 

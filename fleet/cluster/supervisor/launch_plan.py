@@ -9,8 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet.autoscale import AUTOSCALE_FIELDS
 from fleet.catalogue.registry import Catalogue
 from fleet.catalogue.schemas import BaseFamily
+from fleet.cluster.supervisor.gpu_room import gpu_occupancy
 from fleet.cluster.supervisor.launch_policy import LaunchPolicy, truthy
 from fleet.cluster.supervisor.memory_estimate import MemoryEstimate, estimate_memory
 from fleet.cluster.supervisor.placement import (
@@ -41,7 +43,8 @@ SKIP_MEMORY_CHECK = "skip_memory_check"
 LAUNCH_FIELDS = frozenset({
     "model_name", "model_type", "model_engine", "model_uid", "model_format",
     "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx", "worker_ip",
-    "model_path", "envs", "request_limits", SKIP_MEMORY_CHECK,
+    "model_path", "envs", "request_limits", "keep_alive", "idle", SKIP_MEMORY_CHECK,
+    *AUTOSCALE_FIELDS,
     "n_worker", "peft_model_config", "replica_config", "quantization_config",
     "enable_virtual_env", "virtual_env_packages", "virtual_env_find_links",
 })
@@ -86,6 +89,8 @@ class LaunchPlan:
     has_gpu: bool | None = None  # whether the workers it may go to have a GPU it wants
     placements: list[Placement] = field(default_factory=list)
     refusal: FleetError | None = None
+    # The operator's cap on the models a worker holds loaded (--max-loaded-models); None: none.
+    max_loaded_models: int | None = None
     _estimates: dict[str, MemoryEstimate | None] = field(default_factory=dict)
 
     def estimate(self, device: str) -> MemoryEstimate | None:
@@ -120,12 +125,28 @@ class LaunchPlan:
     def place(self, all_workers: list[WorkerRecord]) -> None:
         """Choose the replicas' workers, or note why none has room (`refusal`)."""
         try:
-            self.placements = place_replicas(all_workers, self.models,
+            self.placements = place_replicas(self._under_the_cap(all_workers), self.models,
                                              int(self.request.get("replica") or 1),
                                              self.request.get("worker_ip"), self.demand)
             self.refusal = None
         except FleetError as exc:
             self.refusal = exc
+
+    def _under_the_cap(self, workers: list[WorkerRecord]) -> list[WorkerRecord]:
+        """The workers that may load one more model (--max-loaded-models); InsufficientMemory
+        (code max_loaded_models) when none may: it is room that is missing, and unloading an
+        idle model makes it (fleet.cluster.supervisor.elastic)."""
+        cap = self.max_loaded_models
+        if cap is None:
+            return workers
+        uid = self.request.get("model_uid") or self.family.model_name
+        under = [w for w in workers if len(loaded_models(w, self.models, uid)) < cap]
+        if workers and not under:
+            raise InsufficientMemory(
+                f"every worker holds {cap} loaded model(s), the most it may "
+                f"(--max-loaded-models {cap}); terminate one, or give one a keep_alive so "
+                "that it can be unloaded", code="max_loaded_models")
+        return under
 
     def rooms(self) -> list[Room]:
         return [worker_room(w, self.models, self.demand) for w in self.workers]
@@ -135,13 +156,14 @@ class LaunchPlan:
         estimate = self.estimate(self.device)
         spec = self.choice.spec
         workers = []
-        for room in self.rooms():
+        for worker, room in zip(self.workers, self.rooms(), strict=True):
             need = self.estimate(room.device) if not room.problem else None
             fits = room.fits(None if self.skip_check else need)
             workers.append({"address": room.address, "device": room.device, "where": room.where,
                             "free": room.free if not room.problem else None,
                             "needed": need.total if need else None, "fits": fits,
-                            "problem": room.problem})
+                            "problem": room.problem, "gpus": list(room.gpus),
+                            "gpu_occupancy": gpu_occupancy(worker, self.models)})
         return {
             "model_name": self.family.model_name, "model_type": self.family.model_type,
             "model_engine": self.choice.engine.name, "engine_reason": self.choice.reason,
@@ -152,10 +174,19 @@ class LaunchPlan:
             "fits": self.refusal is None, "reason": self.refusal.message if self.refusal else None,
             "skip_memory_check": self.skip_check,
             "placements": [{"worker": p.worker.address, "device": p.device,
-                            "memory_bytes": p.memory_bytes} for p in self.placements],
+                            "memory_bytes": p.memory_bytes, "gpus": list(p.gpus)}
+                           for p in self.placements],
             "workers": workers,
             "launched": False,
         }
+
+
+def loaded_models(worker: WorkerRecord, models: Iterable[ModelRecord],
+                  besides: str | None = None) -> set[str]:
+    """The uids of the models with a replica loading or loaded on `worker` (but `besides`)."""
+    return {m.uid for m in models if m.uid != besides
+            and any(r.worker_address == worker.address and r.state in ("launching", "ready")
+                    for r in m.replicas)}
 
 
 def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Iterable[ModelRecord],
@@ -186,7 +217,7 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
     request = checked_request(request, choice.engine, family.model_type)
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
-                      has_gpu=has_gpu)
+                      has_gpu=has_gpu, max_loaded_models=policy.max_loaded_models)
     if place:
         plan.place(workers)
     if fit_anyway and isinstance(plan.refusal, InsufficientMemory):

@@ -44,6 +44,8 @@ class LaunchPolicy:
     allow_remote_code: bool = False
     allow_launch_envs: bool = False
     allow_any_model_path: bool = False
+    # The most models a worker holds loaded (fleet.cluster.supervisor.launch_plan); None: any.
+    max_loaded_models: int | None = None
 
     @classmethod
     def from_config(cls, config: ServerConfig | None) -> LaunchPolicy:
@@ -53,7 +55,8 @@ class LaunchPolicy:
                    model_roots=tuple(config.model_roots),
                    allow_remote_code=config.allow_remote_code,
                    allow_launch_envs=config.allow_launch_envs,
-                   allow_any_model_path=config.allow_any_model_path)
+                   allow_any_model_path=config.allow_any_model_path,
+                   max_loaded_models=config.max_loaded_models)
 
     def roots(self) -> list[Path]:
         """Where launches may read weights from: the weights cache, always, and --model-root."""

@@ -1,11 +1,12 @@
 """Where replicas go: spread over workers, fewest replicas first, then most free memory, among
 the workers with room for them.
 
-Room is the memory a replica would use on a worker: the free memory of the GPU(s) the worker
-would give it (GPUs are owned by one replica at a time, see WorkerActor._assign_gpus), else its
-available RAM, less what is promised to replicas still loading there (their memory is not all
-taken yet). A replica that became ready after the worker's last report counts as promised
-too, until the next heartbeat shows its memory as used."""
+Room is the memory a replica would use on a worker: that of the GPU(s) placement picks for it
+(several replicas may share a GPU while their estimates fit, fleet.cluster.supervisor.gpu_room),
+else its available RAM, less what is promised to replicas still loading there (their memory is
+not all taken yet). A replica that became ready after the worker's last report counts as
+promised too, until the next heartbeat shows its memory as used. The GPUs chosen travel with
+the placement to the replica's record, and from there to its worker in the launch."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fleet.cluster.supervisor.gpu_room import choose_gpus, gpu_loads, placed_on, where
 from fleet.cluster.supervisor.memory_estimate import MemoryEstimate, human
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.errors import BadRequest, InsufficientMemory, Unavailable
@@ -39,8 +41,9 @@ class Room:
     address: str
     device: str  # "cpu" or "cuda"
     free: int  # bytes
-    where: str  # "RAM", "GPU 0", "GPUs 0,1"
+    where: str  # "RAM", "GPU 0", "GPUs 0,1", with the other GPUs' room
     problem: str | None = None  # why it cannot take the replica whatever its size
+    gpus: tuple[int, ...] = ()  # the GPUs it would take (`free`: each one's room, times them)
 
     def fits(self, need: MemoryEstimate | None) -> bool:
         """Whether a replica needing `need` (None: not checked) can go here."""
@@ -58,12 +61,7 @@ class Placement:
     worker: WorkerRecord
     device: str
     memory_bytes: int  # the estimate it was placed with (0 when unchecked)
-
-
-def _promised(replica: ReplicaRecord, worker: WorkerRecord) -> bool:
-    if replica.state == "launching":
-        return True
-    return replica.state == "ready" and (replica.ready_at or 0) > worker.last_heartbeat
+    gpus: tuple[int, ...] = ()  # the GPUs chosen on the worker (device "cuda")
 
 
 def wants_gpu(n_gpu: Any, gpu_idx: Any = None) -> bool:
@@ -75,44 +73,42 @@ def worker_room(worker: WorkerRecord, models: Iterable[ModelRecord], demand: Dem
                 pending: Sequence[Placement] = ()) -> Room:
     """The room `worker` has for one more replica, given the replicas placed already and the
     ones of this launch placed just before (`pending`)."""
-    here = [r for m in models for r in m.replicas
-            if r.worker_address == worker.address and r.state in ("launching", "ready")]
+    here = placed_on(worker, models)
     mine = [p for p in pending if p.worker.address == worker.address]
     gpus = worker.resources.get("gpus") or []
     if gpus and wants_gpu(demand.n_gpu, demand.gpu_idx):
-        return _gpu_room(worker, gpus, here, mine, demand)
+        return _gpu_room(worker, here, mine, demand)
     if demand.needs_gpu:
         return Room(worker.address, "cuda", 0, "", "has no GPU")
     if demand.gpu_idx is not None or demand.n_gpu not in (None, 0, "0", "auto"):
         return Room(worker.address, "cuda", 0, "", f"has no GPU (n_gpu={demand.n_gpu} was asked)")
-    promised = sum(r.memory_bytes for r in here if r.device == "cpu" and _promised(r, worker))
+    promised = sum(r.memory_bytes for r in here
+                   if r.device == "cpu" and r.is_promised(worker.last_heartbeat))
     promised += sum(p.memory_bytes for p in mine if p.device == "cpu")
     free = int(worker.resources.get("memory_available", 0)) - promised
     return Room(worker.address, "cpu", max(0, free), "RAM")
 
 
-def _gpu_room(worker: WorkerRecord, gpus: list[dict[str, Any]], here: list[ReplicaRecord],
-              mine: list[Placement], demand: Demand) -> Room:
-    taken = {g for r in here for g in r.gpus}
-    # Replicas still starting may not have their GPUs yet: each will take (at least) one.
-    unassigned = sum(1 for r in here if r.device == "cuda" and not r.gpus) + len(mine)
-    free = sorted((g for g in gpus if g["index"] not in taken),
-                  key=lambda g: -int(g.get("memory_free", 0)))
+def _gpu_room(worker: WorkerRecord, here: list[ReplicaRecord], mine: list[Placement],
+              demand: Demand) -> Room:
+    need = demand.estimate("cuda") if demand.estimate else None
+    loads = gpu_loads(worker, here, mine)
+    pinned = None
     if demand.gpu_idx is not None:
-        wanted = [demand.gpu_idx] if isinstance(demand.gpu_idx, int) else list(demand.gpu_idx)
-        chosen = [g for g in free if g["index"] in wanted]
-        if len(chosen) < len(wanted):
-            return Room(worker.address, "cuda", 0, "", f"has GPU(s) {wanted} taken or missing")
-    else:
-        count = 1 if demand.n_gpu == "auto" else int(demand.n_gpu)
-        free = free[unassigned:]
-        if len(free) < count:
-            return Room(worker.address, "cuda", 0, "",
-                        f"has {len(free)} free GPU(s) of {len(gpus)}, {count} needed")
-        chosen = free[:count]
-    label = ",".join(str(g["index"]) for g in chosen)
-    where = f"GPU{'s' if len(chosen) > 1 else ''} {label}"
-    return Room(worker.address, "cuda", sum(int(g.get("memory_free", 0)) for g in chosen), where)
+        pinned = [demand.gpu_idx] if isinstance(demand.gpu_idx, int) else list(demand.gpu_idx)
+    count = 1 if demand.n_gpu == "auto" else int(demand.n_gpu)
+    chosen, problem = choose_gpus(loads, count, pinned, shares=_known(need))
+    if problem is not None:
+        return Room(worker.address, "cuda", 0, "", problem)
+    # Each GPU takes an equal share: the one with the least room bounds them all.
+    free = max(0, min(g.room for g in chosen)) * len(chosen)
+    return Room(worker.address, "cuda", free, where(chosen, loads),
+                gpus=tuple(g.index for g in chosen))
+
+
+def _known(need: MemoryEstimate | None) -> bool:
+    """Whether a replica's need is known enough to put it beside others on a GPU."""
+    return need is not None and need.checkable
 
 
 def workers_at(workers: list[WorkerRecord], worker_ip: str | None) -> list[WorkerRecord]:
@@ -165,7 +161,9 @@ def place_replicas(
         worker, room, need = min(
             fitting, key=lambda f: (load[f[0].address], -f[0].resources.get("memory_available", 0)))
         load[worker.address] += 1
-        chosen.append(Placement(worker, room.device, need.total if need else 0))
+        # On a GPU, 0 (need unknown) means the replica holds its GPUs whole (gpu_room).
+        memory = need.total if need and (room.device == "cpu" or _known(need)) else 0
+        chosen.append(Placement(worker, room.device, memory, room.gpus))
     return chosen
 
 

@@ -44,6 +44,7 @@ class ReplicaRecord:
     # What the worker reported while this attempt was still loading (it says more than the
     # broken connection the load call sees).
     down_reason: str | None = None
+    # The GPUs placement chose for it (the worker gives it those), then those it runs on.
     gpus: list[int] = field(default_factory=list)
     # Where it runs ("cpu" or "cuda") and the memory it was estimated to need there: promised
     # to it on its worker while it loads (fleet/cluster/supervisor/placement.py).
@@ -58,23 +59,34 @@ class ReplicaRecord:
     def worker_key(self) -> str:
         return f"{self.replica_uid}:{self.instance}"
 
+    def is_promised(self, last_report: float) -> bool:
+        """Whether its memory is promised to it rather than in its worker's report made at
+        `last_report` (time.monotonic()): it is loading, or became ready since."""
+        if self.state == "launching":
+            return True
+        return self.state == "ready" and (self.ready_at or 0) > last_report
+
     @classmethod
     def adopted(cls, report: dict[str, Any], worker_address: str) -> ReplicaRecord:
         """A ready replica a worker reported after the supervisor restarted: tracked again as
         it is, its process untouched."""
         replica_uid, instance = report["key"].rsplit(":", 1)
+        # What its GPUs were promised: None held them whole (fleet.cluster.supervisor.gpu_room).
+        share = report.get("gpu_memory_bytes")
         return cls(replica_uid=replica_uid, worker_address=worker_address,
                    actor_address=report["address"], actor_uid=report["actor_uid"], state="ready",
                    gpus=list(report.get("gpus") or []), index=int(replica_uid.rsplit("-", 1)[1]),
                    pid=report.get("pid"), device="cuda" if report.get("gpus") else "cpu",
-                   instance=instance, ready_at=time.monotonic())
+                   instance=instance, ready_at=time.monotonic(),
+                   memory_bytes=int(share or 0) * len(report.get("gpus") or []))
 
-    def new_attempt(self, worker_address: str, device: str, memory_bytes: int) -> None:
+    def new_attempt(self, worker_address: str, device: str, memory_bytes: int,
+                    gpus: tuple[int, ...] = ()) -> None:
         """The same replica launched again, as a new process (maybe on another worker)."""
         self.worker_address, self.device, self.memory_bytes = worker_address, device, memory_bytes
         self.instance = uuid.uuid4().hex[:8]
         self.state, self.actor_address, self.actor_uid = "launching", None, None
-        self.pid, self.gpus, self.ready_at, self.down_reason = None, [], None, None
+        self.pid, self.gpus, self.ready_at, self.down_reason = None, list(gpus), None, None
 
     def note_failure(self, reason: str) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
@@ -122,11 +134,17 @@ class ModelRecord:
     # Why this engine ("requested", "auto: gguf weights"), and one replica's memory estimate.
     engine_reason: str = ""
     memory_estimate: dict[str, Any] | None = None
+    # Unloaded after its keep_alive without a request (or launched so): listed, no replica; its
+    # next request loads it (fleet.cluster.supervisor.elastic). `waking`: that load, under way.
+    idle: bool = False
+    waking: asyncio.Task[None] | None = None
 
     @property
     def state(self) -> str:
         """`ready` whenever some replica can answer, and only then."""
         states = {r.state for r in self.replicas}
+        if self.idle:
+            return "idle"
         if self.waiting is not None and not states:
             return "waiting"
         if "terminating" in states:

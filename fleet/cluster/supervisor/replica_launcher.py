@@ -25,10 +25,14 @@ _PROCESS_START_FACTOR = 4
 _DRAIN_POLL_S = 0.1
 
 
-def launch_payload(record: ModelRecord) -> ReplicaLaunch:
-    """What a worker needs to start one replica of `record`."""
+def launch_payload(record: ModelRecord, replica: ReplicaRecord | None = None) -> ReplicaLaunch:
+    """What a worker needs to start one replica of `record`: on the GPUs placement chose for
+    `replica` (else those the launch pinned, or the worker's choice), each promised an equal
+    share of its estimate (none: the replica holds them whole, fleet.cluster.supervisor.gpu_room)."""
     request = record.request
     engine = engine_by_name(record.engine)
+    gpus = list(replica.gpus) if replica is not None and replica.gpus else None
+    share = replica.memory_bytes // len(gpus) if gpus and replica and replica.memory_bytes else None
     return ReplicaLaunch(
         model_uid=record.uid,
         family=record.family,
@@ -39,7 +43,8 @@ def launch_payload(record: ModelRecord) -> ReplicaLaunch:
         engine_options=engine.typed_options(record.family.model_type, engine_options(request)),
         model_path=request.get("model_path"),
         n_gpu=request.get("n_gpu", "auto"),
-        gpu_idx=request.get("gpu_idx"),
+        gpu_idx=gpus if gpus is not None else request.get("gpu_idx"),
+        gpu_memory_bytes=share,
         envs={str(k): str(v) for k, v in (request.get("envs") or {}).items()},
         request_limits=request.get("request_limits"),
         request=request,
@@ -55,7 +60,7 @@ class ReplicaLauncher:
         worker = self._workers.get(replica.worker_address)
         if worker is None:
             raise Unavailable(f"worker {replica.worker_address} is gone")
-        placed = await within(worker.ref.launch_replica(replica.worker_key, launch_payload(record)),
+        placed = await within(worker.ref.launch_replica(replica.worker_key, launch_payload(record, replica)),
                               control_call_timeout_s() * _PROCESS_START_FACTOR,
                               f"worker {replica.worker_address}")
         replica.actor_address, replica.actor_uid = placed["address"], placed["actor_uid"]

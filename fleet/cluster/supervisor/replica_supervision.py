@@ -115,7 +115,7 @@ class ReplicaSupervision:
             if replica.state != "restarting":  # its worker came back with it meanwhile
                 return
             replica.new_attempt(placement.worker.address, placement.device,
-                                placement.memory_bytes)
+                                placement.memory_bytes, placement.gpus)
             replica.restarts += 1
             self.restarts_total[record.uid] = self.restarts_total.get(record.uid, 0) + 1
         await self._launch_again(record, replica)
@@ -123,14 +123,14 @@ class ReplicaSupervision:
     async def _placement(self, record: ModelRecord, replica: ReplicaRecord) -> Placement:
         worker = self._cluster.workers.get(replica.worker_address)
         if worker is not None and replica.failures_in_a_row <= _MOVE_AFTER:
-            return Placement(worker, replica.device, replica.memory_bytes)
+            return Placement(worker, replica.device, replica.memory_bytes, tuple(replica.gpus))
         if worker is not None:  # it failed here again and again: elsewhere if there is room
             try:
                 return await self._place_elsewhere(record, replica, worker.address)
             except Exception as exc:  # no room elsewhere: here again, then
                 logger.info("replica %s stays on %s: %s", replica.replica_uid, worker.address,
                             _reason(exc))
-                return Placement(worker, replica.device, replica.memory_bytes)
+                return Placement(worker, replica.device, replica.memory_bytes, tuple(replica.gpus))
         return await self._place_elsewhere(record, replica, replica.worker_address)
 
     async def _launch_again(self, record: ModelRecord, replica: ReplicaRecord) -> None:

@@ -15,6 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fleet.autoscale import AutoscaleSettings
 from fleet.cluster.supervisor.cluster_state import ClusterState
 from fleet.cluster.supervisor.model_store import StateNotSaved
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord
@@ -48,6 +49,20 @@ def check_overrides(record: ModelRecord, overrides: dict[str, Any]) -> None:
                          "the workers with room for them", code="unsupported_option")
 
 
+def check_bounds(record: ModelRecord, count: int, adding: bool) -> None:
+    """A model that autoscales keeps its replicas within its bounds: a change by hand past them
+    is refused (it would be undone at the next look), naming the way to move them. A step
+    towards them passes (the autoscaler's own, after the bounds were changed)."""
+    settings = AutoscaleSettings.of(record.request, record.family.model_type)
+    if settings is None:
+        return
+    if count > settings.max_replicas if adding else count < max(settings.min_replicas, 1):
+        raise BadRequest(f"model {record.uid} autoscales between {settings.min_replicas} and "
+                         f"{settings.max_replicas} replicas; change its bounds (fleet autoscale, "
+                         f"POST /v1/models/{record.uid}/autoscale) to give it {count}",
+                         code="outside_autoscale_bounds")
+
+
 class Scaler:
     def __init__(self, cluster: ClusterState, launcher: ReplicaLauncher,
                  restorer: Callable[[], Restorer], plan: Plan, terminate: Terminate):
@@ -61,7 +76,7 @@ class Scaler:
         record = self._cluster.models.get(uid)
         if record is None:
             raise NotFound(f"model {uid!r} is not running", code="model_not_found")
-        if record.stand_in or record.state in ("launching", "terminating"):
+        if record.stand_in or record.state in ("launching", "terminating", "idle"):
             raise Conflict(f"model {uid} is {record.state}; change its replicas once it is "
                            "running", code="model_busy")
         return record
@@ -73,6 +88,7 @@ class Scaler:
         async with self._cluster.locks.planning, self._cluster.locks.hold(uid):
             record = self._scalable(uid)
             check_overrides(record, overrides)
+            check_bounds(record, len(record.replicas) + count, adding=True)
             if len(record.replicas) + count > MAX_REPLICAS:  # as a launch is refused past it
                 raise BadRequest(f"model {uid} has {len(record.replicas)} replica(s); {count} more "
                                  f"would pass the {MAX_REPLICAS} replicas a model may have",
@@ -83,7 +99,7 @@ class Scaler:
             first = max((r.index for r in record.replicas), default=-1) + 1
             added = [ReplicaRecord(replica_uid=f"{uid}-{first + n}", index=first + n,
                                    worker_address=p.worker.address, device=p.device,
-                                   memory_bytes=p.memory_bytes)
+                                   memory_bytes=p.memory_bytes, gpus=list(p.gpus))
                      for n, p in enumerate(plan.placements)]
             request = dict(record.request, replica=len(record.replicas) + count)
             self._restorer().save({uid: request})  # before the replicas exist
@@ -129,10 +145,22 @@ class Scaler:
                                code="replica_not_found")
             last = len(record.replicas) == 1
             if not last:
+                check_bounds(record, len(record.replicas) - 1, adding=False)
                 await self._remove(record, replica)
                 return len(record.replicas)
         await self._terminate(uid)
         return 0
+
+    async def remove_newest(self, uid: str) -> None:
+        """Autoscaling's step down: drain and end the replica with the highest index; never the
+        last one (a model goes to zero as an idle unload, not a terminate)."""
+        async with self._cluster.locks.hold(uid):
+            record = self._scalable(uid)
+            serving = [r for r in record.replicas if r.state not in ("draining", "terminating")]
+            if len(serving) < 2:
+                raise Conflict(f"model {uid} has {len(serving)} replica(s); the last one stays",
+                               code="model_busy")
+            await self._remove(record, max(serving, key=lambda r: r.index))
 
     async def _remove(self, record: ModelRecord, replica: ReplicaRecord) -> None:
         request = dict(record.request, replica=len(record.replicas) - 1)

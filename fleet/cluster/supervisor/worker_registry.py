@@ -25,6 +25,7 @@ import xoscar as xo
 
 from fleet.cluster.deadlines import within
 from fleet.cluster.supervisor.cluster_state import ClusterState
+from fleet.cluster.supervisor.gpu_room import gpu_occupancy
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.replica_supervision import ReplicaSupervision
@@ -136,4 +137,7 @@ class WorkerRegistry:
             "seconds_since_heartbeat": round(time.monotonic() - worker.last_heartbeat, 1),
             "resources": resources,
             "replicas": replicas,
+            # Each GPU with the replicas placement put there (several when they share it) and
+            # the memory promised to those still loading.
+            "gpu_occupancy": gpu_occupancy(worker, self._cluster.models.values()),
         }

@@ -20,11 +20,13 @@ from fleet.cluster.deadlines import within
 from fleet.cluster.replica.model_actor import ModelActor
 from fleet.cluster.weights.cache_inventory import WorkerCache
 from fleet.cluster.weights.download import local_weights
+from fleet.cluster.worker import resources
+from fleet.cluster.worker.gpu_owners import GpuOwners
 from fleet.cluster.worker.process_tree import end_all, spawned_by
 from fleet.cluster.worker.replica_watch import ReplicaWatch
 from fleet.cluster.worker.resources import machine_resources
 from fleet.cluster.worker.supervisor_link import SupervisorLink
-from fleet.errors import BadRequest, Unavailable
+from fleet.errors import Unavailable
 from fleet.messages import ReplicaLaunch
 from fleet.settings import control_call_timeout_s
 
@@ -58,7 +60,8 @@ class WorkerActor(xo.StatelessActor):
         self._requests: dict[str, dict[str, Any]] = {}
         # Replica keys terminated before their process existed, with when (pruned after an hour).
         self._cancelled: dict[str, float] = {}
-        self._gpu_owner: dict[int, str] = {}
+        # Which replicas run on which GPU; several may share one (fleet.cluster.worker.gpu_owners).
+        self._gpu_owners = GpuOwners()
         self._heartbeat_task: asyncio.Task[None] | None = None
         # The weights cache, and which replicas read from it (fleet.cluster.weights.cache_inventory).
         self._cache = WorkerCache()
@@ -112,46 +115,33 @@ class WorkerActor(xo.StatelessActor):
                 logger.warning("warm spare failed to start (%s); starting a fresh process", exc)
         return await self._new_sub_pool()
 
-    def _assign_gpus(self, replica_uid: str, n_gpu: Any, gpu_idx: Any) -> list[int]:
-        # The GPUs with the most free memory first: the supervisor placed the replica here
-        # because they had room for it (fleet/cluster/supervisor/placement.py counts them in this order).
-        info = sorted(machine_resources()["gpus"], key=lambda g: -int(g.get("memory_free", 0)))
-        gpus = [g["index"] for g in info]
-        free = [g for g in gpus if g not in self._gpu_owner]
-        if gpu_idx is not None:
-            wanted = [gpu_idx] if isinstance(gpu_idx, int) else list(gpu_idx)
-            taken = [g for g in wanted if g not in free]
-            if taken:
-                raise BadRequest(f"GPU(s) {taken} are not free on worker {self.address}")
-        elif n_gpu in (None, 0, "0") or not gpus:
-            if n_gpu not in (None, 0, "0", "auto"):
-                raise BadRequest(f"worker {self.address} has no GPU, n_gpu={n_gpu} was asked")
-            return []
-        elif n_gpu == "auto":
-            wanted = free[:1]
-        else:
-            count = int(n_gpu)
-            if count > len(free):
-                raise BadRequest(
-                    f"n_gpu={count} but worker {self.address} has {len(free)} free GPU(s)"
-                )
-            wanted = free[:count]
-        for index in wanted:
-            self._gpu_owner[index] = replica_uid
-        return wanted
+    def _assign_gpus(self, replica_key: str, launch: ReplicaLaunch) -> ReplicaLaunch:
+        """The launch on the GPUs it gets here (those placement chose, recorded as shared with
+        the replicas already there), with CUDA_VISIBLE_DEVICES set and its engine told its
+        share of their memory; unchanged when it runs on the CPU."""
+        info = resources.gpu_info()
+        gpus = self._gpu_owners.assign(replica_key, info, launch.n_gpu, launch.gpu_idx,
+                                       launch.gpu_memory_bytes, self.address)
+        if not gpus:
+            return launch
+        options = launch.engine_options
+        if launch.gpu_memory_bytes:
+            # The smallest of its GPUs bounds the fraction an engine may take of each.
+            total = min(int(g.get("memory_total", 0)) for g in info if g["index"] in gpus)
+            if total > 0:
+                options = options.with_gpu_share(min(1.0, launch.gpu_memory_bytes / total))
+        return msgspec.structs.replace(
+            launch, device="cuda", gpu_idx=gpus, engine_options=options,
+            envs={**launch.envs, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))})
 
     async def launch_replica(self, replica_key: str, launch: ReplicaLaunch) -> dict[str, Any]:
         """Start a process for the replica and create its ModelActor there (not yet loaded)."""
         # A missing path is the user's mistake: say so before spending a process on it.
         local_weights(launch.model_path, launch.spec)
-        gpus = self._assign_gpus(replica_key, launch.n_gpu, launch.gpu_idx)
         request = launch.request
         # The replica does not read the request: it stays here.
-        launch = msgspec.structs.replace(launch, request={})
-        if gpus:
-            launch = msgspec.structs.replace(
-                launch, device="cuda",
-                envs={**launch.envs, "CUDA_VISIBLE_DEVICES": ",".join(map(str, gpus))})
+        launch = self._assign_gpus(replica_key, msgspec.structs.replace(launch, request={}))
+        gpus = self._gpu_owners.gpus_of(replica_key)
         try:
             address = await self._take_sub_pool()
         except BaseException:
@@ -179,8 +169,7 @@ class WorkerActor(xo.StatelessActor):
                 "pid": self._watch.pid(address)}
 
     def _release_gpus(self, replica_key: str) -> None:
-        for index in [i for i, owner in self._gpu_owner.items() if owner == replica_key]:
-            del self._gpu_owner[index]
+        self._gpu_owners.release(replica_key)
 
     async def terminate_replica(self, replica_key: str) -> None:
         """End the replica's process: its memory goes back to the machine."""
@@ -252,7 +241,8 @@ class WorkerActor(xo.StatelessActor):
             rows.append({"key": key, "model_uid": replica_uid.rsplit("-", 1)[0],
                          "address": address, "actor_uid": actor_uid, "pid": health["pid"],
                          "state": health["state"], "request": self._requests.get(key, {}),
-                         "gpus": [g for g, owner in self._gpu_owner.items() if owner == key]})
+                         "gpus": self._gpu_owners.gpus_of(key),
+                         "gpu_memory_bytes": self._gpu_owners.share_of(key)})
         return rows
 
     def describe(self) -> dict[str, Any]:
@@ -260,7 +250,9 @@ class WorkerActor(xo.StatelessActor):
             "address": self.address,
             "resources": machine_resources(),
             "replicas": sorted(key.split(":")[0] for key in self._replica_pools),
-            "gpu_owner": dict(self._gpu_owner),
+            # GPU index -> the replicas on it (several when they share it).
+            "gpu_owner": {index: [key.split(":")[0] for key in keys]
+                          for index, keys in self._gpu_owners.holders().items()},
         }
 
     # ---- weights cache (fleet.cluster.weights.cache_inventory) ----
