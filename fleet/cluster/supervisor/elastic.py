@@ -60,6 +60,8 @@ class Elastic:
         # Per model uid: the requests its replicas had served when last asked, and since when
         # that count has not moved (time.monotonic()).
         self._seen: dict[str, tuple[int, float]] = {}
+        # Actor references of the replicas polled, by their launch attempt's key (worker_key).
+        self._refs: dict[str, Any] = {}
 
     def keep_alive(self, record: ModelRecord) -> float | None:
         """The model's own keep_alive, else the cluster's; None: it stays loaded."""
@@ -71,9 +73,12 @@ class Elastic:
         """For as long as the supervisor runs: unload the models idle past their keep_alive."""
         while True:
             await asyncio.sleep(POLL_S)
+            models = list(self._cluster.models.values())
+            current = {r.worker_key for m in models for r in m.replicas}
+            for gone in [key for key in self._refs if key not in current]:
+                del self._refs[gone]
             # Together: a replica slow to answer delays no other model's look.
-            await asyncio.gather(*(self._check_safely(r)
-                                   for r in list(self._cluster.models.values())))
+            await asyncio.gather(*(self._check_safely(r) for r in models))
 
     async def _check_safely(self, record: ModelRecord) -> None:
         try:
@@ -110,12 +115,19 @@ class Elastic:
         if replica.state != "ready" or not replica.actor_address:
             return (0, 0)
         try:
-            ref = await within(xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid),
-                               control_call_timeout_s(), f"replica {replica.replica_uid}")
+            # The reference is kept: making one is a call to the replica's process of its own,
+            # and this poll runs twice a second for every replica.
+            ref = self._refs.get(replica.worker_key)
+            if ref is None:
+                ref = await within(
+                    xo.actor_ref(address=replica.actor_address, uid=replica.actor_uid),
+                    control_call_timeout_s(), f"replica {replica.replica_uid}")
+                self._refs[replica.worker_key] = ref
             served, in_progress = await within(ref.activity(), control_call_timeout_s(),
                                                f"replica {replica.replica_uid}")
             return int(served), int(in_progress)
         except Exception as exc:
+            self._refs.pop(replica.worker_key, None)
             logger.debug("activity of %s: %r", replica.replica_uid, exc)
             return None
 
