@@ -208,5 +208,3 @@ class StreamStarted(msgspec.Struct, frozen=True):
     stream_id: str
     prompt_tokens: int
 
-
-STREAM_FRAME_JSON = msgspec.json.Encoder()
