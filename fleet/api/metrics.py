@@ -222,9 +222,7 @@ class FleetMetrics:
             self._count_restarts(row["model"], row["replica_uid"], int(row.get("restarts") or 0))
 
     def _count_restarts(self, model: str, replica: str, restarts: int) -> None:
-        seen = self._restarts_seen.get((model, replica), 0)
-        self.replica_restarts.labels(model, replica).inc(max(0, restarts - seen))
-        self._restarts_seen[(model, replica)] = max(seen, restarts)
+        _count_up_to(self.replica_restarts, self._restarts_seen, (model, replica), restarts)
 
     def _set_models(self, models: list[dict[str, Any]], replicas: list[dict[str, Any]]) -> None:
         for gauge in (self.model_replicas, self.model_desired, self.model_waiting,
@@ -240,7 +238,14 @@ class FleetMetrics:
             self.model_waiting.labels(name).set(row["waiting_for_capacity"])
             self.model_in_progress.labels(name).set(row["in_flight"])
             self.model_queued.labels(name).set(queued[name])
-            for direction, count in row["events"].items():  # counted up to the supervisor's
-                seen = self._scale_events_seen.get((name, direction), 0)
-                self.scale_events.labels(name, direction).inc(max(0, count - seen))
-                self._scale_events_seen[(name, direction)] = max(seen, count)
+            for direction, count in row["events"].items():
+                _count_up_to(self.scale_events, self._scale_events_seen, (name, direction), count)
+
+
+def _count_up_to(counter: Counter, seen: dict[tuple[str, str], int], labels: tuple[str, str],
+                 total: int) -> None:
+    """A Prometheus counter of something the supervisor counts (restarts, scale events), brought
+    up to the supervisor's `total` at each scrape; `seen` holds what it was brought to."""
+    before = seen.get(labels, 0)
+    counter.labels(*labels).inc(max(0, total - before))
+    seen[labels] = max(before, total)
