@@ -93,16 +93,17 @@ class Elastic:
         if record.idle or record.state != "ready":
             self._seen.pop(record.uid, None)
             return
-        counts = await asyncio.gather(*(self._activity(r) for r in record.replicas))
-        if any(c is None for c in counts):
+        answers = await asyncio.gather(*(self._activity(r) for r in record.replicas))
+        counts = [c for c in answers if c is not None]
+        if len(counts) < len(answers):
             return  # a replica that does not answer now: not known to be idle
         if self._observe is not None:  # every ready model: /metrics shows their load
-            self._observe(record, [c for c in counts if c is not None])
+            self._observe(record, counts)
         if keep_alive is None:
             self._seen.pop(record.uid, None)
             return
-        served = sum(c[0] for c in counts if c is not None)
-        in_progress = sum(c[1] for c in counts if c is not None)
+        served = sum(c[0] for c in counts)
+        in_progress = sum(c[1] for c in counts)
         now = time.monotonic()
         seen = self._seen.get(record.uid)
         if seen is None or seen[0] != served or in_progress:
