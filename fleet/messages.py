@@ -149,14 +149,16 @@ class StreamError(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
 
 # ---- what a scheduler hands back while it generates -------------------------------------------
 class TokenEvent(msgspec.Struct, frozen=True):
-    """New text of choice `index`; its last event carries `finish_reason` and the choice's
-    `completion_tokens`. `logprobs`: OpenAI's logprobs content entries of the new tokens."""
+    """New text of choice `index`; its last event carries `finish_reason`, the choice's
+    `completion_tokens` and, when a stop string ended it, that string (`stop`). `logprobs`:
+    OpenAI's logprobs content entries of the new tokens."""
 
     index: int
     text: str
     logprobs: list[JsonObject] | None = None
     finish_reason: str | None = None
     completion_tokens: int = 0
+    stop: str | None = None
 
 
 class StreamDone(msgspec.Struct, frozen=True):

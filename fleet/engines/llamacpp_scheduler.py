@@ -30,6 +30,7 @@ from fleet.generation.scheduling import (
     choice_params,
     logprob_entry,
 )
+from fleet.generation.stops import StopStringMatcher
 from fleet.messages import STREAM_DONE, Events, StreamError, StreamFailed, TokenEvent
 
 logger = logging.getLogger(__name__)
@@ -55,7 +56,11 @@ def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, 
         "frequency_penalty": params.frequency_penalty,
         # Penalties count the whole sequence, as OpenAI's and Transformers' do (llama.cpp: last 64).
         "repeat_last_n": len(prompt_ids) + params.max_tokens if params.penalized else 0,
-        "stop": list(params.stop),
+        # Fleet watches the stop strings itself (_ChoiceOutput): llama.cpp would cut them as
+        # well, but its stream never says which one it met, and the answer must name it.
+        "stop": [],
+        # Every chunk then says how many tokens were made so far: the count at a stop string.
+        "timings_per_token": bool(params.stop),
         "logit_bias": [[token, bias] for token, bias in params.logit_bias.items()],
         "cache_prompt": True,
     }
@@ -86,6 +91,7 @@ class _ChoiceOutput:
         self.index = index
         self._params = params
         self._stop_ids = set(params.stop_token_ids)
+        self._stops = StopStringMatcher(params.stop)
         self._tokens = 0  # tokens seen through their probabilities (when asked for)
         self.finished = False
         self.error: StreamError | None = None
@@ -112,6 +118,13 @@ class _ChoiceOutput:
             logprobs = [{**_entry(item), "top_logprobs": [_entry(t) for t in
                                                           (item.get("top_logprobs") or [])[:top]]}
                         for item in items]
+        text, stopped = self._stops.feed(text)
+        if stopped:
+            made = (chunk.get("timings") or {}).get("predicted_n")
+            return self._finish(text, logprobs, "stop", made if isinstance(made, int) else
+                                self._tokens, self._stops.matched)
+        if stop_at is not None or choice.get("finish_reason"):
+            text += self._stops.flush()  # held as the start of a stop string that never came
         if stop_at is not None:
             return self._finish(text, logprobs, "stop", self._tokens)
         if choice.get("finish_reason"):
@@ -121,10 +134,10 @@ class _ChoiceOutput:
         return TokenEvent(self.index, text, logprobs)
 
     def _finish(self, text: str, logprobs: list[dict[str, Any]] | None, reason: str,
-                tokens: int) -> TokenEvent:
+                tokens: int, stop: str | None = None) -> TokenEvent:
         self.finished = True
         return TokenEvent(self.index, text, logprobs, "length" if reason == "length" else "stop",
-                          tokens)
+                          tokens, stop)
 
 
 def _server_error(chunk: dict[str, Any]) -> StreamError:

@@ -159,7 +159,10 @@ class VLLMScheduler:
                                          params.top_logprobs)
                 if output.finished:
                     reason = "length" if completion.finish_reason == "length" else "stop"
-                    request.deliver([TokenEvent(index, completion.text, logprobs, reason, tokens)])
+                    # vLLM names the stop string it met (or the stop token's id).
+                    stop = completion.stop_reason if isinstance(completion.stop_reason, str) else None
+                    request.deliver([TokenEvent(index, completion.text, logprobs, reason, tokens,
+                                                stop)])
                 else:
                     request.deliver([TokenEvent(index, completion.text, logprobs)])
         except asyncio.CancelledError:

@@ -1,6 +1,10 @@
 """A choice's raw text deltas -> OpenAI choice objects, streamed (`feed`/`finish` give chunk
 choices) and whole (`result` gives the final choice). Chat choices separate reasoning and tool
-calls out of the text; completion choices are the text itself."""
+calls out of the text; completion choices are the text itself.
+
+A choice that a stop string ended names it in `stop_reason`, as vLLM's server does (OpenAI has
+no such field; its clients read past it): Anthropic's Messages answer must say which of the
+client's `stop_sequences` it met (fleet.api.anthropic)."""
 
 from __future__ import annotations
 
@@ -8,6 +12,13 @@ from typing import Any
 
 from fleet.generation.reasoning import ReasoningSplitter
 from fleet.generation.tool_calls import StreamingToolCallParser, ToolCall, ToolFormat
+
+
+def _with_stop(choice: dict[str, Any], stop: str | None) -> dict[str, Any]:
+    """The choice, with the stop string that ended it (only then: the field is an extension)."""
+    if stop is not None:
+        choice["stop_reason"] = stop
+    return choice
 
 
 def _tool_call_delta(position: int, call: ToolCall) -> dict[str, Any]:
@@ -27,6 +38,7 @@ class ChatChoice:
         self._calls: list[ToolCall] = []
         self._logprobs: list[dict[str, Any]] | None = None
         self.finish_reason: str | None = None
+        self.stop_reason: str | None = None
 
     def _split(self, text: str, final_reason: str | None = None) -> dict[str, Any]:
         thought = ""
@@ -63,12 +75,14 @@ class ChatChoice:
         return {"index": self.index, "delta": delta,
                 "logprobs": {"content": logprobs} if logprobs else None, "finish_reason": None}
 
-    def finish(self, reason: str) -> dict[str, Any]:
+    def finish(self, reason: str, stop: str | None = None) -> dict[str, Any]:
+        """The last chunk choice; `stop`: the stop string that ended the choice, if one did."""
         delta = self._split("", reason)
         # A call cut by max_tokens stays in tool_calls, and the reason stays "length".
         self.finish_reason = "tool_calls" if self._calls and reason == "stop" else reason
-        return {"index": self.index, "delta": delta, "logprobs": None,
-                "finish_reason": self.finish_reason}
+        self.stop_reason = stop
+        return _with_stop({"index": self.index, "delta": delta, "logprobs": None,
+                           "finish_reason": self.finish_reason}, stop)
 
     def result(self) -> dict[str, Any]:
         message: dict[str, Any] = {"role": "assistant", "content": "".join(self._content)}
@@ -79,8 +93,10 @@ class ChatChoice:
                 {k: v for k, v in _tool_call_delta(i, c).items() if k != "index"}
                 for i, c in enumerate(self._calls)]
             message["content"] = message["content"] or None
-        return {"index": self.index, "message": message, "finish_reason": self.finish_reason,
-                "logprobs": {"content": self._logprobs} if self._logprobs is not None else None}
+        return _with_stop({"index": self.index, "message": message,
+                           "finish_reason": self.finish_reason,
+                           "logprobs": {"content": self._logprobs} if self._logprobs is not None
+                           else None}, self.stop_reason)
 
 
 def _completion_logprobs(entries: list[dict[str, Any]], offset: int) -> dict[str, Any]:
@@ -104,6 +120,7 @@ class CompletionChoice:
         self._entries: list[dict[str, Any]] | None = None
         self._length = 0
         self.finish_reason: str | None = None
+        self.stop_reason: str | None = None
 
     def feed(self, text: str, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any] | None:
         if not text and not logprobs:
@@ -116,11 +133,12 @@ class CompletionChoice:
         self._length += len(text)
         return {"index": self.index, "text": text, "logprobs": chunk_logprobs, "finish_reason": None}
 
-    def finish(self, reason: str) -> dict[str, Any]:
-        self.finish_reason = reason
-        return {"index": self.index, "text": "", "logprobs": None, "finish_reason": reason}
+    def finish(self, reason: str, stop: str | None = None) -> dict[str, Any]:
+        self.finish_reason, self.stop_reason = reason, stop
+        return _with_stop({"index": self.index, "text": "", "logprobs": None,
+                           "finish_reason": reason}, stop)
 
     def result(self) -> dict[str, Any]:
         logprobs = _completion_logprobs(self._entries, 0) if self._entries is not None else None
-        return {"index": self.index, "text": "".join(self._text), "logprobs": logprobs,
-                "finish_reason": self.finish_reason}
+        return _with_stop({"index": self.index, "text": "".join(self._text), "logprobs": logprobs,
+                           "finish_reason": self.finish_reason}, self.stop_reason)

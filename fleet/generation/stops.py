@@ -27,14 +27,17 @@ def pending_prefix_length(text: str, targets: Iterable[str]) -> int:
 class StopStringMatcher:
     """Cuts a text stream at the earliest occurrence of any stop string.
 
-    `feed` returns (text safe to send now, stopped). Only a short tail (shorter than the longest
-    stop string) is ever held, so each call costs time in proportion to its delta, not the answer.
+    `feed` returns (text safe to send now, stopped); `matched` is then the stop string met (the
+    answer names it: Anthropic's `stop_sequence`, vLLM's `stop_reason`). Only a short tail
+    (shorter than the longest stop string) is ever held, so each call costs time in proportion
+    to its delta, not the answer.
     """
 
-    def __init__(self, stops: list[str]):
+    def __init__(self, stops: list[str] | tuple[str, ...]):
         self._stops = [s for s in stops if s]
         self._held = ""
         self.stopped = False
+        self.matched: str | None = None
 
     def feed(self, text: str) -> tuple[str, bool]:
         if self.stopped:
@@ -42,13 +45,15 @@ class StopStringMatcher:
         if not self._stops:
             return text, False
         buffer = self._held + text
-        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        hits = [(i, stop) for stop in self._stops if (i := buffer.find(stop)) >= 0]
         # A stop that has begun but not finished may still start earlier than one already complete.
         maybe = len(buffer) - pending_prefix_length(buffer, self._stops)
-        if hits and min(hits) <= maybe:
-            self.stopped = True
-            self._held = ""
-            return buffer[:min(hits)], True
+        if hits:
+            first, stop = min(hits, key=lambda hit: hit[0])  # the first listed, at a tie
+            if first <= maybe:
+                self.stopped, self.matched = True, stop
+                self._held = ""
+                return buffer[:first], True
         self._held = buffer[maybe:]
         return buffer[:maybe], False
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class ErrorDetail(BaseModel):
@@ -50,6 +50,8 @@ class ChatMessage(BaseModel):
 
 
 FinishReason = Literal["stop", "length", "tool_calls"]
+# vLLM's extension, on the choice that a stop string ended (in its last chunk when streamed).
+_STOP_REASON = "The stop string that ended the choice, when one did (a vLLM extension)"
 
 
 class ChatChoice(BaseModel):
@@ -57,6 +59,7 @@ class ChatChoice(BaseModel):
     message: ChatMessage
     finish_reason: FinishReason | None
     logprobs: dict[str, Any] | None
+    stop_reason: str | None = Field(default=None, description=_STOP_REASON)
 
 
 class ChatCompletion(BaseModel):
@@ -84,6 +87,7 @@ class ChatChunkChoice(BaseModel):
     delta: ChatDelta
     finish_reason: FinishReason | None
     logprobs: dict[str, Any] | None
+    stop_reason: str | None = Field(default=None, description=_STOP_REASON)
 
 
 class ChatCompletionChunk(BaseModel):
@@ -109,6 +113,7 @@ class CompletionChoice(BaseModel):
     text: str
     finish_reason: FinishReason | None
     logprobs: dict[str, Any] | None
+    stop_reason: str | None = Field(default=None, description=_STOP_REASON)
 
 
 class Completion(BaseModel):

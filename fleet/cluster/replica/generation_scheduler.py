@@ -69,7 +69,8 @@ class _Sequence:
                 text += self._rest()
                 self.finish_reason = "length"
         if self.finish_reason:
-            return TokenEvent(self.index, text, logprobs, self.finish_reason, self.generated)
+            return TokenEvent(self.index, text, logprobs, self.finish_reason, self.generated,
+                              self.stops.matched)
         return TokenEvent(self.index, text, logprobs)
 
     def _rest(self) -> str:

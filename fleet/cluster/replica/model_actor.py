@@ -302,6 +302,12 @@ class ModelActor(xo.StatelessActor):
         self._requests_served += 1
         return result
 
+    async def count_tokens(self, call: GenerationCall) -> int:
+        """The prompt tokens that `generate(call)` would read (Anthropic's count_tokens)."""
+        count = await self._require_llm(call.kind).count_tokens(call)
+        self._requests_served += 1  # a use of the model, which keeps it loaded (keep_alive)
+        return count
+
     def channel_address(self) -> str | None:
         """Where the API connects for streamed tokens and grouped calls
         (fleet.channel.replica_end); None until the replica is ready."""

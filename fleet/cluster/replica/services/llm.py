@@ -77,7 +77,7 @@ class _Stream:
                     self.chunks.append(chunk)
                 if event.finish_reason is not None:
                     self.completion_tokens += event.completion_tokens
-                    self.chunks.append(choice.finish(event.finish_reason))
+                    self.chunks.append(choice.finish(event.finish_reason, event.stop))
             elif isinstance(event, StreamFailed):
                 self.error, self.done = event.error, True
             else:
@@ -95,6 +95,17 @@ class _Stream:
     @property
     def usage(self) -> Usage:
         return Usage.of(self.prompt_tokens, self.completion_tokens)
+
+
+@dataclass(frozen=True)
+class _Prompt:
+    """A request's prompt token ids, the grammar its answer follows, and, for a chat, how its
+    answer is read: the reasoning tags and the tool call format (None: not looked for)."""
+
+    ids: list[int]
+    constraint: Constraint | None
+    reasoning_tags: tuple[str, str, bool] | None = None
+    tool_format: ToolFormat | None = None
 
 
 class LLMService:
@@ -157,26 +168,34 @@ class LLMService:
         raise BadRequest("prompt must be a string or a list of token ids; send several prompts "
                          "as several requests", code="unsupported_prompt")
 
-    def _prepare(self, stream_id: str, call: GenerationCall) -> tuple[GenerationRequest, _Stream]:
-        n = call.n
+    def _prompt(self, call: GenerationCall) -> _Prompt:
+        """The request's prompt as the model reads it: rendered and tokenized once, the same way
+        for an answer and for a count of its tokens (`count_tokens`)."""
         check_text_size(call, self._engine.context_length)  # before any rendering or tokenizing
-        choices: list[ChatChoice] | list[CompletionChoice]
         if call.kind == "chat":
             if "chat" not in self._family.abilities:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
                                  code="chat_not_supported")
             constraint = constraint_of(call, generic_tools=not self._native_tools)
-            prompt, tool_format = self._chat_prompt(call, constraint)
+            text, tool_format = self._chat_prompt(call, constraint)
             # The template writes the special tokens (bos...) itself.
-            ids = self._engine.encode(prompt, add_special_tokens=False)
-            tags = self._reasoning_tags(prompt)
-            choices = [ChatChoice(i, tags, tool_format) for i in range(n)]
+            ids = self._engine.encode(text, add_special_tokens=False)
+            prompt = _Prompt(ids, constraint, self._reasoning_tags(text), tool_format)
         else:
-            constraint = constraint_of(call)
-            ids = self._completion_ids(call.prompt)
-            choices = [CompletionChoice(i) for i in range(n)]
-        if not ids:
+            prompt = _Prompt(self._completion_ids(call.prompt), constraint_of(call))
+        if not prompt.ids:
             raise BadRequest("the prompt is empty", code="empty_prompt")
+        return prompt
+
+    def _prepare(self, stream_id: str, call: GenerationCall) -> tuple[GenerationRequest, _Stream]:
+        n = call.n
+        prompt = self._prompt(call)
+        ids, constraint = prompt.ids, prompt.constraint
+        choices: list[ChatChoice] | list[CompletionChoice]
+        if call.kind == "chat":
+            choices = [ChatChoice(i, prompt.reasoning_tags, prompt.tool_format) for i in range(n)]
+        else:
+            choices = [CompletionChoice(i) for i in range(n)]
         # Compiled here, before the request queues: a grammar the library refuses is a 400.
         grammar = checked_grammar(constraint) if constraint is not None else None
         params = sampling_params(call, len(ids), self._engine.context_length, self._stop_ids,
@@ -194,6 +213,12 @@ class LLMService:
         return start, end, prompt.rstrip().endswith(start)
 
     # ---- serving -------------------------------------------------------------------------
+    async def count_tokens(self, call: GenerationCall) -> int:
+        """The tokens of the request's prompt, as an answer to it would read them (its usage's
+        prompt tokens), without generating."""
+        prompt = await asyncio.to_thread(self._prompt, call)  # off the loop, as in _submit
+        return len(prompt.ids)
+
     async def _submit(self, call: GenerationCall, streamed: bool,
                       push: tuple[str, str] | None = None) -> tuple[str, _Stream]:
         self._forget_abandoned()
