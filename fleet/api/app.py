@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
+from fleet.api.anthropic.errors import AnthropicErrors
 from fleet.api.auth.middleware import key_store, with_auth
 from fleet.api.auth.permissions import OPEN, permission_of
 from fleet.api.auth.request_guard import guarded
@@ -22,6 +23,7 @@ from fleet.api.routes import embeddings as routes_embeddings
 from fleet.api.routes import generation as routes_generation
 from fleet.api.routes import images as routes_images
 from fleet.api.routes import management as routes_management
+from fleet.api.routes import messages as routes_messages
 from fleet.api.routes import overview as routes_overview
 from fleet.api.routes import replicas as routes_replicas
 from fleet.api.routes import rerank as routes_rerank
@@ -33,7 +35,7 @@ from fleet.settings import metrics_enabled
 
 # The routes the lean front answers (fleet.api.fast_routes), each declared once in its module.
 HOT_ROUTES = (routes_embeddings.EMBEDDINGS, routes_rerank.RERANK, routes_generation.CHAT,
-              routes_generation.COMPLETION)
+              routes_generation.COMPLETION, routes_messages.MESSAGES, routes_messages.COUNT_TOKENS)
 
 
 class HttpLatencyMiddleware:
@@ -88,6 +90,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_embeddings.router)
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
+    app.include_router(routes_messages.router)
     app.include_router(routes_cache.router)
     app.include_router(routes_images.router)
     app.include_router(routes_audio.router)
@@ -108,4 +111,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     # before anything else reads its request (fleet.api.auth.request_guard).
     served = guarded(with_auth(front, app, store, config), config.host, config.allowed_hosts,
                      config.cors_origins, UPLOAD_PATHS)
+    # Outside every layer that may refuse a request, so that each refusal on the Messages
+    # routes takes Anthropic's shape (fleet.api.anthropic.errors).
+    served = AnthropicErrors(served)
     return HttpLatencyMiddleware(served, metrics) if metrics.enabled else served

@@ -68,6 +68,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/rerank"): _INFERENCE,
     ("POST", "/v1/chat/completions"): _INFERENCE,
     ("POST", "/v1/completions"): _INFERENCE,
+    ("POST", "/v1/messages"): _INFERENCE,
+    ("POST", "/v1/messages/count_tokens"): _INFERENCE,
     ("POST", "/v1/images/generations"): _INFERENCE,
     ("POST", "/v1/images/variations"): _INFERENCE,
     ("POST", "/v1/images/edits"): _INFERENCE,

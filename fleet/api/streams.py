@@ -1,21 +1,25 @@
 """A streamed answer being read from one replica, with its metrics: time to first token, time
-per output token, and the request's outcome, observed where the tokens leave for the client."""
+per output token, and the request's outcome, observed where the tokens leave for the client;
+and `relay`, which runs such a stream to its end in the events of one API's dialect (OpenAI's
+chunks, Anthropic's events), so that every dialect ends, fails and is cancelled the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
+from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from xoscar.errors import ServerClosed
 
+from fleet.api.errors import error_reply
 from fleet.api.metrics import FleetMetrics
 from fleet.channel.api_end import StreamInbox
 from fleet.cluster.deadlines import within
 from fleet.errors import FleetError, Unavailable
-from fleet.messages import StreamFrame
+from fleet.messages import StreamFrame, Usage
 from fleet.settings import request_timeout_s
 
 logger = logging.getLogger(__name__)
@@ -111,3 +115,51 @@ class ReplicaStream:
 
 # Fire-and-forget tasks must be referenced until done, or the loop may drop them.
 _PENDING: set[asyncio.Task] = set()
+
+
+class StreamDialect(Protocol):
+    """How one API writes a stream's events (see `relay`)."""
+
+    def opening(self) -> Iterable[bytes]:
+        """Before the first chunk."""
+        ...
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> Iterable[bytes]:
+        """The replica's chunk choices of one frame."""
+        ...
+
+    def closing(self, usage: Usage | None) -> Iterable[bytes]:
+        """After the last chunk."""
+        ...
+
+    def failure(self, status: int, error: dict[str, Any]) -> Iterable[bytes]:
+        """An error after the headers left: `status` and OpenAI's error object are what the
+        request would have been answered before its stream began (fleet.api.errors)."""
+        ...
+
+
+async def relay(stream: ReplicaStream, dialect: StreamDialect) -> AsyncGenerator[bytes, None]:
+    """The stream's events in `dialect`, to its end; the stream's outcome in the metrics."""
+    try:
+        for event in dialect.opening():
+            yield event
+        while True:
+            polled = await stream.next()
+            for event in dialect.chunks(polled.chunks):
+                yield event
+            if polled.done:
+                usage = polled.usage
+                stream.finished(usage.completion_tokens if usage is not None else 0)
+                for event in dialect.closing(usage):
+                    yield event
+                return
+    except Exception as exc:
+        # Headers are gone already: the error travels as an event. A replica that died or hung
+        # is a FleetError already (ReplicaStream.next); anything else is Fleet's own fault, an
+        # internal error as it would be before the headers.
+        status, body, _ = error_reply(exc)
+        stream.failed(body["error"]["type"])
+        for event in dialect.failure(status, body["error"]):
+            yield event
+    finally:
+        stream.abandon()  # a no-op after a normal end; cancels generation if the client left

@@ -48,20 +48,24 @@ def _reply_parts(status: int, message: str, error_type: str, code: str,
     return start, {"type": "http.response.body", "body": body}
 
 
-_MISSING = _reply_parts(401, "this server needs an API key: send 'Authorization: Bearer <key>'",
+_MISSING = _reply_parts(401, "this server needs an API key: send 'Authorization: Bearer <key>' "
+                        "(or 'x-api-key: <key>')",
                         "authentication_error", "invalid_api_key",
                         [(b"www-authenticate", b"Bearer")])
 _UNKNOWN = _reply_parts(401, "invalid API key", "authentication_error", "invalid_api_key",
                         [(b"www-authenticate", b'Bearer error="invalid_token"')])
 
 
-def _bearer_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+def _request_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key of `Authorization: Bearer <key>` (OpenAI's clients), else of `x-api-key: <key>`
+    (Anthropic's), on every route: a client sends its key the one way it knows."""
+    other = None
     for name, value in headers:
         if name == b"authorization":
-            if value[:7].lower() == _BEARER:
-                return value[7:].strip() or None
-            return None
-    return None
+            return value[7:].strip() or None if value[:7].lower() == _BEARER else None
+        if name == b"x-api-key":
+            other = value.strip() or None
+    return other
 
 
 def _header(headers: list[tuple[bytes, bytes]], wanted: bytes) -> bytes | None:
@@ -87,7 +91,7 @@ class AuthMiddleware:
         if kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":  # Fleet serves none; nothing gets in without a key either
-            key = _bearer_key(scope["headers"])
+            key = _request_key(scope["headers"])
             if key is None or self._store.find(key) is None:
                 await send({"type": "websocket.close", "code": 1008})
                 return
@@ -100,7 +104,7 @@ class AuthMiddleware:
         if rule.permission == OPEN:
             await self._app(scope, receive, send)
             return
-        key = _bearer_key(scope["headers"])
+        key = _request_key(scope["headers"])
         grant = self._store.find(key) if key is not None else None
         if grant is None:
             if rule.worker_proof and self._worker_proven(scope):

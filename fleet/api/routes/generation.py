@@ -14,11 +14,10 @@ import msgspec
 import orjson
 from fastapi import APIRouter
 
-from fleet.api.errors import stream_error
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.generation import ChatCompletionRequest, CompletionRequest
-from fleet.api.streams import ReplicaStream
+from fleet.api.streams import ReplicaStream, relay
 from fleet.messages import GenerationResult, Usage
 
 if TYPE_CHECKING:
@@ -71,37 +70,50 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     return EventStream(_events(stream, envelope, body.n, body.include_usage))
 
 
-async def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
-                  include_usage: bool) -> AsyncGenerator[bytes, None]:
-    usage_field = {"usage": None} if include_usage else {}
-    try:
-        if envelope.kind == "chat":
-            # OpenAI opens each choice with the role before any content.
-            for index in range(n):
-                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[
-                    {"index": index, "delta": {"role": "assistant", "content": ""},
-                     "logprobs": None, "finish_reason": None}]))
-        while True:
-            polled = await stream.next()
-            for choice in polled.chunks:
-                yield _event(envelope.wrap(envelope.chunk, **usage_field, choices=[choice]))
-            if polled.done:
-                usage = polled.usage
-                stream.finished(usage.completion_tokens if usage is not None else 0)
-                if include_usage:
-                    yield _event(envelope.wrap(envelope.chunk, choices=[], usage=_usage(usage)))
-                yield b"data: [DONE]\n\n"
-                return
-    except Exception as exc:
-        # Headers are gone already: the error travels as an event, the way OpenAI sends it. A
-        # replica that died or hung is a FleetError already (ReplicaStream.next); anything
-        # else is Fleet's own fault, an internal error as it would be before the headers.
-        event = stream_error(exc)
-        stream.failed(event["error"]["type"])
-        yield _event(event)
-        yield b"data: [DONE]\n\n"
-    finally:
-        stream.abandon()  # a no-op after a normal end; cancels generation if the client left
+class _OpenAIChunks:
+    """The chunks of a chat or completion stream (fleet.api.streams.StreamDialect)."""
+
+    def __init__(self, envelope: _Envelope, n: int, include_usage: bool):
+        self._envelope = envelope
+        self._n = n
+        self._include_usage = include_usage
+        self._usage_field = {"usage": None} if include_usage else {}
+
+    def opening(self) -> list[bytes]:
+        envelope = self._envelope
+        if envelope.kind != "chat":
+            return []
+        # OpenAI opens each choice with the role before any content.
+        return [_event(envelope.wrap(envelope.chunk, **self._usage_field, choices=[
+            {"index": index, "delta": {"role": "assistant", "content": ""},
+             "logprobs": None, "finish_reason": None}])) for index in range(self._n)]
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> list[bytes]:
+        envelope, usage_field = self._envelope, self._usage_field
+        return [_event(envelope.wrap(envelope.chunk, **usage_field, choices=[choice]))
+                for choice in chunks]
+
+    def closing(self, usage: Usage | None) -> list[bytes]:
+        events = []
+        if self._include_usage:
+            events.append(_event(self._envelope.wrap(self._envelope.chunk, choices=[],
+                                                      usage=_usage(usage))))
+        events.append(_DONE)
+        return events
+
+    @staticmethod
+    def failure(status: int, error: dict[str, Any]) -> list[bytes]:
+        # The error object, type and code a request gets before its stream begins, as OpenAI
+        # sends it in a stream (fleet.api.errors.stream_error).
+        return [_event({"error": error}), _DONE]
+
+
+_DONE = b"data: [DONE]\n\n"
+
+
+def _events(stream: ReplicaStream, envelope: _Envelope, n: int,
+            include_usage: bool) -> AsyncGenerator[bytes, None]:
+    return relay(stream, _OpenAIChunks(envelope, n, include_usage))
 
 
 async def chat(cluster: ClusterHandle, body: ChatCompletionRequest) -> bytes | EventStream:
