@@ -5,7 +5,8 @@ FastAPI's own document lists 200 and 422 for every route: Fleet answers a malfor
 apply, each with one error shape. This module rewrites the generated document once, when it is
 first asked for:
 - every operation lists its error statuses (ROUTE_ERRORS, plus 400 where it takes input, 413
-  where it takes a body, 401 and 403 where API keys guard it), each with ErrorResponse;
+  where it takes a body, 401 and 403 where API keys guard it), each with ErrorResponse
+  (AnthropicErrorResponse on the Messages routes, fleet.api.anthropic.errors);
 - the main endpoints' 200 answers have their schemas (fleet.api.protocol.responses), and the
   streamed ones also declare `text/event-stream`;
 - 429 declares `Retry-After` and 401 `WWW-Authenticate`, which those answers carry;
@@ -28,6 +29,8 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from fleet.api.anthropic.errors import PATHS as ANTHROPIC_PATHS
+from fleet.api.protocol import anthropic_answers
 from fleet.api.protocol import responses as answers
 
 _REF = "#/components/schemas/{model}"
@@ -95,6 +98,9 @@ _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel] | None]] 
     ("POST", "/v1/embeddings"): (answers.EmbeddingResponse, None),
     ("POST", "/v1/rerank"): (answers.RerankResponse, None),
     ("GET", "/v1/models"): (answers.ModelList, None),
+    ("POST", "/v1/messages"): (anthropic_answers.AnthropicMessage,
+                               anthropic_answers.AnthropicStreamEvent),
+    ("POST", "/v1/messages/count_tokens"): (anthropic_answers.AnthropicTokenCount, None),
 }
 
 _HEADERS: dict[int, dict[str, Any]] = {
@@ -117,6 +123,26 @@ def _stream(chunk: type[BaseModel]) -> dict[str, Any]:
         "description": f"Server-sent events: `data: <{chunk.__name__} JSON>` per chunk, "
                        "`data: {\"error\": {...}}` for an error after the headers, and "
                        "`data: [DONE]` at the end."}}
+
+def _anthropic_stream(event: type[BaseModel]) -> dict[str, Any]:
+    """Anthropic's server-sent events: each has its name (`event:`) and its JSON (`data:`),
+    whose `type` is the name again."""
+    data = {"type": "string", "contentMediaType": "application/json",
+            "contentSchema": {"$ref": _REF.format(model=event.__name__)}}
+    names = list(get_args(event.model_fields["type"].annotation))
+    return {"schema": {
+        "type": "object", "required": ["event", "data"],
+        "properties": {"event": {"enum": names}, "data": data},
+        "description": "Server-sent events in Anthropic's order: message_start, ping, then "
+                       "per content block content_block_start, content_block_delta..., "
+                       "content_block_stop, then message_delta and message_stop; an error "
+                       "after the headers is an `error` event (AnthropicErrorResponse)."}}
+
+
+def _error_model(path: str) -> str:
+    """The error shape of a path's answers: Anthropic's on its routes, OpenAI's elsewhere."""
+    return ("AnthropicErrorResponse" if path in ANTHROPIC_PATHS else "ErrorResponse")
+
 
 _BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 _NULL = {"type": "null"}
@@ -182,7 +208,7 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
     schemas = document.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
-    models = [answers.ErrorResponse, answers.StreamError,
+    models = [answers.ErrorResponse, answers.StreamError, anthropic_answers.AnthropicErrorResponse,
               *(model for pair in _ANSWERS.values() for model in pair if model is not None)]
     _, definitions = models_json_schema([(m, "serialization") for m in models],
                                         ref_template=_REF)
@@ -193,7 +219,7 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
             key = (method.upper(), path)
             _document_errors(operation, key, guarded is not None and guarded(*key))
             if key in _ANSWERS:
-                _document_answer(operation, *_ANSWERS[key])
+                _document_answer(operation, *_ANSWERS[key], path in ANTHROPIC_PATHS)
     return document
 
 
@@ -252,16 +278,16 @@ def _document_errors(operation: dict[str, Any], key: tuple[str, str], guarded: b
         response: dict[str, Any] = {
             "description": HTTPStatus(status).phrase,
             "content": {"application/json": {"schema": {"$ref": _REF.format(
-                model="ErrorResponse")}}}}
+                model=_error_model(key[1]))}}}}
         if status in _HEADERS:
             response["headers"] = _HEADERS[status]
         responses[str(status)] = response
 
 
 def _document_answer(operation: dict[str, Any], model: type[BaseModel],
-                     chunk: type[BaseModel] | None) -> None:
+                     chunk: type[BaseModel] | None, anthropic: bool = False) -> None:
     content: dict[str, Any] = {
         "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
     if chunk is not None:
-        content["text/event-stream"] = _stream(chunk)
+        content["text/event-stream"] = (_anthropic_stream if anthropic else _stream)(chunk)
     operation["responses"]["200"] = {"description": "Successful Response", "content": content}

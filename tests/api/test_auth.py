@@ -135,13 +135,22 @@ def test_unknown_paths_and_methods_need_a_key_too(routes, store):
         assert _call(app, method, path, "sk-no-permission").status_code == 299
 
 
-def test_only_a_bearer_authorization_carries_the_key(routes, store):
+def test_a_bearer_authorization_or_an_x_api_key_carries_the_key(routes, store):
+    """OpenAI's clients send `Authorization: Bearer`, Anthropic's `x-api-key`; where a request
+    has an Authorization header, it alone counts."""
     app = AuthMiddleware(_behind, store, RouteRules(routes))
     assert _call(app, "GET", "/v1/workers", headers={"Authorization": f"bearer {ADMIN_KEY}"}
                  ).status_code == 299
     assert _call(app, "GET", "/v1/workers", headers={"Authorization": f"Basic {ADMIN_KEY}"}
                  ).status_code == 401
-    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": ADMIN_KEY}).status_code == 401
+    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": ADMIN_KEY}).status_code == 299
+    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": "sk-unknown"}).status_code == 401
+    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": " "}).status_code == 401
+    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": ADMIN_KEY,
+                                                     "Authorization": "Basic abc"}).status_code == 401
+    assert _call(app, "GET", "/v1/workers", headers={"X-Api-Key": "sk-no-permission",
+                                                     "Authorization": f"Bearer {ADMIN_KEY}"}
+                 ).status_code == 299
 
 
 def test_metrics_need_a_key_unless_made_public(routes, store):

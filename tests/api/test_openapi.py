@@ -19,6 +19,9 @@ from fleet.api.openapi import ROUTE_ERRORS
 from fleet.server_config import ServerConfig
 
 ERROR_REF = {"$ref": "#/components/schemas/ErrorResponse"}
+# The Messages routes answer in Anthropic's shape (fleet.api.anthropic.errors).
+ANTHROPIC_PATHS = ("/v1/messages", "/v1/messages/count_tokens")
+ANTHROPIC_ERROR_REF = {"$ref": "#/components/schemas/AnthropicErrorResponse"}
 
 
 def _fastapi(app: Any) -> Any:
@@ -54,7 +57,8 @@ def test_no_422_and_every_error_has_the_error_schema():
         assert "422" not in responses, (method, path)
         for status, response in responses.items():
             if status != "200":
-                assert response["content"]["application/json"]["schema"] == ERROR_REF
+                assert response["content"]["application/json"]["schema"] == (
+                    ANTHROPIC_ERROR_REF if path in ANTHROPIC_PATHS else ERROR_REF)
         takes_input = "requestBody" in operation or operation.get("parameters")
         assert ("400" in responses) == bool(takes_input), (method, path)
         assert ("413" in responses) == (method in ("POST", "DELETE")), (method, path)
@@ -76,6 +80,14 @@ def test_the_main_answers_have_schemas_and_streams_are_event_streams():
         assert answer["schema"]["$ref"].endswith(model)
     listed = paths["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]
     assert listed["schema"]["$ref"].endswith("ModelList")
+    messages = paths["/v1/messages"]["post"]["responses"]["200"]["content"]
+    assert messages["application/json"]["schema"]["$ref"].endswith("AnthropicMessage")
+    events = messages["text/event-stream"]["schema"]
+    assert events["required"] == ["event", "data"] and "message_start" in events["properties"][
+        "event"]["enum"]
+    counted = paths["/v1/messages/count_tokens"]["post"]["responses"]["200"]["content"]
+    assert counted["application/json"]["schema"]["$ref"].endswith("AnthropicTokenCount")
+    assert set(schemas["AnthropicErrorResponse"]["required"]) == {"type", "error"}
     busy = chat["429"]
     assert busy["headers"]["Retry-After"]["required"] is True
     # The server's own limits are documented where they are schema constraints.
@@ -175,7 +187,8 @@ def test_the_routes_the_front_answers_are_documented_with_the_front_s_body_model
         assert schema == {"$ref": f"#/components/schemas/{route.body_model.__name__}"}
         assert operation["operationId"].startswith(route.name)
     assert {r.path for r in HOT_ROUTES} == {
-        "/v1/embeddings", "/v1/rerank", "/v1/chat/completions", "/v1/completions"}
+        "/v1/embeddings", "/v1/rerank", "/v1/chat/completions", "/v1/completions",
+        "/v1/messages", "/v1/messages/count_tokens"}
 
 
 def test_a_hot_route_reached_through_fastapi_answers_as_the_front_does():

@@ -25,11 +25,11 @@ import json
 from typing import Any
 
 from fleet.api.protocol.anthropic import (
+    AssistantMessage,
     CountTokensRequest,
     ImageBlock,
     Message,
     MessagesRequest,
-    RedactedThinkingBlock,
     TextBlock,
     ThinkingBlock,
     ThinkingDisabled,
@@ -43,12 +43,6 @@ from fleet.api.protocol.anthropic import (
 from fleet.api.protocol.generation import ChatCompletionRequest
 from fleet.errors import BadRequest
 
-# The blocks each role may hold, as on Anthropic's API.
-_BLOCKS_OF_ROLE: dict[str, tuple[type, ...]] = {
-    "user": (TextBlock, ImageBlock, ToolResultBlock),
-    "assistant": (TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock),
-    "system": (TextBlock,),
-}
 _SAMPLING = ("max_tokens", "temperature", "top_p", "top_k")
 OUTPUT_FORMAT_NAME = "output"  # response_format's json_schema needs a name; Anthropic's has none
 
@@ -117,15 +111,11 @@ def _turn(message: Message, where: str, model: str) -> list[dict[str, Any]]:
     """One Anthropic turn as chat messages: usually one, more for a user's tool results."""
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
-    allowed = _BLOCKS_OF_ROLE[message.role]
+    if isinstance(message, AssistantMessage):
+        return [_assistant(message)]
     for position, block in enumerate(message.content):
         if isinstance(block, ImageBlock):
             raise _no_vision(model, f"{where}.content.{position}")
-        if not isinstance(block, allowed):
-            raise BadRequest(f"{where}.content.{position}: a {message.role} message cannot hold "
-                             f"a {block.type} block", code="invalid_content")
-    if message.role == "assistant":
-        return [_assistant(message)]
     texts = [block.text for block in message.content if isinstance(block, TextBlock)]
     results = [_tool_result(block, f"{where}.content.{position}", model)
                for position, block in enumerate(message.content)
@@ -135,7 +125,7 @@ def _turn(message: Message, where: str, model: str) -> list[dict[str, Any]]:
     return results
 
 
-def _assistant(message: Message) -> dict[str, Any]:
+def _assistant(message: AssistantMessage) -> dict[str, Any]:
     blocks = message.content
     assert isinstance(blocks, list)  # a string content is its own message (_turn)
     turn: dict[str, Any] = {"role": "assistant", "content": "\n".join(

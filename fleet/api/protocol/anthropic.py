@@ -82,15 +82,33 @@ class RedactedThinkingBlock(_Body):
     data: str
 
 
-ContentBlock = Annotated[TextBlock | ImageBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock
-                         | RedactedThinkingBlock, Field(discriminator="type")]
+def _blocks(*kinds: type) -> Any:
+    """A turn's content: a string, or blocks of the kinds its role may hold (as on Anthropic's
+    API: calls and thoughts are the assistant's, results the user's)."""
+    union = kinds[0]
+    for kind in kinds[1:]:
+        union = union | kind
+    return str | list[Annotated[union, Field(discriminator="type")]]
 
 
-class Message(_Body):
-    """A turn. `system` is the SDK's newer way to put instructions between turns."""
+class UserMessage(_Body):
+    role: Literal["user"]
+    content: _blocks(TextBlock, ImageBlock, ToolResultBlock)
 
-    role: Literal["user", "assistant", "system"]
-    content: str | list[ContentBlock]
+
+class AssistantMessage(_Body):
+    role: Literal["assistant"]
+    content: _blocks(TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock)
+
+
+class SystemMessage(_Body):
+    """The SDK's newer way to put instructions between turns."""
+
+    role: Literal["system"]
+    content: str | list[TextBlock]
+
+
+Message = Annotated[UserMessage | AssistantMessage | SystemMessage, Field(discriminator="role")]
 
 
 # ---- tools ------------------------------------------------------------------------------------

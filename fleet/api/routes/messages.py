@@ -22,7 +22,7 @@ from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.anthropic import CountTokensRequest, MessagesRequest
 from fleet.api.streams import relay
-from fleet.messages import GenerationResult
+from fleet.messages import GenerationCall, GenerationResult
 
 if TYPE_CHECKING:
     from fleet.api.cluster_handle import ClusterHandle
@@ -38,9 +38,18 @@ def _usage_tokens(result: GenerationResult) -> tuple[int, int]:
     return result.usage.prompt_tokens, result.usage.completion_tokens
 
 
+async def _chat_call(cluster: ClusterHandle, body: MessagesRequest | CountTokensRequest
+                     ) -> GenerationCall:
+    """The chat call that runs `body`, for a model that is there: what a request may hold
+    depends on its model (an image block, on whether it sees), so an unknown model is the
+    answer (404) before anything about the content is. Cached routes make this a lookup."""
+    await cluster.router.replicas_of(body.model)
+    return chat_request(body).generation_call()
+
+
 async def messages(cluster: ClusterHandle, body: MessagesRequest) -> bytes | EventStream:
     """The answer to one Messages request: the whole Message, or its stream of events."""
-    call = chat_request(body).generation_call()
+    call = await _chat_call(cluster, body)
     omit_thinking = getattr(body.thinking, "display", None) == "omitted"
     if not body.stream:
         result: GenerationResult = await cluster.router.call(body.model, ENDPOINT, "generate",
@@ -55,7 +64,7 @@ async def messages(cluster: ClusterHandle, body: MessagesRequest) -> bytes | Eve
 async def count_tokens(cluster: ClusterHandle, body: CountTokensRequest) -> bytes:
     """The prompt tokens a Messages request of this body would read: rendered and tokenized
     by the model's replica, as for an answer (its usage's input_tokens)."""
-    call = chat_request(body).generation_call()
+    call = await _chat_call(cluster, body)
     # Counted as a request of the model; its tokens are not (the model read none of them).
     tokens: int = await cluster.router.call(body.model, COUNT_ENDPOINT, "count_tokens", call)
     return orjson.dumps({"input_tokens": tokens})
