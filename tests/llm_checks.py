@@ -81,8 +81,8 @@ def leave_mid_stream(endpoint: str, client, model: str) -> None:
 
 def event_fields(event: Event) -> dict[str, Any]:
     """A scheduler's event (fleet.messages) as the fields it carries, for comparisons:
-    {"index", "text", "logprobs"?, "finish_reason"?, "completion_tokens"?}, {"done": True}, or
-    {"error": message}."""
+    {"index", "text", "logprobs"?, "finish_reason"?, "completion_tokens"?, "stop"?},
+    {"done": True}, or {"error": message}."""
     if isinstance(event, StreamFailed):
         return {"error": event.error.message}
     if not isinstance(event, TokenEvent):
@@ -93,4 +93,6 @@ def event_fields(event: Event) -> dict[str, Any]:
     if event.finish_reason is not None:
         fields["finish_reason"] = event.finish_reason
         fields["completion_tokens"] = event.completion_tokens
+    if event.stop is not None:
+        fields["stop"] = event.stop
     return fields

@@ -150,6 +150,31 @@ def test_chunks_become_events_with_stop_ids_and_logprobs():
     assert broken.error is not None and broken.error.message == "the engine failed: boom"
 
 
+def _timed(chunk: dict[str, Any], made: int) -> dict[str, Any]:
+    """A chunk with llama.cpp's per-token timings (`timings_per_token`)."""
+    return {**chunk, "timings": {"predicted_n": made}}
+
+
+def test_fleet_watches_the_stop_strings_and_names_the_one_met():
+    """llama.cpp's stream never says which stop string it met, so Fleet watches them itself:
+    llama.cpp gets none, and counts each chunk's tokens for the count at a stop."""
+    params = SamplingParams(max_tokens=8, stop=("world", "never"))
+    body = completion_body([1], params)
+    assert body["stop"] == [] and body["timings_per_token"] is True
+    assert completion_body([1], SamplingParams(max_tokens=8))["timings_per_token"] is False
+    output = _ChoiceOutput(0, params)
+    assert event_fields(output.feed(_timed(_chunk(" Hello wor"), 2)))["text"] == " Hello "
+    stopped = event_fields(output.feed(_timed(_chunk("ld!"), 3)))
+    assert output.finished and stopped["text"] == ""
+    assert (stopped["finish_reason"], stopped["stop"], stopped["completion_tokens"]) == (
+        "stop", "world", 3)
+    # Text held as the start of a stop string that never came is sent at the end.
+    held = _ChoiceOutput(0, params)
+    assert event_fields(held.feed(_timed(_chunk(" new"), 1)))["text"] == " ne"  # "w" held
+    last = event_fields(held.feed(_chunk("", finish="stop", tokens=1)))
+    assert last["text"] == "w" and "stop" not in last
+
+
 def test_slots_limit_and_first_come_first_served():
     async def scenario(harness: Harness) -> None:
         harness.submit("held", [0])

@@ -106,3 +106,18 @@ def test_pending_prefix_length():
     assert pending_prefix_length("abc", ["<|end|>"]) == 0
     assert pending_prefix_length("<|end|>", ["<|end|>"]) == 0  # complete is not pending
     assert pending_prefix_length("xab", ["abc", "bz"]) == 2
+
+
+def test_the_matcher_names_the_stop_string_it_met():
+    """The answer names the stop string that ended it (Anthropic's stop_sequence): the one that
+    begins first, the first listed when two begin at the same place."""
+    matcher = StopStringMatcher(["world", "lo w", "zzz"])
+    first, stopped = matcher.feed("Hel")
+    assert not stopped and matcher.matched is None
+    rest, stopped = matcher.feed("lo world")
+    assert (first + rest, stopped, matcher.matched) == ("Hel", True, "lo w")
+    tie = StopStringMatcher(["ab", "abc"])
+    assert tie.feed("xabc") == ("x", True) and tie.matched == "ab"
+    never = StopStringMatcher(["zzz"])
+    assert never.feed("text z") == ("text ", False)
+    assert never.flush() == "z" and never.matched is None
