@@ -27,9 +27,10 @@ Three runs, on the document as served but for what each says:
    a 404 for a random name (which test_bad_input.py covers). Chat and completions then get 400s
    (an embedding model), and what depends on the model (its dimensions, its vocabulary) is
    refused as well: this run cannot check acceptance.
-2. Chat and completions on SmolLM2, positive only, acceptance included, on a narrower document
-   (plain messages, at most 4 tokens and 2 choices, no tools, logit_bias or structured output,
-   NOT_FUZZED) so that most requests are answered, whole and streamed, and each answer is
+2. Chat, completions and Anthropic's Messages on SmolLM2, positive only, acceptance included,
+   on a narrower document (plain messages, at most 4 tokens and 2 choices, no tools,
+   logit_bias or structured output, NOT_FUZZED and MESSAGES_NOT_FUZZED) so that most requests
+   are answered, whole and streamed (Anthropic's events too), and each answer is
    checked against its schema, in a time that fits. The narrower document is not the server's
    (it takes more), so its negative cases would be wrong.
 3. Acceptance on every operation but the left-out: positive only, `model` left a free string,
@@ -38,8 +39,10 @@ Three runs, on the document as served but for what each says:
    cannot draw is given (_acceptance_document): the cluster's worker address, a JSON object
    for a field that holds one as text ("{}": the coverage phase does not read
    contentMediaType), and no multipart `encoding` (with one, the coverage phase leaves the
-   form's required text fields empty). Rules across fields of chat and completions are out of
-   its document (ACROSS_FIELDS). tests/e2e/schemathesis_hooks.py gives files real images.
+   form's required text fields empty). Rules across fields of chat, completions and Messages
+   are out of its document (ACROSS_FIELDS, MESSAGES_ACROSS_FIELDS). A Messages body meets the
+   404 before its content is judged (an image block is refused for what the model is).
+   tests/e2e/schemathesis_hooks.py gives files real images.
 """
 
 from __future__ import annotations
@@ -60,8 +63,12 @@ MODEL_UID = "fuzz-minilm"
 LLM_UID = "fuzz-smol"
 MAX_EXAMPLES = 20  # per operation and phase
 LLM_EXAMPLES = 6  # generation costs more
-INFERENCE = ("EmbeddingRequest", "RerankRequest", "ChatCompletionRequest", "CompletionRequest")
+INFERENCE = ("EmbeddingRequest", "RerankRequest", "ChatCompletionRequest", "CompletionRequest",
+             "MessagesRequest", "CountTokensRequest")
 GENERATION = ("ChatCompletionRequest", "CompletionRequest")
+# Anthropic's Messages API: its bodies, and what run 2 leaves out of them (as NOT_FUZZED).
+MESSAGES = ("MessagesRequest", "CountTokensRequest")
+MESSAGES_NOT_FUZZED = ("tools", "tool_choice", "output_config", "output_format", "thinking")
 # What the narrower document of run 2 leaves out of generation requests: tools and structured
 # output (tests/e2e/test_structured_output.py), what llama.cpp cannot do or Fleet does not
 # support, and top_logprobs, whose rule across fields (it needs logprobs=true) triples the
@@ -74,6 +81,8 @@ NOT_FUZZED = ("logit_bias", "tools", "tool_choice", "response_format", "chat_tem
 # tool named among the tools, best_of equal to n. Run 3 leaves these fields out.
 ACROSS_FIELDS = ("response_format", "tool_choice", "guided_json", "guided_regex",
                  "guided_grammar", "best_of")
+# The Messages bodies' one rule across fields: output_format and output_config.format, not both.
+MESSAGES_ACROSS_FIELDS = ("output_format",)
 # FastAPI's operation ids of the routes left out (see the top).
 LEFT_OUT = "^(launch_model|terminate_model|cancel_launch|add_model_replica|" \
            "terminate_model_replica|set_autoscale)_"
@@ -140,6 +149,15 @@ def _generation_document(endpoint: str, path: Path) -> Path:
         for field in NOT_FUZZED:
             properties.pop(field, None)
         schemas[name]["required"] = sorted({*schemas[name].get("required", ()), "max_tokens"})
+    turn = {"type": "object", "additionalProperties": False, "required": ["role", "content"],
+            "properties": {"role": {"enum": ["user", "assistant"]},
+                           "content": {"type": "string", "maxLength": 200}}}
+    properties = schemas["MessagesRequest"]["properties"]
+    properties["model"] = {"type": "string", "enum": [LLM_UID]}
+    properties["max_tokens"] = {"type": "integer", "minimum": 1, "maximum": 4}
+    properties["messages"] = {"type": "array", "items": turn, "minItems": 1, "maxItems": 3}
+    for field in MESSAGES_NOT_FUZZED:
+        properties.pop(field, None)
     return _write(document, path)
 
 
@@ -168,6 +186,9 @@ def _acceptance_document(endpoint: str, path: Path) -> Path:
                 content.pop("encoding", None)
     for name in GENERATION:
         for field in ACROSS_FIELDS:
+            document["components"]["schemas"][name]["properties"].pop(field, None)
+    for name in MESSAGES:
+        for field in MESSAGES_ACROSS_FIELDS:
             document["components"]["schemas"][name]["properties"].pop(field, None)
     return _write(document, path)
 
@@ -213,8 +234,9 @@ def test_the_api_keeps_to_its_own_openapi_document(local_cluster, served, llm, t
 
     generation = _generation_document(endpoint, tmp_path / "generation" / "openapi.json")
     report = _run_schemathesis(generation, endpoint, "--max-examples", str(LLM_EXAMPLES),
-                               "--include-path-regex", "completions$", "--mode", "positive")
-    assert "Selected: 2/" in report, report[-3000:]
+                               "--include-path-regex", "(completions|/v1/messages)$",
+                               "--mode", "positive")
+    assert "Selected: 3/" in report, report[-3000:]
 
     accepted = _acceptance_document(endpoint, tmp_path / "acceptance" / "openapi.json")
     report = _run_schemathesis(accepted, endpoint, "--max-examples", str(MAX_EXAMPLES),
