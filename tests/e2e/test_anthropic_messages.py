@@ -298,6 +298,7 @@ def test_messages_are_counted_in_the_model_s_metrics(local_cluster, smol_cpp, cl
 # ---- keys ------------------------------------------------------------------------------------------
 ADMIN_KEY = "sk-e2e-messages-admin-0123"
 LIST_ONLY_KEY = "sk-e2e-messages-list-only"
+OTHER_MODEL_KEY = "sk-e2e-messages-other-model"
 
 
 @pytest.fixture(scope="module")
@@ -305,7 +306,9 @@ def keyed_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetPro
     home = tmp_path_factory.mktemp("fleet-home-keys")
     auth_file = home.parent / "auth-messages.json"
     auth_file.write_text(json.dumps({"user_config": [
-        {"username": "lister", "permissions": ["models:list"], "api_keys": [LIST_ONLY_KEY]}]}))
+        {"username": "lister", "permissions": ["models:list"], "api_keys": [LIST_ONLY_KEY]},
+        {"username": "app", "permissions": ["models:read"],
+         "api_keys": [{"key": OTHER_MODEL_KEY, "models": ["another-model"]}]}]}))
     env = {k: v for k, v in os.environ.items() if k not in ("FLEET_API_KEY", "FLEET_AUTH_CONFIG")}
     port = free_port()
     server = FleetProcess(["local", "-p", str(port), "--auth-config", str(auth_file)], home, port,
@@ -323,6 +326,11 @@ def test_keys_come_as_x_api_key_and_refusals_are_in_anthropic_s_shape(keyed_clus
                      "authentication_error")
     _anthropic_error(_post(endpoint, body, headers={"x-api-key": LIST_ONLY_KEY}), 403,
                      "permission_error")
+    limited = _anthropic_error(_post(endpoint, {"model": "no-such-model", "messages": GERMANY},
+                                     "/v1/messages/count_tokens",
+                                     headers={"x-api-key": OTHER_MODEL_KEY}), 403,
+                               "permission_error")
+    assert "no-such-model" in limited
     # The key is taken: the request reaches the route, and the model is what is missing.
     _anthropic_error(_post(endpoint, body, headers={"x-api-key": ADMIN_KEY}), 404,
                      "not_found_error")
