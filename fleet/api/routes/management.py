@@ -88,7 +88,8 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/estimate")
 async def estimate_launch(request: Request, model_name: str = Query(min_length=1)) -> dict[str, Any]:
     """A dry run of a launch: the engine it would get and why, the memory one replica needs,
-    and the worker(s) it would go to or why none has room. Launches nothing. The query takes
+    the worker(s) it would go to or why none has room, and the models it would unload to make
+    room (`would_unload`: worker -> uids). Launches nothing. The query takes
     the launch's arguments and is read as a launch body, so the two cannot disagree.
     (Declared before `/v1/models/{model_uid}`, which would otherwise take "estimate" for a
     model uid.)"""
