@@ -7,7 +7,10 @@ a restart keeps idle models idle."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -190,6 +193,19 @@ def test_a_worker_at_its_cap_unloads_the_least_recently_used_model_with_a_keep_a
         pinned_pid = client.replicas("pinned")[0]["pid"]
         launch("a", keep_alive="1h")
         assert _embed(server.endpoint, "a").status_code == 200
+        # The estimate says what the launch would unload, and the CLI's dry run too.
+        worker = client.list_models()["a"]["address"]
+        plan = client.estimate_launch("all-MiniLM-L6-v2", model_type="embedding", model_uid="b",
+                                      model_path=minilm_path, keep_alive="1h")
+        assert plan["fits"] and plan["would_unload"] == {worker: ["a"]}, plan
+        dry_run = subprocess.run(
+            [sys.executable, "-m", "fleet", "launch", "-n", "all-MiniLM-L6-v2", "-t",
+             "embedding", "-u", "b", "--model-path", minilm_path, "--keep-alive", "1h",
+             "--dry-run", "-e", server.endpoint], capture_output=True, text=True, timeout=60,
+            env={**os.environ, "COLUMNS": "200"})
+        assert dry_run.returncode == 0, dry_run.stderr
+        assert f"Would unload a on {worker} to make room" in dry_run.stdout
+        assert statuses() == {"pinned": "ready", "a": "ready"}  # nothing was unloaded
         launch("b", keep_alive="1h")  # past the cap: a goes, the only one that may
         assert statuses() == {"pinned": "ready", "a": "idle", "b": "ready"}
         assert _embed(server.endpoint, "a").status_code == 200  # loads a, in b's place
@@ -197,6 +213,10 @@ def test_a_worker_at_its_cap_unloads_the_least_recently_used_model_with_a_keep_a
         launch("pinned-too")  # a launch without keep_alive takes a's place too
         assert statuses() == {"pinned": "ready", "a": "idle", "b": "idle", "pinned-too": "ready"}
         # Now nothing loaded may go: a launch is refused with the numbers, and a load too.
+        plan = client.estimate_launch("all-MiniLM-L6-v2", model_type="embedding", model_uid="c",
+                                      model_path=minilm_path, keep_alive="1h")
+        assert not plan["fits"] and plan["would_unload"] == {}
+        assert "--max-loaded-models 2" in plan["reason"]
         with pytest.raises(FleetClientError, match="--max-loaded-models 2"):
             launch("c", keep_alive="1h")
         refused = _embed(server.endpoint, "b")
