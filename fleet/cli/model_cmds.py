@@ -137,7 +137,8 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
 @click.option("--worker-ip", default=None, help="Place it on this worker.")
 @click.option("--keep-alive", default=None, metavar="DURATION",
               help="Unload it after this long without a request (30s, 10m, 1h; -1 never); its "
-                   "next request loads it again. Default: the cluster's (never).")
+                   "next request loads it again, and a request's own keep_alive changes it. "
+                   "Default: the cluster's (never).")
 @click.option("--dry-run", is_flag=True,
               help="Show the engine, the memory it needs, where it would go and which idle-able "
                    "models it would unload to make room; launch nothing.")
