@@ -67,7 +67,7 @@ function SettingsForm({ uid, settings, onSaved }) {
     setSaved(true);
     onSaved();
   });
-  return html`<form onSubmit=${save} data-testid="autoscale-form" aria-label="Change autoscaling">
+  return html`<form class="subform" onSubmit=${save} data-testid="autoscale-form" aria-label="Change autoscaling">
     <div class="fields">${FIELDS.map(([name, label, hint, attrs]) => html`
       <${Field} id=${`autoscale-${name}`} label=${label} hint=${hint}>
         <input id=${`autoscale-${name}`} type="number" value=${value(name)} ...${attrs}
