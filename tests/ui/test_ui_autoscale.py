@@ -56,6 +56,7 @@ def test_autoscaling_changed_from_the_model_page_and_its_scale_up_listed_with_th
     assert [(e["kind"], e["from"], e["to"]) for e in client.model_events(uid)] == [("scale_up", 1, 2)]
     expect(page.get_by_test_id("replicas")).to_contain_text(f"{uid}-1")
     expect(settings).to_contain_text("2 ready of 2, 2 wanted")
+    page.evaluate("window.scrollTo(0, 0)")  # the sticky header at the top of the picture
     screenshot(page, "model-autoscale")
 
     # Bounds that do not fit together: the API's own message, and nothing changed.
@@ -119,6 +120,7 @@ def test_launched_with_a_keep_alive_listed_idle_then_woken_with_both_events(
     expect(woken).to_contain_text("a request arrived")
     expect(woken).to_contain_text("0 → 1")
     expect(events.locator("tbody tr[data-kind=load] + tr")).to_have_attribute("data-kind", "unload")
+    page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "model-events")
     assert watch.problems == []
     client.terminate_model("napper")
