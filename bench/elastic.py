@@ -5,6 +5,9 @@
   load on demand within 0.3 s of the launch.
 - The cluster's resident memory (every process of it) with three idle models (loaded once, then
   unloaded by their keep_alive) against the same cluster with none. Target: at most 50 MB more.
+- A step load of 1 -> 16 -> 1 clients on MiniLM launched with autoscaling 1..3, against a fixed
+  3 replicas (bench/step_load.py). Targets: the high phase's rate, once the up delay has passed,
+  at least 0.9 of the fixed launch's; no failed request on either side.
 
 Prints JSON; medians over --runs.
 
@@ -32,10 +35,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import free_port, wait_until_up  # noqa: E402
 from lifecycle import _minilm_path, _settled_rss_mb  # noqa: E402
+from step_load import step_load  # noqa: E402
 
 from tests.builders import _smollm2_gguf  # noqa: E402
 
-TARGETS = {"load_on_demand_added_s": 0.3, "idle_models_added_mb": 50.0}
+TARGETS = {"load_on_demand_added_s": 0.3, "idle_models_added_mb": 50.0,
+           "step_high_rate_over_fixed": 0.9, "step_failed_requests": 0}
 
 
 def _minilm(uid: str) -> dict[str, Any]:
@@ -118,6 +123,37 @@ def idle_memory(endpoint: str, pid: int) -> dict[str, float]:
             "idle_models_added_mb": round(idle - empty, 1)}
 
 
+# Autoscaling for the step load: 16 clients are 16 in flight on one replica, 8 on two, 5.3 on
+# three, all above a target of 4, so the wave takes the model to its 3; one client fits one.
+STEP_AUTOSCALE = {"min_replicas": 1, "max_replicas": 3, "target_inflight": 4.0,
+                  "scale_up_delay": 2.0, "scale_down_delay": 10.0}
+STEP_PHASES = {"low_s": 5.0, "high_s": 40.0, "settle_s": 15.0, "tail_s": 20.0}
+
+
+def _ready_replicas(endpoint: str, uid: str) -> int:
+    model = httpx.get(f"{endpoint}/v1/models/{uid}", timeout=30).json()
+    return sum(r["state"] == "ready" for r in model["replicas"])
+
+
+def step_against_fixed(endpoint: str) -> dict[str, Any]:
+    """The step load on MiniLM autoscaled 1..3, then on MiniLM with a fixed 3 replicas."""
+    _launch(endpoint, {**_minilm("autoscaled"), **STEP_AUTOSCALE})
+    time.sleep(SETTLE_S)
+    autoscaled = step_load(endpoint, "autoscaled", **STEP_PHASES)
+    _terminate(endpoint, "autoscaled")
+    _launch(endpoint, {**_minilm("fixed-3"), "replica": 3})
+    deadline = time.monotonic() + 120
+    while _ready_replicas(endpoint, "fixed-3") < 3 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(SETTLE_S)
+    fixed = step_load(endpoint, "fixed-3", **STEP_PHASES)
+    _terminate(endpoint, "fixed-3")
+    return {"autoscaled_1_to_3": autoscaled, "fixed_3": fixed, "settings": STEP_AUTOSCALE,
+            "phases": STEP_PHASES,
+            "high_rate_over_fixed": round(autoscaled["high_phase_requests_per_s"]
+                                          / fixed["high_phase_requests_per_s"], 3)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
@@ -134,6 +170,7 @@ def main() -> None:
                 "minilm": launch_then_load(endpoint, _minilm, _embed, args.runs),
                 "smollm2_gguf": launch_then_load(endpoint, _smollm2, _chat, args.runs),
                 "memory": idle_memory(endpoint, process.pid),
+                "step_load": step_against_fixed(endpoint),
                 "targets": TARGETS,
             }
         finally:

@@ -96,8 +96,19 @@ async def estimate_launch(request: Request, model_name: str = Query(min_length=1
     query = request.query_params
     arguments = {key: query.getlist(key) if len(query.getlist(key)) > 1 else value
                  for key, value in query.items()}
-    body = LaunchRequest.model_validate(arguments)
+    body = LaunchRequest.model_validate(_query_integers(arguments))
     return await _cluster(request).supervisor.estimate_launch(launch_body(body))
+
+
+# A launch body's replica bounds are strict integers (a JSON 1.5 or true is refused, not
+# rounded); a query holds only strings, so their digits are read as the integer they spell.
+_STRICT_INTEGER_FIELDS = ("min_replicas", "max_replicas")
+
+
+def _query_integers(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {key: int(value) if key in _STRICT_INTEGER_FIELDS and isinstance(value, str)
+            and value.isascii() and value.isdigit() else value
+            for key, value in arguments.items()}
 
 
 @router.get("/v1/models/{model_uid}")

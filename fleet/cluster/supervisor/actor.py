@@ -386,7 +386,13 @@ class SupervisorActor(xo.StatelessActor):
         return [m.list_entry() for m in self._models.values()]
 
     def describe_model(self, uid: str) -> dict[str, Any]:
-        return {**self._get(uid).describe(), "autoscale": self._autoscaler.describe(uid)}
+        """The record's own fields, with what the supervisor decides for it: its autoscaling,
+        the replicas it should have now, and its keep_alive in force (its own, else the
+        cluster's; None: never unloaded)."""
+        record = self._get(uid)
+        return {**record.describe(), "autoscale": self._autoscaler.describe(uid),
+                "desired_replicas": self._autoscaler.desired(record),
+                "keep_alive_s": self._elastic.keep_alive(record)}
 
     def route(self, uid: str) -> list[tuple[str, str, str, str]]:
         """(address, actor uid, replica uid, worker) of every ready replica; the API caches it.
