@@ -7,20 +7,20 @@ import { usePoll } from '../hooks.js';
 import { html } from '../html.js';
 import { ErrorBox, Loading } from './ui.js';
 
-// Each kind the API records: what a person reads, and the way it moved the replica count
-// (a failed step moved nothing).
+// Each kind the API records: what a person reads, the way it moved the replica count, and
+// whether it was a step that failed (and so moved nothing).
 const KINDS = {
-  scale_up: ['Scaled up', 'up'],
-  scale_down: ['Scaled down', 'down'],
-  unload: ['Unloaded (idle)', 'down'],
-  load: ['Loaded (woken)', 'up'],
-  scale_up_failed: ['Scale-up failed', null],
-  load_failed: ['Load failed', null],
+  scale_up: ['Scaled up', 'up', false],
+  scale_down: ['Scaled down', 'down', false],
+  unload: ['Unloaded (idle)', 'down', false],
+  load: ['Loaded (woken)', 'up', false],
+  keep_alive: ['keep_alive set by a request', null, false],
+  scale_up_failed: ['Scale-up failed', null, true],
+  load_failed: ['Load failed', null, true],
 };
 
 function EventRow({ event }) {
-  const [label, direction] = KINDS[event.kind] || [event.kind, null];
-  const failed = direction === null;
+  const [label, direction, failed] = KINDS[event.kind] || [event.kind, null, false];
   return html`<tr data-kind=${event.kind}>
     <td>${when(event.time)}</td>
     <td class=${failed ? 'error-text' : ''}>${label}</td>
