@@ -72,13 +72,14 @@ async def _start_supervisor(pool: Any, config: ServerConfig) -> Any:
     )
 
 
-async def _start_worker(pool: Any, supervisor_address: str, endpoint: str | None = None) -> Any:
+async def _start_worker(pool: Any, supervisor_address: str, config: ServerConfig,
+                        endpoint: str | None = None) -> Any:
     from fleet.cluster.worker.actor import WorkerActor
 
     # `endpoint`: the supervisor's API, where the worker finds it again after it restarts.
     return await xo.create_actor(
         WorkerActor, supervisor_address, pool, warm_spare_enabled(), endpoint,
-        address=pool.external_address, uid=WorkerActor.default_uid(),
+        config.max_model_memory, address=pool.external_address, uid=WorkerActor.default_uid(),
     )
 
 
@@ -116,7 +117,7 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     try:
         supervisor = await _start_supervisor(pool, config)
         if with_worker:
-            await _start_worker(pool, pool.external_address)
+            await _start_worker(pool, pool.external_address, config)
         logger.info("cluster started in %.2f s (actors at %s)",
                     time.monotonic() - started, pool.external_address)
         await _serve_api(supervisor, pool.external_address, config)
@@ -199,7 +200,7 @@ async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> N
     host = host or _local_ip_towards(supervisor_address)
     pool = await _create_pool(host)
     try:
-        await _start_worker(pool, supervisor_address, endpoint)
+        await _start_worker(pool, supervisor_address, config, endpoint)
         logger.info("worker %s joined the supervisor at %s", pool.external_address, endpoint)
         await _wait_for_signal()
     finally:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from fleet.byte_sizes import parse_byte_size
 from fleet.errors import BadRequest
 from fleet.keep_alive import parse_keep_alive
 from fleet.settings import DEFAULT_PORT
@@ -65,6 +66,10 @@ class ServerConfig(BaseModel):
     # The most models one worker holds loaded (--max-loaded-models); past it, a launch or a load
     # unloads the least recently used model that has a keep_alive, or is refused.
     max_loaded_models: int | None = Field(default=None, ge=1)
+    # The most RAM one worker's models may take together, by their estimates (--max-model-memory,
+    # `fleet local` and `fleet worker`): what the operator keeps for everything else. Placement
+    # uses it where it is less than the worker's free memory (fleet.cluster.supervisor.placement).
+    max_model_memory: int | None = Field(default=None, ge=1)
 
     @field_validator("api_key_hashes")
     @classmethod
@@ -81,6 +86,11 @@ class ServerConfig(BaseModel):
         except BadRequest as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("max_model_memory", mode="before")
+    @classmethod
+    def _an_amount(cls, value: str | int | None) -> int | None:
+        return None if value is None else parse_byte_size(value)
 
     @property
     def on_loopback(self) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel
 
-from fleet.api.auth.middleware import check_model
+from fleet.api.auth.middleware import check_hot_body
 from fleet.api.body_parsing import parse_body
 from fleet.api.errors import error_reply
 from fleet.errors import BadRequest
@@ -89,8 +89,9 @@ class FastJsonRoutes:
         try:
             # Large bodies are parsed off the event loop (fleet.api.body_parsing).
             body = await parse_body(route.body_model, await self._read_body(receive))
-            # A key limited to some models (fleet.api.auth.middleware); every hot body names its model.
-            check_model(scope, str(getattr(body, "model", "")))
+            # A key limited to some models, or without models:stop for a keep_alive
+            # (fleet.api.auth.middleware); every hot body names its model.
+            check_hot_body(scope, body)
         except Exception as exc:
             await _send_reply(send, _failure(exc))
             return

@@ -32,6 +32,7 @@ from typing import Any
 import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
+from fleet.api.keep_alives import KeepAlives
 from fleet.api.metrics import FleetMetrics
 from fleet.api.streams import Replica, ReplicaStream
 from fleet.channel.api_end import ReplicaChannels, StreamInbox
@@ -68,8 +69,11 @@ class ReplicaRouter:
         self._suspects: dict[str, tuple[float, str]] = {}
         self._following: asyncio.Task[None] | None = None
         self._waking: dict[str, asyncio.Future[None]] = {}  # loads of idle models asked for
+        # Requests' own keep_alive; forgotten with the routes, on the same events.
+        self.keep_alives = KeepAlives(supervisor)
 
     def invalidate(self, uid: str | None = None) -> None:
+        self.keep_alives.forget(uid)
         if uid is None:
             self._routes.clear()
         else:

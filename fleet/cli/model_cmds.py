@@ -137,9 +137,11 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
 @click.option("--worker-ip", default=None, help="Place it on this worker.")
 @click.option("--keep-alive", default=None, metavar="DURATION",
               help="Unload it after this long without a request (30s, 10m, 1h; -1 never); its "
-                   "next request loads it again. Default: the cluster's (never).")
+                   "next request loads it again, and a request's own keep_alive changes it. "
+                   "Default: the cluster's (never).")
 @click.option("--dry-run", is_flag=True,
-              help="Show the engine, the memory it needs and where it would go; launch nothing.")
+              help="Show the engine, the memory it needs, where it would go and which idle-able "
+                   "models it would unload to make room; launch nothing.")
 @click.option("--skip-memory-check", is_flag=True,
               help="Launch even where the memory estimate says it will not fit.")
 @json_option
@@ -164,6 +166,8 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
     if keep_alive is not None:
         arguments["keep_alive"] = keep_alive
     if dry_run:
+        if model_uid is not None:  # the model it would replace is not one to unload for it
+            arguments["model_uid"] = model_uid
         _dry_run(client.estimate_launch(model_name, model_type=model_type, **arguments), as_json)
         return
     if skip_memory_check:
@@ -225,6 +229,9 @@ def _dry_run(plan: dict[str, Any], as_json: bool) -> None:
                [[w["address"], w["where"] or w["device"],
                  _human(w["free"]) if w["free"] is not None else w["problem"],
                  _human(w["needed"]), "yes" if w["fits"] else "no"] for w in plan["workers"]])
+        for worker, uids in (plan.get("would_unload") or {}).items():
+            console.print(f"Would unload {', '.join(uids)} on {worker} to make room (least "
+                          "recently used, with a keep_alive).")
         if plan["fits"]:
             where = ", ".join(p["worker"] + (f" (GPU {','.join(map(str, p['gpus']))})"
                                              if p.get("gpus") else "")

@@ -126,6 +126,15 @@ def _launch_policy_options(command: Any) -> Any:
     return command
 
 
+# Kept for everything else on the machine (`fleet local`, `fleet worker`).
+_max_model_memory = click.option(
+    "--max-model-memory", "max_model_memory", envvar="FLEET_MAX_MODEL_MEMORY", metavar="SIZE",
+    help="The most RAM this worker's models may take together, by their memory estimates "
+         "(2GiB, 512MiB, 1.5GB; or FLEET_MAX_MODEL_MEMORY), to keep the rest for other "
+         "programs; placement uses it where it is less than the free RAM. Past it, the least "
+         "recently used model with a keep_alive is unloaded to make room. Default: no cap.")
+
+
 def server_config(options: dict[str, Any]) -> ServerConfig:
     """The command's options as one typed object; a value it refuses is a usage error."""
     try:
@@ -144,6 +153,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_port
 @_api_options
 @_launch_policy_options
+@_max_model_memory
 @_actor_port
 @_cluster_secret
 @_log_level
@@ -176,6 +186,7 @@ def supervisor(log_level: str, **options: Any) -> None:
               help="The supervisor's API address.")
 @click.option("-H", "--host", default=None,
               help="Address this worker listens on [default: the one facing the supervisor].")
+@_max_model_memory
 @_cluster_secret
 @_log_level
 def worker(endpoint: str, log_level: str, **options: Any) -> None:

@@ -97,7 +97,8 @@ class Client:
                         **kwargs: Any) -> dict[str, Any]:
         """A dry run of `launch_model` with the same arguments: the engine it would get, the
         memory one replica needs (weights, KV cache, overhead) and the worker it would go to,
-        or why none has room. Launches nothing. Arguments that cannot travel in a query and do
+        or why none has room, and the models it would unload to make room (`would_unload`,
+        worker -> uids). Launches nothing. Arguments that cannot travel in a query and do
         not change the estimate (envs) are left out."""
         params = {"model_name": model_name, "model_type": model_type, **kwargs}
         params = {k: str(v).lower() if isinstance(v, bool) else v for k, v in params.items()

@@ -6,6 +6,7 @@ must read, a registration's family read at the edge, and unsupported fields null
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from fleet.api.errors import error_reply
 from fleet.api.protocol.bodies import EmbeddingRequest, RegisterRequest, RerankRequest
 from fleet.api.protocol.generation import ChatCompletionRequest, CompletionRequest
 from fleet.errors import BadRequest, validation_message
+from fleet.keep_alive import parse_keep_alive
 
 HELLO = [{"role": "user", "content": "hi"}]
 
@@ -133,3 +135,34 @@ def test_a_query_parameters_message_keeps_its_place():
                                                                     "boolean"}])
     assert message == ("invalid request: query.model_version: Field required; query.force: "
                        "Input should be a valid boolean")
+
+
+_BODIES = [(ChatCompletionRequest, {"model": "m", "messages": HELLO}),
+           (CompletionRequest, {"model": "m", "prompt": "hi"}),
+           (EmbeddingRequest, {"model": "m", "input": "hi"}),
+           (RerankRequest, {"model": "m", "query": "q", "documents": ["d"]})]
+
+
+@pytest.mark.parametrize(("model", "body"), _BODIES)
+def test_every_hot_body_takes_ollamas_keep_alive_and_refuses_what_is_no_duration(model, body):
+    for value in ("2s", "10m", "1h30m", 300, 2.5, -1, "-1", 0):
+        assert model.model_validate_json(json.dumps({**body, "keep_alive": value})).keep_alive \
+            == value
+    assert model.model_validate_json(json.dumps(body)).keep_alive is None
+    assert _refusal(model, {**body, "keep_alive": "soon"}).startswith(
+        "keep_alive 'soon' is not a duration")
+    assert "keep_alive" in _refusal(model, {**body, "keep_alive": True})
+    assert "longer than a year" in _refusal(model, {**body, "keep_alive": "9000h"})
+
+
+@pytest.mark.parametrize("value", ["2s", " 10M ", "1h30m", "500ms", "-5m", "45", "2.5s",
+                                   "soon", "1d", "1h-5m", "", "m", "10 minutes"])
+def test_the_documented_pattern_is_the_parsers_grammar(value):
+    pattern = EmbeddingRequest.model_json_schema()["properties"]["keep_alive"]["anyOf"][0][
+        "anyOf"][0]["pattern"]
+    try:
+        parse_keep_alive(value)
+        parsed = True
+    except BadRequest:
+        parsed = False
+    assert bool(re.match(pattern, value)) == parsed

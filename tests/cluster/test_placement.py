@@ -125,3 +125,22 @@ def test_placement_is_bounded_by_the_replicas_a_model_may_have():
     with pytest.raises(BadRequest, match=f"more than the {MAX_REPLICAS} replicas") as info:
         place_replicas(workers, [], 100_000)
     assert info.value.code == "too_many_replicas" and time.monotonic() - started < 0.1
+
+
+def test_the_operators_cap_bounds_a_workers_models_by_their_estimates():
+    capped = worker("10.0.0.1:1", 12)
+    capped.resources["model_memory_limit"] = 5 * GIB
+    here = running(ReplicaRecord(replica_uid="running-0", worker_address=capped.address,
+                                 state="ready", memory_bytes=2 * GIB, ready_at=0.0))
+    room = worker_room(capped, [here], needs(1))
+    assert (room.free, room.capped) == (3 * GIB, True)  # not the 12 GiB of free RAM
+    assert "--max-model-memory" in room.where
+    with pytest.raises(InsufficientMemory) as refused:
+        place_replicas([capped], [here], 1, demand=needs(4))
+    assert refused.value.code == "max_model_memory"
+    assert "has 3.0 GiB free (RAM, of the 5.0 GiB its models may take" in refused.value.message
+    capped.resources["memory_available"] = 2 * GIB  # less free RAM than the cap leaves
+    assert worker_room(capped, [here], needs(1)).capped is False
+    with pytest.raises(InsufficientMemory) as short:
+        place_replicas([capped], [here], 1, demand=needs(4))
+    assert short.value.code == "insufficient_memory"  # only a measure of the RAM says more

@@ -151,6 +151,22 @@ def test_a_key_limited_to_one_model_uses_it_and_no_other(cluster, models):
     assert len(admin.embeddings.create(model="minilm-b", input=["x"]).data[0].embedding) == 384
 
 
+def test_a_requests_keep_alive_needs_the_permission_to_stop_models(cluster, models, admin):
+    def embed(key: str, keep_alive: str) -> httpx.Response:
+        return httpx.post(f"{cluster.endpoint}/v1/embeddings", timeout=60,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": "minilm-a", "input": "hi", "keep_alive": keep_alive})
+
+    refused = embed(LIMITED_KEY, "0")  # it would unload the model for every user of it
+    assert refused.status_code == 403, refused.text
+    assert refused.json()["error"]["code"] == "permission_denied"
+    assert "models:stop" in refused.json()["error"]["message"]
+    assert "keep_alive" not in admin.describe_model("minilm-a")["launch_options"]
+    answered = embed(ADMIN_KEY, "-1")
+    assert answered.status_code == 200, answered.text
+    assert admin.describe_model("minilm-a")["launch_options"]["keep_alive"] == "-1"
+
+
 def test_the_openai_sdk_with_a_wrong_key_gets_an_authentication_error(cluster, models):
     from openai import AuthenticationError, OpenAI
 

@@ -71,6 +71,19 @@ def test_estimate_of_minilm_from_its_files_launches_nothing(http, minilm_path):
     assert all(not w["replicas"] for w in http.get("/v1/workers").json())
 
 
+def test_estimate_reads_replica_bounds_from_the_query(http, minilm_path):
+    base = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding",
+            "model_path": minilm_path}
+    response = http.get("/v1/models/estimate", params={**base, "min_replicas": "2",
+                                                        "max_replicas": "3"})
+    assert response.status_code == 200, response.text
+    assert len(response.json()["placements"]) == 2  # the floor is what a launch starts with
+    for bad in ("1.5", "two", "-1", "\u0663"):  # "\u0663" is an Arabic-Indic 3: not ASCII
+        refused = http.get("/v1/models/estimate", params={**base, "min_replicas": bad})
+        assert refused.status_code == 400, (bad, refused.text)
+        assert "min_replicas" in refused.json()["error"]["message"]
+
+
 def test_format_and_engine_follow_the_model_path(http, smollm2_gguf):
     plan = http.get("/v1/models/estimate", params={
         "model_name": "smollm2-instruct", "model_path": smollm2_gguf}).json()

@@ -104,3 +104,35 @@ def test_an_admin_key_launches_and_signs_out(page, keyed_cluster):
     expect(page.locator("#api-key")).to_be_visible()
     assert page.evaluate("sessionStorage.length") == 0
     expect(page).to_have_url(re.compile(r"/ui/catalogue/embedding/all-MiniLM-L6-v2$"))
+
+
+def test_a_read_only_key_sees_a_models_autoscaling_and_events_but_no_form(page, keyed_cluster,
+                                                                          minilm_path):
+    endpoint = keyed_cluster.endpoint
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    launched = httpx.post(f"{endpoint}/v1/models", headers=admin, timeout=120, json={
+        "model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": "guarded",
+        "model_path": minilm_path, "min_replicas": 1, "max_replicas": 2})
+    assert launched.status_code == 200, launched.text
+    try:
+        page.goto(f"{endpoint}/ui/models/guarded")
+        _sign_in(page, READ_ONLY_KEY)
+        watch = PageWatch(page)
+        expect(page.get_by_test_id("autoscale-settings")).to_contain_text("1 and 2")
+        expect(page.get_by_text("Nothing yet")).to_be_visible()  # the events, which it may list
+        expect(page.get_by_test_id("autoscale-form")).to_have_count(0)  # needs models:start
+        # The route refuses it anyway: hiding the form is a courtesy.
+        refused = httpx.post(f"{endpoint}/v1/models/guarded/autoscale", json={"max_replicas": 3},
+                             headers={"Authorization": f"Bearer {READ_ONLY_KEY}"}, timeout=30)
+        assert refused.status_code == 403, refused.text
+        assert watch.problems == []
+
+        page.get_by_role("button", name="Sign out").click()
+        _sign_in(page, ADMIN_KEY)
+        page.fill("#autoscale-max_replicas", "3")
+        page.click("#autoscale-save")  # sent with the tab's key
+        expect(page.get_by_role("status").filter(has_text="Saved.")).to_be_visible()
+        described = httpx.get(f"{endpoint}/v1/models/guarded", headers=admin, timeout=30).json()
+        assert described["autoscale"]["max_replicas"] == 3
+    finally:
+        httpx.delete(f"{endpoint}/v1/models/guarded", headers=admin, timeout=60)

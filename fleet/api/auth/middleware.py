@@ -22,6 +22,7 @@ from fleet.api.auth.permissions import (
     ANY_KEY,
     MODEL_PATH_PARAM,
     OPEN,
+    STOP,
     RouteRules,
     Rule,
     app_routes,
@@ -153,6 +154,20 @@ def check_model(scope: dict, model: str) -> None:
     grant = scope.get(GRANT_SCOPE_KEY)
     if grant is not None and grant.models is not None and model not in grant.models:
         raise Forbidden(_model_message(model), code="model_not_allowed")
+
+
+def check_hot_body(scope: dict, body: Any) -> None:
+    """The checks of a hot route's body (fleet.api.fast_routes), none without keys: its model
+    (check_model), and Ollama's `keep_alive`, which decides when the model is unloaded for
+    everyone who uses it, so a key needs models:stop to send it, as to stop the model."""
+    grant = scope.get(GRANT_SCOPE_KEY)
+    if grant is None:
+        return
+    check_model(scope, str(getattr(body, "model", "")))
+    if getattr(body, "keep_alive", None) is not None and not grant.allows(STOP):
+        raise Forbidden(f"keep_alive decides when the model is unloaded, which needs the "
+                        f"permission {STOP!r} that this API key lacks; leave it out",
+                        code="permission_denied")
 
 
 def visible_models(scope: dict, models: list[dict[str, Any]], uid_field: str) -> list[dict]:

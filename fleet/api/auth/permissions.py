@@ -10,6 +10,9 @@ for registering (`models:register`, `models:unregister`). Departures, each for a
 - `/v1/models/{uid}/progress` is `models:list` (status, like describing the model), so that a
   key that may launch and list can follow its launch.
 - The estimate is `models:start`: it is a dry run of a launch and looks at the workers.
+- An inference request that carries Ollama's `keep_alive` needs `models:stop` too: it decides
+  when the model is unloaded for every user of it (checked where the body is read,
+  fleet.api.auth.middleware.check_hot_body).
 - `/metrics` is `metrics:read` (Fleet's own name), so a Prometheus scraper needs no admin key;
   `--metrics-public` opens it.
 - The API's own description (`/docs`, `/redoc`, `/openapi.json`) needs a key, any key: every

@@ -12,6 +12,7 @@ from fleet.api.protocol.fields import (
     INT32_MAX,
     Flag,
     JsonObjectText,
+    KeepAlive,
     Text,
     TokenIds,
     integer,
@@ -62,6 +63,7 @@ class EmbeddingRequest(BaseModel):
     # Longer inputs than the model reads: cut them (True, "END") or refuse them (False, "NONE").
     truncate: Flag | Literal["END", "NONE"] = True
     user: str | None = None
+    keep_alive: KeepAlive | None = None
 
     @field_validator("input", mode="before")
     @classmethod
@@ -91,6 +93,7 @@ class RerankRequest(BaseModel):
     top_n: integer(ge=1) | None = None
     return_documents: Flag | None = False
     return_len: Flag | None = False
+    keep_alive: KeepAlive | None = None
     # Xinference's client always sends it, as null.
     max_chunks_per_doc: None = unsupported("split long documents before sending them")
 

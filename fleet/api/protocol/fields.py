@@ -8,8 +8,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
 from pydantic_core import PydanticCustomError
+
+from fleet.keep_alive import MAX_KEEP_ALIVE_S, parse_keep_alive
 
 # The JSON bodies of the hot paths (embeddings, rerank, chat, completions) are read strictly
 # (`model_config = ConfigDict(strict=True)`): pydantic's lax mode would read true as 1 and "2"
@@ -79,3 +81,23 @@ def unsupported(why: str) -> Any:
     is None): null or absent passes, anything else is a 400 ("... is not supported: send null
     or leave it out"), and the document says why."""
     return Field(default=None, description=f"Not supported: null or absent ({why})")
+
+
+def _a_duration(value: str | float) -> str | float:
+    # A BadRequest, not a ValueError: its own message names the field and the forms it takes
+    # (fleet.keep_alive), where pydantic's would prefix it with the location again.
+    parse_keep_alive(value)
+    return value
+
+
+# Ollama's per-request `keep_alive`: how long the model stays loaded after this request, from now
+# on (fleet.api.keep_alives). The pattern is parse_keep_alive's grammar, so that the document
+# takes what the server does; a number is seconds, any negative one never.
+_UNIT = "([mM][sS]|[sSmMhH])"
+KEEP_ALIVE_PATTERN = rf"^\s*-?(\d+(\.\d+)?|(\d+(\.\d+)?{_UNIT})+)\s*$"
+KeepAlive = Annotated[str | float, AfterValidator(_a_duration), WithJsonSchema({
+    "anyOf": [{"type": "string", "pattern": KEEP_ALIVE_PATTERN, "maxLength": 40},
+              {"type": "number", "maximum": MAX_KEEP_ALIVE_S}],
+    "description": "How long the model stays loaded after this request, from now on, as "
+                   "Ollama's keep_alive: seconds, a duration (30s, 10m, 1h), -1 never, 0 "
+                   "unload once answered"})]

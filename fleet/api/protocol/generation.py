@@ -22,6 +22,7 @@ from fleet.api.protocol.fields import (
     INT32_MAX,
     Flag,
     JsonObjectText,
+    KeepAlive,
     NonBlank,
     Text,
     TokenId,
@@ -96,6 +97,8 @@ class _GenerationBase(BaseModel):
     user: str | None = None
     store: Flag | None = None
     metadata: dict[str, str] | None = None
+    # Ollama's: the model's keep_alive from now on (fleet.api.keep_alives); not the replica's.
+    keep_alive: KeepAlive | None = None
 
     # Counts are checked before the items are validated ("before" validators), so that a list
     # of a million entries is refused for its length, not validated entry by entry first.

@@ -44,6 +44,8 @@ def _encode(vector: np.ndarray, encoding_format: str) -> Any:
 async def embeddings(cluster: ClusterHandle, body: EmbeddingRequest) -> bytes:
     """The JSON answer to one embeddings request (served by fleet.api.fast_routes)."""
     inputs = _inputs(body.input)
+    if body.keep_alive is not None:  # Ollama's: the model's from now on
+        await cluster.router.keep_alives.apply(body.model, body.keep_alive)
     vectors, prompt_tokens = await cluster.router.call(
         body.model, "embeddings", "embed", inputs, body.should_truncate, body.dimensions,
         tokens=lambda result: (result[1], 0), grouped=True,

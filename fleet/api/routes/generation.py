@@ -61,6 +61,8 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     endpoint = "chat_completions" if kind == "chat" else "completions"
     envelope = _Envelope(kind, body.model)
     call = body.generation_call()
+    if body.keep_alive is not None:  # Ollama's: the model's from now on
+        await cluster.router.keep_alives.apply(body.model, body.keep_alive)
     if not body.stream:
         result: GenerationResult = await cluster.router.call(body.model, endpoint, "generate",
                                                              call, tokens=_usage_tokens)

@@ -88,15 +88,27 @@ async def list_models(request: Request) -> dict[str, Any]:
 @router.get("/v1/models/estimate")
 async def estimate_launch(request: Request, model_name: str = Query(min_length=1)) -> dict[str, Any]:
     """A dry run of a launch: the engine it would get and why, the memory one replica needs,
-    and the worker(s) it would go to or why none has room. Launches nothing. The query takes
+    the worker(s) it would go to or why none has room, and the models it would unload to make
+    room (`would_unload`: worker -> uids). Launches nothing. The query takes
     the launch's arguments and is read as a launch body, so the two cannot disagree.
     (Declared before `/v1/models/{model_uid}`, which would otherwise take "estimate" for a
     model uid.)"""
     query = request.query_params
     arguments = {key: query.getlist(key) if len(query.getlist(key)) > 1 else value
                  for key, value in query.items()}
-    body = LaunchRequest.model_validate(arguments)
+    body = LaunchRequest.model_validate(_query_integers(arguments))
     return await _cluster(request).supervisor.estimate_launch(launch_body(body))
+
+
+# A launch body's replica bounds are strict integers (a JSON 1.5 or true is refused, not
+# rounded); a query holds only strings, so their digits are read as the integer they spell.
+_STRICT_INTEGER_FIELDS = ("min_replicas", "max_replicas")
+
+
+def _query_integers(arguments: dict[str, Any]) -> dict[str, Any]:
+    return {key: int(value) if key in _STRICT_INTEGER_FIELDS and isinstance(value, str)
+            and value.isascii() and value.isdigit() else value
+            for key, value in arguments.items()}
 
 
 @router.get("/v1/models/{model_uid}")

@@ -25,6 +25,8 @@ async def rerank(cluster: ClusterHandle, body: RerankRequest) -> bytes:
     tokens = sum(estimated_tokens(d) for d in documents) + estimated_tokens(body.query) * len(documents)
     check_request_tokens(tokens, f"the query and documents hold about {tokens} tokens "
                                  "(characters / 4, the query counted once per document)")
+    if body.keep_alive is not None:  # Ollama's: the model's from now on
+        await cluster.router.keep_alives.apply(body.model, body.keep_alive)
     scores, tokens = await cluster.router.call(
         body.model, "rerank", "rerank", body.query, documents,
         tokens=lambda result: (result[1], 0), grouped=True,

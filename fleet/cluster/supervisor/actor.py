@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import xoscar as xo
@@ -29,6 +30,7 @@ from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.replica_supervision import ReplicaSupervision
 from fleet.cluster.supervisor.restore import Restorer
 from fleet.cluster.supervisor.scaling import Scaler
+from fleet.cluster.supervisor.unload_preview import as_if_unloaded, by_worker
 from fleet.cluster.supervisor.worker_registry import WorkerRegistry
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
@@ -183,13 +185,14 @@ class SupervisorActor(xo.StatelessActor):
     # ---- launching -----------------------------------------------------------------------
 
     async def _plan(self, request: dict[str, Any], place: bool = True,
-                    fit_anyway: bool = False) -> Any:
+                    fit_anyway: bool = False, unloaded: Sequence[ModelRecord] = ()) -> Any:
         """plan_launch in a thread: it reads weights' headers, lists folders and places the
         replicas, which must not stall the event loop that the API (in `fleet local`), the
-        heartbeats and the actors share."""
-        return await asyncio.to_thread(plan_launch, self.catalogue, list(self._workers.values()),
-                                       list(self._models.values()), request, self._policy,
-                                       place, fit_anyway)
+        heartbeats and the actors share. `unloaded`: planned as though those models were
+        (the estimate's view, fleet.cluster.supervisor.unload_preview)."""
+        workers, models = as_if_unloaded(self._workers.values(), self._models.values(), unloaded)
+        return await asyncio.to_thread(plan_launch, self.catalogue, workers, models, request,
+                                       self._policy, place, fit_anyway)
 
     async def _prepare(self, request: dict[str, Any], restored: bool,
                        adopted: list[ReplicaRecord]) -> ModelRecord:
@@ -227,9 +230,14 @@ class SupervisorActor(xo.StatelessActor):
 
     async def estimate_launch(self, request: dict[str, Any]) -> dict[str, Any]:
         """The plan of a launch (engine, memory estimate, workers), launching nothing; refused
-        like the launch itself, so it says nothing about paths a launch may not read."""
-        plan = await self._plan(request)
-        return await asyncio.to_thread(plan.as_dict)
+        like the launch itself, so it says nothing about paths a launch may not read. With the
+        models it would unload to make room (`would_unload`, by worker), chosen as the launch
+        would choose them (fleet.cluster.supervisor.elastic)."""
+        plan, gone = await self._elastic.would_make_room(
+            lambda unloaded: self._plan(request, unloaded=unloaded),
+            request.get("model_uid") or request["model_name"])
+        answer = await asyncio.to_thread(plan.as_dict)
+        return {**answer, "would_unload": by_worker(gone)}
 
     async def launch_model(
         self, request: dict[str, Any], wait_ready: bool = True, restored: bool = False,
@@ -357,6 +365,11 @@ class SupervisorActor(xo.StatelessActor):
         Unavailable, with the reason, when it cannot be loaded."""
         await self._elastic.wake(self._get(uid))
 
+    async def set_keep_alive(self, uid: str, value: str | float) -> bool:
+        """A request's keep_alive becomes the model's (fleet.cluster.supervisor.elastic); False
+        when it was that already."""
+        return await self._elastic.set_keep_alive(self._get(uid), value)
+
     async def set_autoscale(self, uid: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change a model's autoscaling while it serves (fleet.cluster.supervisor.autoscaler)."""
         return await self._autoscaler.configure(uid, changes)
@@ -373,7 +386,13 @@ class SupervisorActor(xo.StatelessActor):
         return [m.list_entry() for m in self._models.values()]
 
     def describe_model(self, uid: str) -> dict[str, Any]:
-        return {**self._get(uid).describe(), "autoscale": self._autoscaler.describe(uid)}
+        """The record's own fields, with what the supervisor decides for it: its autoscaling,
+        the replicas it should have now, and its keep_alive in force (its own, else the
+        cluster's; None: never unloaded)."""
+        record = self._get(uid)
+        return {**record.describe(), "autoscale": self._autoscaler.describe(uid),
+                "desired_replicas": self._autoscaler.desired(record),
+                "keep_alive_s": self._elastic.keep_alive(record)}
 
     def route(self, uid: str) -> list[tuple[str, str, str, str]]:
         """(address, actor uid, replica uid, worker) of every ready replica; the API caches it.

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 import xoscar as xo
@@ -38,6 +38,8 @@ logger = logging.getLogger(__name__)
 POLL_S = 0.5
 
 Plan = Callable[[dict[str, Any]], Awaitable[Any]]  # a launch request -> its LaunchPlan
+# Plan a launch as though these models were unloaded (none: as the cluster is) -> its LaunchPlan.
+Replan = Callable[[Sequence[ModelRecord]], Awaitable[Any]]
 Launch = Callable[[ModelRecord], Coroutine[Any, Any, None]]  # start a record's launching replicas
 # Told each look at a ready model's replicas ((served, in progress) of each): the autoscaler
 # (fleet.cluster.supervisor.autoscaler) reads the same poll rather than asking again.
@@ -67,6 +69,26 @@ class Elastic:
         """The model's own keep_alive, else the cluster's; None: it stays loaded."""
         value = record.request.get("keep_alive")
         return self._default if value is None else parse_keep_alive(value)
+
+    async def set_keep_alive(self, record: ModelRecord, value: str | float) -> bool:
+        """A request's keep_alive (Ollama's), the model's from now on: saved as the launch
+        option is, so that a restart keeps it. False when the model had that one already."""
+        seconds = parse_keep_alive(value)
+        uid = record.uid
+        async with self._cluster.locks.hold(uid):  # not beside a terminate, a load or an unload
+            own = record.request.get("keep_alive")
+            if not self._cluster.current(record) or (
+                    own is not None and parse_keep_alive(own) == seconds):
+                return False
+            request = dict(record.request, keep_alive=value)
+            self._restorer().save({uid: request})
+            record.request = request
+            replicas = len(record.replicas)
+            self._events.record(uid, "keep_alive", replicas, replicas,
+                                f"a request set keep_alive {describe_keep_alive(seconds)}")
+            # The API processes drop what they knew of it (fleet.api.keep_alives).
+            self._cluster.routes.touch(uid)
+            return True
 
     # ---- unloading idle models -------------------------------------------------------------
     async def watch(self) -> None:
@@ -156,25 +178,54 @@ class Elastic:
         """`plan()` again after unloading, one at a time, the least recently used model that has
         a keep_alive (never one without), for as long as the plan lacks room; the last plan.
         Called under the planning lock, so that what is freed goes to this launch."""
-        planned = await plan()
-        while isinstance(planned.refusal, InsufficientMemory):
-            victim = self._least_recently_used(for_uid)
-            if victim is None:
-                break
-            workers = {r.worker_address for r in victim.replicas}
-            since = time.monotonic()
-            await self.unload(victim, f"room for {for_uid}")
-            if planned.refusal.code != "max_loaded_models":
-                await self._fresh_reports(workers, since)  # the memory it freed, as measured
-            planned = await plan()
+        planned, _ = await self._room(lambda _gone: plan(), for_uid, unload=True)
         return planned
 
-    def _least_recently_used(self, besides: str) -> ModelRecord | None:
+    async def would_make_room(self, plan: Replan,
+                              for_uid: str) -> tuple[Any, list[ModelRecord]]:
+        """What make_room would do, unloading nothing (the will-it-fit estimate): the plan made
+        as though the models chosen were unloaded (`plan(gone)`), and those models."""
+        return await self._room(plan, for_uid, unload=False)
+
+    async def _room(self, plan: Replan, for_uid: str,
+                    unload: bool) -> tuple[Any, list[ModelRecord]]:
+        """The one loop of make_room and would_make_room, so that both choose alike."""
+        chosen: list[ModelRecord] = []
+        planned = await plan(())
+        while isinstance(planned.refusal, InsufficientMemory):
+            victim = self._least_recently_used(for_uid, chosen)
+            if victim is None:
+                break
+            chosen.append(victim)
+            if not unload:
+                planned = await plan(chosen)
+                continue
+            planned = await self._unload_and_plan(victim, plan, for_uid)
+        return planned, chosen
+
+    async def _unload_and_plan(self, victim: ModelRecord, plan: Replan, for_uid: str) -> Any:
+        """Unload `victim` and plan again. The room it makes within the caps (models loaded,
+        --max-model-memory) counts at once; the memory it frees counts once its workers have
+        measured it, so a plan that still lacks memory waits for their next report (a
+        heartbeat at most) and is made again, before anything else is unloaded for it."""
+        workers = {r.worker_address for r in victim.replicas}
+        since = time.monotonic()
+        await self.unload(victim, f"room for {for_uid}")
+        planned = await plan(())
+        if isinstance(planned.refusal, InsufficientMemory) and \
+                planned.refusal.code == "insufficient_memory":
+            await self._fresh_reports(workers, since)
+            planned = await plan(())
+        return planned
+
+    def _least_recently_used(self, besides: str,
+                             chosen: Collection[ModelRecord] = ()) -> ModelRecord | None:
         """A loaded model with a keep_alive, the one whose last request is the oldest (one not
-        seen idle yet counts as just used)."""
+        seen idle yet counts as just used), other than `besides` and those `chosen` already."""
         now = time.monotonic()
+        passed = {besides, *(m.uid for m in chosen)}
         candidates = [m for m in self._cluster.models.values()
-                      if m.uid != besides and not m.idle and m.state == "ready"
+                      if m.uid not in passed and not m.idle and m.state == "ready"
                       and self.keep_alive(m) is not None]
         if not candidates:
             return None

@@ -13,7 +13,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 KEEP = 100
-KINDS = frozenset({"scale_up", "scale_down", "scale_up_failed", "unload", "load", "load_failed"})
+KINDS = frozenset({"scale_up", "scale_down", "scale_up_failed", "unload", "load", "load_failed",
+                   "keep_alive"})
 # The direction each kind counts as in fleet_model_scale_events (a failed step counts nowhere:
 # it changed nothing).
 _DIRECTION = {"scale_up": "up", "load": "up", "scale_down": "down", "unload": "down"}

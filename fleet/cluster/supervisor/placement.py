@@ -44,6 +44,7 @@ class Room:
     where: str  # "RAM", "GPU 0", "GPUs 0,1", with the other GPUs' room
     problem: str | None = None  # why it cannot take the replica whatever its size
     gpus: tuple[int, ...] = ()  # the GPUs it would take (`free`: each one's room, times them)
+    capped: bool = False  # `free` is what the operator's --max-model-memory leaves
 
     def fits(self, need: MemoryEstimate | None) -> bool:
         """Whether a replica needing `need` (None: not checked) can go here."""
@@ -82,10 +83,24 @@ def worker_room(worker: WorkerRecord, models: Iterable[ModelRecord], demand: Dem
         return Room(worker.address, "cuda", 0, "", "has no GPU")
     if demand.gpu_idx is not None or demand.n_gpu not in (None, 0, "0", "auto"):
         return Room(worker.address, "cuda", 0, "", f"has no GPU (n_gpu={demand.n_gpu} was asked)")
-    promised = sum(r.memory_bytes for r in here
-                   if r.device == "cpu" and r.is_promised(worker.last_heartbeat))
-    promised += sum(p.memory_bytes for p in mine if p.device == "cpu")
+    return _ram_room(worker, here, mine)
+
+
+def _ram_room(worker: WorkerRecord, here: list[ReplicaRecord], mine: list[Placement]) -> Room:
+    """Available RAM less what is promised; within the operator's cap on the models' RAM
+    (--max-model-memory) less the estimates of every replica there, where that is less."""
+    mine_bytes = sum(p.memory_bytes for p in mine if p.device == "cpu")
+    promised = mine_bytes + sum(r.memory_bytes for r in here
+                                if r.device == "cpu" and r.is_promised(worker.last_heartbeat))
     free = int(worker.resources.get("memory_available", 0)) - promised
+    cap = worker.resources.get("model_memory_limit")
+    if cap is not None:
+        within_cap = int(cap) - mine_bytes - sum(r.memory_bytes for r in here
+                                                 if r.device == "cpu")
+        if within_cap < free:
+            return Room(worker.address, "cpu", max(0, within_cap),
+                        f"RAM, of the {human(int(cap))} its models may take "
+                        "(--max-model-memory)", capped=True)
     return Room(worker.address, "cpu", max(0, free), "RAM")
 
 
@@ -157,7 +172,12 @@ def place_replicas(
             if room.fits(need):
                 fitting.append((worker, room, need))
         if not fitting:
-            raise InsufficientMemory(_refusal(demand, rooms, replica_count, len(chosen)))
+            # Short of what the operator's cap leaves everywhere: unloading a model makes room
+            # at once, without waiting for a worker to measure what it freed (elastic).
+            capped = all(r.capped for r in rooms if not r.problem) and \
+                any(not r.problem for r in rooms)
+            raise InsufficientMemory(_refusal(demand, rooms, replica_count, len(chosen)),
+                                     code="max_model_memory" if capped else "insufficient_memory")
         worker, room, need = min(
             fitting, key=lambda f: (load[f[0].address], -f[0].resources.get("memory_available", 0)))
         load[worker.address] += 1

@@ -8,6 +8,7 @@ it to the next launch, then warms another in the background."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from typing import Any
@@ -46,10 +47,14 @@ _SETUP_MODULES = ["fleet.cluster.replica.subpool_setup"]
 
 class WorkerActor(xo.StatelessActor):
     def __init__(self, supervisor_address: str, main_pool: Any, warm_spare: bool = True,
-                 endpoint: str | None = None):
+                 endpoint: str | None = None, model_memory_limit: int | None = None):
         super().__init__()
+        # What it reports of the machine, with the operator's cap on its models' RAM
+        # (--max-model-memory), which placement reads from the report.
+        self._resources = functools.partial(machine_resources, model_memory_limit)
         # Joins, heartbeats, and finding a restarted supervisor (fleet.cluster.worker.supervisor_link).
-        self._supervisor = SupervisorLink(supervisor_address, endpoint, self._running)
+        self._supervisor = SupervisorLink(supervisor_address, endpoint, self._running,
+                                          self._resources)
         self._main_pool = main_pool
         self._warm_spare = warm_spare
         self._spare: asyncio.Task[str] | None = None
@@ -248,7 +253,7 @@ class WorkerActor(xo.StatelessActor):
     def describe(self) -> dict[str, Any]:
         return {
             "address": self.address,
-            "resources": machine_resources(),
+            "resources": self._resources(),
             "replicas": sorted(key.split(":")[0] for key in self._replica_pools),
             # GPU index -> the replicas on it (several when they share it).
             "gpu_owner": {index: [key.split(":")[0] for key in keys]

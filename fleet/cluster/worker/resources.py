@@ -52,9 +52,11 @@ def gpu_info() -> list[dict[str, Any]]:
     return gpus
 
 
-def machine_resources() -> dict[str, Any]:
+def machine_resources(model_memory_limit: int | None = None) -> dict[str, Any]:
+    """The machine's cores, memory and GPUs; `model_memory_limit`: the most RAM the operator
+    lets its models take together (--max-model-memory), reported when set."""
     memory = psutil.virtual_memory()
-    return {
+    found = {
         "cpu_count": psutil.cpu_count(logical=True) or 1,
         "cpu_percent": psutil.cpu_percent(interval=None),
         "memory_total": int(memory.total),
@@ -62,3 +64,6 @@ def machine_resources() -> dict[str, Any]:
         "memory_used": int(memory.total - memory.available),
         "gpus": gpu_info(),
     }
+    if model_memory_limit is not None:
+        found["model_memory_limit"] = model_memory_limit
+    return found

@@ -30,8 +30,10 @@ Running = Callable[[], Awaitable[list[dict[str, Any]]]]
 
 
 class SupervisorLink:
-    def __init__(self, supervisor_address: str, endpoint: str | None, running: Running):
+    def __init__(self, supervisor_address: str, endpoint: str | None, running: Running,
+                 resources: Callable[[], dict[str, Any]] = machine_resources):
         self.supervisor_address = supervisor_address
+        self._resources = resources  # what each join and heartbeat reports of the machine
         self._endpoint = endpoint  # the supervisor's API, to find it again; None in `fleet local`
         self._running = running
         self._ref: Any = None
@@ -47,7 +49,7 @@ class SupervisorLink:
             self._ref = await within(
                 xo.actor_ref(address=self.supervisor_address, uid=SUPERVISOR_UID),
                 control_call_timeout_s(), f"the supervisor at {self.supervisor_address}")
-        await self._call("register_worker", address, machine_resources(), await self._running())
+        await self._call("register_worker", address, self._resources(), await self._running())
         self._connected = True
 
     async def call(self, method: str, *args: Any) -> Any:
@@ -59,7 +61,7 @@ class SupervisorLink:
         while True:
             await asyncio.sleep(heartbeat_interval_s() if self._connected else RETRY_S)
             try:
-                if not await self._call("heartbeat", address, machine_resources()):
+                if not await self._call("heartbeat", address, self._resources()):
                     logger.info("the supervisor does not know this worker (it restarted, or "
                                 "gave it up): joining again")
                     await self.join(address)

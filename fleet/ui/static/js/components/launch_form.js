@@ -1,10 +1,11 @@
-// The launch form of one family: variant, engine, replicas, GPU, uid, model path and the chosen
-// engine's own options (from GET /v1/engines/{type}/{name}?detailed=true), with the estimate
-// beside it and the launch's progress below once it is sent.
+// The launch form of one family: variant, engine, replicas, GPU, uid, model path, keep_alive and
+// autoscaling, and the chosen engine's own options (from GET /v1/engines/{type}/{name}?detailed=true),
+// with the estimate beside it and the launch's progress below once it is sent.
 import { api } from '../api.js';
 import { sizeLabel } from '../catalogue_data.js';
 import { html, useMemo, useState } from '../html.js';
 import { EstimatePanel, useEstimate } from './estimate.js';
+import { DemandFields, demandBody, EMPTY_DEMAND, forEstimate } from './launch_demand.js';
 import { LaunchProgress } from './launch_progress.js';
 import { ErrorBox, Field } from './ui.js';
 
@@ -65,7 +66,7 @@ function parseExtra(text) {
 export function LaunchForm({ type, family, engines }) {
   const variants = useMemo(() => variantsOf(family), [family]);
   const [form, setForm] = useState({ variant: 0, engine: '', replica: '1', n_gpu: 'auto',
-    model_uid: '', model_path: '', options: {}, extra: '', skip: false });
+    model_uid: '', model_path: '', options: {}, extra: '', skip: false, demand: EMPTY_DEMAND });
   const [launched, setLaunched] = useState(null);
   const [launchError, setLaunchError] = useState(null);
   const [busy, setBusy] = useState(false);
@@ -78,8 +79,9 @@ export function LaunchForm({ type, family, engines }) {
   try { extra = parseExtra(form.extra); } catch (error) { extraError = error.message; }
   // Option values typed in (for any engine's options; only the chosen engine's are shown).
   const allOptions = engines.flatMap((e) => e.launch_options || []);
-  const body = { ...buildBody(type, family, variant, form, allOptions), ...extra };
-  const shown = useEstimate(body);
+  const body = { ...buildBody(type, family, variant, form, allOptions),
+    ...demandBody(form.demand, Number(form.replica) || 1), ...extra };
+  const shown = useEstimate(forEstimate(body));
   // The options shown are the chosen engine's, or those of the one the estimate picked.
   const engineName = form.engine || shown.estimate?.model_engine;
   const engineOptions = engines.find((e) => e.engine === engineName)?.launch_options || [];
@@ -125,6 +127,7 @@ export function LaunchForm({ type, family, engines }) {
         ${engineOptions.length ? html`<details><summary>${engineName} options</summary><div class="fields">
           ${engineOptions.map((o) => html`<${OptionInput} option=${o} value=${form.options[o.name]}
             onChange=${(v) => set('options')({ ...form.options, [o.name]: v })}/>`)}</div></details>` : null}
+        <${DemandFields} demand=${form.demand} onChange=${set('demand')}/>
         <${Field} id="launch-extra" label="Extra options (JSON)" hint='merged into the launch body, e.g. {"request_limits": 64}'>
           <textarea id="launch-extra" rows="2" value=${form.extra} onInput=${(e) => set('extra')(e.target.value)}></textarea></${Field}>
         ${extraError ? html`<div class="error">${extraError}</div>` : null}

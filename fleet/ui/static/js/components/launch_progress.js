@@ -1,5 +1,5 @@
-// A launch under way: its progress (download, then load) until it is ready or has failed,
-// polled from GET /v1/models/{uid}/progress.
+// A launch under way: its progress (download, then load) until it is ready, idle (unloaded
+// already: a keep_alive of 0) or has failed, polled from GET /v1/models/{uid}/progress.
 import { api } from '../api.js';
 import { usePoll } from '../hooks.js';
 import { html } from '../html.js';
@@ -10,7 +10,7 @@ import { ErrorBox, ProgressBar } from './ui.js';
 const REFRESH_MS = 700;
 
 function done(data) {
-  return data && (data.status === 'ready' || data.status === 'failed');
+  return data && ['ready', 'idle', 'failed'].includes(data.status);
 }
 
 export function LaunchProgress({ uid }) {
@@ -25,9 +25,10 @@ export function LaunchProgress({ uid }) {
   if (data.status === 'failed') {
     return html`<${ErrorBox} title=${`The launch of ${uid} failed:`} error=${data.error || 'no reason given'}/>`;
   }
-  if (data.status === 'ready') {
+  if (data.status === 'ready' || data.status === 'idle') {
     return html`<div class="notice" role="status" data-testid="launch-ready">
-      <strong class="ok-text">${uid} is ready.</strong>
+      ${data.status === 'ready' ? html`<strong class="ok-text">${uid} is ready.</strong>`
+        : html`<strong>${uid} is idle:</strong> its next request loads it.`}
       <a href=${href('models', uid)}>Details</a> · <a href=${href('playground', uid)}>Open the playground</a>
     </div>`;
   }

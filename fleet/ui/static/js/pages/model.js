@@ -1,6 +1,9 @@
-// One running model: what it is, how it was launched, its replicas (scale up and down), links
-// to its playground and metrics, and terminate (after a confirmation).
+// One running model: what it is, how it was launched, its replicas (scale up and down), its
+// autoscaling and keep_alive (changed here) with what the supervisor did on its own and why,
+// links to its playground and metrics, and terminate (after a confirmation).
 import { api } from '../api.js';
+import { AutoscalePanel } from '../components/autoscale.js';
+import { ModelEvents } from '../components/model_events.js';
 import { ConfirmDialog, ErrorBox, Json, Loading, ProgressBar, StateBadge } from '../components/ui.js';
 import { bytes, duration, when } from '../format.js';
 import { usePoll } from '../hooks.js';
@@ -91,6 +94,7 @@ export default function ModelPage({ uid }) {
   }
   if (!model.data) return model.error ? html`<${ErrorBox} error=${model.error}/>` : html`<${Loading} what=${uid}/>`;
   const m = model.data;
+  const refresh = () => { model.refresh(); replicas.refresh(); };
   return html`<div>
     <p class="small"><a href="/ui/models">Models</a></p>
     <div class="row spread">
@@ -106,6 +110,8 @@ export default function ModelPage({ uid }) {
       <section class="card"><h2>About</h2><${Facts} model=${m}/></section>
       <section class="card"><h2>Launch options</h2><${Json} value=${m.launch_options || {}}/></section>
     </div>
-    <${Replicas} uid=${uid} replicas=${replicas.data || m.replicas} onChange=${() => { model.refresh(); replicas.refresh(); }}/>
+    <${Replicas} uid=${uid} replicas=${replicas.data || m.replicas} onChange=${refresh}/>
+    <${AutoscalePanel} uid=${uid} model=${m} onChange=${refresh}/>
+    <${ModelEvents} uid=${uid} every=${every}/>
   </div>`;
 }

@@ -1,5 +1,5 @@
-// Running models, refreshed every 3 s: state, replicas, engine, and links to each one's page
-// and playground.
+// Launched models, refreshed every 3 s: state (an idle one is listed, unloaded until its next
+// request), replicas, engine, and links to each one's page and playground.
 import { api } from '../api.js';
 import { ErrorBox, Loading, StateBadge } from '../components/ui.js';
 import { usePoll } from '../hooks.js';
@@ -25,7 +25,9 @@ export default function ModelsPage() {
         <td><a href=${href('models', m.id)}>${m.id}</a></td>
         <td>${m.model_name}<div class="small muted">${m.model_format} · ${m.quantization}</div></td>
         <td>${m.model_type}</td><td>${m.model_engine}</td>
-        <td><${StateBadge} state=${m.status}/>${m.error ? html`<div class="small error-text">${m.error}</div>` : null}</td>
+        <td><${StateBadge} state=${m.status}/>
+          ${m.status === 'idle' ? html`<div class="small muted">unloaded; its next request loads it</div>` : null}
+          ${m.error ? html`<div class="small error-text">${m.error}</div>` : null}</td>
         <td class="num">${m.ready_replicas}/${m.replica}</td>
         <td><a href=${href('playground', m.id)}>Playground</a></td>
       </tr>`)}</tbody>
