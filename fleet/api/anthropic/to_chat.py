@@ -34,6 +34,7 @@ from fleet.api.protocol.anthropic import (
     ThinkingBlock,
     ThinkingDisabled,
     ThinkingEnabled,
+    ToolChoice,
     ToolChoiceAny,
     ToolChoiceNone,
     ToolChoiceTool,
@@ -56,7 +57,7 @@ def chat_request(body: MessagesRequest | CountTokensRequest) -> ChatCompletionRe
         fields["tools"] = [_function(tool.name, tool.description, tool.input_schema)
                            for tool in body.tools]
     if body.tool_choice is not None:
-        fields.update(_tool_choice(body))
+        fields.update(_tool_choice(body.tool_choice))
     schema = body.output_schema
     if schema is not None:
         fields["response_format"] = {"type": "json_schema", "json_schema": {
@@ -79,17 +80,14 @@ def _function(name: str, description: str | None, schema: dict[str, Any]) -> dic
     return {"type": "function", "function": function}
 
 
-def _tool_choice(body: MessagesRequest | CountTokensRequest) -> dict[str, Any]:
-    choice = body.tool_choice
-    fields: dict[str, Any] = {}
+def _tool_choice(choice: ToolChoice) -> dict[str, Any]:
     if isinstance(choice, ToolChoiceNone):
-        fields["tool_choice"] = "none"
-        return fields
-    if isinstance(choice, ToolChoiceTool):
-        fields["tool_choice"] = {"type": "function", "function": {"name": choice.name}}
-    else:
-        fields["tool_choice"] = "required" if isinstance(choice, ToolChoiceAny) else "auto"
-    if choice is not None and choice.disable_parallel_tool_use is not None:
+        return {"tool_choice": "none"}
+    fields: dict[str, Any] = {"tool_choice": (
+        {"type": "function", "function": {"name": choice.name}}
+        if isinstance(choice, ToolChoiceTool)
+        else "required" if isinstance(choice, ToolChoiceAny) else "auto")}
+    if choice.disable_parallel_tool_use is not None:
         fields["parallel_tool_calls"] = not choice.disable_parallel_tool_use
     return fields
 
