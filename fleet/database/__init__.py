@@ -19,8 +19,9 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from fleet.database.engine import Database, driver_message
+from fleet.database.errors import DatabaseUnusable
 from fleet.database.legacy_import import import_fleet_home
-from fleet.database.migrations import DatabaseUnusable, upgrade
+from fleet.database.migrations import upgrade
 
 logger = logging.getLogger(__name__)
 

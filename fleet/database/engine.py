@@ -23,9 +23,9 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from fleet.database.errors import DatabaseUnusable
 from fleet.database.url import database_url, hidden, sqlite_file
 
 BUSY_TIMEOUT_MS = 10_000
@@ -84,7 +84,11 @@ def _create_engine(url: URL) -> Engine:
 def _sqlite_engine(url: URL) -> Engine:
     path = sqlite_file(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseUnusable(f"cannot make the folder of the database {hidden(url)}: "
+                                   f"{exc.strerror or exc}") from None
     engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
 
     @event.listens_for(engine, "connect")
@@ -106,7 +110,7 @@ def _sqlite_engine(url: URL) -> Engine:
     return engine
 
 
-def driver_message(error: SQLAlchemyError) -> str:
+def driver_message(error: Exception) -> str:
     """The driver's own message, without SQLAlchemy's statement and parameters (which may hold
     what a user stored) and its link to the FAQ."""
     original = getattr(error, "orig", None)

@@ -51,7 +51,7 @@ class ModelStore:
         try:
             with self.db.writing() as session:
                 write_entries(session, entries)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, TypeError, ValueError) as exc:  # also: a value without JSON
             reason = driver_message(exc)
             logger.error("could not write the launched models to %s: %s", self.db.shown, reason)
             raise StateNotSaved(f"could not save the cluster's state to {self.db.shown} "

@@ -28,26 +28,14 @@ from sqlalchemy.orm import Session
 import fleet
 from fleet.database import meta
 from fleet.database.engine import Database, driver_message
+from fleet.database.errors import DatabaseUnusable, SchemaTooNew
 from fleet.database.schema import utc_now
-from fleet.errors import FleetError
 
 logger = logging.getLogger(__name__)
 
 SCRIPTS = Path(__file__).with_name("migrations")
 # Any fixed number: the key of PostgreSQL's advisory lock that upgrades take.
 _PG_LOCK = 0x466C656574  # "Fleet"
-
-
-class DatabaseUnusable(FleetError):
-    """The state's database cannot be opened, or holds a schema this Fleet must not touch."""
-
-    def __init__(self, message: str, code: str | None = "database_unusable"):
-        super().__init__(message, code)
-
-
-class SchemaTooNew(DatabaseUnusable):
-    def __init__(self, message: str, code: str | None = "schema_too_new"):
-        super().__init__(message, code)
 
 
 @dataclass(frozen=True)

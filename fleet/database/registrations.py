@@ -45,7 +45,7 @@ class DatabaseRegistrations:
         try:
             with self.db.writing() as session:
                 change(session)
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, TypeError, ValueError) as exc:  # also: a value without JSON
             reason = driver_message(exc)
             logger.error("could not %s in %s: %s", what, self.db.shown, reason)
             raise StateNotSaved(f"could not save the registration to {self.db.shown} "

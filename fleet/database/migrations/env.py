@@ -18,6 +18,9 @@ def _run(connection: Connection) -> None:
         target_metadata=Base.metadata,
         # SQLite alters a table by copying it: later migrations must use batch operations.
         render_as_batch=connection.dialect.name == "sqlite",
+        # SQLite rolls DDL back too, once the engine begins its transactions itself
+        # (fleet.database.engine): an upgrade that fails half-way leaves the old schema.
+        transactional_ddl=True,
         compare_type=True,
     )
     with context.begin_transaction():
