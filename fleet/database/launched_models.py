@@ -6,8 +6,9 @@ what a restart brings back is what the user last saw accepted: a write that fail
 (StateNotSaved) and the change is not made. Each write is one short transaction that applies
 the difference with what the table holds.
 
-Until a supervisor has written them once, the models of the last run are unknown (`load`
-answers None): a new database, or an imported state file that could not be read. A supervisor
+Until a supervisor has written them once, and while the table is empty, the models of the
+last run are unknown (`load` answers None): a new database, or an imported state file that
+could not be read. A supervisor
 then adopts a replica that a worker still runs instead of ending it, since it may well be one
 of the last run's."""
 
@@ -37,9 +38,10 @@ class ModelStore:
         by uid; None when the models of the last run are unknown (see the top)."""
         try:
             with self.db.reading() as session:
-                if not meta.get(session, meta.MODELS_KNOWN):
+                entries = read_entries(session)
+                if not entries and not meta.get(session, meta.MODELS_KNOWN):
                     return None
-                return read_entries(session)
+                return entries
         except SQLAlchemyError as exc:
             logger.error("cannot read the launched models from %s (%s); starting without the "
                          "models of the last run", self.db.shown, driver_message(exc))
