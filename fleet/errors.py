@@ -142,7 +142,7 @@ def _is_type_mismatch(item: dict[str, Any]) -> bool:
 def validation_message(errors: Sequence[Any]) -> str:
     """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields: how a
     body that fails its model is refused, at the API and wherever else a request is read (the
-    state file's launch requests).
+    saved state's launch requests).
 
     A union reports each member that it tried: where one member matched the value's type and
     failed a constraint, the others' type mismatches ("Input should be a valid list") would
