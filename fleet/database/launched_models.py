@@ -21,7 +21,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fleet.database import meta
+import fleet.database.meta as meta
 from fleet.database.engine import Database, driver_message
 from fleet.database.schema import LaunchedModel
 from fleet.errors import StateNotSaved

@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import fleet.database.meta as meta
 from fleet.catalogue.schemas import MODEL_TYPES
-from fleet.database import meta
 from fleet.database.engine import Database
 from fleet.database.schema import LaunchedModel, Registration, utc_now
 

@@ -26,7 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import fleet
-from fleet.database import meta
+import fleet.database.meta as meta
 from fleet.database.engine import Database, driver_message
 from fleet.database.errors import DatabaseUnusable, SchemaTooNew
 from fleet.database.schema import utc_now
