@@ -26,6 +26,12 @@ def test_the_models_of_the_last_run_are_unknown_until_written(db):
     assert store.load() == {}  # known: no model ran
 
 
+def test_rows_put_there_by_hand_are_the_last_runs_models(db):
+    with db.writing() as session:  # a restored backup, an operator's INSERT
+        session.add(LaunchedModel(uid="a", request=MINILM))
+    assert ModelStore(db).load() == {"a": MINILM}
+
+
 def test_a_write_is_read_back_exactly_malformed_entries_included(db):
     store = ModelStore(db)
     entries = {"b": MINILM, "a": {**MINILM, "envs": {"A": "é€"}}, "broken": 42,
