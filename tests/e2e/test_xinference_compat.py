@@ -148,7 +148,7 @@ def test_llm_registration_file_registers_reads_back_and_launches(
     assert answer["choices"][0]["message"] == reference["choices"][0]["message"]
     xclient.terminate_model(uid)
     xclient.unregister_model("LLM", "xinf-smol-file")
-    assert not saved.exists()
+    assert saved_family(local_cluster.home, "LLM", "xinf-smol-file") is None
     assert http.get("/v1/model_registrations/LLM/xinf-smol-file").status_code == 404
 
 
