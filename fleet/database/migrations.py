@@ -102,8 +102,11 @@ def _refuse_unknown(connection: Connection, script: ScriptDirectory, current: tu
     unknown = [revision for revision in current if not _known(script, revision)]
     if not unknown:
         return
-    with Session(bind=connection) as session:
-        by = meta.get(session, meta.UPGRADED_BY) or {}
+    try:  # who upgraded it, if its tables still say so as this Fleet's do
+        with connection.begin_nested(), Session(bind=connection) as session:
+            by = meta.get(session, meta.UPGRADED_BY) or {}
+    except SQLAlchemyError:
+        by = {}
     writer = f" (Fleet {by['fleet']} upgraded it)" if isinstance(by, dict) and by.get("fleet") \
         else ""
     raise SchemaTooNew(

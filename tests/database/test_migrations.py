@@ -114,3 +114,11 @@ def test_a_database_that_cannot_be_reached_stops_the_start_with_why(postgres, tm
     (tmp_path / "a-file").write_text("")
     with pytest.raises(DatabaseUnusable, match="cannot make the folder"):
         open_database(f"sqlite:///{tmp_path / 'a-file' / 'fleet.db'}")
+
+
+def test_a_newer_schema_is_named_even_when_its_tables_are_not_this_fleets(db, database_url):
+    with db.writing() as session:
+        session.execute(text("UPDATE alembic_version SET version_num = '0100_renamed_meta'"))
+        session.execute(text("ALTER TABLE fleet_meta RENAME TO fleet_facts"))
+    with pytest.raises(SchemaTooNew, match="has schema 0100_renamed_meta, newer than this Fleet"):
+        open_database(database_url)
