@@ -49,10 +49,6 @@ class Database:
         """The URL as logs and errors show it (no password)."""
         return hidden(self.url)
 
-    @property
-    def is_sqlite(self) -> bool:
-        return self.url.get_backend_name() == "sqlite"
-
     @contextmanager
     def reading(self) -> Iterator[Session]:
         """A session whose transaction reads a consistent view, and ends with the block."""
