@@ -82,6 +82,18 @@ class Unavailable(FleetError):
     retry_after_s = 2
 
 
+class StateNotSaved(FleetError):
+    """The cluster's state could not be written (fleet.database: a full or read-only disk, a
+    database that is down): the change asked for was not made, so that a restart cannot undo
+    or redo it behind the user's back."""
+
+    status_code = 500
+    error_type = "internal_error"
+
+    def __init__(self, message: str, code: str | None = "state_not_saved"):
+        super().__init__(message, code)
+
+
 class TooManyRequests(FleetError):
     """A model's request queue is full; the client should retry after a short wait."""
 
@@ -130,7 +142,7 @@ def _is_type_mismatch(item: dict[str, Any]) -> bool:
 def validation_message(errors: Sequence[Any]) -> str:
     """pydantic's errors (FastAPI's or pydantic's own) as one line that names the fields: how a
     body that fails its model is refused, at the API and wherever else a request is read (the
-    state file's launch requests).
+    saved state's launch requests).
 
     A union reports each member that it tried: where one member matched the value's type and
     failed a constraint, the others' type mismatches ("Input should be a valid list") would

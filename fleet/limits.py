@@ -41,7 +41,7 @@ MIB = 1024 * 1024
 # Replicas of one model (a launch's `replica`, and what scaling may add up to). Not a setting: it
 # bounds the supervisor's planning, whose cost grows with the square of the count (each replica
 # is placed knowing the ones before it), and 64 processes of one model is more than any cluster
-# this serves has asked for. A state file that asks for more is refused like a launch.
+# this serves has asked for. A saved state that asks for more is refused like a launch.
 MAX_REPLICAS = 64
 
 

@@ -77,7 +77,7 @@ class ReplicaLaunch(msgspec.Struct, frozen=True, kw_only=True):
     request_limits: int | None = None
     device: str = "cpu"  # set by the worker: "cuda" once it gave the replica GPUs
     # The launch request, kept by the worker and not read by the replica: reported when the
-    # worker joins a supervisor again, it rebuilds the model's entry if the state file lost it.
+    # worker joins a supervisor again, it rebuilds the model's entry if the saved state lost it.
     request: dict[str, Any] = msgspec.field(default_factory=dict)
 
     @property

@@ -111,7 +111,8 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     # its frames with the secret's key (fleet.cluster_secret.install).
     secret = cluster_secret.load_or_create(config.cluster_secret)
     cluster_secret.install(secret)
-    config = config.model_copy(update={"cluster_secret": secret})
+    config = config.model_copy(update={"cluster_secret": secret,
+                                       "database_url": _prepare_state(config.database_url)})
     started = time.monotonic()
     pool = await _create_pool(config.host, config.actor_port or 0)
     try:
@@ -124,6 +125,19 @@ async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     finally:
         logger.info("stopping: ending every model process")
         await _through_one_interrupt(_stop_cluster(pool, with_worker))
+
+
+def _prepare_state(url: str | None) -> str:
+    """The state's database, upgraded to this Fleet's schema and holding what an older Fleet
+    left in FLEET_HOME's files, before any pool starts: a database that cannot be used stops
+    the start with the reason. The URL the supervisor is to open."""
+    from fleet.database import open_database
+    from fleet.settings import fleet_home
+
+    db = open_database(url, import_from=fleet_home())
+    logger.info("cluster state in %s", db.shown)
+    db.close()
+    return db.url.render_as_string(hide_password=False)
 
 
 async def _stop_cluster(pool: Any, with_worker: bool) -> None:

@@ -43,6 +43,9 @@ class ServerConfig(BaseModel):
     # The cluster secret (fleet.cluster_secret): as given on the command line, else None until
     # the server resolves it at start (FLEET_HOME's, or a new one). Kept out of repr and logs.
     cluster_secret: str | None = Field(default=None, repr=False)
+    # The state's database (fleet.database.url): None until the server resolves it at start
+    # (FLEET_DATABASE_URL, else SQLite in FLEET_HOME). Out of repr: it may hold a password.
+    database_url: str | None = Field(default=None, repr=False)
     # API keys (fleet.api.auth.middleware): the admin keys' SHA-256 in hex, never the keys themselves
     # (the command line hashes them); the users and keys of an auth config file.
     api_key_hashes: tuple[str, ...] = ()

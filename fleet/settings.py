@@ -31,14 +31,6 @@ def logs_dir() -> Path:
     return fleet_home() / "logs"
 
 
-def state_dir() -> Path:
-    return fleet_home() / "state"
-
-
-def registrations_dir() -> Path:
-    return fleet_home() / "registrations"
-
-
 def _switched_on(name: str) -> bool:
     """A switch that is on unless its variable says 0, false, no or off."""
     return os.environ.get(name, "1").lower() not in ("0", "false", "no", "off")

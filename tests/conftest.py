@@ -148,3 +148,32 @@ def local_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetPro
     server = start_local(tmp_path_factory.mktemp("fleet-home"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL on loopback for the session (tests.postgres); each test asks it for a
+    database of its own (`postgres.new_database()`)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of a new, empty database (with its password, for PostgreSQL): each test that
+    asks for one runs on SQLite and on a real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'fleet.db'}"
+    return request.getfixturevalue("postgres").new_database()
+
+
+@pytest.fixture
+def db(database_url: str):
+    """That database, with this Fleet's schema."""
+    from fleet.database import open_database
+
+    database = open_database(database_url)
+    yield database
+    database.close()

@@ -14,19 +14,22 @@ ROOT = Path(__file__).resolve().parent.parent
 # must not import, and why.
 FORBIDDEN: dict[str, tuple[tuple[str, ...], str]] = {
     "fleet.cluster": (("fleet.api",), "the cluster serves the API and never calls into it"),
-    "fleet.channel": (("fleet.api", "fleet.cluster"), "both ends use it; it belongs to neither"),
+    "fleet.channel": (("fleet.api", "fleet.cluster", "fleet.database"),
+                      "both ends use it; it belongs to neither"),
     "fleet.cluster:": (("fleet.cluster.supervisor", "fleet.cluster.worker", "fleet.cluster.replica",
-                        "fleet.cluster.weights"), "what every role shares sits below all of them"),
+                        "fleet.cluster.weights", "fleet.database"),
+                       "what every role shares sits below all of them"),
     "fleet.cluster.supervisor": (("fleet.cluster.worker", "fleet.cluster.replica"),
                                  "it reaches workers and replicas by actor references only"),
-    "fleet.cluster.worker": (("fleet.cluster.supervisor",),
-                             "it finds its supervisor by uid (fleet.cluster.actor_uids)"),
-    "fleet.cluster.replica": (("fleet.cluster.supervisor", "fleet.cluster.worker"),
+    "fleet.cluster.worker": (("fleet.cluster.supervisor", "fleet.database"),
+                             "it finds its supervisor by uid (fleet.cluster.actor_uids), and may "
+                             "run where the state's database cannot be reached"),
+    "fleet.cluster.replica": (("fleet.cluster.supervisor", "fleet.cluster.worker", "fleet.database"),
                               "a replica answers to its worker through actor calls"),
     "fleet.cluster.replica.services": (("fleet.cluster.replica.model_actor",),
                                        "the replica's actor holds its services, not the reverse"),
     "fleet.cluster.weights": (("fleet.cluster.supervisor", "fleet.cluster.worker",
-                               "fleet.cluster.replica", "fleet.channel"),
+                               "fleet.cluster.replica", "fleet.channel", "fleet.database"),
                               "every role reads the weights; they read no role"),
     "fleet.api": (("fleet.cluster.supervisor", "fleet.cluster.worker", "fleet.cluster.replica"),
                   "it calls the cluster's actors by reference (fleet/api/routing.py)"),
@@ -34,11 +37,17 @@ FORBIDDEN: dict[str, tuple[tuple[str, ...], str]] = {
                            "what crosses the edge is plain data"),
     "fleet.api.auth": (("fleet.api.routes", "fleet.cluster", "fleet.channel"),
                        "routes use auth, not the reverse"),
-    **{library: (("fleet.api", "fleet.cluster", "fleet.channel"), "they know nothing of the cluster")
-       for library in ("fleet.engines", "fleet.generation", "fleet.catalogue")},
+    # The state's database: the supervisor and the API keep their state there (a catalogue
+    # is handed its store, fleet.catalogue.registry.RegistrationStore).
+    "fleet.database": (("fleet.api", "fleet.cluster", "fleet.channel"),
+                       "the state serves the API and the supervisor, and knows neither"),
+    **{library: (("fleet.api", "fleet.cluster", "fleet.channel", "fleet.database"),
+                 "they know nothing of the cluster") for library in (
+        "fleet.engines", "fleet.generation", "fleet.catalogue")},
     # The core (errors, settings, limits...): fleet.server, which starts the roles, is no part of it.
     "fleet:": (("fleet.api", "fleet.channel", "fleet.cluster.supervisor", "fleet.cluster.worker",
-                "fleet.cluster.replica", "fleet.cluster.weights"), "every room imports the core"),
+                "fleet.cluster.replica", "fleet.cluster.weights", "fleet.database"),
+               "every room imports the core"),
 }
 ABOVE_THE_ROOMS = {"fleet.server"}
 # Packages, so that "fleet.cluster:" means the modules directly in fleet/cluster, not the rooms.
@@ -94,6 +103,9 @@ def test_rooms_import_only_the_rooms_below_them():
                for forbidden, _ in FORBIDDEN.values() for other in forbidden)
     assert _violations({"fleet.cluster.worker.actor": {"fleet.cluster.supervisor.records"}})
     assert _violations({"fleet.cluster.deadlines": {"fleet.cluster.weights.download"}})
+    assert _violations({"fleet.cluster.worker.actor": {"fleet.database.engine"}})
+    assert _violations({"fleet.database.engine": {"fleet.cluster.supervisor.restore"}})
+    assert not _violations({"fleet.cluster.supervisor.actor": {"fleet.database.engine"}})
     assert not _violations({"fleet.cluster.supervisor": {"fleet.cluster.supervisor.actor"}})
     assert not _violations({"fleet.cluster.supervisor.actor": {"fleet.cluster.supervisor"}})
     assert _violations(graph) == []

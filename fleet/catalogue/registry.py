@@ -1,5 +1,6 @@
-"""The catalogue: built-in families (JSON inside the package) plus custom registrations persisted
-under FLEET_HOME/registrations/<type>/<name>.json."""
+"""The catalogue: built-in families (JSON inside the package) plus custom registrations, kept by
+a store (the cluster's database: fleet.database.registrations) and held in memory here, so that
+finding a family never reads the store."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import json
 import logging
 from functools import cache
 from importlib import resources
-from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import ValidationError
 
@@ -23,8 +23,6 @@ from fleet.catalogue.schemas import (
 )
 from fleet.catalogue.xinference_format import canonical_format
 from fleet.errors import BadRequest, NotFound
-from fleet.settings import registrations_dir
-from fleet.state import read_json, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -100,24 +98,54 @@ def borrow_chat_format(family: LLMFamily) -> LLMFamily:
     return family.model_copy(update=updates)
 
 
-class Catalogue:
-    """Built-in plus custom families; custom ones are written atomically and reloaded at start."""
+class RegistrationStore(Protocol):
+    """Where custom registrations persist: each family as the JSON that `register` saved."""
 
-    def __init__(self, directory: Path | None = None):
-        self._directory = directory or registrations_dir()
+    def load(self) -> list[tuple[str, str, Any]]:
+        """(model type, model name, saved family) of every registration."""
+        ...
+
+    def save(self, model_type: str, model_name: str, family: dict[str, Any]) -> None:
+        """Raises (fleet.errors.StateNotSaved) when it could not: nothing is then registered."""
+        ...
+
+    def delete(self, model_type: str, model_name: str) -> None: ...
+
+
+class UnsavedRegistrations:
+    """A store that keeps nothing: a catalogue for lookups and tests, not for a cluster."""
+
+    def load(self) -> list[tuple[str, str, Any]]:
+        return []
+
+    def save(self, model_type: str, model_name: str, family: dict[str, Any]) -> None:
+        pass
+
+    def delete(self, model_type: str, model_name: str) -> None:
+        pass
+
+
+class Catalogue:
+    """Built-in plus custom families; custom ones are saved before they are shown, and read
+    back from the store at start."""
+
+    def __init__(self, store: RegistrationStore | None = None):
+        self._store: RegistrationStore = store or UnsavedRegistrations()
         self._custom: dict[str, dict[str, BaseFamily]] = {t: {} for t in MODEL_TYPES}
         self._load_custom()
 
     def _load_custom(self) -> None:
-        for model_type in MODEL_TYPES:
-            folder = self._directory / model_type
-            for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-                try:
-                    family = parse_family(model_type, read_json(path))
-                except (BadRequest, ValueError) as exc:
-                    logger.error("skipping unreadable registration %s: %s", path, exc)
-                    continue
-                self._custom[model_type][family.model_name] = family
+        for model_type, model_name, data in self._store.load():
+            where = f"{model_type}/{model_name}"
+            if model_type not in MODEL_TYPES:
+                logger.error("skipping registration %s: unknown model type", where)
+                continue
+            try:
+                family = parse_family(model_type, data)
+            except (BadRequest, ValueError) as exc:
+                logger.error("skipping unreadable registration %s: %s", where, exc)
+                continue
+            self._custom[model_type][family.model_name] = family
 
     def families(self, model_type: str) -> dict[str, BaseFamily]:
         model_type = normalize_model_type(model_type)
@@ -165,8 +193,8 @@ class Catalogue:
         if family.model_name in self._custom[model_type]:
             raise BadRequest(f"a custom model named {family.model_name!r} is already registered")
         if persist:
-            path = self._directory / model_type / f"{family.model_name}.json"
-            write_json_atomic(path, family.model_dump(mode="json", exclude_none=True))
+            self._store.save(model_type, family.model_name,
+                             family.model_dump(mode="json", exclude_none=True))
         self._custom[model_type][family.model_name] = family
         return family
 
@@ -174,9 +202,10 @@ class Catalogue:
         model_type = normalize_model_type(model_type)
         if model_name in builtin_families(model_type):
             raise BadRequest(f"{model_name!r} is a built-in model and cannot be unregistered")
-        if self._custom[model_type].pop(model_name, None) is None:
+        if model_name not in self._custom[model_type]:
             raise NotFound(f"no custom {model_type} model named {model_name!r}")
-        (self._directory / model_type / f"{model_name}.json").unlink(missing_ok=True)
+        self._store.delete(model_type, model_name)  # gone from the store first: never back
+        del self._custom[model_type][model_name]
 
     def list_registrations(self, model_type: str, detailed: bool = False) -> list[dict[str, Any]]:
         model_type = normalize_model_type(model_type)

@@ -52,6 +52,12 @@ _cluster_secret = click.option(
          "the one in FLEET_HOME/cluster-secret, made at the supervisor's first start. A worker "
          "on another machine needs the supervisor's.")
 
+_database_url = click.option(
+    "--database-url", envvar="FLEET_DATABASE_URL", metavar="URL",
+    help="Where the cluster keeps its state: registrations, launched models (or "
+         "FLEET_DATABASE_URL). sqlite:////path/to/fleet.db, or postgresql://user:password@host/db "
+         "with the postgres extra; default: SQLite in FLEET_HOME/fleet.db. See docs/database.md.")
+
 
 def _hash_api_keys(ctx: click.Context, param: click.Parameter, keys: tuple[str, ...]) -> tuple:
     """Keys become their SHA-256 as they are read: the plain key goes no further."""
@@ -156,6 +162,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_max_model_memory
 @_actor_port
 @_cluster_secret
+@_database_url
 @_log_level
 def local(log_level: str, **options: Any) -> None:
     """Start a one-machine cluster: supervisor, worker and API server."""
@@ -172,6 +179,7 @@ def local(log_level: str, **options: Any) -> None:
 @_launch_policy_options
 @_actor_port
 @_cluster_secret
+@_database_url
 @_log_level
 def supervisor(log_level: str, **options: Any) -> None:
     """Start the supervisor and the API server; workers join it with `fleet worker -e`."""

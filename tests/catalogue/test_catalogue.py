@@ -1,12 +1,11 @@
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from fleet.catalogue.registry import Catalogue, builtin_families, select_spec
 from fleet.catalogue.schemas import EmbeddingFamily, LLMFamily, normalize_model_type
 from fleet.errors import BadRequest, NotFound
+from tests.state_db import saved_family
 
 REQUIRED = {
     "LLM": ["qwen2.5-instruct", "qwen3", "llama-3.1-instruct", "llama-3.2-instruct", "gemma-3-it",
@@ -68,39 +67,38 @@ def test_xinference_custom_json_is_accepted():
     assert flat.model_specs[0].model_uri == "/models/bge"
 
 
-def test_register_persists_and_unregister_removes(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_register_persists_and_unregister_removes(registrations):
+    catalogue = Catalogue(registrations)
     catalogue.register("embedding", {"model_name": "mine", "dimensions": 8, "model_uri": "/m"})
-    saved = json.loads((tmp_path / "embedding" / "mine.json").read_text())
+    saved = saved_family(registrations, "embedding", "mine")
     assert saved["dimensions"] == 8
-    reloaded = Catalogue(tmp_path)
+    reloaded = Catalogue(registrations)
     assert reloaded.find("mine").model_type == "embedding"
     assert {"model_name": "mine", "is_builtin": False} in reloaded.list_registrations("embedding")
     reloaded.unregister("embedding", "mine")
-    assert not (tmp_path / "embedding" / "mine.json").exists()
+    assert saved_family(registrations, "embedding", "mine") is None
     with pytest.raises(NotFound):
         reloaded.unregister("embedding", "mine")
 
 
-def test_register_without_persist_is_not_written(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_register_without_persist_is_not_written(registrations):
+    catalogue = Catalogue(registrations)
     catalogue.register("embedding", {"model_name": "tmp", "dimensions": 8, "model_uri": "/m"},
                        persist=False)
     assert catalogue.find("tmp").model_name == "tmp"
-    assert not (tmp_path / "embedding").exists()
+    assert registrations.load() == []
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", " padded", ".hidden"])
-def test_unsafe_names_are_refused(tmp_path, name):
+def test_unsafe_names_are_refused(name):
     with pytest.raises(BadRequest, match="model_name"):
-        Catalogue(tmp_path).register("embedding", {"model_name": name, "dimensions": 8,
+        Catalogue().register("embedding", {"model_name": name, "dimensions": 8,
                                                    "model_uri": "/m"})
 
 
-def test_unreadable_registration_file_is_skipped(tmp_path):
-    (tmp_path / "embedding").mkdir()
-    (tmp_path / "embedding" / "bad.json").write_text("{}")
-    assert "bad" not in Catalogue(tmp_path).families("embedding")
+def test_unreadable_registration_is_skipped(registrations):
+    registrations.save("embedding", "bad", {})
+    assert "bad" not in Catalogue(registrations).families("embedding")
 
 
 def test_select_spec_explains_what_exists():
@@ -118,25 +116,26 @@ def test_model_type_spelling():
         normalize_model_type("video")
 
 
-def test_a_name_is_measured_in_bytes_as_a_file_name_is(tmp_path):
-    """200 `é` are 200 characters and 400 bytes: more than a registration's file name takes."""
-    catalogue = Catalogue(tmp_path)
+def test_a_name_is_measured_in_bytes_as_a_file_name_is(registrations):
+    """200 `é` are 200 characters and 400 bytes: more than a file name takes (a cache folder
+    is named after the model)."""
+    catalogue = Catalogue(registrations)
     with pytest.raises(BadRequest, match="model_name is 400 bytes in UTF-8, more than 200"):
         catalogue.register("embedding", {"model_name": "é" * 200, "dimensions": 8,
                                          "model_uri": "/m"})
     catalogue.register("embedding", {"model_name": "é" * 100, "dimensions": 8, "model_uri": "/m"})
-    assert (tmp_path / "embedding" / f"{'é' * 100}.json").is_file()
-    assert "é" * 100 in Catalogue(tmp_path).families("embedding")  # read back at start
+    assert saved_family(registrations, "embedding", "é" * 100) is not None
+    assert "é" * 100 in Catalogue(registrations).families("embedding")  # read back at start
 
 
-def test_every_cache_folder_of_a_family_fits_in_a_file_name(tmp_path):
+def test_every_cache_folder_of_a_family_fits_in_a_file_name():
     spec = {"model_format": "gguf", "model_size_in_billions": 7, "model_id": "x/y"}
     family = {"model_name": "n" * 120, "model_specs": [{**spec, "quantizations": ["q" * 128]}]}
     with pytest.raises(BadRequest, match=r"would be 256 bytes long, more than a file name may "
                                          r"be \(255\)"):
-        Catalogue(tmp_path).register("LLM", family)
+        Catalogue().register("LLM", family)
     family["model_specs"] = [{**spec, "quantizations": ["q" * 127]}]  # 255 bytes: fits
-    Catalogue(tmp_path).register("LLM", family)
+    Catalogue().register("LLM", family)
 
 
 def test_the_cache_folder_is_named_as_the_check_measured_it():

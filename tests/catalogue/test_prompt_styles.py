@@ -15,6 +15,7 @@ from fleet.catalogue.registry import Catalogue, builtin_families
 from fleet.catalogue.schemas import LLMFamily
 from fleet.errors import BadRequest
 from fleet.generation.chat_template import render_chat
+from tests.state_db import saved_family
 
 SYSTEM = {"role": "system", "content": "Be brief."}
 TWO_TURNS = [
@@ -230,9 +231,9 @@ def test_style_names_are_read_without_regard_to_case():
     (style("INSTRUCTION", ["a", "b"], "{0} then {1}"),
      "prompt style INSTRUCTION: system_prompt may only hold {0}"),
 ])
-def test_what_a_style_cannot_say_is_refused_with_its_name_and_why(tmp_path, given, fragment):
+def test_what_a_style_cannot_say_is_refused_with_its_name_and_why(given, fragment):
     with pytest.raises(BadRequest, match="prompt") as refused:
-        Catalogue(tmp_path).register("LLM", {**family_data(), "prompt_style": given})
+        Catalogue().register("LLM", {**family_data(), "prompt_style": given})
     assert fragment in refused.value.message
 
 
@@ -240,8 +241,8 @@ def family_data() -> dict:
     return json.loads(family(CASES["QWEN"][0]).model_dump_json(exclude_none=True))
 
 
-def test_a_style_with_tools_or_a_chat_template_beside_it_is_refused(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_a_style_with_tools_or_a_chat_template_beside_it_is_refused():
+    catalogue = Catalogue()
     data = {**family_data(), "prompt_style": CASES["QWEN"][0]}
     data.pop("chat_template")
     with pytest.raises(BadRequest, match="prompt style QWEN writes no tool definitions"):
@@ -250,22 +251,22 @@ def test_a_style_with_tools_or_a_chat_template_beside_it_is_refused(tmp_path):
         catalogue.register("LLM", {**data, "chat_template": "{{ messages }}"})
 
 
-def test_a_registered_style_is_persisted_as_its_template_and_reloads_the_same(tmp_path):
+def test_a_registered_style_is_persisted_as_its_template_and_reloads_the_same(registrations):
     data = family_data()
     data.pop("chat_template")
     data.update(model_name="styled-qwen", model_family="qwen2.5-instruct",
                 prompt_style={**CASES["QWEN"][0], "stop": ["<|im_end|>"]})
-    registered = Catalogue(tmp_path).register("LLM", data)
+    registered = Catalogue(registrations).register("LLM", data)
     # The style wins over the model_family's own format.
     assert registered.chat_template == family(CASES["QWEN"][0]).chat_template
     assert registered.stop == ["<|im_end|>"]
-    saved = json.loads((tmp_path / "LLM" / "styled-qwen.json").read_text())
+    saved = saved_family(registrations, "LLM", "styled-qwen")
     assert "prompt_style" not in saved and saved["chat_template"] == registered.chat_template
-    assert Catalogue(tmp_path).find("styled-qwen", "LLM") == registered
+    assert Catalogue(registrations).find("styled-qwen", "LLM") == registered
 
 
-def test_a_style_named_by_a_string_borrows_that_built_in_familys_format(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_a_style_named_by_a_string_borrows_that_built_in_familys_format():
+    catalogue = Catalogue()
     data = family_data()
     data.pop("chat_template")
     named = catalogue.register("LLM", {**data, "model_name": "named",

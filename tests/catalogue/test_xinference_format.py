@@ -5,7 +5,6 @@ borrows its model_family's chat formatting; rerank type "unknown" is Xinference'
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from fleet.catalogue.xinference_format import canonical_format, convert_specs
 from fleet.engines.registry import pick_engine, xinference_engine_params
 from fleet.errors import BadRequest
 from fleet.launch_request import LaunchRequest
+from tests.state_db import saved_family
 from tests.xinference_files import (
     CHATML,
     SMOL_HF,
@@ -171,8 +171,8 @@ def test_embedding_and_rerank_registrations():
                                         "type": "LLM-based"}).type == "LLM-based"
 
 
-def test_a_file_cannot_claim_to_be_built_in(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_a_file_cannot_claim_to_be_built_in():
+    catalogue = Catalogue()
     catalogue.register("embedding", {**embedding_registration("e", Path("/m")), "is_builtin": True})
     assert catalogue.describe_registration("embedding", "e")["is_builtin"] is False
     [row] = [r for r in catalogue.list_registrations("embedding", detailed=True)
@@ -180,21 +180,21 @@ def test_a_file_cannot_claim_to_be_built_in(tmp_path):
     assert row["is_builtin"] is False
 
 
-def test_registration_borrows_the_model_familys_chat_formatting_and_persists_it(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_registration_borrows_the_model_familys_chat_formatting_and_persists_it(registrations):
+    catalogue = Catalogue(registrations)
     catalogue.register("LLM", llm_registration("my-smol", GGUF_DIR))
     smol = builtin_families("LLM")["smollm2-instruct"]
     family = catalogue.find("my-smol", "LLM")
     assert (family.stop, family.stop_token_ids) == (smol.stop, smol.stop_token_ids)
     assert family.chat_template == smol.chat_template  # null: the one its weights carry
-    saved = json.loads((tmp_path / "LLM" / "my-smol.json").read_text())
+    saved = saved_family(registrations, "LLM", "my-smol")
     assert saved["stop_token_ids"] == smol.stop_token_ids
     assert saved["model_specs"][0]["model_format"] == "gguf"
-    assert Catalogue(tmp_path).find("my-smol", "LLM") == family
+    assert Catalogue(registrations).find("my-smol", "LLM") == family
 
 
-def test_a_chat_template_naming_a_built_in_family_means_its_formatting(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_a_chat_template_naming_a_built_in_family_means_its_formatting():
+    catalogue = Catalogue()
     qwen = builtin_families("LLM")["qwen2.5-instruct"]
     data = {**llm_registration("named", GGUF_DIR), "chat_template": "qwen2.5-instruct",
             "stop": ["<|custom|>"]}
@@ -206,8 +206,8 @@ def test_a_chat_template_naming_a_built_in_family_means_its_formatting(tmp_path)
     assert family.stop_token_ids == qwen.stop_token_ids
 
 
-def test_a_jinja_template_is_kept_and_an_unknown_name_is_refused(tmp_path):
-    catalogue = Catalogue(tmp_path)
+def test_a_jinja_template_is_kept_and_an_unknown_name_is_refused():
+    catalogue = Catalogue()
     own = catalogue.register("LLM", {**llm_registration("jinja", GGUF_DIR),
                                      "chat_template": CHATML}, persist=False)
     assert own.chat_template == CHATML
@@ -216,9 +216,9 @@ def test_a_jinja_template_is_kept_and_an_unknown_name_is_refused(tmp_path):
                                    "chat_template": "no-such-family"}, persist=False)
 
 
-def test_an_unknown_model_family_leaves_the_weights_own_template(tmp_path):
+def test_an_unknown_model_family_leaves_the_weights_own_template():
     data = {**llm_registration("elsewhere", GGUF_DIR), "model_family": "not-a-family-here"}
-    family = Catalogue(tmp_path).register("LLM", data, persist=False)
+    family = Catalogue().register("LLM", data, persist=False)
     assert family.chat_template is None and family.stop == []
     assert family.model_family == "not-a-family-here"
 
@@ -245,8 +245,8 @@ def _v1_gguf(spec: dict) -> dict:
     # Both, saying the same.
     ({"quantization": "Q4_1", "quantizations": ["Q4_1"]}, ["Q4_1"], (None, None)),
 ])
-def test_older_quantization_forms_are_read(tmp_path, spec, quantizations, ids):
-    family = Catalogue(tmp_path).register("LLM", _v1_gguf(spec), persist=False)
+def test_older_quantization_forms_are_read(spec, quantizations, ids):
+    family = Catalogue().register("LLM", _v1_gguf(spec), persist=False)
     [read] = family.model_specs
     assert read.quantizations == quantizations
     assert (read.model_id, read.modelscope_model_id) == ids
@@ -263,9 +263,9 @@ def test_older_quantization_forms_are_read(tmp_path, spec, quantizations, ids):
     ({"quantization": "Q4_1", "quantizations": ["Q8_0"]},
      "quantization 'Q4_1' and quantizations ['Q8_0'] disagree"),
 ])
-def test_a_wrong_quantization_is_refused_under_the_name_written(tmp_path, spec, message):
+def test_a_wrong_quantization_is_refused_under_the_name_written(spec, message):
     with pytest.raises(BadRequest) as refused:
-        Catalogue(tmp_path).register("LLM", _v1_gguf(spec), persist=False)
+        Catalogue().register("LLM", _v1_gguf(spec), persist=False)
     assert message in refused.value.message
     if "quantizations" not in spec:
         assert "quantizations" not in refused.value.message

@@ -64,7 +64,7 @@ def test_listing_sizes_files_and_catalogue_fields(home, minilm_path):
     (partial / "model-00001-of-00004.safetensors.incomplete").write_bytes(b"x" * 100)
     (target.parent / ".removing-old-1234").mkdir()  # a removal in progress: not an entry
     (target.parent / "stray.txt").write_text("not a folder")
-    known = cache_admin.known_versions(Catalogue(home / "registrations"))
+    known = cache_admin.known_versions(Catalogue())
 
     entries = {e["model_version"]: e for e in scan(target.parent, known)}
 
@@ -94,7 +94,7 @@ def test_an_unknown_folder_is_listed_by_its_name(home):
 
 
 def test_gguf_folders_are_known_per_quantization(home):
-    catalogue = Catalogue(home / "registrations")
+    catalogue = Catalogue()
     known = cache_admin.known_versions(catalogue)
     family = builtin_families("LLM")["smollm2-instruct"]
     spec = next(s for s in family.model_specs if s.model_format == "gguf")
@@ -177,7 +177,7 @@ def test_the_supervisor_lists_and_removes_per_worker(home, tmp_path, minilm_path
     workers = [WorkerRecord(address=f"10.0.0.{i}:5000", ref=_WorkerRef(f"10.0.0.{i}:5000", c),
                             resources={}) for i, c in enumerate(caches, start=1)]
     caches[1].track("embed-0:x", launch_payload("embed", model_path=str(other_root / target.name)))
-    catalogue = Catalogue(home / "registrations")
+    catalogue = Catalogue()
 
     listing = asyncio.run(cache_admin.list_cached(workers, catalogue, None, None))
     by_worker = {e["actor_ip_address"]: e for e in listing["list"]}

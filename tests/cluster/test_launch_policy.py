@@ -176,8 +176,8 @@ def test_remote_code_asked_by_a_custom_registration_counts_as_asked(home):
     EXPOSED.check_plan({}, family, spec, builtin=True, reads_remote_code=True)
 
 
-def test_plan_launch_refuses_before_reading_the_disk_and_checks_options(home, tmp_path):
-    catalogue = Catalogue(tmp_path / "registrations")
+def test_plan_launch_refuses_before_reading_the_disk_and_checks_options(home):
+    catalogue = Catalogue()
     request = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_path": "/"}
     with pytest.raises(Forbidden):
         plan_launch(catalogue, [], [], request, EXPOSED)

@@ -1,68 +1,33 @@
-"""The state file and the restore of the last run's models: a corrupt file is moved aside, a
-write that fails changes nothing and says so, and each model is restored on its own (waiting,
-failed or kept as it is), never dropped from the file."""
+"""The restore of the last run's models from the saved state (fleet.database.launched_models;
+the store itself: tests/database): each model is restored on its own (waiting, failed or kept as
+it is), never dropped from the state.
+
+On SQLite and on a real PostgreSQL (the `db` fixture)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from fleet.catalogue.registry import Catalogue
 from fleet.cluster.supervisor.cluster_state import ClusterState
-from fleet.cluster.supervisor.model_store import ModelStore, StateNotSaved
 from fleet.cluster.supervisor.restore import Restorer
+from fleet.database import Database, open_database
+from fleet.database.launched_models import ModelStore
 from fleet.errors import BadRequest, Unavailable
 
 MINILM = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding", "model_uid": "good"}
 
 
-@pytest.fixture
-def state_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("FLEET_HOME", str(tmp_path / "home"))
-    path = tmp_path / "home" / "state" / "models.json"
-    path.parent.mkdir(parents=True)
-    return path
-
-
-@pytest.mark.parametrize("content", [b'{"half": ', b"[1, 2]", b"\xff\xfe\x00garbage"])
-def test_a_corrupt_state_file_is_moved_aside_with_a_clear_log_line(state_file, content, caplog):
-    state_file.write_bytes(content)
-    with caplog.at_level(logging.ERROR):
-        assert ModelStore(state_file).load() is None  # unknown, unlike no file at all
-    aside = list(state_file.parent.glob("models.json.corrupt-*"))
-    assert len(aside) == 1 and aside[0].read_bytes() == content
-    assert not state_file.exists()
-    assert f"moved it to {aside[0]}" in caplog.text and "is corrupt" in caplog.text
-
-
-def test_no_state_file_is_no_model(state_file):
-    assert ModelStore(state_file).load() == {}
-
-
-def test_a_write_that_fails_raises_and_leaves_the_old_file(state_file, tmp_path):
-    store = ModelStore(state_file)
-    store.write({"a": MINILM})
-    blocked = ModelStore(tmp_path / "a-file" / "models.json")
-    (tmp_path / "a-file").write_text("not a folder")
-    with pytest.raises(StateNotSaved, match="could not save the cluster's state") as caught:
-        blocked.write({"a": MINILM})
-    assert caught.value.status_code == 500 and caught.value.code == "state_not_saved"
-    assert json.loads(state_file.read_text()) == {"a": MINILM}
-
-
-def _restorer(state_file: Path, entries: dict[str, Any]) -> tuple[Restorer, ClusterState]:
-    state_file.write_text(json.dumps(entries))
+def _restorer(db: Database, entries: dict[str, Any]) -> tuple[Restorer, ClusterState]:
+    ModelStore(db).write(entries)  # what the last run saved
     cluster = ClusterState()
     catalogue = Catalogue()
-    return Restorer(cluster, ModelStore(state_file), lambda: catalogue), cluster
+    return Restorer(cluster, ModelStore(db), lambda: catalogue), cluster
 
 
-def test_each_model_is_restored_on_its_own_and_none_is_dropped(state_file, caplog):
+def test_each_model_is_restored_on_its_own_and_none_is_dropped(db, caplog):
     entries = {
         "broken": 42,  # malformed: not a launch request
         "nameless": {"model_type": "embedding"},
@@ -71,7 +36,7 @@ def test_each_model_is_restored_on_its_own_and_none_is_dropped(state_file, caplo
         "early": {**MINILM, "model_uid": "early"},
         "good": MINILM,
     }
-    restorer, cluster = _restorer(state_file, entries)
+    restorer, cluster = _restorer(db, entries)
     launched: list[str] = []
 
     async def launch(request: dict[str, Any], **_: Any) -> str:
@@ -97,11 +62,11 @@ def test_each_model_is_restored_on_its_own_and_none_is_dropped(state_file, caplo
     assert "ghost" not in cluster.models and "broken" not in cluster.models
     assert "entry 'broken' cannot be restored" in caplog.text
     # The last write (the launch of "good") kept every other entry as it was.
-    assert json.loads(state_file.read_text()) == entries
+    assert ModelStore(db).load() == entries
 
 
-def test_a_waiting_model_is_restored_when_asked_again(state_file):
-    restorer, cluster = _restorer(state_file, {"early": {**MINILM, "model_uid": "early"}})
+def test_a_waiting_model_is_restored_when_asked_again(db):
+    restorer, cluster = _restorer(db, {"early": {**MINILM, "model_uid": "early"}})
     workers: list[str] = []
 
     async def launch(request: dict[str, Any], **_: Any) -> str:
@@ -117,7 +82,7 @@ def test_a_waiting_model_is_restored_when_asked_again(state_file):
     assert not restorer.pending
 
 
-def test_an_entry_a_launch_would_refuse_fails_alone_with_its_reason(state_file, caplog):
+def test_an_entry_a_launch_would_refuse_fails_alone_with_its_reason(db, caplog):
     entries = {
         "many": {**MINILM, "model_uid": "many", "replica": 100000},
         "odd": {**MINILM, "model_uid": "odd", "model_type": "nonsense"},
@@ -126,7 +91,7 @@ def test_an_entry_a_launch_would_refuse_fails_alone_with_its_reason(state_file, 
         "good": MINILM,
     }
     with caplog.at_level(logging.ERROR):
-        restorer, cluster = _restorer(state_file, entries)
+        restorer, cluster = _restorer(db, entries)
     assert list(restorer.pending) == ["good"]
     assert restorer.unreadable == {"many", "odd", "typed", "a/b"}
     many = cluster.models["many"].describe()
@@ -142,16 +107,18 @@ def test_an_entry_a_launch_would_refuse_fails_alone_with_its_reason(state_file, 
 
     asyncio.run(restorer.run(launch))
     assert not restorer.pending
-    assert json.loads(state_file.read_text()) == entries  # the refused ones kept as they were
+    assert ModelStore(db).load() == entries  # the refused ones kept as they were
 
 
-def test_only_a_lost_or_unreadable_entry_lets_a_running_replica_be_adopted(state_file):
-    restorer, _ = _restorer(state_file, {"bad": {"model_name": 5}, "good": MINILM})
+def test_only_a_lost_or_unreadable_entry_lets_a_running_replica_be_adopted(db, tmp_path):
+    restorer, _ = _restorer(db, {"bad": {"model_name": 5}, "good": MINILM})
     assert restorer.adoptable("good") and restorer.adoptable("bad")
     assert not restorer.adoptable("gone")  # a readable file without it: it was terminated
 
-    state_file.write_text('{"cut": ')
-    lost = Restorer(ClusterState(), ModelStore(state_file), Catalogue)
+    # A new database: the models of the last run are unknown (so is a state file of Fleet 0.1
+    # that could not be read: tests/database/test_legacy_import.py).
+    new = open_database(f"sqlite:///{tmp_path / 'new' / 'fleet.db'}")
+    lost = Restorer(ClusterState(), ModelStore(new), Catalogue)
     assert lost.state_lost and lost.adoptable("anything")
     lost.save({"launched-here": {**MINILM, "model_uid": "launched-here"}})
     lost.save({"launched-here": None})
@@ -161,3 +128,4 @@ def test_only_a_lost_or_unreadable_entry_lets_a_running_replica_be_adopted(state
     assert restorer.pending["bad"]["model_uid"] == "bad" and "bad" in restorer.rebuilt
     assert not restorer.rebuild("worse", {"model_name": "m", "replica": 65})
     assert "worse" not in restorer.pending
+    new.close()

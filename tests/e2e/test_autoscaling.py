@@ -6,7 +6,6 @@ min_replicas 0 it goes to zero when idle and its next request loads it."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from fleet.client import Client
 from tests.concurrency import ClosedLoop, wait_for
 from tests.conftest import FleetProcess, start_local
 from tests.metrics_text import scrape, value
+from tests.state_db import saved_models
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,7 @@ def _changed_while_serving(cluster: FleetProcess, uid: str) -> None:
                              capture_output=True, text=True, timeout=60)
     assert changed.returncode == 0, changed.stderr
     assert "max_replicas=2" in changed.stdout and "target_inflight=4" in changed.stdout
-    saved = json.loads((cluster.home / "state" / "models.json").read_text())[uid]
+    saved = saved_models(cluster.home)[uid]
     assert (saved["max_replicas"], saved["target_inflight"], saved["replica"]) == (2, 4.0, 1)
     for bad, field in (({"min_replicas": 3}, "min_replicas (3) must not exceed max_replicas (2)"),
                        ({"max_replicas": 0}, "max_replicas"), ({"target_inflight": -1},

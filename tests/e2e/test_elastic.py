@@ -23,6 +23,7 @@ from fleet.client import Client, FleetClientError
 from tests.builders import _smollm2_gguf
 from tests.concurrency import wait_for
 from tests.conftest import FleetProcess, start_local
+from tests.state_db import saved_models
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,7 @@ def _status(client: Client, uid: str) -> dict:
 
 
 def _saved(home: Path, uid: str) -> dict:
-    return json.loads((home / "state" / "models.json").read_text())[uid]
+    return saved_models(home)[uid]
 
 
 def test_an_idle_model_is_unloaded_stays_listed_and_loads_for_its_next_requests(

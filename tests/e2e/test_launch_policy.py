@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from tests.conftest import FleetProcess, free_port
+from tests.state_db import saved_family
 
 ADMIN_KEY = "sk-launch-policy-admin-key"
 MINILM = {"model_name": "all-MiniLM-L6-v2", "model_type": "embedding"}
@@ -137,7 +138,7 @@ def test_registrations_whose_fields_would_leave_the_cache_are_400s(exposed, fiel
     family = {"model_name": "traversal", "model_ability": ["generate"], "model_specs": [spec]}
     message = _error(http.post("/v1/model_registrations/LLM", json={"model": family}), 400)
     assert field.removesuffix("s") in message
-    assert not (server.home / "registrations" / "LLM" / "traversal.json").exists()
+    assert saved_family(server.home, "LLM", "traversal") is None
     assert http.get("/v1/model_registrations/LLM/traversal").status_code == 404
 
 

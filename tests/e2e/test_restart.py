@@ -8,6 +8,7 @@ import sys
 
 from fleet.client import Client
 from tests.conftest import start_local
+from tests.state_db import save_model_entry, saved_models
 
 CUSTOM = {
     "model_name": "my-minilm",
@@ -71,10 +72,8 @@ def test_a_restored_model_that_no_longer_fits_is_tried_and_kept(fleet_home):
     finally:
         assert first.stop() == 0, first.output()
     # As a previous run would have left it: launched when it fitted (or with the check skipped).
-    state = fleet_home / "state" / "models.json"
-    state.parent.mkdir(parents=True, exist_ok=True)
-    state.write_text(json.dumps({"huge": {"model_name": "huge-llm", "model_type": "LLM",
-                                          "model_uid": "huge"}}))
+    save_model_entry(fleet_home, "huge", {"model_name": "huge-llm", "model_type": "LLM",
+                                          "model_uid": "huge"})
     second = start_local(fleet_home)
     try:
         client = Client(second.endpoint)
@@ -82,7 +81,7 @@ def test_a_restored_model_that_no_longer_fits_is_tried_and_kept(fleet_home):
         # Tried (its weights cannot be downloaded here), not dropped for its estimate.
         error = client.describe_model("huge")["error"]
         assert error.startswith("cannot download example/huge-llm"), error
-        kept = json.loads(state.read_text())
+        kept = saved_models(fleet_home)
         assert kept == {"huge": {"model_name": "huge-llm", "model_type": "LLM", "model_uid": "huge"}}
     finally:
         second.stop()

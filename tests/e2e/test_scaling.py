@@ -20,6 +20,7 @@ from fleet.client import Client, FleetClientError
 from tests.concurrency import ClosedLoop, wait_for
 from tests.conftest import FleetProcess, start_local
 from tests.llm_builders import build_scripted_qwen2
+from tests.state_db import saved_models
 
 WORDS = [f" w{i}" for i in range(120)]
 
@@ -42,7 +43,7 @@ def _ready_ids(client: Client, uid: str) -> list[int]:
 
 
 def _saved_replicas(cluster: FleetProcess, uid: str) -> int:
-    return json.loads((cluster.home / "state" / "models.json").read_text())[uid]["replica"]
+    return saved_models(cluster.home)[uid]["replica"]
 
 
 def test_scale_one_three_one_under_load_fails_no_request(cluster, minilm_path):

@@ -25,6 +25,7 @@ import pytest
 
 from tests.builders import _smollm2_gguf
 from tests.cache_builders import MINILM, fake_download
+from tests.state_db import saved_family
 from tests.xinference_files import (
     SMOL_HF,
     SMOL_MS,
@@ -200,8 +201,7 @@ def test_register_registrations_launch_unregister(xinference, http, local_cluste
     [spec] = http.get("/v1/model_registrations/LLM/xcli-smol-file").json()["model_specs"]
     assert (spec["model_id"], spec["modelscope_model_id"]) == (SMOL_HF, SMOL_MS)
     assert spec["quantizations"] == ["Q4_1", "Q8_0"]
-    saved = local_cluster.home / "registrations" / "LLM" / "xcli-smol-file.json"
-    assert saved.is_file()
+    assert saved_family(local_cluster.home, "LLM", "xcli-smol-file") is not None
 
     _ok(xinference("launch", "-n", "xcli-smol-file", "-en", "llama.cpp", "-f", "ggufv2",
                    "-q", "Q4_1"))
@@ -216,7 +216,7 @@ def test_register_registrations_launch_unregister(xinference, http, local_cluste
     for model_type, data in files.items():
         _ok(xinference("unregister", "-t", model_type, "-n", data["model_name"]))
         assert data["model_name"] not in _ok(xinference("registrations", "-t", model_type))
-    assert not saved.exists()
+    assert saved_family(local_cluster.home, "LLM", "xcli-smol-file") is None
 
 
 def test_cached_and_remove_cache(xinference, local_cluster, minilm_path):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from tests.builders import CORPUS, _smollm2_gguf, build_tiny_cross_encoder
+from tests.state_db import saved_family
 from tests.xinference_files import (
     CHATML,
     SMOL_HF,
@@ -133,8 +134,8 @@ def test_llm_registration_file_registers_reads_back_and_launches(
     builtin = http.get("/v1/model_registrations/LLM/smollm2-instruct").json()
     assert (shown["stop"], shown["stop_token_ids"]) == (builtin["stop"], builtin["stop_token_ids"])
     assert shown["model_family"] == "smollm2-instruct" and shown["is_builtin"] is False
-    saved = local_cluster.home / "registrations" / "LLM" / "xinf-smol-file.json"
-    assert json.loads(saved.read_text())["model_specs"][0]["model_format"] == "gguf"
+    saved = saved_family(local_cluster.home, "LLM", "xinf-smol-file")
+    assert saved["model_specs"][0]["model_format"] == "gguf"
 
     # No model path: the registered folder and its file name template say which file.
     uid = xclient.launch_model(model_name="xinf-smol-file", model_type="LLM",
@@ -147,7 +148,7 @@ def test_llm_registration_file_registers_reads_back_and_launches(
     assert answer["choices"][0]["message"] == reference["choices"][0]["message"]
     xclient.terminate_model(uid)
     xclient.unregister_model("LLM", "xinf-smol-file")
-    assert not saved.exists()
+    assert saved_family(local_cluster.home, "LLM", "xinf-smol-file") is None
     assert http.get("/v1/model_registrations/LLM/xinf-smol-file").status_code == 404
 
 

@@ -24,7 +24,6 @@ from fleet.cluster.supervisor.elastic import Elastic
 from fleet.cluster.supervisor.launch_plan import plan_launch
 from fleet.cluster.supervisor.launch_policy import LaunchPolicy
 from fleet.cluster.supervisor.model_events import ModelEvents
-from fleet.cluster.supervisor.model_store import ModelStore
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord, WorkerRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.replica_supervision import ReplicaSupervision
@@ -32,12 +31,15 @@ from fleet.cluster.supervisor.restore import Restorer
 from fleet.cluster.supervisor.scaling import Scaler
 from fleet.cluster.supervisor.unload_preview import as_if_unloaded, by_worker
 from fleet.cluster.supervisor.worker_registry import WorkerRegistry
+from fleet.database import Database, open_database
+from fleet.database.launched_models import ModelStore
+from fleet.database.registrations import DatabaseRegistrations
 from fleet.engines.registry import engine_matrix, xinference_engine_params
 from fleet.errors import BadRequest, FleetError, LaunchFailed, NotFound, Unavailable
 from fleet.keep_alive import parse_keep_alive
 from fleet.limits import MAX_REPLICAS
 from fleet.server_config import ServerConfig
-from fleet.settings import drain_timeout_s, restore_grace_s, state_dir
+from fleet.settings import drain_timeout_s, restore_grace_s
 
 logger = logging.getLogger(__name__)
 
@@ -74,9 +76,12 @@ class SupervisorActor(xo.StatelessActor):
         # Replicas added and removed with the load (fleet.cluster.supervisor.autoscaler).
         self._autoscaler = Autoscaler(self._cluster, self._scaler, self._elastic.unload,
                                       lambda: self.restorer, self._events)
+        # The state's database (fleet.database): registrations and launched models, read once
+        # at start and written before each change shows.
+        self._database_url = config.database_url if config else None
+        self._database: Database | None = None
         self._catalogue: Catalogue | None = None
-        self._store = ModelStore(state_dir() / "models.json")
-        # The models of the last run, and every write of the state file (fleet.cluster.supervisor.restore).
+        # The models of the last run, and every write of the saved state (fleet.cluster.supervisor.restore).
         self._restorer: Restorer | None = None
         self._monitor: asyncio.Task[None] | None = None
         self._idle_watch: asyncio.Task[None] | None = None
@@ -86,8 +91,12 @@ class SupervisorActor(xo.StatelessActor):
         return SUPERVISOR_UID
 
     async def __post_create__(self) -> None:
-        self._catalogue = Catalogue()
-        self._restorer = Restorer(self._cluster, self._store, lambda: self.catalogue)
+        # The server upgraded it (and imported FLEET_HOME's old files) before starting this:
+        # opening it checks the schema again, which then changes nothing.
+        self._database = open_database(self._database_url)
+        self._catalogue = Catalogue(DatabaseRegistrations(self._database))
+        self._restorer = Restorer(self._cluster, ModelStore(self._database),
+                                  lambda: self.catalogue)
         self._monitor = asyncio.create_task(self._registry.watch())
         self._idle_watch = asyncio.create_task(self._elastic.watch())
         # Then the models of the last run whose workers did not come back are launched anew,
@@ -98,6 +107,8 @@ class SupervisorActor(xo.StatelessActor):
         for task in (self._monitor, self._idle_watch):
             if task is not None:
                 task.cancel()
+        if self._database is not None:
+            self._database.close()
 
     @property
     def catalogue(self) -> Catalogue:
@@ -121,7 +132,7 @@ class SupervisorActor(xo.StatelessActor):
         self._restore_due()
 
     async def _rebuild_reported(self) -> None:
-        """A model whose replicas workers run, and whose entry the state file lost, gets it
+        """A model whose replicas workers run, and whose entry the saved state lost, gets it
         back from the launch request that the workers report (fleet.cluster.supervisor.restore)."""
         for uid, reports in list(self._registry.reported.items()):
             if uid in self.restorer.pending:
@@ -200,7 +211,7 @@ class SupervisorActor(xo.StatelessActor):
         numbers, when it fits nowhere or is not allowed, before any process starts. `adopted`:
         replicas still running from before a supervisor restart (fleet.cluster.supervisor.adoption).
         A restored model is placed even where its estimate does not fit: it ran here before,
-        and an estimate must not make it vanish from the state file; launched anyway, it
+        and an estimate must not make it vanish from the saved state; launched anyway, it
         serves, or fails visibly and stays listed to be dealt with."""
         idle = bool(request.get("idle")) and not adopted
         plan = await self._elastic.make_room(

@@ -45,7 +45,7 @@ def replicas(uid: str, adopted: list[ReplicaRecord],
 
 
 def record_request(planned: dict[str, Any], asked: dict[str, Any], uid: str) -> dict[str, Any]:
-    """What the state file keeps: the checked request, with the replica count asked for."""
+    """What the saved state keeps: the checked request, with the replica count asked for."""
     request = dict(planned, model_uid=uid)
     if "replica" in asked:
         request["replica"] = asked["replica"]

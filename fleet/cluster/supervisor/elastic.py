@@ -5,7 +5,7 @@ Idle is read from the replicas' own counts (ModelActor.activity: requests served
 progress), asked every POLL_S: the supervisor is not on the request path and learns of requests
 only this way. A model whose counts have not moved for its keep_alive, with nothing in progress,
 is unloaded: it is marked idle first (the API's next request then asks for a load instead of
-being routed), its replicas drain and their processes end, and the state file says `idle` so a
+being routed), its replicas drain and their processes end, and the saved state says `idle` so a
 restart keeps it so. It stays listed, with its uid, options and cached weights.
 
 A load (`wake`) places the model's replicas as a launch would and waits for them; the requests
@@ -290,7 +290,7 @@ class Elastic:
         self._cluster.routes.touch(uid)
 
     def _still_idle(self, record: ModelRecord, reason: str) -> None:
-        """After a failed load: idle again, with the reason to show, and so in the state file."""
+        """After a failed load: idle again, with the reason to show, and so in the saved state."""
         record.idle, record.error, record.rejection = True, reason, None
         request = dict(record.request, idle=True)
         try:

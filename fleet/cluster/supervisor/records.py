@@ -121,7 +121,7 @@ class ModelRecord:
     # Restarts and scale-ups under way: terminate cancels them.
     tasks: set[asyncio.Task[Any]] = field(default_factory=set)
     error: str | None = None
-    # Relaunched from the state file after a restart, rather than asked for in this run.
+    # Relaunched from the saved state after a restart, rather than asked for in this run.
     restored: bool = False
     # A model of the last run that cannot be restored yet (no worker has joined): why. It has
     # no replicas and is tried again when a worker joins (fleet.cluster.supervisor.restore).

@@ -1,26 +1,28 @@
-"""The models of the last run, brought back one by one, and what the state file says.
+"""The models of the last run, brought back one by one, and what the saved state says.
 
-Each entry of `models.json` is checked as a launch checks its body (fleet.launch_request), and
-restored on its own: one that fails, whatever the reason, does not stop the others.
+Each launched model saved in the database (fleet.database.launched_models) is checked as a
+launch checks its body (fleet.launch_request), and restored on its own: one that fails,
+whatever the reason, does not stop the others.
 - launched: it is a model of this run again (its replicas are placed like any launch; one whose
   estimate no longer fits is launched anyway, since it ran here before);
 - not restorable yet (no worker, or not the one it asked for, has joined): it is listed as
-  `waiting` with the reason, kept in the state file, and tried again when a worker joins;
+  `waiting` with the reason, kept in the state, and tried again when a worker joins;
 - refused for good (its launch options are no longer allowed, say): listed as `failed` with the
-  reason, and kept in the state file until it is terminated;
+  reason, and kept in the state until it is terminated;
 - not a launch request a launch would accept (not an object, a field of the wrong type, past a
-  limit, an unknown model type): kept in the state file unchanged, for the operator to repair,
-  and listed as `failed` with the reason where its model can still be named;
+  limit, an unknown model type): kept in the state unchanged, for the operator to repair, and
+  listed as `failed` with the reason where its model can still be named;
 - its model gone from the catalogue: nothing can be shown, so it is logged and kept.
 
 A corrupt state never ends a replica that a worker still runs (the supervisor restarted, the
 worker did not). The replica is adopted, and its model's entry rebuilt from what the worker
 reports of it (the launch request it was started with), when its entry is unreadable, or when
-the whole file was (then every model not seen in this run may be one of the last run's). Only
-a readable file without the entry means that the model was terminated: its replica is ended.
+the models of the last run are unknown (a new database, or a state file of an older Fleet that
+could not be read: then every model not seen in this run may be one of the last run's). Only a
+known state without the entry means that the model was terminated: its replica is ended.
 
-Every change to what the state file records goes through `save`, before the change is made
-visible (fleet.cluster.supervisor.model_store)."""
+Every change to what the state records goes through `save`, before the change is made
+visible."""
 
 from __future__ import annotations
 
@@ -30,9 +32,9 @@ from typing import Any
 
 from fleet.catalogue.registry import Catalogue, select_spec
 from fleet.cluster.supervisor.cluster_state import ClusterState
-from fleet.cluster.supervisor.model_store import ModelStore, StateNotSaved
 from fleet.cluster.supervisor.records import ModelRecord
-from fleet.errors import BadRequest, FleetError, Unavailable
+from fleet.database.launched_models import ModelStore
+from fleet.errors import BadRequest, FleetError, StateNotSaved, Unavailable
 from fleet.launch_request import checked_launch
 
 logger = logging.getLogger(__name__)
@@ -78,8 +80,8 @@ class Restorer:
                 self._refuse(uid, entry, exc.message)
 
     def _refuse(self, uid: str, entry: Any, reason: str) -> None:
-        logger.error("state file: entry %r cannot be restored: %s; it is kept in the file as it "
-                     "is (a replica of it that a worker still runs is adopted, and the entry "
+        logger.error("saved state: entry %r cannot be restored: %s; it is kept in the state as "
+                     "it is (a replica of it that a worker still runs is adopted, and the entry "
                      "rebuilt from it)", uid, reason)
         self.kept[uid] = entry
         self.unreadable.add(uid)
@@ -105,17 +107,17 @@ class Restorer:
             logger.error("model %s runs on a worker, but its launch request cannot be rebuilt "
                          "from it: %s", uid, exc.message)
             return False
-        logger.warning("model %s: its entry in the state file is missing or unreadable; it is "
+        logger.warning("model %s: its entry in the saved state is missing or unreadable; it is "
                        "rebuilt from the replicas its workers run", uid)
         self.rebuilt.add(uid)
         self.kept.pop(uid, None)
         self.unreadable.discard(uid)
         return True
 
-    # ---- the state file ---------------------------------------------------------------------
+    # ---- the saved state ---------------------------------------------------------------------
 
     def entries(self) -> dict[str, Any]:
-        """What the state file holds now: the models of this run over the entries still to
+        """What the saved state holds now: the models of this run over the entries still to
         restore, over those kept as they are and the ones only listed (stand-ins)."""
         models = self._cluster.models.values()
         entries = {m.uid: m.request for m in models if m.stand_in}

@@ -5,7 +5,7 @@
 Added replicas are placed like a launch's (memory counted, refused with the numbers when none
 fits) and join the model's routes once loaded. A removed replica drains: it leaves the routes
 first, finishes the requests it has (at most `drain_timeout_s`), then its process ends. The new
-replica count is written to the state file before either is visible, so a restart brings back
+replica count is written to the saved state before either is visible, so a restart brings back
 the count the user last saw accepted."""
 
 from __future__ import annotations
@@ -17,11 +17,10 @@ from typing import Any
 
 from fleet.autoscale import AutoscaleSettings
 from fleet.cluster.supervisor.cluster_state import ClusterState
-from fleet.cluster.supervisor.model_store import StateNotSaved
 from fleet.cluster.supervisor.records import ModelRecord, ReplicaRecord
 from fleet.cluster.supervisor.replica_launcher import ReplicaLauncher
 from fleet.cluster.supervisor.restore import Restorer
-from fleet.errors import BadRequest, Conflict, FleetError, LaunchFailed, NotFound
+from fleet.errors import BadRequest, Conflict, FleetError, LaunchFailed, NotFound, StateNotSaved
 from fleet.limits import MAX_REPLICAS
 from fleet.settings import drain_timeout_s
 

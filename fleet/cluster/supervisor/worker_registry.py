@@ -6,7 +6,7 @@ A joining worker's replicas are reconciled, so that nothing runs twice or untrac
 - one the cluster tracks (same launch attempt) serves again if it was given up with its worker;
 - one of a model of the last run that is not restored yet is kept to be adopted (the
   supervisor restarted, the worker did not: the model keeps serving, nothing is relaunched),
-  and so is one whose model's entry the state file lost (fleet.cluster.supervisor.restore: the entry is
+  and so is one whose model's entry the saved state lost (fleet.cluster.supervisor.restore: the entry is
   rebuilt from the launch request that the worker reports with it);
 - any other (its model was terminated, or its replica was relaunched elsewhere meanwhile) is
   ended on the worker.
