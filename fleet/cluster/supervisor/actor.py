@@ -16,8 +16,7 @@ import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
 from fleet.cluster.actor_uids import SUPERVISOR_UID
-from fleet.cluster.deadlines import within
-from fleet.cluster.supervisor import adoption, cache_admin
+from fleet.cluster.supervisor import adoption, cache_admin, replica_status
 from fleet.cluster.supervisor.autoscaler import Autoscaler
 from fleet.cluster.supervisor.cluster_state import ClusterState
 from fleet.cluster.supervisor.elastic import Elastic
@@ -42,8 +41,6 @@ from fleet.server_config import ServerConfig
 from fleet.settings import drain_timeout_s, restore_grace_s
 
 logger = logging.getLogger(__name__)
-
-_STATUS_TIMEOUT_S = 5.0
 
 
 class SupervisorActor(xo.StatelessActor):
@@ -424,33 +421,10 @@ class SupervisorActor(xo.StatelessActor):
                           code=f"model_{state}" if state != "launching" else "model_not_ready")
 
     async def replica_status(self, uid: str) -> list[dict[str, Any]]:
-        """Live status from each replica's process, falling back to what the supervisor knows."""
-        record = self._get(uid)
-        return list(await asyncio.gather(*(self._live_status(r) for r in record.replicas)))
-
-    async def _live_status(self, replica: ReplicaRecord) -> dict[str, Any]:
-        row: dict[str, Any] = {**replica.status(), "stage": replica.state,
-                               "progress": 1.0 if replica.state == "ready" else 0.0}
-        if replica.actor_address and replica.state in ("launching", "ready", "draining"):
-            try:
-                ref = await within(xo.actor_ref(address=replica.actor_address,
-                                                uid=replica.actor_uid),
-                                   _STATUS_TIMEOUT_S, f"replica {replica.replica_uid}")
-                live = await within(ref.status(), _STATUS_TIMEOUT_S,
-                                    f"replica {replica.replica_uid}")
-                # The supervisor's state stands (a replica restarting is not "ready").
-                row.update({k: v for k, v in live.items() if k not in ("state", "error")})
-            except Exception as exc:
-                row["status_error"] = str(exc)
-        return row
+        return await replica_status.of_model(self._get(uid))
 
     async def replica_metrics(self) -> list[dict[str, Any]]:
-        """Every replica's live status, labelled with its model, for /metrics."""
-        results = await asyncio.gather(
-            *(self.replica_status(uid) for uid in list(self._models)), return_exceptions=True
-        )
-        return [{**row, "model": uid} for uid, rows in zip(list(self._models), results, strict=False)
-                if not isinstance(rows, BaseException) for row in rows]
+        return await replica_status.of_every_model(self._models)
 
     async def launch_progress(self, uid: str) -> dict[str, Any]:
         record = self._get(uid)
