@@ -1,3 +1,3 @@
 """Fleet: serve and manage open models on your own machines."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
