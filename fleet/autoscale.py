@@ -3,8 +3,11 @@ the time, how many replicas it should have. The supervisor feeds it
 (fleet.cluster.supervisor.autoscaler); tests drive it with a clock of their own.
 
 The rule:
-- up, one replica at a time, when the requests in flight (running plus queued, as each replica
-  counts them) per replica have stayed above `target_inflight` for `scale_up_delay`;
+- up when the requests in flight (running plus queued, as each replica counts them) per
+  replica have stayed above `target_inflight` for `scale_up_delay`: to as many replicas as the
+  load needs at the target (in flight / target, rounded up; at least one more), all started
+  together. A wave that needs three replicas where one serves would otherwise wait for a
+  replica, then a delay, then another replica, each start slowed by the wave itself;
 - down, one at a time, only when the load would fit in one replica fewer (in flight <= target
   times one replica fewer) for `scale_down_delay`, which is longer: a wave that ebbs for a
   moment does not cost a replica that the next one needs again;
@@ -22,6 +25,7 @@ api -> cluster)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,7 +174,8 @@ class ScaleRule:
         n, target = load.replicas, settings.target_inflight
         if (self._above_since is not None and now - self._above_since >= settings.scale_up_delay
                 and n < settings.max_replicas):
-            return Decision("scale_up", n + 1,
+            needed = max(n + 1, math.ceil(load.in_flight / target))
+            return Decision("scale_up", min(needed, settings.max_replicas),
                             f"{load.in_flight} requests in flight on {n} replica(s), above "
                             f"{target:g} per replica for {settings.scale_up_delay:g}s")
         if (self._fits_since is not None and now - self._fits_since >= settings.scale_down_delay

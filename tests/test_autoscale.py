@@ -36,6 +36,24 @@ def test_up_only_after_the_load_stays_above_the_target_for_the_delay():
     assert "8 requests in flight on 1 replica(s), above 4 per replica for 5s" in decisions[0][1].reason
 
 
+def test_up_to_as_many_replicas_as_the_load_needs_at_once_within_the_bounds():
+    # 9 in flight at 4 each need 3 replicas: both more start together, not one per delay.
+    decisions = _run(ScaleRule(), _steady(0, 5, Load(replicas=1, in_flight=9, served=0)))
+    assert [(d.kind, d.to) for _, d in decisions] == [("scale_up", 3)]
+    # 40 in flight would need 10: max_replicas 3 stands.
+    decisions = _run(ScaleRule(), _steady(0, 5, Load(replicas=1, in_flight=40, served=0)))
+    assert [(d.kind, d.to) for _, d in decisions] == [("scale_up", 3)]
+    # Just above the target on 2 replicas (9 > 8): one more, never none.
+    decisions = _run(ScaleRule(), _steady(0, 5, Load(replicas=2, in_flight=9, served=0)))
+    assert [(d.kind, d.to) for _, d in decisions] == [("scale_up", 3)]
+    wide = AutoscaleSettings(min_replicas=1, max_replicas=8, target_inflight=4,
+                             scale_up_delay=5, scale_down_delay=60)
+    decisions = _run(ScaleRule(), _steady(0, 5, Load(replicas=2, in_flight=9, served=0)), wide)
+    assert [(d.kind, d.to) for _, d in decisions] == [("scale_up", 3)]
+    decisions = _run(ScaleRule(), _steady(0, 5, Load(replicas=2, in_flight=21, served=0)), wide)
+    assert [(d.kind, d.to) for _, d in decisions] == [("scale_up", 6)]
+
+
 def test_one_look_at_or_below_the_target_starts_the_wait_again():
     rule = ScaleRule()
     looks = [*_steady(0, 4, Load(1, 8, 0)), (4.5, Load(1, 4, 0)), *_steady(5, 9.5, Load(1, 8, 0))]
@@ -43,9 +61,10 @@ def test_one_look_at_or_below_the_target_starts_the_wait_again():
     assert [d.to for _, d in _run(rule, [(10.0, Load(1, 8, 0))])] == [2]
 
 
-def test_up_one_at_a_time_each_after_its_delay_and_never_past_max():
+def test_each_step_after_its_own_delay_and_never_past_max():
     rule = ScaleRule()
-    decisions = _run(rule, _steady(0, 5, Load(1, 100, 0)) + _steady(5.5, 10.5, Load(2, 100, 0))
+    # A load that grows: 5 in flight needs 2 replicas; then 9 on 2 needs 3, after a new delay.
+    decisions = _run(rule, _steady(0, 5, Load(1, 5, 0)) + _steady(5.5, 10.5, Load(2, 9, 0))
                      + _steady(11, 30, Load(3, 100, 0)))
     assert [(t, d.to) for t, d in decisions] == [(5.0, 2), (10.5, 3)]
 

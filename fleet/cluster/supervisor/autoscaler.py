@@ -84,7 +84,7 @@ class Autoscaler:
             if decision.to == 0:
                 await self._unload(record, decision.reason)  # recorded as the unload
             elif decision.kind == "scale_up":
-                await self._scaler.add(uid, 1, {})
+                await self._scaler.add(uid, decision.to - before, {})
                 self._events.record(uid, "scale_up", before, decision.to, decision.reason)
             else:
                 self._events.record(uid, "scale_down", before, decision.to, decision.reason)
