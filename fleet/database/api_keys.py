@@ -65,7 +65,7 @@ class StoredKey:
                    prefix=row.prefix, permissions=list(row.permissions),
                    models=list(row.models) if row.models is not None else None,
                    limits={field: getattr(row, field) for field in LIMIT_FIELDS},
-                   expires_at=as_utc(row.expires_at), created_at=as_utc(row.created_at),
+                   expires_at=as_utc(row.expires_at), created_at=as_utc(row.created_at) or row.created_at,
                    revoked_at=as_utc(row.revoked_at), last_used_at=as_utc(row.last_used_at))
 
 

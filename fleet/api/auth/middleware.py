@@ -89,7 +89,9 @@ class AuthMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "http":
+        if self._store.open:  # no key anywhere yet (fleet.api.auth.live_keys)
+            await self._app(scope, receive, send)
+        elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":  # Fleet serves none; nothing gets in without a key either
             key = _request_key(scope["headers"])
@@ -179,10 +181,28 @@ def visible_models(scope: dict, models: list[dict[str, Any]], uid_field: str) ->
 
 
 def key_store(config: ServerConfig) -> KeyStore | None:
-    """The cluster's keys, or None when it runs without (the middleware is then left out)."""
+    """The cluster's keys: with a database, those of the command line and those made through
+    the API (read now, then followed: fleet.api.auth.live_keys); without one (an application
+    built by a test), the command line's, or None when there are none (the middleware is then
+    left out)."""
+    if config.database_url is not None:
+        from fleet.api.auth.live_keys import LiveKeys
+        from fleet.database import Database
+        from fleet.database.api_keys import DatabaseKeys
+
+        static = KeyStore.build(config.api_key_hashes, config.auth_config).static \
+            if config.auth_enabled else {}
+        live = LiveKeys(static, DatabaseKeys(Database(config.database_url)))
+        live.load()
+        return live
     if not config.auth_enabled:
         return None
     return KeyStore.build(config.api_key_hashes, config.auth_config)
+
+
+def auth_on(store: KeyStore | None) -> bool:
+    """Whether requests need a key now."""
+    return store is not None and not store.open
 
 
 def with_auth(app: Any, fastapi_app: Any, store: KeyStore | None, config: ServerConfig) -> Any:
