@@ -14,9 +14,9 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
+from fleet.api.auth.key_requests import CreateKeyRequest, UpdateKeyRequest
 from fleet.api.auth.keys import ADMIN, Grant, hash_key
 from fleet.api.auth.live_keys import LiveKeys
-from fleet.api.protocol.keys import CreateKeyRequest, UpdateKeyRequest
 from fleet.database.api_keys import LIMIT_FIELDS, StoredKey
 from fleet.errors import BadRequest, Conflict, NotFound
 

@@ -14,8 +14,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from fleet.api.audit import audit
+from fleet.api.auth.key_requests import CreateKeyRequest, UpdateKeyRequest
 from fleet.api.key_admin import KeyAdmin
-from fleet.api.protocol.keys import CreateKeyRequest, UpdateKeyRequest
 from fleet.errors import BadRequest
 
 router = APIRouter()
