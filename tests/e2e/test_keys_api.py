@@ -249,6 +249,58 @@ def test_the_cli_round_trip(open_cluster, admin):
     assert entry["id"] in [e["target"] for e in json.loads(audit.stdout)]
 
 
+FAMILY = {"model_name": "audited", "dimensions": 8, "max_tokens": 128, "language": ["en"],
+          "model_id": "example/audited", "model_uri": "/models/audited"}
+
+
+def test_every_management_action_is_in_the_audit_log_with_its_key(open_cluster, admin):
+    ops = next(k for k in _call(open_cluster, "GET", "/v1/keys", admin).json()["data"]
+               if k["name"] == "ops")
+    started = _call(open_cluster, "GET", "/v1/audit", admin, params={"limit": 1}).json()["data"]
+    since = started[0]["time"]
+    added = _call(open_cluster, "POST", "/v1/models/minilm/replicas", admin, json={"replica": 1})
+    assert added.status_code == 200, added.text
+    removed = _call(open_cluster, "DELETE",
+                    f"/v1/models/minilm/replicas/{added.json()['replica_id']}", admin)
+    assert removed.status_code == 200, removed.text
+    assert _call(open_cluster, "POST", "/v1/models/minilm/autoscale", admin,
+                 json={"max_replicas": 2}).status_code == 200
+    assert _call(open_cluster, "POST", "/v1/model_registrations/embedding", admin,
+                 json={"model": FAMILY, "persist": False}).status_code == 200
+    assert _call(open_cluster, "DELETE", "/v1/model_registrations/embedding/audited",
+                 admin).status_code == 200
+    assert _call(open_cluster, "DELETE", "/v1/cache/models", admin,
+                 params={"model_version": "no-such-download"}).status_code == 404  # not done
+    assert _call(open_cluster, "DELETE", "/v1/models/minilm", admin).status_code == 200
+    entries = _call(open_cluster, "GET", "/v1/audit", admin, params={"since": since}).json()
+    done = [(e["action"], e["target"]) for e in reversed(entries["data"])
+            if e["id"] != started[0]["id"]]
+    assert done == [("model.scale_up", "minilm"), ("model.scale_down", "minilm"),
+                         ("model.autoscale", "minilm"),
+                         ("registration.register", "embedding/audited"),
+                         ("registration.unregister", "embedding/audited"),
+                         ("model.terminate", "minilm")]
+    for entry in entries["data"][:6]:
+        assert (entry["actor"], entry["actor_key_id"]) == ("ops", ops["id"])
+        assert entry["client_address"] == "127.0.0.1"
+    assert all(e["action"] != "cache.remove" for e in entries["data"])
+
+
+def test_keys_and_the_closed_door_survive_a_restart(open_cluster, admin):
+    open_cluster.stop()
+    port = free_port()
+    again = FleetProcess(["local", "-p", str(port)], open_cluster.home, port,
+                         env=_env_without_keys()).wait_ready()
+    try:
+        assert _call(again, "GET", "/v1/cluster/auth").json() == {"auth": True}
+        assert _call(again, "GET", "/v1/models").status_code == 401
+        assert _call(again, "GET", "/v1/models", admin).status_code == 200
+        audit = _call(again, "GET", "/v1/audit", admin, params={"action": "key.revoke"})
+        assert len(audit.json()["data"]) >= 2
+    finally:
+        again.stop()
+
+
 # ---- a cluster with --api-key and --auth-config ----
 
 @pytest.fixture(scope="module")
