@@ -74,3 +74,15 @@ def test_command_line_keys_close_the_cluster_and_win_over_a_copy(db):
     _make(live.keys, permissions=["models:list"])  # the same key in the database
     live.load()
     assert live.find(KEY.encode()) is flag
+
+
+def test_the_last_use_of_a_key_is_written_in_a_batch(db):
+    live = LiveKeys({}, DatabaseKeys(db))
+    made = _make(live.keys)
+    live.load()
+    before = datetime.now(timezone.utc)
+    asyncio.run(live.flush_used())  # nothing used yet: nothing written
+    assert live.keys.get(made.id).last_used_at is None
+    assert live.find(KEY.encode()) is not None
+    asyncio.run(live.flush_used())
+    assert live.keys.get(made.id).last_used_at >= before

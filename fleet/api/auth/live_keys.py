@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from datetime import datetime, timezone
 
 from fleet.api.auth.keys import DATABASE, Grant, KeyStore, expand_permissions
 from fleet.database.api_keys import DatabaseKeys, KeySnapshot, StoredKey
@@ -24,6 +26,9 @@ from fleet.database.api_keys import DatabaseKeys, KeySnapshot, StoredKey
 logger = logging.getLogger(__name__)
 
 POLL_S = 0.5
+# How often the keys used since the last time are written (their last_used_at, to the nearest
+# interval): a set insertion per request, one small write per interval, off the request path.
+USED_FLUSH_S = 30.0
 
 
 def grant_of(key: StoredKey) -> Grant:
@@ -43,6 +48,20 @@ class LiveKeys(KeyStore):
         self._token: str | None = None
         self._reading = asyncio.Lock()  # one read applied at a time, never an older one last
         self._failing = False
+        self._used: set[str] = set()  # ids of database keys used since the last flush
+
+    def find(self, key: bytes) -> Grant | None:
+        grant = super().find(key)
+        if grant is not None and grant.source == DATABASE and grant.key_id is not None:
+            self._used.add(grant.key_id)
+        return grant
+
+    async def flush_used(self) -> None:
+        """Writes when the keys used since the last flush were last used (now)."""
+        used, self._used = self._used, set()
+        if used:
+            now = datetime.now(timezone.utc)
+            await asyncio.to_thread(self.keys.mark_used, dict.fromkeys(used, now))
 
     def load(self) -> None:
         """Reads the keys now (at start, before the API serves)."""
@@ -54,13 +73,18 @@ class LiveKeys(KeyStore):
             self._apply(await asyncio.to_thread(self.keys.snapshot))
 
     async def follow(self, interval_s: float = POLL_S) -> None:
-        """Polls the change token for ever (a task of the API server)."""
+        """Polls the change token for ever (a task of the API server), and writes the keys'
+        last use every USED_FLUSH_S."""
+        flushed = time.monotonic()
         while True:
             await asyncio.sleep(interval_s)
             try:
                 token = await asyncio.to_thread(self.keys.token)
                 if token != self._token:
                     await self.reload()
+                if time.monotonic() - flushed >= USED_FLUSH_S:
+                    flushed = time.monotonic()
+                    await self.flush_used()
                 if self._failing:
                     logger.info("API keys: the database answers again")
                 self._failing = False
