@@ -297,6 +297,10 @@ def test_keys_and_the_closed_door_survive_a_restart(open_cluster, admin):
         assert _call(again, "GET", "/v1/models", admin).status_code == 200
         audit = _call(again, "GET", "/v1/audit", admin, params={"action": "key.revoke"})
         assert len(audit.json()["data"]) >= 2
+        # Its last use, noted before the stop, was written as the server stopped.
+        ops = next(k for k in _call(again, "GET", "/v1/keys", admin).json()["data"]
+                   if k["name"] == "ops")
+        assert ops["last_used_at"] is not None
     finally:
         again.stop()
 
