@@ -106,13 +106,14 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
         close_helper()  # a parse under way ends with the server, not after it
         if keys is not None and following is not None:
             following.cancel()
-            await _last_writes(keys)
+            _last_writes(keys)
 
 
-async def _last_writes(keys: Any) -> None:
-    """The keys' last use noted since the last batch, then the API's database closed."""
+def _last_writes(keys: Any) -> None:
+    """The keys' last use noted since the last batch, then the API's database closed. Without
+    an await: after a SIGINT, uvicorn raises it again, and asyncio.run cancels this task."""
     try:
-        await keys.flush_used()
+        keys.flush_used_now()
     except Exception as exc:  # stopping anyway: the last 30 s of last use are lost
         logger.warning("could not write the API keys' last use: %r", exc)
     keys.keys.db.close()

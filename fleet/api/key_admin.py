@@ -93,6 +93,8 @@ class KeyAdmin:
     async def update(self, key_id: str, body: UpdateKeyRequest) -> dict[str, Any]:
         self._refuse_static(key_id, "changed")
         current = await self._stored(key_id)
+        if current.revoked_at is not None:
+            raise Conflict(f"the key {key_id} is revoked: make a new one", code="key_revoked")
         changes = {field: getattr(body, field) for field in body.model_fields_set
                    if field != "limits"}
         if body.limits is not None:

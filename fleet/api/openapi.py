@@ -90,7 +90,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/auth/me"): (),
     ("GET", "/v1/engines"): (),
     # Keys made while the cluster runs (fleet.api.routes.keys): 404 an unknown id, 409 a key
-    # of --api-key or --auth-config (read-only); and the audit log.
+    # of --api-key or --auth-config (read-only), or a revoked one to change; the audit log.
     ("POST", "/v1/keys"): (),
     ("GET", "/v1/keys"): (),
     ("GET", "/v1/keys/{key_id}"): (404,),

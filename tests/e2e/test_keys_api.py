@@ -139,6 +139,10 @@ def test_a_key_works_at_once_holds_its_rights_and_is_refused_within_a_second_onc
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
     took = _wait_for_status(lambda: _embed(open_cluster, key), 401, within_s=1.0)
     assert took < 1.0
+    revived = _call(open_cluster, "PATCH", f"/v1/keys/{shown['id']}", admin,
+                    json={"expires_at": None})
+    assert revived.status_code == 409 and revived.json()["error"]["code"] == "key_revoked"
+    assert _embed(open_cluster, key).status_code == 401
 
 
 def test_an_expired_key_is_refused(open_cluster, admin):

@@ -58,10 +58,14 @@ class LiveKeys(KeyStore):
 
     async def flush_used(self) -> None:
         """Writes when the keys used since the last flush were last used (now)."""
+        await asyncio.to_thread(self.flush_used_now)
+
+    def flush_used_now(self) -> None:
+        """The same, in this thread: at stop, where the event loop may be cancelling its
+        tasks (and an await with them)."""
         used, self._used = self._used, set()
         if used:
-            now = datetime.now(timezone.utc)
-            await asyncio.to_thread(self.keys.mark_used, dict.fromkeys(used, now))
+            self.keys.mark_used(dict.fromkeys(used, datetime.now(timezone.utc)))
 
     def load(self) -> None:
         """Reads the keys now (at start, before the API serves)."""
@@ -78,21 +82,29 @@ class LiveKeys(KeyStore):
         flushed = time.monotonic()
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                token = await asyncio.to_thread(self.keys.token)
-                if token != self._token:
-                    await self.reload()
-                if time.monotonic() - flushed >= USED_FLUSH_S:
-                    flushed = time.monotonic()
+            await self._poll()
+            if time.monotonic() - flushed >= USED_FLUSH_S:
+                flushed = time.monotonic()
+                try:
                     await self.flush_used()
-                if self._failing:
-                    logger.info("API keys: the database answers again")
-                self._failing = False
-            except Exception as exc:  # the database is down: keep the keys last read
-                if not self._failing:
-                    logger.error("API keys: cannot read the keys' changes from %s (%s); "
-                                 "keeping the keys last read", self.keys.db.shown, exc)
-                self._failing = True
+                except Exception as exc:  # a full disk, say: only the last use is lost
+                    logger.warning("API keys: could not write their last use to %s (%s)",
+                                   self.keys.db.shown, exc)
+
+    async def _poll(self) -> None:
+        try:
+            token = await asyncio.to_thread(self.keys.token)
+            if token != self._token:
+                await self.reload()
+        except Exception as exc:  # the database is down: keep the keys last read
+            if not self._failing:
+                logger.error("API keys: cannot read the keys' changes from %s (%s); keeping "
+                             "the keys last read", self.keys.db.shown, exc)
+            self._failing = True
+            return
+        if self._failing:
+            logger.info("API keys: the database answers again")
+        self._failing = False
 
     def _apply(self, snapshot: KeySnapshot) -> None:
         grants = dict(self.static)
