@@ -159,6 +159,8 @@ def test_an_expired_key_is_refused(open_cluster, admin):
 @pytest.mark.parametrize(("body", "field"), [
     ({"name": "x", "permissions": ["models:fly"]}, "unknown permission 'models:fly'"),
     ({"name": "x", "expires_at": "2001-01-01T00:00:00Z"}, "expires_at is in the past"),
+    ({"name": "x", "expires_at": "9999-12-31T23:00:00-05:00"}, "out of range in UTC"),
+    ({"name": "x", "expires_at": "tomorrow"}, "expires_at"),
     ({"name": "x", "limits": {"requests_per_minute": 0}}, "limits.requests_per_minute"),
     ({"name": "x", "limits": {"tokens_per_minute": "many"}}, "limits.tokens_per_minute"),
     ({"name": "x", "limits": {"per_hour": 3}}, "limits.per_hour"),
@@ -215,8 +217,10 @@ def test_the_audit_log_records_launches_and_revocations_with_their_actor(open_cl
     since = _call(open_cluster, "GET", "/v1/audit", admin,
                   params={"since": entry["time"], "limit": 1}).json()["data"]
     assert len(since) == 1
-    assert _call(open_cluster, "GET", "/v1/audit", admin,
-                 params={"limit": 0}).status_code == 400
+    for bad in ({"limit": 0}, {"since": "0001-01-01T00:00:00+14:00"}, {"since": "then"}):
+        answer = _call(open_cluster, "GET", "/v1/audit", admin, params=bad)
+        assert answer.status_code == 400, (bad, answer.text)
+        assert answer.json()["error"]["type"] == "invalid_request_error"
     assert _call(open_cluster, "GET", "/v1/audit").status_code == 401
 
 

@@ -42,9 +42,13 @@ def _in_the_future(value: datetime | None) -> datetime | None:
     if value is None:
         return None
     value = value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
-    if value <= datetime.now(timezone.utc):
+    try:
+        in_utc = value.astimezone(timezone.utc)
+    except OverflowError:  # year 1 east of Greenwich, year 9999 west of it
+        raise ValueError("expires_at is out of range in UTC") from None
+    if in_utc <= datetime.now(timezone.utc):
         raise ValueError("expires_at is in the past: give a time to come")
-    return value.astimezone(timezone.utc)
+    return in_utc
 
 
 class _KeyFields(BaseModel):

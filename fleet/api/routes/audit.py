@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from fleet.database.audit import MAX_ENTRIES
+from fleet.errors import BadRequest
 
 router = APIRouter()
 
@@ -22,7 +23,16 @@ async def audit_log(request: Request, since: Annotated[datetime | None, Query()]
     log = request.app.state.audit
     if log is None:  # an application without a database (built by a test)
         return {"object": "list", "data": []}
-    if since is not None and since.tzinfo is None:
-        since = since.replace(tzinfo=timezone.utc)
+    if since is not None:
+        since = _in_utc(since)
     entries = await asyncio.to_thread(log.query, since, action, limit)
     return {"object": "list", "data": entries}
+
+
+def _in_utc(since: datetime) -> datetime:
+    """`since` in UTC (read as UTC without a zone); a 400 where UTC cannot hold it."""
+    since = since.replace(tzinfo=timezone.utc) if since.tzinfo is None else since
+    try:
+        return since.astimezone(timezone.utc)
+    except OverflowError:
+        raise BadRequest("since is out of range in UTC") from None
