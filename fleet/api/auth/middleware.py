@@ -5,7 +5,9 @@ request's body, made where the body is read.
 
 Plain ASGI, not Starlette's BaseHTTPMiddleware: on the inference routes the check is a header
 scan, one SHA-256, one dict lookup and a constant-time comparison, and nothing else is added.
-Without keys the middleware is not installed at all.
+A server with a database installs it always, since a key made through the API turns keys on
+while it runs (fleet.api.auth.live_keys); until then it passes every request on after one
+attribute test. An application without a database and without keys (a test's) leaves it out.
 
 Answers: 401 with `WWW-Authenticate: Bearer` for a missing or unknown key, 403 for a key without
 the permission or the model, both in OpenAI's error shape."""
