@@ -87,25 +87,46 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     import uvicorn
 
     from fleet.api.app import create_app
+    from fleet.api.auth.live_keys import LiveKeys
+    from fleet.api.auth.middleware import key_store
     from fleet.api.body_parsing import close_helper
 
-    app = create_app(supervisor, supervisor_address, config)
+    store = key_store(config)
+    app = create_app(supervisor, supervisor_address, config, store)
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, loop="none", lifespan="off")
     server = uvicorn.Server(uvicorn_config)
     logger.info("Fleet API listening on http://%s:%d (docs at /docs)", config.host, config.port)
+    # The keys made through the API, followed from the database (fleet.api.auth.live_keys).
+    keys = store if isinstance(store, LiveKeys) else None
+    following = asyncio.create_task(keys.follow()) if keys is not None else None
     try:
         await server.serve()
     finally:
         close_helper()  # a parse under way ends with the server, not after it
+        if keys is not None and following is not None:
+            following.cancel()
+            _last_writes(keys)
+
+
+def _last_writes(keys: Any) -> None:
+    """The keys' last use noted since the last batch, then the API's database closed. Without
+    an await: after a SIGINT, uvicorn raises it again, and asyncio.run cancels this task."""
+    try:
+        keys.flush_used_now()
+    except Exception as exc:  # stopping anyway: the last 30 s of last use are lost
+        logger.warning("could not write the API keys' last use: %r", exc)
+    keys.keys.db.close()
 
 
 async def run_cluster(config: ServerConfig, with_worker: bool) -> None:
     """`fleet local` (with_worker) or `fleet supervisor`: runs until SIGINT/SIGTERM."""
-    from fleet.api.auth.middleware import check_exposure, key_store
+    from fleet.api.auth.keys import KeyStore
+    from fleet.api.auth.middleware import check_exposure
 
     check_exposure(config)
-    key_store(config)  # a bad auth config file stops the start here, before any pool
+    if config.auth_enabled:  # a bad auth config file stops the start here, before any pool
+        KeyStore.build(config.api_key_hashes, config.auth_config)
     _check_port_free(config.host, config.port)
     # Before any pool: every pool of the cluster, and every replica process, signs and checks
     # its frames with the secret's key (fleet.cluster_secret.install).

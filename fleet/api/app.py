@@ -9,7 +9,9 @@ from fastapi import FastAPI, Request, Response
 
 from fleet import __version__
 from fleet.api.anthropic.errors import AnthropicErrors
-from fleet.api.auth.middleware import key_store, with_auth
+from fleet.api.auth.keys import KeyStore
+from fleet.api.auth.live_keys import LiveKeys
+from fleet.api.auth.middleware import auth_on, key_store, with_auth
 from fleet.api.auth.permissions import OPEN, permission_of
 from fleet.api.auth.request_guard import guarded
 from fleet.api.cluster_handle import ClusterHandle
@@ -18,10 +20,12 @@ from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
 from fleet.api.routes import audio as routes_audio
+from fleet.api.routes import audit as routes_audit
 from fleet.api.routes import cache as routes_cache
 from fleet.api.routes import embeddings as routes_embeddings
 from fleet.api.routes import generation as routes_generation
 from fleet.api.routes import images as routes_images
+from fleet.api.routes import keys as routes_keys
 from fleet.api.routes import management as routes_management
 from fleet.api.routes import messages as routes_messages
 from fleet.api.routes import overview as routes_overview
@@ -30,6 +34,7 @@ from fleet.api.routes import rerank as routes_rerank
 from fleet.api.routes import ui as routes_ui
 from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
+from fleet.database.audit import AuditLog
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
 
@@ -68,9 +73,10 @@ class HttpLatencyMiddleware:
 
 
 def create_app(supervisor: Any, supervisor_address: str,
-               config: ServerConfig | None = None) -> Any:
+               config: ServerConfig | None = None, keys: KeyStore | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
-    by the latency middleware when metrics are on."""
+    by the latency middleware when metrics are on. `keys`: the cluster's keys, if the caller
+    read them (the server, which then follows them); else read here from `config`."""
     app = FastAPI(
         title="Fleet",
         version=__version__,
@@ -81,7 +87,10 @@ def create_app(supervisor: Any, supervisor_address: str,
                                       router=ReplicaRouter(supervisor, metrics), metrics=metrics)
     app.state.supervisor_address = supervisor_address
     app.state.config = config = config or ServerConfig()
-    app.state.auth = store = key_store(config)  # None: no keys, every route open
+    app.state.auth = store = keys if keys is not None else key_store(config)  # None: open
+    # Keys made through the API and the audit log, where the cluster has a database.
+    app.state.key_table = store.keys if isinstance(store, LiveKeys) else None
+    app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
     app.state.started_at = time.time()
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
@@ -95,11 +104,13 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_images.router)
     app.include_router(routes_audio.router)
     app.include_router(routes_overview.router)
+    app.include_router(routes_keys.router)
+    app.include_router(routes_audit.router)
     app.include_router(routes_ui.router)  # the web UI's files (fleet/ui/static)
 
     # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.
     install_openapi(app, (lambda method, path: permission_of(method, path) != OPEN)
-                    if store is not None else None)
+                    if auth_on(store) else None)
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus_metrics(request: Request) -> Response:

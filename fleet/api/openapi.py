@@ -89,6 +89,14 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/cluster/overview"): (),  # the web UI's (fleet.api.routes.overview)
     ("GET", "/v1/auth/me"): (),
     ("GET", "/v1/engines"): (),
+    # Keys made while the cluster runs (fleet.api.routes.keys): 404 an unknown id, 409 a key
+    # of --api-key or --auth-config (read-only), or a revoked one to change; the audit log.
+    ("POST", "/v1/keys"): (),
+    ("GET", "/v1/keys"): (),
+    ("GET", "/v1/keys/{key_id}"): (404,),
+    ("PATCH", "/v1/keys/{key_id}"): (404, 409),
+    ("DELETE", "/v1/keys/{key_id}"): (404, 409),
+    ("GET", "/v1/audit"): (),
 }
 
 # The 200 answers that have a schema of their own, and the chunk of those that also stream.

@@ -11,6 +11,7 @@ from fleet.cli.audio_cmds import AUDIO_COMMANDS
 from fleet.cli.cache_cmds import CACHE_COMMANDS
 from fleet.cli.generation_cmds import GENERATION_COMMANDS
 from fleet.cli.image_cmds import IMAGE_COMMANDS
+from fleet.cli.key_cmds import KEY_COMMANDS
 from fleet.cli.model_cmds import MODEL_COMMANDS
 from fleet.cli.scale_cmds import SCALE_COMMANDS
 from fleet.cli.server_cmds import local, supervisor, worker
@@ -34,7 +35,7 @@ def cli() -> None:
 
 
 for command in (local, supervisor, worker, *MODEL_COMMANDS, *SCALE_COMMANDS, *GENERATION_COMMANDS,
-                *CACHE_COMMANDS, *IMAGE_COMMANDS, *AUDIO_COMMANDS):
+                *CACHE_COMMANDS, *IMAGE_COMMANDS, *AUDIO_COMMANDS, *KEY_COMMANDS):
     cli.add_command(command)
 
 if __name__ == "__main__":

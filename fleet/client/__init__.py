@@ -234,3 +234,31 @@ class Client:
     def confirm_and_remove_model(self, model_version: str, worker_ip: str | None = None) -> bool:
         """Xinference's name for `remove_cached_model` (unforced): True once removed."""
         return bool(self.remove_cached_model(model_version, worker_ip)["result"])
+
+    # ---- API keys and the audit log (admin keys) ----
+
+    def create_key(self, name: str, **fields: Any) -> dict[str, Any]:
+        """A new key: the answer's `key` is the only time it is shown. `fields`: owner,
+        permissions, models, expires_at (ISO 8601), limits (a dict)."""
+        body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+        return self._request("POST", "/v1/keys", json=body)
+
+    def list_keys(self) -> list[dict[str, Any]]:
+        return self._request("GET", "/v1/keys")["data"]
+
+    def get_key(self, key_id: str) -> dict[str, Any]:
+        return self._request("GET", f"/v1/keys/{quote(key_id, safe='')}")
+
+    def update_key(self, key_id: str, **changes: Any) -> dict[str, Any]:
+        """Changes the fields given (None clears owner, models, expires_at or a limit)."""
+        return self._request("PATCH", f"/v1/keys/{quote(key_id, safe='')}", json=changes)
+
+    def revoke_key(self, key_id: str) -> dict[str, Any]:
+        return self._request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
+
+    def audit_log(self, since: str | None = None, action: str | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        """Management actions, newest first."""
+        params = {k: v for k, v in {"since": since, "action": action, "limit": limit}.items()
+                  if v is not None}
+        return self._request("GET", "/v1/audit", params=params)["data"]

@@ -16,6 +16,9 @@ UPGRADED_BY = "upgraded_by"
 MODELS_KNOWN = "models_known"
 # What the first start imported from FLEET_HOME's files (fleet.database.legacy_import).
 IMPORTED = "imported_from_fleet_home"
+# A new random token at each change of the API keys: what API processes poll to know that
+# they must read the keys again (fleet.database.api_keys).
+KEYS_CHANGED = "keys_changed"
 
 
 def get(session: Session, key: str, default: Any = None) -> Any:

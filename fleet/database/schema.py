@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, MetaData, Text
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Constraint names spelt out, the same on SQLite and PostgreSQL, so that a later migration can
@@ -57,6 +57,56 @@ class LaunchedModel(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
                                                  onupdate=utc_now)
+
+
+class User(Base):
+    """Who holds keys (a key's owner): a name, made when a key first names it."""
+
+    __tablename__ = "users"
+
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+
+
+class ApiKey(Base):
+    """A key made through the API (fleet.database.api_keys): its SHA-256 only, never the key,
+    and a short prefix of it, so that a listing tells keys apart. The limits are kept and
+    shown; what enforces them reads them from here."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    name: Mapped[str] = mapped_column(Text, nullable=False)
+    owner: Mapped[str | None] = mapped_column(ForeignKey("users.name"), nullable=True)
+    sha256: Mapped[str] = mapped_column(Text, nullable=False, unique=True)
+    prefix: Mapped[str] = mapped_column(Text, nullable=False)
+    permissions: Mapped[Any] = mapped_column(JSON, nullable=False)
+    models: Mapped[Any] = mapped_column(JSON, nullable=True)  # None: every model
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AuditEntry(Base):
+    """One management action (fleet.database.audit): who, when, from where, on what."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
+                                           index=True)
+    actor: Mapped[str] = mapped_column(Text, nullable=False)
+    actor_key_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    action: Mapped[str] = mapped_column(Text, nullable=False, index=True)
+    target: Mapped[str | None] = mapped_column(Text, nullable=True)
+    details: Mapped[Any] = mapped_column(JSON, nullable=True)
+    client_address: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class Meta(Base):

@@ -18,7 +18,8 @@ from fleet.database.launched_models import ModelStore
 from fleet.database.migrations import alembic_config, newest_revisions, upgrade
 from fleet.database.schema import Base
 
-TABLES = {"registrations", "launched_models", "fleet_meta", "alembic_version"}
+TABLES = {"registrations", "launched_models", "fleet_meta", "users", "api_keys", "audit_log",
+          "alembic_version"}
 
 
 def _revision_at(db: Database) -> tuple[str, ...]:

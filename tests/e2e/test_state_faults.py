@@ -101,7 +101,9 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
 def _fill(folder: Path) -> Path:
     """The disk of `folder` full, by one file: remove it to make room again."""
     filler = folder / "filler"
-    with open(filler, "wb") as handle:
+    # Unbuffered: a write that the full disk cut short leaves nothing behind for the close to
+    # flush (and fail on), whatever the free space was when it began.
+    with open(filler, "wb", buffering=0) as handle:
         try:
             while True:
                 handle.write(b"\0" * 65536)

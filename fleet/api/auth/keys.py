@@ -29,6 +29,7 @@ import hmac
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,13 +83,21 @@ def expand_permissions(names: Iterable[str]) -> frozenset[str]:
     return frozenset(expanded)
 
 
+FLAG, FILE, DATABASE = "flag", "file", "database"  # where a key comes from
+
+
 @dataclass(frozen=True, slots=True)
 class Grant:
-    """What one key may do. `models` None: every model."""
+    """What one key may do. `models` None: every model. `expires_at`: a Unix time past which
+    the key is refused (keys made through the API, fleet.api.auth.live_keys); `key_id` names
+    the key in listings and the audit log without showing it."""
 
     holder: str
     permissions: frozenset[str]
     models: frozenset[str] | None = None
+    key_id: str | None = None
+    source: str = FLAG
+    expires_at: float | None = None
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions
@@ -97,12 +106,26 @@ class Grant:
         return self.models is None or model in self.models
 
 
+def static_key_id(source: str, digest: str) -> str:
+    """The id under which a key of --api-key or --auth-config is listed: a short piece of
+    its hash, which says nothing of the key."""
+    return f"{source}-{digest[:10]}"
+
+
 class KeyStore:
-    """Key digest -> Grant."""
+    """Key digest -> Grant. `open`: whether the cluster takes requests without a key (no key
+    anywhere); a store of the command line's keys never is."""
+
+    open = False
 
     def __init__(self, grants: dict[str, Grant]):
-        self._by_digest = {bytes.fromhex(digest): (bytes.fromhex(digest), grant)
-                           for digest, grant in grants.items()}
+        self.static = dict(grants)  # the command line's and the file's, read-only
+        self._by_digest = self._indexed(grants)
+
+    @staticmethod
+    def _indexed(grants: dict[str, Grant]) -> dict[bytes, tuple[bytes, Grant]]:
+        return {bytes.fromhex(digest): (bytes.fromhex(digest), grant)
+                for digest, grant in grants.items()}
 
     def __len__(self) -> int:
         return len(self._by_digest)
@@ -113,12 +136,17 @@ class KeyStore:
         if entry is None:
             return None
         stored, grant = entry
-        return grant if hmac.compare_digest(stored, digest) else None
+        if not hmac.compare_digest(stored, digest):
+            return None
+        if grant.expires_at is not None and grant.expires_at <= time.time():
+            return None  # checked here, so an expired key is refused at its second
+        return grant
 
     @classmethod
     def build(cls, admin_key_hashes: Iterable[str], auth_config: Path | None) -> KeyStore:
-        admin = Grant("admin key", frozenset({ADMIN}))
-        grants = {digest: admin for digest in admin_key_hashes}
+        grants = {digest: Grant("admin key", frozenset({ADMIN}),
+                                key_id=static_key_id(FLAG, digest), source=FLAG)
+                  for digest in admin_key_hashes}
         if auth_config is not None:
             for digest, grant in read_auth_config(auth_config).items():
                 if digest in grants:
@@ -180,7 +208,8 @@ def _user_grants(user: _User) -> dict[str, Grant]:
         if digest in grants:
             raise ValueError(f"user {user.username!r}: the same key is given twice")
         grants[digest] = Grant(user.username, permissions,
-                               frozenset(models) if models is not None else None)
+                               frozenset(models) if models is not None else None,
+                               key_id=static_key_id(FILE, digest), source=FILE)
     return grants
 
 

@@ -5,7 +5,9 @@ request's body, made where the body is read.
 
 Plain ASGI, not Starlette's BaseHTTPMiddleware: on the inference routes the check is a header
 scan, one SHA-256, one dict lookup and a constant-time comparison, and nothing else is added.
-Without keys the middleware is not installed at all.
+A server with a database installs it always, since a key made through the API turns keys on
+while it runs (fleet.api.auth.live_keys); until then it passes every request on after one
+attribute test. An application without a database and without keys (a test's) leaves it out.
 
 Answers: 401 with `WWW-Authenticate: Bearer` for a missing or unknown key, 403 for a key without
 the permission or the model, both in OpenAI's error shape."""
@@ -89,7 +91,9 @@ class AuthMiddleware:
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         kind = scope["type"]
-        if kind == "http":
+        if self._store.open:  # no key anywhere yet (fleet.api.auth.live_keys)
+            await self._app(scope, receive, send)
+        elif kind == "http":
             await self._http(scope, receive, send)
         elif kind == "websocket":  # Fleet serves none; nothing gets in without a key either
             key = _request_key(scope["headers"])
@@ -179,10 +183,28 @@ def visible_models(scope: dict, models: list[dict[str, Any]], uid_field: str) ->
 
 
 def key_store(config: ServerConfig) -> KeyStore | None:
-    """The cluster's keys, or None when it runs without (the middleware is then left out)."""
+    """The cluster's keys: with a database, those of the command line and those made through
+    the API (read now, then followed: fleet.api.auth.live_keys); without one (an application
+    built by a test), the command line's, or None when there are none (the middleware is then
+    left out)."""
+    if config.database_url is not None:
+        from fleet.api.auth.live_keys import LiveKeys
+        from fleet.database import Database
+        from fleet.database.api_keys import DatabaseKeys
+
+        static = KeyStore.build(config.api_key_hashes, config.auth_config).static \
+            if config.auth_enabled else {}
+        live = LiveKeys(static, DatabaseKeys(Database(config.database_url)))
+        live.load()
+        return live
     if not config.auth_enabled:
         return None
     return KeyStore.build(config.api_key_hashes, config.auth_config)
+
+
+def auth_on(store: KeyStore | None) -> bool:
+    """Whether requests need a key now."""
+    return store is not None and not store.open
 
 
 def with_auth(app: Any, fastapi_app: Any, store: KeyStore | None, config: ServerConfig) -> Any:

@@ -95,6 +95,13 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/cluster/overview"): LIST,
     ("GET", "/v1/auth/me"): ANY_KEY,
     ("GET", "/v1/engines"): LIST,
+    # Keys made while the cluster runs, and the audit log (fleet.api.routes.keys, audit).
+    ("POST", "/v1/keys"): ADMIN,
+    ("GET", "/v1/keys"): ADMIN,
+    ("GET", "/v1/keys/{key_id}"): ADMIN,
+    ("PATCH", "/v1/keys/{key_id}"): ADMIN,
+    ("DELETE", "/v1/keys/{key_id}"): ADMIN,
+    ("GET", "/v1/audit"): ADMIN,
 }
 # Routes that name a running model in their path: a key limited to some models is held to them.
 MODEL_PATH_PARAM = "model_uid"

@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import APIRouter, Query, Request
 
+from fleet.api.audit import audit
 from fleet.cluster.weights.cache_inventory import MAX_MODEL_VERSION, MODEL_VERSION_PATTERN
 
 router = APIRouter()
@@ -54,4 +55,9 @@ async def remove_cached_model(request: Request, model_version: str = _model_vers
                               force: bool = Query(False)) -> dict[str, Any]:
     """`{"result": true, "removed": [...]}`; 404 for an unknown model_version, 409 while a
     running model reads it (unless `force=true`), 400 for a value that is not a folder name."""
-    return await _supervisor(request).remove_cached_model(model_version, worker_ip or None, force)
+    removed = await _supervisor(request).remove_cached_model(model_version, worker_ip or None,
+                                                             force)
+    await audit(request, "cache.remove", model_version,
+                {"worker_ip": worker_ip or None, "force": force,
+                 "removed": removed.get("removed") if isinstance(removed, dict) else None})
+    return removed

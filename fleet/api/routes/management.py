@@ -8,7 +8,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 
 from fleet import __version__
-from fleet.api.auth.middleware import check_model, visible_models
+from fleet.api.audit import audit
+from fleet.api.auth.middleware import auth_on, check_model, visible_models
 from fleet.api.protocol.bodies import RegisterRequest
 from fleet.catalogue.schemas import MODEL_TYPES, normalize_model_type
 from fleet.errors import BadRequest
@@ -44,7 +45,7 @@ async def status(request: Request) -> dict[str, Any]:
 @router.get("/v1/cluster/auth")
 async def cluster_auth(request: Request) -> dict[str, bool]:
     """Whether API keys are on: Xinference's client asks first, then sends its key."""
-    return {"auth": request.app.state.auth is not None}
+    return {"auth": auth_on(request.app.state.auth)}
 
 
 @router.get("/v1/address")
@@ -76,6 +77,8 @@ async def launch_model(
     cluster = _cluster(request)
     uid = await cluster.supervisor.launch_model(launch_body(body), wait_ready)
     cluster.router.invalidate(uid)
+    await audit(request, "model.launch", uid, body.model_dump(
+        mode="json", include={"model_name", "model_type", "model_engine", "replica"}))
     return {"model_uid": uid}
 
 
@@ -122,6 +125,7 @@ async def terminate_model(request: Request, model_uid: str) -> dict[str, Any]:
     await cluster.supervisor.terminate_model(model_uid)
     cluster.router.invalidate(model_uid)
     cluster.metrics.forget_model(model_uid)
+    await audit(request, "model.terminate", model_uid)
     return {}
 
 
@@ -144,6 +148,9 @@ async def replicas(request: Request, model_uid: str) -> list[dict[str, Any]]:
 async def register_model(request: Request, model_type: ModelTypePath, body: RegisterRequest) -> dict:
     await _cluster(request).supervisor.register_model(_model_type(model_type), body.family,
                                                       body.persist)
+    await audit(request, "registration.register",
+                f"{_model_type(model_type)}/{body.family.get('model_name')}",
+                {"persist": body.persist})
     return {}
 
 
@@ -162,6 +169,7 @@ async def get_registration(request: Request, model_type: ModelTypePath, model_na
 @router.delete("/v1/model_registrations/{model_type}/{model_name}")
 async def unregister_model(request: Request, model_type: ModelTypePath, model_name: str) -> dict:
     await _cluster(request).supervisor.unregister_model(_model_type(model_type), model_name)
+    await audit(request, "registration.unregister", f"{_model_type(model_type)}/{model_name}")
     return {}
 
 

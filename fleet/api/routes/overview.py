@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from fleet.api.auth.keys import ADMIN, PERMISSIONS
-from fleet.api.auth.middleware import GRANT_SCOPE_KEY, visible_models
+from fleet.api.auth.middleware import GRANT_SCOPE_KEY, auth_on, visible_models
 from fleet.engines.registry import ENGINES
 
 router = APIRouter()
@@ -58,7 +58,7 @@ async def auth_me(request: Request) -> dict[str, Any]:
     """The caller's rights: every permission when the cluster has no keys."""
     grant = request.scope.get(GRANT_SCOPE_KEY)
     if grant is None:
-        return {"auth": request.app.state.auth is not None, "holder": None,
+        return {"auth": auth_on(request.app.state.auth), "holder": None,
                 "permissions": sorted(PERMISSIONS), "models": None}
     permissions = PERMISSIONS if ADMIN in grant.permissions else grant.permissions
     return {"auth": True, "holder": grant.holder, "permissions": sorted(permissions),

@@ -18,6 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
+from fleet.api.audit import audit
 from fleet.api.protocol.fields import integer
 from fleet.autoscale import MAX_DELAY_S
 from fleet.limits import MAX_REPLICAS
@@ -44,6 +45,7 @@ async def add_model_replica(request: Request, model_uid: str,
     overrides = body.model_dump(exclude={"replica"}, exclude_none=True)
     added = await cluster.supervisor.add_model_replicas(model_uid, body.replica, overrides)
     cluster.router.invalidate(model_uid)
+    await audit(request, "model.scale_up", model_uid, {"added": body.replica})
     if body.replica == 1:
         return added[0]
     return {"replica": body.replica, "replicas": added}
@@ -57,6 +59,8 @@ async def terminate_model_replica(request: Request, model_uid: str,
     cluster.router.invalidate(model_uid)
     if remaining == 0:
         cluster.metrics.forget_model(model_uid)
+    await audit(request, "model.scale_down", model_uid,
+                {"replica_id": replica_id, "remaining_replicas": remaining})
     return {"remaining_replicas": remaining}
 
 
@@ -77,7 +81,9 @@ class AutoscaleRequest(BaseModel):
 @router.post("/v1/models/{model_uid}/autoscale")
 async def set_autoscale(request: Request, model_uid: str, body: AutoscaleRequest) -> dict[str, Any]:
     changes = body.model_dump(exclude_none=True)
-    return await request.app.state.cluster.supervisor.set_autoscale(model_uid, changes)
+    settings = await request.app.state.cluster.supervisor.set_autoscale(model_uid, changes)
+    await audit(request, "model.autoscale", model_uid, changes)
+    return settings
 
 
 @router.get("/v1/models/{model_uid}/events")

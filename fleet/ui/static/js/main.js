@@ -21,6 +21,7 @@ const ROUTES = [
   ['/ui/registrations', () => import('./pages/registrations.js')],
   ['/ui/registrations/:type/:name', () => import('./pages/registration.js')],
   ['/ui/metrics', () => import('./pages/metrics.js')],
+  ['/ui/keys', () => import('./pages/keys.js')],
 ];
 
 function compile(pattern) {

@@ -9,6 +9,7 @@ const NAV = [
   ['/ui/models', 'Models', 'models:list'],
   ['/ui/registrations', 'Registrations', 'models:list'],
   ['/ui/metrics', 'Metrics', 'metrics:read'],
+  ['/ui/keys', 'Keys', 'admin'],
 ];
 
 function current(path, target) {
