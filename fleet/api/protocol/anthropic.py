@@ -12,10 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from fleet.api.protocol.fields import INT32_MAX, Flag, Text, integer, unsupported
-from fleet.limits import check_count, schema_max_items
+from fleet.api.protocol.fields import INT32_MAX, Flag, Text, few_items, integer, unsupported
+from fleet.limits import schema_max_items
 
 Tokens = integer(ge=1, le=INT32_MAX)
 # Anthropic's `cache_control` ({"type": "ephemeral", "ttl": ...}): accepted, see the top.
@@ -224,19 +224,8 @@ class _MessagesInput(_Body):
     cache_control: CacheControl = None
 
     # Counted before the items are validated: a list of a million is refused for its length.
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _few_messages(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_messages", len(value), "messages")
-        return value
-
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _few_tools(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_tools", len(value), "tools")
-        return value
+    _few_messages = few_items("max_messages", "messages")
+    _few_tools = few_items("max_tools", "tools")
 
     @property
     def output_schema(self) -> dict[str, Any] | None:
@@ -267,12 +256,7 @@ class MessagesRequest(_MessagesInput):
     metadata: Metadata | None = None
     service_tier: Literal["auto", "standard_only"] | None = None
 
-    @field_validator("stop_sequences", mode="before")
-    @classmethod
-    def _few_stops(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_stop", len(value), "stop_sequences")
-        return value
+    _few_stops = few_items("max_stop", "stop_sequences")
 
 
 class CountTokensRequest(_MessagesInput):

@@ -15,11 +15,12 @@ from fleet.api.protocol.fields import (
     KeepAlive,
     Text,
     TokenIds,
+    few_items,
     integer,
     unsupported,
 )
 from fleet.errors import BadRequest
-from fleet.limits import check_count, check_depth, check_ids_or_items, schema_max_items
+from fleet.limits import check_depth, check_ids_or_items, schema_max_items
 
 
 class RegisterRequest(BaseModel):
@@ -97,12 +98,7 @@ class RerankRequest(BaseModel):
     # Xinference's client always sends it, as null.
     max_chunks_per_doc: None = unsupported("split long documents before sending them")
 
-    @field_validator("documents", mode="before")
-    @classmethod
-    def _few_documents(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_items", len(value), "documents")
-        return value
+    _few_documents = few_items("max_items", "documents")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]

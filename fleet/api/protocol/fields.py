@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema
+from pydantic import AfterValidator, Field, PlainValidator, WithJsonSchema, field_validator
 from pydantic_core import PydanticCustomError
 
 from fleet.keep_alive import MAX_KEEP_ALIVE_S, parse_keep_alive
+from fleet.limits import check_count
 
 # The JSON bodies of the hot paths (embeddings, rerank, chat, completions) are read strictly
 # (`model_config = ConfigDict(strict=True)`): pydantic's lax mode would read true as 1 and "2"
@@ -74,6 +75,18 @@ NonBlank = Annotated[str, Field(pattern=r"[^\s\x1c-\x1f]")]
 # own whitespace can be nothing else).
 JsonObjectText = Annotated[str, WithJsonSchema({
     "type": "string", "pattern": r"^[ \t\n\r]*\{", "contentMediaType": "application/json"})]
+
+
+def few_items(limit: str, field: str) -> Any:
+    """The validator that refuses a list `field` longer than the limit `limit` (fleet.limits),
+    naming the field: assigned in a body's class (`_few_tools = few_items("max_tools",
+    "tools")`). It runs before the items are validated, so that a list of a million entries is
+    refused for its length, not validated entry by entry first."""
+    def check(cls: type, value: Any) -> Any:
+        if isinstance(value, list):
+            check_count(limit, len(value), field)
+        return value
+    return field_validator(field, mode="before")(check)
 
 
 def unsupported(why: str) -> Any:

@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     PrivateAttr,
-    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -26,6 +25,7 @@ from fleet.api.protocol.fields import (
     NonBlank,
     Text,
     TokenId,
+    few_items,
     integer,
     unsupported,
 )
@@ -100,14 +100,9 @@ class _GenerationBase(BaseModel):
     # Ollama's: the model's keep_alive from now on (fleet.api.keep_alives); not the replica's.
     keep_alive: KeepAlive | None = None
 
-    # Counts are checked before the items are validated ("before" validators), so that a list
-    # of a million entries is refused for its length, not validated entry by entry first.
-    @field_validator("stop", "stop_token_ids", mode="before")
-    @classmethod
-    def _few_stops(cls, value: Any, info: ValidationInfo) -> Any:
-        if isinstance(value, list):
-            check_count("max_stop", len(value), str(info.field_name))
-        return value
+    # Counts are checked before the items are validated (fleet.api.protocol.fields.few_items).
+    _few_stops = few_items("max_stop", "stop")
+    _few_stop_ids = few_items("max_stop", "stop_token_ids")
 
     @field_validator("n")
     @classmethod
@@ -204,19 +199,8 @@ class ChatCompletionRequest(_GenerationBase):
     parallel_tool_calls: Flag | None = None
     chat_template_kwargs: dict[str, Any] | None = None
 
-    @field_validator("messages", mode="before")
-    @classmethod
-    def _few_messages(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_messages", len(value), "messages")
-        return value
-
-    @field_validator("tools", mode="before")
-    @classmethod
-    def _few_tools(cls, value: Any) -> Any:
-        if isinstance(value, list):
-            check_count("max_tools", len(value), "tools")
-        return value
+    _few_messages = few_items("max_messages", "messages")
+    _few_tools = few_items("max_tools", "tools")
 
     def _typed_fields(self) -> dict[str, Any]:
         typed: dict[str, Any] = {}
