@@ -15,8 +15,6 @@ from typing import Any
 
 import orjson
 
-from fleet.api.errors import error_reply
-
 MESSAGES_PATH = "/v1/messages"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 PATHS = frozenset({MESSAGES_PATH, COUNT_TOKENS_PATH})
@@ -35,13 +33,6 @@ def error_type(status: int) -> str:
 
 def error_body(status: int, message: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": error_type(status), "message": message}}
-
-
-def stream_error(exc: Exception) -> tuple[dict[str, Any], str]:
-    """The `error` event of a stream whose answer has begun, and Fleet's own kind of the error
-    (for the metrics), from the same mapping as an answer that has not begun."""
-    status, body, _ = error_reply(exc)
-    return error_body(status, body["error"]["message"]), body["error"]["type"]
 
 
 def _message_of(body: bytes) -> str:
