@@ -123,15 +123,14 @@ class _ChoiceOutput:
             made = (chunk.get("timings") or {}).get("predicted_n")
             return self._finish(text, logprobs, "stop", made if isinstance(made, int) else
                                 self._tokens, self._stops.matched)
-        if stop_at is not None or choice.get("finish_reason"):
-            text += self._stops.flush()  # held as the start of a stop string that never came
+        reason = choice.get("finish_reason")
+        if stop_at is None and not reason:
+            return TokenEvent(self.index, text, logprobs)
+        text += self._stops.flush()  # held as the start of a stop string that never came
         if stop_at is not None:
             return self._finish(text, logprobs, "stop", self._tokens)
-        if choice.get("finish_reason"):
-            usage = chunk.get("usage") or {}
-            return self._finish(text, logprobs, choice["finish_reason"],
-                                int(usage.get("completion_tokens", self._tokens)))
-        return TokenEvent(self.index, text, logprobs)
+        usage = chunk.get("usage") or {}
+        return self._finish(text, logprobs, reason, int(usage.get("completion_tokens", self._tokens)))
 
     def _finish(self, text: str, logprobs: list[dict[str, Any]] | None, reason: str,
                 tokens: int, stop: str | None = None) -> TokenEvent:
