@@ -205,6 +205,10 @@ class GenerationResult(_Packed, frozen=True, kw_only=True):
     choices: list[JsonObject]
     usage: Usage
 
+    def token_counts(self) -> tuple[int, int]:
+        """(prompt, generated) tokens, as the API's metrics count a call (ReplicaRouter.call)."""
+        return self.usage.prompt_tokens, self.usage.completion_tokens
+
 
 class StreamStarted(msgspec.Struct, frozen=True):
     stream_id: str

@@ -29,10 +29,6 @@ _OBJECTS = {"chat": ("chat.completion", "chat.completion.chunk", "chatcmpl-"),
             "completion": ("text_completion", "text_completion", "cmpl-")}
 
 
-def _usage_tokens(result: GenerationResult) -> tuple[int, int]:
-    return result.usage.prompt_tokens, result.usage.completion_tokens
-
-
 def _usage(usage: Usage | None) -> dict[str, int] | None:
     return None if usage is None else msgspec.structs.asdict(usage)
 
@@ -64,8 +60,8 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     if body.keep_alive is not None:  # Ollama's: the model's from now on
         await cluster.router.keep_alives.apply(body.model, body.keep_alive)
     if not body.stream:
-        result: GenerationResult = await cluster.router.call(body.model, endpoint, "generate",
-                                                             call, tokens=_usage_tokens)
+        result: GenerationResult = await cluster.router.call(
+            body.model, endpoint, "generate", call, tokens=GenerationResult.token_counts)
         payload = envelope.wrap(envelope.whole, choices=result.choices, usage=_usage(result.usage))
         return orjson.dumps(payload)
     stream = await cluster.router.open_stream(body.model, endpoint, call)

@@ -34,10 +34,6 @@ ENDPOINT = "messages"
 COUNT_ENDPOINT = "messages_count_tokens"
 
 
-def _usage_tokens(result: GenerationResult) -> tuple[int, int]:
-    return result.usage.prompt_tokens, result.usage.completion_tokens
-
-
 async def _chat_call(cluster: ClusterHandle, body: MessagesRequest | CountTokensRequest
                      ) -> GenerationCall:
     """The chat call that runs `body`, for a model that is there: what a request may hold
@@ -52,8 +48,8 @@ async def messages(cluster: ClusterHandle, body: MessagesRequest) -> bytes | Eve
     call = await _chat_call(cluster, body)
     omit_thinking = getattr(body.thinking, "display", None) == "omitted"
     if not body.stream:
-        result: GenerationResult = await cluster.router.call(body.model, ENDPOINT, "generate",
-                                                             call, tokens=_usage_tokens)
+        result: GenerationResult = await cluster.router.call(
+            body.model, ENDPOINT, "generate", call, tokens=GenerationResult.token_counts)
         return orjson.dumps(answer.message(body.model, result.choices[0], result.usage,
                                            body.stop_sequences, omit_thinking))
     stream = await cluster.router.open_stream(body.model, ENDPOINT, call)
