@@ -22,6 +22,7 @@ reasoning splitter. What maps where:
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from fleet.api.protocol.anthropic import (
@@ -111,10 +112,7 @@ def _turn(message: Message, where: str, model: str) -> list[dict[str, Any]]:
         return [{"role": message.role, "content": message.content}]
     if isinstance(message, AssistantMessage):
         return [_assistant(message)]
-    for position, block in enumerate(message.content):
-        if isinstance(block, ImageBlock):
-            raise _no_vision(model, f"{where}.content.{position}")
-    texts = [block.text for block in message.content if isinstance(block, TextBlock)]
+    texts = _texts(message.content, where, model)
     results = [_tool_result(block, f"{where}.content.{position}", model)
                for position, block in enumerate(message.content)
                if isinstance(block, ToolResultBlock)]
@@ -140,16 +138,20 @@ def _assistant(message: AssistantMessage) -> dict[str, Any]:
 
 
 def _tool_result(block: ToolResultBlock, where: str, model: str) -> dict[str, Any]:
-    if isinstance(block.content, str):
-        text = block.content
-    else:
-        for position, part in enumerate(block.content):
-            if isinstance(part, ImageBlock):
-                raise _no_vision(model, f"{where}.content.{position}")
-        text = "\n".join(part.text for part in block.content if isinstance(part, TextBlock))
+    text = (block.content if isinstance(block.content, str)
+            else "\n".join(_texts(block.content, where, model)))
     if block.is_error:
         text = f"Error: {text}"
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
+
+
+def _texts(blocks: Sequence[Any], where: str, model: str) -> list[str]:
+    """The texts of a turn's or a tool result's blocks (`where`); an image among them is
+    refused, naming its place."""
+    for position, block in enumerate(blocks):
+        if isinstance(block, ImageBlock):
+            raise _no_vision(model, f"{where}.content.{position}")
+    return [block.text for block in blocks if isinstance(block, TextBlock)]
 
 
 def _no_vision(model: str, where: str) -> BadRequest:
