@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,6 +69,11 @@ class Database:
         ends, rolled back (nothing written) when it raises."""
         with self._writing() as session, session.begin():
             yield session
+
+    def connect_writing(self) -> Connection:
+        """A connection whose transactions begin as writers, as `writing`'s do: what the
+        migrations run on (fleet.database.migrations)."""
+        return self.engine.execution_options(**{_WRITE: True}).connect()
 
     @contextmanager
     def saving(self, what: str, told: str | None = None,
