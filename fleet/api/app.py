@@ -88,8 +88,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.supervisor_address = supervisor_address
     app.state.config = config = config or ServerConfig()
     app.state.auth = store = keys if keys is not None else key_store(config)  # None: open
-    # Keys made through the API and the audit log, where the cluster has a database.
-    app.state.key_table = store.keys if isinstance(store, LiveKeys) else None
+    # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
     app.state.started_at = time.time()
     install_error_handlers(app)

@@ -15,14 +15,14 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fleet.api.auth.key_requests import CreateKeyRequest, UpdateKeyRequest
-from fleet.api.auth.keys import ADMIN, Grant, hash_key
+from fleet.api.auth.keys import ADMIN, DATABASE, FILE, FLAG, Grant, hash_key
 from fleet.api.auth.live_keys import LiveKeys
 from fleet.database.api_keys import LIMIT_FIELDS, StoredKey
 from fleet.errors import BadRequest, Conflict, NotFound
 
 KEY_PREFIX = "sk-fleet-"
 SHOWN_PREFIX = len(KEY_PREFIX) + 6  # how much of a key listings show: enough to tell apart
-_WHERE = {"flag": "--api-key (FLEET_API_KEY)", "file": "the --auth-config file"}
+_WHERE = {FLAG: "--api-key (FLEET_API_KEY)", FILE: "the --auth-config file"}
 
 
 def new_key() -> str:
@@ -39,7 +39,7 @@ def stored_view(key: StoredKey) -> dict[str, Any]:
     status = ("revoked" if key.revoked_at else
               "expired" if key.expires_at and key.expires_at <= now else "active")
     return {"id": key.id, "object": "api_key", "name": key.name, "owner": key.owner,
-            "source": "database", "read_only": False, "prefix": key.prefix,
+            "source": DATABASE, "read_only": False, "prefix": key.prefix,
             "permissions": key.permissions, "models": key.models, "limits": key.limits,
             "expires_at": _iso(key.expires_at), "created_at": _iso(key.created_at),
             "revoked_at": _iso(key.revoked_at), "last_used_at": _iso(key.last_used_at),

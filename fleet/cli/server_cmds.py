@@ -132,7 +132,8 @@ def _launch_policy_options(command: Any) -> Any:
     return command
 
 
-# Kept for everything else on the machine (`fleet local`, `fleet worker`).
+# Taken by the commands that run a worker (`fleet local`, `fleet worker`): the RAM it leaves
+# to the rest of the machine.
 _max_model_memory = click.option(
     "--max-model-memory", "max_model_memory", envvar="FLEET_MAX_MODEL_MEMORY", metavar="SIZE",
     help="The most RAM this worker's models may take together, by their memory estimates "

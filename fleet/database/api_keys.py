@@ -12,7 +12,6 @@ this table holds any row (docs/security.md)."""
 
 from __future__ import annotations
 
-import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,15 +19,11 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from sqlalchemy import exists, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import fleet.database.meta as meta
-from fleet.database.engine import Database, driver_message
+from fleet.database.engine import Database
 from fleet.database.schema import ApiKey, User, utc_now
-from fleet.errors import StateNotSaved
-
-logger = logging.getLogger(__name__)
 
 LIMIT_FIELDS = ("requests_per_minute", "tokens_per_minute", "max_concurrent_requests",
                 "daily_tokens", "monthly_tokens")
@@ -166,17 +161,11 @@ class DatabaseKeys:
                     row.last_used_at = when
 
     def _write(self, what: str, change: Callable[[Session], _T]) -> _T:
-        try:
-            with self.db.writing() as session:
-                result = change(session)
-                if result is not None:
-                    meta.put(session, meta.KEYS_CHANGED, secrets.token_hex(8))
-                return result
-        except SQLAlchemyError as exc:
-            reason = driver_message(exc)
-            logger.error("could not %s in %s: %s", what, self.db.shown, reason)
-            raise StateNotSaved(f"could not {what} in {self.db.shown} ({reason}); nothing "
-                                "was changed") from None
+        with self.db.saving(f"{what} in {self.db.shown}") as session:
+            result = change(session)
+            if result is not None:
+                meta.put(session, meta.KEYS_CHANGED, secrets.token_hex(8))
+            return result
 
 
 def _ensure_user(session: Session, name: str | None) -> None:

@@ -17,20 +17,28 @@ instead of the TCP stack's minutes."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from fleet.database.errors import DatabaseUnusable
 from fleet.database.url import database_url, hidden, sqlite_file
+from fleet.errors import StateNotSaved
+
+logger = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_MS = 10_000
 CONNECT_TIMEOUT_S = 5
 _WRITE = "fleet_write"  # the execution option that makes a transaction begin as a writer
+# What refuses a write of JSON that a user gave: the database, or a value that JSON cannot
+# hold (TypeError, ValueError).
+JSON_WRITE_ERRORS: tuple[type[Exception], ...] = (SQLAlchemyError, TypeError, ValueError)
 
 
 class Database:
@@ -61,6 +69,26 @@ class Database:
         ends, rolled back (nothing written) when it raises."""
         with self._writing() as session, session.begin():
             yield session
+
+    def connect_writing(self) -> Connection:
+        """A connection whose transactions begin as writers, as `writing`'s do: what the
+        migrations run on (fleet.database.migrations)."""
+        return self.engine.execution_options(**{_WRITE: True}).connect()
+
+    @contextmanager
+    def saving(self, what: str, told: str | None = None,
+               errors: tuple[type[Exception], ...] = (SQLAlchemyError,)) -> Iterator[Session]:
+        """`writing`, for a change of the cluster's state: when the database refuses it (one
+        of `errors`), the failure is logged ("could not {what}") and raised as StateNotSaved
+        ("could not {told} (reason); nothing was changed"; `told` defaults to `what`)."""
+        try:
+            with self.writing() as session:
+                yield session
+        except errors as exc:
+            reason = driver_message(exc)
+            logger.error("could not %s: %s", what, reason)
+            raise StateNotSaved(f"could not {told or what} ({reason}); nothing was "
+                                "changed") from None
 
     def close(self) -> None:
         self.engine.dispose()

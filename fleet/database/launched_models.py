@@ -22,9 +22,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 import fleet.database.meta as meta
-from fleet.database.engine import Database, driver_message
+from fleet.database.engine import JSON_WRITE_ERRORS, Database, driver_message
 from fleet.database.schema import LaunchedModel
-from fleet.errors import StateNotSaved
 
 logger = logging.getLogger(__name__)
 
@@ -50,14 +49,10 @@ class ModelStore:
     def write(self, entries: dict[str, Any]) -> None:
         """Make the table hold exactly `entries`; StateNotSaved, and nothing written, if the
         database refuses."""
-        try:
-            with self.db.writing() as session:
-                write_entries(session, entries)
-        except (SQLAlchemyError, TypeError, ValueError) as exc:  # also: a value without JSON
-            reason = driver_message(exc)
-            logger.error("could not write the launched models to %s: %s", self.db.shown, reason)
-            raise StateNotSaved(f"could not save the cluster's state to {self.db.shown} "
-                                f"({reason}); nothing was changed") from None
+        with self.db.saving(f"write the launched models to {self.db.shown}",
+                            f"save the cluster's state to {self.db.shown}",
+                            JSON_WRITE_ERRORS) as session:
+            write_entries(session, entries)
 
 
 def read_entries(session: Session) -> dict[str, Any]:

@@ -70,7 +70,7 @@ def upgrade(db: Database) -> Upgrade:
     script = ScriptDirectory.from_config(config)
     heads = tuple(sorted(script.get_heads()))
     try:
-        with db.engine.execution_options(fleet_write=True).connect() as connection:
+        with db.connect_writing() as connection:
             with connection.begin():
                 _lock(connection)
                 before = tuple(sorted(MigrationContext.configure(connection).get_current_heads()))

@@ -4,19 +4,14 @@ register and unregister is one short transaction, written before the catalogue s
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import delete, select
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from fleet.database.engine import Database, driver_message
+from fleet.database.engine import JSON_WRITE_ERRORS, Database
 from fleet.database.schema import Registration
-from fleet.errors import StateNotSaved
-
-logger = logging.getLogger(__name__)
 
 
 class DatabaseRegistrations:
@@ -42,11 +37,7 @@ class DatabaseRegistrations:
                         Registration.model_name == model_name)))
 
     def _write(self, what: str, change: Callable[[Session], object]) -> None:
-        try:
-            with self.db.writing() as session:
-                change(session)
-        except (SQLAlchemyError, TypeError, ValueError) as exc:  # also: a value without JSON
-            reason = driver_message(exc)
-            logger.error("could not %s in %s: %s", what, self.db.shown, reason)
-            raise StateNotSaved(f"could not save the registration to {self.db.shown} "
-                                f"({reason}); nothing was changed") from None
+        with self.db.saving(f"{what} in {self.db.shown}",
+                            f"save the registration to {self.db.shown}",
+                            JSON_WRITE_ERRORS) as session:
+            change(session)

@@ -10,7 +10,7 @@ an operator can repair them (fleet.cluster.supervisor.restore)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -30,6 +30,12 @@ def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# When a row was made, and last changed: filled in by SQLAlchemy, in UTC.
+Created = Annotated[datetime, mapped_column(DateTime(timezone=True), default=utc_now)]
+Updated = Annotated[datetime, mapped_column(DateTime(timezone=True), default=utc_now,
+                                            onupdate=utc_now)]
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
 
@@ -42,9 +48,8 @@ class Registration(Base):
     model_type: Mapped[str] = mapped_column(Text, primary_key=True)  # LLM, embedding, ...
     model_name: Mapped[str] = mapped_column(Text, primary_key=True)
     family: Mapped[Any] = mapped_column(JSON, nullable=False)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
-                                                 onupdate=utc_now)
+    created_at: Mapped[Created]
+    updated_at: Mapped[Updated]
 
 
 class LaunchedModel(Base):
@@ -54,9 +59,8 @@ class LaunchedModel(Base):
 
     uid: Mapped[str] = mapped_column(Text, primary_key=True)
     request: Mapped[Any] = mapped_column(JSON, nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
-                                                 onupdate=utc_now)
+    created_at: Mapped[Created]
+    updated_at: Mapped[Updated]
 
 
 class User(Base):
@@ -65,7 +69,7 @@ class User(Base):
     __tablename__ = "users"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[Created]
 
 
 class ApiKey(Base):
@@ -88,7 +92,7 @@ class ApiKey(Base):
     daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now)
+    created_at: Mapped[Created]
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
@@ -117,5 +121,4 @@ class Meta(Base):
 
     key: Mapped[str] = mapped_column(Text, primary_key=True)
     value: Mapped[Any] = mapped_column(JSON, nullable=True)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
-                                                 onupdate=utc_now)
+    updated_at: Mapped[Updated]

@@ -30,7 +30,7 @@ def _revision_at(db: Database) -> tuple[str, ...]:
 def _alembic(db: Database, action, revision: str) -> None:
     """Run an alembic command on `db` as its command line would, on the engine's connection."""
     config = alembic_config()
-    with db.engine.execution_options(fleet_write=True).connect() as connection:
+    with db.connect_writing() as connection:
         with connection.begin():
             config.attributes["connection"] = connection
             action(config, revision)

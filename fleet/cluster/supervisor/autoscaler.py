@@ -105,7 +105,7 @@ class Autoscaler:
     # ---- changed while serving --------------------------------------------------------------
     async def configure(self, uid: str, changes: dict[str, Any]) -> dict[str, Any]:
         """`POST /v1/models/{uid}/autoscale`: the fields given replace the model's, checked
-        together, saved to the saved state before they take effect; the settings now in force.
+        together, saved in the state before they take effect; the settings now in force.
         The replica count saved with them is brought within the bounds, so that a restart
         launches a count that they allow (the rule brings the running count there too)."""
         async with self._cluster.locks.hold(uid):

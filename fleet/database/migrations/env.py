@@ -35,7 +35,7 @@ def _from_the_command_line() -> None:
     url = context.get_x_argument(as_dictionary=True).get("url")
     db = Database(url)
     try:
-        with db.engine.execution_options(fleet_write=True).connect() as connection:
+        with db.connect_writing() as connection:
             _run(connection)
             connection.commit()
     finally:

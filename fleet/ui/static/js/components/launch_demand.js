@@ -18,15 +18,6 @@ export function demandBody(demand, replica) {
   return body;
 }
 
-// Autoscaling's bounds are strict integers in the launch body, which a query string (the
-// estimate's) cannot carry: the estimate gets the replica count they start with instead.
-export function forEstimate(body) {
-  const rest = { ...body };
-  delete rest.min_replicas;
-  delete rest.max_replicas;
-  return rest;
-}
-
 export function DemandFields({ demand, onChange }) {
   const set = (name) => (e) => onChange({ ...demand, [name]: e.target.value });
   const number = (name, label, hint, attrs) => html`<${Field} id=${`launch-${name}`} label=${label} hint=${hint}>

@@ -5,7 +5,7 @@ import { api } from '../api.js';
 import { sizeLabel } from '../catalogue_data.js';
 import { html, useMemo, useState } from '../html.js';
 import { EstimatePanel, useEstimate } from './estimate.js';
-import { DemandFields, demandBody, EMPTY_DEMAND, forEstimate } from './launch_demand.js';
+import { DemandFields, demandBody, EMPTY_DEMAND } from './launch_demand.js';
 import { LaunchProgress } from './launch_progress.js';
 import { ErrorBox, Field } from './ui.js';
 
@@ -81,7 +81,7 @@ export function LaunchForm({ type, family, engines }) {
   const allOptions = engines.flatMap((e) => e.launch_options || []);
   const body = { ...buildBody(type, family, variant, form, allOptions),
     ...demandBody(form.demand, Number(form.replica) || 1), ...extra };
-  const shown = useEstimate(forEstimate(body));
+  const shown = useEstimate(body);
   // The options shown are the chosen engine's, or those of the one the estimate picked.
   const engineName = form.engine || shown.estimate?.model_engine;
   const engineOptions = engines.find((e) => e.engine === engineName)?.launch_options || [];
