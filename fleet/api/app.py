@@ -17,6 +17,7 @@ from fleet.api.auth.request_guard import guarded
 from fleet.api.cluster_handle import ClusterHandle
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
+from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
 from fleet.api.routes import audio as routes_audio
@@ -91,6 +92,10 @@ def create_app(supervisor: Any, supervisor_address: str,
     # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
     app.state.started_at = time.time()
+    # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
+    # fed by fleet.api.metering; None: not kept.
+    app.state.limiter = None
+    app.state.usage = None
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)
@@ -119,7 +124,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     front = FastJsonRoutes(app, [route.bound(cluster) for route in HOT_ROUTES])
     # Keys are checked behind the browser checks: a page that rebinds its name is refused
     # before anything else reads its request (fleet.api.auth.request_guard).
-    served = guarded(with_auth(front, app, store, config), config.host, config.allowed_hosts,
+    # Behind the key check, which puts the request's Grant where metering reads it.
+    served = guarded(with_auth(metered(front, app.state.limiter, app.state.usage), app, store,
+                               config), config.host, config.allowed_hosts,
                      config.cors_origins, UPLOAD_PATHS)
     # Outside every layer that may refuse a request, so that each refusal on the Messages
     # routes takes Anthropic's shape (fleet.api.anthropic.errors).

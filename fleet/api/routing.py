@@ -32,6 +32,7 @@ from typing import Any
 import xoscar as xo
 from xoscar.errors import ActorNotExist, ServerClosed
 
+from fleet.api import metering
 from fleet.api.keep_alives import KeepAlives
 from fleet.api.metrics import FleetMetrics
 from fleet.api.streams import Replica, ReplicaStream
@@ -262,6 +263,7 @@ class ReplicaRouter:
         """The call, with the request counted as started, and as failed if it raises."""
         await self._replicas(uid)  # unknown uids fail here, before they make a metric series
         started = self._metrics.request_started(uid, endpoint)
+        metering.reached(uid, endpoint)
         try:
             result, replica = await call()
         except FleetError as exc:
@@ -337,6 +339,7 @@ class ReplicaRouter:
                 uid, lambda r: getattr(r.ref, method)(*args))
         started, result, replica = await self._counted_call(uid, endpoint, call)
         prompt, generated = tokens(result)
+        metering.used_tokens(prompt, generated)
         self._metrics.request_finished(uid, endpoint, started, replica.replica_uid,
                                        replica.worker, prompt, generated)
         return result

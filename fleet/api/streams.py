@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from xoscar.errors import ServerClosed
 
+from fleet.api import metering
 from fleet.api.errors import error_reply
 from fleet.api.metrics import FleetMetrics
 from fleet.channel.api_end import StreamInbox
@@ -80,6 +81,7 @@ class ReplicaStream:
 
     def finished(self, completion_tokens: int) -> None:
         self._closed = True
+        metering.used_tokens(self.prompt_tokens, completion_tokens)
         self._metrics.request_finished(self.model, self.endpoint, self._started,
                                        self.replica.replica_uid, self.replica.worker,
                                        self.prompt_tokens, completion_tokens)

@@ -98,6 +98,12 @@ class Grant:
     key_id: str | None = None
     source: str = FLAG
     expires_at: float | None = None
+    # The key's limits by name (fleet.api.auth.key_requests.KeyLimits), only those it has.
+    limits: dict[str, int] | None = None
+
+    @property
+    def limited(self) -> bool:
+        return bool(self.limits)
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions
