@@ -6,6 +6,9 @@ or another model's alias. That they survive a restart: tests/e2e/test_restart.py
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import anthropic
 import httpx
 import openai
@@ -114,3 +117,22 @@ def test_an_alias_never_shadows_a_uid_or_another_model_s_alias(local_cluster, cl
         assert refused.status_code == 400 and refused.json()["error"]["code"] == "alias_taken"
     finally:
         client.terminate_model("other")
+
+
+def test_the_cli_sets_and_lists_aliases(local_cluster, client, smol):
+    def fleet(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "fleet", *args, "-e", local_cluster.endpoint],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    try:
+        assert "answers to qwen-coder" in fleet("alias", "-u", UID, "qwen-coder")
+        assert client.describe_model(UID)["aliases"] == ["qwen-coder"]
+        assert "= qwen-coder" in fleet("list")
+        assert "its uid only" in fleet("alias", "-u", UID, "--clear")
+        refused = subprocess.run([sys.executable, "-m", "fleet", "alias", "-u", UID, "-e",
+                                  local_cluster.endpoint], capture_output=True, text=True)
+        assert refused.returncode != 0 and "--clear" in refused.stderr
+    finally:
+        client.set_aliases(UID, ALIASES)
