@@ -79,7 +79,8 @@ async def _start_worker(pool: Any, supervisor_address: str, config: ServerConfig
     # `endpoint`: the supervisor's API, where the worker finds it again after it restarts.
     return await xo.create_actor(
         WorkerActor, supervisor_address, pool, warm_spare_enabled(), endpoint,
-        config.max_model_memory, address=pool.external_address, uid=WorkerActor.default_uid(),
+        config.max_model_memory, config.replica_ports, address=pool.external_address,
+        uid=WorkerActor.default_uid(),
     )
 
 
@@ -233,7 +234,7 @@ async def run_worker(endpoint: str, host: str | None, config: ServerConfig) -> N
     supervisor_address = supervisor_actor_address(endpoint, secret)
     await check_admitted(supervisor_address)
     host = host or _local_ip_towards(supervisor_address)
-    pool = await _create_pool(host)
+    pool = await _create_pool(host, config.actor_port or 0)
     try:
         await _start_worker(pool, supervisor_address, config, endpoint)
         logger.info("worker %s joined the supervisor at %s", pool.external_address, endpoint)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from fleet.byte_sizes import parse_byte_size
 from fleet.errors import BadRequest
 from fleet.keep_alive import parse_keep_alive
+from fleet.port_range import parse_port_range
 from fleet.settings import DEFAULT_PORT
 
 _SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
@@ -38,8 +39,12 @@ class ServerConfig(BaseModel):
 
     host: str = "127.0.0.1"
     port: int = Field(default=DEFAULT_PORT, ge=1, le=65535)
-    # The supervisor's actor port (None: a free one at each start); workers find it either way.
+    # The actor port of this process's pool (None: a free one at each start): the supervisor's,
+    # which workers find either way, or a worker's (fleet worker --actor-port).
     actor_port: int | None = Field(default=None, ge=1, le=65535)
+    # The ports the worker's replica processes listen on, two each (--replica-ports START-END,
+    # fleet.cluster.worker.replica_ports); None: free ports the OS picks.
+    replica_ports: tuple[int, int] | None = None
     # The cluster secret (fleet.cluster_secret): as given on the command line, else None until
     # the server resolves it at start (FLEET_HOME's, or a new one). Kept out of repr and logs.
     cluster_secret: str | None = Field(default=None, repr=False)
@@ -89,6 +94,11 @@ class ServerConfig(BaseModel):
         except BadRequest as exc:
             raise ValueError(exc.message) from None
         return value
+
+    @field_validator("replica_ports", mode="before")
+    @classmethod
+    def _a_port_range(cls, value: str | tuple[int, int] | None) -> tuple[int, int] | None:
+        return parse_port_range(value) if isinstance(value, str) else value
 
     @field_validator("max_model_memory", mode="before")
     @classmethod

@@ -50,6 +50,10 @@ from fleet.messages import StreamFrame
 
 logger = logging.getLogger(__name__)
 
+# The port a replica's channel listens on when its worker fixes one (--replica-ports,
+# fleet.cluster.worker.replica_ports); unset: a free port the OS picks.
+CHANNEL_PORT_ENV = "FLEET_CHANNEL_PORT"
+
 HELLO_TIMEOUT_S = 10.0
 # A hello is a token, a nonce and a proof: anything larger is not an API speaking this protocol,
 # and nothing larger is read from a peer that has not proved itself yet.
@@ -81,14 +85,14 @@ class ReplicaChannelServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.address = ""
 
-    async def start(self, host: str) -> str:
-        """Listen on `host` (the replica's pool host, which the API already reaches); "" when
-        there is no cluster secret to check peers with."""
+    async def start(self, host: str, port: int = 0) -> str:
+        """Listen on `host` (the replica's pool host, which the API already reaches) at `port`
+        (0: a free one); "" when there is no cluster secret to check peers with."""
         if not self._secret:
             logger.warning("replica channel: no cluster secret in this process; not listening")
             return ""
         self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(self._accept, host, 0)
+        self._server = await asyncio.start_server(self._accept, host, port)
         port = self._server.sockets[0].getsockname()[1]
         self.address = f"{host}:{port}"
         return self.address

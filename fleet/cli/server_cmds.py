@@ -46,6 +46,16 @@ _actor_port = click.option(
     "--actor-port", type=click.IntRange(1, 65535), default=None, envvar="FLEET_ACTOR_PORT",
     help="Port of the supervisor's actors (or FLEET_ACTOR_PORT); default: a free one at each "
          "start. Workers find it either way, through the API; fix it for a firewall.")
+# A worker's own pool (`fleet worker`); in `fleet local` the one pool is --actor-port's.
+_worker_actor_port = click.option(
+    "--actor-port", type=click.IntRange(1, 65535), default=None, envvar="FLEET_ACTOR_PORT",
+    help="Port of this worker's actors (or FLEET_ACTOR_PORT); default: a free one at each "
+         "start. The supervisor learns it when the worker joins; fix it for a firewall.")
+_replica_ports = click.option(
+    "--replica-ports", "replica_ports", envvar="FLEET_REPLICA_PORTS", metavar="START-END",
+    help="Ports the model replicas' processes listen on, two each: actors and the API's "
+         "channel (or FLEET_REPLICA_PORTS; 30000-30099 holds 50 replicas). Default: free ports "
+         "at each launch. Fix them for a firewall or a NetworkPolicy.")
 _cluster_secret = click.option(
     "--cluster-secret", envvar="FLEET_CLUSTER_SECRET", metavar="SECRET",
     help="The secret every process of the cluster shares (or FLEET_CLUSTER_SECRET); default: "
@@ -162,6 +172,7 @@ _log_level = click.option("--log-level", default="INFO", show_default=True,
 @_launch_policy_options
 @_max_model_memory
 @_actor_port
+@_replica_ports
 @_cluster_secret
 @_database_url
 @_log_level
@@ -196,6 +207,8 @@ def supervisor(log_level: str, **options: Any) -> None:
 @click.option("-H", "--host", default=None,
               help="Address this worker listens on [default: the one facing the supervisor].")
 @_max_model_memory
+@_worker_actor_port
+@_replica_ports
 @_cluster_secret
 @_log_level
 def worker(endpoint: str, log_level: str, **options: Any) -> None:

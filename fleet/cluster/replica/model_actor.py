@@ -19,7 +19,7 @@ import xoscar as xo
 
 from fleet.admission import RequestLimits
 from fleet.catalogue.schemas import BaseFamily, LLMFamily
-from fleet.channel.replica_end import ReplicaChannelServer
+from fleet.channel.replica_end import CHANNEL_PORT_ENV, ReplicaChannelServer
 from fleet.cluster.replica.services.embedding import EmbeddingService
 from fleet.cluster.replica.services.llm import LLMService
 from fleet.cluster.weights.download import resolve_weights
@@ -186,7 +186,9 @@ class ModelActor(xo.StatelessActor):
             self._service = _service_class(self._family)(self._engine, self._family,
                                                          self._model_uid, options,
                                                          self._executor, self._limits)
-        await self._channel_server.start(self.address.rsplit(":", 1)[0])
+        # The port the worker gave this process for its channel (--replica-ports), else a free one.
+        await self._channel_server.start(self.address.rsplit(":", 1)[0],
+                                         int(os.environ.get(CHANNEL_PORT_ENV, "0")))
         self._state, self._stage, self._progress = "ready", "ready", 1.0
         self._ready_at = time.time()
 

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 import xoscar as xo
 
+from fleet.channel.replica_end import CHANNEL_PORT_ENV
 from fleet.cluster.actor_uids import WORKER_UID
 from fleet.cluster.deadlines import within
 from fleet.cluster.replica.model_actor import ModelActor
@@ -24,6 +25,7 @@ from fleet.cluster.weights.download import local_weights
 from fleet.cluster.worker import resources
 from fleet.cluster.worker.gpu_owners import GpuOwners
 from fleet.cluster.worker.process_tree import end_all, spawned_by
+from fleet.cluster.worker.replica_ports import ReplicaPorts
 from fleet.cluster.worker.replica_watch import ReplicaWatch
 from fleet.cluster.worker.resources import machine_resources
 from fleet.cluster.worker.supervisor_link import SupervisorLink
@@ -47,8 +49,11 @@ _SETUP_MODULES = ["fleet.cluster.replica.subpool_setup"]
 
 class WorkerActor(xo.StatelessActor):
     def __init__(self, supervisor_address: str, main_pool: Any, warm_spare: bool = True,
-                 endpoint: str | None = None, model_memory_limit: int | None = None):
+                 endpoint: str | None = None, model_memory_limit: int | None = None,
+                 replica_ports: tuple[int, int] | None = None):
         super().__init__()
+        # The ports replica processes listen on, when the operator fixed a range (--replica-ports).
+        self._ports = ReplicaPorts(replica_ports) if replica_ports else None
         # What it reports of the machine, with the operator's cap on its models' RAM
         # (--max-model-memory), which placement reads from the report.
         self._resources = functools.partial(machine_resources, model_memory_limit)
@@ -106,7 +111,25 @@ class WorkerActor(xo.StatelessActor):
         self._spare = asyncio.create_task(self._new_sub_pool(_WARMUP_MODULES))
 
     async def _new_sub_pool(self, modules: list[str] | None = None) -> str:
-        return await self._main_pool.append_sub_pool(modules=[*_SETUP_MODULES, *(modules or [])])
+        modules = [*_SETUP_MODULES, *(modules or [])]
+        if self._ports is None:
+            return await self._main_pool.append_sub_pool(modules=modules)
+        pool_port, channel_port = self._ports.take()
+        address = f"{self.address.rsplit(':', 1)[0]}:{pool_port}"
+        try:
+            return await self._main_pool.append_sub_pool(
+                external_address=address, modules=modules,
+                env={CHANNEL_PORT_ENV: str(channel_port)})
+        except BaseException:
+            self._ports.release(address)
+            raise
+
+    async def _remove_sub_pool(self, address: str, force: bool = False) -> None:
+        try:
+            await self._main_pool.remove_sub_pool(address, timeout=5, force=force)
+        finally:
+            if self._ports is not None:
+                self._ports.release(address)
 
     async def _take_sub_pool(self) -> str:
         """The warm spare if there is one (waiting for it if it is still warming), else a new one."""
@@ -156,7 +179,7 @@ class WorkerActor(xo.StatelessActor):
             # Terminated while its process was starting: end it instead of serving it.
             del self._cancelled[replica_key]
             self._release_gpus(replica_key)
-            await self._main_pool.remove_sub_pool(address, timeout=5)
+            await self._remove_sub_pool(address)
             raise Unavailable(f"replica {replica_key} was terminated while launching")
         self._replica_pools[replica_key] = address
         self._requests[replica_key] = request or {}
@@ -196,7 +219,7 @@ class WorkerActor(xo.StatelessActor):
         spawned = self._watch.take_spawned(replica_key) | spawned_by(self._watch.pid(address))
         try:
             # A stop message first (the process cleans up), killed if it does not end in 5 s.
-            await within(self._main_pool.remove_sub_pool(address, timeout=5, force=force),
+            await within(self._remove_sub_pool(address, force=force),
                          control_call_timeout_s(), "ending the replica's process")
         except Exception as exc:
             logger.warning("removing process of %s: %s", replica_key, exc)
