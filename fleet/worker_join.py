@@ -32,6 +32,19 @@ def _where_to_find_it() -> str:
             "supervisor keeps it in its FLEET_HOME, in the file cluster-secret)")
 
 
+_WILDCARDS = frozenset({"0.0.0.0", "::", "[::]", ""})
+
+
+def reachable_address(actor_address: str, endpoint: str) -> str:
+    """A supervisor listening on every interface (`-H 0.0.0.0`, as in a container) names its
+    actors by that wildcard, which would lead a worker elsewhere to its own machine: the worker
+    reaches them by the host it reached the API by instead (in Kubernetes, the Service's name)."""
+    host, port = actor_address.rsplit(":", 1)
+    if host not in _WILDCARDS:
+        return actor_address
+    return f"{httpx.URL(endpoint).host}:{port}"
+
+
 def supervisor_actor_address(endpoint: str, secret: str, wait_s: float = 60.0) -> str:
     """Ask the supervisor's API where its actors listen, waiting while it starts."""
     deadline = time.monotonic() + wait_s
@@ -46,7 +59,7 @@ def supervisor_actor_address(endpoint: str, secret: str, wait_s: float = 60.0) -
                     f"{WRONG_SECRET} (or this machine's clock is more than {PROOF_WINDOW_S} s "
                     f"off the supervisor's): {_where_to_find_it()}")
             response.raise_for_status()
-            return response.json()
+            return reachable_address(response.json(), endpoint)
         except (httpx.HTTPError, ValueError) as exc:
             if time.monotonic() > deadline:
                 raise BadRequest(f"cannot reach the supervisor at {endpoint}: {exc}") from None

@@ -4,6 +4,8 @@ can open exactly those: the API's (-p), the supervisor's and each worker's actor
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psutil
 import pytest
 
@@ -11,8 +13,17 @@ from fleet.client import Client
 from fleet.cluster.worker.replica_ports import ReplicaPorts
 from fleet.errors import Unavailable
 from fleet.port_range import parse_port_range
+from fleet.worker_join import reachable_address
 from tests.conftest import FleetProcess, free_port
 from tests.e2e.test_distributed import _joining, _wait_for_workers
+from tests.netns import VethHosts, veth_host
+
+
+@pytest.fixture
+def second_host() -> Iterator[VethHosts]:
+    """Another host on a real (virtual) network (tests.netns), as another pod would be."""
+    with veth_host() as hosts:
+        yield hosts
 
 
 def _listening(process: psutil.Process) -> dict[int, set[int]]:
@@ -70,6 +81,40 @@ def test_a_worker_and_its_replicas_listen_only_where_they_are_told(tmp_path, min
     finally:
         worker.stop()
         supervisor.stop()
+
+
+def test_a_supervisor_on_every_interface_is_reached_by_workers_on_other_hosts(
+        tmp_path, minilm_path, second_host: VethHosts):
+    """As in a container or a pod: the supervisor listens on 0.0.0.0 and names its actors so;
+    a worker on another host reaches them by the API's host, and serves from fixed ports."""
+    here, there, run_there, _ = second_host
+    port, actor_port = free_port(), free_port()
+    supervisor = FleetProcess(["supervisor", "-H", "0.0.0.0", "-p", str(port), "--actor-port",
+                               str(actor_port), "--insecure-no-auth", "--model-root",
+                               minilm_path], tmp_path / "sup", port, host=here).wait_ready()
+    worker = FleetProcess(["worker", "-e", supervisor.endpoint, "--actor-port", "9998",
+                           "--replica-ports", "20000-20001"], tmp_path / "worker",
+                          env={**_joining(supervisor), "FLEET_WARM_SPARE": "0"},
+                          wrapper=run_there)
+    try:
+        client = Client(supervisor.endpoint)
+        [joined] = _wait_for_workers(client, 1)
+        assert joined["address"] == f"{there}:9998"
+        uid = client.launch_model("all-MiniLM-L6-v2", model_type="embedding",
+                                  model_path=minilm_path)
+        assert len(client.get_model(uid).create_embedding("hi")["data"][0]["embedding"]) == 384
+        assert client.replicas(uid)[0]["batch"]["api_channels"] == 1
+    finally:
+        assert worker.stop() == 0, worker.output()
+        supervisor.stop()
+
+
+@pytest.mark.parametrize("given, expected", [
+    ("0.0.0.0:9998", "fleet-supervisor:9998"), ("[::]:9998", "fleet-supervisor:9998"),
+    ("10.1.2.3:9998", "10.1.2.3:9998"),
+])
+def test_a_wildcard_actor_address_is_reached_by_the_api_host(given, expected):
+    assert reachable_address(given, "http://fleet-supervisor:9997") == expected
 
 
 def test_pairs_of_ports_are_handed_out_once_and_given_back():
