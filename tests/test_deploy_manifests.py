@@ -254,3 +254,17 @@ def test_the_auth_config_component_mounts_the_file_it_names(tmp_path):
     [volume] = [v for v in pod["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == "fleet-auth-config"
     assert mount["readOnly"] is True
+
+
+def test_the_docs_make_the_secret_the_manifests_read(rendered):
+    """docs/deploy.md's `kubectl create secret` gives every key the pods require."""
+    docs = (KUBERNETES.parent.parent / "docs" / "deploy.md").read_text()
+    [command] = re.findall(r"create secret generic fleet \\\n(.*?)\n\n", docs, re.S)
+    given = set(re.findall(r"--from-literal=([a-z-]+)=", command))
+    required = set()
+    for kind, name in (("Deployment", "fleet-supervisor"), ("StatefulSet", "fleet-worker")):
+        for variable in container(rendered["cpu"], kind, name)["env"]:
+            ref = variable.get("valueFrom", {}).get("secretKeyRef")
+            if ref and not ref.get("optional"):
+                required.add(ref["key"])
+    assert required == given == {"cluster-secret", "api-keys"}
