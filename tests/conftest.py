@@ -32,6 +32,7 @@ FOLDER_NEEDS = {
     "e2e": ("cluster", "weights"),
     "ui": ("cluster", "weights", "browser"),
     "engines": ("weights",),
+    "containers": ("container", "weights"),
 }
 MODULE_NEEDS = {
     "cluster/test_generation_isolation.py": ("weights",),
