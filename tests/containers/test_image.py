@@ -5,7 +5,6 @@ one without PyTorch (EXTRAS=llama-cpp): PyPI's torch is a CUDA build of several 
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,26 +14,8 @@ import httpx
 import pytest
 
 from tests.conftest import free_port
-from tests.containers.images import fleet_image, podman
-from tests.gguf_builders import minilm_gguf
-
-KEY = "sk-container-test-key-0123456789"
-HEADERS = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def image() -> str:
-    return fleet_image({"EXTRAS": "llama-cpp"})
-
-
-@pytest.fixture
-def models(tmp_path: Path) -> Path:
-    folder = tmp_path / "models"
-    folder.mkdir()
-    shutil.copy(minilm_gguf(), folder / "minilm.gguf")
-    folder.chmod(0o755)
-    (folder / "minilm.gguf").chmod(0o644)
-    return folder
+from tests.containers.conftest import HEADERS, KEY, MINILM_GGUF_FAMILY
+from tests.containers.images import podman
 
 
 @pytest.fixture
@@ -89,12 +70,7 @@ def test_a_container_serves_a_model_and_keeps_it_across_a_restart(container):
     # Keys are on: the image starts on every interface only with one.
     assert httpx.get(f"{endpoint}/v1/models", timeout=10).status_code == 401
     registered = httpx.post(f"{endpoint}/v1/model_registrations/embedding", headers=HEADERS,
-                            timeout=30, json={"model": {
-                                "model_name": "minilm-gguf", "dimensions": 384,
-                                "max_tokens": 256, "language": ["en"],
-                                "model_specs": [{"model_format": "gguf", "quantizations": ["F32"],
-                                                 "model_uri": "/models/minilm.gguf"}]},
-                                "persist": True})
+                            timeout=30, json={"model": MINILM_GGUF_FAMILY, "persist": True})
     assert registered.status_code == 200, registered.text
     launched = httpx.post(f"{endpoint}/v1/models", headers=HEADERS, timeout=300,
                           json={"model_name": "minilm-gguf", "model_type": "embedding"})
