@@ -59,7 +59,7 @@ class Cluster:
 
     def stop(self) -> None:
         for name in self.names:
-            podman("rm", "-f", "-t", "5", name, check=False, timeout=60)
+            podman("rm", "-f", "-v", "-t", "5", name, check=False, timeout=60)
         podman("network", "rm", "-f", self.network, check=False)
 
 

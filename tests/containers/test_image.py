@@ -31,7 +31,7 @@ def container(image: str, models: Path) -> Iterator[tuple[str, str]]:
         yield name, f"http://127.0.0.1:{port}"
     finally:
         podman("logs", name, check=False)
-        podman("rm", "-f", "-t", "5", name, check=False, timeout=60)
+        podman("rm", "-f", "-v", "-t", "5", name, check=False, timeout=60)
         podman("volume", "rm", "-f", volume, check=False)
 
 
