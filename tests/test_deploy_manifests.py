@@ -268,3 +268,17 @@ def test_the_docs_make_the_secret_the_manifests_read(rendered):
             if ref and not ref.get("optional"):
                 required.add(ref["key"])
     assert required == given == {"cluster-secret", "api-keys"}
+
+
+@pytest.mark.parametrize("kind, name", [("Deployment", "fleet-supervisor"),
+                                        ("StatefulSet", "fleet-worker")])
+def test_on_a_read_only_root_what_fleet_writes_goes_to_volumes(rendered, kind, name):
+    """xoscar makes its unix sockets under $XOSCAR_DIR/.xoscar (else ~/.xoscar), and libraries
+    cache under $XDG_CACHE_HOME: on a read-only root both must point into a mounted volume
+    (seen: a supervisor pod with neither set died at start, 'Read-only file system')."""
+    spec = container(rendered["cpu"], kind, name)
+    assert spec["securityContext"]["readOnlyRootFilesystem"] is True
+    mounted = [m["mountPath"] for m in spec["volumeMounts"] if not m.get("readOnly")]
+    for variable in ("XOSCAR_DIR", "XDG_CACHE_HOME", "FLEET_HOME"):
+        path = env_value(spec, variable)
+        assert any(path == m or path.startswith(m + "/") for m in mounted), variable
