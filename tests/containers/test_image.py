@@ -86,5 +86,13 @@ def test_a_container_serves_a_model_and_keeps_it_across_a_restart(container):
     _wait_serving(endpoint, uid)
     after = _embedding(endpoint, uid)
     assert max(abs(a - b) for a, b in zip(before, after, strict=True)) < 1e-4
-    # The container ran as Fleet's user, not root.
+    # The container ran as Fleet's user, not root, and the image's HEALTHCHECK finds it healthy.
     assert podman("exec", name, "id", "-u").stdout.strip() == "1000"
+    assert podman("healthcheck", "run", name, check=False).returncode == 0
+
+
+def test_the_image_refuses_to_serve_on_every_interface_without_keys(image):
+    """Its default command listens on 0.0.0.0; without FLEET_API_KEY it exits, saying why."""
+    done = podman("run", "--rm", image, check=False, timeout=120)
+    assert done.returncode != 0
+    assert "refusing to serve on 0.0.0.0 without API keys" in done.stderr + done.stdout
