@@ -19,7 +19,7 @@ from fleet.database.migrations import alembic_config, newest_revisions, upgrade
 from fleet.database.schema import Base
 
 TABLES = {"registrations", "launched_models", "fleet_meta", "users", "api_keys", "audit_log",
-          "alembic_version"}
+          "usage_records", "alembic_version"}
 
 
 def _revision_at(db: Database) -> tuple[str, ...]:
