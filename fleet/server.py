@@ -100,10 +100,16 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     # The keys made through the API, followed from the database (fleet.api.auth.live_keys).
     keys = store if isinstance(store, LiveKeys) else None
     following = asyncio.create_task(keys.follow()) if keys is not None else None
+    # The usage records, written in batches (fleet.api.usage_recorder).
+    usage = app.state.usage
+    recording = asyncio.create_task(usage.run()) if usage is not None else None
     try:
         await server.serve()
     finally:
         close_helper()  # a parse under way ends with the server, not after it
+        if recording is not None:
+            recording.cancel()
+            usage.close()  # before the database closes with the keys'
         if keys is not None and following is not None:
             following.cancel()
             _last_writes(keys)

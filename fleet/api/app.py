@@ -33,9 +33,12 @@ from fleet.api.routes import overview as routes_overview
 from fleet.api.routes import replicas as routes_replicas
 from fleet.api.routes import rerank as routes_rerank
 from fleet.api.routes import ui as routes_ui
+from fleet.api.routes import usage as routes_usage
 from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
+from fleet.api.usage_recorder import UsageRecorder
 from fleet.database.audit import AuditLog
+from fleet.database.usage import UsageStore
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
 
@@ -73,6 +76,18 @@ class HttpLatencyMiddleware:
                 time.perf_counter() - started)
 
 
+def _usage_recorder(store: KeyStore | None, supervisor: Any, config: ServerConfig,
+                    metrics: FleetMetrics) -> UsageRecorder | None:
+    """Where the cluster has a database (its keys are then LiveKeys), the usage records, in
+    the keys' database; the server runs and closes it (fleet.server)."""
+    if not isinstance(store, LiveKeys):
+        return None
+    if config.metrics_per_key and metrics.enabled:
+        metrics.count_per_key()
+    return UsageRecorder(UsageStore(store.keys.db), supervisor, config.usage_retention_days,
+                         metrics)
+
+
 def create_app(supervisor: Any, supervisor_address: str,
                config: ServerConfig | None = None, keys: KeyStore | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
@@ -95,7 +110,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
     app.state.limiter = None
-    app.state.usage = None
+    app.state.usage = _usage_recorder(store, supervisor, config, metrics)
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)
@@ -110,6 +125,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_overview.router)
     app.include_router(routes_keys.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_usage.router)
     app.include_router(routes_ui.router)  # the web UI's files (fleet/ui/static)
 
     # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.
