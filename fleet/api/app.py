@@ -38,7 +38,6 @@ from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
 from fleet.api.usage_recorder import UsageRecorder
 from fleet.database.audit import AuditLog
-from fleet.database.usage import UsageStore
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
 
@@ -76,23 +75,13 @@ class HttpLatencyMiddleware:
                 time.perf_counter() - started)
 
 
-def _usage_recorder(store: KeyStore | None, supervisor: Any, config: ServerConfig,
-                    metrics: FleetMetrics) -> UsageRecorder | None:
-    """Where the cluster has a database (its keys are then LiveKeys), the usage records, in
-    the keys' database; the server runs and closes it (fleet.server)."""
-    if not isinstance(store, LiveKeys):
-        return None
-    if config.metrics_per_key and metrics.enabled:
-        metrics.count_per_key()
-    return UsageRecorder(UsageStore(store.keys.db), supervisor, config.usage_retention_days,
-                         metrics)
-
-
 def create_app(supervisor: Any, supervisor_address: str,
-               config: ServerConfig | None = None, keys: KeyStore | None = None) -> Any:
+               config: ServerConfig | None = None, keys: KeyStore | None = None,
+               usage: UsageRecorder | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
     by the latency middleware when metrics are on. `keys`: the cluster's keys, if the caller
-    read them (the server, which then follows them); else read here from `config`."""
+    read them (the server, which then follows them); else read here from `config`. `usage`:
+    where the requests' usage is recorded (the server runs and closes it); None: nowhere."""
     app = FastAPI(
         title="Fleet",
         version=__version__,
@@ -110,7 +99,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
     app.state.limiter = None
-    app.state.usage = _usage_recorder(store, supervisor, config, metrics)
+    app.state.usage = usage
+    if usage is not None and config.metrics_per_key and metrics.enabled:
+        usage.count_keys_in(metrics)
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)

@@ -42,17 +42,21 @@ class UsageRecorder:
     """Usage records of one API process (see the top). `supervisor`: where a model's family
     is asked (None: not asked, the family is left empty)."""
 
-    def __init__(self, store: UsageStore, supervisor: Any = None, retention_days: int = 90,
-                 metrics: FleetMetrics | None = None):
+    def __init__(self, store: UsageStore, supervisor: Any = None, retention_days: int = 90):
         self.store = store
         self._supervisor = supervisor
         self._retention_days = retention_days
-        self._metrics = metrics if metrics is not None and metrics.key_requests else None
+        self._metrics: FleetMetrics | None = None  # the per-key series, when asked
         self._pending: list[tuple[float, Metered]] = []
         self._unwritten: list[UsageRow] = []  # rows a failed write left for the next
         self._families: dict[str, str | None] = {}
         self._full = asyncio.Event()
         self._failing = False
+
+    def count_keys_in(self, metrics: FleetMetrics) -> None:
+        """Counts each request in per-key series of `metrics` too (--metrics-per-key)."""
+        metrics.count_per_key()
+        self._metrics = metrics
 
     def add(self, metered: Metered) -> None:
         """A finished request (the middleware's call, on the request path: keep it cheap)."""
