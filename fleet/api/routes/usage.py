@@ -34,7 +34,11 @@ TOTALS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tok
           "audio_seconds", "mean_latency_ms")
 
 
-@router.get("/v1/usage")
+_ROWS = {200: {"description": "The rows, as JSON (`data`) or as CSV with format=csv",
+               "content": {"application/json": {}, "text/csv": {}}}}
+
+
+@router.get("/v1/usage", response_class=Response, responses=_ROWS)
 async def usage(request: Request,
                 group_by: Annotated[list[str] | None, Query(max_length=8)] = None,
                 bucket: str | None = Query(None, max_length=16),
