@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
 from starlette.testclient import TestClient
 
 from fleet.api.app import create_app
@@ -34,3 +35,15 @@ def test_the_default_span_is_the_last_day_and_csv_has_its_header():
     shown = _client("127.0.0.1").get("/v1/usage").json()
     span = datetime.fromisoformat(shown["end"]) - datetime.fromisoformat(shown["start"])
     assert span.total_seconds() == 86400
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"group_by": "colour"}, "group_by"), ({"group_by": ["key", "user,colour"]}, "group_by"),
+    ({"bucket": "week"}, "bucket"), ({"start": "yesterday"}, "start"), ({"end": "12"}, "end"),
+    ({"format": "xml"}, "format"), ({"end": "0001-01-01T00:00:00Z"}, "end"),
+    ({"start": "2026-02-01T00:00:00Z", "end": "2026-01-01T00:00:00Z"}, "start")])
+def test_bad_query_values_are_400_naming_the_field(params, field):
+    answer = _client("127.0.0.1").get("/v1/usage", params=params)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["type"] == "invalid_request_error" and field in error["message"]
