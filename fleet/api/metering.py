@@ -118,9 +118,9 @@ class MeteringMiddleware:
             return
         grant: Grant | None = scope.get(GRANT_SCOPE_KEY)
         extra: list[tuple[bytes, bytes]] = []
-        limited = self._limiter is not None and grant is not None and grant.limited
-        if limited:
-            admission = self._limiter.admit(grant)  # type: ignore[union-attr]
+        limiter = self._limiter if grant is not None and grant.limited else None
+        if limiter is not None and grant is not None:
+            admission = limiter.admit(grant)
             if not isinstance(admission, list):
                 await send({"type": "http.response.start", "status": admission.status,
                             "headers": admission.headers})
@@ -144,8 +144,8 @@ class MeteringMiddleware:
             metered.latency_s = time.perf_counter() - metered.started
             if metered.status == 0:  # the client left before any answer
                 metered.status = 499
-            if limited:
-                self._limiter.finished(metered)  # type: ignore[union-attr]
+            if limiter is not None:
+                limiter.finished(metered)
             if self._sink is not None and metered.model is not None:
                 self._sink.add(metered)
 
