@@ -12,9 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, case, delete, func, insert, select
+from sqlalchemy import ColumnElement, CursorResult, case, delete, func, insert, select
 
 from fleet.database.engine import Database
 from fleet.database.schema import UsageRecord
@@ -75,7 +75,9 @@ class UsageStore:
     def delete_before(self, when: datetime) -> int:
         """Removes the records older than `when`; how many."""
         with self.db.writing() as session:
-            result = session.execute(delete(UsageRecord).where(UsageRecord.time < _utc(when)))
+            # A DELETE's result is a cursor's, which counts the rows (the annotation says less).
+            result = cast(CursorResult[Any], session.execute(
+                delete(UsageRecord).where(UsageRecord.time < _utc(when))))
             return int(result.rowcount or 0)
 
     def query(self, query: UsageQuery) -> list[dict[str, Any]]:
