@@ -95,7 +95,7 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
 
     store = key_store(config)
     # The usage records, in the keys' database, written in batches (fleet.api.usage_recorder).
-    usage = (UsageRecorder(UsageStore(store.keys.db), supervisor, config.usage_retention_days)
+    usage = (UsageRecorder(UsageStore(store.keys.db), config.usage_retention_days)
              if isinstance(store, LiveKeys) else None)
     app = create_app(supervisor, supervisor_address, config, store, usage)
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",

@@ -3,9 +3,9 @@ usage_records (fleet.database.usage) in batches, off the request path.
 
 `add` is the metering middleware's sink (fleet.api.metering.UsageSink): one list append and
 a clock read per request, no I/O and no await. A background task of the API server takes the
-list every FLUSH_S (sooner once it holds FLUSH_ROWS), turns it into rows (the key's user, the
-model's family: asked of the supervisor once per model uid and kept), and writes them in one
-transaction in a thread. A write that fails (the database is down, the disk full) is logged
+list every FLUSH_S (sooner once it holds FLUSH_ROWS) and, in a thread, turns it into rows (the
+key's user, the model's family: read once per model uid from the launches the supervisor
+saved) and writes them in one transaction. A write that fails (the database is down, the disk full) is logged
 and its rows kept for the next try, up to MAX_KEPT rows: past that the oldest are dropped, so
 a database that stays away cannot grow the API's memory without bound. At stop, what is left
 is written at once (`close`), so a clean restart loses nothing.
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from datetime import datetime, timedelta, timezone
-from typing import Any
 
 from fleet.api.metering import Metered
 from fleet.api.metrics import FleetMetrics
@@ -32,24 +32,23 @@ FLUSH_S = 1.0
 FLUSH_ROWS = 1000
 MAX_KEPT = 100_000  # rows kept while the database refuses them
 PRUNE_S = 3600.0
-FAMILY_TIMEOUT_S = 5.0
 # The kind of request each route's metrics name stands for (others are their own kind).
 KINDS = {"chat_completions": "chat", "transcriptions": "audio", "translations": "audio",
          "speech": "audio", "ocr": "images", "messages_count_tokens": "messages"}
 
 
 class UsageRecorder:
-    """Usage records of one API process (see the top). `supervisor`: where a model's family
-    is asked (None: not asked, the family is left empty)."""
+    """Usage records of one API process (see the top)."""
 
-    def __init__(self, store: UsageStore, supervisor: Any = None, retention_days: int = 90):
+    def __init__(self, store: UsageStore, retention_days: int = 90):
         self.store = store
-        self._supervisor = supervisor
         self._retention_days = retention_days
+        self._writing = threading.Lock()  # a write at stop waits for one under way
         self._metrics: FleetMetrics | None = None  # the per-key series, when asked
         self._pending: list[tuple[float, Metered]] = []
         self._unwritten: list[UsageRow] = []  # rows a failed write left for the next
-        self._families: dict[str, str | None] = {}
+        self._families: dict[str, str | None] = {}  # by model uid (see _rows)
+        self._families_stale = False
         self._full = asyncio.Event()
         self._failing = False
 
@@ -72,6 +71,8 @@ class UsageRecorder:
             if time.monotonic() - pruned >= PRUNE_S:
                 pruned = time.monotonic()
                 await self.prune()
+                # A uid may have been terminated and launched again as another model since.
+                self._families_stale = True
             try:
                 await asyncio.wait_for(self._full.wait(), FLUSH_S)
             except TimeoutError:
@@ -81,34 +82,31 @@ class UsageRecorder:
 
     async def flush(self) -> None:
         """Writes what was added since the last flush, and what a failed one left."""
-        # Families first, the requests taken after: a stop that cancels this task while it
-        # asks loses nothing (`close` writes what is still pending).
-        await self._learn_families({metered.model for _, metered in self._pending
-                                    if metered.model is not None})
         taken, self._pending = self._pending, []
-        rows = self._unwritten + [self._row(end, metered) for end, metered in taken]
-        self._unwritten = []
-        if not rows:
-            return
-        try:
-            await asyncio.to_thread(self.store.insert, rows)
-        except Exception as exc:
-            self._keep(rows, exc)
-            return
-        if self._failing:
-            logger.info("usage: the database takes the records again")
-        self._failing = False
+        await asyncio.to_thread(self._write, taken)
 
     def close(self) -> None:
         """At stop: what is left, written now in this thread (the event loop may be cancelling
-        its tasks, and an await with them)."""
+        its tasks, and an await with them); after a write under way, if any."""
         taken, self._pending = self._pending, []
-        rows = self._unwritten + [self._row(end, metered) for end, metered in taken]
-        self._unwritten = []
-        try:
-            self.store.insert(rows)
-        except Exception as exc:  # stopping anyway
-            logger.error("usage: %d records could not be written at stop: %s", len(rows), exc)
+        self._write(taken)
+
+    def _write(self, taken: list[tuple[float, Metered]]) -> None:
+        """One batch: the requests taken, after what a failed write left (in a worker thread,
+        or at stop; one at a time)."""
+        with self._writing:
+            rows = self._unwritten + self._rows(taken)
+            self._unwritten = []
+            if not rows:
+                return
+            try:
+                self.store.insert(rows)
+            except Exception as exc:
+                self._keep(rows, exc)
+                return
+            if self._failing:
+                logger.info("usage: the database takes the records again")
+            self._failing = False
 
     async def prune(self) -> int:
         """Deletes the records past the retention; how many (0 when they are kept for ever)."""
@@ -134,6 +132,20 @@ class UsageRecorder:
                          f", dropped the {dropped} oldest" if dropped else "")
         self._failing = True
 
+    def _rows(self, taken: list[tuple[float, Metered]]) -> list[UsageRow]:
+        """The records of the requests taken, with their models' families: read once per
+        model uid from the launches the supervisor saved (a database read, here off the event
+        loop, and possible at stop, where the supervisor could no longer be asked)."""
+        if self._families_stale:
+            self._families, self._families_stale = {}, False
+        unknown = {m.model for _, m in taken if m.model is not None} - self._families.keys()
+        if unknown:
+            try:
+                self._families.update(self.store.families_of(unknown))
+            except Exception as exc:  # the write will fail too, and tell; no family then
+                logger.debug("usage: no families for %s: %r", sorted(unknown), exc)
+        return [self._row(end, metered) for end, metered in taken]
+
     def _row(self, end: float, metered: Metered) -> UsageRow:
         grant = metered.grant
         model = metered.model or ""
@@ -149,22 +161,3 @@ class UsageRecorder:
             prompt_tokens=metered.prompt_tokens, completion_tokens=metered.completion_tokens,
             images=metered.images, audio_seconds=metered.audio_seconds, status=metered.status,
             latency_ms=metered.latency_s * 1000.0)
-
-    async def _learn_families(self, models: set[str]) -> None:
-        """The catalogue name of each model uid not seen before, asked of the supervisor. A
-        model it no longer knows (terminated since) keeps no family; one it could not answer
-        for is asked again at the next flush."""
-        for uid in models - self._families.keys():
-            if self._supervisor is None:
-                self._families[uid] = None
-                continue
-            try:
-                described = await asyncio.wait_for(self._supervisor.describe_model(uid),
-                                                   FAMILY_TIMEOUT_S)
-            except (TimeoutError, ConnectionError, OSError) as exc:
-                logger.debug("usage: no family for %s yet: %r", uid, exc)
-                continue
-            except Exception:  # the supervisor knows no such model
-                self._families[uid] = None
-                continue
-            self._families[uid] = described.get("model_name")

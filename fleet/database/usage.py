@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, CursorResult, case, delete, func, insert, select
 
 from fleet.database.engine import Database
-from fleet.database.schema import UsageRecord
+from fleet.database.schema import LaunchedModel, UsageRecord
 
 # What GET /v1/usage groups by, and the column each names.
 GROUPS: dict[str, Any] = {"key": UsageRecord.key_id, "user": UsageRecord.user_name,
@@ -102,6 +102,17 @@ class UsageStore:
             rows = session.execute(statement).all()
         return [self._row(row, query.bucket is not None, [f for f, _ in groups])
                 for row in rows if row[len(keys)]]  # totals of no record: no row
+
+    def families_of(self, models: Iterable[str]) -> dict[str, str | None]:
+        """The catalogue name each model uid was launched with, as the supervisor saved its
+        launch (launched_models); None for a uid it no longer keeps."""
+        uids = list(models)
+        statement = select(LaunchedModel.uid, LaunchedModel.request).where(
+            LaunchedModel.uid.in_(uids))
+        with self.db.reading() as session:
+            found = {uid: request.get("model_name") if isinstance(request, dict) else None
+                     for uid, request in session.execute(statement)}
+        return {uid: found.get(uid) for uid in uids}
 
     def tokens_by_key_since(self, since: datetime) -> dict[str, int]:
         """Tokens (prompt + completion) each key used since `since`; keys without any absent."""

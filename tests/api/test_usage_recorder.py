@@ -14,6 +14,7 @@ from fleet.api import usage_recorder
 from fleet.api.auth.keys import Grant
 from fleet.api.metering import Metered
 from fleet.api.usage_recorder import UsageRecorder
+from fleet.database.launched_models import ModelStore
 from fleet.database.usage import UsageQuery, UsageRow, UsageStore
 
 ALICE = Grant("alice's app", frozenset({"models:read"}), key_id="k-alice", owner="alice")
@@ -78,13 +79,19 @@ def test_the_task_writes_every_second_and_sooner_when_full(db, monkeypatch):
     assert full_after < 0.4  # well before the next tick
 
 
-def test_what_is_left_is_written_at_stop(db):
+def test_what_is_left_is_written_at_stop_with_the_models_family(db):
+    """The family is the catalogue name the supervisor saved the model's launch with: read
+    from the database, so that the requests of the last second before a stop have it too."""
+    ModelStore(db).write({"smol": {"model_name": "smollm2-instruct", "replica": 1}})
     store = UsageStore(db)
     recorder = UsageRecorder(store)
     for _ in range(3):
         recorder.add(_metered(ALICE))
+    recorder.add(Metered(None, time.perf_counter(), model="gone", endpoint="embeddings"))
     recorder.close()
-    assert _records(store)[0]["requests"] == 3
+    rows = store.query(UsageQuery(*SPAN, group_by=("model", "family")))
+    assert [(r["model"], r["family"], r["requests"]) for r in rows] == [
+        ("gone", None, 1), ("smol", "smollm2-instruct", 3)]
 
 
 def _hide_table(db, hidden: bool) -> None:
