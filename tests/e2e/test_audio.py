@@ -230,6 +230,9 @@ def test_the_seconds_heard_and_spoken_are_in_the_usage(http, openai_sdk, models,
     assert heard["audio_seconds"] == pytest.approx(2 * whole.json()["duration"], abs=0.002)
     pcm = http.post("/v1/audio/speech", json={"model": models["tts"], "input": TEXT,
                                               "response_format": "pcm"})
+    first = usage_totals(http, start, models["tts"], requests=1)
+    assert first["audio_seconds"] == pytest.approx(len(pcm.content) / 2 / 22050, abs=0.002), \
+        first
     events = http.post("/v1/audio/speech", json={"model": models["tts"], "input": TEXT,
                                                  "response_format": "pcm",
                                                  "stream_format": "sse"})
