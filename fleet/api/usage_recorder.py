@@ -3,11 +3,11 @@ usage_records (fleet.database.usage) in batches, off the request path.
 
 `add` is the metering middleware's sink (fleet.api.metering.UsageSink): one list append and
 a clock read per request, no I/O and no await. A background task of the API server takes the
-list every FLUSH_S (sooner once it holds FLUSH_ROWS) and, in a thread, turns it into rows (the
-key's user, the model's family: read once per model uid from the launches the supervisor
-saved) and writes them in one transaction. A write that fails (the database is down, the disk full) is logged
-and its rows kept for the next try, up to MAX_KEPT rows: past that the oldest are dropped, so
-a database that stays away cannot grow the API's memory without bound. At stop, what is left
+list every FLUSH_S (sooner once it holds FLUSH_ROWS) and, in a thread, turns it into rows
+(the key's user, the model's family: read once per model uid from the launches the supervisor
+saved) and writes them in one transaction. A write that fails (the database is down, the disk
+full) is logged and its rows kept for the next try, up to MAX_KEPT rows: past that the oldest
+are dropped, so a database that stays away cannot grow the API's memory without bound. At stop, what is left
 is written at once (`close`), so a clean restart loses nothing.
 
 Records older than the retention (--usage-retention-days, default 90; 0 keeps them) are
@@ -75,7 +75,7 @@ class UsageRecorder:
                 self._families_stale = True
             try:
                 await asyncio.wait_for(self._full.wait(), FLUSH_S)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not yet the builtin one on Python 3.10
                 pass
             self._full.clear()
             await self.flush()
