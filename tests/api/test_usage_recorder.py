@@ -138,3 +138,23 @@ def test_records_past_the_retention_are_deleted_and_zero_keeps_them(db):
     assert asyncio.run(UsageRecorder(store, retention_days=30).prune()) == 1
     left = store.tokens_by_key_since(datetime.now(timezone.utc) - timedelta(days=90))
     assert left == {"k-old": 4}
+
+
+def test_per_key_series_exist_only_when_asked_and_count_what_is_recorded(db):
+    from prometheus_client import generate_latest
+
+    from fleet.api.metrics import FleetMetrics
+
+    metrics = FleetMetrics()
+    recorder = UsageRecorder(UsageStore(db))
+    recorder.add(_metered(ALICE))
+    asyncio.run(recorder.flush())
+    assert b"fleet_key_" not in generate_latest(metrics.registry)  # off by default
+    recorder.count_keys_in(metrics)
+    recorder.add(_metered(ALICE, prompt=5, completion=6))
+    recorder.add(_metered(None))
+    asyncio.run(recorder.flush())
+    text = generate_latest(metrics.registry).decode()
+    assert 'fleet_key_requests_total{key_id="k-alice",model="smol"} 1.0' in text
+    assert 'fleet_key_tokens_total{key_id="k-alice",kind="completion",model="smol"} 6.0' in text
+    assert 'fleet_key_requests_total{key_id="",model="smol"} 1.0' in text
