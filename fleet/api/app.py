@@ -20,6 +20,7 @@ from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
+from fleet.api.rate_limits import RateLimiter
 from fleet.api.routes import audio as routes_audio
 from fleet.api.routes import audit as routes_audit
 from fleet.api.routes import cache as routes_cache
@@ -94,7 +95,8 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.started_at = time.time()
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
-    app.state.limiter = None
+    # The limits are those of keys made through /v1/keys, so they need the database.
+    app.state.limiter = RateLimiter() if isinstance(store, LiveKeys) else None
     app.state.usage = None
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}

@@ -32,10 +32,14 @@ USED_FLUSH_S = 30.0
 
 
 def grant_of(key: StoredKey) -> Grant:
+    # Only the limits set, None when there are none: the metering middleware tests
+    # `grant.limited` and nothing more for a key without limits (fleet.api.rate_limits).
+    limits = {name: value for name, value in key.limits.items() if value is not None}
     return Grant(key.name, expand_permissions(key.permissions),
                  frozenset(key.models) if key.models is not None else None,
                  key_id=key.id, source=DATABASE,
-                 expires_at=key.expires_at.timestamp() if key.expires_at else None)
+                 expires_at=key.expires_at.timestamp() if key.expires_at else None,
+                 limits=limits or None)
 
 
 class LiveKeys(KeyStore):
