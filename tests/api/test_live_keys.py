@@ -86,3 +86,15 @@ def test_the_last_use_of_a_key_is_written_in_a_batch(db):
     assert live.find(KEY.encode()) is not None
     asyncio.run(live.flush_used())
     assert live.keys.get(made.id).last_used_at >= before
+
+
+def test_a_key_s_grant_holds_only_the_limits_it_has_and_follows_their_change(db):
+    live = LiveKeys({}, DatabaseKeys(db))
+    made = _make(live.keys)
+    live.load()
+    unlimited = live.find(KEY.encode())
+    assert unlimited.limits is None and not unlimited.limited  # the hot path's one test
+    live.keys.update(made.id, {"requests_per_minute": 5, "daily_tokens": 1000})
+    live.load()
+    limited = live.find(KEY.encode())
+    assert limited.limits == {"requests_per_minute": 5, "daily_tokens": 1000} and limited.limited
