@@ -56,6 +56,7 @@ UsageSeed = Callable[[datetime], dict[str, int]]
 
 RPM, TPM, CONCURRENT = "requests_per_minute", "tokens_per_minute", "max_concurrent_requests"
 DAILY, MONTHLY = "daily_tokens", "monthly_tokens"
+USER = "user:"  # a user's counters sit beside its keys' (whose ids begin "key-")
 
 
 class Window:
@@ -148,52 +149,60 @@ class RateLimiter:
     """The per-key counters of this API process (see the top). `clock`: Unix time in seconds
     (a test's own); `seed`: the tokens each key used since a time, read once, here."""
 
-    def __init__(self, seed: UsageSeed | None = None,
+    def __init__(self, seed: UsageSeed | None = None, seed_users: UsageSeed | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._keys: dict[str, KeyUse] = {}
+        self._keys: dict[str, KeyUse] = {}  # by key id, and by USER + name for users
         now = datetime.fromtimestamp(clock(), timezone.utc)
         day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
         self._seed_day = int(now.timestamp() // DAY_S)
         self._seed_month = (now.year, now.month)
-        self._seeded_daily = seed(day_start) if seed is not None else {}
-        self._seeded_monthly = seed(_month_start(now)) if seed is not None else {}
+        self._seeded_daily = _seeded(seed, seed_users, day_start)
+        self._seeded_monthly = _seeded(seed, seed_users, _month_start(now))
 
     # ---- the middleware's calls ----
 
     def admit(self, grant: Grant) -> Refused | Headers:
-        """Takes the request's place (a request of the minute, a concurrent slot) and gives
-        the headers of its answer, or refuses it."""
-        limits = grant.limits or {}
+        """Takes the request's place (a request of the minute, a concurrent slot) for its key
+        and its owner, and gives the headers of its answer; or refuses it."""
         now = self._clock()
         use = self._use(grant.key_id, now)
-        refusal = self._refusal(limits, use, now)
+        owner_use = self._use(USER + str(grant.owner), now) if grant.owner_limits else None
+        refusal = self._refusal(grant.limits or {}, use, now, "this API key's")
+        if refusal is None and owner_use is not None:
+            refusal = self._refusal(grant.owner_limits or {}, owner_use, now,
+                                    f"the user {grant.owner}'s (all its keys together)")
         if refusal is not None:
-            message, code, retry_after = refusal
-            return self._refused(limits, use, now, message, code, retry_after)
-        use.requests.add(now, 1)
-        use.running += 1
-        return self._headers(limits, use, now)
+            return _refused(*refusal, self._headers_of(grant, use, owner_use, now))
+        for taken in (use, owner_use):
+            if taken is not None:
+                taken.requests.add(now, 1)
+                taken.running += 1
+        return self._headers_of(grant, use, owner_use, now)
 
     def finished(self, metered: Metered) -> None:
-        """The request's slot given back and the tokens it used counted."""
+        """The request's slots given back and the tokens it used counted."""
         grant = metered.grant
         if grant is None:
             return
         now = self._clock()
-        use = self._use(grant.key_id, now)
-        use.running = max(0, use.running - 1)
+        uses = [self._use(grant.key_id, now)]
+        if grant.owner_limits:
+            uses.append(self._use(USER + str(grant.owner), now))
         tokens = metered.tokens
-        if tokens:
-            use.tokens.add(now, tokens)
-            use.day_tokens += tokens
-            use.month_tokens += tokens
+        for use in uses:
+            use.running = max(0, use.running - 1)
+            if tokens:
+                use.tokens.add(now, tokens)
+                use.day_tokens += tokens
+                use.month_tokens += tokens
 
     def headers(self, grant: Grant) -> Headers:
         """The headers of an answer that does not count (a listing, management): where the
         key stands, with nothing taken."""
         now = self._clock()
-        return self._headers(grant.limits or {}, self._use(grant.key_id, now), now)
+        owner_use = self._use(USER + str(grant.owner), now) if grant.owner_limits else None
+        return self._headers_of(grant, self._use(grant.key_id, now), owner_use, now)
 
     def running(self, key_id: str) -> int:
         use = self._keys.get(key_id)
@@ -224,33 +233,44 @@ class RateLimiter:
                 if first_sight and month == self._seed_month else 0
             use.month_ends = _next_month(when).timestamp()
 
-    def _refusal(self, limits: dict[str, int], use: KeyUse,
-                 now: float) -> tuple[str, str, float] | None:
+    @staticmethod
+    def _refusal(limits: dict[str, int], use: KeyUse, now: float,
+                 whose: str) -> tuple[str, str, float] | None:
         """(message, code, seconds to wait) of the first limit the request is past."""
         monthly = limits.get(MONTHLY)
         if monthly is not None and use.month_tokens >= monthly:
-            return (f"this API key's monthly budget of {monthly} tokens is spent "
+            return (f"{whose} monthly budget of {monthly} tokens is spent "
                     f"({use.month_tokens} used this month, UTC); it renews on the 1st at "
                     "00:00 UTC", "insufficient_quota", use.month_ends - now)
         daily = limits.get(DAILY)
         if daily is not None and use.day_tokens >= daily:
-            return (f"this API key's daily budget of {daily} tokens is spent ({use.day_tokens} "
+            return (f"{whose} daily budget of {daily} tokens is spent ({use.day_tokens} "
                     "used today, UTC); it renews at 00:00 UTC", "insufficient_quota",
                     (use.day + 1) * DAY_S - now)
         tpm = limits.get(TPM)
         if tpm is not None and use.tokens.sum(now) >= tpm:
-            return (f"this API key's limit of {tpm} tokens per minute is reached "
+            return (f"{whose} limit of {tpm} tokens per minute is reached "
                     f"({use.tokens.total} used in the last minute)", "rate_limit_exceeded",
                     use.tokens.seconds_until_below(tpm, now))
         rpm = limits.get(RPM)
         if rpm is not None and use.requests.sum(now) >= rpm:
-            return (f"this API key's limit of {rpm} requests per minute is reached",
+            return (f"{whose} limit of {rpm} requests per minute is reached",
                     "rate_limit_exceeded", use.requests.seconds_until_below(rpm, now))
         concurrent = limits.get(CONCURRENT)
         if concurrent is not None and use.running >= concurrent:
-            return (f"this API key's limit of {concurrent} concurrent requests is reached "
-                    "(its other requests are still being answered)", "rate_limit_exceeded", 1.0)
+            return (f"{whose} limit of {concurrent} concurrent requests is reached "
+                    "(other requests are still being answered)", "rate_limit_exceeded", 1.0)
         return None
+
+    def _headers_of(self, grant: Grant, use: KeyUse, owner_use: KeyUse | None,
+                    now: float) -> Headers:
+        """The key's headers; for a per-minute limit the key has not, its owner's."""
+        headers = self._headers(grant.limits or {}, use, now)
+        if owner_use is not None:
+            given = {name for name, _ in headers}
+            headers += [header for header in self._headers(grant.owner_limits or {}, owner_use,
+                                                           now) if header[0] not in given]
+        return headers
 
     def _headers(self, limits: dict[str, int], use: KeyUse, now: float) -> Headers:
         headers: Headers = []
@@ -270,12 +290,20 @@ class RateLimiter:
                          duration(use.tokens.seconds_until_empty(now)).encode())]
         return headers
 
-    def _refused(self, limits: dict[str, int], use: KeyUse, now: float, message: str,
-                 code: str, retry_after: float) -> Refused:
-        error_type = "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"
-        wait = max(1, math.ceil(retry_after))
-        body = orjson.dumps(error_body(f"{message}; retry in {wait} s", error_type, code))
-        return Refused(429, [(b"content-type", b"application/json"),
-                             (b"content-length", str(len(body)).encode()),
-                             (b"retry-after", str(wait).encode()),
-                             *self._headers(limits, use, now)], body)
+
+def _refused(message: str, code: str, retry_after: float, headers: Headers) -> Refused:
+    error_type = "insufficient_quota" if code == "insufficient_quota" else "rate_limit_error"
+    wait = max(1, math.ceil(retry_after))
+    body = orjson.dumps(error_body(f"{message}; retry in {wait} s", error_type, code))
+    return Refused(429, [(b"content-type", b"application/json"),
+                         (b"content-length", str(len(body)).encode()),
+                         (b"retry-after", str(wait).encode()), *headers], body)
+
+
+def _seeded(seed: UsageSeed | None, seed_users: UsageSeed | None,
+            since: datetime) -> dict[str, int]:
+    """The tokens used since `since`, by key id and by USER + user name."""
+    seeded = dict(seed(since)) if seed is not None else {}
+    if seed_users is not None:
+        seeded.update({USER + name: tokens for name, tokens in seed_users(since).items()})
+    return seeded

@@ -177,6 +177,49 @@ def test_a_raised_limit_applies_at_the_next_request():
         "x-ratelimit-remaining-requests"] == "3"
 
 
+def _owned(key_id: str, owner_limits: dict[str, int], **limits: int) -> Grant:
+    return Grant("app", frozenset({"models:read"}), key_id=key_id, source=DATABASE,
+                 limits=limits or None, owner="team-b", owner_limits=owner_limits)
+
+
+def test_a_user_s_limits_hold_the_sum_of_its_keys():
+    clock = Clock(NOON)
+    limiter = RateLimiter(clock=clock)
+    team = {"requests_per_minute": 3, "max_concurrent_requests": 2}
+    first, second = _owned("key-a", team), _owned("key-b", team, requests_per_minute=10)
+    assert _headers(limiter.admit(first))["x-ratelimit-remaining-requests"] == "2"  # the user's
+    # The key's own limit is shown where it has one.
+    assert _headers(limiter.admit(second))["x-ratelimit-limit-requests"] == "10"
+    error = _error(limiter.admit(first))
+    assert "user team-b's (all its keys together) limit of 2 concurrent" in error["message"]
+    assert limiter.running("key-a") == 1 and limiter.running("key-b") == 1
+    _done(limiter, first)
+    assert limiter.running("key-a") == 0
+    assert _headers(limiter.admit(first))["x-ratelimit-remaining-requests"] == "0"
+    _done(limiter, first)
+    _done(limiter, second)
+    refused = limiter.admit(second)  # key-b has 8 of its own left, the user none
+    assert "user team-b's (all its keys together) limit of 3 requests per minute" in \
+        _error(refused)["message"]
+    assert _headers(refused)["x-ratelimit-limit-requests"] == "10"
+    other = _grant("key-c", requests_per_minute=5)  # another user's key is apart
+    assert _headers(limiter.admit(other))["x-ratelimit-remaining-requests"] == "4"
+
+
+def test_a_user_s_budget_counts_every_key_s_tokens_and_is_seeded_by_user():
+    clock = Clock(NOON)
+    limiter = RateLimiter(seed=lambda since: {}, seed_users=lambda since: {"team-b": 900},
+                          clock=clock)
+    team = {"daily_tokens": 1000}
+    first, second = _owned("key-a", team), _owned("key-b", team)
+    assert limiter.admit(first) == []
+    _done(limiter, first, prompt=60)
+    assert limiter.admit(second) == []
+    _done(limiter, second, prompt=40)  # 900 + 60 + 40
+    error = _error(limiter.admit(first))
+    assert error["code"] == "insufficient_quota" and "1000 used today" in error["message"]
+
+
 @pytest.mark.parametrize(("seconds", "shown"), [
     (0, "0s"), (0.25, "250ms"), (1, "1s"), (59.5, "59.5s"), (360, "6m0s"),
     (3723.5, "1h2m3.5s"), (0.0001, "1ms")])

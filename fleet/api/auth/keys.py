@@ -100,10 +100,13 @@ class Grant:
     expires_at: float | None = None
     # The key's limits by name (fleet.api.auth.key_requests.KeyLimits), only those it has.
     limits: dict[str, int] | None = None
+    # Its owner's (a user), when the owner has limits: they hold the sum of the owner's keys.
+    owner: str | None = None
+    owner_limits: dict[str, int] | None = None
 
     @property
     def limited(self) -> bool:
-        return bool(self.limits)
+        return bool(self.limits) or bool(self.owner_limits)
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions

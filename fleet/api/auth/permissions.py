@@ -101,6 +101,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/keys/{key_id}"): ADMIN,
     ("PATCH", "/v1/keys/{key_id}"): ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): ADMIN,
+    ("GET", "/v1/users"): ADMIN,
+    ("PUT", "/v1/users/{name}/limits"): ADMIN,
     ("GET", "/v1/audit"): ADMIN,
 }
 # Routes that name a running model in their path: a key limited to some models is held to them.
