@@ -16,7 +16,10 @@ One server per database, SQLite for most."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -238,6 +241,43 @@ def test_the_messages_route_answers_429_in_anthropic_s_shape(cluster, smol):
     assert "1 requests per minute" in refused.json()["error"]["message"]
     assert 1 <= int(refused.headers["retry-after"]) <= 60
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+def _fleet(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fleet", *args, "-e", cluster.server.endpoint],
+                          env={**_env_without_keys(), "FLEET_API_KEY": cluster.admin},
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_user_s_limits_hold_the_sum_of_its_keys(cluster):
+    _, plain = cluster.key()
+    refused = cluster.call("PUT", "/v1/users/team-b/limits", plain,
+                           json={"requests_per_minute": 3})
+    assert refused.status_code == 403  # admin only
+    bad = cluster.call("PUT", "/v1/users/team-b/limits", json={"requests_per_minute": 0})
+    assert bad.status_code == 400 and "requests_per_minute" in bad.json()["error"]["message"]
+    # Set before the user has any key (the user is made), through the CLI.
+    set_by_cli = _fleet(cluster, "users", "limits", "team-b", "--requests-per-minute", "3")
+    assert set_by_cli.returncode == 0, set_by_cli.stderr
+    keys = []
+    for name in ("b-one", "b-two"):
+        made = cluster.call("POST", "/v1/keys", json={"name": name, "owner": "team-b"})
+        assert made.status_code == 200, made.text
+        keys.append(made.json()["key"])
+    answers = [cluster.embed(keys[0]), cluster.embed(keys[1]), cluster.embed(keys[0])]
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert [a.headers["x-ratelimit-remaining-requests"] for a in answers] == ["2", "1", "0"]
+    over = cluster.embed(keys[1])
+    assert over.status_code == 429, over.text
+    assert "user team-b's (all its keys together) limit of 3 requests per minute" in \
+        over.json()["error"]["message"]
+    listed = json.loads(_fleet(cluster, "users", "list", "--json").stdout)
+    assert next(u for u in listed if u["name"] == "team-b")["limits"]["requests_per_minute"] == 3
+    # Cleared (no options: no limits), the user's keys pass within a second.
+    assert _fleet(cluster, "users", "limits", "team-b").returncode == 0
+    assert _wait_for_status(lambda: cluster.embed(keys[1]), 200, within_s=1.0) < 1.0
+    audit = cluster.call("GET", "/v1/audit", params={"action": "user.limits"}).json()["data"]
+    assert [entry["target"] for entry in audit] == ["team-b", "team-b"]
 
 
 @pytest.fixture(scope="module")
