@@ -1,6 +1,8 @@
 """Per-key limits: requests and tokens per minute, concurrent requests, and token budgets per
 UTC day and month (the limits of a key made through /v1/keys, fleet.api.auth.key_requests.
-KeyLimits; the keys of --api-key and --auth-config have none).
+KeyLimits; the keys of --api-key and --auth-config have none). A user (a key's owner) may have
+the same limits (PUT /v1/users/{name}/limits), held by counters of its own that every request
+of its keys feeds: the sum of its keys.
 
 Counted in this process's memory: a cluster has one API process (the supervisor's), so its
 counters see every request of every key and are exact, with nothing written or read on the
@@ -20,8 +22,9 @@ How each limit counts:
   so the last request before the limit may pass it.
 - concurrent requests: a slot taken at `admit`, given back at `finished`.
 - daily and monthly tokens: the tokens used since the start of the UTC day and month. At start
-  they are seeded from the usage records (`seed`: key id -> tokens used since a time), so a
-  restart does not hand a key a fresh budget; they roll over at 00:00 UTC and on the 1st.
+  they are seeded from the usage records (`seed`: key id -> tokens used since a time;
+  `seed_users`: user name -> the same), so a restart does not hand a key a fresh budget;
+  they roll over at 00:00 UTC and on the 1st.
   A budget set on a key that had no limits counts that key's tokens from then on until the
   next restart, which seeds it from the records (keys without limits cost the request path
   nothing, so their tokens are not followed here).
