@@ -27,6 +27,7 @@ from fleet.catalogue.xinference_format import canonical_format
 from fleet.errors import BadRequest, validation_message
 from fleet.keep_alive import parse_keep_alive
 from fleet.limits import MAX_REPLICAS, check_depth
+from fleet.model_aliases import MAX_ALIASES, AliasName, check_alias_names
 
 # Xinference launch options that Fleet has no counterpart for: refused when set, so that nothing
 # a user asked for is silently dropped. Their defaults (null, false), which Xinference's clients
@@ -86,6 +87,14 @@ class LaunchRequest(BaseModel):
         "Seconds the load must stay above the target before a replica is added (default 5)"))
     scale_down_delay: float | None = Field(default=None, ge=0, le=MAX_DELAY_S, description=(
         "Seconds the load must fit in one replica fewer before one is removed (default 60)"))
+
+    aliases: list[AliasName] | None = Field(default=None, max_length=MAX_ALIASES, description=(
+        "Other names the model answers to (fleet.model_aliases); changeable while it serves"))
+
+    @field_validator("aliases")
+    @classmethod
+    def _alias_names(cls, value: list[str] | None) -> list[str] | None:
+        return check_alias_names(value) if value is not None else None
 
     @field_validator("keep_alive")
     @classmethod

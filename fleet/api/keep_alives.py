@@ -12,6 +12,7 @@ field costs nothing here: the route only looks at it when it is there."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fleet.keep_alive import parse_keep_alive
@@ -20,14 +21,17 @@ _UNKNOWN = object()
 
 
 class KeepAlives:
-    def __init__(self, supervisor: Any):
+    def __init__(self, supervisor: Any, uid_of: Callable[[str], Awaitable[str]]):
         self._supervisor = supervisor
+        self._uid_of = uid_of  # a model name (an alias, fleet.model_aliases) -> its uid
         # Model uid -> the keep_alive in seconds (None: never) it was last given from here.
         self._told: dict[str, float | None] = {}
 
-    async def apply(self, uid: str, value: str | float) -> None:
-        """Make `value` (a duration the request's body checked already) the model's keep_alive;
-        NotFound when there is no such model, as the request itself would get."""
+    async def apply(self, name: str, value: str | float) -> None:
+        """Make `value` (a duration the request's body checked already) the keep_alive of the
+        model that `name` names; NotFound when there is no such model, as the request itself
+        would get."""
+        uid = await self._uid_of(name)
         seconds = parse_keep_alive(value)
         if self._told.get(uid, _UNKNOWN) == seconds:
             return

@@ -133,7 +133,9 @@ class MeteringMiddleware:
             return
         grant: Grant | None = scope.get(GRANT_SCOPE_KEY)
         extra: list[tuple[bytes, bytes]] = []
-        counted = False  # a slot taken, to give back once the answer ends
+        # The limiter of a request that took a place (an inference request of a limited key),
+        # to give it back once the answer ends; None: nothing taken.
+        taken: Limiter | None = None
         if self._limiter is not None and grant is not None and grant.limited:
             if scope["path"] in LIMITED_PATHS:
                 admission = self._limiter.admit(grant)
@@ -142,7 +144,7 @@ class MeteringMiddleware:
                                 "headers": admission.headers})
                     await send({"type": "http.response.body", "body": admission.body})
                     return
-                extra, counted = admission, True
+                extra, taken = admission, self._limiter
             else:
                 extra = self._limiter.headers(grant)
         metered = Metered(grant, time.perf_counter())
@@ -162,8 +164,8 @@ class MeteringMiddleware:
             metered.latency_s = time.perf_counter() - metered.started
             if metered.status == 0:  # the client left before any answer
                 metered.status = 499
-            if counted:  # also when the route failed or the client left (a cancellation)
-                self._limiter.finished(metered)  # type: ignore[union-attr]
+            if taken is not None:  # also when the route failed or the client left
+                taken.finished(metered)
             if self._sink is not None and metered.model is not None:
                 self._sink.add(metered)
 

@@ -60,6 +60,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/models/{model_uid}/replicas"): (404, 409, 503),
     ("DELETE", "/v1/models/{model_uid}/replicas/{replica_id}"): (404, 409),
     ("POST", "/v1/models/{model_uid}/autoscale"): _MODEL,
+    ("PUT", "/v1/models/{model_uid}/aliases"): _MODEL,
     ("GET", "/v1/models/{model_uid}/events"): _MODEL,
     ("POST", "/v1/model_registrations/{model_type}"): (),
     ("GET", "/v1/model_registrations/{model_type}"): (),

@@ -40,6 +40,7 @@ from fleet.channel.api_end import ReplicaChannels, StreamInbox
 from fleet.cluster.deadlines import DeadlineExceeded, within
 from fleet.errors import FleetError, Unavailable
 from fleet.messages import GenerationCall, StreamStarted
+from fleet.model_aliases import ALIASES_CHANGED
 from fleet.settings import (
     control_call_timeout_s,
     replica_channels_enabled,
@@ -71,20 +72,40 @@ class ReplicaRouter:
         self._following: asyncio.Task[None] | None = None
         self._waking: dict[str, asyncio.Future[None]] = {}  # loads of idle models asked for
         # Requests' own keep_alive; forgotten with the routes, on the same events.
-        self.keep_alives = KeepAlives(supervisor)
+        self.keep_alives = KeepAlives(supervisor, self.uid_of)
+        # alias -> model uid (fleet.model_aliases), asked of the supervisor when first needed
+        # and again after the route events say the aliases changed; None: to be asked.
+        self._aliases: dict[str, str] | None = None
 
     def invalidate(self, uid: str | None = None) -> None:
         self.keep_alives.forget(uid)
+        if uid is None or uid == ALIASES_CHANGED:
+            self._aliases = None
         if uid is None:
             self._routes.clear()
         else:
             self._routes.pop(uid, None)
 
+    async def uid_of(self, name: str) -> str:
+        """The uid of the model that `name` names: `name` itself, or the model it is an alias
+        of. A uid whose route is cached costs one dict lookup (an alias is never a uid)."""
+        if name in self._routes:
+            return name
+        aliases = self._aliases
+        if aliases is None:
+            self._follow()
+            aliases = self._aliases = await self._supervisor.aliases()
+        return aliases.get(name, name)
+
+    def _follow(self) -> None:
+        """Follow the route events, from the first request on."""
+        if self._following is None or self._following.done():
+            self._following = asyncio.create_task(self._follow_routes())
+
     async def _replicas(self, uid: str) -> tuple[list[Replica], itertools.cycle]:
         cached = self._routes.get(uid)
         if cached is None:
-            if self._following is None or self._following.done():
-                self._following = asyncio.create_task(self._follow_routes())
+            self._follow()
             targets = await self._route(uid)
             replicas = [replica for target in targets
                         if (replica := await self._connect(*target)) is not None]
@@ -175,7 +196,7 @@ class ReplicaRouter:
     async def replicas_of(self, uid: str) -> list[Replica]:
         """The model's replicas as the routing table has them, for a question that each one
         must be asked (which of them holds a named request)."""
-        replicas, _ = await self._replicas(uid)
+        replicas, _ = await self._replicas(await self.uid_of(uid))
         return list(replicas)
 
     async def _next_replica(self, uid: str) -> Replica:
@@ -280,6 +301,7 @@ class ReplicaRouter:
     async def open_stream(self, uid: str, endpoint: str, call: GenerationCall) -> ReplicaStream:
         """Start a streamed answer on the next replica, its tokens pushed over the replica's
         replica channel (or polled when there is none); the stream reports its own metrics."""
+        uid = await self.uid_of(uid)
 
         async def start(replica: Replica) -> tuple[StreamStarted, StreamInbox | None]:
             channel = await self._channels.for_replica(replica.key, replica.ref)
@@ -304,6 +326,7 @@ class ReplicaRouter:
         actor generator) on the next replica: its first item, which says the replica accepted
         the request (its refusal is raised here, before the API has answered), and the rest.
         The request counts as finished when the rest is spent."""
+        uid = await self.uid_of(uid)
 
         async def start(replica: Replica) -> tuple[Any, Any]:
             items = await replica.ref.stream_service(method, *args)
@@ -332,6 +355,7 @@ class ReplicaRouter:
         `tokens(result)` gives (prompt, generated) token counts for the metrics; `grouped`
         lets the call share its actor message with others (see the top; the replica must accept
         `method` in `call_many`)."""
+        uid = await self.uid_of(uid)
         if grouped:
             call = lambda: self._grouped_call(uid, method, args)  # noqa: E731
         else:

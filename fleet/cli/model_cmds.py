@@ -139,6 +139,9 @@ def _extra_kwargs(args: list[str]) -> dict[str, Any]:
               help="Unload it after this long without a request (30s, 10m, 1h; -1 never); its "
                    "next request loads it again, and a request's own keep_alive changes it. "
                    "Default: the cluster's (never).")
+@click.option("--alias", "aliases", multiple=True, metavar="NAME",
+              help="Another name the model answers to (repeat for more), e.g. "
+                   "claude-sonnet-4-5; `fleet alias` changes them while it serves.")
 @click.option("--dry-run", is_flag=True,
               help="Show the engine, the memory it needs, where it would go and which idle-able "
                    "models it would unload to make room; launch nothing.")
@@ -150,8 +153,8 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
            model_engine: str | None, model_uid: str | None, size_in_billions: str | None,
            model_format: str | None, quantization: str | None, replica: int, n_gpu: str,
            gpu_idx: list[int] | None, model_path: str | None, worker_ip: str | None,
-           keep_alive: str | None, dry_run: bool, skip_memory_check: bool,
-           as_json: bool) -> None:
+           keep_alive: str | None, aliases: tuple[str, ...], dry_run: bool,
+           skip_memory_check: bool, as_json: bool) -> None:
     """Launch a model and wait until it serves. Engine arguments follow as --name value
     (e.g. --context_length 4096 --max_num_seqs 8)."""
     client = client_for(endpoint)
@@ -163,8 +166,8 @@ def launch(ctx: click.Context, endpoint: str, model_name: str, model_type: str |
     )
     if gpu_idx is not None:
         arguments["gpu_idx"] = gpu_idx
-    if keep_alive is not None:
-        arguments["keep_alive"] = keep_alive
+    arguments.update({k: v for k, v in (("keep_alive", keep_alive),
+                                         ("aliases", list(aliases) or None)) if v is not None})
     if dry_run:
         if model_uid is not None:  # the model it would replace is not one to unload for it
             arguments["model_uid"] = model_uid
@@ -254,6 +257,10 @@ def _gpu_indices(value: str | None) -> list[int] | None:
                                  param_hint="--gpu-idx") from None
 
 
+def _uid_and_aliases(uid: str, model: dict[str, Any]) -> str:
+    return "\n".join([uid, *(f"= {alias}" for alias in model.get("aliases") or ())])
+
+
 @click.command("list")
 @endpoint_option
 @json_option
@@ -263,7 +270,7 @@ def list_models(endpoint: str, as_json: bool) -> None:
     if as_json:
         _print_json(list(models.values()))
         return
-    rows = [[uid, m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
+    rows = [[_uid_and_aliases(uid, m), m["model_type"], m["model_name"], m["model_engine"], m["model_format"],
              str(m["model_size_in_billions"] or "-").replace("_", "."), m["quantization"],
              f"{m.get('ready_replicas', m['replica'])}/{m['replica']}", m["status"],
              ",".join(m.get("accelerators") or []) or "-"]

@@ -1,5 +1,6 @@
 """`fleet scale -u UID -r N`: more or fewer replicas of a running model, while it serves;
-`fleet autoscale -u UID --min 1 --max 3`: let the load decide, within bounds."""
+`fleet autoscale -u UID --min 1 --max 3`: let the load decide, within bounds;
+`fleet alias -u UID NAME...`: the other names it answers to."""
 
 from __future__ import annotations
 
@@ -41,4 +42,20 @@ def autoscale(endpoint: str, model_uid: str, **fields: float | None) -> None:
                                                             for k, v in settings.items()))
 
 
-SCALE_COMMANDS = [scale, autoscale]
+@click.command()
+@endpoint_option
+@click.option("-u", "--model-uid", required=True, help="The running model.")
+@click.option("--clear", is_flag=True, help="Remove every alias.")
+@click.argument("names", nargs=-1)
+def alias(endpoint: str, model_uid: str, clear: bool, names: tuple[str, ...]) -> None:
+    """Set the other names a running model answers to (e.g. claude-sonnet-4-5 gpt-4o),
+    replacing those it had; they take effect at once and are kept across restarts."""
+    if not names and not clear:
+        raise click.UsageError("give the aliases, or --clear to remove them")
+    if names and clear:
+        raise click.UsageError("give the aliases or --clear, not both")
+    kept = client_for(endpoint).set_aliases(model_uid, list(names))
+    click.echo(f"Model {model_uid} answers to " + (", ".join(kept) if kept else "its uid only"))
+
+
+SCALE_COMMANDS = [scale, autoscale, alias]

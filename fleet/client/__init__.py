@@ -106,7 +106,15 @@ class Client:
         return self._request("GET", "/v1/models/estimate", params=params)
 
     def list_models(self) -> dict[str, dict[str, Any]]:
-        return {m["id"]: m for m in self._request("GET", "/v1/models")["data"]}
+        """The running models by uid (each with its `aliases`; the listing's entries for the
+        aliases themselves, there for OpenAI clients, are left out)."""
+        return {m["id"]: m for m in self._request("GET", "/v1/models")["data"]
+                if "alias_of" not in m}
+
+    def set_aliases(self, model_uid: str, aliases: list[str]) -> list[str]:
+        """The other names the model answers to from now on (an empty list: none)."""
+        return self._request("PUT", f"/v1/models/{quote(model_uid, safe='')}/aliases",
+                             json={"aliases": aliases})["aliases"]
 
     def describe_model(self, model_uid: str) -> dict[str, Any]:
         return self._request("GET", f"/v1/models/{quote(model_uid, safe='')}")

@@ -178,8 +178,10 @@ class DatabaseKeys:
         """The user's limits, all of them (None: none), the user made if new; the keys' change
         token moves with them, so that every API process reads them within a second."""
         def change(session: Session) -> StoredUser:
-            _ensure_user(session, name)
             row = session.get(User, name)
+            if row is None:
+                row = User(name=name, created_at=utc_now())
+                session.add(row)
             for field in LIMIT_FIELDS:
                 setattr(row, field, limits.get(field))
             session.flush()

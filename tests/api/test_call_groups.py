@@ -78,6 +78,9 @@ class OneReplicaSupervisor:
     async def route(self, uid: str) -> list[tuple[str, str, str, str]]:
         return [(self._address, "replica", f"{uid}-0", "worker-a")]
 
+    async def aliases(self) -> dict[str, str]:
+        return {}
+
 
 @pytest.fixture
 def pool_address(monkeypatch: pytest.MonkeyPatch):

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import httpx
+
 from fleet.client import Client
 from tests.conftest import start_local
 from tests.state_db import save_model_entry, saved_models
@@ -32,6 +34,7 @@ def test_registration_and_launched_model_survive_a_restart(fleet_home, minilm_pa
         # model_uri in the registration: no --model-path needed.
         client.launch_model("my-minilm", model_type="embedding")
         before = client.get_model("my-minilm").create_embedding("persist me")["data"][0]
+        client.set_aliases("my-minilm", ["text-embedding-3-small"])  # kept with the model
     finally:
         assert first.stop() == 0, first.output()
 
@@ -47,6 +50,9 @@ def test_registration_and_launched_model_survive_a_restart(fleet_home, minilm_pa
         assert deadline_state == "ready"
         after = client.get_model("my-minilm").create_embedding("persist me")["data"][0]
         assert after["embedding"] == before["embedding"]
+        by_alias = httpx.post(f"{second.endpoint}/v1/embeddings", timeout=60, json={
+            "model": "text-embedding-3-small", "input": "persist me"}).json()["data"][0]
+        assert by_alias["embedding"] == before["embedding"]
         client.terminate_model("my-minilm")
         client.unregister_model("embedding", "my-minilm")
     finally:

@@ -77,6 +77,7 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/models/{model_uid}/replicas"): START,  # scaling up starts replicas
     ("DELETE", "/v1/models/{model_uid}/replicas/{replica_id}"): STOP,
     ("POST", "/v1/models/{model_uid}/autoscale"): START,  # it may start replicas
+    ("PUT", "/v1/models/{model_uid}/aliases"): START,  # part of how the model was launched
     ("GET", "/v1/models/{model_uid}/events"): LIST,
     ("POST", "/v1/model_registrations/{model_type}"): REGISTER,
     ("GET", "/v1/model_registrations/{model_type}"): LIST,

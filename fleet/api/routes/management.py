@@ -85,7 +85,11 @@ async def launch_model(
 @router.get("/v1/models")
 async def list_models(request: Request) -> dict[str, Any]:
     models = await _cluster(request).supervisor.list_models()
-    return {"object": "list", "data": visible_models(request.scope, models, "id")}
+    # An alias is listed as its model under the alias's name, with `alias_of`: an OpenAI client
+    # picks a model by `id` from this list (fleet.model_aliases).
+    aliases = [{**model, "id": alias, "alias_of": model["id"]}
+               for model in models for alias in model.get("aliases") or ()]
+    return {"object": "list", "data": visible_models(request.scope, [*models, *aliases], "id")}
 
 
 @router.get("/v1/models/estimate")

@@ -8,8 +8,9 @@ terminates the model, as in Xinference.
 
 Fleet's own: `POST /v1/models/{uid}/autoscale` changes a model's autoscaling bounds, target and
 delays while it serves (the fields given; answered with the settings now in force), and
-`GET /v1/models/{uid}/events` lists what the supervisor did to its replicas on its own, and why
-(scale-ups and downs, unloads and loads), oldest first: `{"data": [...]}`."""
+`PUT /v1/models/{uid}/aliases` replaces the names it answers to besides its uid
+(fleet.model_aliases), and `GET /v1/models/{uid}/events` lists what the supervisor did to its
+replicas on its own, and why (scale-ups and downs, unloads and loads), oldest first: `{"data": [...]}`."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from fleet.api.audit import audit
 from fleet.api.protocol.fields import integer
 from fleet.autoscale import MAX_DELAY_S
 from fleet.limits import MAX_REPLICAS
+from fleet.model_aliases import MAX_ALIASES, AliasName
 
 router = APIRouter()
 
@@ -84,6 +86,21 @@ async def set_autoscale(request: Request, model_uid: str, body: AutoscaleRequest
     settings = await request.app.state.cluster.supervisor.set_autoscale(model_uid, changes)
     await audit(request, "model.autoscale", model_uid, changes)
     return settings
+
+
+class AliasesRequest(BaseModel):
+    """The model's aliases from now on (fleet.model_aliases); an empty list removes them."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    aliases: list[AliasName] = Field(max_length=MAX_ALIASES)
+
+
+@router.put("/v1/models/{model_uid}/aliases")
+async def set_aliases(request: Request, model_uid: str, body: AliasesRequest) -> dict[str, Any]:
+    names = await request.app.state.cluster.supervisor.set_aliases(model_uid, body.aliases)
+    await audit(request, "model.aliases", model_uid, {"aliases": names})
+    return {"model_uid": model_uid, "aliases": names}
 
 
 @router.get("/v1/models/{model_uid}/events")

@@ -16,7 +16,7 @@ import xoscar as xo
 
 from fleet.catalogue.registry import Catalogue
 from fleet.cluster.actor_uids import SUPERVISOR_UID
-from fleet.cluster.supervisor import adoption, cache_admin, replica_status
+from fleet.cluster.supervisor import adoption, aliases, cache_admin, replica_status
 from fleet.cluster.supervisor.autoscaler import Autoscaler
 from fleet.cluster.supervisor.cluster_state import ClusterState
 from fleet.cluster.supervisor.elastic import Elastic
@@ -221,6 +221,7 @@ class SupervisorActor(xo.StatelessActor):
         if existing is not None and existing.state != "failed" and not existing.stand_in:
             raise BadRequest(f"model uid {uid!r} is already in use; terminate it or pick another",
                              code="duplicate_model_uid")
+        aliases.check_launch(self._cluster, uid, request)
         if plan.refusal is not None:
             raise plan.refusal
         replicas = adoption.replicas(uid, adopted, plan.placements)
@@ -261,6 +262,7 @@ class SupervisorActor(xo.StatelessActor):
                 if stale is not None:  # a failed launch under the same uid: clear it away first
                     await self._stop_replicas(stale)
                 self._models[record.uid] = record
+                aliases.announce(self._cluster, record)
                 if not record.idle:  # an idle model loads on its first request
                     record.launch_task = asyncio.create_task(self._launch(record))
         estimate = (record.memory_estimate or {}).get("summary", "not estimated")
@@ -356,6 +358,7 @@ class SupervisorActor(xo.StatelessActor):
             await asyncio.gather(*(self._launcher.stop(r, drain_timeout_s() if id(r) in serving
                                                        else 0.0) for r in record.replicas))
             self._models.pop(uid, None)
+            aliases.announce(self._cluster, record)
             self._autoscaler.forget(uid)
         logger.info("model %s terminated", uid)
 
@@ -381,6 +384,13 @@ class SupervisorActor(xo.StatelessActor):
     async def set_autoscale(self, uid: str, changes: dict[str, Any]) -> dict[str, Any]:
         """Change a model's autoscaling while it serves (fleet.cluster.supervisor.autoscaler)."""
         return await self._autoscaler.configure(uid, changes)
+
+    def aliases(self) -> dict[str, str]:
+        """alias -> model uid, for the API's routing (fleet.model_aliases)."""
+        return aliases.alias_table(self._cluster)
+
+    async def set_aliases(self, uid: str, names: list[str]) -> list[str]:
+        return await aliases.set_aliases(self._cluster, self.restorer, uid, names)
 
     def model_events(self, uid: str) -> list[dict[str, Any]]:
         """The model's recent scale, unload and load events, oldest first, with their reasons."""

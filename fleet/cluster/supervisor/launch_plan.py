@@ -43,7 +43,7 @@ SKIP_MEMORY_CHECK = "skip_memory_check"
 LAUNCH_FIELDS = frozenset({
     "model_name", "model_type", "model_engine", "model_uid", "model_format",
     "model_size_in_billions", "quantization", "replica", "n_gpu", "gpu_idx", "worker_ip",
-    "model_path", "envs", "request_limits", "keep_alive", "idle", SKIP_MEMORY_CHECK,
+    "model_path", "envs", "request_limits", "keep_alive", "idle", "aliases", SKIP_MEMORY_CHECK,
     *AUTOSCALE_FIELDS,
     "n_worker", "peft_model_config", "replica_config", "quantization_config",
     "enable_virtual_env", "virtual_env_packages", "virtual_env_find_links",

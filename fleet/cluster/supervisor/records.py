@@ -205,6 +205,7 @@ class ModelRecord:
             "accelerators": sorted({str(g) for r in self.replicas for g in r.gpus}),
             "replicas": [r.status() for r in self.replicas],
             "launch_options": self.launch_options(),
+            "aliases": list(self.request.get("aliases") or ()),
         }
         for key in ("model_lang", "language", "context_length", "dimensions", "max_tokens"):
             if hasattr(family, key):

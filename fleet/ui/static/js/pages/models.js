@@ -12,7 +12,7 @@ const REFRESH_MS = 3000;
 export default function ModelsPage() {
   const { data, error } = usePoll(() => api('/v1/models'), REFRESH_MS);
   if (!data) return error ? html`<${ErrorBox} error=${error}/>` : html`<${Loading} what="models"/>`;
-  const models = data.data;
+  const models = data.data.filter((m) => !m.alias_of); // an alias is listed as its model
   return html`<div>
     <div class="row spread"><h1>Models</h1>
       ${can('models:start') ? html`<a class="button primary" href="/ui/catalogue">Launch a model</a>` : null}</div>
@@ -22,7 +22,8 @@ export default function ModelsPage() {
       <thead><tr><th>Uid</th><th>Model</th><th>Type</th><th>Engine</th><th>State</th>
         <th class="num">Replicas</th><th></th></tr></thead>
       <tbody>${models.map((m) => html`<tr data-uid=${m.id}>
-        <td><a href=${href('models', m.id)}>${m.id}</a></td>
+        <td><a href=${href('models', m.id)}>${m.id}</a>
+          ${(m.aliases || []).length ? html`<div class="small muted">also ${m.aliases.join(', ')}</div>` : null}</td>
         <td>${m.model_name}<div class="small muted">${m.model_format} · ${m.quantization}</div></td>
         <td>${m.model_type}</td><td>${m.model_engine}</td>
         <td><${StateBadge} state=${m.status}/>
