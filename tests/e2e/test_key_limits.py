@@ -46,6 +46,7 @@ class Cluster:
     def __init__(self, server: FleetProcess):
         self.server = server
         self.admin = ""
+        self.args: tuple[str, ...] = ()  # `fleet local`'s own, to start it again
 
     def call(self, method: str, path: str, key: str | None = None, **kwargs) -> httpx.Response:
         key = key or self.admin
@@ -68,6 +69,7 @@ def _start(tmp_path_factory: pytest.TempPathFactory, *args: str) -> Cluster:
     server = FleetProcess(["local", "-p", str(port), *args], tmp_path_factory.mktemp("home"),
                           port, env=_env_without_keys()).wait_ready()
     cluster = Cluster(server)
+    cluster.args = args
     made = cluster.call("POST", "/v1/keys", json={"name": "ops", "permissions": ["admin"]})
     assert made.status_code == 200, made.text
     cluster.admin = made.json()["key"]
@@ -298,3 +300,21 @@ def test_on_postgresql_the_stored_limits_hold_and_change_within_a_second(pg_clus
     assert patched.status_code == 200, patched.text
     assert _wait_for_status(lambda: pg_cluster.embed(key), 200, within_s=1.0) < 1.0
     assert "x-ratelimit-limit-requests" not in pg_cluster.embed(key).headers
+
+
+def test_on_postgresql_a_spent_budget_stays_spent_across_a_restart(pg_cluster):
+    """The module's last test: it restarts the server. The budget spent before the stop is
+    read back from the usage records at the start, so the restart hands out no fresh one."""
+    _, spent = pg_cluster.key(daily_tokens=10)
+    _, fresh = pg_cluster.key(daily_tokens=10**6)
+    assert pg_cluster.embed(spent, LONG_TEXT).status_code == 200
+    assert pg_cluster.embed(spent).status_code == 429
+    old = pg_cluster.server
+    assert old.stop() == 0, old.output()
+    port = free_port()
+    pg_cluster.server = FleetProcess(["local", "-p", str(port), *pg_cluster.args], old.home, port,
+                                     env=_env_without_keys()).wait_ready()
+    refused = pg_cluster.embed(spent)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "insufficient_quota"
+    assert _wait_for_status(lambda: pg_cluster.embed(fresh), 200, within_s=60) < 60

@@ -1,7 +1,7 @@
 """Limits per user: what the sum of a user's keys may use (PUT /v1/users/{name}/limits).
 
-Revision ID: 0003_user_limits
-Revises: 0002_keys
+Revision ID: 0004_user_limits
+Revises: 0003_usage
 Create Date: 2026-12-07
 """
 
@@ -10,8 +10,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003_user_limits"
-down_revision: str | None = "0002_keys"
+revision: str = "0004_user_limits"
+down_revision: str | None = "0003_usage"
 branch_labels: str | None = None
 depends_on: str | None = None
 
