@@ -22,7 +22,7 @@ from pydantic import StringConstraints
 
 from fleet.api.auth.keys import ADMIN, Grant
 from fleet.api.auth.middleware import GRANT_SCOPE_KEY
-from fleet.api.routes.audit import in_utc
+from fleet.api.query_times import in_utc
 from fleet.database.usage import GROUP_FIELDS, UsageQuery
 from fleet.errors import BadRequest, Forbidden
 from fleet.server_config import is_loopback
