@@ -32,6 +32,7 @@ from fleet.api.routes import messages as routes_messages
 from fleet.api.routes import overview as routes_overview
 from fleet.api.routes import replicas as routes_replicas
 from fleet.api.routes import rerank as routes_rerank
+from fleet.api.routes import responses as routes_responses
 from fleet.api.routes import ui as routes_ui
 from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
@@ -41,7 +42,8 @@ from fleet.settings import metrics_enabled
 
 # The routes the lean front answers (fleet.api.fast_routes), each declared once in its module.
 HOT_ROUTES = (routes_embeddings.EMBEDDINGS, routes_rerank.RERANK, routes_generation.CHAT,
-              routes_generation.COMPLETION, routes_messages.MESSAGES, routes_messages.COUNT_TOKENS)
+              routes_generation.COMPLETION, routes_messages.MESSAGES, routes_messages.COUNT_TOKENS,
+              routes_responses.RESPONSES)
 
 
 class HttpLatencyMiddleware:
@@ -104,6 +106,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
     app.include_router(routes_messages.router)
+    app.include_router(routes_responses.router)
     app.include_router(routes_cache.router)
     app.include_router(routes_images.router)
     app.include_router(routes_audio.router)
