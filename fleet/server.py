@@ -104,6 +104,8 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
         await server.serve()
     finally:
         close_helper()  # a parse under way ends with the server, not after it
+        if app.state.cluster.responses is not None:  # its writes under way land first
+            app.state.cluster.responses.close()
         if keys is not None and following is not None:
             following.cancel()
             _last_writes(keys)

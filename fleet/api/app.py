@@ -20,6 +20,7 @@ from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
+from fleet.api.responses.store import response_store
 from fleet.api.routes import audio as routes_audio
 from fleet.api.routes import audit as routes_audit
 from fleet.api.routes import cache as routes_cache
@@ -93,6 +94,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.auth = store = keys if keys is not None else key_store(config)  # None: open
     # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
+    # The Responses API's stored responses, in the same database.
+    app.state.cluster.responses = (response_store(store.keys.db) if isinstance(store, LiveKeys)
+                                   else None)
     app.state.started_at = time.time()
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.

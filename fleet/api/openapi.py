@@ -75,6 +75,9 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/messages"): _INFERENCE,
     ("POST", "/v1/messages/count_tokens"): _INFERENCE,
     ("POST", "/v1/responses"): _INFERENCE,
+    ("GET", "/v1/responses/{response_id}"): (404,),  # never stored, deleted, or too old
+    ("DELETE", "/v1/responses/{response_id}"): (404,),
+    ("GET", "/v1/responses/{response_id}/input_items"): (404,),
     ("POST", "/v1/images/generations"): _INFERENCE,
     ("POST", "/v1/images/variations"): _INFERENCE,
     ("POST", "/v1/images/edits"): _INFERENCE,

@@ -4,7 +4,9 @@ an answer whole and streamed (the typed events in OpenAI's order, sequence numbe
 same text and usage), instructions and a cut by max_output_tokens; a forced function call whose
 arguments follow the function's schema, whole and streamed, and a function_call_output round
 trip; a JSON schema answer; each checked against the chat route, which runs the same request.
-Then bad input: 400 in OpenAI's shape, never a 500."""
+Stored responses: a chain of three turns through previous_response_id whose prompt holds the
+earlier turns, retrieval, input_items, delete; bad input: 400 in OpenAI's shape, never a 500.
+Last, a stored response read back after the server restarts on the same FLEET_HOME."""
 
 from __future__ import annotations
 
@@ -13,9 +15,11 @@ from typing import Any
 
 import httpx
 import jsonschema
+import openai
 import pytest
 
 from tests.builders import _smollm2_gguf
+from tests.conftest import start_local
 
 GERMANY = "What is the capital of Germany?"
 WEATHER = {"type": "function", "name": "get_weather", "description": "The weather in a city",
@@ -232,3 +236,80 @@ def test_an_unknown_model_is_a_404(local_cluster):
     response = httpx.post(local_cluster.endpoint + "/v1/responses", timeout=60,
                           json={"model": "no-such-model", "input": GERMANY})
     _openai_error(response, 404)
+
+
+# ---- stored responses ---------------------------------------------------------------------------
+def test_a_chain_of_three_turns_holds_the_earlier_turns(openai_client, model):
+    first = openai_client.responses.create(model=model, input="My name is Ada.", temperature=0,
+                                           max_output_tokens=16, instructions="Be brief.")
+    second = openai_client.responses.create(model=model, input="What is the capital of Italy?",
+                                            previous_response_id=first.id, temperature=0,
+                                            max_output_tokens=16)
+    third = openai_client.responses.create(model=model, input="What is my name?",
+                                           previous_response_id=second.id, temperature=0,
+                                           max_output_tokens=16, stream=True)
+    events = list(third)
+    third_whole = events[-1].response
+    assert second.previous_response_id == first.id
+    assert third_whole.previous_response_id == second.id
+    used = [first.usage.input_tokens, second.usage.input_tokens,
+            third_whole.usage.input_tokens]
+    assert used[0] < used[1] < used[2]
+    # The prompt is the earlier turns' input and output, then this input: the chat route reads
+    # the same messages and counts the same tokens (the first turn's instructions stay with it).
+    chat = _chat(openai_client, model, [
+        {"role": "user", "content": "My name is Ada."},
+        {"role": "assistant", "content": first.output_text},
+        {"role": "user", "content": "What is the capital of Italy?"},
+        {"role": "assistant", "content": second.output_text},
+        {"role": "user", "content": "What is my name?"}], max_tokens=16)
+    assert third_whole.usage.input_tokens == chat.usage.prompt_tokens
+    assert third_whole.output_text == chat.choices[0].message.content
+    # A response asked not to be stored cannot be continued.
+    unkept = openai_client.responses.create(model=model, input="Hi", store=False,
+                                            max_output_tokens=4)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.create(model=model, input="Hi", max_output_tokens=4,
+                                       previous_response_id=unkept.id)
+
+
+def test_retrieve_input_items_and_delete(openai_client, model):
+    items = [{"role": "developer", "content": "Be brief."},
+             {"role": "user", "content": [{"type": "input_text", "text": GERMANY}]}]
+    created = openai_client.responses.create(model=model, input=items, temperature=0,
+                                             max_output_tokens=16, metadata={"k": "v"})
+    found = openai_client.responses.retrieve(created.id)
+    assert found.model_dump() == created.model_dump()
+    listed = openai_client.responses.input_items.list(created.id)
+    assert [item.role for item in listed.data] == ["user", "developer"]  # newest first
+    assert listed.data[0].content[0].text == GERMANY and listed.has_more is False
+    assert all(item.id for item in listed.data)
+    ascending = openai_client.responses.input_items.list(created.id, order="asc", limit=1)
+    assert [item.role for item in ascending.data] == ["developer"] and ascending.has_more
+    after = openai_client.responses.input_items.list(created.id, order="asc",
+                                                     after=ascending.data[0].id)
+    assert [item.role for item in after.data] == ["user"]
+    openai_client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.retrieve(created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.delete(created.id)
+    with pytest.raises(openai.NotFoundError):
+        openai_client.responses.input_items.list(created.id)
+
+
+def test_a_stored_response_survives_a_restart(local_cluster, openai_client, model):
+    """Last in the module: it stops the module's server."""
+    created = openai_client.responses.create(model=model, input=GERMANY, temperature=0,
+                                             max_output_tokens=8)
+    streamed = list(openai_client.responses.create(model=model, input=GERMANY, temperature=0,
+                                                   max_output_tokens=8, stream=True))
+    kept = {created.id: created, streamed[-1].response.id: streamed[-1].response}
+    local_cluster.stop()
+    again = start_local(local_cluster.home)
+    try:
+        client = openai.OpenAI(base_url=again.endpoint + "/v1", api_key="unused", max_retries=0)
+        for response_id, response in kept.items():
+            assert client.responses.retrieve(response_id).output_text == response.output_text
+    finally:
+        again.stop()
