@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 
+from fleet.api.auth.middleware import check_model
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.openai_responses import ResponsesRequest
@@ -22,6 +23,7 @@ from fleet.api.responses.events import ResponseEvents
 from fleet.api.responses.store import ResponseStore, conversation, not_found
 from fleet.api.responses.to_chat import chat_request
 from fleet.api.streams import relay
+from fleet.database.responses import ResponseRecord
 from fleet.messages import GenerationResult
 
 if TYPE_CHECKING:
@@ -66,24 +68,28 @@ RESPONSES = HotRoute(RESPONSES_PATH, ResponsesRequest, responses, name="create_r
 RESPONSES.declare(router)
 
 
-def _store(request: Request) -> ResponseStore | None:
-    return request.app.state.cluster.responses
+async def _stored(request: Request, response_id: str) -> ResponseRecord:
+    """A stored response that the request's key may read: one of a model the key may use (a
+    response's id, random and unguessable, is what else stands for it)."""
+    store: ResponseStore | None = request.app.state.cluster.responses
+    record = await store.find(response_id) if store is not None else None
+    if record is None:
+        raise not_found(response_id, store)
+    check_model(request.scope, record.model)
+    return record
 
 
 @router.get("/v1/responses/{response_id}")
 async def get_response(request: Request, response_id: str) -> dict[str, Any]:
     """A stored response, as it was answered."""
-    store = _store(request)
-    record = await store.find(response_id) if store is not None else None
-    if record is None:
-        raise not_found(response_id, store)
-    return record.response
+    return (await _stored(request, response_id)).response
 
 
 @router.delete("/v1/responses/{response_id}")
 async def delete_response(request: Request, response_id: str) -> dict[str, Any]:
-    store = _store(request)
-    if store is None or not await store.delete(response_id):
+    await _stored(request, response_id)
+    store: ResponseStore = request.app.state.cluster.responses
+    if not await store.delete(response_id):
         raise not_found(response_id, store)
     return {"id": response_id, "object": "response", "deleted": True}
 
@@ -95,10 +101,7 @@ async def list_input_items(request: Request, response_id: str,
                            after: str | None = None) -> dict[str, Any]:
     """The input items of a stored response's request, a page at a time (OpenAI's list: newest
     first unless `order` is asc; `after` an item id of the last page)."""
-    store = _store(request)
-    record = await store.find(response_id) if store is not None else None
-    if record is None:
-        raise not_found(response_id, store)
+    record = await _stored(request, response_id)
     items = record.input_items if order == "asc" else record.input_items[::-1]
     if after is not None:
         ids = [item.get("id") for item in items]
