@@ -225,7 +225,8 @@ class ResponsesRequest(_Body):
     """POST /v1/responses."""
 
     model: str = Field(min_length=1)
-    input: str | list[InputItem] = Field(json_schema_extra=schema_max_items("max_messages"))
+    input: str | Annotated[list[InputItem], Field(
+        min_length=1, json_schema_extra=schema_max_items("max_messages"))]
     instructions: str | None = None
     max_output_tokens: Tokens | None = None
     temperature: float | None = Field(default=None, ge=0.0, le=2.0)
