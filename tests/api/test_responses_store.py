@@ -1,20 +1,27 @@
 """The API process's store of the Responses API's responses (fleet.api.responses.store) on a
 real database: a response is found the moment it is kept (before its write lands, from memory),
 and in the database once written; a delete follows the write of the same response; a response
-not kept, or deleted, is a 404 when a request continues it."""
+not kept, or deleted, is a 404 when a request continues it. With keys, a key reads a stored
+response only if it may use the response's model."""
 
 from __future__ import annotations
 
+import json
 import threading
 from datetime import timedelta
+from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 
+from fleet.api.app import create_app
+from fleet.api.auth.keys import KeyStore
 from fleet.api.protocol.openai_responses import ResponsesRequest
 from fleet.api.responses.store import ResponseStore, conversation
 from fleet.database.responses import DatabaseResponses
 from fleet.errors import NotFound
+from fleet.server_config import ServerConfig
 
 
 class _SlowResponses(DatabaseResponses):
@@ -67,3 +74,32 @@ async def test_a_later_turn_keeps_the_whole_conversation_and_a_delete_follows_th
     store.close()
     with pytest.raises(NotFound, match="keeps no responses"):
         await conversation(None, "resp_1")
+
+
+async def test_a_key_reads_only_the_responses_of_its_models(db, tmp_path: Path):
+    auth = tmp_path / "auth.json"
+    auth.write_text(json.dumps({"user_config": [
+        {"username": "any", "permissions": ["models:read"], "api_keys": ["sk-any-model-key"]},
+        {"username": "limited", "permissions": ["models:read"],
+         "api_keys": [{"key": "sk-model-a-only", "models": ["model-a"]}]}]}))
+    app = create_app(None, "127.0.0.1:1", ServerConfig(), KeyStore.build([], auth))
+    fastapi_app = app
+    while not hasattr(fastapi_app, "routes"):
+        fastapi_app = fastapi_app._app
+    store = ResponseStore(DatabaseResponses(db, 10, timedelta(days=1)))
+    fastapi_app.state.cluster.responses = store
+    store.keep(_body(model="model-b", input="Hi"), _answer("resp_b", "Hello"), [])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
+        def get(path: str, key: str):  # type: ignore[no-untyped-def]
+            return client.get(path, headers={"Authorization": f"Bearer {key}"})
+
+        for path in ("/v1/responses/resp_b", "/v1/responses/resp_b/input_items"):
+            refused = await get(path, "sk-model-a-only")
+            assert refused.status_code == 403 and "model-b" in refused.json()["error"]["message"]
+            assert (await get(path, "sk-any-model-key")).status_code == 200
+        deleting = await client.delete("/v1/responses/resp_b",
+                                       headers={"Authorization": "Bearer sk-model-a-only"})
+        assert deleting.status_code == 403
+        assert (await get("/v1/responses/resp_b", "sk-any-model-key")).status_code == 200
+    store.close()
