@@ -41,8 +41,8 @@ class DatabaseResponses:
             session.flush()
             session.execute(delete(StoredResponse).where(
                 StoredResponse.created_at < utc_now() - self.max_age))
-            extra = session.scalar(select(func.count()).select_from(StoredResponse)) \
-                - self.max_count
+            count = session.scalar(select(func.count()).select_from(StoredResponse)) or 0
+            extra = count - self.max_count
             if extra > 0:
                 oldest = select(StoredResponse.id).order_by(
                     StoredResponse.created_at, StoredResponse.id).limit(extra)
