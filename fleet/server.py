@@ -90,9 +90,14 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     from fleet.api.auth.live_keys import LiveKeys
     from fleet.api.auth.middleware import key_store
     from fleet.api.body_parsing import close_helper
+    from fleet.api.usage_recorder import UsageRecorder
+    from fleet.database.usage import UsageStore
 
     store = key_store(config)
-    app = create_app(supervisor, supervisor_address, config, store)
+    # The usage records, in the keys' database, written in batches (fleet.api.usage_recorder).
+    usage = (UsageRecorder(UsageStore(store.keys.db), config.usage_retention_days)
+             if isinstance(store, LiveKeys) else None)
+    app = create_app(supervisor, supervisor_address, config, store, usage)
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, loop="none", lifespan="off")
     server = uvicorn.Server(uvicorn_config)
@@ -100,10 +105,14 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     # The keys made through the API, followed from the database (fleet.api.auth.live_keys).
     keys = store if isinstance(store, LiveKeys) else None
     following = asyncio.create_task(keys.follow()) if keys is not None else None
+    recording = asyncio.create_task(usage.run()) if usage is not None else None
     try:
         await server.serve()
     finally:
         close_helper()  # a parse under way ends with the server, not after it
+        if recording is not None:
+            recording.cancel()
+            usage.close()  # before the database closes with the keys'
         if app.state.cluster.responses is not None:  # its writes under way land first
             app.state.cluster.responses.close()
         if keys is not None and following is not None:

@@ -73,6 +73,10 @@ class ServerConfig(BaseModel):
     # `fleet local` and `fleet worker`): what the operator keeps for everything else. Placement
     # uses it where it is less than the worker's free memory (fleet.cluster.supervisor.placement).
     max_model_memory: int | None = Field(default=None, ge=1)
+    # Usage records (fleet.api.usage_recorder): kept this many days (0: for ever); and the
+    # per-key Prometheus series, off unless asked (a series per key and model).
+    usage_retention_days: int = Field(default=90, ge=0)
+    metrics_per_key: bool = False
 
     @field_validator("api_key_hashes")
     @classmethod

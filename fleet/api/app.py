@@ -35,8 +35,10 @@ from fleet.api.routes import replicas as routes_replicas
 from fleet.api.routes import rerank as routes_rerank
 from fleet.api.routes import responses as routes_responses
 from fleet.api.routes import ui as routes_ui
+from fleet.api.routes import usage as routes_usage
 from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
+from fleet.api.usage_recorder import UsageRecorder
 from fleet.database.audit import AuditLog
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
@@ -77,10 +79,12 @@ class HttpLatencyMiddleware:
 
 
 def create_app(supervisor: Any, supervisor_address: str,
-               config: ServerConfig | None = None, keys: KeyStore | None = None) -> Any:
+               config: ServerConfig | None = None, keys: KeyStore | None = None,
+               usage: UsageRecorder | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
     by the latency middleware when metrics are on. `keys`: the cluster's keys, if the caller
-    read them (the server, which then follows them); else read here from `config`."""
+    read them (the server, which then follows them); else read here from `config`. `usage`:
+    where the requests' usage is recorded (the server runs and closes it); None: nowhere."""
     app = FastAPI(
         title="Fleet",
         version=__version__,
@@ -101,7 +105,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
     app.state.limiter = None
-    app.state.usage = None
+    app.state.usage = usage
+    if usage is not None and config.metrics_per_key and metrics.enabled:
+        usage.count_keys_in(metrics)
     install_error_handlers(app)
     app.include_router(routes_xinference.router)  # before /v1/models/{model_uid}
     app.include_router(routes_management.router)
@@ -117,6 +123,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_overview.router)
     app.include_router(routes_keys.router)
     app.include_router(routes_audit.router)
+    app.include_router(routes_usage.router)
     app.include_router(routes_ui.router)  # the web UI's files (fleet/ui/static)
 
     # The OpenAPI document lists 401/403 on the routes that keys guard, when there are keys.

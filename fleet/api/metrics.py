@@ -60,6 +60,8 @@ class FleetMetrics:
                                       ["route", "method", "status"], buckets=LATENCY_BUCKETS,
                                       registry=r)
         self._cluster_gauges(r)
+        self.key_requests: Counter | None = None  # per key: only when asked (per_key)
+        self.key_tokens: Counter | None = None
         self._series: dict[str, set[tuple[Counter | Histogram | Gauge, tuple[str, ...]]]] = (
             defaultdict(set))
 
@@ -115,6 +117,24 @@ class FleetMetrics:
                                     "supervisor made on its own (autoscaling, idle unloads and "
                                     "loads), by direction.", ["model", "direction"], registry=r)
         self._scale_events_seen: dict[tuple[str, str], int] = {}
+
+    def count_per_key(self) -> None:
+        """Adds the per-key series (--metrics-per-key): off by default, since a series per key
+        and model multiplies what Prometheus stores by the number of keys."""
+        self.key_requests = Counter("fleet_key_requests", "Requests answered, per API key "
+                                    "and model.", ["key_id", "model"], registry=self.registry)
+        self.key_tokens = Counter("fleet_key_tokens", "Tokens used, per API key and model.",
+                                  ["key_id", "model", "kind"], registry=self.registry)
+
+    def key_used(self, key_id: str, model: str, prompt: int, completion: int) -> None:
+        """One answered request of a key (fed by the usage recorder, off the request path)."""
+        if self.key_requests is None or self.key_tokens is None:
+            return
+        self.key_requests.labels(key_id, model).inc()
+        self._remember(model, self.key_requests, (key_id, model))
+        for kind, tokens in (("prompt", prompt), ("completion", completion)):
+            self.key_tokens.labels(key_id, model, kind).inc(tokens)
+            self._remember(model, self.key_tokens, (key_id, model, kind))
 
     def _remember(self, model: str, metric: Any, labels: tuple[str, ...]) -> None:
         self._series[model].add((metric, labels))

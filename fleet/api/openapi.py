@@ -102,6 +102,7 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("PATCH", "/v1/keys/{key_id}"): (404, 409),
     ("DELETE", "/v1/keys/{key_id}"): (404, 409),
     ("GET", "/v1/audit"): (),
+    ("GET", "/v1/usage"): (),  # 403: another key's usage, which keys guard anyway
 }
 
 # The 200 answers that have a schema of their own, and the chunk of those that also stream.

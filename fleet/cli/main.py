@@ -15,6 +15,7 @@ from fleet.cli.key_cmds import KEY_COMMANDS
 from fleet.cli.model_cmds import MODEL_COMMANDS
 from fleet.cli.scale_cmds import SCALE_COMMANDS
 from fleet.cli.server_cmds import local, supervisor, worker
+from fleet.cli.usage_cmds import USAGE_COMMANDS
 from fleet.client import FleetClientError
 
 
@@ -35,7 +36,8 @@ def cli() -> None:
 
 
 for command in (local, supervisor, worker, *MODEL_COMMANDS, *SCALE_COMMANDS, *GENERATION_COMMANDS,
-                *CACHE_COMMANDS, *IMAGE_COMMANDS, *AUDIO_COMMANDS, *KEY_COMMANDS):
+                *CACHE_COMMANDS, *IMAGE_COMMANDS, *AUDIO_COMMANDS, *KEY_COMMANDS,
+                *USAGE_COMMANDS):
     cli.add_command(command)
 
 if __name__ == "__main__":

@@ -92,6 +92,15 @@ def _api_options(command: Any) -> Any:
                           "'*.example.com' for the names under a domain; '*' for any, behind a "
                           "proxy that checks it). Other Host headers are refused: a web page "
                           "could otherwise reach the API by rebinding its own name."),
+        click.option("--usage-retention-days", "usage_retention_days",
+                     type=click.IntRange(min=0), default=90, show_default=True,
+                     envvar="FLEET_USAGE_RETENTION_DAYS", metavar="DAYS",
+                     help="Keep the usage records (GET /v1/usage, `fleet usage`) this many "
+                          "days; 0 keeps them for ever."),
+        click.option("--metrics-per-key", "metrics_per_key", is_flag=True,
+                     envvar="FLEET_METRICS_PER_KEY",
+                     help="Add per-API-key series to /metrics (fleet_key_requests_total, "
+                          "fleet_key_tokens_total): a series per key and model."),
         click.option("--cors-origin", "cors_origins", multiple=True, envvar="FLEET_CORS_ORIGINS",
                      metavar="ORIGIN",
                      help="A web origin (https://app.example.com) whose pages may call the API "

@@ -45,6 +45,10 @@ class Client:
         self.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._response(method, path, **kwargs)
+        return response.json() if response.content else None
+
+    def _response(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         deadline = time.monotonic() + self._connect_wait_s
         while True:
             try:
@@ -58,7 +62,7 @@ class Client:
                     0, f"cannot connect to Fleet at {self.endpoint} ({exc}); is `fleet local` running?"
                 ) from None
         _raise_for_error(response)
-        return response.json() if response.content else None
+        return response
 
     def _generate(self, path: str, body: dict[str, Any]) -> Any:
         if not body.get("stream"):
@@ -270,3 +274,30 @@ class Client:
         params = {k: v for k, v in {"since": since, "action": action, "limit": limit}.items()
                   if v is not None}
         return self._request("GET", "/v1/audit", params=params)["data"]
+
+    # ---- Usage (an admin key sees every key's; another key its own) ----
+
+    def usage(self, group_by: list[str] | None = None, bucket: str | None = None,
+              start: str | None = None, end: str | None = None, key_id: str | None = None,
+              user: str | None = None, model: str | None = None) -> dict[str, Any]:
+        """GET /v1/usage: `{"start", "end", "bucket", "group_by", "data": [rows]}`; group_by
+        from key, user, model, family; bucket hour, day or month (None: totals); start and
+        end ISO 8601 (default: the last 24 hours)."""
+        return self._request("GET", "/v1/usage", params=_usage_params(
+            group_by, bucket, start, end, key_id, user, model))
+
+    def usage_csv(self, group_by: list[str] | None = None, bucket: str | None = None,
+                  start: str | None = None, end: str | None = None, key_id: str | None = None,
+                  user: str | None = None, model: str | None = None) -> str:
+        """The same rows as CSV text, with a header row."""
+        params = _usage_params(group_by, bucket, start, end, key_id, user, model)
+        return self._response("GET", "/v1/usage", params={**params, "format": "csv"}).text
+
+
+def _usage_params(group_by: list[str] | None, bucket: str | None, start: str | None,
+                  end: str | None, key_id: str | None, user: str | None,
+                  model: str | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"group_by": ",".join(group_by)} if group_by else {}
+    given = {"bucket": bucket, "start": start, "end": end, "key_id": key_id, "user": user,
+             "model": model}
+    return {**params, **{k: v for k, v in given.items() if v is not None}}

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, MetaData, Text
+from sqlalchemy import JSON, BigInteger, DateTime, Float, ForeignKey, Index, Integer, MetaData, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 # Constraint names spelt out, the same on SQLite and PostgreSQL, so that a later migration can
@@ -111,6 +111,32 @@ class AuditEntry(Base):
     target: Mapped[str | None] = mapped_column(Text, nullable=True)
     details: Mapped[Any] = mapped_column(JSON, nullable=True)
     client_address: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class UsageRecord(Base):
+    """One answered request that reached a model (fleet.database.usage): who made it (its key
+    and the key's user; None without keys), which model (its uid and catalogue family), what
+    kind of request, what it used, and how it ended. Written in batches by the API's recorder
+    (fleet.api.usage_recorder), never on a request's path."""
+
+    __tablename__ = "usage_records"
+    # By time (the buckets, the retention) and by key then time (one key's usage, budgets).
+    __table_args__ = (Index("ix_usage_records_key_id_time", "key_id", "time"),)
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"),
+                                    primary_key=True, autoincrement=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False, index=True)
+    key_id: Mapped[str | None] = mapped_column(Text, nullable=True)
+    user_name: Mapped[str | None] = mapped_column(Text, nullable=True)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    family: Mapped[str | None] = mapped_column(Text, nullable=True)
+    kind: Mapped[str] = mapped_column(Text, nullable=False)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, nullable=False, default=0)
+    images: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    audio_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    status: Mapped[int] = mapped_column(Integer, nullable=False)
+    latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
 
 
 class StoredResponse(Base):

@@ -19,7 +19,7 @@ from fleet.database.migrations import alembic_config, newest_revisions, upgrade
 from fleet.database.schema import Base
 
 TABLES = {"registrations", "launched_models", "fleet_meta", "users", "api_keys", "audit_log",
-          "alembic_version"}
+          "usage_records", "alembic_version"}
 
 
 def _revision_at(db: Database) -> tuple[str, ...]:
@@ -123,3 +123,29 @@ def test_a_newer_schema_is_named_even_when_its_tables_are_not_this_fleets(db, da
         session.execute(text("ALTER TABLE fleet_meta RENAME TO fleet_facts"))
     with pytest.raises(SchemaTooNew, match="has schema 0100_renamed_meta, newer than this Fleet"):
         open_database(database_url)
+
+
+def test_a_database_of_0002_gets_the_usage_table_and_records_in_it(database_url):
+    from datetime import datetime, timedelta, timezone
+
+    from fleet.database.usage import UsageQuery, UsageRow, UsageStore
+
+    db = Database(database_url)
+    try:
+        _alembic(db, command.upgrade, "0002_keys")
+        assert "usage_records" not in inspect(db.engine).get_table_names()
+        assert upgrade(db).after == newest_revisions()
+        indexes = {ix["name"]: ix["column_names"]
+                   for ix in inspect(db.engine).get_indexes("usage_records")}
+        assert indexes == {"ix_usage_records_time": ["time"],
+                           "ix_usage_records_key_id_time": ["key_id", "time"]}
+        now = datetime.now(timezone.utc)
+        store = UsageStore(db)
+        store.insert([UsageRow(time=now, key_id="k", user_name="u", model="m", family="f",
+                               kind="chat", prompt_tokens=2, completion_tokens=3, images=0,
+                               audio_seconds=0.0, status=200, latency_ms=5.0)])
+        assert store.tokens_by_key_since(now - timedelta(minutes=1)) == {"k": 5}
+        assert store.query(UsageQuery(now - timedelta(hours=1), now + timedelta(hours=1)))[0][
+            "requests"] == 1
+    finally:
+        db.close()

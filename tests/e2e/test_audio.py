@@ -8,6 +8,7 @@ before the last sentence is made; bad input is a clear 4xx and the models serve 
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import re
@@ -26,6 +27,7 @@ import pytest
 from fleet.client import Client
 from tests.audio_builders import piper_voice_folder, whisper_tiny_en_folder, word_error_rate
 from tests.conftest import FleetProcess, free_port
+from tests.usage_checks import now_iso, usage_totals
 
 KEY = "sk-e2e-audio-admin-0123"
 VOICE = "joe-voice"
@@ -215,6 +217,31 @@ def test_streamed_transcription_as_openai_streams_it(openai_sdk, models, spoken)
     deltas = "".join(e.delta for e in events if e.type == "transcript.text.delta")
     assert word_error_rate(TEXT, deltas) <= 0.10
     assert word_error_rate(TEXT, events[-1].text) <= 0.10
+
+
+def test_the_seconds_heard_and_spoken_are_in_the_usage(http, openai_sdk, models, spoken):
+    """Transcriptions count the input's seconds, whole and streamed; speech its output's."""
+    start = now_iso()
+    whole = http.post("/v1/audio/transcriptions", files={"file": ("a.wav", spoken, "audio/wav")},
+                      data={"model": models["stt"], "response_format": "verbose_json"})
+    list(openai_sdk.audio.transcriptions.create(
+        model=models["stt"], file=("speech.wav", spoken, "audio/wav"), stream=True))
+    heard = usage_totals(http, start, models["stt"], requests=2)
+    assert heard["audio_seconds"] == pytest.approx(2 * whole.json()["duration"], abs=0.002)
+    pcm = http.post("/v1/audio/speech", json={"model": models["tts"], "input": TEXT,
+                                              "response_format": "pcm"})
+    first = usage_totals(http, start, models["tts"], requests=1)
+    assert first["audio_seconds"] == pytest.approx(len(pcm.content) / 2 / 22050, abs=0.002), \
+        first
+    events = http.post("/v1/audio/speech", json={"model": models["tts"], "input": TEXT,
+                                                 "response_format": "pcm",
+                                                 "stream_format": "sse"})
+    assert pcm.status_code == events.status_code == 200
+    streamed = b"".join(base64.b64decode(json.loads(line[6:])["audio"])
+                        for line in events.text.splitlines() if '"speech.audio.delta"' in line)
+    samples = (len(pcm.content) + len(streamed)) / 2  # 16-bit samples at 22050 Hz
+    spoke = usage_totals(http, start, models["tts"], requests=2)
+    assert spoke["audio_seconds"] == pytest.approx(samples / 22050, abs=0.002)
 
 
 def test_streamed_speech_starts_before_the_text_is_spoken(cluster, models):

@@ -84,7 +84,8 @@ def test_a_cluster_on_postgresql_comes_back_and_never_shows_its_password(
         assert registered.returncode == 0, registered.stderr
         client = Client(first.endpoint)
         client.launch_model("pg-minilm", model_type="embedding", model_uid="pg-embed", replica=2)
-        before = client.get_model("pg-embed").create_embedding("kept")["data"][0]["embedding"]
+        embedded = client.get_model("pg-embed").create_embedding("kept")
+        before = embedded["data"][0]["embedding"]
     finally:
         assert first.stop() == 0, first.output()
     assert saved_models(url)["pg-embed"]["replica"] == 2
@@ -94,6 +95,11 @@ def test_a_cluster_on_postgresql_comes_back_and_never_shows_its_password(
     try:
         client = Client(second.endpoint)
         assert wait_for(lambda: _ready(client, "pg-embed"), timeout=180), client.list_models()
+        # The first run's request, recorded in PostgreSQL (at stop at the latest), by family
+        # and hour as PostgreSQL cuts them.
+        used = client.usage(group_by=["model", "family"], bucket="hour")["data"]
+        assert [(r["model"], r["family"], r["requests"], r["prompt_tokens"]) for r in used] == [
+            ("pg-embed", "pg-minilm", 1, embedded["usage"]["prompt_tokens"])]
         after = client.get_model("pg-embed").create_embedding("kept")["data"][0]["embedding"]
         assert after == before
         assert client.describe_model("pg-embed")["replica"] == 2

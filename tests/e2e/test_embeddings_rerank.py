@@ -12,6 +12,7 @@ import pytest
 
 from fleet.client import Client
 from tests.builders import build_tiny_cross_encoder, smollm2_hf_folder
+from tests.usage_checks import now_iso, usage_totals
 
 SENTENCES = [f"Sentence number {i} talks about topic {i % 7} in {'many ' * (i % 5)}words."
              for i in range(64)]
@@ -181,6 +182,16 @@ def test_xinference_client_rerank(local_cluster, cross_encoder):
     result = handle.rerank(DOCUMENTS, QUERY, top_n=2, return_documents=True)
     assert len(result["results"]) == 2
     assert result["results"][0]["relevance_score"] >= result["results"][1]["relevance_score"]
+
+
+def test_the_usage_holds_the_tokens_rerank_reported(http, cross_encoder):
+    start = now_iso()
+    answers = [http.post("/v1/rerank", json={"model": cross_encoder, "query": QUERY,
+                                             "documents": DOCUMENTS[:n], "return_len": True}).json()
+               for n in (2, 3)]
+    totals = usage_totals(http, start, cross_encoder, requests=2)
+    assert totals["requests"] == 2 and totals["completion_tokens"] == 0
+    assert totals["prompt_tokens"] == sum(a["meta"]["tokens"]["input_tokens"] for a in answers)
 
 
 @pytest.mark.parametrize(

@@ -26,6 +26,7 @@ from fleet.client import Client
 from fleet.client.images import ImageModelHandle
 from tests.conftest import FleetProcess, free_port
 from tests.image_builders import tiny_sd_pipeline_folder
+from tests.usage_checks import now_iso, usage_totals
 
 KEY = "sk-e2e-images-admin-0123"
 MODEL = "tiny-sd"
@@ -103,6 +104,16 @@ def test_openai_generate_gives_n_pngs_of_the_asked_size(openai_sdk, model):
                                         extra_body=FAST)
     assert answer.created > 0
     assert _sizes(answer) == [(64, 48), (64, 48)]
+
+
+def test_the_images_made_are_in_the_usage(openai_sdk, model, http):
+    start = now_iso()
+    openai_sdk.images.generate(model=model, prompt="a red square", n=2, size="64x64",
+                               response_format="b64_json")
+    openai_sdk.images.generate(model=model, prompt="a blue square", n=1, size="64x64",
+                               response_format="url")
+    totals = usage_totals(http, start, model, requests=2)
+    assert totals["requests"] == 2 and totals["images"] == 3 and totals["errors"] == 0
 
 
 def test_the_same_seed_gives_the_same_pixels(openai_sdk, model):

@@ -188,9 +188,11 @@ def test_speech_streams_a_piece_per_sentence(voice):
 
     items = asyncio.run(run())
     assert items[0] == {"media_type": "audio/pcm", "sample_rate": 22050, "voice": "joe"}
-    assert len(items[1:]) == 2  # two sentences, each sent when made
+    assert len(items[1:-1]) == 2  # two sentences, each sent when made
+    pcm = b"".join(items[1:-1])  # 16-bit samples: the last item says how long they last
+    assert items[-1] == {"seconds": pytest.approx(len(pcm) / 2 / 22050)}
     with av.open(__import__("io").BytesIO(encode_speech(
-            [np.frombuffer(b"".join(items[1:]), "<i2").astype(np.float32) / 32767], "wav",
+            [np.frombuffer(pcm, "<i2").astype(np.float32) / 32767], "wav",
             22050))) as container:
         assert container.streams.audio[0].codec_context.sample_rate == 22050
 
@@ -217,4 +219,4 @@ def test_speech_holds_the_launchs_request_limit_until_a_stream_ends(voice):
     refused, left, items = asyncio.run(run())
     assert refused.code == "model_busy" and "limit is 1" in refused.message
     assert left == 0
-    assert items[0]["voice"] == "joe" and len(items[1:]) == 2
+    assert items[0]["voice"] == "joe" and len(items[1:-1]) == 2

@@ -100,6 +100,13 @@ class Grant:
     expires_at: float | None = None
     # The key's limits by name (fleet.api.auth.key_requests.KeyLimits), only those it has.
     limits: dict[str, int] | None = None
+    # The user a key made through the API belongs to (its owner); the holder names the key.
+    owner: str | None = None
+
+    @property
+    def user(self) -> str:
+        """Whom usage is recorded under: the key's owner, else its holder (a file's user)."""
+        return self.owner or self.holder
 
     @property
     def limited(self) -> bool:

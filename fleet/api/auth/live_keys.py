@@ -34,7 +34,7 @@ USED_FLUSH_S = 30.0
 def grant_of(key: StoredKey) -> Grant:
     return Grant(key.name, expand_permissions(key.permissions),
                  frozenset(key.models) if key.models is not None else None,
-                 key_id=key.id, source=DATABASE,
+                 key_id=key.id, source=DATABASE, owner=key.owner,
                  expires_at=key.expires_at.timestamp() if key.expires_at else None)
 
 

@@ -107,6 +107,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("PATCH", "/v1/keys/{key_id}"): ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): ADMIN,
     ("GET", "/v1/audit"): ADMIN,
+    # Usage (fleet.api.routes.usage): any key, which sees only its own unless it is admin.
+    ("GET", "/v1/usage"): ANY_KEY,
 }
 # Routes that name a running model in their path: a key limited to some models is held to them.
 MODEL_PATH_PARAM = "model_uid"

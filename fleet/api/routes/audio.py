@@ -18,6 +18,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import ValidationError
 from starlette.responses import StreamingResponse
 
+from fleet.api import metering
 from fleet.api.auth.middleware import check_model
 from fleet.api.errors import stream_error
 from fleet.api.openapi import FileField, multipart_body
@@ -55,6 +56,7 @@ async def _transcript_events(first_done: AsyncIterator[Any]) -> AsyncIterator[by
                 yield _sse({"type": "transcript.text.delta", "delta": item["text"]})
             elif item["type"] == "done":
                 transcript = item["transcript"]
+                metering.heard_audio(transcript.get("duration", 0.0))
                 yield _sse({"type": "transcript.text.done", "text": transcript["text"],
                             "usage": {"type": "duration",
                                       "seconds": round(transcript["duration"])}})
@@ -86,6 +88,7 @@ async def _transcribe(request: Request, task: str) -> Response:
                                  headers={"cache-control": "no-cache"})
     transcript = await router_.call(form.model, endpoint, "call_service", "transcribe",
                                     upload.audio, options)
+    metering.heard_audio(transcript.get("duration", 0.0))
     return transcript_response(transcript, form.response_format, granularities)
 
 
@@ -106,7 +109,10 @@ async def create_translation(request: Request) -> Response:
 async def _speech_bytes(rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     try:
         async for data in rest:
-            yield data
+            if isinstance(data, bytes):
+                yield data
+            else:  # the end: how long the speech lasts
+                metering.heard_audio(data["seconds"])
     except Exception as exc:  # headers are sent: all that can be done is to end the stream
         logger.warning("speech stream ended early: %s", exc)
 
@@ -114,6 +120,9 @@ async def _speech_bytes(rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
 async def _speech_events(rest: AsyncIterator[Any]) -> AsyncIterator[bytes]:
     try:
         async for data in rest:
+            if not isinstance(data, bytes):
+                metering.heard_audio(data["seconds"])
+                continue
             yield _sse({"type": "speech.audio.delta",
                         "audio": base64.b64encode(data).decode("ascii")})
         yield _sse({"type": "speech.audio.done"})

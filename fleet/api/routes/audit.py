@@ -31,23 +31,24 @@ async def audit_log(request: Request,
                     action: str | None = Query(None, min_length=1, max_length=100),
                     limit: int = Query(100, ge=1, le=MAX_ENTRIES)) -> dict[str, Any]:
     log = request.app.state.audit
-    when = _in_utc(since) if since is not None else None
+    when = in_utc(since, "since") if since is not None else None
     if log is None:  # an application without a database (built by a test)
         return {"object": "list", "data": []}
     entries = await asyncio.to_thread(log.query, when, action, limit)
     return {"object": "list", "data": entries}
 
 
-def _in_utc(since: str) -> datetime:
-    """`since` in UTC (read as UTC without a zone); a 400 for what is not an ISO 8601
-    date-time, or one that UTC cannot hold."""
+def in_utc(value: str, field: str) -> datetime:
+    """`value` in UTC (read as UTC without a zone); a 400 naming `field` for what is not an
+    ISO 8601 date-time, or one that UTC cannot hold."""
     try:
-        if not _LOOKS_LIKE_DATE_TIME.match(since):
-            raise ValueError(since)
-        when = _DATE_TIME.validate_json(json.dumps(since), strict=True)
+        if not _LOOKS_LIKE_DATE_TIME.match(value):
+            raise ValueError(value)
+        when = _DATE_TIME.validate_json(json.dumps(value), strict=True)
         when = when.replace(tzinfo=timezone.utc) if when.tzinfo is None else when
         return when.astimezone(timezone.utc)
     except ValueError:  # pydantic's ValidationError is one
-        raise BadRequest("since: give an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z") from None
+        raise BadRequest(f"{field}: give an ISO 8601 date-time, e.g. 2026-01-31T12:00:00Z",
+                         code="invalid_date_time") from None
     except OverflowError:
-        raise BadRequest("since is out of range in UTC") from None
+        raise BadRequest(f"{field} is out of range in UTC", code="invalid_date_time") from None

@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from fleet.api import metering
 from fleet.api.auth.middleware import check_model
 from fleet.api.image_files import ImageFileStore
 from fleet.api.openapi import FileField, multipart_body
@@ -78,6 +79,7 @@ async def _run_images(request: Request, model: str, operation: str, job: dict[st
     with _requests(request).running(request_id, model):
         images = await cluster.router.call(model, "images", "call_service", "images",
                                            operation, job, request_id)
+    metering.made_images(len(images))
     if response_format == "b64_json":
         data = [{"b64_json": base64.b64encode(png).decode("ascii")} for png in images]
     else:

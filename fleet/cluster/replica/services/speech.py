@@ -91,16 +91,20 @@ class SpeechService:
     async def speech_stream(self, text: str, voice: str, response_format: str,
                             speed: float) -> AsyncIterator[Any]:
         """First `{"media_type", "sample_rate", "voice"}` once the request is accepted (the
-        API answers 200 only then), then the file's bytes as they are made."""
+        API answers 200 only then), then the file's bytes as they are made, and last
+        `{"seconds"}`: how long the speech lasts, which the usage records count."""
         chosen = self._check(text, voice, response_format, speed)
+        samples = [0]
         with self._admission:
             yield {"media_type": SPEECH_FORMATS[response_format].media_type,
                    "sample_rate": self._engine.sample_rate, "voice": chosen}
-            async for data in self._pieces(text, chosen, response_format, speed):
+            async for data in self._pieces(text, chosen, response_format, speed, samples):
                 yield data
+            yield {"seconds": samples[0] / self._engine.sample_rate}
 
-    async def _pieces(self, text: str, voice: str, response_format: str,
-                      speed: float) -> AsyncIterator[bytes]:
+    async def _pieces(self, text: str, voice: str, response_format: str, speed: float,
+                      samples: list[int]) -> AsyncIterator[bytes]:
+        """The encoded pieces; `samples[0]` counts the samples they hold."""
         loop = asyncio.get_running_loop()
         engine = self._engine
         encoder = SpeechEncoder(response_format, engine.sample_rate)
@@ -108,9 +112,11 @@ class SpeechService:
         while True:
             # One sentence made and encoded per turn on the engine thread: concurrent requests
             # take turns sentence by sentence.
-            data = await loop.run_in_executor(self._executor, _next_encoded, pieces, encoder)
-            if data is None:
+            made = await loop.run_in_executor(self._executor, _next_encoded, pieces, encoder)
+            if made is None:
                 break
+            data, count = made
+            samples[0] += count
             if data:
                 yield data
         tail = encoder.finish()
@@ -132,9 +138,12 @@ class SpeechService:
         return pick_voice(voice, self._engine.voices(), self._model_uid)
 
 
-def _next_encoded(pieces: Iterator[np.ndarray], encoder: SpeechEncoder) -> bytes | None:
-    """The next piece, encoded (maybe b"" while the encoder holds it back); None at the end."""
+def _next_encoded(pieces: Iterator[np.ndarray],
+                  encoder: SpeechEncoder) -> tuple[bytes, int] | None:
+    """The next piece, encoded (maybe b"" while the encoder holds it back), and its number of
+    samples; None at the end."""
     piece = next(pieces, None)
     if piece is None:
         return None
-    return encoder.add(np.asarray(piece, dtype=np.float32).reshape(-1))
+    samples = np.asarray(piece, dtype=np.float32).reshape(-1)
+    return encoder.add(samples), samples.size

@@ -22,6 +22,7 @@ const ROUTES = [
   ['/ui/registrations/:type/:name', () => import('./pages/registration.js')],
   ['/ui/metrics', () => import('./pages/metrics.js')],
   ['/ui/keys', () => import('./pages/keys.js')],
+  ['/ui/usage', () => import('./pages/usage.js')],
 ];
 
 function compile(pattern) {

@@ -10,6 +10,7 @@ const NAV = [
   ['/ui/registrations', 'Registrations', 'models:list'],
   ['/ui/metrics', 'Metrics', 'metrics:read'],
   ['/ui/keys', 'Keys', 'admin'],
+  ['/ui/usage', 'Usage', 'admin'],
 ];
 
 function current(path, target) {
