@@ -20,6 +20,7 @@ from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
 from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
+from fleet.api.rate_limits import RateLimiter
 from fleet.api.responses.store import response_store
 from fleet.api.routes import audio as routes_audio
 from fleet.api.routes import audit as routes_audit
@@ -40,6 +41,7 @@ from fleet.api.routes import xinference as routes_xinference
 from fleet.api.routing import ReplicaRouter
 from fleet.api.usage_recorder import UsageRecorder
 from fleet.database.audit import AuditLog
+from fleet.database.usage import UsageStore
 from fleet.server_config import ServerConfig
 from fleet.settings import metrics_enabled
 
@@ -78,6 +80,11 @@ class HttpLatencyMiddleware:
                 time.perf_counter() - started)
 
 
+def _limiter(keys: LiveKeys) -> RateLimiter:
+    records = UsageStore(keys.keys.db)
+    return RateLimiter(seed=records.tokens_by_key_since, seed_users=records.tokens_by_user_since)
+
+
 def create_app(supervisor: Any, supervisor_address: str,
                config: ServerConfig | None = None, keys: KeyStore | None = None,
                usage: UsageRecorder | None = None) -> Any:
@@ -104,7 +111,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.started_at = time.time()
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
-    app.state.limiter = None
+    # The limits are those of keys made through /v1/keys, so they need the database; the
+    # budgets spent today and this month are read from its usage records, once, here.
+    app.state.limiter = _limiter(store) if isinstance(store, LiveKeys) else None
     app.state.usage = usage
     if usage is not None and config.metrics_per_key and metrics.enabled:
         usage.count_keys_in(metrics)

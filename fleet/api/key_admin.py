@@ -14,10 +14,10 @@ import secrets
 from datetime import datetime, timezone
 from typing import Any
 
-from fleet.api.auth.key_requests import CreateKeyRequest, UpdateKeyRequest
+from fleet.api.auth.key_requests import CreateKeyRequest, KeyLimits, UpdateKeyRequest
 from fleet.api.auth.keys import ADMIN, DATABASE, FILE, FLAG, Grant, hash_key
 from fleet.api.auth.live_keys import LiveKeys
-from fleet.database.api_keys import LIMIT_FIELDS, StoredKey
+from fleet.database.api_keys import LIMIT_FIELDS, StoredKey, StoredUser
 from fleet.errors import BadRequest, Conflict, NotFound
 
 KEY_PREFIX = "sk-fleet-"
@@ -53,6 +53,11 @@ def static_view(grant: Grant) -> dict[str, Any]:
             "models": sorted(grant.models) if grant.models is not None else None,
             "limits": dict.fromkeys(LIMIT_FIELDS), "expires_at": None, "created_at": None,
             "revoked_at": None, "last_used_at": None, "status": "active"}
+
+
+def user_view(user: StoredUser) -> dict[str, Any]:
+    return {"object": "user", "name": user.name, "limits": user.limits,
+            "created_at": _iso(user.created_at)}
 
 
 class KeyAdmin:
@@ -117,6 +122,16 @@ class KeyAdmin:
             raise _unknown(key_id)
         await self.store.reload()  # refused at once here
         return stored_view(revoked)
+
+    async def users(self) -> list[dict[str, Any]]:
+        return [user_view(user) for user in await asyncio.to_thread(self.table.users)]
+
+    async def set_user_limits(self, name: str, limits: KeyLimits) -> dict[str, Any]:
+        if not name.strip() or len(name) > 200:
+            raise BadRequest("a user's name is 1 to 200 characters", code="invalid_user")
+        stored = await asyncio.to_thread(self.table.set_user_limits, name, limits.model_dump())
+        await self.store.reload()  # they hold at once here
+        return user_view(stored)
 
     async def _stored(self, key_id: str) -> StoredKey:
         stored = await asyncio.to_thread(self.table.get, key_id)

@@ -87,13 +87,28 @@ class Refusal(Protocol):
 
 
 class Limiter(Protocol):
-    """Per-key limits (fleet.api.rate_limits). `admit` is called at a request's arrival and
-    either refuses it or takes its place (a concurrent slot, a request of the minute); the
-    headers it returns go on the answer; `finished` is called once with what it used."""
+    """Per-key limits (fleet.api.rate_limits). `admit` is called at an inference request's
+    arrival (LIMITED_PATHS) and either refuses it or takes its place (a concurrent slot, a
+    request of the minute); the headers it returns go on the answer; `finished` is called once
+    with what it used, however the request ended. Any other request of a limited key gets
+    `headers`: where the key stands, nothing taken."""
 
     def admit(self, grant: Grant) -> Refusal | list[tuple[bytes, bytes]]: ...
 
     def finished(self, metered: Metered) -> None: ...
+
+    def headers(self, grant: Grant) -> list[tuple[bytes, bytes]]: ...
+
+
+# The routes that a key's limits count: those that run a model. Not the listings, management,
+# the UI, nor Anthropic's count_tokens, which tokenizes without generating (Anthropic limits it
+# apart from Messages): a client polling /v1/models must not spend its key's requests.
+LIMITED_PATHS = frozenset({
+    "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/messages",
+    "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
+    "/v1/images/inpainting", "/v1/images/ocr",
+    "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech",
+})
 
 
 class UsageSink(Protocol):
@@ -118,15 +133,20 @@ class MeteringMiddleware:
             return
         grant: Grant | None = scope.get(GRANT_SCOPE_KEY)
         extra: list[tuple[bytes, bytes]] = []
-        limiter = self._limiter if grant is not None and grant.limited else None
-        if limiter is not None and grant is not None:
-            admission = limiter.admit(grant)
-            if not isinstance(admission, list):
-                await send({"type": "http.response.start", "status": admission.status,
-                            "headers": admission.headers})
-                await send({"type": "http.response.body", "body": admission.body})
-                return
-            extra = admission
+        # The limiter of a request that took a place (an inference request of a limited key),
+        # to give it back once the answer ends; None: nothing taken.
+        taken: Limiter | None = None
+        if self._limiter is not None and grant is not None and grant.limited:
+            if scope["path"] in LIMITED_PATHS:
+                admission = self._limiter.admit(grant)
+                if not isinstance(admission, list):
+                    await send({"type": "http.response.start", "status": admission.status,
+                                "headers": admission.headers})
+                    await send({"type": "http.response.body", "body": admission.body})
+                    return
+                extra, taken = admission, self._limiter
+            else:
+                extra = self._limiter.headers(grant)
         metered = Metered(grant, time.perf_counter())
         token = _current.set(metered)
 
@@ -144,8 +164,8 @@ class MeteringMiddleware:
             metered.latency_s = time.perf_counter() - metered.started
             if metered.status == 0:  # the client left before any answer
                 metered.status = 499
-            if limiter is not None:
-                limiter.finished(metered)
+            if taken is not None:  # also when the route failed or the client left
+                taken.finished(metered)
             if self._sink is not None and metered.model is not None:
                 self._sink.add(metered)
 

@@ -101,6 +101,8 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("GET", "/v1/keys/{key_id}"): (404,),
     ("PATCH", "/v1/keys/{key_id}"): (404, 409),
     ("DELETE", "/v1/keys/{key_id}"): (404, 409),
+    ("GET", "/v1/users"): (),
+    ("PUT", "/v1/users/{name}/limits"): (),
     ("GET", "/v1/audit"): (),
     ("GET", "/v1/usage"): (),  # 403: another key's usage, which keys guard anyway
 }

@@ -1,6 +1,6 @@
 """`fleet keys create|list|update|revoke`: API keys managed while the cluster runs (an admin
-key: -ak or FLEET_API_KEY), and `fleet audit`: who did what to the cluster. See
-docs/security.md."""
+key: -ak or FLEET_API_KEY), `fleet users list|limits`: the keys' owners and their limits, and
+`fleet audit`: who did what to the cluster. See docs/security.md."""
 
 from __future__ import annotations
 
@@ -170,4 +170,37 @@ def audit(endpoint: str, as_json: bool, since: str | None, action: str | None,
              e["client_address"]] for e in entries])
 
 
-KEY_COMMANDS = [keys, audit]
+@click.group()
+def users() -> None:
+    """The keys' owners and their limits, which hold the sum of their keys (admin key)."""
+
+
+@users.command("list")
+@endpoint_option
+@json_option
+def list_users(endpoint: str, as_json: bool) -> None:
+    """Every user (a key's owner), with its limits."""
+    listed = client_for(endpoint).list_users()
+    if as_json:
+        _print_json(listed)
+        return
+    _table("Users", ["Name", *(field.replace("_", " ") for field in _LIMITS)],
+           [[u["name"], *(u["limits"][field] or "-" for field in _LIMITS)] for u in listed])
+
+
+@users.command("limits")
+@endpoint_option
+@json_option
+@click.argument("name")
+@_limit_options
+def set_user_limits(endpoint: str, as_json: bool, name: str, **limit_fields: Any) -> None:
+    """Set a user's limits: those given; every other is none (no options: no limits)."""
+    updated = client_for(endpoint).set_user_limits(name, _limits(limit_fields))
+    if as_json:
+        _print_json(updated)
+    else:
+        shown = {k: v for k, v in updated["limits"].items() if v is not None}
+        console.print(f"Limits of [bold]{name}[/bold]: {shown or 'none'}.")
+
+
+KEY_COMMANDS = [keys, users, audit]

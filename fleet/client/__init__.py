@@ -268,6 +268,14 @@ class Client:
     def revoke_key(self, key_id: str) -> dict[str, Any]:
         return self._request("DELETE", f"/v1/keys/{quote(key_id, safe='')}")
 
+    def list_users(self) -> list[dict[str, Any]]:
+        """The keys' owners, with their limits."""
+        return self._request("GET", "/v1/users")["data"]
+
+    def set_user_limits(self, name: str, limits: dict[str, int | None]) -> dict[str, Any]:
+        """A user's limits, all of them (a limit left out or None: none), over its keys' sum."""
+        return self._request("PUT", f"/v1/users/{quote(name, safe='')}/limits", json=limits)
+
     def audit_log(self, since: str | None = None, action: str | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:
         """Management actions, newest first."""

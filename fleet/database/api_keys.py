@@ -12,6 +12,7 @@ this table holds any row (docs/security.md)."""
 
 from __future__ import annotations
 
+import dataclasses
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +73,20 @@ class KeySnapshot:
     token: str | None
     any_key: bool
     active: list[StoredKey]
+    # The limits of the users that have any: user name -> {limit: value} (only those set).
+    user_limits: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredUser:
+    name: str
+    limits: dict[str, int | None]
+    created_at: datetime
+
+    @classmethod
+    def of(cls, row: User) -> StoredUser:
+        return cls(name=row.name, limits={field: getattr(row, field) for field in LIMIT_FIELDS},
+                   created_at=as_utc(row.created_at) or row.created_at)
 
 
 def new_key_id() -> str:
@@ -93,7 +108,15 @@ class DatabaseKeys:
             token = meta.get(session, meta.KEYS_CHANGED)  # first: the rows are at least as new
             any_key = bool(session.scalar(select(exists().where(ApiKey.id.is_not(None)))))
             rows = session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None))).all()
-            return KeySnapshot(token, any_key, [StoredKey.of(row) for row in rows])
+            users = [StoredUser.of(user) for user in session.scalars(select(User)).all()]
+            user_limits = {user.name: set_limits for user in users
+                           if (set_limits := _set(user.limits))}
+            return KeySnapshot(token, any_key, [StoredKey.of(row) for row in rows], user_limits)
+
+    def users(self) -> list[StoredUser]:
+        with self.db.reading() as session:
+            return [StoredUser.of(row)
+                    for row in session.scalars(select(User).order_by(User.name)).all()]
 
     def all(self) -> list[StoredKey]:
         with self.db.reading() as session:
@@ -151,6 +174,21 @@ class DatabaseKeys:
 
         return self._write(f"revoke the key {key_id}", change)
 
+    def set_user_limits(self, name: str, limits: dict[str, int | None]) -> StoredUser:
+        """The user's limits, all of them (None: none), the user made if new; the keys' change
+        token moves with them, so that every API process reads them within a second."""
+        def change(session: Session) -> StoredUser:
+            row = session.get(User, name)
+            if row is None:
+                row = User(name=name, created_at=utc_now())
+                session.add(row)
+            for field in LIMIT_FIELDS:
+                setattr(row, field, limits.get(field))
+            session.flush()
+            return StoredUser.of(row)
+
+        return self._write(f"set the limits of the user {name!r}", change)
+
     def mark_used(self, used: dict[str, datetime]) -> None:
         """When keys were last used, written in one batch off the request path. Not a key
         change: no new token (the keys' rights are the same)."""
@@ -166,6 +204,10 @@ class DatabaseKeys:
             if result is not None:
                 meta.put(session, meta.KEYS_CHANGED, secrets.token_hex(8))
             return result
+
+
+def _set(limits: dict[str, int | None]) -> dict[str, int]:
+    return {name: value for name, value in limits.items() if value is not None}
 
 
 def _ensure_user(session: Session, name: str | None) -> None:

@@ -64,12 +64,18 @@ class LaunchedModel(Base):
 
 
 class User(Base):
-    """Who holds keys (a key's owner): a name, made when a key first names it."""
+    """Who holds keys (a key's owner): a name, made when a key first names it, and the limits
+    that the sum of its keys' requests is held to (PUT /v1/users/{name}/limits)."""
 
     __tablename__ = "users"
 
     name: Mapped[str] = mapped_column(Text, primary_key=True)
     created_at: Mapped[Created]
+    requests_per_minute: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    tokens_per_minute: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    max_concurrent_requests: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    daily_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    monthly_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class ApiKey(Base):

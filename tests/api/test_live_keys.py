@@ -86,3 +86,34 @@ def test_the_last_use_of_a_key_is_written_in_a_batch(db):
     assert live.find(KEY.encode()) is not None
     asyncio.run(live.flush_used())
     assert live.keys.get(made.id).last_used_at >= before
+
+
+def test_a_key_s_grant_holds_only_the_limits_it_has_and_follows_their_change(db):
+    live = LiveKeys({}, DatabaseKeys(db))
+    made = _make(live.keys)
+    live.load()
+    unlimited = live.find(KEY.encode())
+    assert unlimited.limits is None and not unlimited.limited  # the hot path's one test
+    live.keys.update(made.id, {"requests_per_minute": 5, "daily_tokens": 1000})
+    live.load()
+    limited = live.find(KEY.encode())
+    assert limited.limits == {"requests_per_minute": 5, "daily_tokens": 1000} and limited.limited
+
+
+def test_a_key_s_grant_carries_its_owner_s_limits_once_set_and_none_once_cleared(db):
+    live = LiveKeys({}, DatabaseKeys(db))
+    live.keys.create(sha256=hash_key(KEY), prefix=KEY[:14], name="app", owner="team-b",
+                     permissions=["models:read"], models=None,
+                     limits=dict.fromkeys(LIMIT_FIELDS), expires_at=None)
+    live.load()
+    assert not live.find(KEY.encode()).limited
+    stored = live.keys.set_user_limits("team-b", {"requests_per_minute": 3})
+    assert stored.limits == {**dict.fromkeys(LIMIT_FIELDS), "requests_per_minute": 3}
+    assert [user.name for user in live.keys.users()] == ["team-b"]
+    live.load()
+    grant = live.find(KEY.encode())
+    assert grant.owner == "team-b" and grant.owner_limits == {"requests_per_minute": 3}
+    assert grant.limits is None and grant.limited
+    live.keys.set_user_limits("team-b", {})
+    live.load()
+    assert live.find(KEY.encode()).owner_limits is None and not live.find(KEY.encode()).limited

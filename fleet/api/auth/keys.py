@@ -102,6 +102,8 @@ class Grant:
     limits: dict[str, int] | None = None
     # The user a key made through the API belongs to (its owner); the holder names the key.
     owner: str | None = None
+    # Its owner's limits, when the owner has some: they hold the sum of the owner's keys.
+    owner_limits: dict[str, int] | None = None
 
     @property
     def user(self) -> str:
@@ -110,7 +112,7 @@ class Grant:
 
     @property
     def limited(self) -> bool:
-        return bool(self.limits)
+        return bool(self.limits) or bool(self.owner_limits)
 
     def allows(self, permission: str) -> bool:
         return permission in self.permissions or ADMIN in self.permissions

@@ -31,11 +31,17 @@ POLL_S = 0.5
 USED_FLUSH_S = 30.0
 
 
-def grant_of(key: StoredKey) -> Grant:
+def grant_of(key: StoredKey, user_limits: dict[str, dict[str, int]] | None = None) -> Grant:
+    """`user_limits`: the limits of the users that have any, by name."""
+    # Only the limits set, None when there are none: the metering middleware tests
+    # `grant.limited` and nothing more for a key without limits (fleet.api.rate_limits).
+    limits = {name: value for name, value in key.limits.items() if value is not None}
+    owner_limits = (user_limits or {}).get(key.owner) if key.owner is not None else None
     return Grant(key.name, expand_permissions(key.permissions),
                  frozenset(key.models) if key.models is not None else None,
-                 key_id=key.id, source=DATABASE, owner=key.owner,
-                 expires_at=key.expires_at.timestamp() if key.expires_at else None)
+                 key_id=key.id, source=DATABASE,
+                 expires_at=key.expires_at.timestamp() if key.expires_at else None,
+                 limits=limits or None, owner=key.owner, owner_limits=owner_limits or None)
 
 
 class LiveKeys(KeyStore):
@@ -111,7 +117,7 @@ class LiveKeys(KeyStore):
         for key in snapshot.active:
             if key.sha256 in grants:  # the command line's rights win over a copy
                 continue
-            grants[key.sha256] = grant_of(key)
+            grants[key.sha256] = grant_of(key, snapshot.user_limits)
         self._by_digest = self._indexed(grants)  # one swap: a lookup sees old or new, whole
         self.open = not self.static and not snapshot.any_key
         self._token = snapshot.token

@@ -106,6 +106,8 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("GET", "/v1/keys/{key_id}"): ADMIN,
     ("PATCH", "/v1/keys/{key_id}"): ADMIN,
     ("DELETE", "/v1/keys/{key_id}"): ADMIN,
+    ("GET", "/v1/users"): ADMIN,
+    ("PUT", "/v1/users/{name}/limits"): ADMIN,
     ("GET", "/v1/audit"): ADMIN,
     # Usage (fleet.api.routes.usage): any key, which sees only its own unless it is admin.
     ("GET", "/v1/usage"): ANY_KEY,

@@ -1,7 +1,7 @@
 """The stored responses of OpenAI's Responses API (`store`, `previous_response_id`).
 
 Revision ID: 0005_responses
-Revises: 0003_usage
+Revises: 0004_user_limits
 Create Date: 2026-12-07
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005_responses"
-down_revision: str | None = "0003_usage"
+down_revision: str | None = "0004_user_limits"
 branch_labels: str | None = None
 depends_on: str | None = None
 
