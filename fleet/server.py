@@ -114,6 +114,8 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
         if recording is not None:
             recording.cancel()
             usage.close()  # before the database closes with the keys'
+        if app.state.cluster.responses is not None:  # its writes under way land first
+            app.state.cluster.responses.close()
         if keys is not None and following is not None:
             following.cancel()
             _last_writes(keys)

@@ -153,3 +153,13 @@ def restore_grace_s() -> float:
 def image_url_ttl_s() -> float:
     """How long the images of `url` answers stay downloadable (fleet.api.image_files)."""
     return _seconds("FLEET_IMAGE_URL_TTL_S", 3600.0)
+
+
+def responses_max_stored() -> int:
+    """The most stored responses of the Responses API the cluster keeps (the oldest go)."""
+    return int(os.environ.get("FLEET_RESPONSES_MAX_STORED", "10000"))
+
+
+def responses_max_age_days() -> float:
+    """How long a stored response of the Responses API is kept, in days."""
+    return float(os.environ.get("FLEET_RESPONSES_MAX_AGE_DAYS", "30"))

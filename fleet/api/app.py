@@ -21,6 +21,7 @@ from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
 from fleet.api.rate_limits import RateLimiter
+from fleet.api.responses.store import response_store
 from fleet.api.routes import audio as routes_audio
 from fleet.api.routes import audit as routes_audit
 from fleet.api.routes import cache as routes_cache
@@ -33,6 +34,7 @@ from fleet.api.routes import messages as routes_messages
 from fleet.api.routes import overview as routes_overview
 from fleet.api.routes import replicas as routes_replicas
 from fleet.api.routes import rerank as routes_rerank
+from fleet.api.routes import responses as routes_responses
 from fleet.api.routes import ui as routes_ui
 from fleet.api.routes import usage as routes_usage
 from fleet.api.routes import xinference as routes_xinference
@@ -45,7 +47,8 @@ from fleet.settings import metrics_enabled
 
 # The routes the lean front answers (fleet.api.fast_routes), each declared once in its module.
 HOT_ROUTES = (routes_embeddings.EMBEDDINGS, routes_rerank.RERANK, routes_generation.CHAT,
-              routes_generation.COMPLETION, routes_messages.MESSAGES, routes_messages.COUNT_TOKENS)
+              routes_generation.COMPLETION, routes_messages.MESSAGES, routes_messages.COUNT_TOKENS,
+              routes_responses.RESPONSES)
 
 
 class HttpLatencyMiddleware:
@@ -102,6 +105,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.state.auth = store = keys if keys is not None else key_store(config)  # None: open
     # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
+    # The Responses API's stored responses, in the same database.
+    app.state.cluster.responses = (response_store(store.keys.db) if isinstance(store, LiveKeys)
+                                   else None)
     app.state.started_at = time.time()
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
@@ -119,6 +125,7 @@ def create_app(supervisor: Any, supervisor_address: str,
     app.include_router(routes_rerank.router)
     app.include_router(routes_generation.router)
     app.include_router(routes_messages.router)
+    app.include_router(routes_responses.router)
     app.include_router(routes_cache.router)
     app.include_router(routes_images.router)
     app.include_router(routes_audio.router)

@@ -12,8 +12,11 @@ from fleet.api.routing import ReplicaRouter
 
 @dataclass
 class ClusterHandle:
-    """What routes need from the cluster: the supervisor, the cached routing table, metrics."""
+    """What routes need from the cluster: the supervisor, the cached routing table, metrics,
+    and the stored responses of the Responses API (fleet.api.responses.store; None without a
+    database)."""
 
     supervisor: Any
     router: ReplicaRouter
     metrics: FleetMetrics
+    responses: Any = None

@@ -30,7 +30,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from fleet.api.anthropic.errors import PATHS as ANTHROPIC_PATHS
-from fleet.api.protocol import anthropic_answers
+from fleet.api.protocol import anthropic_answers, openai_responses_answers
 from fleet.api.protocol import responses as answers
 
 _REF = "#/components/schemas/{model}"
@@ -74,6 +74,10 @@ ROUTE_ERRORS: dict[tuple[str, str], tuple[int, ...]] = {
     ("POST", "/v1/completions"): _INFERENCE,
     ("POST", "/v1/messages"): _INFERENCE,
     ("POST", "/v1/messages/count_tokens"): _INFERENCE,
+    ("POST", "/v1/responses"): _INFERENCE,
+    ("GET", "/v1/responses/{response_id}"): (404,),  # never stored, deleted, or too old
+    ("DELETE", "/v1/responses/{response_id}"): (404,),
+    ("GET", "/v1/responses/{response_id}/input_items"): (404,),
     ("POST", "/v1/images/generations"): _INFERENCE,
     ("POST", "/v1/images/variations"): _INFERENCE,
     ("POST", "/v1/images/edits"): _INFERENCE,
@@ -113,7 +117,12 @@ _ANSWERS: dict[tuple[str, str], tuple[type[BaseModel], type[BaseModel] | None]] 
     ("POST", "/v1/messages"): (anthropic_answers.AnthropicMessage,
                                anthropic_answers.AnthropicStreamEvent),
     ("POST", "/v1/messages/count_tokens"): (anthropic_answers.AnthropicTokenCount, None),
+    ("POST", "/v1/responses"): (openai_responses_answers.ResponseObject,
+                                openai_responses_answers.ResponseStreamEvent),
 }
+# The routes whose streams name each event (`event:` and `data:`), as Anthropic's and the
+# Responses API's do; the rest send `data:` alone, ending with `data: [DONE]`.
+_NAMED_EVENTS = frozenset({*ANTHROPIC_PATHS, "/v1/responses"})
 
 _HEADERS: dict[int, dict[str, Any]] = {
     429: {"Retry-After": {"description": "Seconds to wait before trying again.",
@@ -136,19 +145,31 @@ def _stream(chunk: type[BaseModel]) -> dict[str, Any]:
                        "`data: {\"error\": {...}}` for an error after the headers, and "
                        "`data: [DONE]` at the end."}}
 
-def _anthropic_stream(event: type[BaseModel]) -> dict[str, Any]:
-    """Anthropic's server-sent events: each has its name (`event:`) and its JSON (`data:`),
-    whose `type` is the name again."""
+def _named_stream(event: type[BaseModel]) -> dict[str, Any]:
+    """Named server-sent events (Anthropic's, the Responses API's): each has its name
+    (`event:`) and its JSON (`data:`), whose `type` is the name again."""
     data = {"type": "string", "contentMediaType": "application/json",
             "contentSchema": {"$ref": _REF.format(model=event.__name__)}}
     names = list(get_args(event.model_fields["type"].annotation))
     return {"schema": {
         "type": "object", "required": ["event", "data"],
         "properties": {"event": {"enum": names}, "data": data},
-        "description": "Server-sent events in Anthropic's order: message_start, ping, then "
-                       "per content block content_block_start, content_block_delta..., "
-                       "content_block_stop, then message_delta and message_stop; an error "
-                       "after the headers is an `error` event (AnthropicErrorResponse)."}}
+        "description": _EVENT_ORDER[event.__name__]}}
+
+
+_EVENT_ORDER = {
+    "AnthropicStreamEvent": "Server-sent events in Anthropic's order: message_start, ping, "
+                            "then per content block content_block_start, "
+                            "content_block_delta..., content_block_stop, then message_delta "
+                            "and message_stop; an error after the headers is an `error` event "
+                            "(AnthropicErrorResponse).",
+    "ResponseStreamEvent": "Server-sent events in OpenAI's order, numbered by sequence_number: "
+                           "response.created, response.in_progress, then per output item "
+                           "response.output_item.added, its parts' and deltas' events, "
+                           "response.output_item.done, then response.completed (or "
+                           "response.incomplete); an error after the headers is an `error` "
+                           "event.",
+}
 
 
 def _error_model(path: str) -> str:
@@ -231,7 +252,7 @@ def honest_document(app: FastAPI, guarded: Any = None) -> dict[str, Any]:
             key = (method.upper(), path)
             _document_errors(operation, key, guarded is not None and guarded(*key))
             if key in _ANSWERS:
-                _document_answer(operation, *_ANSWERS[key], path in ANTHROPIC_PATHS)
+                _document_answer(operation, *_ANSWERS[key], path in _NAMED_EVENTS)
     return document
 
 
@@ -297,9 +318,9 @@ def _document_errors(operation: dict[str, Any], key: tuple[str, str], guarded: b
 
 
 def _document_answer(operation: dict[str, Any], model: type[BaseModel],
-                     chunk: type[BaseModel] | None, anthropic: bool = False) -> None:
+                     chunk: type[BaseModel] | None, named: bool = False) -> None:
     content: dict[str, Any] = {
         "application/json": {"schema": {"$ref": _REF.format(model=model.__name__)}}}
     if chunk is not None:
-        content["text/event-stream"] = (_anthropic_stream if anthropic else _stream)(chunk)
+        content["text/event-stream"] = (_named_stream if named else _stream)(chunk)
     operation["responses"]["200"] = {"description": "Successful Response", "content": content}

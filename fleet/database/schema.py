@@ -145,6 +145,23 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float, nullable=False)
 
 
+class StoredResponse(Base):
+    """A response of OpenAI's Responses API kept for `previous_response_id` and retrieval
+    (fleet.database.responses): the Response as it was answered, the input items of its
+    request, and its whole conversation as input items (the earlier turns, its input, its
+    output), so that the next turn reads one row."""
+
+    __tablename__ = "responses"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utc_now,
+                                                 index=True)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    response: Mapped[Any] = mapped_column(JSON, nullable=False)
+    input_items: Mapped[Any] = mapped_column(JSON, nullable=False)
+    conversation: Mapped[Any] = mapped_column(JSON, nullable=False)
+
+
 class Meta(Base):
     """Facts about the database itself (fleet.database.meta): which Fleet upgraded it last,
     whether the models of the last run are known, what was imported from FLEET_HOME."""

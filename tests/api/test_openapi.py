@@ -85,6 +85,11 @@ def test_the_main_answers_have_schemas_and_streams_are_event_streams():
     events = messages["text/event-stream"]["schema"]
     assert events["required"] == ["event", "data"] and "message_start" in events["properties"][
         "event"]["enum"]
+    responses = paths["/v1/responses"]["post"]["responses"]["200"]["content"]
+    assert responses["application/json"]["schema"]["$ref"].endswith("ResponseObject")
+    events = responses["text/event-stream"]["schema"]
+    assert events["required"] == ["event", "data"] and "response.completed" in events[
+        "properties"]["event"]["enum"]
     counted = paths["/v1/messages/count_tokens"]["post"]["responses"]["200"]["content"]
     assert counted["application/json"]["schema"]["$ref"].endswith("AnthropicTokenCount")
     assert set(schemas["AnthropicErrorResponse"]["required"]) == {"type", "error"}
@@ -188,7 +193,7 @@ def test_the_routes_the_front_answers_are_documented_with_the_front_s_body_model
         assert operation["operationId"].startswith(route.name)
     assert {r.path for r in HOT_ROUTES} == {
         "/v1/embeddings", "/v1/rerank", "/v1/chat/completions", "/v1/completions",
-        "/v1/messages", "/v1/messages/count_tokens"}
+        "/v1/messages", "/v1/messages/count_tokens", "/v1/responses"}
 
 
 def test_a_hot_route_reached_through_fastapi_answers_as_the_front_does():

@@ -1,7 +1,7 @@
 """Exact-text checks through a real `fleet local` on tiny Qwen2 models built here: tool calls
 (whole, streamed, cut by max_tokens), reasoning blocks and stop strings that span tokens
-(scripted models, whose greedy output is fixed), the request queue bound (429), and the LLM
-metrics (random tiny model)."""
+(scripted models, whose greedy output is fixed; the thoughts through the Responses API too),
+the request queue bound (429), and the LLM metrics (random tiny model)."""
 
 from __future__ import annotations
 
@@ -160,6 +160,26 @@ def test_reasoning_content_is_separate(openai_client, thinker):
     assert "".join(d.content or "" for d in deltas) == "Hello!"
     assert "".join((d.model_extra or {}).get("reasoning_content") or "" for d in deltas) \
         == "I should greet."
+
+
+def test_the_responses_api_returns_the_thoughts_as_a_reasoning_item(openai_client, thinker):
+    settings = {"model": thinker, "input": "Greet me.", "temperature": 0,
+                "reasoning": {"summary": "auto"}}
+    response = openai_client.responses.create(**settings)
+    assert [item.type for item in response.output] == ["reasoning", "message"]
+    assert response.output_text == "Hello!"
+    thoughts = response.output[0]
+    assert [part.text for part in thoughts.content] == ["I should greet."]
+    assert [part.text for part in thoughts.summary] == ["I should greet."]
+    events = list(openai_client.responses.create(**settings, stream=True))
+    assert "".join(e.delta for e in events if e.type == "response.reasoning_text.delta") \
+        == "I should greet."
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") \
+        == "Hello!"
+    assert events[-1].response.output[0].summary[0].text == "I should greet."
+    # Without a summary asked for, the thoughts are the item's content alone.
+    plain = openai_client.responses.create(model=thinker, input="Greet me.", temperature=0)
+    assert plain.output[0].summary == [] and plain.output[0].content[0].text == "I should greet."
 
 
 def test_a_full_queue_answers_429_with_retry_after(local_cluster, tiny):

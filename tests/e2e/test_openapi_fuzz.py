@@ -32,10 +32,11 @@ Three runs, on the document as served but for what each says:
    a 404 for a random name (which test_bad_input.py covers). Chat and completions then get 400s
    (an embedding model), and what depends on the model (its dimensions, its vocabulary) is
    refused as well: this run cannot check acceptance.
-2. Chat, completions and Anthropic's Messages on SmolLM2, positive only, acceptance included,
-   on a narrower document (plain messages, at most 4 tokens and 2 choices, no tools,
-   logit_bias or structured output, NOT_FUZZED and MESSAGES_NOT_FUZZED) so that most requests
-   are answered, whole and streamed (Anthropic's events too), and each answer is
+2. Chat, completions, Anthropic's Messages and OpenAI's Responses on SmolLM2, positive only,
+   acceptance included, on a narrower document (plain messages, at most 4 tokens and 2
+   choices, no tools, logit_bias or structured output, NOT_FUZZED, MESSAGES_NOT_FUZZED and
+   RESPONSES_NOT_FUZZED) so that most requests are answered, whole and streamed (Anthropic's
+   and the Responses API's named events too), and each answer is
    checked against its schema, in a time that fits. The narrower document is not the server's
    (it takes more), so its negative cases would be wrong.
 3. Acceptance on every operation but the left-out: positive only, `model` left a free string,
@@ -69,11 +70,15 @@ LLM_UID = "fuzz-smol"
 MAX_EXAMPLES = 20  # per operation and phase
 LLM_EXAMPLES = 6  # generation costs more
 INFERENCE = ("EmbeddingRequest", "RerankRequest", "ChatCompletionRequest", "CompletionRequest",
-             "MessagesRequest", "CountTokensRequest")
+             "MessagesRequest", "CountTokensRequest", "ResponsesRequest")
 GENERATION = ("ChatCompletionRequest", "CompletionRequest")
 # Anthropic's Messages API: its bodies, and what run 2 leaves out of them (as NOT_FUZZED).
 MESSAGES = ("MessagesRequest", "CountTokensRequest")
 MESSAGES_NOT_FUZZED = ("tools", "tool_choice", "output_config", "output_format", "thinking")
+# OpenAI's Responses API: what run 2 leaves out of its body (as NOT_FUZZED), and a
+# previous_response_id, which names a stored response only by chance (a 404 otherwise).
+RESPONSES_NOT_FUZZED = ("tools", "tool_choice", "text", "reasoning", "parallel_tool_calls",
+                        "previous_response_id")
 # What the narrower document of run 2 leaves out of generation requests: tools and structured
 # output (tests/e2e/test_structured_output.py), what llama.cpp cannot do or Fleet does not
 # support, and top_logprobs, whose rule across fields (it needs logprobs=true) triples the
@@ -171,6 +176,14 @@ def _generation_document(endpoint: str, path: Path) -> Path:
     properties["messages"] = {"type": "array", "items": turn, "minItems": 1, "maxItems": 3}
     for field in MESSAGES_NOT_FUZZED:
         properties.pop(field, None)
+    properties = schemas["ResponsesRequest"]["properties"]
+    properties["model"] = {"type": "string", "enum": [LLM_UID]}
+    properties["max_output_tokens"] = {"type": "integer", "minimum": 1, "maximum": 4}
+    properties["input"] = {"anyOf": [{"type": "string", "maxLength": 200}, {
+        "type": "array", "items": turn, "minItems": 1, "maxItems": 3}]}
+    for field in RESPONSES_NOT_FUZZED:
+        properties.pop(field, None)
+    schemas["ResponsesRequest"]["required"] = ["input", "max_output_tokens", "model"]
     return _write(document, path)
 
 
@@ -247,9 +260,10 @@ def test_the_api_keeps_to_its_own_openapi_document(local_cluster, served, llm, t
 
     generation = _generation_document(endpoint, tmp_path / "generation" / "openapi.json")
     report = _run_schemathesis(generation, endpoint, "--max-examples", str(LLM_EXAMPLES),
-                               "--include-path-regex", "(completions|/v1/messages)$",
+                               "--include-path-regex",
+                               "(completions|/v1/messages|/v1/responses)$",
                                "--mode", "positive")
-    assert "Selected: 3/" in report, report[-3000:]
+    assert "Selected: 4/" in report, report[-3000:]
 
     accepted = _acceptance_document(endpoint, tmp_path / "acceptance" / "openapi.json")
     report = _run_schemathesis(accepted, endpoint, "--max-examples", str(MAX_EXAMPLES),

@@ -55,6 +55,10 @@ ROUTE_PERMISSIONS: dict[tuple[str, str], str] = {
     ("POST", "/v1/completions"): READ,
     ("POST", "/v1/messages"): READ,  # Anthropic's Messages API (fleet.api.routes.messages)
     ("POST", "/v1/messages/count_tokens"): READ,
+    ("POST", "/v1/responses"): READ,  # OpenAI's Responses API (fleet.api.routes.responses)
+    ("GET", "/v1/responses/{response_id}"): READ,
+    ("DELETE", "/v1/responses/{response_id}"): READ,
+    ("GET", "/v1/responses/{response_id}/input_items"): READ,
     ("POST", "/v1/images/generations"): READ,
     ("POST", "/v1/images/variations"): READ,
     ("POST", "/v1/images/edits"): READ,
