@@ -105,6 +105,7 @@ class Limiter(Protocol):
 # apart from Messages): a client polling /v1/models must not spend its key's requests.
 LIMITED_PATHS = frozenset({
     "/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/rerank", "/v1/messages",
+    "/v1/responses",
     "/v1/images/generations", "/v1/images/edits", "/v1/images/variations",
     "/v1/images/inpainting", "/v1/images/ocr",
     "/v1/audio/transcriptions", "/v1/audio/translations", "/v1/audio/speech",

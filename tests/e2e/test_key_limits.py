@@ -245,6 +245,29 @@ def test_the_messages_route_answers_429_in_anthropic_s_shape(cluster, smol):
     assert refused.headers["x-ratelimit-remaining-requests"] == "0"
 
 
+def test_the_responses_route_counts_and_its_usage_is_recorded(cluster, smol):
+    key_id, key = cluster.key(requests_per_minute=1)
+    body = {"model": smol, "input": "Hi", "max_output_tokens": 4, "store": False}
+    answered = cluster.call("POST", "/v1/responses", key, json=body)
+    assert answered.status_code == 200, answered.text
+    assert answered.headers["x-ratelimit-remaining-requests"] == "0"
+    refused = cluster.call("POST", "/v1/responses", key, json=body)
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    usage = answered.json()["usage"]
+
+    def recorded() -> dict:
+        rows = cluster.call("GET", "/v1/usage", params={"key_id": key_id, "group_by": "key"})
+        return (rows.json()["data"] or [{}])[0]
+
+    deadline = time.monotonic() + 10  # the records are written in batches, each second
+    while recorded().get("requests") != 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    row = recorded()
+    assert (row["requests"], row["prompt_tokens"], row["completion_tokens"]) == (
+        1, usage["input_tokens"], usage["output_tokens"])
+
+
 def _fleet(cluster: Cluster, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "fleet", *args, "-e", cluster.server.endpoint],
                           env={**_env_without_keys(), "FLEET_API_KEY": cluster.admin},

@@ -7,14 +7,16 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.api.auth.keys import ADMIN, expand_permissions
+from fleet.api.protocol.fields import integer
 
 MAX_TOKENS = 10**15  # within a BIGINT, and far beyond any budget
 Name = Annotated[str, Field(min_length=1, max_length=200)]
-Count = Annotated[StrictInt, Field(ge=1, le=10**9)]
-Tokens = Annotated[StrictInt, Field(ge=1, le=MAX_TOKENS)]
+# Whole numbers however JSON spells them (5 or 5.0), as the document's "integer" allows.
+Count = integer(ge=1, le=10**9)
+Tokens = integer(ge=1, le=MAX_TOKENS)
 # What a key may use without naming its permissions: list the models and call them.
 DEFAULT_PERMISSIONS = ["models:list", "models:read"]
 
