@@ -27,10 +27,27 @@ _FIRST_CONTENT = re.compile(rb'"(?:content|text)":"[^"]')
 _COMPLETION_TOKENS = re.compile(rb'"completion_tokens":(\d+)')
 
 
+@dataclass(frozen=True)
+class Dialect:
+    """How a stream shows its first generated text and, in its last events, the tokens it
+    generated: OpenAI's chat and completions by default; Anthropic's Messages and OpenAI's
+    Responses below."""
+
+    first_content: re.Pattern[bytes] = _FIRST_CONTENT
+    generated_tokens: re.Pattern[bytes] = _COMPLETION_TOKENS
+
+
+CHAT = Dialect()
+MESSAGES = Dialect(re.compile(rb'"text":"[^"]'), re.compile(rb'"output_tokens":(\d+)'))
+# Text's deltas are the only "delta" strings of an answer without tools.
+RESPONSES = Dialect(re.compile(rb'"delta":"[^"]'), re.compile(rb'"output_tokens":(\d+)'))
+
+
 @dataclass
 class _Stream:
     sock: socket.socket
     started: float
+    dialect: Dialect
     first: float | None = None
     head: bytes = b""
     tail: bytes = b""
@@ -39,28 +56,29 @@ class _Stream:
     def feed(self, chunk: bytes) -> None:
         if not self.head:
             self.head = chunk
-        if self.first is None and _FIRST_CONTENT.search(self.tail + chunk):
+        if self.first is None and self.dialect.first_content.search(self.tail + chunk):
             self.first = time.perf_counter() - self.started
         self.tail = (self.tail + chunk)[-4096:]  # the usage event comes last
 
     def result(self) -> tuple[float, int]:
-        counts = _COMPLETION_TOKENS.findall(self.tail)
+        counts = self.dialect.generated_tokens.findall(self.tail)
         if not self.head.startswith(b"HTTP/1.1 200") or not counts:
             raise RuntimeError(f"the stream failed: {self.head[:300]!r} ... {self.tail[-300:]!r}")
         return self.first or 0.0, int(counts[-1])
 
 
-def _open(host: str, port: int, request: bytes) -> _Stream:
+def _open(host: str, port: int, request: bytes, dialect: Dialect) -> _Stream:
     sock = socket.create_connection((host, port))
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    stream = _Stream(sock, time.perf_counter())
+    stream = _Stream(sock, time.perf_counter(), dialect)
     sock.sendall(request)
     sock.setblocking(False)
     return stream
 
 
 def closed_loop(url: str, body_for: Callable[[int], dict[str, Any]], concurrency: int,
-                duration_s: float, headers: dict[str, str] | None = None) -> dict[str, float]:
+                duration_s: float, headers: dict[str, str] | None = None,
+                dialect: Dialect = CHAT) -> dict[str, float]:
     """Tokens/s over the window and time to first token (p50/p99) of the streams it ran;
     `headers` go with every request."""
     parts = urlsplit(url)
@@ -81,7 +99,7 @@ def closed_loop(url: str, body_for: Callable[[int], dict[str, Any]], concurrency
     started = time.perf_counter()
     stop_at = started + duration_s
     for _ in range(concurrency):
-        stream = _open(host, port, request(next(counter)))
+        stream = _open(host, port, request(next(counter)), dialect)
         selector.register(stream.sock, selectors.EVENT_READ, stream)
     while selector.get_map():
         for key, _ in selector.select():
@@ -96,7 +114,7 @@ def closed_loop(url: str, body_for: Callable[[int], dict[str, Any]], concurrency
             ttfts.append(first)
             tokens += generated
             if time.perf_counter() < stop_at:
-                stream = _open(host, port, request(next(counter)))
+                stream = _open(host, port, request(next(counter)), dialect)
                 selector.register(stream.sock, selectors.EVENT_READ, stream)
     elapsed = time.perf_counter() - started
     selector.close()
