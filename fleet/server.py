@@ -91,6 +91,7 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     from fleet.api.auth.live_keys import LiveKeys
     from fleet.api.auth.middleware import key_store
     from fleet.api.body_parsing import close_helper
+    from fleet.api.responses.store import response_store
     from fleet.api.usage_recorder import UsageRecorder
     from fleet.database.usage import UsageStore
 
@@ -98,7 +99,9 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
     # The usage records, in the keys' database, written in batches (fleet.api.usage_recorder).
     usage = (UsageRecorder(UsageStore(store.keys.db), config.usage_retention_days)
              if isinstance(store, LiveKeys) else None)
-    app = create_app(supervisor, supervisor_address, config, store, usage)
+    # The Responses API's stored responses, in the same database (fleet.api.responses.store).
+    responses = response_store(store.keys.db) if isinstance(store, LiveKeys) else None
+    app = create_app(supervisor, supervisor_address, config, store, usage, responses)
     uvicorn_config = uvicorn.Config(app, host=config.host, port=config.port, log_level="warning",
                                     access_log=False, loop="none", lifespan="off")
     server = uvicorn.Server(uvicorn_config)
@@ -113,12 +116,21 @@ async def _serve_api(supervisor: Any, supervisor_address: str, config: ServerCon
         close_helper()  # a parse under way ends with the server, not after it
         if recording is not None:
             recording.cancel()
-            usage.close()  # before the database closes with the keys'
-        if app.state.cluster.responses is not None:  # its writes under way land first
-            app.state.cluster.responses.close()
+        # What they have left is written before the database closes with the keys'; each on
+        # its own, so that one that fails does not cost the others their last writes.
+        for writer in (usage, responses):
+            if writer is not None:
+                _close_quietly(writer)
         if keys is not None and following is not None:
             following.cancel()
             _last_writes(keys)
+
+
+def _close_quietly(writer: Any) -> None:
+    try:
+        writer.close()
+    except Exception as exc:  # stopping anyway: what it had left is lost, and said so
+        logger.warning("could not finish the writes of %s: %r", type(writer).__name__, exc)
 
 
 def _last_writes(keys: Any) -> None:

@@ -21,7 +21,7 @@ from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
 from fleet.api.rate_limits import RateLimiter
-from fleet.api.responses.store import response_store
+from fleet.api.responses.store import ResponseStore, response_store
 from fleet.api.routes import audio as routes_audio
 from fleet.api.routes import audit as routes_audit
 from fleet.api.routes import cache as routes_cache
@@ -87,11 +87,14 @@ def _limiter(keys: LiveKeys) -> RateLimiter:
 
 def create_app(supervisor: Any, supervisor_address: str,
                config: ServerConfig | None = None, keys: KeyStore | None = None,
-               usage: UsageRecorder | None = None) -> Any:
+               usage: UsageRecorder | None = None,
+               responses: ResponseStore | None = None) -> Any:
     """The ASGI application: the lean front for the busiest routes, then FastAPI, all timed
     by the latency middleware when metrics are on. `keys`: the cluster's keys, if the caller
     read them (the server, which then follows them); else read here from `config`. `usage`:
-    where the requests' usage is recorded (the server runs and closes it); None: nowhere."""
+    where the requests' usage is recorded (the server runs and closes it); None: nowhere.
+    `responses`: the stored responses of the Responses API (the server closes it); else
+    made here where there is a database."""
     app = FastAPI(
         title="Fleet",
         version=__version__,
@@ -106,8 +109,9 @@ def create_app(supervisor: Any, supervisor_address: str,
     # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None
     # The Responses API's stored responses, in the same database.
-    app.state.cluster.responses = (response_store(store.keys.db) if isinstance(store, LiveKeys)
-                                   else None)
+    if responses is None and isinstance(store, LiveKeys):
+        responses = response_store(store.keys.db)
+    app.state.cluster.responses = responses
     app.state.started_at = time.time()
     # Per-key limits (fleet.api.rate_limits) and usage records (fleet.api.usage_recorder),
     # fed by fleet.api.metering; None: not kept.
