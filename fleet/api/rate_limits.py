@@ -277,20 +277,15 @@ class RateLimiter:
 
     def _headers(self, limits: dict[str, int], use: KeyUse, now: float) -> Headers:
         headers: Headers = []
-        rpm = limits.get(RPM)
-        if rpm is not None:
-            used = use.requests.sum(now)
-            headers += [(b"x-ratelimit-limit-requests", str(rpm).encode()),
-                        (b"x-ratelimit-remaining-requests", str(max(0, rpm - used)).encode()),
-                        (b"x-ratelimit-reset-requests",
-                         duration(use.requests.seconds_until_empty(now)).encode())]
-        tpm = limits.get(TPM)
-        if tpm is not None:
-            used = use.tokens.sum(now)
-            headers += [(b"x-ratelimit-limit-tokens", str(tpm).encode()),
-                        (b"x-ratelimit-remaining-tokens", str(max(0, tpm - used)).encode()),
-                        (b"x-ratelimit-reset-tokens",
-                         duration(use.tokens.seconds_until_empty(now)).encode())]
+        for name, window, unit in ((RPM, use.requests, b"requests"), (TPM, use.tokens, b"tokens")):
+            limit = limits.get(name)
+            if limit is None:
+                continue
+            remaining = max(0, limit - window.sum(now))
+            headers += [(b"x-ratelimit-limit-" + unit, str(limit).encode()),
+                        (b"x-ratelimit-remaining-" + unit, str(remaining).encode()),
+                        (b"x-ratelimit-reset-" + unit,
+                         duration(window.seconds_until_empty(now)).encode())]
         return headers
 
 
