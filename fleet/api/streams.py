@@ -140,6 +140,40 @@ class StreamDialect(Protocol):
         ...
 
 
+class ChatChunkReader:
+    """The walk over the replica's chat chunk choices that a dialect other than chat's makes:
+    each choice's thought, text and tool calls, in that order, then its finish. A dialect
+    writes its own events for each (`thought`, `text`, `tool_call`, `finished`)."""
+
+    def chunks(self, chunks: list[dict[str, Any]]) -> list[bytes]:
+        events: list[bytes] = []
+        for choice in chunks:
+            delta = choice["delta"]
+            thought = delta.get("reasoning_content")
+            if thought:
+                self.thought(events, thought)
+            text = delta.get("content")
+            if text:
+                self.text(events, text)
+            for call in delta.get("tool_calls") or ():
+                self.tool_call(events, call)
+            if choice.get("finish_reason") is not None:
+                self.finished(choice)
+        return [b"".join(events)] if events else []
+
+    def thought(self, events: list[bytes], text: str) -> None:
+        raise NotImplementedError
+
+    def text(self, events: list[bytes], text: str) -> None:
+        raise NotImplementedError
+
+    def tool_call(self, events: list[bytes], call: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def finished(self, choice: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
 async def relay(stream: ReplicaStream, dialect: StreamDialect) -> AsyncGenerator[bytes, None]:
     """The stream's events in `dialect`, to its end; the stream's outcome in the metrics."""
     try:

@@ -19,6 +19,7 @@ import orjson
 
 from fleet.api.anthropic.answer import message_id, stop_reason, usage
 from fleet.api.anthropic.errors import error_body
+from fleet.api.streams import ChatChunkReader
 from fleet.messages import Usage
 
 _PING = b'event: ping\ndata: {"type":"ping"}\n\n'
@@ -29,7 +30,7 @@ def event(name: str, payload: dict[str, Any]) -> bytes:
     return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
 
 
-class MessageEvents:
+class MessageEvents(ChatChunkReader):
     """The events of one streamed Messages answer (fleet.api.streams.StreamDialect)."""
 
     def __init__(self, model: str, prompt_tokens: int, stop_sequences: list[str] | None,
@@ -48,21 +49,17 @@ class MessageEvents:
             "content": [], "stop_reason": None, "stop_sequence": None,
             "usage": usage(self._prompt_tokens, 0)}}), _PING]
 
-    def chunks(self, chunks: list[dict[str, Any]]) -> list[bytes]:
-        events: list[bytes] = []
-        for choice in chunks:
-            delta = choice["delta"]
-            thought = delta.get("reasoning_content")
-            if thought:
-                self._delta(events, "thinking", {"type": "thinking_delta", "thinking": thought})
-            text = delta.get("content")
-            if text:
-                self._delta(events, "text", {"type": "text_delta", "text": text})
-            for call in delta.get("tool_calls") or ():
-                self._tool_use(events, call)
-            if choice.get("finish_reason") is not None:
-                self._reason = stop_reason(choice, self._stop_sequences)
-        return [b"".join(events)] if events else []
+    def thought(self, events: list[bytes], text: str) -> None:
+        self._delta(events, "thinking", {"type": "thinking_delta", "thinking": text})
+
+    def text(self, events: list[bytes], text: str) -> None:
+        self._delta(events, "text", {"type": "text_delta", "text": text})
+
+    def tool_call(self, events: list[bytes], call: dict[str, Any]) -> None:
+        self._tool_use(events, call)
+
+    def finished(self, choice: dict[str, Any]) -> None:
+        self._reason = stop_reason(choice, self._stop_sequences)
 
     def closing(self, tokens: Usage | None) -> list[bytes]:
         events: list[bytes] = []

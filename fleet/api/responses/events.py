@@ -27,10 +27,11 @@ import orjson
 
 from fleet.api.protocol.openai_responses import ResponsesRequest
 from fleet.api.responses import answer
+from fleet.api.streams import ChatChunkReader
 from fleet.messages import Usage
 
 
-class ResponseEvents:
+class ResponseEvents(ChatChunkReader):
     """The events of one streamed response (fleet.api.streams.StreamDialect). `finished` is
     called with the whole Response once the stream has ended well."""
 
@@ -53,21 +54,17 @@ class ResponseEvents:
         return [self._event("response.created", response=snapshot)
                 + self._event("response.in_progress", response=snapshot)]
 
-    def chunks(self, chunks: list[dict[str, Any]]) -> list[bytes]:
-        events: list[bytes] = []
-        for choice in chunks:
-            delta = choice["delta"]
-            thought = delta.get("reasoning_content")
-            if thought:
-                self._delta(events, "reasoning", thought)
-            text = delta.get("content")
-            if text:
-                self._delta(events, "text", text)
-            for call in delta.get("tool_calls") or ():
-                self._function_call(events, call)
-            if choice.get("finish_reason") is not None:
-                self._finish_reason = choice["finish_reason"]
-        return [b"".join(events)] if events else []
+    def thought(self, events: list[bytes], text: str) -> None:
+        self._delta(events, "reasoning", text)
+
+    def text(self, events: list[bytes], text: str) -> None:
+        self._delta(events, "text", text)
+
+    def tool_call(self, events: list[bytes], call: dict[str, Any]) -> None:
+        self._function_call(events, call)
+
+    def finished(self, choice: dict[str, Any]) -> None:
+        self._finish_reason = choice["finish_reason"]
 
     def closing(self, tokens: Usage | None) -> list[bytes]:
         events: list[bytes] = []
