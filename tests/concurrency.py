@@ -100,3 +100,15 @@ class ClosedLoop:
 
     def first_success(self, since: float) -> float | None:
         return next((at for at, status, _ in self.outcomes if status == 200 and at >= since), None)
+
+
+def wait_for_status(call: Callable[[], httpx.Response], status: int, within_s: float) -> float:
+    """Calls `call` until it answers `status`; how long that took (an assertion past
+    `within_s`, with the last answer)."""
+    started = time.monotonic()
+    while True:
+        answer = call()
+        if answer.status_code == status:
+            return time.monotonic() - started
+        assert time.monotonic() - started < within_s, (answer.status_code, answer.text)
+        time.sleep(0.05)

@@ -29,6 +29,7 @@ import httpx
 import pytest
 
 from tests.builders import _smollm2_gguf
+from tests.concurrency import wait_for_status
 from tests.conftest import FleetProcess, free_port
 
 LONG_TEXT = ("The quick brown fox jumps over the lazy dog while the cat watches from the "
@@ -102,16 +103,6 @@ def smol(cluster: Cluster) -> str:
     return "smol"
 
 
-def _wait_for_status(call, status: int, within_s: float) -> float:
-    started = time.monotonic()
-    while True:
-        answer = call()
-        if answer.status_code == status:
-            return time.monotonic() - started
-        assert time.monotonic() - started < within_s, (answer.status_code, answer.text)
-        time.sleep(0.05)
-
-
 def _check_rate_limited(answer: httpx.Response, limit: int) -> None:
     assert answer.status_code == 429, answer.text
     error = answer.json()["error"]
@@ -141,7 +132,7 @@ def test_the_sixth_request_of_five_a_minute_is_refused_with_the_headers(cluster)
     patched = cluster.call("PATCH", f"/v1/keys/{key_id}",
                            json={"limits": {"requests_per_minute": 50}})
     assert patched.status_code == 200, patched.text
-    assert _wait_for_status(lambda: cluster.embed(key), 200, within_s=1.0) < 1.0
+    assert wait_for_status(lambda: cluster.embed(key), 200, within_s=1.0) < 1.0
     assert cluster.embed(key).headers["x-ratelimit-limit-requests"] == "50"
 
 
@@ -210,7 +201,7 @@ def test_a_slot_is_given_back_when_the_client_leaves_a_stream(cluster, smol):
             assert _stream(cluster, key, smol, 4).status_code == 429  # its one slot is taken
     # The client closed its connection mid-stream.
     # Long before the 1000 tokens it asked for (minutes here): its slot came back when it left.
-    _wait_for_status(lambda: _stream(cluster, key, smol, 4), 200, within_s=10.0)
+    wait_for_status(lambda: _stream(cluster, key, smol, 4), 200, within_s=10.0)
 
 
 def test_a_spent_daily_budget_is_refused_until_midnight_utc(cluster):
@@ -300,7 +291,7 @@ def test_a_user_s_limits_hold_the_sum_of_its_keys(cluster):
     assert next(u for u in listed if u["name"] == "team-b")["limits"]["requests_per_minute"] == 3
     # Cleared (no options: no limits), the user's keys pass within a second.
     assert _fleet(cluster, "users", "limits", "team-b").returncode == 0
-    assert _wait_for_status(lambda: cluster.embed(keys[1]), 200, within_s=1.0) < 1.0
+    assert wait_for_status(lambda: cluster.embed(keys[1]), 200, within_s=1.0) < 1.0
     audit = cluster.call("GET", "/v1/audit", params={"action": "user.limits"}).json()["data"]
     assert [entry["target"] for entry in audit] == ["team-b", "team-b"]
 
@@ -321,7 +312,7 @@ def test_on_postgresql_the_stored_limits_hold_and_change_within_a_second(pg_clus
     patched = pg_cluster.call("PATCH", f"/v1/keys/{key_id}",
                               json={"limits": {"requests_per_minute": None}})
     assert patched.status_code == 200, patched.text
-    assert _wait_for_status(lambda: pg_cluster.embed(key), 200, within_s=1.0) < 1.0
+    assert wait_for_status(lambda: pg_cluster.embed(key), 200, within_s=1.0) < 1.0
     assert "x-ratelimit-limit-requests" not in pg_cluster.embed(key).headers
 
 
@@ -340,4 +331,4 @@ def test_on_postgresql_a_spent_budget_stays_spent_across_a_restart(pg_cluster):
     refused = pg_cluster.embed(spent)
     assert refused.status_code == 429, refused.text
     assert refused.json()["error"]["code"] == "insufficient_quota"
-    assert _wait_for_status(lambda: pg_cluster.embed(fresh), 200, within_s=60) < 60
+    assert wait_for_status(lambda: pg_cluster.embed(fresh), 200, within_s=60) < 60

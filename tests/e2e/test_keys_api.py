@@ -17,13 +17,13 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
+from tests.concurrency import wait_for_status
 from tests.conftest import FleetProcess, free_port
 
 ADMIN_KEY = "sk-e2e-flag-admin-key-0001"
@@ -43,16 +43,6 @@ def _call(cluster: FleetProcess, method: str, path: str, key: str | None = None,
 
 def _embed(cluster: FleetProcess, key: str | None, model: str = "minilm") -> httpx.Response:
     return _call(cluster, "POST", "/v1/embeddings", key, json={"model": model, "input": "hi"})
-
-
-def _wait_for_status(call, status: int, within_s: float) -> float:
-    started = time.monotonic()
-    while True:
-        answer = call()
-        if answer.status_code == status:
-            return time.monotonic() - started
-        assert time.monotonic() - started < within_s, (answer.status_code, answer.text)
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +127,7 @@ def test_a_key_works_at_once_holds_its_rights_and_is_refused_within_a_second_onc
 
     revoked = _call(open_cluster, "DELETE", f"/v1/keys/{shown['id']}", admin)
     assert revoked.status_code == 200 and revoked.json()["status"] == "revoked"
-    took = _wait_for_status(lambda: _embed(open_cluster, key), 401, within_s=1.0)
+    took = wait_for_status(lambda: _embed(open_cluster, key), 401, within_s=1.0)
     assert took < 1.0
     revived = _call(open_cluster, "PATCH", f"/v1/keys/{shown['id']}", admin,
                     json={"expires_at": None})
@@ -150,7 +140,7 @@ def test_an_expired_key_is_refused(open_cluster, admin):
     made = _call(open_cluster, "POST", "/v1/keys", admin,
                  json={"name": "short", "expires_at": expires.isoformat()}).json()
     assert _embed(open_cluster, made["key"]).status_code == 200
-    _wait_for_status(lambda: _embed(open_cluster, made["key"]), 401, within_s=4.0)
+    wait_for_status(lambda: _embed(open_cluster, made["key"]), 401, within_s=4.0)
     assert datetime.now(timezone.utc) >= expires
     assert _call(open_cluster, "GET", f"/v1/keys/{made['id']}", admin).json()["status"] \
         == "expired"
@@ -253,7 +243,7 @@ def test_the_cli_round_trip(open_cluster, admin):
     bad = _fleet(open_cluster, admin, "keys", "create", "--name", "x", "-p", "fly")
     assert bad.returncode == 1 and "unknown permission 'fly'" in bad.stderr
     assert _fleet(open_cluster, admin, "keys", "revoke", entry["id"]).returncode == 0
-    _wait_for_status(lambda: _embed(open_cluster, key), 401, within_s=1.0)
+    wait_for_status(lambda: _embed(open_cluster, key), 401, within_s=1.0)
     audit = _fleet(open_cluster, admin, "audit", "--action", "key.revoke", "--json")
     assert entry["id"] in [e["target"] for e in json.loads(audit.stdout)]
 
