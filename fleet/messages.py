@@ -98,6 +98,9 @@ class GenerationCall(_Packed, frozen=True, kw_only=True, omit_defaults=True):
     tool_choice: str | JsonObject | None = None
     parallel_tool_calls: bool | None = None
     chat_template_kwargs: JsonObject | None = None
+    # The chat's images, encoded (PNG, JPEG...) and checked by the API (fleet.api.chat_images),
+    # in the order of the `{"type": "image"}` parts that stand for them in `messages`.
+    images: list[bytes] | None = None
     max_completion_tokens: int | None = None
     top_logprobs: int | None = None
     # completion: a text, or a list of texts, token ids or lists of ids (the replica serves a

@@ -18,6 +18,7 @@ import numpy as np
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.engines.launch_options import LaunchOptions, RemoteCodeOptions, parse_options
+from fleet.errors import BadRequest
 from fleet.generation.detokenizer import TokenDecoder
 from fleet.generation.params import NewSequence, TokenChoice
 from fleet.generation.scheduling import Scheduler
@@ -202,6 +203,27 @@ class RerankEngine(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class ImagePrompt:
+    """A chat prompt with images, as a vision engine reads it: the token ids (an image's tokens
+    in its place, so their count is the prompt's usage) and `media`, the engine's own inputs for
+    the images (pixel values...), handed back to the engine with the sequence."""
+
+    ids: list[int]
+    media: Any
+
+
+class ReadsNoImages:
+    """The image side of an LLM engine (BaseLLMEngine) that is given no images: a model that
+    does not see, or an engine that cannot show it any."""
+
+    reads_images = False
+    image_marker: str | None = None
+
+    def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
+        raise BadRequest("this model reads text only: it cannot take an image", code="no_vision")
+
+
 class BaseLLMEngine(Protocol):
     """What every chat/completion engine gives the replica's LLM service
     (fleet.cluster.replica.services.llm): it renders prompts with the family's (or `chat_template`, the
@@ -220,6 +242,14 @@ class BaseLLMEngine(Protocol):
     scheduling: ClassVar[Literal["fleet", "engine"]]
     context_length: int
     vocab_size: int
+    # Whether the loaded model reads images in a chat (a vision model with its processor or
+    # projector); only then is `encode_with_images` called.
+    reads_images: bool
+    # How an image's place reaches the chat template. None: as a `{"type": "image"}` content
+    # part, which the template writes as the model's image token(s) (Hugging Face processors'
+    # templates do); a string: that text in place of the part, which the engine finds in the
+    # rendered prompt (llama.cpp's media marker).
+    image_marker: str | None
 
     def __init__(self, model_path: str, family: BaseFamily, device: str | None,
                  options: LaunchOptions | None = None): ...
@@ -236,6 +266,12 @@ class BaseLLMEngine(Protocol):
 
     def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
         """The ids that end a sequence, beyond those the engine stops on by itself."""
+        ...
+
+    def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
+        """A rendered chat prompt that holds images (encoded, in their order in the prompt):
+        its token ids, each image's tokens in place, and the engine's inputs for the images.
+        Called off the engine thread, as `encode`."""
         ...
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from fleet.engines.base import ReadsNoImages
 from fleet.generation.openai_params import stop_token_ids
 
 
@@ -29,8 +30,9 @@ def model_eos_ids(model_path: str, tokenizer: Any) -> tuple[int, ...]:
     return tuple(sorted(eos))
 
 
-class HuggingFacePromptSide:
-    """Read-only uses of `tokenizer`, safe off the engine thread."""
+class HuggingFacePromptSide(ReadsNoImages):
+    """Read-only uses of `tokenizer`, safe off the engine thread (an engine that shows the
+    model images overrides the ReadsNoImages side)."""
 
     tokenizer: Any
     eos_token_ids: tuple[int, ...]

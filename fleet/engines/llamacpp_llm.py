@@ -34,7 +34,7 @@ import os
 from typing import Any, ClassVar, Literal
 
 from fleet.catalogue.schemas import LLMFamily
-from fleet.engines.base import SelfSchedulingLLMEngine, checked_options
+from fleet.engines.base import ReadsNoImages, SelfSchedulingLLMEngine, checked_options
 from fleet.engines.launch_options import LlamaCppLLMOptions
 from fleet.engines.llamacpp_server import (
     LlamaServer,
@@ -53,7 +53,7 @@ DEFAULT_PARALLEL = 16
 MAX_PARALLEL = 256
 
 
-class LlamaCppLLM:
+class LlamaCppLLM(ReadsNoImages):
     scheduling: ClassVar[Literal["engine"]] = "engine"  # its own slots, see make_scheduler
 
     def __init__(self, model_path: str, family: LLMFamily, device: str | None,

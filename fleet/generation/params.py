@@ -4,6 +4,7 @@ by the replica from an OpenAI request, read by any engine."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass
@@ -55,3 +56,5 @@ class NewSequence:
     seq_id: int
     prompt_ids: list[int]
     params: SamplingParams
+    # A vision engine's inputs for the prompt's images (fleet.engines.base.ImagePrompt.media).
+    media: Any = None

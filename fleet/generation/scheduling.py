@@ -28,6 +28,8 @@ class GenerationRequest:
     params: SamplingParams
     n: int
     deliver: Callable[[Events], None]
+    # A vision engine's inputs for the prompt's images (fleet.engines.base.ImagePrompt.media).
+    media: Any = None
 
 
 @dataclass

@@ -89,7 +89,7 @@ class _Sequence:
 
 def _new_sequence(sequence: _Sequence) -> NewSequence:
     return NewSequence(sequence.seq_id, sequence.request.prompt_ids,
-                       choice_params(sequence.params, sequence.index))
+                       choice_params(sequence.params, sequence.index), sequence.request.media)
 
 
 class GenerationScheduler:
