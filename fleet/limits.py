@@ -53,6 +53,8 @@ class RequestLimits(BaseModel):
     max_n: int = Field(default=16, ge=1)
     max_stop: int = Field(default=16, ge=1)
     max_tools: int = Field(default=128, ge=1)
+    # Images in one chat: each costs a decode and hundreds of prompt tokens or more.
+    max_images: int = Field(default=16, ge=1)
     max_logit_bias: int = Field(default=1024, ge=1)
     max_request_tokens: int = Field(default=300_000, ge=1)
     max_body_bytes: int = Field(default=64 * MIB, ge=1024)
@@ -78,6 +80,7 @@ ENV_VARS: dict[str, str] = {
     "max_n": "FLEET_MAX_N",
     "max_stop": "FLEET_MAX_STOP",
     "max_tools": "FLEET_MAX_TOOLS",
+    "max_images": "FLEET_MAX_IMAGES",
     "max_logit_bias": "FLEET_MAX_LOGIT_BIAS",
     "max_request_tokens": "FLEET_MAX_REQUEST_TOKENS",
     "max_body_bytes": "FLEET_MAX_BODY_BYTES",

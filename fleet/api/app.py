@@ -17,6 +17,7 @@ from fleet.api.auth.request_guard import guarded
 from fleet.api.cluster_handle import ClusterHandle
 from fleet.api.errors import install_error_handlers
 from fleet.api.fast_routes import UPLOAD_PATHS, FastJsonRoutes
+from fleet.api.image_policy import ImageUrlPolicy
 from fleet.api.metering import metered
 from fleet.api.metrics import CONTENT_TYPE, FleetMetrics
 from fleet.api.openapi import install_openapi
@@ -105,6 +106,7 @@ def create_app(supervisor: Any, supervisor_address: str,
                                       router=ReplicaRouter(supervisor, metrics), metrics=metrics)
     app.state.supervisor_address = supervisor_address
     app.state.config = config = config or ServerConfig()
+    app.state.cluster.image_policy = ImageUrlPolicy.from_config(config)
     app.state.auth = store = keys if keys is not None else key_store(config)  # None: open
     # The audit log, where the cluster has a database (its keys are then LiveKeys).
     app.state.audit = AuditLog(store.keys.db) if isinstance(store, LiveKeys) else None

@@ -76,6 +76,9 @@ class ReplicaRouter:
         # alias -> model uid (fleet.model_aliases), asked of the supervisor when first needed
         # and again after the route events say the aliases changed; None: to be asked.
         self._aliases: dict[str, str] | None = None
+        # uid -> the model's abilities, asked of the supervisor for a request that needs them
+        # (one with images) and forgotten with the model's route.
+        self._abilities: dict[str, list[str]] = {}
 
     def invalidate(self, uid: str | None = None) -> None:
         self.keep_alives.forget(uid)
@@ -83,8 +86,10 @@ class ReplicaRouter:
             self._aliases = None
         if uid is None:
             self._routes.clear()
+            self._abilities.clear()
         else:
             self._routes.pop(uid, None)
+            self._abilities.pop(uid, None)
 
     async def uid_of(self, name: str) -> str:
         """The uid of the model that `name` names: `name` itself, or the model it is an alias
@@ -96,6 +101,16 @@ class ReplicaRouter:
             self._follow()
             aliases = self._aliases = await self._supervisor.aliases()
         return aliases.get(name, name)
+
+    async def abilities(self, name: str) -> list[str]:
+        """The abilities of the model `name` names (its family's: chat, vision, tools...)."""
+        uid = await self.uid_of(name)
+        known = self._abilities.get(uid)
+        if known is None:
+            self._follow()
+            described = await self._supervisor.describe_model(uid)
+            known = self._abilities[uid] = list(described.get("model_ability") or ())
+        return known
 
     def _follow(self) -> None:
         """Follow the route events, from the first request on."""

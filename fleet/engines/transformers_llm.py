@@ -17,11 +17,17 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from fleet.catalogue.schemas import LLMFamily
-from fleet.engines.base import StepwiseLLMEngine, checked_options, wants_remote_code
+from fleet.engines.base import (
+    ImagePrompt,
+    StepwiseLLMEngine,
+    checked_options,
+    wants_remote_code,
+)
 from fleet.engines.constrained import GrammarMatchers
 from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
 from fleet.engines.launch_options import TransformersLLMOptions
 from fleet.engines.torch_sampling import SamplerState, sample
+from fleet.engines.transformers_vision import VisionInputs, vision_model_class
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
 
 logger = logging.getLogger(__name__)
@@ -32,6 +38,9 @@ class _Row:
     state: SamplerState
     next_input: int  # the token sampled last, fed to the model at the next decode
     position: int  # its position in the sequence
+    # Added to `position` for the rotary embedding: a prompt whose images the model placed on a
+    # grid (Qwen2-VL's multimodal RoPE) continues from the grid's end, not from its length.
+    rope_offset: int = 0
 
 
 def pick_device(requested: str | None) -> str:
@@ -81,20 +90,29 @@ class TransformersLLM(HuggingFacePromptSide):
         self._mask: torch.Tensor | None = None  # [rows, cached length]: 1 where a row has a token
         self._cache_arg = "past_key_values"
         self._grammars: GrammarMatchers | None = None  # made at the first constrained request
+        # A family that sees is loaded with its processor (fleet.engines.transformers_vision).
+        self.reads_images = "vision" in family.abilities
+        self._vision: VisionInputs | None = None
 
     def load(self) -> None:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self._model_path, trust_remote_code=self._trust_remote_code)
         dtype = pick_dtype(self._device, self._dtype_name)
+        model_class: Any = AutoModelForCausalLM
+        if self.reads_images:
+            self._vision = VisionInputs.load(self._model_path, self._trust_remote_code, dtype)
+            self.tokenizer = self._vision.tokenizer
+            model_class = vision_model_class()
+        else:
+            self.tokenizer = AutoTokenizer.from_pretrained(
+                self._model_path, trust_remote_code=self._trust_remote_code)
         # The ignore: transformers declares PreTrainedModel.to with functools.wraps(Module.to),
         # which typeshed types as the plain function, `self` included, not a bound method.
-        self.model = AutoModelForCausalLM.from_pretrained(
+        self.model = model_class.from_pretrained(
             self._model_path, dtype=dtype, trust_remote_code=self._trust_remote_code,
         ).to(self._device).eval()  # type: ignore[arg-type]
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
-        model_limit = getattr(self.model.config, "max_position_embeddings", None)
+        model_limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         if model_limit:
             self.context_length = min(self.context_length, int(model_limit))
         self.eos_token_ids = model_eos_ids(self._model_path, self.tokenizer)
@@ -112,6 +130,19 @@ class TransformersLLM(HuggingFacePromptSide):
         self.decode()
         self.release([-1])
 
+    # ---- images (fleet.engines.base.BaseLLMEngine) ---------------------------------------
+    @property
+    def chat_template(self) -> str | dict[str, str] | None:
+        # A vision model's template (the one that writes its image tokens) is its processor's.
+        if self._vision is not None and self._vision.chat_template:
+            return self._vision.chat_template
+        return super().chat_template
+
+    def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
+        if self._vision is None:
+            return super().encode_with_images(text, images)
+        return self._vision.encode(text, images)
+
     @property
     def batch_size(self) -> int:
         return len(self._rows)
@@ -123,7 +154,40 @@ class TransformersLLM(HuggingFacePromptSide):
     @torch.inference_mode()
     def prefill(self, sequences: Sequence[NewSequence]) -> list[TokenChoice]:
         """Run the prompts (together, left-padded), sample each one's first token, and add them
-        to the running batch."""
+        to the running batch. A prompt with images runs on its own: what a model takes for its
+        images (pixel values, grids, token types...) differs by model, and the model lays out
+        its own positions for them."""
+        if all(s.media is None for s in sequences):
+            return self._prefill_text(sequences)
+        choices: dict[int, TokenChoice] = {}
+        texts = [s for s in sequences if s.media is None]
+        if texts:
+            choices.update(zip((s.seq_id for s in texts), self._prefill_text(texts), strict=True))
+        for sequence in sequences:
+            if sequence.media is not None:
+                choices[sequence.seq_id] = self._prefill_images(sequence)
+        return [choices[s.seq_id] for s in sequences]
+
+    def _prefill_images(self, sequence: NewSequence) -> TokenChoice:
+        from transformers import DynamicCache
+
+        assert self._vision is not None  # media is made by encode_with_images
+        length = len(sequence.prompt_ids)
+        cache = DynamicCache(config=self.model.config)
+        output = self.model(
+            input_ids=torch.tensor([sequence.prompt_ids], dtype=torch.long, device=self._device),
+            use_cache=True, logits_to_keep=1, **{self._cache_arg: cache},
+            **self._vision.model_inputs(sequence.media, self._device, self.model.dtype),
+        )
+        offset = self._vision.take_rope_offset(self.model)
+        state = SamplerState(sequence.seq_id, sequence.params, list(sequence.prompt_ids),
+                             matcher=self._matcher(sequence.params.grammar))
+        [choice] = sample(output.logits[:, -1, :], [state])
+        self._join(cache, torch.ones((1, length), dtype=torch.long),
+                   [_Row(state, choice.token_id, length, offset)])
+        return choice
+
+    def _prefill_text(self, sequences: Sequence[NewSequence]) -> list[TokenChoice]:
         longest = max(len(s.prompt_ids) for s in sequences)
         ids = torch.zeros((len(sequences), longest), dtype=torch.long)
         mask = torch.zeros((len(sequences), longest), dtype=torch.long)
@@ -176,7 +240,8 @@ class TransformersLLM(HuggingFacePromptSide):
         if not self._rows or self._mask is None:
             return []
         ids = torch.tensor([[row.next_input] for row in self._rows], dtype=torch.long)
-        positions = torch.tensor([[row.position] for row in self._rows], dtype=torch.long)
+        positions = torch.tensor([[row.position + row.rope_offset] for row in self._rows],
+                                 dtype=torch.long)
         self._mask = torch.cat([self._mask, self._mask.new_ones((len(self._rows), 1))], dim=1)
         padded = bool((self._mask == 0).any())
         output = self.model(

@@ -24,20 +24,51 @@ _REASONING_FIELDS = ("reasoning_content", "thinking", "reasoning")
 ROLES = ("system", "developer", "user", "assistant", "tool")
 
 
-def _text_of(content: Any, where: str) -> str | None:
-    """Message content as text: a string, or OpenAI's list of parts (text parts only)."""
+IMAGE_PART = {"type": "image"}
+
+
+def _content_of(content: Any, where: str, user: bool) -> str | list[dict[str, Any]] | None:
+    """Message content as templates read it: text (a string, or OpenAI's text parts joined), or,
+    where a user's message holds images, its parts: text parts and `{"type": "image"}`, the
+    place of the chat's next image (the API put them there, fleet.api.chat_images)."""
     if content is None or isinstance(content, str):
         return content
     if isinstance(content, list):
-        texts = []
-        for part in content:
+        parts: list[dict[str, Any]] = []
+        for index, part in enumerate(content):
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind != "text":
-                raise BadRequest(f"{where}: content parts of type {kind!r} are not supported by "
-                                 "this model; it reads text only", code="unsupported_content")
-            texts.append(str(part.get("text", "")))
-        return "".join(texts)
+            if kind == "text":
+                parts.append({"type": "text", "text": str(part.get("text", ""))})
+            elif kind == "image" and user:
+                parts.append(IMAGE_PART)
+            elif kind == "image":
+                raise BadRequest(f"{where}.content[{index}]: images are read in user messages "
+                                 "only", code="unsupported_content")
+            else:
+                raise BadRequest(f"{where}.content[{index}]: content parts of type {kind!r} are "
+                                 "not supported by this model", code="unsupported_content")
+        if IMAGE_PART in parts:
+            return parts
+        return "".join(part["text"] for part in parts)
     raise BadRequest(f"{where}: content must be a string or a list of parts")
+
+
+def image_count(messages: list[dict[str, Any]]) -> int:
+    """The image parts in the messages (each stands for one of the call's images)."""
+    return sum(1 for message in messages if isinstance(message.get("content"), list)
+               for part in message["content"] if isinstance(part, dict) and part.get("type") == "image")
+
+
+def with_image_markers(messages: list[dict[str, Any]], marker: str) -> list[dict[str, Any]]:
+    """The messages with `marker` written in place of each image part, for an engine that finds
+    its images' places in the prompt's text (fleet.engines.base.BaseLLMEngine.image_marker)."""
+    def text(part: Any) -> Any:
+        if isinstance(part, dict) and part.get("type") == "image":
+            return {"type": "text", "text": marker}
+        return part
+
+    return [{**message, "content": [text(part) for part in message["content"]]}
+            if isinstance(message.get("content"), list) else message for message in messages]
 
 
 def _tool_calls(calls: Any, where: str) -> list[dict[str, Any]]:
@@ -78,7 +109,7 @@ def normalize_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         item = {k: v for k, v in message.items() if v is not None}
         # Most templates know "system" only; OpenAI's newer "developer" means the same.
         item["role"] = "system" if role == "developer" else role
-        item["content"] = _text_of(message.get("content"), where) or ""
+        item["content"] = _content_of(message.get("content"), where, role == "user") or ""
         if message.get("tool_calls"):
             item["tool_calls"] = _tool_calls(message["tool_calls"], where)
         normalized.append(item)

@@ -97,11 +97,13 @@ def history_as_text(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     converted: list[dict[str, Any]] = []
     names: dict[str, str] = {}  # a call's id -> its function, for the result's label
     results_last = False  # whether converted[-1] holds tool results
+    # A user's message with images keeps its parts, and its own turn.
     for message in normalize_messages(messages):
         role = message["role"]
         if role == "assistant" and message.get("tool_calls"):
             converted.append(_calls_as_text(message, names))
-        elif role == "tool" or (role == "user" and results_last):
+        elif role == "tool" or (role == "user" and results_last
+                                and isinstance(message["content"], str)):
             text = _result_text(message, names) if role == "tool" else message["content"]
             if results_last:
                 previous = converted[-1]

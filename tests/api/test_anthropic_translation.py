@@ -155,12 +155,27 @@ def test_bad_bodies_are_refused_with_the_field_named(fields, words):
     assert words in validation_message(caught.value.errors())
 
 
-def test_what_only_the_chat_request_can_judge_is_refused_too():
+def test_image_blocks_become_image_parts_in_their_places():
     image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AA"}}
-    for content in ([image], [{"type": "tool_result", "tool_use_id": "t", "content": [image]}]):
-        with pytest.raises(BadRequest) as caught:
-            _call(messages=[{"role": "user", "content": content}])
-        assert "has no vision ability" in caught.value.message
+    linked = {"type": "image", "source": {"type": "url", "url": "https://example.com/a.png"}}
+    call = _call(messages=[{"role": "user", "content": [
+        {"type": "text", "text": "Compare"}, {"type": "text", "text": "these:"}, image, linked]}])
+    # Read and checked at the API's next step (fleet.api.chat_images), for a model that sees.
+    assert call.messages == [{"role": "user", "content": [
+        {"type": "text", "text": "Compare\nthese:"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}]
+    with pytest.raises(BadRequest) as caught:  # templates write a tool's result as text
+        _call(messages=[{"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "t", "content": [image]}]}])
+    assert "messages.0.content.0.content.0" in caught.value.message
+    assert "tool_result" in caught.value.message
+    with pytest.raises(ValidationError):  # Anthropic's Files API: Fleet keeps no files
+        _call(messages=[{"role": "user", "content": [
+            {"type": "image", "source": {"type": "file", "file_id": "f"}}]}])
+
+
+def test_what_only_the_chat_request_can_judge_is_refused_too():
     with pytest.raises(BadRequest) as caught:  # chat's own check across fields
         _call(tools=[WEATHER], tool_choice={"type": "tool", "name": "get_time"})
     assert "get_time" in caught.value.message

@@ -110,12 +110,22 @@ def test_what_fleet_cannot_apply_is_refused_by_name(fields, words):
     assert words in str(refused.value)
 
 
-def test_an_image_is_refused_with_its_place():
+def test_input_images_become_image_parts_in_their_places():
     body = _request(input=[{"role": "user", "content": [
         {"type": "input_text", "text": "What is it?"},
-        {"type": "input_image", "image_url": "data:image/png;base64,AA"}]}])
-    with pytest.raises(BadRequest, match=r"input\.0\.content\.1: .* no vision"):
-        chat_request(body)
+        {"type": "input_image", "image_url": "data:image/png;base64,AA", "detail": "low"}]}])
+    # Read and checked at the API's next step (fleet.api.chat_images), for a model that sees.
+    assert chat_request(body).messages == [{"role": "user", "content": [
+        {"type": "text", "text": "What is it?"},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}]}]
+    for part, words in (({"type": "input_image", "file_id": "file-1"}, "file_id"),
+                        ({"type": "input_file", "file_id": "file-1"}, "input_file")):
+        with pytest.raises(BadRequest, match=rf"input\.0\.content\.0: .*{words}"):
+            chat_request(_request(input=[{"role": "user", "content": [part]}]))
+    output = {"type": "function_call_output", "call_id": "c", "output": [
+        {"type": "input_image", "image_url": "data:image/png;base64,AA"}]}
+    with pytest.raises(BadRequest, match=r"input\.0\.output\.0: .*message's content"):
+        chat_request(_request(input=[output]))
 
 
 def test_a_whole_answer_is_a_response_the_sdk_reads():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import base64
 from pathlib import Path
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
@@ -98,4 +99,46 @@ def test_speech_made_in_one_playground_is_transcribed_in_the_other(
     assert word_error_rate(SENTENCE, text.inner_text()) <= 0.2, text.inner_text()
     expect(page.get_by_test_id("transcript-segments")).to_contain_text("0:00")
     screenshot(page, "playground-transcription")
+    assert watch.problems == []
+
+
+def test_the_chat_playground_sends_images_to_a_model_that_sees(
+        page, watch: PageWatch, local_cluster, client, tmp_path: Path):
+    from tests.vision_builders import TOKENS_PER_IMAGE, build_tiny_llava, png
+
+    folder = build_tiny_llava(tmp_path / "llava")
+    client.register_model("LLM", {
+        "version": 2, "model_name": "ui-tiny-llava", "model_ability": ["chat", "vision"],
+        "context_length": 512, "stop": ["<|im_end|>"],
+        "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 0,
+                         "quantizations": ["none"], "model_uri": str(folder)}]}, persist=False)
+    uid = client.launch_model("ui-tiny-llava", model_type="LLM", model_engine="transformers",
+                              model_path=str(folder))
+    pictures = []
+    for name, color in (("red.png", (230, 20, 20)), ("blue.png", (20, 20, 230))):
+        pictures.append(tmp_path / name)
+        pictures[-1].write_bytes(png(color))
+    page.goto(f"{local_cluster.endpoint}/ui/playground/{uid}")
+    page.set_input_files("#chat-images", [str(p) for p in pictures])
+    expect(page.get_by_test_id("chat-image")).to_have_count(2)
+    page.get_by_role("button", name="Remove blue.png").click()
+    expect(page.get_by_test_id("chat-image")).to_have_count(1)
+    page.fill("#chat-input", "What is in the picture?")
+    with page.expect_request("**/v1/chat/completions") as sent:
+        page.click("#chat-send")
+    parts = sent.value.post_data_json["messages"][-1]["content"]
+    assert [part["type"] for part in parts] == ["text", "image_url"]
+    assert parts[1]["image_url"]["url"].startswith("data:image/png;base64,")
+    stats = page.get_by_test_id("answer-stats")
+    expect(stats).to_contain_text("prompt tokens", timeout=60_000)
+    # The image reached the model: its tokens are in the prompt's count, beside the text's.
+    prompt_tokens = int(stats.inner_text().split(" prompt tokens")[0])
+    text_only = httpx.post(f"{local_cluster.endpoint}/v1/chat/completions", timeout=60, json={
+        "model": uid, "max_tokens": 1,
+        "messages": [{"role": "user", "content": "What is in the picture?"}]}).json()
+    assert prompt_tokens == text_only["usage"]["prompt_tokens"] + TOKENS_PER_IMAGE
+    # The log keeps the user's picture beside the text; the next turn takes no image by itself.
+    expect(page.get_by_test_id("message-user").get_by_test_id("chat-image")).to_have_count(1)
+    expect(page.locator("#chat-images ~ .chat-images")).to_have_count(0)
+    screenshot(page, "playground-chat-image")
     assert watch.problems == []

@@ -98,7 +98,7 @@ def _messages(body: MessagesRequest | CountTokensRequest) -> list[dict[str, Any]
     if body.system:
         messages.append({"role": "system", "content": _text(body.system)})
     for index, message in enumerate(body.messages):
-        messages.extend(_turn(message, f"messages.{index}", body.model))
+        messages.extend(_turn(message, f"messages.{index}"))
     return messages
 
 
@@ -106,18 +106,18 @@ def _text(content: str | list[TextBlock]) -> str:
     return content if isinstance(content, str) else "\n".join(block.text for block in content)
 
 
-def _turn(message: Message, where: str, model: str) -> list[dict[str, Any]]:
+def _turn(message: Message, where: str) -> list[dict[str, Any]]:
     """One Anthropic turn as chat messages: usually one, more for a user's tool results."""
     if isinstance(message.content, str):
         return [{"role": message.role, "content": message.content}]
     if isinstance(message, AssistantMessage):
         return [_assistant(message)]
-    texts = _texts(message.content, where, model)
-    results = [_tool_result(block, f"{where}.content.{position}", model)
+    results = [_tool_result(block, f"{where}.content.{position}")
                for position, block in enumerate(message.content)
                if isinstance(block, ToolResultBlock)]
-    if texts or not results:
-        results.append({"role": message.role, "content": "\n".join(texts)})
+    content = _user_content(message.content)
+    if content or not results:
+        results.append({"role": message.role, "content": content})
     return results
 
 
@@ -137,23 +137,35 @@ def _assistant(message: AssistantMessage) -> dict[str, Any]:
     return turn
 
 
-def _tool_result(block: ToolResultBlock, where: str, model: str) -> dict[str, Any]:
-    text = (block.content if isinstance(block.content, str)
-            else "\n".join(_texts(block.content, where, model)))
+def _tool_result(block: ToolResultBlock, where: str) -> dict[str, Any]:
+    if isinstance(block.content, str):
+        text = block.content
+    else:
+        for position, part in enumerate(block.content):
+            if isinstance(part, ImageBlock):
+                # Chat templates write a tool's result as text, and no model's template here
+                # places an image inside one.
+                raise BadRequest(f"{where}.content.{position}: an image in a tool_result is not "
+                                 "supported; send it in the user turn's content",
+                                 code="unsupported_content")
+        text = "\n".join(part.text for part in block.content if isinstance(part, TextBlock))
     if block.is_error:
         text = f"Error: {text}"
     return {"role": "tool", "tool_call_id": block.tool_use_id, "content": text}
 
 
-def _texts(blocks: Sequence[Any], where: str, model: str) -> list[str]:
-    """The texts of a turn's or a tool result's blocks (`where`); an image among them is
-    refused, naming its place."""
-    for position, block in enumerate(blocks):
+def _user_content(blocks: Sequence[Any]) -> str | list[dict[str, Any]]:
+    """A user turn's text (its text blocks, as paragraphs), or, with images among them, chat
+    parts in the blocks' order: the images' places in the turn are the model's to read."""
+    if not any(isinstance(block, ImageBlock) for block in blocks):
+        return "\n".join(block.text for block in blocks if isinstance(block, TextBlock))
+    parts: list[dict[str, Any]] = []
+    for block in blocks:
         if isinstance(block, ImageBlock):
-            raise _no_vision(model, f"{where}.content.{position}")
-    return [block.text for block in blocks if isinstance(block, TextBlock)]
-
-
-def _no_vision(model: str, where: str) -> BadRequest:
-    return BadRequest(f"{where}: model {model!r} has no vision ability: it reads text only, and "
-                      "cannot take an image block", code="no_vision")
+            parts.append(block.chat_part())
+        elif isinstance(block, TextBlock):
+            if parts and parts[-1]["type"] == "text":
+                parts[-1] = {"type": "text", "text": f"{parts[-1]['text']}\n{block.text}"}
+            else:
+                parts.append({"type": "text", "text": block.text})
+    return parts

@@ -38,12 +38,32 @@ class TextBlock(_Body):
     citations: list[dict[str, Any]] | None = None
 
 
+class Base64ImageSource(_Body):
+    type: Literal["base64"]
+    media_type: Literal["image/jpeg", "image/png", "image/gif", "image/webp"]
+    data: str
+
+
+class UrlImageSource(_Body):
+    type: Literal["url"]
+    url: Text
+
+
 class ImageBlock(_Body):
-    """Read so that it is refused in words (fleet.api.anthropic.to_chat): no model here sees."""
+    """An image for a model that sees (fleet.api.chat_images reads and checks it). Anthropic's
+    `file` source names a file uploaded to its Files API: Fleet keeps no files, so it is
+    refused as a source type it does not know."""
 
     type: Literal["image"]
-    source: dict[str, Any]
+    source: Annotated[Base64ImageSource | UrlImageSource, Field(discriminator="type")]
     cache_control: CacheControl = None
+
+    def chat_part(self) -> dict[str, Any]:
+        """The image as a chat message's part (OpenAI's `image_url`)."""
+        source = self.source
+        url = (source.url if isinstance(source, UrlImageSource)
+               else f"data:{source.media_type};base64,{source.data}")
+        return {"type": "image_url", "image_url": {"url": url}}
 
 
 class ToolUseBlock(_Body):

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from fleet.api.protocol.fields import INT32_MAX, Flag, Text, few_items, integer, unsupported
+from fleet.errors import BadRequest
 from fleet.limits import schema_max_items
 
 Tokens = integer(ge=1, le=INT32_MAX)
@@ -57,12 +58,21 @@ class Refusal(_Body):
 
 
 class InputImage(_Body):
-    """Read so that it is refused in words (fleet.api.responses.to_chat): no model here sees."""
+    """An image for a model that sees, as a URL or a data URL (fleet.api.chat_images reads and
+    checks it). `file_id` names a file uploaded to OpenAI's Files API: Fleet keeps no files."""
 
     type: Literal["input_image"]
     image_url: str | None = None
     file_id: str | None = None
-    detail: str | None = None
+    detail: Literal["auto", "low", "high"] | None = None
+
+    def chat_part(self, where: str) -> dict[str, Any]:
+        """The image as a chat message's part (OpenAI's `image_url`)."""
+        if self.file_id is not None or self.image_url is None:
+            raise BadRequest(f"{where}: an input_image needs its image_url (a URL or a data URL); "
+                             "file_id is not supported: Fleet keeps no files",
+                             code="unsupported_parameter")
+        return {"type": "image_url", "image_url": {"url": self.image_url}}
 
 
 class InputFile(_Body):

@@ -91,7 +91,7 @@ def chat_messages(body: ResponsesRequest, history: Sequence[Any] = ()) -> list[d
     messages: list[dict[str, Any]] = []
     if body.instructions:
         messages.append({"role": "system", "content": body.instructions})
-    turns = _Turns(body.model)
+    turns = _Turns()
     for index, item in enumerate(history):
         turns.add(item, f"previous_response_id: item {index}")
     for index, item in enumerate(body.input_items):
@@ -104,8 +104,7 @@ class _Turns:
     """Items -> chat messages, one at a time: calls join the assistant turn they follow, and
     thoughts wait for the assistant turn they belong to."""
 
-    def __init__(self, model: str):
-        self._model = model
+    def __init__(self) -> None:
         self.messages: list[dict[str, Any]] = []
         self._thoughts: list[str] = []
         self._open_assistant: dict[str, Any] | None = None  # the turn calls may still join
@@ -117,7 +116,7 @@ class _Turns:
             self._call(item)
         elif isinstance(item, FunctionCallOutputItem):
             output = (item.output if isinstance(item.output, str)
-                      else _text(item.output, f"{where}.output", self._model))
+                      else _text(item.output, f"{where}.output"))
             self._append({"role": "tool", "tool_call_id": item.call_id, "content": output})
         else:
             self._message(item, where)
@@ -130,7 +129,7 @@ class _Turns:
 
     def _message(self, item: MessageItem, where: str) -> None:
         content = (item.content if isinstance(item.content, str)
-                   else _text(item.content, f"{where}.content", self._model))
+                   else _content(item.content, f"{where}.content"))
         turn: dict[str, Any] = {"role": _ROLES.get(item.role, item.role), "content": content}
         if item.role == "assistant":
             self._with_thoughts(turn)
@@ -160,18 +159,39 @@ class _Turns:
         self._open_assistant = None
 
 
-def _text(parts: Sequence[Any], where: str, model: str) -> str:
-    """The text of a message's parts (`where`); an image or a file among them is refused,
-    naming its place."""
+def _text(parts: Sequence[Any], where: str) -> str:
+    """The text of parts where only text is read (a function call's output: templates write a
+    tool's result as text); an image or a file among them is refused, naming its place."""
     texts: list[str] = []
     for position, part in enumerate(parts):
         if isinstance(part, InputImage):
-            raise BadRequest(f"{where}.{position}: model {model!r} has no vision ability: it "
-                             "reads text only, and cannot take an input_image",
-                             code="no_vision")
-        if isinstance(part, InputFile):
-            raise BadRequest(f"{where}.{position}: input_file is not supported: Fleet keeps "
-                             "no files; send the file's text as input_text",
-                             code="unsupported_parameter")
+            raise BadRequest(f"{where}.{position}: an input_image is read in a message's "
+                             "content only", code="unsupported_content")
+        _refuse_file(part, f"{where}.{position}")
         texts.append(part.refusal if isinstance(part, Refusal) else part.text)
     return "\n".join(texts)
+
+
+def _content(parts: Sequence[Any], where: str) -> str | list[dict[str, Any]]:
+    """A message's text (its parts, as paragraphs), or, with images among them, chat parts in
+    their order (OpenAI's `image_url`, read and checked by fleet.api.chat_images)."""
+    if not any(isinstance(part, InputImage) for part in parts):
+        return _text(parts, where)
+    chat_parts: list[dict[str, Any]] = []
+    for position, part in enumerate(parts):
+        _refuse_file(part, f"{where}.{position}")
+        if isinstance(part, InputImage):
+            chat_parts.append(part.chat_part(f"{where}.{position}"))
+            continue
+        text = part.refusal if isinstance(part, Refusal) else part.text
+        if chat_parts and chat_parts[-1]["type"] == "text":
+            chat_parts[-1] = {"type": "text", "text": f"{chat_parts[-1]['text']}\n{text}"}
+        else:
+            chat_parts.append({"type": "text", "text": text})
+    return chat_parts
+
+
+def _refuse_file(part: Any, where: str) -> None:
+    if isinstance(part, InputFile):
+        raise BadRequest(f"{where}: input_file is not supported: Fleet keeps no files; send the "
+                         "file's text as input_text", code="unsupported_parameter")

@@ -14,6 +14,7 @@ import msgspec
 import orjson
 from fastapi import APIRouter
 
+from fleet.api.chat_images import with_images
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.generation import ChatCompletionRequest, CompletionRequest
@@ -57,6 +58,8 @@ async def generation(cluster: ClusterHandle, body: ChatCompletionRequest | Compl
     endpoint = "chat_completions" if kind == "chat" else "completions"
     envelope = _Envelope(kind, body.model)
     call = body.generation_call()
+    if kind == "chat":
+        call = await with_images(cluster, body.model, call)
     if body.keep_alive is not None:  # Ollama's: the model's from now on
         await cluster.router.keep_alives.apply(body.model, body.keep_alive)
     if not body.stream:

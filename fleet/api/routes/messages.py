@@ -18,6 +18,7 @@ from fleet.api.anthropic import answer
 from fleet.api.anthropic.errors import COUNT_TOKENS_PATH, MESSAGES_PATH
 from fleet.api.anthropic.events import MessageEvents
 from fleet.api.anthropic.to_chat import chat_request
+from fleet.api.chat_images import with_images
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.anthropic import CountTokensRequest, MessagesRequest
@@ -40,7 +41,7 @@ async def _chat_call(cluster: ClusterHandle, body: MessagesRequest | CountTokens
     depends on its model (an image block, on whether it sees), so an unknown model is the
     answer (404) before anything about the content is. Cached routes make this a lookup."""
     await cluster.router.replicas_of(body.model)
-    return chat_request(body).generation_call()
+    return await with_images(cluster, body.model, chat_request(body).generation_call())
 
 
 async def messages(cluster: ClusterHandle, body: MessagesRequest) -> bytes | EventStream:

@@ -15,6 +15,7 @@ import orjson
 from fastapi import APIRouter, Query, Request
 
 from fleet.api.auth.middleware import check_model
+from fleet.api.chat_images import with_images
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
 from fleet.api.protocol.openai_responses import ResponsesRequest
@@ -46,7 +47,7 @@ async def responses(cluster: ClusterHandle, body: ResponsesRequest) -> bytes | E
     history: list[Any] = []
     if body.previous_response_id is not None:
         kept, history = await conversation(store, body.previous_response_id)
-    call = chat_request(body, history).generation_call()
+    call = await with_images(cluster, body.model, chat_request(body, history).generation_call())
 
     def finished(response: dict[str, Any]) -> None:
         if store is not None and body.store is not False:

@@ -18,7 +18,8 @@ import threading
 import time
 import uuid
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from fleet.admission import RequestLimits
 from fleet.catalogue.schemas import LLMFamily
@@ -27,7 +28,7 @@ from fleet.cluster.replica.generation_scheduler import GenerationScheduler
 from fleet.engines.base import LLMEngine
 from fleet.engines.launch_options import LLMOptions
 from fleet.errors import BadRequest, NotFound, Unavailable
-from fleet.generation.chat_template import render_chat
+from fleet.generation.chat_template import image_count, render_chat, with_image_markers
 from fleet.generation.choice_output import ChatChoice, CompletionChoice
 from fleet.generation.grammar import checked_grammar
 from fleet.generation.openai_params import check_text_size, family_text_stops, sampling_params
@@ -106,6 +107,7 @@ class _Prompt:
     constraint: Constraint | None
     reasoning_tags: tuple[str, str, bool] | None = None
     tool_format: ToolFormat | None = None
+    media: Any = None  # a vision engine's inputs for the chat's images (ImagePrompt.media)
 
 
 class LLMService:
@@ -148,6 +150,9 @@ class LLMService:
         A family whose template renders tools gets them that way; any other chat model, Fleet's
         generic tool format (fleet.generation.tool_use)."""
         chat = chat_input(call, self._native_tools, constraint)
+        if call.images and self._engine.image_marker is not None:
+            chat = replace(chat, messages=with_image_markers(chat.messages,
+                                                             self._engine.image_marker))
         template = self._family.chat_template or self._engine.chat_template
         template_kwargs = {**self._template_defaults, **(call.chat_template_kwargs or {})}
         prompt = render_chat(template, chat.messages, chat.tools, template_kwargs or None,
@@ -176,16 +181,32 @@ class LLMService:
             if "chat" not in self._family.abilities:
                 raise BadRequest(f"model {self._model_uid} is not a chat model; use /v1/completions",
                                  code="chat_not_supported")
+            self._check_images(call)
             constraint = constraint_of(call, generic_tools=not self._native_tools)
             text, tool_format = self._chat_prompt(call, constraint)
-            # The template writes the special tokens (bos...) itself.
-            ids = self._engine.encode(text, add_special_tokens=False)
-            prompt = _Prompt(ids, constraint, self._reasoning_tags(text), tool_format)
+            media = None
+            if call.images:
+                image_prompt = self._engine.encode_with_images(text, call.images)
+                ids, media = image_prompt.ids, image_prompt.media
+            else:  # the template writes the special tokens (bos...) itself
+                ids = self._engine.encode(text, add_special_tokens=False)
+            prompt = _Prompt(ids, constraint, self._reasoning_tags(text), tool_format, media)
         else:
             prompt = _Prompt(self._completion_ids(call.prompt), constraint_of(call))
         if not prompt.ids:
             raise BadRequest("the prompt is empty", code="empty_prompt")
         return prompt
+
+    def _check_images(self, call: GenerationCall) -> None:
+        """The API sends a chat's images with one image part in the messages for each; only to
+        a model that sees (fleet.api.chat_images checks that first, for a clear answer)."""
+        parts = image_count(call.messages or [])
+        if parts != len(call.images or ()):
+            raise BadRequest(f"the messages hold {parts} image parts for "
+                             f"{len(call.images or ())} images", code="invalid_image")
+        if call.images and not self._engine.reads_images:
+            raise BadRequest(f"model {self._model_uid} has no vision ability: it reads text "
+                             "only, and cannot take an image", code="no_vision")
 
     def _prepare(self, stream_id: str, call: GenerationCall) -> tuple[GenerationRequest, _Stream]:
         n = call.n
@@ -202,7 +223,8 @@ class LLMService:
                                  self._engine.vocab_size, grammar, self._text_stops)
         stream = _Stream(choices=choices, prompt_tokens=len(ids))
         request = GenerationRequest(stream_id, ids, params, n,
-                                    lambda events: self._deliver(stream_id, stream, events))
+                                    lambda events: self._deliver(stream_id, stream, events),
+                                    prompt.media)
         return request, stream
 
     def _reasoning_tags(self, prompt: str) -> tuple[str, str, bool] | None:

@@ -1,6 +1,7 @@
 // Chat, streamed (POST /v1/chat/completions with stream: true): multi-turn, a system prompt,
-// sampling settings, optional tools; reasoning shown apart from the answer, tool calls shown as
-// calls, and each answer's token usage and speed.
+// sampling settings, optional tools, images for a model that sees (sent inline as data URLs, so
+// the server fetches nothing); reasoning shown apart from the answer, tool calls shown as calls,
+// and each answer's token usage and speed.
 import { streamEvents } from '../api.js';
 import { Field } from '../components/ui.js';
 import { html, useRef, useState } from '../html.js';
@@ -19,8 +20,27 @@ function mergeToolCalls(calls, deltas) {
   return merged;
 }
 
+// A picked file as a data URL, the form an image_url part carries inline.
+function readAsDataUrl(file) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onload = () => resolve(reader.result);
+    reader.onerror = () => reject(reader.error);
+    reader.readAsDataURL(file);
+  });
+}
+
+function Thumbnails({ images, onRemove }) {
+  if (!images?.length) return null;
+  return html`<div class="chat-images">${images.map((image, index) => html`<figure class="chat-image">
+    <img src=${image.url} alt=${image.name} title=${image.name} data-testid="chat-image"/>
+    ${onRemove ? html`<button type="button" class="small" aria-label=${`Remove ${image.name}`}
+      onClick=${() => onRemove(index)}>×</button>` : null}</figure>`)}</div>`;
+}
+
 function Message({ message }) {
   return html`<div class=${`message ${message.role}`} data-testid=${`message-${message.role}`}>
+    <${Thumbnails} images=${message.images}/>
     ${message.reasoning ? html`<details class="reasoning" open=${message.streaming}>
       <summary>Reasoning</summary><div data-testid="reasoning">${message.reasoning}</div></details>` : null}
     <div data-testid="message-content">${message.content}${message.streaming && !message.content ? '…' : ''}</div>
@@ -35,7 +55,11 @@ function toApi(messages, system) {
   const result = system.trim() ? [{ role: 'system', content: system }] : [];
   for (const m of messages) {
     if (m.error && !m.content) continue;
-    const entry = { role: m.role, content: m.content };
+    // A user's images go as image_url parts after the text, in the order they were picked.
+    const content = m.images?.length
+      ? [{ type: 'text', text: m.content }, ...m.images.map((image) => ({ type: 'image_url', image_url: { url: image.url } }))]
+      : m.content;
+    const entry = { role: m.role, content };
     if (m.tool_calls?.length) entry.tool_calls = m.tool_calls;
     result.push(entry);
   }
@@ -50,16 +74,20 @@ export default function ChatPlayground({ model }) {
   const [tools, setTools] = useState('');
   const [streaming, setStreaming] = useState(false);
   const controller = useRef(null);
+  const [images, setImages] = useState([]);
+  const [imageError, setImageError] = useState('');
   const supportsTools = (model.model_ability || []).includes('tools');
+  const seesImages = (model.model_ability || []).includes('vision');
 
   const updateLast = (change) => setMessages((old) => [...old.slice(0, -1), { ...old[old.length - 1], ...change(old[old.length - 1]) }]);
 
   const send = async () => {
     const text = input.trim();
     if (!text || streaming) return;
-    const history = [...messages, { role: 'user', content: text }];
+    const history = [...messages, { role: 'user', content: text, images }];
     setMessages([...history, { role: 'assistant', content: '', reasoning: '', streaming: true }]);
     setInput('');
+    setImages([]);
     setStreaming(true);
     controller.current = new AbortController();
     const body = { model: model.model_uid, messages: toApi(history, system), stream: true,
@@ -89,6 +117,18 @@ export default function ChatPlayground({ model }) {
     }
   };
 
+  const pickImages = async (event) => {
+    const files = [...event.target.files];
+    event.target.value = '';
+    setImageError('');
+    try {
+      const picked = await Promise.all(files.map(async (file) => ({ name: file.name, url: await readAsDataUrl(file) })));
+      setImages((old) => [...old, ...picked]);
+    } catch (error) {
+      setImageError(`Could not read the image: ${error.message}`);
+    }
+  };
+
   const onKey = (event) => {
     if (event.key === 'Enter' && !event.shiftKey && !event.isComposing) {
       event.preventDefault();
@@ -106,6 +146,12 @@ export default function ChatPlayground({ model }) {
         <label for="chat-input" class="small muted">Message (Enter sends, Shift+Enter for a new line)</label>
         <textarea id="chat-input" rows="3" value=${input} onInput=${(e) => setInput(e.target.value)}
           onKeyDown=${onKey} placeholder="Type a message"></textarea>
+        ${seesImages ? html`<div class="small">
+          <label for="chat-images" class="muted">Images (${model.model_uid} sees them)</label>
+          <input id="chat-images" type="file" accept="image/png,image/jpeg,image/webp,image/gif" multiple onChange=${pickImages}/>
+          <${Thumbnails} images=${images} onRemove=${(index) => setImages((old) => old.filter((_, i) => i !== index))}/>
+          ${imageError ? html`<div class="error-text small" role="alert">${imageError}</div>` : null}
+        </div>` : null}
         <div class="actions">
           <button type="button" onClick=${() => setMessages([])} disabled=${streaming}>Clear</button>
           ${streaming ? html`<button type="button" onClick=${() => controller.current?.abort()}>Stop</button>` : null}
