@@ -11,7 +11,7 @@ import ipaddress
 import re
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fleet.byte_sizes import parse_byte_size
 from fleet.errors import BadRequest
@@ -82,6 +82,11 @@ class ServerConfig(BaseModel):
     # per-key Prometheus series, off unless asked (a series per key and model).
     usage_retention_days: int = Field(default=90, ge=0)
     metrics_per_key: bool = False
+    # Images that requests name by http(s) URL, which the API then fetches itself
+    # (fleet.api.image_fetch): off unless asked, and then only from public addresses and these
+    # networks (an internal image store), never from the cluster's own.
+    allow_image_urls: bool = False
+    image_url_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
 
     @field_validator("api_key_hashes")
     @classmethod
@@ -108,6 +113,30 @@ class ServerConfig(BaseModel):
     @classmethod
     def _an_amount(cls, value: str | int | None) -> int | None:
         return None if value is None else parse_byte_size(value)
+
+    @field_validator("image_url_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        """"10.0.0.0/8,fd00::/8" as the command line gives it; a network with host bits set
+        (10.0.0.1/8) is refused rather than widened, since it most likely names the wrong one."""
+        if value is None:  # the option not given
+            return ()
+        if isinstance(value, str):
+            value = tuple(part for part in value.replace(",", " ").split() if part)
+        if isinstance(value, (tuple, list)):
+            try:
+                return tuple(ipaddress.ip_network(part) if isinstance(part, str) else part
+                             for part in value)
+            except ValueError as exc:
+                raise ValueError(f"not a network (CIDR such as 10.0.0.0/8): {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _networks_need_urls(self) -> ServerConfig:
+        if self.image_url_networks and not self.allow_image_urls:
+            raise ValueError("--image-url-networks names where image URLs may be fetched from; "
+                             "it needs --allow-image-urls (FLEET_ALLOW_IMAGE_URLS=1)")
+        return self
 
     @property
     def on_loopback(self) -> bool:

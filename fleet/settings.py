@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from fleet.byte_sizes import parse_byte_size
+
 DEFAULT_PORT = 9997
 DEFAULT_ENDPOINT = f"http://127.0.0.1:{DEFAULT_PORT}"
 
@@ -153,6 +155,28 @@ def restore_grace_s() -> float:
 def image_url_ttl_s() -> float:
     """How long the images of `url` answers stay downloadable (fleet.api.image_files)."""
     return _seconds("FLEET_IMAGE_URL_TTL_S", 3600.0)
+
+
+# ---- images in requests (fleet.api.image_inputs): what one image a client sends may cost
+
+
+def image_max_bytes() -> int:
+    """The most bytes one image in a request may have, encoded (FLEET_IMAGE_MAX_BYTES: bytes or
+    an amount such as 20MiB). OpenAI's own cap on an image input is 20 MB."""
+    return parse_byte_size(os.environ.get("FLEET_IMAGE_MAX_BYTES", "20MiB"))
+
+
+def image_max_pixels() -> int:
+    """The most pixels one image in a request may have, read from its header before any pixel
+    is decoded: what bounds the memory its decoding takes (4 bytes a pixel in RGBA), whatever
+    its size in bytes. 50 megapixels is more than any camera image a vision model reads."""
+    return int(os.environ.get("FLEET_IMAGE_MAX_PIXELS", "50000000"))
+
+
+def image_fetch_timeout_s() -> float:
+    """The most time fetching one image URL may take, all of it: resolving the name,
+    connecting, each redirect and the body."""
+    return _seconds("FLEET_IMAGE_FETCH_TIMEOUT_S", 10.0)
 
 
 def responses_max_stored() -> int:

@@ -116,6 +116,17 @@ def _api_options(command: Any) -> Any:
                      help="A web origin (https://app.example.com) whose pages may call the API "
                           "from the browser (repeatable; or FLEET_CORS_ORIGINS, separated by "
                           "spaces; '*' for any). Default: none."),
+        click.option("--allow-image-urls", "allow_image_urls", is_flag=True,
+                     envvar="FLEET_ALLOW_IMAGE_URLS",
+                     help="Fetch the images that chat requests name by http(s) URL (or "
+                          "FLEET_ALLOW_IMAGE_URLS=1); only from public addresses, unless "
+                          "--image-url-networks names more. Default: images come inline "
+                          "(data: URLs, base64) only. See docs/security.md."),
+        click.option("--image-url-networks", "image_url_networks",
+                     envvar="FLEET_IMAGE_URL_NETWORKS", metavar="CIDR[,CIDR]",
+                     help="Networks beyond the public internet that image URLs may reach, such "
+                          "as an internal image store's 10.20.0.0/16 (or "
+                          "FLEET_IMAGE_URL_NETWORKS); needs --allow-image-urls."),
     ]
     for option in reversed(options):
         command = option(command)
