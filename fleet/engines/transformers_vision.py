@@ -89,7 +89,7 @@ class VisionInputs:
         deltas = getattr(inner, "rope_deltas", None)
         if deltas is None:
             return 0
-        inner.rope_deltas = None
+        setattr(inner, "rope_deltas", None)  # noqa: B010 (inner is typed Any | None)
         return int(deltas.reshape(-1)[0])
 
 
