@@ -31,10 +31,12 @@ def test_embedding_catalogue_covers_gte_e5_and_nomic():
     assert "gte" in names and "e5" in names and "nomic-embed" in names
 
 
-# LLM families without a GGUF variant in the catalogue, and why: the vision models' GGUFs need a
-# projector file besides the weights; the 123B and 671B GGUFs come only in split parts, which the
+# LLM families without a GGUF variant in the catalogue, and why: no GGUF of these vision models
+# (weights and projector from one publisher) was verified, and InternVL3's GGUFs are of other
+# checkpoints than its -hf ones; the 123B and 671B GGUFs come only in split parts, which the
 # downloader does not fetch; no single-file GGUF of the Math and 1M Qwen variants was verified.
 WITHOUT_GGUF = {"qwen2.5-vl-instruct", "qwen2-vl-instruct", "llama-3.2-vision-instruct", "MiniCPM-V-2.6",
+                "glm-4.1v-thinking", "glm-4.5v", "InternVL3", "QvQ-72B-Preview",
                 "mistral-large-instruct", "deepseek-v3", "deepseek-r1", "qwen2.5-math-instruct",
                 "qwen2.5-instruct-1m"}
 

@@ -22,7 +22,8 @@ NAMED = {
             "phi-4-mini-instruct", "phi-3.5-mini-instruct", "deepseek-r1-distill-qwen",
             "deepseek-r1-distill-llama", "deepseek-v3", "deepseek-r1", "glm4-chat", "glm4-0414",
             "minicpm3-4b", "minicpm4", "MiniCPM-V-2.6", "internlm2.5-chat", "internlm3-instruct",
-            "Yi-1.5-chat"],
+            "Yi-1.5-chat", "Qwen3-VL-Instruct", "Qwen3-VL-Thinking", "QvQ-72B-Preview", "qwen3.5",
+            "glm-4.1v-thinking", "glm-4.5v", "InternVL3"],
     "embedding": ["bge-small-en-v1.5", "bge-base-en-v1.5", "bge-large-en-v1.5", "bge-m3",
                   "bge-large-zh-v1.5", "gte-base", "gte-large", "gte-Qwen2", "e5-large-v2",
                   "multilingual-e5-large", "jina-embeddings-v2-base-en", "jina-embeddings-v3",
@@ -87,7 +88,8 @@ def test_abilities_use_xinferences_words_and_vision_models_say_so():
         assert set(family.abilities) <= ABILITIES, family.model_name
     vision = {name for name, family in LLM.items() if "vision" in family.abilities}
     assert {"qwen2.5-vl-instruct", "llama-3.2-vision-instruct", "gemma-3-it", "MiniCPM-V-2.6",
-            "mistral-small-3.1-instruct"} <= vision
+            "mistral-small-3.1-instruct", "Qwen3-VL-Instruct", "Qwen3-VL-Thinking", "qwen3.5",
+            "glm-4.1v-thinking", "glm-4.5v", "InternVL3", "QvQ-72B-Preview"} <= vision
     assert "gemma-3-1b-it" not in vision  # the 1B Gemma 3 reads text only
 
 

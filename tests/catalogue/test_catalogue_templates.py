@@ -116,6 +116,20 @@ ONE_QUESTION = {
     "internlm3-instruct": "<s><|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
     "minicpm4": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
     "Yi-1.5-chat": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    # The vision families, asked in text only (their image prompts: test_vision_templates.py).
+    "qwen2.5-vl-instruct": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi"
+                           "<|im_end|>\n<|im_start|>assistant\n",
+    "Qwen3-VL-Instruct": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    "Qwen3-VL-Thinking": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    "qwen3.5": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n",
+    "llama-3.2-vision-instruct": "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>"
+                                 "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    "mistral-small-3.1-instruct": "<s>[INST]Hi[/INST]",
+    "MiniCPM-V-2.6": "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\nHi"
+                     "<|im_end|>\n<|im_start|>assistant\n",
+    "InternVL3": "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    "glm-4.1v-thinking": "[gMASK]<sop><|user|>\nHi<|assistant|>\n",
+    "glm-4.5v": "[gMASK]<sop><|user|>\nHi<|assistant|>\n",
 }
 
 
@@ -147,6 +161,27 @@ def test_qwen3_thinking_can_be_turned_off_and_earlier_reasoning_is_dropped():
                {"role": "user", "content": "Bye"}]
     rendered = render_chat(template, history)
     assert "Greeting." not in rendered and "<|im_start|>assistant\nHello!<|im_end|>" in rendered
+
+
+@pytest.mark.parametrize(("name", "tail"), [
+    ("qwen3.5", "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"),
+    ("glm-4.5v", "<|user|>\nHi/nothink<|assistant|>\n<think></think>\n"),
+])
+def test_hybrid_thinking_families_can_be_asked_not_to_think(name, tail):
+    one = [{"role": "user", "content": "Hi"}]
+    template = FAMILIES[name].chat_template
+    assert render_chat(template, one, template_kwargs={"enable_thinking": False}).endswith(tail)
+    assert not render_chat(template, one).endswith(tail)
+
+
+def test_glm_4_5v_keeps_only_the_reasoning_after_the_last_question():
+    history = [{"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "Hello!", "reasoning_content": "A greeting."},
+               {"role": "user", "content": "Bye"},
+               {"role": "assistant", "content": "Goodbye!", "reasoning_content": "A farewell."}]
+    rendered = render_chat(FAMILIES["glm-4.5v"].chat_template, history)
+    assert "<|assistant|>\n<think></think>\nHello!<|user|>" in rendered
+    assert "<|assistant|>\n<think>A farewell.</think>\nGoodbye!" in rendered
 
 
 def test_mistral_call_ids_are_the_nine_characters_the_model_knows():
