@@ -85,11 +85,11 @@ class VisionInputs:
         images on a grid (Qwen2-VL's multimodal RoPE: the model keeps it as `rope_deltas`);
         0 for models whose positions are plain counts. Taken, so that no later call of the
         model reads it for another sequence."""
-        inner = getattr(model, "model", None)
+        inner: Any = getattr(model, "model", None)
         deltas = getattr(inner, "rope_deltas", None)
         if deltas is None:
             return 0
-        setattr(inner, "rope_deltas", None)  # noqa: B010 (inner is typed Any | None)
+        inner.rope_deltas = None
         return int(deltas.reshape(-1)[0])
 
 
