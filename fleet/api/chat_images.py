@@ -29,12 +29,23 @@ IMAGE_PART_TYPE = "image_url"
 
 
 def image_places(messages: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    """(message, part) of each image part, in order. Parts of another type are left to the
-    template's own checks (fleet.generation.chat_template)."""
-    return [(index, position) for index, message in enumerate(messages)
-            if isinstance(message, dict) and isinstance(message.get("content"), list)
-            for position, part in enumerate(message["content"])
-            if isinstance(part, dict) and part.get("type") == IMAGE_PART_TYPE]
+    """(message, part) of each image part, in order. Parts of other types are left to the
+    template's own checks (fleet.generation.chat_template), but for the one that marks an
+    image's place once its image is read: a client may not send that mark without an image."""
+    places = []
+    for index, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for position, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == IMAGE_PART_TYPE:
+                places.append((index, position))
+            elif kind == IMAGE_PART["type"]:
+                raise BadRequest(f"{_where(index, position)}: a part of type 'image' names no "
+                                 "image; send {\"type\": \"image_url\", \"image_url\": "
+                                 "{\"url\": ...}}", code="invalid_image")
+    return places
 
 
 async def with_images(cluster: ClusterHandle, model: str, call: GenerationCall

@@ -120,6 +120,7 @@ def test_a_model_without_vision_refuses_an_image(client, openai_client, tmp_path
     ([{"type": "image_url", "image_url": {"url": "data:image/png;base64,bm90IGFuIGltYWdl"}}],
      "invalid_image", "messages[0].content[0]"),
     ([{"type": "image_url", "image_url": {}}], "invalid_image", "image_url"),
+    ([{"type": "image"}], "invalid_image", "image_url"),  # the replica's mark, with no image
 ])
 def test_bad_images_are_400s_that_say_why(local_cluster, llava, content, code, words):
     answer = httpx.post(f"{local_cluster.endpoint}/v1/chat/completions", timeout=30, json={
