@@ -101,5 +101,12 @@ async def test_a_key_reads_only_the_responses_of_its_models(db, tmp_path: Path):
         deleting = await client.delete("/v1/responses/resp_b",
                                        headers={"Authorization": "Bearer sk-model-a-only"})
         assert deleting.status_code == 403
+        # Nor may it continue one: its model's conversation would be read into the prompt.
+        continuing = await client.post(
+            "/v1/responses", headers={"Authorization": "Bearer sk-model-a-only"},
+            json={"model": "model-a", "input": "And then?", "previous_response_id": "resp_b"})
+        assert continuing.status_code == 403, continuing.text
+        assert continuing.json()["error"]["code"] == "model_not_allowed"
+        assert "model-b" in continuing.json()["error"]["message"]
         assert (await get("/v1/responses/resp_b", "sk-any-model-key")).status_code == 200
     store.close()

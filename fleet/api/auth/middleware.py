@@ -15,6 +15,7 @@ the permission or the model, both in OpenAI's error shape."""
 from __future__ import annotations
 
 import logging
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
@@ -160,6 +161,21 @@ def check_model(scope: dict, model: str) -> None:
         raise Forbidden(_model_message(model), code="model_not_allowed")
 
 
+# The models a hot route's request may use when its key is limited to some (unset: any), for a
+# handler that reaches a model's data by another name than the body's `model`: a stored
+# response that a Responses request continues (fleet.api.routes.responses).
+_allowed_models: ContextVar[frozenset[str] | None] = ContextVar("fleet_allowed_models",
+                                                                 default=None)
+
+
+def check_stored_model(model: str) -> None:
+    """Raises Forbidden when the hot request's key may not use `model` (that of a stored
+    response it names), as check_model does for the model its body names."""
+    allowed = _allowed_models.get()
+    if allowed is not None and model not in allowed:
+        raise Forbidden(_model_message(model), code="model_not_allowed")
+
+
 def check_hot_body(scope: dict, body: Any) -> None:
     """The checks of a hot route's body (fleet.api.fast_routes), none without keys: its model
     (check_model), and Ollama's `keep_alive`, which decides when the model is unloaded for
@@ -168,6 +184,8 @@ def check_hot_body(scope: dict, body: Any) -> None:
     if grant is None:
         return
     check_model(scope, str(getattr(body, "model", "")))
+    if grant.models is not None:
+        _allowed_models.set(frozenset(grant.models))
     if getattr(body, "keep_alive", None) is not None and not grant.allows(STOP):
         raise Forbidden(f"keep_alive decides when the model is unloaded, which needs the "
                         f"permission {STOP!r} that this API key lacks; leave it out",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
@@ -84,13 +85,17 @@ def response_store(db: Database) -> ResponseStore:
                                            timedelta(days=responses_max_age_days())))
 
 
-async def conversation(store: ResponseStore | None, response_id: str
+async def conversation(store: ResponseStore | None, response_id: str,
+                       check_model: Callable[[str], None] | None = None,
                        ) -> tuple[list[dict[str, Any]], list[Any]]:
     """The items of the conversation that `response_id` ended: as kept, and typed as input
-    items."""
+    items. `check_model` raises when the request may not read a response of the record's
+    model."""
     record = await store.find(response_id) if store is not None else None
     if record is None:
         raise not_found(response_id, store)
+    if check_model is not None:
+        check_model(record.model)
     return record.conversation, _ITEMS.validate_python(record.conversation)
 
 

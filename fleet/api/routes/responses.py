@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from fastapi import APIRouter, Query, Request
 
-from fleet.api.auth.middleware import check_model
+from fleet.api.auth.middleware import check_model, check_stored_model
 from fleet.api.chat_images import with_images
 from fleet.api.fast_routes import EventStream
 from fleet.api.hot_routes import HotRoute
@@ -39,14 +39,16 @@ ENDPOINT = "responses"
 
 async def responses(cluster: ClusterHandle, body: ResponsesRequest) -> bytes | EventStream:
     """The answer to one Responses request: the whole Response, or its stream of events."""
-    # What a request may hold depends on its model (an image, on whether it sees), so an
-    # unknown model is the answer (404) before anything about the content is.
-    await cluster.router.replicas_of(body.model)
     store: ResponseStore | None = cluster.responses
     kept: list[dict[str, Any]] = []
     history: list[Any] = []
     if body.previous_response_id is not None:
-        kept, history = await conversation(store, body.previous_response_id)
+        # A stored response is read as the GET route reads it: by a key that may use its model.
+        kept, history = await conversation(store, body.previous_response_id,
+                                           check_stored_model)
+    # What a request may hold depends on its model (an image, on whether it sees), so an
+    # unknown model is the answer (404) before anything about the content is.
+    await cluster.router.replicas_of(body.model)
     call = await with_images(cluster, body.model, chat_request(body, history).generation_call())
 
     def finished(response: dict[str, Any]) -> None:
