@@ -27,7 +27,7 @@ from fleet.catalogue.safe_names import (
     check_size,
 )
 from fleet.catalogue.xinference_format import canonical_format, convert_family, flat_spec
-from fleet.paths import safe_segment
+from fleet.paths import safe_relative_file, safe_segment
 
 ModelType = Literal["LLM", "embedding", "rerank", "image", "audio"]
 MODEL_TYPES: tuple[str, ...] = ("LLM", "embedding", "rerank", "image", "audio")
@@ -63,6 +63,9 @@ class ModelSpec(BaseModel):
     # Weights that a pip package carries (RapidOCR's PP-OCR models): the package's import name;
     # its folder is the model path, and installing the engine's extra brings the weights.
     model_package: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    # GGUF vision models: the projector files (mmproj) beside the weights in the repository,
+    # the first one the default (Xinference's field); fleet.cluster.weights.projector.
+    multimodal_projectors: list[str] | None = Field(default=None, max_length=64)
 
     @model_validator(mode="before")
     @classmethod
@@ -87,6 +90,13 @@ class ModelSpec(BaseModel):
     @classmethod
     def _safe_quantizations(cls, value: list[str]) -> list[str]:
         return check_quantizations(value)
+
+    @field_validator("multimodal_projectors")
+    @classmethod
+    def _safe_projectors(cls, value: list[str] | None) -> list[str] | None:
+        # Each is downloaded into, and read from, the weights' folder by its name.
+        return [safe_relative_file(name, "multimodal_projectors entry") for name in value or []
+                ] or None
 
     @model_validator(mode="after")
     def _safe_file_names(self) -> ModelSpec:

@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from fleet.errors import BadRequest
+from fleet.paths import safe_relative_file
 
 
 class LaunchOptions(BaseModel):
@@ -128,7 +129,34 @@ class LlamaCppOptions(LaunchOptions):
     n_ctx: int | None = Field(default=None, ge=1, description="Another name for context_length.")
 
 
+def _projector(value: Any) -> Any:
+    """A projector named by a launch: a file of the weights' folder (a plain relative name, as
+    the catalogue lists them), or a local file by absolute path or file:// URI, which the launch
+    policy then checks like a model_path; "" for none."""
+    if not isinstance(value, str) or value == "":
+        return value
+    if "\x00" in value:
+        raise ValueError("multimodal_projector holds a NUL character")
+    if value.startswith(("/", "file://")):
+        return value
+    return safe_relative_file(value, "multimodal_projector")
+
+
 class LlamaCppLLMOptions(LLMOptions, LlamaCppOptions):
+    multimodal_projector: str | None = Field(
+        default=None, max_length=4096,
+        description="The vision projector (mmproj GGUF) that lets the model read images: a file "
+                    "name of the model's repository or folder (one of its spec's "
+                    "multimodal_projectors), or a local file's absolute path; default: the "
+                    "spec's first projector for a vision model, none otherwise; \"\" for none.")
+    image_min_tokens: int | None = Field(
+        default=None, ge=1, le=65536,
+        description="Fewest tokens an image becomes, for projectors that size images "
+                    "(Qwen-VL...); default: the projector's own.")
+    image_max_tokens: int | None = Field(
+        default=None, ge=1, le=65536,
+        description="Most tokens an image becomes, for projectors that size images; default: "
+                    "the projector's own.")
     trust_remote_code: bool | None = Field(
         default=None, json_schema_extra={"unused": True},
         description="Accepted and unused: a GGUF file carries no code to run. Xinference's CLI "
@@ -140,6 +168,8 @@ class LlamaCppLLMOptions(LLMOptions, LlamaCppOptions):
     max_num_seqs: int | None = Field(
         default=None, ge=1, le=256,
         description="Sequences generated together; without n_parallel, also the slots.")
+
+    _check_projector = field_validator("multimodal_projector", mode="before")(_projector)
 
 
 class LlamaCppEmbeddingOptions(LlamaCppOptions):

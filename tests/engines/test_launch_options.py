@@ -66,7 +66,8 @@ def test_an_unknown_option_is_named_with_the_engines_options():
         _check("llama.cpp", "LLM", {"n_ctxx": 4096})
     message = caught.value.message
     assert "unknown launch option 'n_ctxx'" in message and "did you mean 'n_ctx'" in message
-    assert "context_length, enable_thinking, max_num_seqs, n_ctx, n_gpu_layers, n_parallel" in message
+    assert ("context_length, enable_thinking, image_max_tokens, image_min_tokens, max_num_seqs, "
+            "multimodal_projector, n_ctx, n_gpu_layers, n_parallel") in message
     assert caught.value.code == "unknown_launch_option" and caught.value.status_code == 400
 
 

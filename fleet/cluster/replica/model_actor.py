@@ -23,6 +23,7 @@ from fleet.channel.replica_end import CHANNEL_PORT_ENV, ReplicaChannelServer
 from fleet.cluster.replica.services.embedding import EmbeddingService
 from fleet.cluster.replica.services.llm import LLMService
 from fleet.cluster.weights.download import resolve_weights
+from fleet.cluster.weights.projector import with_projector
 from fleet.engines.base import (
     EmbeddingEngine,
     EmbeddingInput,
@@ -154,11 +155,13 @@ class ModelActor(xo.StatelessActor):
         self._stage = "resolving weights"
         path = resolve_weights(self._family, launch.spec, launch.quantization, launch.model_path,
                                self._set_download_progress)
+        options = with_projector(self._family, launch.spec, launch.quantization,
+                                 launch.model_path, launch.engine_options,
+                                 self._set_download_progress)
         self._progress = 0.8
         self._stage = "loading weights"
         engine_class = self._engine_info.load_class(self._family.model_type)
-        engine: Engine = engine_class(str(path), self._family, launch.device,
-                                      launch.engine_options)
+        engine: Engine = engine_class(str(path), self._family, launch.device, options)
         engine.load()
         self._engine = engine
         if self._family.model_type in ("embedding", "rerank"):

@@ -25,6 +25,8 @@ from fleet.cluster.supervisor.placement import (
     workers_at,
 )
 from fleet.cluster.supervisor.records import ModelRecord, WorkerRecord
+from fleet.cluster.weights.projector import OPTION as PROJECTOR
+from fleet.cluster.weights.projector import check_projector_choice
 from fleet.cluster.weights.weights_info import infer_model_format
 from fleet.engines.base import EngineInfo
 from fleet.engines.launch_options import RemoteCodeOptions, validate_options
@@ -215,6 +217,8 @@ def plan_launch(catalogue: Catalogue, workers: list[WorkerRecord], models: Itera
                       builtin=catalogue.is_builtin(family.model_type, family.model_name),
                       reads_remote_code=issubclass(options_model, RemoteCodeOptions))
     request = checked_request(request, choice.engine, family.model_type)
+    check_projector_choice(choice.spec, request.get(PROJECTOR),
+                           from_hub=not (request.get("model_path") or choice.spec.model_uri))
     plan = LaunchPlan(family=family, choice=choice, request=request, workers=candidates,
                       models=list(models), skip_check=truthy(request.get(SKIP_MEMORY_CHECK)),
                       has_gpu=has_gpu, max_loaded_models=policy.max_loaded_models)

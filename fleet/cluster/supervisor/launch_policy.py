@@ -2,13 +2,14 @@
 
 A launch body can run code on the cluster's machines: `trust_remote_code` runs the Python of
 the model's folder, `envs` sets the replica's environment (LD_PRELOAD, PYTHONPATH...), and a
-`model_path` of the caller's choosing points the engine at any folder, which with remote code
-is any code, and otherwise reads files the caller could not. On a cluster bound to loopback the
-caller is on the machine already, so every launch keeps that freedom (the offline quick start
-loads from any local path). On a cluster reachable from the network these are refused with 403
-unless the supervisor was started allowing them (`--allow-remote-code`, `--allow-launch-envs`,
-`--model-root DIR`, `--allow-any-model-path`), whatever API key the caller holds: a key lets
-someone use the cluster, not take over its machines.
+`model_path` (or a vision projector's path) of the caller's choosing points the engine at any
+folder, which with remote code is any code, and otherwise reads files the caller could not. On a
+cluster bound to loopback the caller is on the machine already, so every launch keeps that
+freedom (the offline quick start loads from any local path). On a cluster reachable from the
+network these are refused with 403 unless the supervisor was started allowing them
+(`--allow-remote-code`, `--allow-launch-envs`, `--model-root DIR`, `--allow-any-model-path`),
+whatever API key the caller holds: a key lets someone use the cluster, not take over its
+machines.
 
 The supervisor checks every launch here (REST, clients, CLI, restored launches) and every dry
 run (GET /v1/models/estimate), which would otherwise say whether a path exists."""
@@ -21,6 +22,8 @@ from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.weights.download import path_from_uri
+from fleet.cluster.weights.projector import OPTION as PROJECTOR
+from fleet.cluster.weights.projector import is_local_path
 from fleet.errors import Forbidden
 from fleet.paths import within
 from fleet.server_config import ServerConfig
@@ -78,6 +81,9 @@ class LaunchPolicy:
                                "--allow-launch-envs")
         if request.get("model_path"):
             self.check_path(str(request["model_path"]), "model_path")
+        projector = request.get(PROJECTOR)
+        if isinstance(projector, str) and is_local_path(projector):
+            self.check_path(projector, PROJECTOR)
 
     def check_path(self, value: str, what: str) -> None:
         """`value` (a path or file:// URI) must lead, links and `..` resolved, under a root.

@@ -32,6 +32,7 @@ from typing import Any
 
 from fleet.catalogue.schemas import BaseFamily, ModelSpec
 from fleet.cluster.weights.download import cached_weights, local_weights
+from fleet.cluster.weights.projector import local_projector, wanted_projector
 from fleet.cluster.weights.weights_info import ModelShape, inspect_weights
 from fleet.engines.base import EngineInfo
 from fleet.errors import BadRequest, FleetError
@@ -200,6 +201,19 @@ def local_model_path(model_path: str | None, family: BaseFamily, spec: ModelSpec
     return cached_weights(family, spec, quantization)
 
 
+def _projector_bytes(family: BaseFamily, spec: ModelSpec, quantization: str,
+                     options: dict[str, Any]) -> int:
+    """The size of the vision projector a launch loads, where this machine sees its file."""
+    name = wanted_projector(family, spec, options)
+    if not name:
+        return 0
+    try:
+        path = local_projector(family, spec, quantization, options.get("model_path"), name)
+        return path.stat().st_size if path is not None else 0
+    except (FleetError, OSError):  # not here (or not a local path): nothing to read
+        return 0
+
+
 def _kv_tokens(family: BaseFamily, engine: EngineInfo, shape: ModelShape | None,
                options: dict[str, Any]) -> tuple[int, int, int]:
     """(context per sequence, sequences, tokens the cache holds)."""
@@ -240,6 +254,11 @@ def estimate_memory(
             notes.append("model_path is not visible from the supervisor: estimated from the size")
         weights = _weights_from_size(spec, quantization, load_dtype, notes)
         inputs["weights_from"] = "model_size_in_billions" if weights is not None else None
+    projector = _projector_bytes(family, spec, quantization, options)
+    if projector and weights is not None:
+        # llama.cpp loads a vision projector beside the weights, on the same device.
+        weights += projector
+        inputs["projector_bytes"] = projector
     overhead = engine.memory.overhead_mib * MIB
     kv_cache: int | None = 0
     if family.model_type == "LLM":

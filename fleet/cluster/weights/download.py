@@ -174,9 +174,9 @@ class _FolderWatcher:
             self._progress(min(0.99, self._on_disk() / (self._total or 1)))
 
 
-def download_from_hub(
-    family: BaseFamily, spec: ModelSpec, quantization: str, progress: ProgressCallback
-) -> Path:
+def _reachable_hub(family: BaseFamily, spec: ModelSpec) -> str:
+    """The spec's repository id, once the hub is known to answer; the reason it cannot be
+    downloaded otherwise."""
     if not spec.model_id:
         raise BadRequest(
             f"{family.model_name} names no hub repository; launch it with --model-path"
@@ -189,26 +189,47 @@ def download_from_hub(
             "Download the weights on a machine with access and launch with "
             "--model-path /path/to/weights (model_path in the API)."
         ) from None
-    from huggingface_hub import hf_hub_download, snapshot_download
     from huggingface_hub.utils import disable_progress_bars
 
     disable_progress_bars()  # the replica's log is no terminal; progress goes to the launch
+    return spec.model_id
+
+
+def download_hub_file(family: BaseFamily, spec: ModelSpec, filename: str, target: Path,
+                      progress: ProgressCallback) -> Path:
+    """One file of the spec's repository (a GGUF quantization, a vision projector) into
+    `target`, resumed where an earlier try stopped."""
+    model_id = _reachable_hub(family, spec)
+    from huggingface_hub import hf_hub_download
+
+    try:
+        total = _expected_bytes(model_id, spec.model_revision, filename)
+        with _FolderWatcher(target, total, progress):
+            return Path(hf_hub_download(model_id, filename, revision=spec.model_revision,
+                                        local_dir=target))
+    except Exception as exc:  # the hub library raises many types; the user needs the message
+        raise LaunchFailed(f"download of {filename} from {model_id} failed: {exc}") from None
+
+
+def download_from_hub(
+    family: BaseFamily, spec: ModelSpec, quantization: str, progress: ProgressCallback
+) -> Path:
     target = cache_folder(family, spec, quantization)
-    filename = None
     if spec.model_format == "gguf" and spec.model_file_name_template:
         filename = spec.model_file_name_template.format(quantization=quantization)
+        return download_hub_file(family, spec, filename, target, progress)
+    model_id = _reachable_hub(family, spec)
+    from huggingface_hub import snapshot_download
+
     try:
-        total = _expected_bytes(spec.model_id, spec.model_revision, filename, family)
+        total = _expected_bytes(model_id, spec.model_revision, None, family)
         with _FolderWatcher(target, total, progress):
-            if filename:
-                return Path(hf_hub_download(spec.model_id, filename, revision=spec.model_revision,
-                                            local_dir=target))
             allow, ignore = hub_patterns(family)
-            snapshot_download(spec.model_id, revision=spec.model_revision, local_dir=target,
+            snapshot_download(model_id, revision=spec.model_revision, local_dir=target,
                               allow_patterns=None if allow is None else list(allow),
                               ignore_patterns=None if ignore is None else list(ignore))
     except Exception as exc:  # the hub library raises many types; the user needs the message
-        raise LaunchFailed(f"download of {spec.model_id} failed: {exc}") from None
+        raise LaunchFailed(f"download of {model_id} failed: {exc}") from None
     return target
 
 
