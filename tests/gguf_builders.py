@@ -134,3 +134,66 @@ def minilm_gguf(cache_dir: Path | None = None) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return target
+
+
+def tiny_projector_gguf(out: Path, projection_dim: int = 576, image_size: int = 32,
+                        patch_size: int = 16, width: int = 32, layers: int = 1) -> Path:
+    """A vision projector (llama.cpp's mmproj GGUF) with random weights, built in a blink: a
+    LLaVA-style CLIP tower of `layers` blocks and `width` channels over `image_size`-pixel
+    images cut into `patch_size` patches, and its two-layer MLP ("mlp" projector) out to
+    `projection_dim`, which must be the language model's embedding width (576: SmolLM2-135M).
+    An image becomes (image_size / patch_size)² tokens: 4 by default. What it sees is noise;
+    the tests check the plumbing, the token counts and the answers' shape."""
+    import gguf
+
+    writer = gguf.GGUFWriter(out, "clip")
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_bool("clip.has_llava_projector", True)
+    writer.add_bool("clip.use_gelu", True)
+    vision = "clip.vision"
+    writer.add_uint32(f"{vision}.image_size", image_size)
+    writer.add_uint32(f"{vision}.patch_size", patch_size)
+    writer.add_uint32(f"{vision}.embedding_length", width)
+    writer.add_uint32(f"{vision}.feed_forward_length", 2 * width)
+    writer.add_uint32(f"{vision}.projection_dim", projection_dim)
+    writer.add_uint32(f"{vision}.attention.head_count", 2)
+    writer.add_float32(f"{vision}.attention.layer_norm_epsilon", 1e-5)
+    writer.add_uint32(f"{vision}.block_count", layers)
+    writer.add_array(f"{vision}.image_mean", [0.5, 0.5, 0.5])
+    writer.add_array(f"{vision}.image_std", [0.5, 0.5, 0.5])
+
+    rng = np.random.default_rng(0)
+
+    def random(name: str, *shape: int) -> None:
+        writer.add_tensor(name, (rng.standard_normal(shape) * 0.02).astype(np.float32))
+
+    def norm(name: str, size: int) -> None:
+        writer.add_tensor(f"{name}.weight", np.ones(size, np.float32))
+        writer.add_tensor(f"{name}.bias", np.zeros(size, np.float32))
+
+    def linear(name: str, outputs: int, inputs: int) -> None:
+        random(f"{name}.weight", outputs, inputs)
+        writer.add_tensor(f"{name}.bias", np.zeros(outputs, np.float32))
+
+    positions = (image_size // patch_size) ** 2 + 1  # the patches and CLIP's class token
+    random("v.patch_embd.weight", width, 3, patch_size, patch_size)
+    random("v.class_embd", width)
+    random("v.position_embd.weight", positions, width)
+    norm("v.pre_ln", width)
+    for layer in range(layers):
+        block = f"v.blk.{layer}"
+        for part in ("attn_q", "attn_k", "attn_v", "attn_out"):
+            linear(f"{block}.{part}", width, width)
+        norm(f"{block}.ln1", width)
+        norm(f"{block}.ln2", width)
+        linear(f"{block}.ffn_up", 2 * width, width)
+        linear(f"{block}.ffn_down", width, 2 * width)
+    linear("mm.0", 2 * width, width)
+    linear("mm.2", projection_dim, 2 * width)
+
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return out

@@ -25,24 +25,40 @@ Launch options (fleet.engines.launch_options.LlamaCppLLMOptions):
   family's context length, capped by the model's;
 - `n_threads`, default: the cores this process may run on (physical ones);
 - `n_gpu_layers`, default: all of them on a CUDA launch, else 0;
-- `poll`, how busily idle threads wait for work (0-100), default 0."""
+- `poll`, how busily idle threads wait for work (0-100), default 0;
+- `multimodal_projector`: the vision projector (mmproj GGUF) that lets the model read images
+  (fleet.engines.llamacpp_vision), a local file by the time the engine starts
+  (fleet.cluster.weights.projector); `image_min_tokens`/`image_max_tokens` bound the tokens an
+  image becomes where the projector sizes images."""
 
 from __future__ import annotations
 
 import logging
 import os
+import re
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from fleet.catalogue.schemas import LLMFamily
-from fleet.engines.base import ReadsNoImages, SelfSchedulingLLMEngine, checked_options
+from fleet.engines.base import (
+    ImagePrompt,
+    ReadsNoImages,
+    SelfSchedulingLLMEngine,
+    checked_options,
+)
 from fleet.engines.launch_options import LlamaCppLLMOptions
 from fleet.engines.llamacpp_server import (
+    CompletionCall,
+    LlamaCppRefusal,
     LlamaServer,
+    Projector,
     capped_by_training,
     engine_options,
     file_metadata,
 )
+from fleet.engines.llamacpp_vision import ImageReader
 from fleet.generation.scheduling import Scheduler
+from fleet.gguf_metadata import read_gguf_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +90,19 @@ class LlamaCppLLM(ReadsNoImages):
         self.server: Any = None
         self._llama: LlamaServer | None = None
         self._props: dict[str, Any] = {}
+        self._projector = (Projector(options.multimodal_projector, options.image_min_tokens,
+                                     options.image_max_tokens)
+                           if options.multimodal_projector else None)
+        self._images: ImageReader | None = None
+        # The scheduler's completion call (fleet.engines.llamacpp_scheduler), set at load.
+        self.completions: CompletionCall | None = None
 
     # ---- loading -----------------------------------------------------------------------
     def load(self) -> None:
         if not os.path.isfile(self._model_path):
             raise FileNotFoundError(f"{self._model_path} is not a GGUF file")
+        if self._projector is not None:
+            check_projector(self._projector.path)
         if not self._sized_by_launch:
             self.context_length = capped_by_training(self._model_path,
                                                      file_metadata(self._model_path),
@@ -94,20 +118,42 @@ class LlamaCppLLM(ReadsNoImages):
         meta = self._get("/v1/models")["data"][0]["meta"]
         self.vocab_size = int(meta["n_vocab"])
         self._props = self._get("/props")
+        llama = self._running
+        if self._projector is None:
+            self.completions = llama.server.handle_completions
+        else:
+            # With a projector, only llama.cpp's own route takes images (and token ids).
+            self.completions = llama.stream_completion
+            try:
+                self._images = ImageReader(llama, llama.tokenize, self._props["media_marker"],
+                                           self._props.get("bos_token") or "")
+            except (LlamaCppRefusal, KeyError) as exc:
+                raise RuntimeError(f"this llama.cpp (xllamacpp) cannot count an image's tokens "
+                                   f"before it runs ({exc}); images need xllamacpp 2026.10 or "
+                                   "later") from None
+            self.reads_images, self.image_marker = True, self._images.marker
         logger.info("llama.cpp serves %s: %d slots sharing %d tokens, %d threads, %d GPU layers",
                     self._model_path, self.n_parallel, self.context_length,
                     self._options["threads"], self._options["gpu_layers"])
 
     def _start(self, context: int) -> None:
-        self._llama = LlamaServer.start(self._model_path, n_parallel=self.n_parallel,
-                                        context=context, **self._options)
+        try:
+            self._llama = LlamaServer.start(self._model_path, n_parallel=self.n_parallel,
+                                            context=context, projector=self._projector,
+                                            **self._options)
+        except RuntimeError as exc:
+            if self._projector is not None and _PROJECTOR_WORDS.search(str(exc)):
+                raise RuntimeError(f"the multimodal projector {self._projector.path} failed "
+                                   f"to load with this model: {exc}") from None
+            raise
         self.server = self._llama.server
 
     def close(self) -> None:
         if self._llama is not None:
             self._llama.close()
             self._llama = None
-        self.server = None
+        self.server = self.completions = self._images = None
+        self.reads_images, self.image_marker = False, None
 
     @property
     def _running(self) -> LlamaServer:
@@ -137,6 +183,11 @@ class LlamaCppLLM(ReadsNoImages):
         in the text are read as such, and bos is added only when asked and the model wants it."""
         return self._running.tokenize(text, add_special_tokens)
 
+    def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
+        if self._images is None:
+            return super().encode_with_images(text, images)  # refuses: no projector
+        return self._images.read(text, images)
+
     def stop_token_ids(self, family_stops: list[str], family_stop_ids: list[int]) -> tuple[int, ...]:
         # llama.cpp ends a sequence by itself on every end-of-generation token of the vocabulary
         # (eos, eot, <|im_end|>, <end_of_turn>...): nothing to add. A request's own
@@ -149,6 +200,28 @@ class LlamaCppLLM(ReadsNoImages):
 
         return LlamaCppScheduler(self, slots=min(max_running, self.n_parallel),
                                  max_requests=max_requests)
+
+
+# llama.cpp's words when a projector fails to load (mtmd, its CLIP loader, its file).
+_PROJECTOR_WORDS = re.compile(r"mtmd|clip|mmproj|multimodal", re.IGNORECASE)
+
+
+def check_projector(path: str) -> None:
+    """A readable GGUF file of llama.cpp's projector kind, with an image encoder: said in one
+    line before llama.cpp starts, rather than in its log."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the multimodal projector {path} is not a file")
+    try:
+        meta = read_gguf_metadata(Path(path))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"the multimodal projector {path} is not a readable GGUF file: "
+                         f"{exc}") from None
+    kind = meta.get("general.architecture")
+    if kind != "clip":
+        raise ValueError(f"{path} is not a multimodal projector: its GGUF architecture is "
+                         f"{kind!r}, not 'clip' (an mmproj file)")
+    if not meta.get("clip.has_vision_encoder"):
+        raise ValueError(f"the multimodal projector {path} has no image encoder (audio only?)")
 
 
 # mypy checks here that the class is everything the protocol asks for.

@@ -10,7 +10,11 @@ than there are slots, so nothing waits inside llama.cpp, where it could be neith
 cancelled.
 
 A running choice is cancelled by returning True from its callback: llama.cpp then drops the task
-and frees the slot. That happens at the choice's next text piece."""
+and frees the slot. That happens at the choice's next text piece.
+
+The engine's `completions` makes the call: the binding's own (xllamacpp's handle_completions),
+or, for a model loaded with a vision projector, the same call through llama.cpp's listener
+(fleet.engines.llamacpp_server.LlamaServer.stream_completion), the only one that takes images."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fleet.admission import Admission
+from fleet.engines.llamacpp_vision import LlamaCppMedia
 from fleet.errors import BadRequest, Conflict, Unavailable
 from fleet.generation.grammar import llama_cpp_grammar
 from fleet.generation.params import SamplingParams
@@ -38,11 +43,14 @@ logger = logging.getLogger(__name__)
 LLAMA_RANDOM_SEED = 0xFFFFFFFF
 
 
-def completion_body(prompt_ids: list[int], params: SamplingParams) -> dict[str, Any]:
+def completion_body(prompt_ids: list[int], params: SamplingParams,
+                    media: LlamaCppMedia | None = None) -> dict[str, Any]:
     """llama.cpp's completion request for one choice. Its defaults are not OpenAI's (top_k 40,
-    min_p 0.05, penalties over the last 64 tokens only), so every setting is spelled out."""
+    min_p 0.05, penalties over the last 64 tokens only), so every setting is spelled out. A
+    prompt with images (`media`, fleet.engines.llamacpp_vision) goes as its text and images,
+    which llama.cpp tokenizes and encodes itself; any other as token ids."""
     body: dict[str, Any] = {
-        "prompt": prompt_ids,
+        "prompt": prompt_ids if media is None else media.completion_prompt(),
         "stream": True,
         "stream_options": {"include_usage": True},
         "n_predict": params.max_tokens,
@@ -240,8 +248,9 @@ class LlamaCppScheduler:
             return output.finished or output.error is not None
 
         try:
-            self._engine.server.handle_completions(completion_body(choice.request.prompt_ids, params),
-                                                   on_chunk)
+            request = choice.request
+            self._engine.completions(completion_body(request.prompt_ids, params, request.media),
+                                     on_chunk)
         except Exception as exc:
             output.error = StreamError.of(exc)
         if not output.finished and output.error is None and not choice.cancelled:

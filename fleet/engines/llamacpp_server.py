@@ -9,6 +9,7 @@ completions and embeddings are direct calls into the binding and need none."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -34,6 +36,8 @@ DEFAULT_POLL = 0
 # llama.cpp's log level threshold: 1 prints errors only. Its info lines (a few dozen per load)
 # would drown the worker's log.
 LOG_ERRORS_ONLY = 1
+# Listener threads beyond the slots' streams, for tokenizing and counting meanwhile.
+HTTP_SPARE_THREADS = 4
 # "0.00.003.073 E gguf_init_from_reader: invalid magic ..." (time, level, message)
 _LOG_ERROR = re.compile(r"^\s*[\d.]+\s+E\s+(?:\w{3}\s+)?(.*\S)\s*$")
 
@@ -131,6 +135,21 @@ def capped_by_training(model_path: str, meta: dict[str, Any], context: int) -> i
     return context
 
 
+# A streamed completion: llama.cpp's request body, and the callback that takes each chunk and
+# returns True to stop (xllamacpp's handle_completions, or LlamaServer.stream_completion).
+CompletionCall = Callable[[dict[str, Any], Callable[[dict[str, Any]], bool]], None]
+
+
+@dataclass(frozen=True)
+class Projector:
+    """A vision projector (mmproj GGUF) for llama.cpp to load beside the model, and the bounds
+    of the tokens an image becomes where the projector sizes images (None: its own)."""
+
+    path: str
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+
+
 class LlamaServer:
     """A started server and the HTTP client for its local listener."""
 
@@ -141,15 +160,23 @@ class LlamaServer:
     @classmethod
     def start(cls, model_path: str, *, n_parallel: int, context: int, threads: int, poll: int,
               gpu_layers: int, embedding: bool = False, pooling: int = -1,
-              batch: int | None = None) -> LlamaServer:
+              batch: int | None = None, projector: Projector | None = None) -> LlamaServer:
         """`context` tokens of KV cache shared by `n_parallel` slots. `embedding`: pooled,
         L2-normalised vectors instead of text, pooled the file's way or by `pooling` (llama.cpp's
-        enum); then `batch` must hold the longest input (a whole input is read in one pass)."""
+        enum); then `batch` must hold the longest input (a whole input is read in one pass).
+        `projector`: the model reads images too (see `stream_completion`)."""
         import httpx
         import xllamacpp
 
         params = xllamacpp.CommonParams()
         params.model.path = model_path
+        if projector is not None:
+            params.mmproj.path = projector.path
+            params.image_min_tokens = projector.min_tokens or -1
+            params.image_max_tokens = projector.max_tokens or -1
+            # Completions then go through the listener, each holding one of its threads for its
+            # whole stream: one per slot, and room beside them for tokenizing and counting.
+            params.n_threads_http = n_parallel + HTTP_SPARE_THREADS
         params.n_parallel = n_parallel
         # One cache for all slots: a request may use all of it, and memory does not grow with
         # the slots. When concurrent requests fill it, llama.cpp fails the one that no longer fits.
@@ -171,8 +198,12 @@ class LlamaServer:
                 server = xllamacpp.Server(params)
             except Exception as exc:  # the binding says "Failed to init server" and no more
                 raise RuntimeError(_load_error(captured, exc)) from None
+        # httpx's own limits, but with a projector every slot's stream holds a connection too:
+        # no cap below theirs.
+        limits = httpx.Limits(max_connections=None if projector else 100,
+                              max_keepalive_connections=20)
         http = httpx.Client(base_url=server.listening_address, timeout=60.0,
-                            headers={"Authorization": f"Bearer {key}"})
+                            headers={"Authorization": f"Bearer {key}"}, limits=limits)
         return cls(server, http)
 
     def get(self, path: str) -> Any:
@@ -188,7 +219,79 @@ class LlamaServer:
         reply.raise_for_status()
         return [int(t) for t in reply.json()["tokens"]]
 
+    def post(self, path: str, body: dict[str, Any]) -> Any:
+        """llama.cpp's answer to a POST, raised as LlamaCppRefusal when it refuses."""
+        reply = self._http.post(path, json=body)
+        if reply.status_code != 200:
+            raise LlamaCppRefusal(reply.status_code, _error_message(reply.content))
+        return reply.json()
+
+    def stream_completion(self, body: dict[str, Any],
+                          on_chunk: Callable[[dict[str, Any]], bool]) -> None:
+        """What `server.handle_completions` does (the binding's OpenAI completions: each
+        chunk to `on_chunk`, which returns True to stop), through llama.cpp's own /completion
+        route on the listener. With a projector loaded, only that route reads a prompt with
+        images, and the binding's refuses a prompt of token ids. Each chunk is given in the
+        binding's shape, so that one reader serves both; leaving the stream (closing the
+        connection) stops llama.cpp's task."""
+        import httpx
+
+        # A fresh connection per stream: llama.cpp closes a streamed one at its end, and a
+        # pooled one reused after that fails the next request.
+        with self._http.stream("POST", "/completion", json=body, headers={"Connection": "close"},
+                               timeout=httpx.Timeout(60.0, read=None)) as reply:
+            if reply.status_code != 200:
+                on_chunk({"error": {"code": reply.status_code,
+                                    "message": _error_message(reply.read())}})
+                return
+            for line in reply.iter_lines():
+                chunk = _native_chunk(line)
+                if chunk is not None and on_chunk(chunk):
+                    return
+
     def close(self) -> None:
         self._http.close()
         # Dropping the server stops llama.cpp's loop and frees the model and its cache.
         self.server = None
+
+
+class LlamaCppRefusal(Exception):
+    """llama.cpp answered a request on its listener with an error."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(f"llama.cpp answered {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+def _error_message(content: bytes) -> str:
+    try:
+        error = json.loads(content).get("error") or {}
+        return str(error.get("message") or error)
+    except (ValueError, AttributeError):
+        return content.decode("utf-8", errors="replace")[:500]
+
+
+def _native_chunk(line: str) -> dict[str, Any] | None:
+    """One line of /completion's event stream as a chunk of the binding's OpenAI completions
+    (choices[0] with text, logprobs and finish_reason; usage and timings); None for lines that
+    carry none (blank lines between events)."""
+    kind, _, data = line.partition(": ")
+    if kind not in ("data", "error") or not data:
+        return None
+    chunk = json.loads(data)
+    if kind == "error" or "error" in chunk:
+        return chunk if "error" in chunk else {"error": chunk}
+    finish = None
+    if chunk.get("stop"):
+        finish = "length" if chunk.get("stop_type") == "limit" else "stop"
+    probabilities = chunk.get("completion_probabilities")
+    answer: dict[str, Any] = {"choices": [{
+        "text": chunk.get("content") or "", "index": 0, "finish_reason": finish,
+        "logprobs": {"content": probabilities} if probabilities else None}]}
+    if "timings" in chunk:
+        answer["timings"] = chunk["timings"]
+    if finish:
+        answer["usage"] = {"completion_tokens": chunk.get("tokens_predicted", 0),
+                           "prompt_tokens": chunk.get("tokens_evaluated", 0)}
+    return answer

@@ -60,6 +60,7 @@ class FakeServer:
 class Engine:
     def __init__(self) -> None:
         self.server = FakeServer()
+        self.completions = self.server.handle_completions
 
 
 class Harness:
