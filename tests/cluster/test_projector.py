@@ -194,3 +194,16 @@ def test_the_estimate_counts_a_local_projector_with_the_weights(tmp_path: Path):
     assert seeing.inputs["projector_bytes"] == 300 and "projector_bytes" not in blind.inputs
     assert seeing.weights is not None and blind.weights is not None
     assert seeing.weights - blind.weights == 300
+
+
+def test_every_gguf_spec_of_a_builtin_vision_family_lists_its_projector():
+    from fleet.catalogue.registry import builtin_families
+
+    specs = [(name, spec) for name, family in builtin_families("LLM").items()
+             if "vision" in family.abilities for spec in family.model_specs
+             if spec.model_format == "gguf"]
+    assert specs
+    for name, spec in specs:
+        assert spec.multimodal_projectors, (name, spec.model_id)
+        assert all(p.startswith("mmproj") and p.endswith(".gguf")
+                   for p in spec.multimodal_projectors), (name, spec.multimodal_projectors)
