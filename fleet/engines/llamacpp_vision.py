@@ -18,6 +18,7 @@ counted; the scheduler sends llama.cpp the text and the images (LlamaCppMedia)."
 from __future__ import annotations
 
 import base64
+import io
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,25 @@ _SLOT = "FleetContentSlot"
 _DATA_URL = "data:image/png;base64,"
 
 Tokenize = Callable[[str, bool], list[int]]
+# What llama.cpp's image decoder (stb_image) reads: PNG, JPEG, GIF. The API takes WebP too.
+_DECODED_BY_LLAMA_CPP = (b"\x89PNG", b"\xff\xd8\xff", b"GIF8")
+
+
+def readable(image: bytes, index: int) -> bytes:
+    """The image in a format llama.cpp decodes: as it is, or, for one it does not (WebP),
+    decoded here and written as PNG."""
+    if image.startswith(_DECODED_BY_LLAMA_CPP):
+        return image
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(image)) as picture:
+            converted = io.BytesIO()
+            picture.convert("RGB").save(converted, "PNG")
+    except (OSError, ValueError) as exc:  # Pillow's UnidentifiedImageError is an OSError
+        raise BadRequest(f"image {index + 1} could not be read: {exc}",
+                         code="invalid_image") from None
+    return converted.getvalue()
 
 
 @dataclass(frozen=True)
@@ -106,7 +126,8 @@ class ImageReader:
                              f"{len(images)} images")
         if self._bos_text and pieces[0].startswith(self._bos_text):
             pieces[0] = pieces[0][len(self._bos_text):]
-        encoded = [base64.b64encode(image).decode("ascii") for image in images]
+        encoded = [base64.b64encode(readable(image, index)).decode("ascii")
+                   for index, image in enumerate(images)]
         ids = list(self._added)
         for index, piece in enumerate(pieces):
             if piece:

@@ -9,6 +9,7 @@ projector files that are not projectors, or not this model's."""
 
 from __future__ import annotations
 
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -35,6 +36,14 @@ GREEDY = SamplingParams(max_tokens=6, temperature=0.0)
 
 
 RED, BLUE = png((230, 20, 20)), png((20, 20, 230), size=(64, 48))
+
+
+def _webp(color: tuple[int, int, int]) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), color).save(buffer, "WEBP")
+    return buffer.getvalue()
 
 
 def _engine(projector: Path | None) -> LlamaCppLLM:
@@ -205,10 +214,17 @@ def test_a_model_without_projector_refuses_images(blind: LlamaCppLLM):
     assert refused.value.code == "no_vision"
 
 
-def test_a_file_that_is_no_image_is_a_400(seeing: LlamaCppLLM):
-    with pytest.raises(BadRequest) as refused:
-        seeing.encode_with_images(_chat(seeing.image_marker or "", 2), [RED, b"not an image"])
-    assert refused.value.code == "invalid_image" and "image 2" in refused.value.message
+def test_a_webp_image_is_read_and_a_file_that_is_no_image_is_a_400(seeing: LlamaCppLLM):
+    marker = seeing.image_marker or ""
+    webp = seeing.encode_with_images(_chat(marker, 1), [_webp((20, 200, 20))])
+    plain = seeing.encode(_chat("", 0), add_special_tokens=False)
+    assert len(webp.ids) == len(plain) + TOKENS_PER_IMAGE  # llama.cpp's decoder has no WebP
+    assert _llama_cpp_prompt_tokens(seeing, webp.ids, webp.media) == len(webp.ids)
+    # Refused here (Pillow reads no image in it), and by llama.cpp (a broken PNG).
+    for broken in (b"not an image", b"\x89PNG\r\n\x1a\n broken"):
+        with pytest.raises(BadRequest) as refused:
+            seeing.encode_with_images(_chat(marker, 2), [RED, broken])
+        assert refused.value.code == "invalid_image" and "image 2" in refused.value.message
 
 
 @pytest.mark.parametrize("kind", ["garbage", "a language model", "another model's"])
