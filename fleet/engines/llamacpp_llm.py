@@ -9,7 +9,8 @@ request checks, and the OpenAI output (tool calls, reasoning). Prompts go to lla
 from llama.cpp's own tokenizer, so `usage` is exact and the context checks are the model's.
 fleet.engines.llamacpp_scheduler hands the requests to the slots. Completions are direct calls
 into the binding; only tokenization and the model's metadata, which the binding does not expose,
-go through the server's local HTTP listener.
+go through the server's local HTTP listener, and, for a model loaded with a vision projector,
+its completions too (fleet.engines.llamacpp_vision: only that route takes images).
 
 Why xllamacpp and not llama-cpp-python (measured by bench/llamacpp_bindings.py; the figures are
 in docs/benchmarks.md): one stream runs at about the same speed on both, but a `Llama` holds one

@@ -4,8 +4,9 @@ own words when a load fails. Used by fleet.engines.llamacpp_llm (chat and comple
 fleet.engines.llamacpp_embedding.
 
 The server also listens on a random local port, where Fleet reaches what the binding does not
-expose (the tokenizer, the model's metadata). A random key keeps every other local process out;
-completions and embeddings are direct calls into the binding and need none."""
+expose (the tokenizer, the model's metadata, and, for a model with a vision projector, the
+completions that carry images). A random key keeps every other local process out; completions
+(of a model without a projector) and embeddings are direct calls into the binding."""
 
 from __future__ import annotations
 
