@@ -8,22 +8,24 @@ the launch, saying so."""
 
 from __future__ import annotations
 
-import base64
 from pathlib import Path
 
-import anthropic
 import openai
 import pytest
 
 from fleet.client import Client, FleetClientError
 from tests.builders import _smollm2_gguf
 from tests.gguf_builders import tiny_projector_gguf
-from tests.vision_builders import data_url, png
+from tests.vision_checks import (
+    GREEDY,
+    RED,
+    ask,
+    check_anthropic_image_block,
+    check_one_image_and_two,
+)
 
 TOKENS_PER_IMAGE = 4
 PROJECTOR = "mmproj-tiny-f32.gguf"
-RED, BLUE = png((230, 20, 20)), png((20, 20, 230), size=(64, 48))
-GREEDY = {"temperature": 0, "max_tokens": 5}
 
 
 @pytest.fixture(scope="module")
@@ -57,41 +59,12 @@ def seeing(client: Client, registered: str) -> str:
                                model_uid="smol-vision", n_parallel=2)
 
 
-def _ask(*images: bytes) -> list[dict]:
-    return [{"role": "user", "content": [
-        {"type": "text", "text": "What is in the picture?"},
-        *({"type": "image_url", "image_url": {"url": data_url(image)}} for image in images)]}]
-
-
 def test_one_image_and_two_whole_and_streamed_with_their_tokens_in_the_usage(openai_client, seeing):
-    plain = openai_client.chat.completions.create(model=seeing, messages=_ask(), **GREEDY)
-    one = openai_client.chat.completions.create(model=seeing, messages=_ask(RED), **GREEDY)
-    two = openai_client.chat.completions.create(model=seeing, messages=_ask(RED, BLUE), **GREEDY)
-    assert one.usage.prompt_tokens == plain.usage.prompt_tokens + TOKENS_PER_IMAGE
-    assert two.usage.prompt_tokens == plain.usage.prompt_tokens + 2 * TOKENS_PER_IMAGE
-    for answer in (one, two):
-        assert answer.choices[0].finish_reason in ("stop", "length")
-        assert answer.usage.completion_tokens >= 1 and answer.choices[0].message.content
-    chunks = list(openai_client.chat.completions.create(
-        model=seeing, messages=_ask(RED, BLUE), stream=True,
-        stream_options={"include_usage": True}, **GREEDY))
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert streamed == two.choices[0].message.content  # greedy: the same answer
-    assert chunks[-1].usage.prompt_tokens == two.usage.prompt_tokens
+    check_one_image_and_two(openai_client, seeing, TOKENS_PER_IMAGE)
 
 
 def test_anthropic_image_blocks(local_cluster, openai_client, seeing):
-    chat = openai_client.chat.completions.create(model=seeing, messages=_ask(RED), **GREEDY)
-    claude = anthropic.Anthropic(base_url=local_cluster.endpoint, api_key="unused", max_retries=0)
-    message = claude.messages.create(
-        model=seeing, max_tokens=5, extra_body={"temperature": 0}, messages=[{
-            "role": "user", "content": [
-                {"type": "text", "text": "What is in the picture?"},
-                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                             "data": base64.b64encode(RED).decode()}}]}])
-    assert message.usage.input_tokens == chat.usage.prompt_tokens
-    assert "".join(b.text for b in message.content if b.type == "text") == \
-        chat.choices[0].message.content
+    check_anthropic_image_block(local_cluster.endpoint, openai_client, seeing)
 
 
 def test_a_launch_without_projector_refuses_an_image(client, openai_client, registered):
@@ -99,9 +72,9 @@ def test_a_launch_without_projector_refuses_an_image(client, openai_client, regi
                                 model_uid="smol-blind", n_parallel=1, multimodal_projector="")
     try:
         with pytest.raises(openai.BadRequestError) as refused:
-            openai_client.chat.completions.create(model=blind, messages=_ask(RED), **GREEDY)
+            openai_client.chat.completions.create(model=blind, messages=ask(RED), **GREEDY)
         assert refused.value.code == "no_vision"
-        assert openai_client.chat.completions.create(model=blind, messages=_ask(), **GREEDY)
+        assert openai_client.chat.completions.create(model=blind, messages=ask(), **GREEDY)
     finally:
         client.terminate_model(blind)
 

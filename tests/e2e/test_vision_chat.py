@@ -13,7 +13,6 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-import anthropic
 import httpx
 import openai
 import pytest
@@ -21,10 +20,15 @@ import pytest
 from fleet.client import Client
 from tests.conftest import FleetProcess, start_local
 from tests.llm_builders import build_tiny_qwen2
-from tests.vision_builders import TOKENS_PER_IMAGE, build_tiny_llava, data_url, png
-
-RED, BLUE = png((230, 20, 20)), png((20, 20, 230), size=(64, 48))
-GREEDY = {"temperature": 0, "max_tokens": 5}
+from tests.vision_builders import TOKENS_PER_IMAGE, build_tiny_llava, data_url
+from tests.vision_checks import (
+    GREEDY,
+    QUESTION,
+    RED,
+    ask,
+    check_anthropic_image_block,
+    check_one_image_and_two,
+)
 
 
 def _family(name: str, abilities: list[str], path: Path) -> dict:
@@ -55,48 +59,20 @@ def _image_part(image: bytes) -> dict:
     return {"type": "image_url", "image_url": {"url": data_url(image)}}
 
 
-def _ask(*images: bytes) -> list[dict]:
-    return [{"role": "user", "content": [{"type": "text", "text": "What is in the picture?"},
-                                         *(_image_part(image) for image in images)]}]
-
-
 def _error(raised: pytest.ExceptionInfo) -> dict:
     return raised.value.body if isinstance(raised.value.body, dict) else {}
 
 
 def test_one_image_and_two_whole_and_streamed_with_their_tokens_in_the_usage(openai_client, llava):
-    plain = openai_client.chat.completions.create(model=llava, messages=_ask(), **GREEDY)
-    one = openai_client.chat.completions.create(model=llava, messages=_ask(RED), **GREEDY)
-    two = openai_client.chat.completions.create(model=llava, messages=_ask(RED, BLUE), **GREEDY)
-    assert one.usage.prompt_tokens == plain.usage.prompt_tokens + TOKENS_PER_IMAGE
-    assert two.usage.prompt_tokens == plain.usage.prompt_tokens + 2 * TOKENS_PER_IMAGE
-    for answer in (one, two):
-        assert answer.choices[0].finish_reason in ("stop", "length")
-        assert answer.usage.completion_tokens >= 1
-    chunks = list(openai_client.chat.completions.create(
-        model=llava, messages=_ask(RED, BLUE), stream=True, stream_options={"include_usage": True},
-        **GREEDY))
-    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert streamed == two.choices[0].message.content  # greedy: the same answer
-    assert chunks[-1].usage.prompt_tokens == two.usage.prompt_tokens
+    check_one_image_and_two(openai_client, llava, TOKENS_PER_IMAGE)
 
 
 def test_anthropic_image_blocks_and_responses_input_images(local_cluster, openai_client, llava):
-    import base64
-
-    chat = openai_client.chat.completions.create(model=llava, messages=_ask(RED), **GREEDY)
-    claude = anthropic.Anthropic(base_url=local_cluster.endpoint, api_key="unused", max_retries=0)
-    message = claude.messages.create(
-        model=llava, max_tokens=5, extra_body={"temperature": 0}, messages=[{"role": "user", "content": [
-            {"type": "text", "text": "What is in the picture?"},
-            {"type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                         "data": base64.b64encode(RED).decode()}}]}])
-    assert message.usage.input_tokens == chat.usage.prompt_tokens
-    assert "".join(b.text for b in message.content if b.type == "text") == \
-        chat.choices[0].message.content
+    check_anthropic_image_block(local_cluster.endpoint, openai_client, llava)
+    chat = openai_client.chat.completions.create(model=llava, messages=ask(RED), **GREEDY)
     response = openai_client.responses.create(
         model=llava, max_output_tokens=5, temperature=0, input=[{"role": "user", "content": [
-            {"type": "input_text", "text": "What is in the picture?"},
+            {"type": "input_text", "text": QUESTION},
             {"type": "input_image", "image_url": data_url(RED)}]}])
     assert response.usage.input_tokens == chat.usage.prompt_tokens
     assert response.output_text == chat.choices[0].message.content
@@ -106,11 +82,11 @@ def test_a_model_without_vision_refuses_an_image(client, openai_client, tmp_path
     path = build_tiny_qwen2(tmp_path_factory.mktemp("text") / "qwen2")
     text_model = _launch(client, "tiny-text", ["chat"], path)
     with pytest.raises(openai.BadRequestError) as refused:
-        openai_client.chat.completions.create(model=text_model, messages=_ask(RED), **GREEDY)
+        openai_client.chat.completions.create(model=text_model, messages=ask(RED), **GREEDY)
     error = _error(refused)
     assert error["code"] == "no_vision" and "messages[0].content[1]" in error["message"]
     # Its text chats go on.
-    assert openai_client.chat.completions.create(model=text_model, messages=_ask(), **GREEDY)
+    assert openai_client.chat.completions.create(model=text_model, messages=ask(), **GREEDY)
 
 
 @pytest.mark.parametrize(("content", "code", "words"), [
@@ -169,20 +145,20 @@ def test_an_allowed_url_is_fetched_and_private_addresses_are_refused(
     model = _launch(Client(url_cluster.endpoint), "tiny-llava", ["chat", "vision"], llava_path)
     endpoint = f"{url_cluster.endpoint}/v1/chat/completions"
 
-    def ask(url: str) -> httpx.Response:
+    def ask_by_url(url: str) -> httpx.Response:
         return httpx.post(endpoint, timeout=60, json={"model": model, "max_tokens": 5,
                                                       "temperature": 0, "messages": [
             {"role": "user", "content": [{"type": "text", "text": "What is in the picture?"},
                                          {"type": "image_url", "image_url": {"url": url}}]}]})
 
-    fetched = ask(f"{image_server}/red.png")
+    fetched = ask_by_url(f"{image_server}/red.png")
     assert fetched.status_code == 200, fetched.text
-    inline = openai_client.chat.completions.create(model=llava, messages=_ask(RED), **GREEDY)
+    inline = openai_client.chat.completions.create(model=llava, messages=ask(RED), **GREEDY)
     assert fetched.json()["usage"]["prompt_tokens"] == inline.usage.prompt_tokens
     for private in ("http://10.1.2.3/cat.png", "http://169.254.169.254/latest/meta-data",
                     "http://[::1]/cat.png", "http://127.0.0.2/cat.png"):
-        refused = ask(private)
+        refused = ask_by_url(private)
         assert refused.status_code == 400, (private, refused.text)
         assert refused.json()["error"]["code"] == "image_url_not_allowed", private
-    missing = ask(f"{image_server}/missing.png")
+    missing = ask_by_url(f"{image_server}/missing.png")
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "image_fetch_failed"
