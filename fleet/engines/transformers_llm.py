@@ -24,10 +24,10 @@ from fleet.engines.base import (
     wants_remote_code,
 )
 from fleet.engines.constrained import GrammarMatchers
-from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
+from fleet.engines.hf_prompt import HuggingFacePromptSide
 from fleet.engines.launch_options import TransformersLLMOptions
 from fleet.engines.torch_sampling import SamplerState, sample
-from fleet.engines.transformers_vision import VisionInputs, vision_model_class
+from fleet.engines.transformers_vision import vision_model_class
 from fleet.generation.params import NewSequence, SamplingParams, TokenChoice
 
 logger = logging.getLogger(__name__)
@@ -92,20 +92,13 @@ class TransformersLLM(HuggingFacePromptSide):
         self._grammars: GrammarMatchers | None = None  # made at the first constrained request
         # A family that sees is loaded with its processor (fleet.engines.transformers_vision).
         self.reads_images = "vision" in family.abilities
-        self._vision: VisionInputs | None = None
 
     def load(self) -> None:
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         dtype = pick_dtype(self._device, self._dtype_name)
-        model_class: Any = AutoModelForCausalLM
-        if self.reads_images:
-            self._vision = VisionInputs.load(self._model_path, self._trust_remote_code, dtype)
-            self.tokenizer = self._vision.tokenizer
-            model_class = vision_model_class()
-        else:
-            self.tokenizer = AutoTokenizer.from_pretrained(
-                self._model_path, trust_remote_code=self._trust_remote_code)
+        self.load_prompt_side(self._model_path, self._trust_remote_code)
+        model_class: Any = vision_model_class() if self._vision else AutoModelForCausalLM
         # The ignore: transformers declares PreTrainedModel.to with functools.wraps(Module.to),
         # which typeshed types as the plain function, `self` included, not a bound method.
         self.model = model_class.from_pretrained(
@@ -115,7 +108,6 @@ class TransformersLLM(HuggingFacePromptSide):
         model_limit = getattr(self.model.config.get_text_config(), "max_position_embeddings", None)
         if model_limit:
             self.context_length = min(self.context_length, int(model_limit))
-        self.eos_token_ids = model_eos_ids(self._model_path, self.tokenizer)
         # Transformers 5.x renamed the cache argument of `forward`; older releases call it
         # `past_key_values`. Ask the model which one it takes instead of pinning a release.
         forward_args = inspect.signature(self.model.forward).parameters
@@ -131,13 +123,6 @@ class TransformersLLM(HuggingFacePromptSide):
         self.release([-1])
 
     # ---- images (fleet.engines.base.BaseLLMEngine) ---------------------------------------
-    @property
-    def chat_template(self) -> str | dict[str, str] | None:
-        # A vision model's template (the one that writes its image tokens) is its processor's.
-        if self._vision is not None and self._vision.chat_template:
-            return self._vision.chat_template
-        return super().chat_template
-
     def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
         if self._vision is None:
             return super().encode_with_images(text, images)

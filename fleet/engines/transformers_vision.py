@@ -1,12 +1,14 @@
-"""What a vision model on Transformers takes for a chat's images: its processor turns the rendered
-prompt and the images into token ids (each image's placeholder expanded to the tokens the model
-reads for it) and the model's image inputs (pixel values, and whatever else the model asks for:
-image grids, image sizes, token types).
+"""What a vision model in Hugging Face format takes for a chat's images: its processor turns the
+rendered prompt and the images into token ids (each image's placeholder expanded to the tokens the
+model reads for it) and the model's image inputs (pixel values, and whatever else the model asks
+for: image grids, image sizes, token types). The Transformers engine runs the model on them; the
+vLLM engine reads the processor's template and tokenizer, and the count of the expanded prompt
+(vLLM expands the placeholders itself, fleet.engines.vllm_llm).
 
 The prompt side stays Fleet's (the chat template renders the messages, an image part as the
 model's image token); the processor is used for what only it knows, the images. Its slow
 (Pillow) image processors are asked for: the fast ones need torchvision, which is not installed
-beside Fleet's torch."""
+beside Fleet's torch (Transformers 5.19, vLLM's, takes `backend="pil"` as 5.25 does)."""
 
 from __future__ import annotations
 
@@ -34,10 +36,9 @@ def vision_model_class() -> Any:
 @dataclass
 class VisionInputs:
     processor: Any
-    dtype: torch.dtype
 
     @classmethod
-    def load(cls, model_path: str, trust_remote_code: bool, dtype: torch.dtype) -> VisionInputs:
+    def load(cls, model_path: str, trust_remote_code: bool) -> VisionInputs:
         from transformers import AutoProcessor
 
         try:
@@ -49,7 +50,7 @@ class VisionInputs:
         if getattr(processor, "image_processor", None) is None:
             raise ValueError(f"{model_path}'s processor has no image processor: it cannot read "
                              "images, though its family has the vision ability")
-        return cls(processor, dtype)
+        return cls(processor)
 
     @property
     def tokenizer(self) -> Any:
@@ -62,16 +63,20 @@ class VisionInputs:
     def encode(self, text: str, images: list[bytes]) -> ImagePrompt:
         """The prompt's ids with its images' tokens in place, and the model's image inputs.
         Runs off the engine thread, like tokenizing a text prompt."""
-        pictures = [_picture(data, index) for index, data in enumerate(images)]
-        try:
-            encoded = self.processor(text=[text], images=pictures, return_tensors="pt",
-                                     add_special_tokens=False)
-        except ValueError as exc:  # e.g. the prompt's image tokens and the images disagree
-            raise BadRequest(f"the model's processor refused the images: {exc}",
-                             code="invalid_image") from None
+        encoded = self.process(text, read_pictures(images))
         ids = [int(token) for token in encoded["input_ids"][0]]
         media = {key: value for key, value in encoded.items() if key not in _PROMPT_KEYS}
         return ImagePrompt(ids, media)
+
+    def process(self, text: str, pictures: list[Any]) -> Any:
+        """The processor's output for the prompt and its pictures (read_pictures): `input_ids`,
+        one row, each image's placeholder expanded, and the model's image inputs as tensors."""
+        try:
+            return self.processor(text=[text], images=pictures, return_tensors="pt",
+                                  add_special_tokens=False)
+        except ValueError as exc:  # e.g. the prompt's image tokens and the images disagree
+            raise BadRequest(f"the model's processor refused the images: {exc}",
+                             code="invalid_image") from None
 
     def model_inputs(self, media: dict[str, Any], device: str, dtype: torch.dtype
                      ) -> dict[str, Any]:
@@ -91,6 +96,11 @@ class VisionInputs:
             return 0
         inner.rope_deltas = None
         return int(deltas.reshape(-1)[0])
+
+
+def read_pictures(images: list[bytes]) -> list[Any]:
+    """The chat's images, in order, as RGB Pillow images; BadRequest naming one that is not."""
+    return [_picture(data, index) for index, data in enumerate(images)]
 
 
 def _picture(data: bytes, index: int) -> Any:

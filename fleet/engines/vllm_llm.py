@@ -7,6 +7,15 @@ ids, so `usage` is exact and the answers match the other engines'), the OpenAI o
 and reasoning parsed by fleet.generation), and structured output's grammar, checked by llguidance
 before the request queues and handed to vLLM's llguidance backend as the same Lark text.
 
+Images (a family with the vision ability): the prompt side is the model's processor's, as on the
+Transformers engine (fleet.engines.transformers_vision). vLLM takes a chat's images with the
+prompt's ids as the template wrote them, one placeholder per image, and its multimodal processor
+expands each placeholder to the image's tokens (ids already expanded would be expanded again).
+Fleet counts the prompt as the model's Hugging Face processor expands it, which vLLM's processors
+are written to match (token for token on Idefics3, tests/e2e/test_vllm.py), so that the usage and
+the context check count what vLLM reads. The images are processed twice, for that count and by
+vLLM: small beside the model's work on them.
+
 vLLM runs its model in an engine-core process of its own, with a worker process per GPU (one on
 a CPU), started at load. They outlive the replica's process unless someone ends them: the worker
 does, with the replica (fleet.cluster.worker.process_tree).
@@ -32,10 +41,16 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from fleet.catalogue.schemas import LLMFamily
-from fleet.engines.base import SelfSchedulingLLMEngine, checked_options, wants_remote_code
-from fleet.engines.hf_prompt import HuggingFacePromptSide, model_eos_ids
+from fleet.engines.base import (
+    ImagePrompt,
+    SelfSchedulingLLMEngine,
+    checked_options,
+    wants_remote_code,
+)
+from fleet.engines.hf_prompt import HuggingFacePromptSide
 from fleet.engines.launch_options import VLLM_CPU_KV_CACHE_GIB, VLLMOptions
-from fleet.engines.vllm_scheduler import VLLMScheduler
+from fleet.engines.transformers_vision import read_pictures
+from fleet.engines.vllm_scheduler import VLLMImagePrompt, VLLMScheduler
 from fleet.generation.scheduling import Scheduler
 
 logger = logging.getLogger(__name__)
@@ -79,11 +94,14 @@ def free_gpu_share() -> float:
     return max(0.05, min(MAX_GPU_SHARE, min(shares, default=MAX_GPU_SHARE) - GPU_HEADROOM))
 
 
-def _config(model_path: str) -> dict[str, Any]:
+def _text_config(model_path: str) -> dict[str, Any]:
+    """The language model's part of config.json: a vision model nests it under text_config."""
     try:
-        return json.loads((Path(model_path) / "config.json").read_text())
+        config = json.loads((Path(model_path) / "config.json").read_text())
     except (OSError, ValueError):
         return {}
+    text = config.get("text_config")
+    return text if isinstance(text, dict) else config
 
 
 class VLLMLLM(HuggingFacePromptSide):
@@ -102,21 +120,19 @@ class VLLMLLM(HuggingFacePromptSide):
         self.vocab_size = 0
         self.tokenizer: Any = None
         self.eos_token_ids: tuple[int, ...] = ()
+        # A family that sees is loaded with its processor (fleet.engines.transformers_vision).
+        self.reads_images = "vision" in family.abilities
         self._loop: asyncio.AbstractEventLoop | None = None
         self._engine: Any = None
 
     # ---- loading (the engine thread) ----------------------------------------------------
     def load(self) -> None:
-        from transformers import AutoTokenizer
-
-        config = _config(self._model_path)
+        config = _text_config(self._model_path)
         model_limit = config.get("max_position_embeddings")
         if model_limit and not self._sized_by_launch:
             self.context_length = min(self.context_length, int(model_limit))
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            self._model_path, trust_remote_code=self._trust_remote_code)
+        self.load_prompt_side(self._model_path, self._trust_remote_code)
         self.vocab_size = int(config.get("vocab_size") or len(self.tokenizer))
-        self.eos_token_ids = model_eos_ids(self._model_path, self.tokenizer)
         if not self._on_gpu:
             self._cpu_environment()
         # vLLM's loop is made here and run by the scheduler, on this same thread.
@@ -164,6 +180,15 @@ class VLLMLLM(HuggingFacePromptSide):
         if "VLLM_CPU_OMP_THREADS_BIND" not in os.environ and hasattr(os, "sched_getaffinity"):
             # vLLM's "auto" binds to one NUMA node's cores less one; a replica gets what it may use.
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cpu_list(sorted(os.sched_getaffinity(0)))
+
+    # ---- images (fleet.engines.base.BaseLLMEngine) ---------------------------------------
+    def encode_with_images(self, text: str, images: list[bytes]) -> ImagePrompt:
+        if self._vision is None:
+            return super().encode_with_images(text, images)
+        pictures = read_pictures(images)
+        expanded = self._vision.process(text, pictures)["input_ids"][0]
+        return ImagePrompt([int(token) for token in expanded],
+                           VLLMImagePrompt(self.encode(text, add_special_tokens=False), pictures))
 
     # ---- generation ----------------------------------------------------------------------
     def make_scheduler(self, max_running: int, max_requests: int) -> Scheduler:

@@ -5,7 +5,8 @@ its prefix cache, chunked prefill and paged KV cache). Fleet hands it each choic
 one vLLM request, with the prompt as token ids (rendered and tokenized by the replica, the same
 way for every engine), and turns vLLM's streamed deltas into the events every Fleet scheduler
 emits (fleet.generation.scheduling), so the OpenAI output (tool calls, reasoning, logprobs) is
-built by the same code as on the other engines.
+built by the same code as on the other engines. A prompt with images comes with its media, a
+VLLMImagePrompt: the ids vLLM takes for it, and the images.
 
 Threads: vLLM's AsyncLLM lives on one asyncio loop, and that loop runs on the replica's engine
 thread (`run_forever`). Every call into vLLM is made there: `submit`, `cancel` and `stop`, which
@@ -63,6 +64,29 @@ def vllm_sampling_params(params: SamplingParams) -> Any:
                             if params.grammar is not None else None),
         output_kind=RequestOutputKind.DELTA,
     )
+
+
+@dataclass(frozen=True)
+class VLLMImagePrompt:
+    """The media of a chat prompt with images on vLLM (fleet.engines.base.ImagePrompt.media,
+    made by fleet.engines.vllm_llm): the prompt's ids with each image's placeholder once, as
+    the chat template wrote it, and the images (Pillow), in their order in the prompt. vLLM's
+    multimodal processor expands every placeholder to that image's tokens itself, and would
+    expand the already expanded ones of the request's `prompt_ids` a second time."""
+
+    placeholder_ids: list[int]
+    images: list[Any]
+
+
+def vllm_prompt(request: GenerationRequest) -> Any:
+    """The prompt of a request as vLLM's `generate` takes it: token ids, and a chat's images."""
+    from vllm.inputs import TokensPrompt
+
+    if request.media is None:
+        return TokensPrompt(prompt_token_ids=request.prompt_ids)
+    media: VLLMImagePrompt = request.media
+    return TokensPrompt(prompt_token_ids=media.placeholder_ids,
+                        multi_modal_data={"image": media.images})
 
 
 def _logprobs(token_ids: list[int], entries: Any, top: int) -> list[dict[str, Any]]:
@@ -137,15 +161,13 @@ class VLLMScheduler:
                       for index in range(held.request.n)]
 
     async def _choice(self, held: _Request, index: int) -> None:
-        from vllm.inputs import TokensPrompt
-
         request = held.request
         params = choice_params(request.params, index)
         tokens, decoding = 0, False
         try:
             async for output in self._engine.generate(
-                    TokensPrompt(prompt_token_ids=request.prompt_ids),
-                    vllm_sampling_params(params), request_id=f"{request.request_id}-{index}"):
+                    vllm_prompt(request), vllm_sampling_params(params),
+                    request_id=f"{request.request_id}-{index}"):
                 completion = output.outputs[0]
                 if not decoding:
                     decoding = True

@@ -3,7 +3,9 @@ runs on vLLM's CPU build in a virtual environment of its own (tests/vllm_env.py,
 cached): "Paris" at temperature 0, streamed == whole, exact usage, stop strings, logprobs, 8
 concurrent streams batched by vLLM, a client that leaves cancels its request in vLLM, a misspelt
 launch option refused, vLLM's processes ended on terminate; and the structured-output tests of
-tests/e2e/test_structured_output.py run again on this engine."""
+tests/e2e/test_structured_output.py run again on this engine. Images in chat on a tiny random
+Idefics3 (tests.vision_builders: vLLM's LLaVA needs torchvision, which this environment lacks):
+one image and two, each image's tokens in the usage, and those the tokens vLLM itself read."""
 
 from __future__ import annotations
 
@@ -35,7 +37,13 @@ from tests.llm_checks import (
     run_concurrent_streams,
     streamed_text,
 )
-from tests.vllm_env import fleet_environment, vllm_python
+from tests.vision_builders import (
+    IDEFICS3_TOKENS_PER_IMAGE,
+    build_tiny_idefics3,
+    data_url,
+    png,
+)
+from tests.vllm_env import ROOT, fleet_environment, vllm_python
 
 # The first run builds vLLM's environment (minutes); later runs find it in the cache.
 pytestmark = pytest.mark.timeout(1800)
@@ -132,6 +140,73 @@ def test_a_misspelt_option_is_refused_before_anything_starts(client, hf_folder: 
     assert caught.value.status_code == 400
     assert "gpu_memory_utilisation" in caught.value.message
     assert "gpu_memory_utilization" in caught.value.message  # the option it resembles
+
+
+# ---- images in chat ---------------------------------------------------------------------------
+RED, BLUE = png((230, 20, 20)), png((20, 20, 230), size=(64, 48))
+
+
+@pytest.fixture(scope="module")
+def idefics3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_idefics3(tmp_path_factory.mktemp("vision") / "idefics3")
+
+
+def _ask(*images: bytes) -> list[dict]:
+    return [{"role": "user", "content": [
+        {"type": "text", "text": "What is in the picture?"},
+        *({"type": "image_url", "image_url": {"url": data_url(image)}} for image in images)]}]
+
+
+def test_a_chat_with_one_image_and_with_two_whole_and_streamed(client, openai_client,
+                                                                 idefics3_path: Path):
+    """The model's images reach vLLM, and the usage counts each image's tokens. Terminated at
+    the end, so that the module's last test sees the engine core of its own model only."""
+    client.register_model("LLM", {
+        "version": 2, "model_name": "tiny-idefics3", "model_ability": ["chat", "vision"],
+        "context_length": 512, "stop": ["<|im_end|>"],
+        "model_specs": [{"model_format": "pytorch", "model_size_in_billions": 0,
+                         "quantizations": ["none"], "model_uri": str(idefics3_path)}]},
+        persist=False)
+    model = client.launch_model("tiny-idefics3", model_type="LLM", model_engine="vllm",
+                                model_uid="idefics3-vllm", model_path=str(idefics3_path),
+                                cpu_kv_cache_gib=1, max_num_seqs=4)
+    try:
+        greedy = {"model": model, "temperature": 0, "max_tokens": 5}
+        plain = openai_client.chat.completions.create(messages=_ask(), **greedy)
+        one = openai_client.chat.completions.create(messages=_ask(RED), **greedy)
+        two = openai_client.chat.completions.create(messages=_ask(RED, BLUE), **greedy)
+        assert one.usage.prompt_tokens == plain.usage.prompt_tokens + IDEFICS3_TOKENS_PER_IMAGE
+        assert two.usage.prompt_tokens == plain.usage.prompt_tokens + 2 * IDEFICS3_TOKENS_PER_IMAGE
+        for answer in (one, two):
+            assert answer.choices[0].finish_reason in ("stop", "length")
+            assert answer.usage.completion_tokens >= 1
+        for images, whole in (((RED,), one), ((RED, BLUE), two)):
+            chunks = list(openai_client.chat.completions.create(
+                messages=_ask(*images), stream=True, stream_options={"include_usage": True},
+                **greedy))
+            streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+            assert streamed == whole.choices[0].message.content  # greedy: the same answer
+            assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+    finally:
+        client.terminate_model(model)
+
+
+def test_the_prompt_counted_for_images_is_the_one_vllm_reads(idefics3_path: Path):
+    """The engine's ids for a chat with images (its usage, its context check) are token for
+    token those vLLM's own multimodal processor makes of the prompt and the images
+    (tests/e2e/vllm_image_prompt.py, in the vLLM environment)."""
+    import json
+    import subprocess
+
+    done = subprocess.run([str(vllm_python()), "-m", "tests.e2e.vllm_image_prompt",
+                           str(idefics3_path)], capture_output=True, text=True, cwd=ROOT,
+                          env={**fleet_environment(), "PATH": "/usr/bin:/bin"}, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    prompts = json.loads(done.stdout.splitlines()[-1])
+    assert len(prompts) == 2
+    (one, read_one), (two, read_two) = prompts
+    assert one == read_one and two == read_two
+    assert len(two) - len(one) == IDEFICS3_TOKENS_PER_IMAGE
 
 
 def _engine_cores(server: FleetProcess) -> list[psutil.Process]:
