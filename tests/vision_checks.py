@@ -1,7 +1,7 @@
 """Checks that every engine's images-in-chat tests run on their own model (tests/e2e/
-test_vision_chat.py on Transformers, test_llamacpp_vision.py on llama.cpp): one image and two
-through the openai SDK, whole and streamed, each image's tokens in the usage; and an Anthropic
-image block answered as the same chat."""
+test_vision_chat.py on Transformers, test_llamacpp_vision.py on llama.cpp, test_vllm.py on
+vLLM): one image and two through the openai SDK, whole and streamed, each image's tokens in the
+usage; and an Anthropic image block answered as the same chat."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ concurrent streams batched by vLLM, a client that leaves cancels its request in 
 launch option refused, vLLM's processes ended on terminate; and the structured-output tests of
 tests/e2e/test_structured_output.py run again on this engine. Images in chat on a tiny random
 Idefics3 (tests.vision_builders: vLLM's LLaVA needs torchvision, which this environment lacks):
-one image and two, each image's tokens in the usage, and those the tokens vLLM itself read."""
+the checks of tests.vision_checks, and the prompt counted for images is the one vLLM read."""
 
 from __future__ import annotations
 
@@ -37,12 +37,8 @@ from tests.llm_checks import (
     run_concurrent_streams,
     streamed_text,
 )
-from tests.vision_builders import (
-    IDEFICS3_TOKENS_PER_IMAGE,
-    build_tiny_idefics3,
-    data_url,
-    png,
-)
+from tests.vision_builders import IDEFICS3_TOKENS_PER_IMAGE, build_tiny_idefics3
+from tests.vision_checks import check_anthropic_image_block, check_one_image_and_two
 from tests.vllm_env import ROOT, fleet_environment, vllm_python
 
 # The first run builds vLLM's environment (minutes); later runs find it in the cache.
@@ -143,24 +139,17 @@ def test_a_misspelt_option_is_refused_before_anything_starts(client, hf_folder: 
 
 
 # ---- images in chat ---------------------------------------------------------------------------
-RED, BLUE = png((230, 20, 20)), png((20, 20, 230), size=(64, 48))
-
-
 @pytest.fixture(scope="module")
 def idefics3_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_idefics3(tmp_path_factory.mktemp("vision") / "idefics3")
 
 
-def _ask(*images: bytes) -> list[dict]:
-    return [{"role": "user", "content": [
-        {"type": "text", "text": "What is in the picture?"},
-        *({"type": "image_url", "image_url": {"url": data_url(image)}} for image in images)]}]
-
-
-def test_a_chat_with_one_image_and_with_two_whole_and_streamed(client, openai_client,
+def test_a_chat_with_one_image_and_with_two_whole_and_streamed(local_cluster, client,
+                                                                 openai_client,
                                                                  idefics3_path: Path):
-    """The model's images reach vLLM, and the usage counts each image's tokens. Terminated at
-    the end, so that the module's last test sees the engine core of its own model only."""
+    """The model's images reach vLLM, the usage counts each image's tokens, and an Anthropic
+    image block is the same chat. Terminated at the end, so that the module's last test sees
+    the engine core of its own model only."""
     client.register_model("LLM", {
         "version": 2, "model_name": "tiny-idefics3", "model_ability": ["chat", "vision"],
         "context_length": 512, "stop": ["<|im_end|>"],
@@ -171,22 +160,8 @@ def test_a_chat_with_one_image_and_with_two_whole_and_streamed(client, openai_cl
                                 model_uid="idefics3-vllm", model_path=str(idefics3_path),
                                 cpu_kv_cache_gib=1, max_num_seqs=4)
     try:
-        greedy = {"model": model, "temperature": 0, "max_tokens": 5}
-        plain = openai_client.chat.completions.create(messages=_ask(), **greedy)
-        one = openai_client.chat.completions.create(messages=_ask(RED), **greedy)
-        two = openai_client.chat.completions.create(messages=_ask(RED, BLUE), **greedy)
-        assert one.usage.prompt_tokens == plain.usage.prompt_tokens + IDEFICS3_TOKENS_PER_IMAGE
-        assert two.usage.prompt_tokens == plain.usage.prompt_tokens + 2 * IDEFICS3_TOKENS_PER_IMAGE
-        for answer in (one, two):
-            assert answer.choices[0].finish_reason in ("stop", "length")
-            assert answer.usage.completion_tokens >= 1
-        for images, whole in (((RED,), one), ((RED, BLUE), two)):
-            chunks = list(openai_client.chat.completions.create(
-                messages=_ask(*images), stream=True, stream_options={"include_usage": True},
-                **greedy))
-            streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-            assert streamed == whole.choices[0].message.content  # greedy: the same answer
-            assert chunks[-1].usage.prompt_tokens == whole.usage.prompt_tokens
+        check_one_image_and_two(openai_client, model, IDEFICS3_TOKENS_PER_IMAGE)
+        check_anthropic_image_block(local_cluster.endpoint, openai_client, model)
     finally:
         client.terminate_model(model)
 
