@@ -8,8 +8,6 @@ containers run are accepted by Fleet's own command line."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +19,8 @@ import yaml
 from fleet.api.metrics import FleetMetrics
 from fleet.cli.main import cli
 from fleet.port_range import parse_port_range
+from tests.kustomize import KUBERNETES, render
 
-KUBERNETES = Path(__file__).resolve().parent.parent / "deploy" / "kubernetes"
 OVERLAYS = ("cpu", "gpu", "keda")
 # The oldest Kubernetes the manifests are held to (StatefulSet's PVC retention policy is GA
 # there), and the newest the validator knows.
@@ -30,15 +28,6 @@ KUBERNETES_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
 # Kinds that come with an operator's CRDs, whose schemas the validator does not have: checked
 # field by field below.
 CUSTOM_KINDS = {"ServiceMonitor": "monitoring.coreos.com/v1", "ScaledObject": "keda.sh/v1alpha1"}
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "these tests need kubectl (it renders Kustomize with no other tool)"
-    done = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True,
-                          text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
 
 
 @pytest.fixture(scope="module")

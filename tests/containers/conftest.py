@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.containers.images import fleet_image
+from tests.containers.images import fleet_image, is_built
 from tests.gguf_builders import minilm_gguf
 
 KEY = "sk-container-test-key-0123456789"
@@ -22,9 +22,24 @@ MINILM_GGUF_FAMILY = {
 }
 
 
+IMAGE_ARGS = {"EXTRAS": "llama-cpp"}
+# A cold start makes the base with debootstrap and builds the image: 3 to 5 minutes on 2 busy
+# cores, inside the first test that asks for the image, where it would count against the
+# suite's per-test timeout (pyproject.toml). That one test gets this much more.
+COLD_BUILD_S = 1800
+
+
+@pytest.hookimpl(trylast=True)  # after `-m` and `-k` have deselected what will not run
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    first = next((item for item in items if "image" in getattr(item, "fixturenames", ())), None)
+    if first is None or not shutil.which("podman") or is_built(IMAGE_ARGS):
+        return
+    first.add_marker(pytest.mark.timeout(float(config.getini("timeout")) + COLD_BUILD_S))
+
+
 @pytest.fixture(scope="session")
 def image() -> str:
-    return fleet_image({"EXTRAS": "llama-cpp"})
+    return fleet_image(IMAGE_ARGS)
 
 
 @pytest.fixture
