@@ -10,6 +10,12 @@ image's size for each variant built, and the time from `podman run` to a ready A
 local` on a fresh volume, median of --starts), with `fleet local` as a process beside it.
 Prints JSON; target: container/plain >= 0.95.
 
+On a machine that other processes load, the containers' share of the CPU is not the processes'
+share: podman without systemd (cgroupfs, cgroup v1, as here) puts every container under one CPU
+group, which the scheduler weighs as one thread against each busy thread outside it. The load
+average after each window is reported for that reason; on a machine of its own the two sides
+get the same.
+
     python bench/container.py --rounds 6 --window 8
     python bench/container.py --variants gguf,cpu --torch-wheels /opt/wheels   # sizes too
 """
