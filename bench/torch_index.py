@@ -3,7 +3,9 @@ reached: `torch` from a folder of wheels (PyTorch's CPU builds), every other pro
 PyPI's index. The image's build reaches it through the host's network (podman build
 --network=host), as `TORCH_INDEX_URL`.
 
-    with torch_index(Path("/opt/wheels")) as url: ...   # http://127.0.0.1:PORT/
+    with torch_index(Path("/opt/wheels")) as url: ...   # http://127.0.0.1:39971/
+
+Its port is fixed: the URL is one of the image's build arguments, which its cache is keyed by.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 PYPI = "https://pypi.org/simple"
+PORT = 39971
 _PROJECT = re.compile(r"^/([A-Za-z0-9._-]+)/?$")
 _FILE = re.compile(r"^/files/([A-Za-z0-9._+-]+\.whl)$")
 
@@ -54,8 +57,8 @@ def _handler(wheels: Path) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def torch_index(wheels: Path) -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(wheels))
+def torch_index(wheels: Path, port: int = PORT) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(wheels))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:

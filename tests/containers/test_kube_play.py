@@ -80,13 +80,12 @@ def played(image: str, smollm2_folder: Path, tmp_path: Path) -> Iterator[PlayedB
     manifests = for_podman(render(KUBERNETES / "base"), image, smollm2_folder, played.supervisor_ip)
     played.claims = [m["metadata"]["name"] for m in manifests if m["kind"] == "PersistentVolumeClaim"]
     played.file.write_text(yaml.safe_dump_all(manifests))
-    podman("network", "create", "--subnet", f"{subnet}.0/24", played.network)
-    podman("secret", "rm", SECRET, check=False)  # left by a run that was killed
     secret_file = tmp_path / "secret.json"
     secret_file.write_text(secret_json({"cluster-secret": secrets.token_hex(32), "api-keys": KEY}))
-    podman("secret", "create", SECRET, str(secret_file))
-    anonymous: list[str] = []
     try:
+        podman("network", "create", "--subnet", f"{subnet}.0/24", played.network)
+        podman("secret", "rm", SECRET, check=False)  # left by a run that was killed
+        podman("secret", "create", SECRET, str(secret_file))
         podman("kube", "play", "--network", played.network, "--ip", played.supervisor_ip,
                "--ip", played.worker_ip, str(played.file), timeout=180)
         yield played
