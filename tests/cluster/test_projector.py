@@ -141,6 +141,14 @@ def test_a_hub_models_projector_downloads_beside_its_weights_once(home: Path, tm
     with FakeHub({REPO: repo}) as hub:
         monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)
         monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+        # huggingface_hub reads both when it is first imported, which an earlier test of the
+        # session may have done: its constants are set too (a worker starts with them set).
+        from huggingface_hub import constants
+
+        monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",
+                            hub.endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
         path = resolve_projector(family, spec, "Q4_K_M", None, PROJECTORS[1], lambda f: None)
         assert path == download.cache_folder(family, spec, "Q4_K_M") / PROJECTORS[1]
         assert path.read_bytes() == (repo / PROJECTORS[1]).read_bytes()
