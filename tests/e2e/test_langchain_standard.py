@@ -77,7 +77,12 @@ def _refused(model: Any, messages: list[BaseMessage], part_type: str) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         model.invoke(messages)
     assert info.value.status_code == 400
-    assert f"content parts of type {part_type!r} are not supported" in info.value.body["message"]
+    if part_type == "image_url":  # an image, to a model without the vision ability
+        assert info.value.body["code"] == "no_vision"
+        assert "has no vision ability" in info.value.body["message"]
+    else:
+        assert f"content parts of type {part_type!r} are not supported" in \
+            info.value.body["message"]
 
 
 def _file_in_a_tool_result(model: BaseChatModel, part: str, sent_as: str) -> None:
