@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -38,15 +38,21 @@ def run_while_watching(job: Callable[[int], T], count: int,
     return results, seen
 
 
-def wait_for(condition: Callable[[], object], timeout: float = 60.0, step: float = 0.1) -> object:
-    """`condition()`'s first true value, asked every `step` s; TimeoutError after `timeout` s."""
+def wait_for(condition: Callable[[], Any], timeout: float = 60.0, step: float = 0.1,
+             what: str = "condition not met in time",
+             ignoring: tuple[type[BaseException], ...] = ()) -> Any:
+    """`condition()`'s first true value, asked every `step` s; TimeoutError(`what`) after
+    `timeout` s. An error of the `ignoring` kinds counts as not yet (a server still starting)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        value = condition()
+        try:
+            value = condition()
+        except ignoring:
+            value = None
         if value:
             return value
         time.sleep(step)
-    raise TimeoutError("condition not met in time")
+    raise TimeoutError(what)
 
 
 @dataclass

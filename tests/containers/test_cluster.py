@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.concurrency import wait_for
 from tests.containers.conftest import HEADERS, KEY, MINILM_GGUF_FAMILY
 from tests.containers.images import podman
 
@@ -79,19 +80,6 @@ def _get(cluster: Cluster, path: str) -> Any:
     return reply.json()
 
 
-def _until(condition, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = condition()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise TimeoutError(what)
-
-
 class Load:
     """Embedding requests, one after another on two threads, until stopped."""
 
@@ -119,7 +107,8 @@ class Load:
 
 
 def test_a_worker_container_stopped_under_load_loses_no_request(cluster):
-    _until(lambda: len(_get(cluster, "/v1/workers")) == 2, 120, "two workers joined")
+    wait_for(lambda: len(_get(cluster, "/v1/workers")) == 2, 120, 0.5, "two workers joined",
+             (httpx.HTTPError,))
     workers = {w["address"] for w in _get(cluster, "/v1/workers")}
     assert workers == {f"{cluster.subnet}.3:9998", f"{cluster.subnet}.4:9998"}
     registered = httpx.post(f"{cluster.endpoint}/v1/model_registrations/embedding",
@@ -146,7 +135,8 @@ def test_a_worker_container_stopped_under_load_loses_no_request(cluster):
             return [r["state"] for r in now] == ["ready", "ready"] and \
                 {r["worker_address"] for r in now} == {remaining}
 
-        _until(relaunched, 120, "the lost replica launched again on the other worker")
+        wait_for(relaunched, 120, 0.5, "the lost replica launched again on the other worker",
+                 (httpx.HTTPError,))
         time.sleep(2)
     assert served_before > 0 and len(load.statuses) > served_before
     assert set(load.statuses) == {200}, {s: load.statuses.count(s) for s in set(load.statuses)}

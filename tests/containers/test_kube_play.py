@@ -9,7 +9,6 @@ from __future__ import annotations
 import random
 import secrets
 import shutil
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import pytest
 import yaml
 
 from tests.builders import _smollm2_gguf
+from tests.concurrency import wait_for
 from tests.containers.conftest import HEADERS, KEY
 from tests.containers.images import podman
 from tests.containers.kube_play import MODELS, for_podman, secret_json
@@ -99,19 +99,6 @@ def played(image: str, smollm2_folder: Path, tmp_path: Path) -> Iterator[PlayedB
         podman("network", "rm", "-f", played.network, check=False)
 
 
-def _until(condition, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            found = condition()
-        except httpx.HTTPError:
-            found = None
-        if found:
-            return found
-        time.sleep(0.5)
-    raise TimeoutError(what)
-
-
 def _workers(endpoint: str) -> list[dict[str, Any]]:
     reply = httpx.get(f"{endpoint}/v1/workers", headers=HEADERS, timeout=5)
     reply.raise_for_status()
@@ -122,7 +109,8 @@ def test_kube_play_of_the_base_serves_a_model(played):
     endpoint = played.endpoint
     # The worker found the supervisor by the Service's name and joined with the Secret's
     # cluster secret; it listens on its pod's address.
-    [worker] = _until(lambda: _workers(endpoint), 120, "the worker pod joined")
+    [worker] = wait_for(lambda: _workers(endpoint), 120, 0.5, "the worker pod joined",
+                        (httpx.HTTPError,))
     assert worker["address"] == f"{played.worker_ip}:9998"
     # Keys are on, from the Secret's api-keys.
     assert httpx.get(f"{endpoint}/v1/models", timeout=10).status_code == 401
